@@ -1,0 +1,259 @@
+"""The peer <-> coordinator wire: msgpack bodies, signed requests, typed messages.
+
+Bytes become objects in exactly one place, `parse()`, which validates every field against
+the message dataclass and raises `WireError` with a one-line reason. Requests are signed
+with the sender's Ed25519 key over method, path, timestamp and the body's SHA-256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from overlay.identity import Identity, verify
+
+CONTENT_TYPE = "application/msgpack"
+KEY_HEADER = "X-Osaas-Key"
+SIGNATURE_HEADER = "X-Osaas-Signature"
+TIMESTAMP_HEADER = "X-Osaas-Timestamp"
+MAX_CLOCK_SKEW = 300.0
+MAX_BODY = 8 * 1024 * 1024
+
+
+class WireError(Exception):
+    """The other side sent something malformed: bad msgpack, wrong types, bad signature."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- msgpack ---------------------------------------------------------------------------
+
+
+def encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise WireError(f"body is not valid msgpack ({type(exc).__name__})") from exc
+
+
+def error_body(code: str, message: str) -> bytes:
+    return encode({"error": {"code": code, "message": message}})
+
+
+# ---- signatures ------------------------------------------------------------------------
+
+
+def _signed_bytes(method: str, path: str, timestamp: str, body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join(["osaas-v1", method.upper(), path, timestamp, digest]).encode()
+
+
+def sign_request(identity: Identity, method: str, path: str, body: bytes, now: float) -> dict[str, str]:
+    """Headers that prove `identity` sent this request at `now`."""
+    timestamp = f"{now:.3f}"
+    signature = identity.sign(_signed_bytes(method, path, timestamp, body))
+    return {
+        KEY_HEADER: identity.public_hex,
+        SIGNATURE_HEADER: signature.hex(),
+        TIMESTAMP_HEADER: timestamp,
+    }
+
+
+def verify_request(
+    headers: typing.Mapping[str, str], method: str, path: str, body: bytes, now: float
+) -> str:
+    """Return the signer's public key (hex) or raise `WireError` (code `bad_signature`)."""
+    key_hex = headers.get(KEY_HEADER)
+    sig_hex = headers.get(SIGNATURE_HEADER)
+    timestamp = headers.get(TIMESTAMP_HEADER)
+    if not key_hex or not sig_hex or not timestamp:
+        raise WireError("request is not signed (X-Osaas-Key/-Signature/-Timestamp)", "unsigned")
+    try:
+        key = bytes.fromhex(key_hex)
+        signature = bytes.fromhex(sig_hex)
+        sent_at = float(timestamp)
+    except ValueError as exc:
+        raise WireError("signature headers are malformed", "bad_signature") from exc
+    if not math.isfinite(sent_at) or abs(now - sent_at) > MAX_CLOCK_SKEW:
+        raise WireError("request timestamp is too far from the coordinator's clock", "bad_signature")
+    if not verify(key, _signed_bytes(method, path, timestamp, body), signature):
+        raise WireError("signature does not match the request", "bad_signature")
+    return key.hex()
+
+
+# ---- typed messages --------------------------------------------------------------------
+
+M = TypeVar("M")
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _check(value, inner, where)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise WireError(f"{where} must be a list")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise WireError(f"{where} must be a map")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise WireError(f"{where} must be a finite number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WireError(f"{where} must be an integer")
+        return value
+    if hint in (str, bool, bytes):
+        if not isinstance(value, hint):
+            raise WireError(f"{where} must be of type {hint.__name__}")
+        return value
+    raise TypeError(f"unsupported field type {hint!r} at {where}")  # our bug, not theirs
+
+
+def parse(cls: type[M], obj: Any, where: str = "body") -> M:
+    """Build message `cls` from decoded msgpack `obj`, validating every field."""
+    if not isinstance(obj, dict):
+        raise WireError(f"{where} must be a map")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in obj:
+            kwargs[f.name] = _check(obj[f.name], hints[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise WireError(f"{where}.{f.name} is missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise WireError(f"{where}: {exc}") from exc
+
+
+def to_obj(message: Any) -> dict[str, Any]:
+    return dataclasses.asdict(message)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    name: str
+    slots: int
+    workloads: list[str]
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.name) <= 200, "name must be 1..200 characters")
+        _require(1 <= self.slots <= 256, "slots must be 1..256")
+        _require(len(self.workloads) <= 64, "too many workloads")
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterResponse:
+    peer_id: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    max_units: int
+    workloads: list[str]
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.max_units <= 256, "max_units must be 1..256")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    unit_id: int
+    token: int
+    job_id: int
+    workload: str
+    payload: dict
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseResponse:
+    leases: list[Lease]
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """Names one lease: used to renew or release it."""
+
+    unit_id: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenewResponse:
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    unit_id: int
+    token: int
+    exit_code: int
+    payload: dict | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResponse:
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmit:
+    workload: str
+    input: dict
+
+
+@dataclass(frozen=True, slots=True)
+class JobCreated:
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job_id: int
+    workload: str
+    state: str  # "running" | "done"
+    units_total: int
+    units_done: int
+    items_total: int
+    items_done: int
+    counts: dict = field(default_factory=dict)  # result -> number of items
+    created_at: float = 0.0
+    finished_at: float | None = None

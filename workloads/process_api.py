@@ -1,0 +1,250 @@
+"""The process API between a peer and a workload subprocess (see docs/workload-api.md).
+
+Frames are a 4-byte big-endian length followed by that many bytes of msgpack encoding one
+map with a "type" key. The peer writes frames to the workload's stdin, the workload writes
+frames to its stdout; stderr is the workload's log. This module is sans-I/O except for the
+two small asyncio helpers at the bottom.
+
+Conversation:
+    peer -> workload   {"type": "unit", ...}                       exactly once, first
+    workload -> peer   {"type": "fetch", ...}                      any number
+    peer -> workload   {"type": "fetch_result", ...}               one per fetch, any order
+    workload -> peer   {"type": "result", ...}                     exactly once, then exit
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct(">I")
+MAX_FRAME = 16 * 1024 * 1024
+
+
+class ExitCode(enum.IntEnum):
+    """Workload exit codes, after the Nagios plugin convention."""
+
+    OK = 0
+    PARTIAL = 1
+    FAILED = 2  # retry elsewhere
+    BAD_INPUT = 3  # do not retry
+
+
+class ProtocolError(Exception):
+    """The other side of the process API sent something that breaks the protocol."""
+
+
+# ---- framing ---------------------------------------------------------------------------
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ValueError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Bytes in, messages out. Raises `ProtocolError` on an oversized or undecodable frame."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > self._max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds the {self._max_frame}-byte limit")
+            if len(self._buffer) < HEADER.size + length:
+                break
+            body = bytes(self._buffer[HEADER.size : HEADER.size + length])
+            del self._buffer[: HEADER.size + length]
+            messages.append(decode_body(body))
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered."""
+        return len(self._buffer)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ProtocolError(f"frame is not valid msgpack ({type(exc).__name__})") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("frame is not a map with a string 'type'")
+    return message
+
+
+# ---- messages --------------------------------------------------------------------------
+
+
+def _fields(message: dict[str, Any], spec: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    values = {}
+    for name, kind in spec.items():
+        value = message.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            raise ProtocolError(f"{message.get('type')} frame: field {name!r} is missing or has the wrong type")
+        values[name] = value
+    return values
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """peer -> workload: the work to do. `payload` is workload-specific."""
+
+    unit_id: int
+    payload: dict[str, Any]
+    version: int = PROTOCOL_VERSION
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "unit", "version": self.version, "unit_id": self.unit_id, "payload": self.payload}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> Unit:
+        v = _fields(m, {"unit_id": int, "payload": dict, "version": int})
+        return cls(**v)
+
+
+FETCH_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """workload -> peer: please fetch `url`. Redirects are never followed by the peer."""
+
+    id: int
+    method: str
+    url: str
+    want_body: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in FETCH_METHODS:
+            raise ProtocolError(f"fetch frame: method must be one of {FETCH_METHODS}")
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "fetch", "id": self.id, "method": self.method, "url": self.url, "want_body": self.want_body}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> FetchRequest:
+        v = _fields(m, {"id": int, "method": str, "url": str, "want_body": bool})
+        return cls(**v)
+
+
+class FetchError(enum.StrEnum):
+    """Why a fetch produced no HTTP response."""
+
+    TIMEOUT = "timeout"  # connect or read took longer than the peer allows
+    CONNECTION = "connection"  # refused, reset, or the server broke HTTP
+    DNS = "dns"  # the name does not resolve
+    POLICY = "policy"  # the address policy refused the target (private, loopback, ...)
+    ROBOTS = "robots"  # robots.txt disallows the URL; it was not fetched
+    INVALID_URL = "invalid_url"  # not an absolute http(s) URL the peer can fetch
+    LIMIT = "limit"  # the peer's per-unit fetch allowance is used up
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """peer -> workload: the answer to fetch `id`: a response, or an error with no response.
+
+    `headers` holds lower-case names. `body` is empty unless the request wanted it, and is
+    cut at the peer's body cap (then `truncated` is true).
+    """
+
+    id: int
+    url: str
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    truncated: bool = False
+    error: str | None = None  # a FetchError value
+    message: str | None = None  # human-readable detail of the error
+
+    def to_frame(self) -> dict[str, Any]:
+        return {
+            "type": "fetch_result",
+            "id": self.id,
+            "url": self.url,
+            "status": self.status,
+            "headers": self.headers,
+            "body": self.body,
+            "truncated": self.truncated,
+            "error": self.error,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> FetchResult:
+        v = _fields(
+            m,
+            {
+                "id": int,
+                "url": str,
+                "status": (int, type(None)),
+                "headers": dict,
+                "body": bytes,
+                "truncated": bool,
+                "error": (str, type(None)),
+                "message": (str, type(None)),
+            },
+        )
+        return cls(**v)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """workload -> peer: the unit's outcome. The exit code that follows must agree with `status`."""
+
+    status: int  # an ExitCode value
+    payload: dict[str, Any]
+    error: str | None = None
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "result", "status": self.status, "payload": self.payload, "error": self.error}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> Result:
+        v = _fields(m, {"status": int, "payload": dict, "error": (str, type(None))})
+        if v["status"] not in set(ExitCode):
+            raise ProtocolError("result frame: status must be 0, 1, 2 or 3")
+        return cls(**v)
+
+
+# ---- asyncio helpers -------------------------------------------------------------------
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
+    """Read one frame; None at a clean end of stream. Raises ProtocolError otherwise."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ProtocolError("stream ended inside a frame header") from exc
+    (length,) = HEADER.unpack(header)
+    if length > max_frame:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError("stream ended inside a frame") from exc
+    return decode_body(body)
+
+
+def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(encode_frame(message))
