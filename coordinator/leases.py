@@ -1,0 +1,101 @@
+"""A work unit's lease lifecycle and fencing rules, as pure functions over `UnitLease`.
+
+    queued ──grant──▶ leased ──report (exit 0/1/3)──▶ done
+      ▲                 │ │
+      └──release/fail───┘ └──expires, then grant: re-leased with attempts+1, or done (gave up)
+
+There is no timer: an expired lease stays `leased` until someone asks for work, so its holder's
+report is still welcome until the unit is granted to another peer. Every grant increments the
+fencing token; only the holder of the current token may renew, release or report, and a report
+for a finished unit from the peer and token that finished it is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+LEASE_EXPIRED = "lease expired"
+
+
+class UnitState(enum.StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+
+
+class Verdict(enum.StrEnum):
+    """What to do with a report."""
+
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"  # already merged: answer as accepted, change nothing
+    STALE = "stale"  # not the current lease: reject, change nothing
+
+
+@dataclass(frozen=True, slots=True)
+class UnitLease:
+    state: UnitState
+    token: int = 0
+    peer_id: str | None = None
+    expires_at: float | None = None
+    attempts: int = 0  # failed attempts: expired leases and exit-2 reports
+    last_error: str | None = None
+
+
+def is_eligible(unit: UnitLease, now: float) -> bool:
+    """May this unit be granted to a peer at `now`?"""
+    if unit.state is UnitState.QUEUED:
+        return True
+    return unit.state is UnitState.LEASED and unit.expires_at is not None and unit.expires_at <= now
+
+
+def grant(unit: UnitLease, peer_id: str, now: float, lease_seconds: float, max_attempts: int) -> UnitLease:
+    """Lease an eligible unit to `peer_id`. The result is `done` when an expired lease was its
+    last allowed attempt; the caller then finishes its items with `give_up_message`."""
+    if not is_eligible(unit, now):
+        raise ValueError(f"unit in state {unit.state} with expiry {unit.expires_at} is not eligible at {now}")
+    if unit.state is UnitState.LEASED:
+        expired = replace(unit, attempts=unit.attempts + 1, last_error=LEASE_EXPIRED)
+        if expired.attempts >= max_attempts:
+            # A new token and no holder: the expired holder's late report must now be stale.
+            return replace(expired, state=UnitState.DONE, token=unit.token + 1, peer_id=None, expires_at=None)
+        unit = expired
+    return replace(unit, state=UnitState.LEASED, token=unit.token + 1, peer_id=peer_id, expires_at=now + lease_seconds)
+
+
+def holds(unit: UnitLease, peer_id: str, token: int) -> bool:
+    """Is (`peer_id`, `token`) the unit's current, unfinished lease? Expired but not re-leased counts."""
+    return unit.state is UnitState.LEASED and unit.token == token and unit.peer_id == peer_id
+
+
+def judge_report(unit: UnitLease, peer_id: str, token: int) -> Verdict:
+    if holds(unit, peer_id, token):
+        return Verdict.ACCEPT
+    if unit.state is UnitState.DONE and unit.token == token and unit.peer_id == peer_id:
+        return Verdict.DUPLICATE
+    return Verdict.STALE
+
+
+def renewed(unit: UnitLease, now: float, lease_seconds: float) -> UnitLease:
+    return replace(unit, expires_at=now + lease_seconds)
+
+
+def released(unit: UnitLease) -> UnitLease:
+    return replace(unit, state=UnitState.QUEUED, peer_id=None, expires_at=None)
+
+
+def completed(unit: UnitLease) -> UnitLease:
+    """The holder's report finished the unit; peer and token stay to recognise duplicates."""
+    return replace(unit, state=UnitState.DONE, expires_at=None)
+
+
+def failed(unit: UnitLease, error: str, max_attempts: int) -> UnitLease:
+    """The holder reported a retryable failure: queue again, or give up after `max_attempts`."""
+    attempts = unit.attempts + 1
+    if attempts >= max_attempts:
+        return replace(unit, state=UnitState.DONE, expires_at=None, attempts=attempts, last_error=error)
+    return replace(unit, state=UnitState.QUEUED, peer_id=None, expires_at=None, attempts=attempts, last_error=error)
+
+
+def give_up_message(unit: UnitLease) -> str:
+    return f"gave up after {unit.attempts} attempts: {unit.last_error}"

@@ -1,0 +1,187 @@
+"""Link-check jobs, pure: seeds become items, reports become results and newly found items.
+
+A job's scope is the set of its seeds' origins (scheme://host:port). Every URL found is checked
+once; only pages inside the scope and within the depth limit are crawled for more links.
+Items are grouped into units by origin so one peer's unit hits one website.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from coordinator.store import InvalidInput
+
+WORKLOAD = "linkcheck"
+MAX_SEEDS = 1000
+MAX_URL_LENGTH = 8 * 1024
+MAX_LINKS_PER_ITEM = 10_000
+MAX_TEXT = 2000  # error strings are cut here; they are for people, not for parsing
+RESULTS = frozenset({"ok", "broken", "timeout", "error", "excluded"})
+# Links that are not absolute http(s) URLs share one bucket; the workload marks them excluded.
+NOT_HTTP_KEY = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    urls: tuple[str, ...]
+    depth: int | None  # None: no limit
+
+    @property
+    def scope(self) -> frozenset[str]:
+        return frozenset(unit_key(u) for u in self.urls)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"urls": list(self.urls), "depth": self.depth}
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    url: str
+    unit_key: str
+    depth: int
+    crawl: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a link-check unit's result, as the workload reports it."""
+
+    url: str
+    result: str
+    status: int | None
+    final_url: str | None
+    redirects: tuple[str, ...]
+    error: str | None
+    links: tuple[str, ...]
+    crawled: bool
+
+
+def unit_key(url: str) -> str:
+    """The origin `scheme://host:port` of an absolute http(s) URL, else `NOT_HTTP_KEY`."""
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError):
+        return NOT_HTTP_KEY
+    host = parsed.raw_host
+    if parsed.scheme not in ("http", "https") or not host or port is None:
+        return NOT_HTTP_KEY
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+def parse_job_input(obj: Any) -> JobInput:
+    """Validate a link-check job's input map; raise `InvalidInput` with a one-line reason."""
+    if not isinstance(obj, dict):
+        raise InvalidInput("input must be a map with 'urls' and 'depth'")
+    unknown = sorted(str(k) for k in obj if k not in ("urls", "depth"))
+    if unknown:
+        raise InvalidInput(f"input has unknown fields: {', '.join(unknown)}")
+    urls = obj.get("urls")
+    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_SEEDS:
+        raise InvalidInput(f"input.urls must be a list of 1..{MAX_SEEDS} URLs")
+    for i, url in enumerate(urls):
+        if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or unit_key(url) == NOT_HTTP_KEY:
+            raise InvalidInput(f"input.urls[{i}] is not an absolute http(s) URL of at most {MAX_URL_LENGTH} characters")
+    depth = obj.get("depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 1000):
+        raise InvalidInput("input.depth must be an integer 0..1000, or nil for no limit")
+    return JobInput(urls=tuple(dict.fromkeys(urls)), depth=depth)
+
+
+def seed_items(job: JobInput) -> list[NewItem]:
+    return [NewItem(url=u, unit_key=unit_key(u), depth=0, crawl=True) for u in job.urls]
+
+
+def linked_items(page: ItemResult, page_depth: int, job: JobInput) -> list[NewItem]:
+    """Items for the links of a crawled page: checked always, crawled when in scope and depth.
+
+    Empty and over-long links are dropped, duplicates folded, at most MAX_LINKS_PER_ITEM kept.
+    """
+    depth = page_depth + 1
+    deep_enough = job.depth is None or depth <= job.depth
+    scope = job.scope
+    links = [link for link in dict.fromkeys(page.links) if 0 < len(link) <= MAX_URL_LENGTH]
+    items = []
+    for link in links[:MAX_LINKS_PER_ITEM]:
+        key = unit_key(link)
+        items.append(NewItem(url=link, unit_key=key, depth=depth, crawl=deep_enough and key in scope))
+    return items
+
+
+def pack(items: Iterable[tuple[int, str]], unit_size: int) -> list[tuple[str, list[int]]]:
+    """Group (item id, unit key) pairs into units of at most `unit_size` items of one key,
+    keeping first-seen order of keys and items."""
+    groups: dict[str, list[int]] = {}
+    for item_id, key in items:
+        groups.setdefault(key, []).append(item_id)
+    return [(key, ids[i : i + unit_size]) for key, ids in groups.items() for i in range(0, len(ids), unit_size)]
+
+
+def unit_payload(job_id: int, items: Iterable[tuple[str, bool]]) -> dict[str, Any]:
+    """What a peer's workload receives for one unit."""
+    return {"job_id": job_id, "items": [{"url": url, "crawl": crawl} for url, crawl in items]}
+
+
+def parse_report_items(payload: Any, unit_urls: Collection[str]) -> list[ItemResult]:
+    """Validate a link-check result payload against the unit's URLs; raise `InvalidInput`."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise InvalidInput("payload must be a map with a list 'items'")
+    results = []
+    seen: set[str] = set()
+    for i, raw in enumerate(payload["items"]):
+        item = _parse_item(raw, f"payload.items[{i}]")
+        if item.url not in unit_urls:
+            raise InvalidInput(f"payload.items[{i}].url is not an item of this unit")
+        if item.url in seen:
+            raise InvalidInput(f"payload.items[{i}].url is reported twice")
+        seen.add(item.url)
+        results.append(item)
+    return results
+
+
+def _parse_item(raw: Any, where: str) -> ItemResult:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where} must be a map")
+    url = _field(raw, "url", str, where)
+    result = _field(raw, "result", str, where)
+    if result not in RESULTS:
+        raise InvalidInput(f"{where}.result must be one of {', '.join(sorted(RESULTS))}")
+    status = _field(raw, "status", (int, type(None)), where)
+    if status is not None and not 0 <= status <= 999:
+        raise InvalidInput(f"{where}.status must be 0..999 or nil")
+    error = _field(raw, "error", (str, type(None)), where)
+    return ItemResult(
+        url=url,
+        result=result,
+        status=status,
+        final_url=_field(raw, "final_url", (str, type(None)), where),
+        redirects=tuple(_strings(raw, "redirects", where)),
+        error=None if error is None else error[:MAX_TEXT],
+        links=tuple(_strings(raw, "links", where)),
+        crawled=_field(raw, "crawled", bool, where),
+    )
+
+
+def _field(raw: dict[Any, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if name not in raw:
+        raise InvalidInput(f"{where}.{name} is missing")
+    value = raw[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int to Python, not to us; floats are never valid here.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join("nil" if k is type(None) else k.__name__ for k in kinds)
+        raise InvalidInput(f"{where}.{name} must be {names}")
+    return value
+
+
+def _strings(raw: dict[Any, Any], name: str, where: str) -> list[str]:
+    values = _field(raw, name, list, where)
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidInput(f"{where}.{name} must be a list of strings")
+    return values

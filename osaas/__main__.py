@@ -1,0 +1,5 @@
+import sys
+
+from osaas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""`osaas check`: a whole network on this machine for one link check.
+
+An embedded coordinator (SQLite in a temp dir) runs in this process; N peers run as real
+`osaas peer run` subprocesses; the job is submitted and watched over HTTP like any owner would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from yarl import URL
+
+from coordinator.api import serve as serve_coordinator
+from osaas import owner, report
+from overlay import http
+
+
+class CheckError(Exception):
+    """A usage or runtime problem: one line for the user, exit code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    urls: tuple[str, ...]
+    peers: int = 2
+    depth: int | None = None
+    allow_private: bool = False
+    fmt: str = "text"
+    output: Path | None = None
+    progress: bool = True
+
+
+def validate_url(text: str) -> str:
+    """The URL as the checker will use it, or CheckError saying what is wrong with it."""
+    try:
+        url = URL(text.strip())
+    except (ValueError, TypeError) as exc:
+        raise CheckError(f"not a valid URL: {text!r} ({exc})") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise CheckError(f"not an absolute http(s) URL: {text!r}")
+    return str(url.with_fragment(None))
+
+
+async def run_check(options: CheckOptions, console: Console) -> list[dict[str, Any]]:
+    """Check `options.urls` with an embedded network; return the result items."""
+    seeds = [validate_url(u) for u in options.urls]
+    if not 1 <= options.peers <= 64:
+        raise CheckError("--peers must be between 1 and 64")
+    with tempfile.TemporaryDirectory(prefix="osaas-check-") as tmp:
+        workdir = Path(tmp)
+        async with _coordinator(workdir) as coordinator_url, _peers(options, coordinator_url, workdir) as peers:
+            async with aiohttp.ClientSession() as session:
+                job_input = {"urls": seeds, "depth": options.depth}
+                try:
+                    job_id = await owner.submit(session, coordinator_url, "linkcheck", job_input)
+                except http.Rejected as exc:
+                    raise CheckError(f"the job was refused: {exc}") from exc
+                await _watch(session, coordinator_url, job_id, peers, workdir, console, options.progress)
+                items = await owner.results(session, coordinator_url, job_id)
+    _refuse_unreachable_seeds(seeds, items)
+    return items
+
+
+def _refuse_unreachable_seeds(seeds: list[str], items: list[dict[str, Any]]) -> None:
+    by_url = {item["url"]: item for item in items}
+    failed = [by_url[s] for s in seeds if s in by_url and by_url[s]["status"] is None and by_url[s]["result"] != "ok"]
+    if failed and len(failed) == len(seeds):
+        first = failed[0]
+        raise CheckError(f"cannot check {first['url']}: {first.get('error') or first['result']}")
+
+
+@contextlib.asynccontextmanager
+async def _coordinator(workdir: Path) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[int] = loop.create_future()
+    task = asyncio.create_task(
+        serve_coordinator(
+            "127.0.0.1",
+            0,
+            workdir / "coordinator.sqlite",
+            lease_seconds=30.0,
+            ready=lambda port: ready.done() or ready.set_result(port),
+        )
+    )
+    try:
+        done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            if task.done() and task.exception():
+                raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
+            raise CheckError("the embedded coordinator did not start within 30 s")
+        yield f"http://127.0.0.1:{ready.result()}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _peers(options: CheckOptions, coordinator_url: str, workdir: Path) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        for i in range(options.peers):
+            argv = [sys.executable, "-m", "osaas", "peer", "run", "--coordinator", coordinator_url,
+                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}"]
+            if options.allow_private:
+                argv.append("--allow-private")
+            with open(workdir / f"peer-{i}.log", "wb") as log_file:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file
+                    )
+                )
+        yield processes
+    finally:
+        await _stop_all(processes)
+
+
+async def _stop_all(processes: list[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), timeout=15)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+async def _watch(
+    session: aiohttp.ClientSession,
+    coordinator_url: str,
+    job_id: int,
+    peers: list[asyncio.subprocess.Process],
+    workdir: Path,
+    console: Console,
+    show_progress: bool,
+) -> None:
+    columns = (TextColumn("checking links"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False, disable=not show_progress) as progress:
+        bar = progress.add_task("check", total=None)
+        while True:
+            status = await owner.status(session, coordinator_url, job_id)
+            progress.update(bar, total=max(status.items_total, 1), completed=status.items_done)
+            if status.state == "done":
+                return
+            if all(p.returncode is not None for p in peers):
+                log_tail = (workdir / "peer-0.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise CheckError("every peer exited before the job finished: " + (log_tail[0] if log_tail else "no log"))
+            await asyncio.sleep(0.2)
+
+
+def write_report(items: list[dict[str, Any]], fmt: str, output: Path | None) -> None:
+    text = report.render(items, fmt)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CheckError(f"cannot write {output}: {exc.strerror or exc}") from exc

@@ -1,0 +1,40 @@
+"""The peer's typed view of one coordinator: signed msgpack calls under /v1."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from overlay import http, wire
+from overlay.identity import Identity
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, identity: Identity, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._identity = identity
+        self._session = session
+
+    async def _post(self, path: str, message: object) -> object:
+        return await http.call(self._session, "POST", self.base_url, path, message, identity=self._identity)
+
+    async def register(self, request: wire.RegisterRequest) -> wire.RegisterResponse:
+        return _answer(wire.RegisterResponse, await self._post("/v1/peers/register", request))
+
+    async def lease(self, request: wire.LeaseRequest) -> wire.LeaseResponse:
+        return _answer(wire.LeaseResponse, await self._post("/v1/leases", request))
+
+    async def renew(self, ref: wire.LeaseRef) -> wire.RenewResponse:
+        return _answer(wire.RenewResponse, await self._post("/v1/leases/renew", ref))
+
+    async def release(self, ref: wire.LeaseRef) -> None:
+        await self._post("/v1/leases/release", ref)
+
+    async def report(self, report: wire.Report) -> wire.ReportResponse:
+        return _answer(wire.ReportResponse, await self._post("/v1/reports", report))
+
+
+def _answer(cls, obj):
+    try:
+        return wire.parse(cls, obj, "answer")
+    except wire.WireError as exc:
+        raise http.Unavailable(f"coordinator sent a malformed answer: {exc}") from exc
