@@ -2,7 +2,8 @@
 
 Serves ``bench.site`` from a separate process, runs each tool as a whole command (process
 start to exit), compares the broken links each found with the site's expected set and prints
-a table. Exits 1 if osaas's broken set differs from the expected set (or osaas failed).
+a table. Exits 1 if osaas's broken set differs from the expected set (or osaas failed);
+the tools' outputs are then kept in a temp dir, otherwise removed.
 
     python -m bench.linkcheck_compare [--pages 3000] [--peers 2] [--quick]
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,8 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
 
 
 def print_table(outcomes: list[Outcome], expected: set[str]) -> None:
-    print(f"{'tool':<12} {'wall s':>8} {'broken found':>13} {'expected':>9} {'missed':>7} {'extra':>6}")
+    print(f"{'tool':<12} {'wall s':>8} {'broken found':>13} {'expected':>9} "
+          f"{'missed':>7} {'extra':>6}")
     for outcome in outcomes:
         if outcome.broken is None or outcome.wall is None:
             print(f"{outcome.tool:<12} {'FAILED':>8}")
@@ -194,7 +196,8 @@ def print_differences(outcome: Outcome, expected: set[str], limit: int = 5) -> N
     """Show a few missed and extra URLs so a mismatch can be chased down."""
     if outcome.broken is None:
         return
-    for label, urls in (("missed", expected - outcome.broken), ("extra", outcome.broken - expected)):
+    differences = {"missed": expected - outcome.broken, "extra": outcome.broken - expected}
+    for label, urls in differences.items():
         for url in sorted(urls)[:limit]:
             print(f"  {outcome.tool} {label}: {url}")
 
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         expected = site.broken_urls(base_url)
         print(f"site: {len(site.pages)} pages, {site.link_count()} links, "
-              f"{len(expected)} broken targets at {base_url}/ (work dir {workdir})", flush=True)
+              f"{len(expected)} broken targets at {base_url}/", flush=True)
         linkchecker = run_linkchecker(base_url, workdir, args.threads, args.timeout)
         osaas = run_osaas(base_url, workdir, args.peers, args.timeout)
     finally:
@@ -243,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in (linkchecker, osaas):
         if outcome.failure:
             print(f"{outcome.tool}: {outcome.failure}", file=sys.stderr)
-    return 0 if osaas.broken == expected else 1
+    if osaas.broken != expected:
+        print(f"outputs kept in {workdir}", file=sys.stderr)
+        return 1
+    shutil.rmtree(workdir)
+    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ PIXEL_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 )
 ROBOTS_TXT = b"User-agent: *\nAllow: /\n"
-NOT_FOUND_HTML = b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>"
+NOT_FOUND_HTML = (
+    b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>"
+)
 
 
 @dataclass(frozen=True)

@@ -157,9 +157,10 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 
 async def _signed_body(request: web.Request) -> tuple[str, Any]:
-    """The verified signer's peer id and the decoded body."""
+    """The verified signer's peer id and the decoded body. The signature covers the path
+    without its query string, as `overlay.http` signs it."""
     body = await request.read()
-    peer_id = verify_request(request.headers, request.method, request.raw_path, body, request.app[CLOCK]())
+    peer_id = verify_request(request.headers, request.method, request.rel_url.raw_path, body, request.app[CLOCK]())
     return peer_id, decode(body)
 
 

@@ -107,7 +107,12 @@ class SqliteStore:
         if self._executor is not None:
             raise RuntimeError("store is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
         log.info("store opened at %s", self._path)
 
     async def close(self) -> None:
@@ -135,19 +140,28 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     def _open(self) -> None:
+        try:
+            self._conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self._path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: an acknowledged report must survive a power cut, since the peer then drops it.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged report must survive a power cut, since the peer then drops it.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self._path} was written by a newer osaas (schema {version}); upgrade osaas")
+            if version == 0:
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except BaseException:
             conn.close()
-            raise StoreError(f"{self._path} was written by a newer osaas (schema {version}); upgrade osaas")
-        if version == 0:
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        self._conn = conn
+            raise
+        return conn
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -359,21 +373,24 @@ class SqliteStore:
                 raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
             if verdict is Verdict.DUPLICATE:
                 return ReportResponse(accepted=True, reason="duplicate")
+            error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
             if report.exit_code in (0, 1):
-                unit = self._merge_results(conn, job_id, report, unit)
+                unit = self._merge_results(conn, job_id, report, unit, error)
             elif report.exit_code == 2:
-                unit = leases.failed(unit, report.error or "workload failed (exit 2)", self._max_attempts)
+                unit = leases.failed(unit, error or "workload failed (exit 2)", self._max_attempts)
                 if unit.state is UnitState.DONE:
                     self._finish_items_with_error(conn, report.unit_id, leases.give_up_message(unit))
             else:
-                message = f"workload refused the input: {report.error or 'no reason given'}"
+                message = f"workload refused the input: {error or 'no reason given'}"
                 self._finish_items_with_error(conn, report.unit_id, message)
                 unit = leases.completed(unit)
             self._save_unit(conn, report.unit_id, unit)
             self._finish_job_if_done(conn, job_id, now)
         return ReportResponse(accepted=True)
 
-    def _merge_results(self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease) -> UnitLease:
+    def _merge_results(
+        self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease, error: str | None
+    ) -> UnitLease:
         """Store a (partial) result; requeue what it left out; add the links it found."""
         rows = conn.execute(
             "SELECT id, url, depth, crawl FROM items WHERE unit_id = ? AND done = 0", (report.unit_id,)
@@ -382,7 +399,7 @@ class SqliteStore:
         results = linkcheck_jobs.parse_report_items(report.payload, by_url)
         if not results:
             # Nothing done is no progress: count it as a failed attempt so a unit cannot loop forever.
-            return leases.failed(unit, report.error or "workload reported no items", self._max_attempts)
+            return leases.failed(unit, error or "workload reported no items", self._max_attempts)
         conn.executemany(
             "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
             [(r.result, r.status, r.final_url, encode(list(r.redirects)), r.error, by_url[r.url][0]) for r in results],

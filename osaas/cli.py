@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check the links of a site with an embedded network")
     check.add_argument("urls", nargs="+", metavar="URL")
     check.add_argument("--peers", type=_positive, default=2, help="peer processes to start (default 2)")
-    check.add_argument("--depth", type=_non_negative, default=None, help="how many links deep to crawl (default: no limit)")
+    check.add_argument("--depth", type=_non_negative, default=None, help="crawl pages up to N links away from the start URLs (0: the start pages only); links on the last pages crawled are still checked (default: no limit)")
     check.add_argument("--format", choices=report.FORMATS, default="text", dest="fmt")
     check.add_argument("--output", type=Path, help="write the report here instead of standard output")
     check.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
+    run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
+                     help="on SIGTERM, how long running units may finish before their leases are released")
     run.set_defaults(run=_cmd_peer_run)
 
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
@@ -230,6 +232,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         coordinator=args.coordinator,
         data_dir=args.data_dir,
         slots=args.slots,
+        drain_grace=max(args.stop_grace, 0.0),
         egress=EgressConfig(allow_private=args.allow_private),
         **({"name": args.name} if args.name else {}),
     )

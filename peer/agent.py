@@ -57,6 +57,8 @@ class Agent:
         self.settings = settings
         self.identity = Identity.load_or_create(settings.data_dir / "identity.key")
         self.outbox = Outbox(settings.data_dir / "outbox")
+        self.workdir = settings.data_dir / "work"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._lease_seconds = 60.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -144,6 +146,9 @@ class Agent:
         renewer = asyncio.create_task(self._renew_loop(client, ref))
         try:
             outcome = await self._run(egress, lease)
+        except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
+            log.exception("unit %d: the peer could not run its workload", lease.unit_id)
+            outcome = WorkloadOutcome(ExitCode.FAILED, None, f"peer error: {type(exc).__name__}: {exc}", "")
         except asyncio.CancelledError:
             log.info("unit %d interrupted; releasing its lease", lease.unit_id)
             with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
@@ -172,7 +177,7 @@ class Agent:
             Unit(unit_id=lease.unit_id, payload=lease.payload),
             egress.fetch,
             timeout=self.settings.unit_timeout,
-            workdir_parent=self.settings.data_dir / "work",
+            workdir_parent=self.workdir,
         )
 
     async def _renew_loop(self, client: CoordinatorClient, ref: wire.LeaseRef) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_ROBOTS_REDIRECTS = 5
 MAX_ROBOTS_BYTES = 512 * 1024  # like Google: rules past this point are ignored
+MAX_HOSTS = 4096  # hosts remembered; the least recently used idle ones are forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class Origin:
 
     @property
     def robots_url(self) -> str:
-        return str(URL.build(scheme=self.scheme, host=self.host, port=self.port, path="/robots.txt", encoded=True))
+        return str(URL.build(scheme=self.scheme, host=self.host, port=self.port, path="/robots.txt"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,12 @@ def next_start(last_start: float | None, delay: float, now: float) -> float:
     return max(now, last_start + delay)
 
 
+def is_idle(active: int, robots_pending: bool, last_start: float | None, delay: float, now: float) -> bool:
+    """Whether a host's entry can be forgotten without breaking a rule: no request holds or
+    waits for a slot, its robots.txt is not being fetched, and its crawl delay has passed."""
+    return active == 0 and not robots_pending and (last_start is None or now >= last_start + delay)
+
+
 def redirect_target(result: FetchResult) -> str | None:
     """The absolute URL a 3xx result points to, or None if it is not a usable redirect."""
     location = result.headers.get("location")
@@ -104,6 +112,7 @@ class _Host:
     robots: asyncio.Task[RobotsRules] | None = None
     delay: float = 0.0
     last_start: float | None = None
+    active: int = 0  # requests holding or waiting for a slot
 
 
 class Politeness:
@@ -118,6 +127,7 @@ class Politeness:
         per_host_concurrency: int,
         max_crawl_delay: float,
         respect_robots: bool,
+        max_hosts: int = MAX_HOSTS,
     ) -> None:
         if per_host_concurrency < 1:
             raise ValueError("per_host_concurrency must be at least 1")
@@ -126,7 +136,8 @@ class Politeness:
         self._per_host_concurrency = per_host_concurrency
         self._max_crawl_delay = max_crawl_delay
         self._respect_robots = respect_robots
-        self._hosts: dict[Origin, _Host] = {}
+        self._max_hosts = max_hosts
+        self._hosts: OrderedDict[Origin, _Host] = OrderedDict()  # least recently used first
 
     async def rules(self, origin: Origin) -> RobotsRules:
         """The host's robots rules, fetched on first use."""
@@ -143,16 +154,20 @@ class Politeness:
         """Hold one of the host's concurrent request slots; with a crawl delay, requests to
         the host run one at a time and start at least the delay apart."""
         host = self._host(origin)
-        async with host.semaphore:
-            if host.delay <= 0:
-                host.last_start = _now()
-                yield
-                return
-            async with host.serial:
-                start = next_start(host.last_start, host.delay, _now())
-                await asyncio.sleep(start - _now())
-                host.last_start = _now()
-                yield
+        host.active += 1
+        try:
+            async with host.semaphore:
+                if host.delay <= 0:
+                    host.last_start = _now()
+                    yield
+                    return
+                async with host.serial:
+                    start = next_start(host.last_start, host.delay, _now())
+                    await asyncio.sleep(start - _now())
+                    host.last_start = _now()
+                    yield
+        finally:
+            host.active -= 1
 
     async def aclose(self) -> None:
         """Cancel robots fetches still running."""
@@ -163,9 +178,22 @@ class Politeness:
 
     def _host(self, origin: Origin) -> _Host:
         host = self._hosts.get(origin)
-        if host is None:
-            host = self._hosts[origin] = _Host(asyncio.Semaphore(self._per_host_concurrency))
+        if host is not None:
+            self._hosts.move_to_end(origin)
+            return host
+        if len(self._hosts) >= self._max_hosts:
+            self._forget_one_idle_host()
+        host = self._hosts[origin] = _Host(asyncio.Semaphore(self._per_host_concurrency))
         return host
+
+    def _forget_one_idle_host(self) -> None:
+        now = _now()
+        for origin, host in self._hosts.items():
+            robots_pending = host.robots is not None and not host.robots.done()
+            if is_idle(host.active, robots_pending, host.last_start, host.delay, now):
+                del self._hosts[origin]
+                return
+        # Every host is busy: remembering one more is better than breaking a rule.
 
     async def _load_robots(self, origin: Origin, host: _Host) -> RobotsRules:
         url = origin.robots_url

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import stat
 import sys
 
-from workloads.linkcheck.check import Fetch, Item, LinkCheck, Unfinished, Verdict, Wait
+from workloads.linkcheck.check import Action, Fetch, Item, LinkCheck, Unfinished, Verdict, Wait
 from workloads.linkcheck.payload import BadPayload, parse_job, result_payload
 from workloads.process_api import (
     PROTOCOL_VERSION,
     ExitCode,
+    FetchError,
     FetchRequest,
     FetchResult,
     ProtocolError,
@@ -41,9 +44,14 @@ class _Peer:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[FetchResult]] = {}
         self._slots = asyncio.Semaphore(MAX_OUTSTANDING)
+        self._exhausted = False
 
-    async def fetch(self, fetch: Fetch) -> FetchResult:
+    async def fetch(self, fetch: Fetch) -> FetchResult | None:
+        """The peer's answer to `fetch`; None, without asking, once the peer has said `limit`:
+        it would answer every later fetch the same way, and kills a workload that keeps asking."""
         async with self._slots:
+            if self._exhausted:
+                return None
             request = FetchRequest(next(self._ids), fetch.method, fetch.url, fetch.want_body)
             answer = asyncio.get_running_loop().create_future()
             self._waiting[request.id] = answer
@@ -63,17 +71,22 @@ class _Peer:
             answer = self._waiting.pop(result.id, None)
             if answer is None:
                 raise ProtocolError(f"fetch_result for id {result.id}, which is not outstanding")
+            # Set before the answer wakes anyone, so no freed slot is used for a doomed fetch.
+            self._exhausted = self._exhausted or result.error == FetchError.LIMIT
             answer.set_result(result)
 
 
 async def _check(item: Item, peer: _Peer) -> Verdict | Unfinished:
     machine = LinkCheck(item)
-    action: Fetch | Wait | Verdict | Unfinished = machine.start()
+    action: Action = machine.start()
     while not isinstance(action, (Verdict, Unfinished)):
         if isinstance(action, Wait):
             await asyncio.sleep(action.seconds)
             action = action.then
-        action = machine.receive(await peer.fetch(action))
+        answer = await peer.fetch(action)
+        if answer is None:
+            return Unfinished(item.url, "fetch allowance used up")
+        action = machine.receive(answer)
     return action
 
 
@@ -95,13 +108,18 @@ async def _run_unit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
     peer = _Peer(reader, writer)
     router = asyncio.create_task(peer.route_results())
-    checks = asyncio.gather(*(_check(item, peer) for item in job.items))
-    done, _ = await asyncio.wait({router, checks}, return_when=asyncio.FIRST_COMPLETED)
-    router.cancel()
-    checks.cancel()
-    if router in done:
-        router.result()  # the router only ever finishes by raising
-    outcomes = checks.result()
+    tasks = [asyncio.create_task(_check(item, peer)) for item in job.items]
+    try:
+        checks = asyncio.gather(*tasks)
+        done, _ = await asyncio.wait({router, checks}, return_when=asyncio.FIRST_COMPLETED)
+        if router in done:
+            router.result()  # the router only ever finishes by raising
+        outcomes = checks.result()
+    finally:
+        # Whatever happened, no check may write another fetch frame after the result frame.
+        router.cancel()
+        for task in tasks:
+            task.cancel()
 
     verdicts = [outcome for outcome in outcomes if isinstance(outcome, Verdict)]
     unfinished = len(outcomes) - len(verdicts)
@@ -142,8 +160,18 @@ async def _serve() -> int:
     return result.status
 
 
+def _is_pipe(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # asyncio cannot watch files or /dev/null (it would wait forever), and a peer always
+    # gives the workload pipes.
+    if not (_is_pipe(sys.stdin.fileno()) and _is_pipe(sys.stdout.fileno())):
+        log.error("stdin and stdout must be pipes: this program is run by an osaas peer")
+        return ExitCode.FAILED
     try:
         return asyncio.run(_serve())
     except Exception:

@@ -21,12 +21,11 @@ Date header, and it changes how long to wait, never the verdict.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from yarl import URL
@@ -146,13 +145,11 @@ class LinkCheck:
             return self._on_error(fetch, result)
         if result.status is None:
             raise ProtocolError(f"fetch_result {result.id} has neither a status nor an error")
-        return self._on_response(fetch, result)
+        return self._on_response(fetch, result, result.status)
 
     # ---- transitions ------------------------------------------------------------------
 
-    def _on_response(self, fetch: Fetch, result: FetchResult) -> Action:
-        status = result.status
-        assert status is not None
+    def _on_response(self, fetch: Fetch, result: FetchResult, status: int) -> Action:
         location = result.headers.get("location", "").strip()
         if status in REDIRECT_STATUSES and location:
             return self._follow(fetch, status, location)
@@ -161,7 +158,7 @@ class LinkCheck:
             return self._wait(retry_after(result.headers, self._clock), fetch)
         if fetch.method == "HEAD" and not (200 <= status < 300 or status in _HEAD_IS_ENOUGH):
             return self._send(Fetch("GET", fetch.url, want_body=False))
-        return self._final(fetch, result)
+        return self._final(fetch, result, status)
 
     def _follow(self, fetch: Fetch, status: int, location: str) -> Action:
         try:
@@ -175,9 +172,7 @@ class LinkCheck:
         self._chain.append(target)
         return self._send(Fetch(fetch.method, target, fetch.want_body))
 
-    def _final(self, fetch: Fetch, result: FetchResult) -> Verdict:
-        status = result.status
-        assert status is not None
+    def _final(self, fetch: Fetch, result: FetchResult, status: int) -> Verdict:
         if 200 <= status < 300:
             links = self._links(fetch, result)
             return self._verdict(Outcome.OK, status, fetch.url, None, links)
@@ -272,12 +267,15 @@ def retry_after(headers: dict[str, str], clock: Callable[[], float] = time.time)
 def _http_date(value: str) -> float | None:
     if not value:
         return None
+    # Imported here: email.utils is a sixth of the start-up time, and dates are rare here.
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

@@ -1,0 +1,298 @@
+"""The egress: the only path from a workload to the network.
+
+`Egress.fetch` turns a process API `FetchRequest` into a `FetchResult` and never raises for
+network trouble: every failure becomes an error kind (`FetchError`) with a one-line message.
+aiohttp's errors are translated here, once.
+
+Address policy without a DNS-rebinding window: names are resolved by `_PolicyResolver`, which
+hands aiohttp only the addresses the policy allows, and aiohttp connects to exactly those.
+IP-literal hosts never reach a resolver in aiohttp, so they are checked before the request.
+Names under ".invalid" are refused before any lookup (RFC 6761). Proxies from the environment
+are not used (they would bypass the policy), redirects are never followed (the workload
+decides), and cookies are never kept (units must not leak state into each other).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from peer.address_policy import describe_refusal, is_allowed
+from peer.politeness import Origin, Politeness
+from workloads.process_api import FetchError, FetchRequest, FetchResult
+
+log = logging.getLogger(__name__)
+
+MAX_URL_LENGTH = 8192
+KEPT_HEADERS = ("content-type", "location", "retry-after", "content-length")
+# A GET that did not ask for the body is drained up to this much so its connection can be
+# reused; a longer body is cheaper to abandon with the connection.
+_DRAIN_LIMIT = 64 * 1024
+_READ_CHUNK = 64 * 1024
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EgressConfig:
+    allow_private: bool = False
+    request_timeout: float = 15.0
+    connect_timeout: float = 5.0
+    max_body: int = 5 * 1024 * 1024
+    user_agent: str = "osaas-linkcheck/0.1"
+    per_host_concurrency: int = 4
+    max_crawl_delay: float = 10.0
+    respect_robots: bool = True
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Egress:
+    """An HTTP client for workloads, used as `async with Egress(config) as egress:`.
+    One connection pool for its lifetime; once closed it cannot be reopened."""
+
+    def __init__(self, config: EgressConfig) -> None:
+        self.config = config
+        self._state = _State.NEW
+        self._session: aiohttp.ClientSession | None = None
+        self._politeness = Politeness(
+            self._fetch_unscheduled,
+            user_agent=config.user_agent,
+            per_host_concurrency=config.per_host_concurrency,
+            max_crawl_delay=config.max_crawl_delay,
+            respect_robots=config.respect_robots,
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"an Egress is entered once; this one is {self._state.value}")
+        connector = aiohttp.TCPConnector(
+            resolver=_PolicyResolver(self.config.allow_private),
+            limit_per_host=self.config.per_host_concurrency,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": self.config.user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=self.config.connect_timeout),
+            trust_env=False,
+        )
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        await self._politeness.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch(self, request: FetchRequest) -> FetchResult:
+        """Fetch politely: robots.txt consulted, crawl delay and per-host limit respected."""
+        url_or_error = self._preflight(request)
+        if isinstance(url_or_error, FetchResult):
+            return url_or_error
+        url = url_or_error
+        origin = Origin.of(url)
+        rules = await self._politeness.rules(origin)
+        if not rules.can_fetch(str(url), self.config.user_agent):
+            return _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
+        async with self._politeness.slot(origin):
+            return await self._send(request, url)
+
+    async def _fetch_unscheduled(self, request: FetchRequest) -> FetchResult:
+        """Fetch with the address policy but without politeness (which calls this)."""
+        url_or_error = self._preflight(request)
+        if isinstance(url_or_error, FetchResult):
+            return url_or_error
+        return await self._send(request, url_or_error)
+
+    def _preflight(self, request: FetchRequest) -> URL | FetchResult:
+        """The URL to request, or the error result that stops it before any network I/O."""
+        if self._state is not _State.OPEN:
+            raise RuntimeError(f"fetch on an Egress that is {self._state.value}")
+        url = _parse_url(request.url)
+        if isinstance(url, str):
+            return _error(request, FetchError.INVALID_URL, url)
+        assert url.raw_host is not None
+        if _is_reserved_invalid(url.raw_host):
+            return _error(request, FetchError.DNS, f"{url.raw_host} is under .invalid and never resolves")
+        literal = _ip_literal(url.raw_host)
+        if literal is not None and not is_allowed(literal, self.config.allow_private):
+            return _error(request, FetchError.POLICY, describe_refusal(literal))
+        return url
+
+    async def _send(self, request: FetchRequest, url: URL) -> FetchResult:
+        assert self._session is not None
+        try:
+            async with self._session.request(request.method, url, allow_redirects=False) as response:
+                headers = _kept_headers(response)
+                body, truncated = b"", False
+                if request.method == "GET":
+                    if request.want_body:
+                        body, truncated = await _read_capped(response, self.config.max_body)
+                    else:
+                        await _drain_or_abandon(response)
+                return FetchResult(
+                    id=request.id,
+                    url=request.url,
+                    status=response.status,
+                    headers=headers,
+                    body=body,
+                    truncated=truncated,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            kind, message = self._translate(exc, url)
+            return _error(request, kind, message)
+
+    def _translate(self, exc: BaseException, url: URL) -> tuple[FetchError, str]:
+        """Our error kind and message for an exception from aiohttp."""
+        where = f"{url.raw_host}:{url.port}"
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return FetchError.TIMEOUT, f"could not connect to {where} within {self.config.connect_timeout:g} s"
+        if isinstance(exc, TimeoutError):
+            return FetchError.TIMEOUT, f"no complete response from {where} within {self.config.request_timeout:g} s"
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            cause = exc.os_error
+            if isinstance(cause, _PolicyRefusal):
+                return FetchError.POLICY, f"{url.raw_host} resolves only to refused addresses: {cause}"
+            return FetchError.DNS, f"could not resolve {url.raw_host}: {_os_reason(cause)}"
+        if isinstance(exc, aiohttp.InvalidURL):
+            return FetchError.INVALID_URL, f"aiohttp cannot request this URL: {exc}"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return FetchError.CONNECTION, f"could not connect to {where}: {_os_reason(exc.os_error)}"
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return FetchError.CONNECTION, f"{where} closed the connection without a complete response"
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return FetchError.CONNECTION, f"{where} sent a malformed response: {exc.message}"
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return FetchError.CONNECTION, f"{where} sent a broken response body: {exc}"
+        if isinstance(exc, OSError):
+            return FetchError.CONNECTION, f"connection to {where} failed: {_os_reason(exc)}"
+        return FetchError.CONNECTION, f"request to {where} failed: {type(exc).__name__}: {exc}"
+
+
+class _PolicyRefusal(OSError):
+    """Every address a name resolved to is refused by the address policy."""
+
+
+class _PolicyResolver(AbstractResolver):
+    """Resolves through the system resolver and passes on only allowed addresses."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if _is_reserved_invalid(host):
+            raise OSError(f"{host} is under .invalid and never resolves")
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if is_allowed(ipaddress.ip_address(r["host"]), self._allow_private)]
+        if not allowed:
+            if not found:
+                raise OSError(f"{host} has no addresses")
+            raise _PolicyRefusal(describe_refusal(ipaddress.ip_address(found[0]["host"])))
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _parse_url(raw: str) -> URL | str:
+    """An absolute http(s) URL without its fragment, or why `raw` is not one."""
+    if len(raw) > MAX_URL_LENGTH:
+        return f"URL is longer than {MAX_URL_LENGTH} characters"
+    try:
+        url = URL(raw)
+        port = url.port
+    except (ValueError, TypeError) as exc:
+        return f"not a valid URL: {_one_line(str(exc))}"
+    if url.scheme not in ("http", "https"):
+        return f"only http and https URLs can be fetched, not {_one_line(raw[:80])!r}"
+    if not url.raw_host:
+        return f"URL has no host: {_one_line(raw[:80])!r}"
+    if not port:
+        return "URL has port 0"
+    return url.with_fragment(None)
+
+
+def _is_reserved_invalid(host: str) -> bool:
+    name = host.rstrip(".").lower()
+    return name == "invalid" or name.endswith(".invalid")
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _kept_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    kept = {}
+    for name in KEPT_HEADERS:
+        value = response.headers.get(name)
+        if value is not None:
+            # aiohttp keeps undecodable bytes as surrogates, which msgpack cannot encode.
+            kept[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return kept
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether there was more (then the connection is
+    closed rather than read to the end)."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(min(_READ_CHUNK, limit - len(body)))
+        if not chunk:
+            return bytes(body), False
+        body += chunk
+    if await response.content.read(1):
+        response.close()
+        return bytes(body), True
+    return bytes(body), False
+
+
+async def _drain_or_abandon(response: aiohttp.ClientResponse) -> None:
+    _, more = await _read_capped(response, _DRAIN_LIMIT)
+    if more:
+        log.debug("abandoned an unwanted body of more than %d bytes from %s", _DRAIN_LIMIT, response.url)
+
+
+def _os_reason(exc: OSError | BaseException | None) -> str:
+    if isinstance(exc, socket.gaierror) and exc.strerror:
+        return _one_line(exc.strerror)
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio puts its own "Connect call failed" text where the system's reason belongs.
+        return os.strerror(exc.errno)
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _error(request: FetchRequest, kind: FetchError, message: str) -> FetchResult:
+    return FetchResult(id=request.id, url=request.url, error=kind.value, message=_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 1] + "…"

@@ -1,0 +1,320 @@
+"""Runs one work unit in a workload subprocess and supervises the process API conversation.
+
+The workload is not trusted: whatever it does (crash, hang, garbage, floods, lies about its
+exit status) fails only its own unit, with a one-line reason, and leaves nothing behind: the
+process group is killed, the private working directory removed, no zombie kept.
+
+The workload runs in its own session with resource limits (see peer/platform.py), a scrubbed
+environment, and a fresh temporary directory as cwd, HOME and TMPDIR. Its stderr is its log:
+forwarded to logging (bounded) and the tail returned with the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peer.platform import ResourceLimits, kill_group, limits_preexec, new_group_options
+from workloads.process_api import (
+    MAX_FRAME,
+    ExitCode,
+    FetchError,
+    FetchRequest,
+    FetchResult,
+    FrameDecoder,
+    ProtocolError,
+    Result,
+    Unit,
+    encode_frame,
+)
+
+log = logging.getLogger(__name__)
+workload_log = logging.getLogger(f"{__name__}.workload")  # workloads' stderr, to silence apart
+
+STDERR_TAIL_BYTES = 4096
+MAX_STDOUT_BYTES = 4 * MAX_FRAME
+MAX_CONCURRENT_FETCHES = 32
+EXIT_GRACE = 5.0  # seconds a workload has to exit once its stdout is done
+PIPE_GRACE = 1.0  # seconds for a killed workload's pipes to close
+_KEPT_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
+_READ_CHUNK = 64 * 1024
+_MAX_LOG_LINES = 1000
+_MAX_LOG_LINE = 2000
+_MAX_ERROR = 300
+
+Fetch = Callable[[FetchRequest], Awaitable[FetchResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadOutcome:
+    exit_code: ExitCode
+    payload: dict[str, Any] | None
+    error: str | None  # one line
+    stderr_tail: str
+
+
+class _Fault(Exception):
+    """The workload broke the rules; the message is the one-line reason its unit failed."""
+
+
+async def run_workload(
+    argv: list[str],
+    unit: Unit,
+    fetch: Fetch,
+    *,
+    timeout: float = 120.0,
+    limits: ResourceLimits = ResourceLimits(),
+    max_fetches: int = 10_000,
+    workdir_parent: Path | None = None,
+) -> WorkloadOutcome:
+    """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
+    the workload does; cancellation kills the workload and propagates."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"osaas-unit-{unit.unit_id}-", dir=workdir_parent))
+    try:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=_scrubbed_env(os.environ, workdir),
+                preexec_fn=limits_preexec(limits),
+                **new_group_options(),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
+        return await _supervise(process, unit, fetch, timeout, max_fetches)
+    finally:
+        _remove_tree(workdir)
+
+
+def _scrubbed_env(parent: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The environment a workload gets: nothing of the volunteer's but what it needs to run."""
+    env = {name: parent[name] for name in _KEPT_ENV if name in parent}
+    env["HOME"] = env["TMPDIR"] = str(home)
+    return env
+
+
+async def _supervise(
+    process: asyncio.subprocess.Process, unit: Unit, fetch: Fetch, timeout: float, max_fetches: int
+) -> WorkloadOutcome:
+    assert process.stderr is not None
+    stderr_log = _StderrLog(unit.unit_id)
+    stderr_task = asyncio.create_task(stderr_log.pump(process.stderr))
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                exit_code, payload, error = await _Conversation(process, unit, fetch, max_fetches).run()
+        except TimeoutError:
+            error = f"workload did not finish within {timeout:g} s and was killed"
+            exit_code, payload = ExitCode.FAILED, None
+        except _Fault as fault:
+            exit_code, payload, error = ExitCode.FAILED, None, str(fault)
+    finally:
+        kill_group(process)
+        await _reap(process, stderr_task)
+    if exit_code is ExitCode.FAILED:
+        log.info("unit %d failed: %s", unit.unit_id, error or "the workload gave no reason")
+    return WorkloadOutcome(exit_code, payload, _one_line(error) if error else None, stderr_log.tail())
+
+
+async def _reap(process: asyncio.subprocess.Process, stderr_task: asyncio.Task[None]) -> None:
+    """Collect a killed workload: asyncio's wait() returns only once its pipes are closed, so
+    unread output is read and dropped; the pipes close when the last process holding them is
+    gone, which the group kill ensures unless a process left the group (then we close them)."""
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.close()
+    stdout_task = asyncio.create_task(_discard(process.stdout))
+    _, pending = await asyncio.wait({stdout_task, stderr_task}, timeout=PIPE_GRACE)
+    if pending:
+        log.warning("pid %d: a process that left the workload's process group still holds its pipes", process.pid)
+        for task in pending:
+            task.cancel()
+        process._transport.close()  # type: ignore[attr-defined]  # no public way to close the pipes
+    await process.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(_READ_CHUNK):
+        pass
+
+
+@dataclass
+class _Conversation:
+    """One unit's process API conversation: the unit out, fetches served, the result in."""
+
+    process: asyncio.subprocess.Process
+    unit: Unit
+    fetch: Fetch
+    max_fetches: int
+    _fetch_count: int = field(default=0, init=False)
+    _seen_ids: set[int] = field(default_factory=set, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    # Bounds the answers held in memory (each up to the egress body cap) for a workload that
+    # asks for many bodies at once but reads its stdin slowly or never.
+    _fetch_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_FETCHES), init=False
+    )
+
+    async def run(self) -> tuple[ExitCode, dict[str, Any] | None, str | None]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._write(self.unit.to_frame())
+                result = await self._read_until_result(group)
+                for task in self._tasks:
+                    task.cancel()  # answers nobody will read
+        except* _Fault as faults:
+            raise faults.exceptions[0] from None
+        return await self._finish(result)
+
+    async def _read_until_result(self, group: asyncio.TaskGroup) -> Result | None:
+        assert self.process.stdout is not None
+        decoder = FrameDecoder()
+        received = 0
+        while chunk := await self.process.stdout.read(_READ_CHUNK):
+            received += len(chunk)
+            if received > MAX_STDOUT_BYTES:
+                raise _Fault(f"workload wrote more than {MAX_STDOUT_BYTES // (1024 * 1024)} MiB to stdout")
+            try:
+                messages = decoder.feed(chunk)
+            except ProtocolError as exc:
+                raise _Fault(f"workload broke the process API: {exc}") from None
+            for index, message in enumerate(messages):
+                result = self._handle(message, group)
+                if result is not None:
+                    if index != len(messages) - 1 or decoder.pending:
+                        raise _Fault("workload wrote to stdout after its result")
+                    return result
+        if decoder.pending:
+            raise _Fault("workload's stdout ended inside a frame")
+        return None
+
+    def _handle(self, message: dict[str, Any], group: asyncio.TaskGroup) -> Result | None:
+        kind = message["type"]
+        try:
+            if kind == "fetch":
+                self._on_fetch(FetchRequest.from_frame(message), group)
+                return None
+            if kind == "result":
+                return Result.from_frame(message)
+        except ProtocolError as exc:
+            raise _Fault(f"workload broke the process API: {exc}") from None
+        raise _Fault(f"workload sent a frame of unexpected type {kind!r}")
+
+    def _on_fetch(self, request: FetchRequest, group: asyncio.TaskGroup) -> None:
+        if request.id in self._seen_ids:
+            raise _Fault(f"workload reused fetch id {request.id}")
+        self._seen_ids.add(request.id)
+        self._fetch_count += 1
+        if self._fetch_count > 2 * self.max_fetches:
+            raise _Fault(f"workload kept fetching after its allowance of {self.max_fetches} fetches was used up")
+        if self._fetch_count > self.max_fetches:
+            message = f"this unit's allowance of {self.max_fetches} fetches is used up"
+            limited = FetchResult(id=request.id, url=request.url, error=FetchError.LIMIT.value, message=message)
+            self._write(limited.to_frame())
+            return
+        task = group.create_task(self._serve(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: FetchRequest) -> None:
+        async with self._fetch_slots:
+            result = await self.fetch(request)
+            self._write(result.to_frame())
+            assert self.process.stdin is not None
+            try:
+                await self.process.stdin.drain()
+            except ConnectionError:
+                pass  # the workload closed its stdin; whether that matters shows on its stdout
+
+    def _write(self, frame: dict[str, Any]) -> None:
+        """Queue a frame on the workload's stdin, in call order, without waiting: reading the
+        workload's stdout must never wait on the workload reading its stdin."""
+        assert self.process.stdin is not None
+        if not self.process.stdin.is_closing():
+            self.process.stdin.write(encode_frame(frame))
+
+    async def _finish(self, result: Result | None) -> tuple[ExitCode, dict[str, Any] | None, str | None]:
+        assert self.process.stdout is not None
+        try:
+            async with asyncio.timeout(EXIT_GRACE):
+                if result is not None and await self.process.stdout.read(1):
+                    raise _Fault("workload wrote to stdout after its result")
+                returncode = await self.process.wait()
+        except TimeoutError:
+            done = "sent its result" if result is not None else "closed its stdout"
+            raise _Fault(f"workload {done} but did not exit within {EXIT_GRACE:g} s") from None
+        if result is None:
+            raise _Fault(f"workload {_describe_exit(returncode)} without a result")
+        if returncode != result.status:
+            status = ExitCode(result.status)
+            raise _Fault(f"workload's result says {status.name} ({status.value}) but it {_describe_exit(returncode)}")
+        return ExitCode(result.status), result.payload, result.error
+
+
+class _StderrLog:
+    """Forwards a workload's stderr lines to logging (up to a limit) and keeps its tail."""
+
+    def __init__(self, unit_id: int) -> None:
+        self._unit_id = unit_id
+        self._tail = bytearray()
+        self._line = bytearray()
+        self._lines_logged = 0
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_CHUNK):
+            self._tail += chunk
+            del self._tail[:-STDERR_TAIL_BYTES]
+            *complete, rest = (bytes(self._line) + chunk).split(b"\n")
+            for line in complete:
+                self._log(line)
+            self._line = bytearray(rest[:_MAX_LOG_LINE])
+        if self._line:
+            self._log(bytes(self._line))
+
+    def tail(self) -> str:
+        return self._tail.decode("utf-8", errors="replace")
+
+    def _log(self, line: bytes) -> None:
+        self._lines_logged += 1
+        if self._lines_logged <= _MAX_LOG_LINES:
+            text = line[:_MAX_LOG_LINE].decode("utf-8", errors="replace").rstrip()
+            workload_log.info("unit %d: %s", self._unit_id, text)
+        elif self._lines_logged == _MAX_LOG_LINES + 1:
+            workload_log.info("unit %d: further log lines are not forwarded", self._unit_id)
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable_and_retry(function: Callable[[str], object], failed: str, _exc: object) -> None:
+        # The workload may have taken away its own write permission on a directory.
+        os.chmod(os.path.dirname(failed), 0o700)
+        function(failed)
+
+    try:
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+    except OSError as exc:
+        log.warning("could not remove workload directory %s: %s", path, exc)
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_ERROR else line[: _MAX_ERROR - 1] + "…"

@@ -1,0 +1,115 @@
+"""Shared parts for coordinator tests: an injected clock, a real SQLite store, a real server,
+and a peer that signs its requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from coordinator.api import make_app
+from coordinator.sqlite_store import SqliteStore
+from overlay.identity import Identity
+from overlay.wire import CONTENT_TYPE, decode, encode, sign_request
+
+START = 1_700_000_000.0
+LEASE_SECONDS = 60.0
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Peer:
+    """A volunteer peer as the coordinator sees it: signed msgpack POSTs."""
+
+    def __init__(self, client: TestClient, clock: Clock, name: str = "peer") -> None:
+        self.client = client
+        self.clock = clock
+        self.identity = Identity.generate()
+        self.name = name
+
+    async def post(self, path: str, obj: Any) -> tuple[int, Any]:
+        body = encode(obj)
+        headers = sign_request(self.identity, "POST", path, body, self.clock())
+        headers["Content-Type"] = CONTENT_TYPE
+        async with self.client.post(path, data=body, headers=headers) as resp:
+            return resp.status, decode(await resp.read())
+
+    async def register(self, slots: int = 4) -> None:
+        status, body = await self.post("/v1/peers/register", {"name": self.name, "slots": slots, "workloads": ["linkcheck"]})
+        assert status == 200, body
+
+    async def lease(self, max_units: int = 1) -> list[dict[str, Any]]:
+        status, body = await self.post("/v1/leases", {"max_units": max_units, "workloads": ["linkcheck"]})
+        assert status == 200, body
+        return body["leases"]
+
+    async def report(self, lease: dict[str, Any], exit_code: int = 0, payload: Any = None, error: str | None = None) -> tuple[int, Any]:
+        return await self.post(
+            "/v1/reports",
+            {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": exit_code, "payload": payload, "error": error},
+        )
+
+
+def item(url: str, links: list[str] | tuple[str, ...] = (), result: str = "ok", crawled: bool = True) -> dict[str, Any]:
+    """One link-check result item as the workload reports it."""
+    return {
+        "url": url,
+        "result": result,
+        "status": 200 if result == "ok" else None,
+        "final_url": url,
+        "redirects": [],
+        "error": None if result == "ok" else f"{result} for test",
+        "links": list(links),
+        "crawled": crawled,
+    }
+
+
+async def get(client: TestClient, path: str) -> tuple[int, Any]:
+    async with client.get(path) as resp:
+        assert resp.content_type == CONTENT_TYPE
+        return resp.status, decode(await resp.read())
+
+
+async def submit(client: TestClient, urls: list[str], depth: int | None = None) -> int:
+    async with client.post("/v1/jobs", data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}})) as resp:
+        body = decode(await resp.read())
+        assert resp.status == 200, body
+        return body["job_id"]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "coordinator.sqlite"
+
+
+@pytest.fixture
+async def client(db_path: Path, clock: Clock) -> AsyncIterator[TestClient]:
+    app = make_app(SqliteStore(db_path, unit_size=3, max_attempts=3), lease_seconds=LEASE_SECONDS, clock=clock)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def peer(client: TestClient, clock: Clock) -> Peer:
+    p = Peer(client, clock, "alice")
+    await p.register()
+    return p

@@ -1,0 +1,337 @@
+"""The coordinator end to end over loopback HTTP: signed peers, a real SQLite file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from overlay.wire import decode, encode
+from tests.coordinator.conftest import LEASE_SECONDS, START, Clock, Peer, get, item, submit
+
+
+def urls_of(lease: dict[str, Any]) -> list[str]:
+    return [i["url"] for i in lease["payload"]["items"]]
+
+
+async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
+    status, body = await get(client, f"/v1/jobs/{job_id}/results")
+    assert status == 200
+    by_url = {r["url"]: r for r in body["items"]}
+    assert len(by_url) == len(body["items"]) == body["total"]
+    return by_url
+
+
+async def test_health(client: TestClient) -> None:
+    assert await get(client, "/v1/health") == (200, {"ok": True})
+
+
+async def test_register_answers_peer_id_and_lease_seconds(client: TestClient, clock: Clock) -> None:
+    peer = Peer(client, clock)
+    status, body = await peer.post("/v1/peers/register", {"name": "bob", "slots": 2, "workloads": ["linkcheck"]})
+    assert (status, body) == (200, {"peer_id": peer.identity.public_hex, "lease_seconds": LEASE_SECONDS})
+
+
+async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> None:
+    job_id = await submit(client, ["http://a.test/", "http://a.test/x", "http://b.test/"])
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert status == 200
+    assert job == {
+        "job_id": job_id, "workload": "linkcheck", "state": "running", "units_total": 2, "units_done": 0,
+        "items_total": 3, "items_done": 0, "counts": {}, "created_at": START, "finished_at": None,
+    }
+
+    leases = await peer.lease(max_units=4)
+    assert [lease["payload"] for lease in leases] == [
+        {"job_id": job_id, "items": [{"url": "http://a.test/", "crawl": True}, {"url": "http://a.test/x", "crawl": True}]},
+        {"job_id": job_id, "items": [{"url": "http://b.test/", "crawl": True}]},
+    ]
+    assert [(lease["token"], lease["workload"], lease["expires_at"]) for lease in leases] == [
+        (1, "linkcheck", START + LEASE_SECONDS)
+    ] * 2
+    a, b = leases
+    assert await peer.lease() == []
+
+    links = ["http://a.test/x", "http://a.test/y", "http://c.test/", "mailto:z@a.test"]
+    payload = {"items": [item("http://a.test/", links), item("http://a.test/x", ["http://a.test/"])]}
+    assert await peer.report(a, 0, payload) == (200, {"accepted": True, "reason": ""})
+    assert await peer.report(b, 0, {"items": [item("http://b.test/", result="broken")]}) == (
+        200, {"accepted": True, "reason": ""},
+    )
+
+    follow_ups = await peer.lease(max_units=4)
+    assert [lease["payload"]["items"] for lease in follow_ups] == [
+        [{"url": "http://a.test/y", "crawl": True}],
+        [{"url": "http://c.test/", "crawl": False}],
+        [{"url": "mailto:z@a.test", "crawl": False}],
+    ]
+    clock.advance(5)
+    y, c, mail = follow_ups
+    await peer.report(y, 0, {"items": [item("http://a.test/y", ["http://a.test/"])]})
+    await peer.report(c, 0, {"items": [item("http://c.test/", ["http://c.test/never-followed"])]})
+    assert await peer.report(mail, 0, {"items": [item("mailto:z@a.test", result="excluded", crawled=False)]}) == (
+        200, {"accepted": True, "reason": ""},
+    )
+
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert job["state"] == "done"
+    assert job["finished_at"] == START + 5
+    assert (job["units_total"], job["units_done"], job["items_total"], job["items_done"]) == (5, 5, 6, 6)
+    assert job["counts"] == {"ok": 4, "broken": 1, "excluded": 1}
+    assert await peer.lease() == []
+
+    by_url = await results(client, job_id)
+    assert list(by_url) == [
+        "http://a.test/", "http://a.test/x", "http://b.test/", "http://a.test/y", "http://c.test/", "mailto:z@a.test",
+    ]
+    assert by_url["http://a.test/"] == {
+        "url": "http://a.test/", "result": "ok", "status": 200, "final_url": "http://a.test/", "redirects": [],
+        "error": None, "referrers": ["http://a.test/x", "http://a.test/y"], "depth": 0,
+    }
+    assert by_url["http://a.test/x"]["referrers"] == ["http://a.test/"]
+    assert by_url["http://b.test/"]["result"] == "broken"
+    assert (by_url["http://a.test/y"]["depth"], by_url["http://a.test/y"]["referrers"]) == (1, ["http://a.test/"])
+    assert by_url["mailto:z@a.test"]["referrers"] == ["http://a.test/"]
+
+    status, listing = await get(client, "/v1/jobs")
+    assert status == 200
+    assert [j["job_id"] for j in listing["jobs"]] == [job_id]
+    assert listing["jobs"][0] == job
+
+
+async def test_lease_expiry_gives_a_new_token_and_fences_the_old_holder(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    (first,) = await peer.lease()
+    other = Peer(client, clock, "bob")
+    await other.register()
+    assert await other.lease() == []
+
+    clock.advance(LEASE_SECONDS)
+    (second,) = await other.lease()
+    assert (second["unit_id"], second["token"]) == (first["unit_id"], first["token"] + 1)
+
+    late = {"items": [item("http://a.test/", ["http://a.test/late"])]}
+    status, body = await peer.report(first, 0, late)
+    assert status == 409
+    assert body["error"]["code"] == "stale_lease"
+
+    fresh = {"items": [item("http://a.test/", result="broken")]}
+    assert await other.report(second, 0, fresh) == (200, {"accepted": True, "reason": ""})
+    # The old holder retries after the current holder finished: still stale, nothing changes.
+    assert (await peer.report(first, 0, late))[0] == 409
+    by_url = await results(client, job_id)
+    assert list(by_url) == ["http://a.test/"]
+    assert by_url["http://a.test/"]["result"] == "broken"
+
+
+async def test_expired_lease_nobody_took_is_still_accepted(client: TestClient, peer: Peer, clock: Clock) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    clock.advance(LEASE_SECONDS * 10)
+    assert await peer.report(lease, 0, {"items": [item("http://a.test/")]}) == (200, {"accepted": True, "reason": ""})
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
+
+
+async def test_duplicate_report_is_idempotent(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    payload = {"items": [item("http://a.test/", ["http://a.test/z"])]}
+    assert await peer.report(lease, 0, payload) == (200, {"accepted": True, "reason": ""})
+    before = await results(client, job_id)
+    changed = {"items": [item("http://a.test/", ["http://a.test/other"], result="broken")]}
+    assert await peer.report(lease, 0, changed) == (200, {"accepted": True, "reason": "duplicate"})
+    assert await results(client, job_id) == before
+    assert list(before) == ["http://a.test/", "http://a.test/z"]
+
+
+async def test_renew_and_release(client: TestClient, peer: Peer, clock: Clock) -> None:
+    await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    ref = {"unit_id": lease["unit_id"], "token": lease["token"]}
+    clock.advance(50)
+    assert await peer.post("/v1/leases/renew", ref) == (200, {"expires_at": START + 50 + LEASE_SECONDS})
+    clock.advance(50)  # past the first expiry, within the renewed one
+    other = Peer(client, clock, "bob")
+    await other.register()
+    assert await other.lease() == []
+
+    stale = {"unit_id": lease["unit_id"], "token": lease["token"] + 1}
+    assert (await peer.post("/v1/leases/renew", stale))[0] == 409
+    assert (await other.post("/v1/leases/release", ref))[0] == 409  # right token, wrong peer
+    assert await peer.post("/v1/leases/release", ref) == (200, {})
+    assert (await peer.post("/v1/leases/release", ref))[0] == 409
+
+    (again,) = await other.lease()
+    assert (again["unit_id"], again["token"]) == (lease["unit_id"], lease["token"] + 1)
+    status, body = await peer.post("/v1/leases/renew", {"unit_id": 999, "token": 1})
+    assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
+    (lease,) = await peer.lease()
+    assert urls_of(lease) == ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
+    assert await peer.report(lease, 1, {"items": [item("http://a.test/2")]}, "ran out of time") == (
+        200, {"accepted": True, "reason": ""},
+    )
+    (rest,) = await peer.lease()
+    assert rest["unit_id"] != lease["unit_id"]
+    assert urls_of(rest) == ["http://a.test/1", "http://a.test/3"]
+    await peer.report(rest, 0, {"items": [item("http://a.test/1"), item("http://a.test/3")]})
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (job["state"], job["units_total"], job["items_done"], job["counts"]) == ("done", 2, 3, {"ok": 3})
+
+
+async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
+    for attempt in range(3):
+        (lease,) = await peer.lease()
+        assert lease["token"] == attempt + 1
+        assert await peer.report(lease, 2, None, f"crash {attempt}") == (200, {"accepted": True, "reason": ""})
+    assert await peer.lease() == []
+    assert await peer.report(lease, 2, None, "crash 2") == (200, {"accepted": True, "reason": "duplicate"})
+    by_url = await results(client, job_id)
+    assert (by_url["http://a.test/"]["result"], by_url["http://a.test/"]["error"]) == (
+        "error", "gave up after 3 attempts: crash 2",
+    )
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
+
+
+async def test_expired_leases_count_as_attempts(client: TestClient, peer: Peer, clock: Clock) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    for _ in range(3):
+        assert len(await peer.lease()) == 1
+        clock.advance(LEASE_SECONDS)
+    assert await peer.lease() == []  # the third expiry used up the last attempt
+    by_url = await results(client, job_id)
+    assert by_url["http://a.test/"]["error"] == "gave up after 3 attempts: lease expired"
+
+
+async def test_exit_3_finishes_items_as_refused(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    assert (await peer.report(lease, 3, None, "items missing"))[0] == 200
+    by_url = await results(client, job_id)
+    assert (by_url["http://a.test/"]["result"], by_url["http://a.test/"]["error"]) == (
+        "error", "workload refused the input: items missing",
+    )
+
+
+async def test_depth_limit_and_scope(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/"], depth=1)
+    (seed,) = await peer.lease()
+    await peer.report(seed, 0, {"items": [item("http://a.test/", ["http://a.test/d1", "https://a.test/other-scheme"])]})
+    leases = await peer.lease(max_units=5)
+    assert [lease["payload"]["items"] for lease in leases] == [
+        [{"url": "http://a.test/d1", "crawl": True}],
+        [{"url": "https://a.test/other-scheme", "crawl": False}],
+    ]
+    d1, other = leases
+    # A peer claiming to have crawled a page it was told not to crawl adds no links.
+    await peer.report(other, 0, {"items": [item("https://a.test/other-scheme", ["https://a.test/sneaky"])]})
+    await peer.report(d1, 0, {"items": [item("http://a.test/d1", ["http://a.test/d2"])]})
+    (d2,) = await peer.lease(max_units=5)
+    assert d2["payload"]["items"] == [{"url": "http://a.test/d2", "crawl": False}]
+    await peer.report(d2, 0, {"items": [item("http://a.test/d2", ["http://a.test/d3"], crawled=False)]})
+    by_url = await results(client, job_id)
+    assert {u: r["depth"] for u, r in by_url.items()} == {
+        "http://a.test/": 0, "http://a.test/d1": 1, "https://a.test/other-scheme": 1, "http://a.test/d2": 2,
+    }
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
+
+
+async def test_unlimited_depth_deduplicates_and_collects_referrers(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/", "http://a.test/b"])
+    (lease,) = await peer.lease()
+    await peer.report(
+        lease, 0,
+        {"items": [
+            item("http://a.test/", ["http://a.test/c", "http://a.test/b", "http://a.test/c"]),
+            item("http://a.test/b", ["http://a.test/c", "http://a.test/"]),
+        ]},
+    )
+    (c,) = await peer.lease()
+    assert urls_of(c) == ["http://a.test/c"]
+    await peer.report(c, 0, {"items": [item("http://a.test/c", ["http://a.test/", "http://a.test/b"])]})
+    by_url = await results(client, job_id)
+    assert {u: r["referrers"] for u, r in by_url.items()} == {
+        "http://a.test/": ["http://a.test/b", "http://a.test/c"],
+        "http://a.test/b": ["http://a.test/", "http://a.test/c"],
+        "http://a.test/c": ["http://a.test/", "http://a.test/b"],
+    }
+
+
+async def test_results_pagination(client: TestClient, peer: Peer) -> None:
+    urls = [f"http://a.test/{i}" for i in range(7)]
+    job_id = await submit(client, urls)
+    status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=2&limit=3")
+    assert status == 200
+    assert ([r["url"] for r in page["items"]], page["total"]) == (urls[2:5], 7)
+    assert page["items"][0]["result"] is None
+    status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=6&limit=3")
+    assert [r["url"] for r in page["items"]] == urls[6:]
+    status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=7")
+    assert (status, page) == (200, {"items": [], "total": 7})
+    for query in ("limit=0", "limit=5001", "offset=-1", "offset=x", "limit=99999999999999999999999"):
+        status, body = await get(client, f"/v1/jobs/{job_id}/results?{query}")
+        assert (status, body["error"]["code"]) == (400, "invalid_input"), query
+
+
+async def test_report_validation(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    bad_payloads = [
+        None,
+        {"items": "no"},
+        {"items": [item("http://a.test/elsewhere")]},
+        {"items": [item("http://a.test/"), item("http://a.test/")]},
+        {"items": [{**item("http://a.test/"), "status": "200"}]},
+        {"items": [{**item("http://a.test/"), "result": "fine"}]},
+        {"items": [{**item("http://a.test/"), "links": [1]}]},
+        {"items": [{**item("http://a.test/"), "crawled": 1}]},
+        {"items": [{k: v for k, v in item("http://a.test/").items() if k != "redirects"}]},
+    ]
+    for payload in bad_payloads:
+        status, body = await peer.report(lease, 0, payload)
+        assert (status, body["error"]["code"]) == (400, "invalid_input"), payload
+    assert await peer.report(lease, 0, {"items": [item("http://a.test/")]}) == (200, {"accepted": True, "reason": ""})
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["counts"] == {"ok": 1}
+
+
+async def test_bad_job_submissions(client: TestClient) -> None:
+    cases = [
+        {"workload": "mine-bitcoin", "input": {"urls": ["http://a.test/"]}},
+        {"workload": "linkcheck", "input": {"urls": []}},
+        {"workload": "linkcheck", "input": {"urls": ["ftp://a.test/"]}},
+        {"workload": "linkcheck", "input": {"urls": ["/relative"]}},
+        {"workload": "linkcheck", "input": {"urls": ["http://a.test/"], "depth": -1}},
+        {"workload": "linkcheck", "input": {"urls": ["http://a.test/"], "depth": True}},
+        {"workload": "linkcheck", "input": {"urls": ["http://a.test/"] * 1001}},
+        {"workload": "linkcheck", "input": {"urls": ["http://a.test/"], "scope": "all"}},
+    ]
+    for case in cases:
+        async with client.post("/v1/jobs", data=encode(case)) as resp:
+            body = decode(await resp.read())
+            assert (resp.status, body["error"]["code"]) == (400, "invalid_input"), case
+    assert (await get(client, "/v1/jobs")) == (200, {"jobs": []})
+
+
+async def test_unknown_ids_and_routes(client: TestClient) -> None:
+    assert (await get(client, "/v1/jobs/42"))[0] == 404
+    assert (await get(client, "/v1/jobs/9999999999999999999"))[0] == 404
+    assert (await get(client, "/v1/jobs/42/results"))[0] == 404
+    status, body = await get(client, "/v1/nothing-here")
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    async with client.delete("/v1/jobs") as resp:
+        assert resp.status == 405
+
+
+async def test_unregistered_peer_is_told_to_register(client: TestClient, clock: Clock) -> None:
+    stranger = Peer(client, clock)
+    status, body = await stranger.post("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]})
+    assert (status, body["error"]["code"]) == (403, "unknown_peer")
+    assert "register first" in body["error"]["message"]
+    status, body = await stranger.post("/v1/reports", {"unit_id": 1, "token": 1, "exit_code": 0})
+    assert status == 403

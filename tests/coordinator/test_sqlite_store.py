@@ -1,0 +1,211 @@
+"""The SQLite store directly: crash safety, reopening, and a random-schedule property."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coordinator.sqlite_store import SqliteStore
+from coordinator.store import StaleLease, StoreError
+from overlay.identity import Identity
+from overlay.wire import RegisterRequest, Report, decode, encode, sign_request
+from tests.coordinator.conftest import item
+
+T0 = 1000.0
+LEASE = 60.0
+SITE = {  # page -> its links; everything under http://a.test plus one outside
+    "http://a.test/": ["http://a.test/1", "http://a.test/2", "http://b.test/"],
+    "http://a.test/1": ["http://a.test/", "http://a.test/3"],
+    "http://a.test/2": ["http://a.test/3", "http://a.test/4"],
+    "http://a.test/3": ["http://a.test/1"],
+    "http://a.test/4": [],
+    "http://b.test/": ["http://b.test/never"],
+}
+
+
+def answer(payload: dict[str, Any]) -> dict[str, Any]:
+    """What an honest workload reports for a unit of the SITE."""
+    return {"items": [item(i["url"], SITE[i["url"]] if i["crawl"] else [], crawled=i["crawl"]) for i in payload["items"]]}
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    """A result without its referrers, which grow as more pages are crawled."""
+    return {k: v for k, v in row.items() if k != "referrers"}
+
+
+async def register(store: SqliteStore, peer: str) -> None:
+    await store.register_peer(peer, RegisterRequest(name=peer, slots=4, workloads=["linkcheck"]), T0)
+
+
+async def finish(store: SqliteStore, peer: str, now: float) -> None:
+    """Lease and honestly report until nothing is left."""
+    while leases := await store.lease(peer, 8, ["linkcheck"], now, LEASE):
+        for lease in leases:
+            await store.report(peer, Report(lease.unit_id, lease.token, 0, answer(lease.payload)), now)
+
+
+async def assert_site_checked_once(store: SqliteStore, job_id: int) -> None:
+    rows = await store.job_results(job_id, 0, 5000)
+    urls = [r["url"] for r in rows]
+    assert sorted(urls) == sorted(SITE)
+    assert len(urls) == len(set(urls))
+    assert all(r["result"] == "ok" for r in rows)
+    status = await store.job_status(job_id)
+    assert (status.state, status.items_total, status.items_done, status.counts) == ("done", 6, 6, {"ok": 6})
+
+
+async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    abandoned = SqliteStore(path, unit_size=2)
+    await abandoned.open()
+    await register(abandoned, "p1")
+    job_id = await abandoned.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)
+    (first,) = await abandoned.lease("p1", 1, ["linkcheck"], T0, LEASE)
+    await abandoned.report("p1", Report(first.unit_id, first.token, 0, answer(first.payload)), T0)
+    held = await abandoned.lease("p1", 8, ["linkcheck"], T0, LEASE)
+    assert len(held) == 2
+    try:
+        # No close: the first store just stops, as a killed process would.
+        fresh = SqliteStore(path, unit_size=2)
+        async with fresh:
+            assert (await fresh.job_status(job_id)).items_done == 1
+            await finish(fresh, "p1", T0 + LEASE)
+            await assert_site_checked_once(fresh, job_id)
+            # The lease taken before the "crash" was re-leased: its late report is stale.
+            stale = Report(held[0].unit_id, held[0].token, 0, answer(held[0].payload))
+            with pytest.raises(StaleLease):
+                await fresh.report("p1", stale, T0 + LEASE)
+    finally:
+        await abandoned.close()
+
+
+_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from coordinator.api import serve
+asyncio.run(serve("127.0.0.1", 0, Path(sys.argv[1]), unit_size=2, ready=lambda port: print(port, flush=True)))
+"""
+
+
+async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SERVER, str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, "coordinator subprocess did not start"
+        port = int(line)
+        base = f"http://127.0.0.1:{port}"
+        identity = Identity.generate()
+        async with aiohttp.ClientSession() as session:
+
+            async def call(path: str, obj: Any) -> Any:
+                body = encode(obj)
+                headers = sign_request(identity, "POST", path, body, time.time())
+                async with session.post(base + path, data=body, headers=headers) as resp:
+                    assert resp.status == 200, decode(await resp.read())
+                    return decode(await resp.read())
+
+            job_id = (await call("/v1/jobs", {"workload": "linkcheck", "input": {"urls": ["http://a.test/"]}}))["job_id"]
+            await call("/v1/peers/register", {"name": "p", "slots": 1, "workloads": ["linkcheck"]})
+            (lease,) = (await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]}))["leases"]
+            report = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0, "payload": answer(lease["payload"])}
+            assert await call("/v1/reports", report) == {"accepted": True, "reason": ""}
+            await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]})
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    peer = identity.public_hex
+    async with SqliteStore(path, unit_size=2) as store:
+        status = await store.job_status(job_id)
+        assert (status.items_done, status.items_total) == (1, 4)
+        await finish(store, peer, time.time() + LEASE)
+        await assert_site_checked_once(store, job_id)
+
+
+# ---- property: any interleaving of peers, expiries and retries reports every URL once --
+
+_step = st.one_of(
+    st.tuples(st.just("lease"), st.sampled_from(("p1", "p2")), st.integers(1, 3)),
+    st.tuples(st.just("report"), st.integers(0, 50), st.sampled_from((0, 0, 1, 2, 3))),
+    st.tuples(st.just("release"), st.integers(0, 50)),
+    st.tuples(st.just("advance"), st.sampled_from((10.0, 61.0))),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_step, max_size=25))
+async def test_any_schedule_reports_every_url_exactly_once(tmp_path_factory: Any, steps: list[tuple]) -> None:
+    path = tmp_path_factory.mktemp("prop") / "c.sqlite"
+    async with SqliteStore(path, unit_size=2, max_attempts=3) as store:
+        for peer in ("p1", "p2"):
+            await register(store, peer)
+        job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/", "http://a.test/2"], "depth": None}, T0)
+        now = T0
+        issued: list[tuple[str, Any]] = []
+        finished: dict[str, dict[str, Any]] = {}
+        for step in steps:
+            if step[0] == "lease":
+                issued += [(step[1], lease) for lease in await store.lease(step[1], step[2], ["linkcheck"], now, LEASE)]
+            elif step[0] == "advance":
+                now += step[1]
+            elif issued:
+                peer, lease = issued[step[1] % len(issued)]
+                payload = answer(lease.payload)
+                if step[0] == "report" and step[2] == 1:
+                    payload["items"] = payload["items"][:1]
+                try:
+                    if step[0] == "release":
+                        await store.release(peer, lease.unit_id, lease.token, now)
+                    else:
+                        await store.report(peer, Report(lease.unit_id, lease.token, step[2], payload, "x"), now)
+                except StaleLease:
+                    pass
+                rows = {r["url"]: r for r in await store.job_results(job_id, 0, 5000) if r["result"] is not None}
+                # A finished result is never overwritten, whoever reports what afterwards.
+                assert {u: _outcome(rows[u]) for u in finished} == {u: _outcome(r) for u, r in finished.items()}
+                finished = rows
+        await finish(store, "p1", now + 10 * LEASE)
+        rows = await store.job_results(job_id, 0, 5000)
+        urls = [r["url"] for r in rows]
+        assert len(urls) == len(set(urls))
+        assert all(r["result"] is not None for r in rows)
+        assert (await store.job_status(job_id)).state == "done"
+
+
+async def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"^cannot open database .*garbage\.sqlite: file is not a database$"):
+        await SqliteStore(garbage).open()
+
+    newer = tmp_path / "newer.sqlite"
+    async with SqliteStore(newer):
+        pass
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match=r"was written by a newer osaas \(schema 99\); upgrade osaas$"):
+        await SqliteStore(newer).open()
+
+
+async def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    async with SqliteStore(path) as store:
+        job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 0}, T0)
+        before = await store.job_status(job_id)
+    async with SqliteStore(path) as store:
+        assert await store.job_status(job_id) == before
+        assert [j.job_id for j in await store.list_jobs()] == [job_id]
