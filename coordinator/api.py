@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.sqlite_store import SqliteStore
-from coordinator.store import InvalidInput, NotFound, StaleLease, Store, UnknownPeer
+from coordinator.store import DEFAULT_UNIT_SIZE, InvalidInput, NotFound, StaleLease, Store, UnknownPeer
 from overlay.wire import (
     CONTENT_TYPE,
     MAX_BODY,
@@ -87,7 +87,7 @@ async def serve(
     db_path: Path,
     *,
     lease_seconds: float = 60.0,
-    unit_size: int = 25,
+    unit_size: int = DEFAULT_UNIT_SIZE,
     ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled."""

@@ -21,7 +21,7 @@ from typing import Any, Self, TypeVar
 from coordinator import leases, linkcheck_jobs
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
-from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError, UnknownPeer
+from coordinator.store import DEFAULT_UNIT_SIZE, InvalidInput, NotFound, StaleLease, StoreError, UnknownPeer
 from overlay.wire import JobStatus, Lease, RegisterRequest, Report, ReportResponse, decode, encode
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ CREATE TABLE peers (
 class SqliteStore:
     """`coordinator.store.Store` on one SQLite file."""
 
-    def __init__(self, path: Path | str, *, unit_size: int = 25, max_attempts: int = 5) -> None:
+    def __init__(self, path: Path | str, *, unit_size: int = DEFAULT_UNIT_SIZE, max_attempts: int = 5) -> None:
         if unit_size < 1 or max_attempts < 1:
             raise ValueError("unit_size and max_attempts must be at least 1")
         self._path = str(path)

@@ -17,6 +17,10 @@ from typing import Any, Protocol, Self
 
 from overlay.wire import JobStatus, Lease, RegisterRequest, Report, ReportResponse
 
+# URLs per work unit. Each unit costs a workload process start (~0.1 s of CPU), so units are
+# large enough that starting workloads stays a small share of the work.
+DEFAULT_UNIT_SIZE = 100
+
 
 class StoreError(Exception):
     """Base of the errors a store raises on purpose."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
+from coordinator.store import DEFAULT_UNIT_SIZE
 from osaas import owner, report
 from osaas.check import CheckError, CheckOptions, run_check, validate_url, write_report
 from overlay import http
@@ -106,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
     serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
     serve.add_argument("--lease-seconds", type=float, default=60.0)
-    serve.add_argument("--unit-size", type=_positive, default=25, help="URLs per work unit")
+    serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"URLs per work unit (default {DEFAULT_UNIT_SIZE})")
     serve.set_defaults(run=_cmd_coordinator_serve)
 
     peer = commands.add_parser("peer", help="run a volunteer peer").add_subparsers(metavar="ACTION")
