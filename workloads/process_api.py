@@ -14,13 +14,15 @@ Conversation:
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgpack
+
+if TYPE_CHECKING:  # asyncio is imported only by those who use it: it is slow to import
+    import asyncio
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct(">I")
@@ -225,11 +227,42 @@ class Result:
         return cls(**v)
 
 
-# ---- asyncio helpers -------------------------------------------------------------------
+# ---- reading frames from streams ------------------------------------------------------
+
+
+def read_frame_blocking(stream: BinaryIO, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
+    """Read one frame from a blocking binary stream; None at a clean end of stream."""
+    header = _read_exactly(stream, HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise ProtocolError("stream ended inside a frame header")
+    (length,) = HEADER.unpack(header)
+    if length > max_frame:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+    body = _read_exactly(stream, length)
+    if len(body) < length:
+        raise ProtocolError("stream ended inside a frame")
+    return decode_body(body)
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes: fewer only at end of stream."""
+    chunks = []
+    remaining = size
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
-    """Read one frame; None at a clean end of stream. Raises ProtocolError otherwise."""
+    """Read one frame from an asyncio stream; None at a clean end of stream."""
+    import asyncio
+
     try:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -244,7 +277,3 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError("stream ended inside a frame") from exc
     return decode_body(body)
-
-
-def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    writer.write(encode_frame(message))

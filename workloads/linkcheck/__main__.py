@@ -1,22 +1,29 @@
-"""`python -m workloads.linkcheck`: the asyncio shell that runs one unit of link checks.
+"""`python -m workloads.linkcheck`: the I/O shell that runs one unit of link checks.
 
 Reads the unit from stdin, drives one check.LinkCheck per item, sends their fetches to the
-peer on stdout (at most MAX_OUTSTANDING at once), routes the peer's fetch_results back,
-sleeps where a check asks to wait, then writes the result frame and exits with its status.
+peer on stdout (at most MAX_OUTSTANDING at once), routes the peer's fetch_results back, holds
+back checks that asked to wait, then writes the result frame and exits with its status.
 Opens no sockets. Logs to stderr.
+
+A workload process is started for every unit, so start-up time is paid thousands of times in
+a crawl: this shell uses a reader thread and a queue rather than asyncio, whose import alone
+would cost more than the rest of the program's start-up.
 """
 
 from __future__ import annotations
 
-import asyncio
+import heapq
 import itertools
 import logging
-import os
-import stat
+import queue
 import sys
+import threading
+import time
+from collections import deque
+from typing import BinaryIO
 
-from workloads.linkcheck.check import Action, Fetch, Item, LinkCheck, Unfinished, Verdict, Wait
-from workloads.linkcheck.payload import BadPayload, parse_job, result_payload
+from workloads.linkcheck.check import Action, Fetch, LinkCheck, Unfinished, Verdict, Wait
+from workloads.linkcheck.payload import BadPayload, Job, parse_job, result_payload
 from workloads.process_api import (
     PROTOCOL_VERSION,
     ExitCode,
@@ -26,72 +33,111 @@ from workloads.process_api import (
     ProtocolError,
     Result,
     Unit,
-    read_frame,
-    write_frame,
+    encode_frame,
+    read_frame_blocking,
 )
 
 MAX_OUTSTANDING = 16
+_ALLOWANCE_GONE = "fetch allowance used up"
 
 log = logging.getLogger("workloads.linkcheck")
 
 
-class _Peer:
-    """Our end of the conversation once the unit has arrived: fetches out, results routed in."""
+class _Unit:
+    """The checks of one unit and the bookkeeping of the conversation with the peer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, job: Job, inbox: queue.Queue, stdout: BinaryIO) -> None:
+        self._machines = [LinkCheck(item) for item in job.items]
+        self._inbox = inbox
+        self._stdout = stdout
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[FetchResult]] = {}
-        self._slots = asyncio.Semaphore(MAX_OUTSTANDING)
-        self._exhausted = False
+        self._ready: deque[tuple[int, Fetch]] = deque()
+        self._timers: list[tuple[float, int, Fetch]] = []  # (due, check index, fetch)
+        self._in_flight: dict[int, int] = {}  # fetch id -> check index
+        self._outcomes: dict[int, Verdict | Unfinished] = {}
+        self._exhausted = False  # the peer said `limit`: it would say so to every later fetch
 
-    async def fetch(self, fetch: Fetch) -> FetchResult | None:
-        """The peer's answer to `fetch`; None, without asking, once the peer has said `limit`:
-        it would answer every later fetch the same way, and kills a workload that keeps asking."""
-        async with self._slots:
-            if self._exhausted:
-                return None
+    def run(self) -> list[Verdict | Unfinished]:
+        for index, machine in enumerate(self._machines):
+            self._ready.append((index, machine.start()))
+        while len(self._outcomes) < len(self._machines):
+            self._release_due_timers()
+            self._send_ready()
+            if len(self._outcomes) == len(self._machines):
+                break
+            timeout = max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
+            try:
+                message = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                continue  # a timer is due
+            self._receive(message)
+        return [self._outcomes[i] for i in range(len(self._machines))]
+
+    def _release_due_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, index, fetch = heapq.heappop(self._timers)
+            self._ready.append((index, fetch))
+
+    def _send_ready(self) -> None:
+        if self._exhausted:
+            for index, _ in self._ready:
+                self._outcomes[index] = Unfinished(self._machines[index].item.url, _ALLOWANCE_GONE)
+            for _, index, _ in self._timers:
+                self._outcomes[index] = Unfinished(self._machines[index].item.url, _ALLOWANCE_GONE)
+            self._ready.clear()
+            self._timers.clear()
+            return
+        frames = []
+        while self._ready and len(self._in_flight) < MAX_OUTSTANDING:
+            index, fetch = self._ready.popleft()
             request = FetchRequest(next(self._ids), fetch.method, fetch.url, fetch.want_body)
-            answer = asyncio.get_running_loop().create_future()
-            self._waiting[request.id] = answer
-            write_frame(self._writer, request.to_frame())
-            await self._writer.drain()
-            return await answer
+            self._in_flight[request.id] = index
+            frames.append(encode_frame(request.to_frame()))
+        if frames:
+            self._stdout.write(b"".join(frames))
+            self._stdout.flush()
 
-    async def route_results(self) -> None:
-        """Runs until cancelled; raises ProtocolError when the peer breaks the protocol."""
-        while True:
-            frame = await read_frame(self._reader)
-            if frame is None:
-                raise ProtocolError("the peer closed stdin before the unit was done")
-            if frame["type"] != "fetch_result":
-                raise ProtocolError(f"expected a fetch_result frame, got {frame['type']!r}")
-            result = FetchResult.from_frame(frame)
-            answer = self._waiting.pop(result.id, None)
-            if answer is None:
-                raise ProtocolError(f"fetch_result for id {result.id}, which is not outstanding")
-            # Set before the answer wakes anyone, so no freed slot is used for a doomed fetch.
-            self._exhausted = self._exhausted or result.error == FetchError.LIMIT
-            answer.set_result(result)
+    def _receive(self, message: dict | ProtocolError | None) -> None:
+        if isinstance(message, ProtocolError):
+            raise message
+        if message is None:
+            raise ProtocolError("the peer closed stdin before the unit was done")
+        if message["type"] != "fetch_result":
+            raise ProtocolError(f"expected a fetch_result frame, got {message['type']!r}")
+        result = FetchResult.from_frame(message)
+        index = self._in_flight.pop(result.id, None)
+        if index is None:
+            raise ProtocolError(f"fetch_result for id {result.id}, which is not outstanding")
+        if result.error == FetchError.LIMIT:
+            self._exhausted = True
+        self._act(index, self._machines[index].receive(result))
 
-
-async def _check(item: Item, peer: _Peer) -> Verdict | Unfinished:
-    machine = LinkCheck(item)
-    action: Action = machine.start()
-    while not isinstance(action, (Verdict, Unfinished)):
-        if isinstance(action, Wait):
-            await asyncio.sleep(action.seconds)
-            action = action.then
-        answer = await peer.fetch(action)
-        if answer is None:
-            return Unfinished(item.url, "fetch allowance used up")
-        action = machine.receive(answer)
-    return action
+    def _act(self, index: int, action: Action) -> None:
+        if isinstance(action, Fetch):
+            self._ready.append((index, action))
+        elif isinstance(action, Wait):
+            heapq.heappush(self._timers, (time.monotonic() + action.seconds, index, action.then))
+        else:
+            self._outcomes[index] = action
 
 
-async def _run_unit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Result:
-    frame = await read_frame(reader)
+def _read_frames(stdin: BinaryIO, inbox: queue.Queue) -> None:
+    """Reader thread: every frame into `inbox`, then None at end of stream or the error."""
+    try:
+        while (frame := read_frame_blocking(stdin)) is not None:
+            inbox.put(frame)
+        inbox.put(None)
+    except (ProtocolError, OSError) as exc:
+        inbox.put(exc if isinstance(exc, ProtocolError) else ProtocolError(f"cannot read stdin: {exc}"))
+
+
+def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
+    inbox: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_frames, args=(stdin, inbox), daemon=True).start()
+    frame = inbox.get()
+    if isinstance(frame, ProtocolError):
+        raise frame
     if frame is None:
         raise ProtocolError("stdin closed before the unit frame")
     if frame["type"] != "unit":
@@ -106,45 +152,24 @@ async def _run_unit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         return Result(ExitCode.BAD_INPUT, {"items": []}, f"bad input: {exc}")
     log.info("unit %d: job %d, %d items", unit.unit_id, job.job_id, len(job.items))
 
-    peer = _Peer(reader, writer)
-    router = asyncio.create_task(peer.route_results())
-    tasks = [asyncio.create_task(_check(item, peer)) for item in job.items]
-    try:
-        checks = asyncio.gather(*tasks)
-        done, _ = await asyncio.wait({router, checks}, return_when=asyncio.FIRST_COMPLETED)
-        if router in done:
-            router.result()  # the router only ever finishes by raising
-        outcomes = checks.result()
-    finally:
-        # Whatever happened, no check may write another fetch frame after the result frame.
-        router.cancel()
-        for task in tasks:
-            task.cancel()
-
+    outcomes = _Unit(job, inbox, stdout).run()
     verdicts = [outcome for outcome in outcomes if isinstance(outcome, Verdict)]
     unfinished = len(outcomes) - len(verdicts)
     if unfinished:
         log.warning("%d of %d items left unchecked: the peer's fetch allowance ran out", unfinished, len(outcomes))
-        error = f"{unfinished} items left unchecked: fetch allowance used up"
+        error = f"{unfinished} items left unchecked: {_ALLOWANCE_GONE}"
         return Result(ExitCode.PARTIAL, result_payload(verdicts), error)
     return Result(ExitCode.OK, result_payload(verdicts))
 
 
-async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
-    # With no write buffer allowance, drain() returns only once every byte is in the pipe,
-    # so the result frame is fully written before the process exits.
-    transport.set_write_buffer_limits(high=0)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
-async def _serve() -> int:
-    reader, writer = await _stdio()
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Unbuffered stdin: the reader thread may still be blocked in a read at exit, and a
+    # buffered reader's lock held at interpreter shutdown aborts the process.
+    stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    stdout = sys.stdout.buffer
     try:
-        result = await _run_unit(reader, writer)
+        result = _run_unit(stdin, stdout)
     except ProtocolError as exc:
         log.error("protocol error: %s", exc)
         result = Result(ExitCode.FAILED, {"items": []}, f"protocol error: {exc}")
@@ -152,31 +177,12 @@ async def _serve() -> int:
         log.exception("internal failure")
         result = Result(ExitCode.FAILED, {"items": []}, f"internal failure: {type(exc).__name__}")
     try:
-        write_frame(writer, result.to_frame())
-        await writer.drain()
+        stdout.write(encode_frame(result.to_frame()))
+        stdout.flush()
     except OSError as exc:
         log.error("could not write the result frame: %s", exc)
         return ExitCode.FAILED
     return result.status
-
-
-def _is_pipe(fd: int) -> bool:
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-def main() -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # asyncio cannot watch files or /dev/null (it would wait forever), and a peer always
-    # gives the workload pipes.
-    if not (_is_pipe(sys.stdin.fileno()) and _is_pipe(sys.stdout.fileno())):
-        log.error("stdin and stdout must be pipes: this program is run by an osaas peer")
-        return ExitCode.FAILED
-    try:
-        return asyncio.run(_serve())
-    except Exception:
-        log.exception("internal failure")
-        return ExitCode.FAILED
 
 
 if __name__ == "__main__":
