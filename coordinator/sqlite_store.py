@@ -418,10 +418,12 @@ class SqliteStore:
     def _add_links(self, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput) -> None:
         found = linkcheck_jobs.linked_items(page, depth, job)
         self._insert_items(conn, job_id, found)
+        # The links are on the page that was finally served, not on a redirect leading to it.
+        containing_page = page.final_url or page.url
         conn.executemany(
             "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url)"
             " SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
-            [(job_id, page.url, job_id, item.url) for item in found],
+            [(job_id, containing_page, job_id, item.url) for item in found],
         )
 
     # ---- reading -----------------------------------------------------------------------

@@ -162,3 +162,4 @@ async def test_demo_runs_and_shows_the_sample_sites_broken_links() -> None:
     for expected in ("calendar.html", "team.html", "/gone", "/server-error", "seed-library.invalid", "old-guide.html", "nowhere.html"):
         assert expected in out, expected
     assert "members.html" not in out  # excluded by robots.txt, not a broken link
+    assert "/old-page\n" not in out  # links are listed under the page served, not the redirect to it

@@ -134,7 +134,8 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         processes.append(first)
         code, out, err = await osaas("job", "submit", "linkcheck", f"{site}/", "--coordinator", url)
         job_id = int(out)
-        while (await job_status(url, job_id))["items_done"] < 2:  # "/" and /p/0: now it holds /p/1..
+        # Units: 1 is "/", 2 is /p/0, 3 holds /p/1../p/3 (2 s each): stop the peer while it runs 3.
+        while "unit 3: job" not in (tmp_path / "peer-a.log").read_text():
             await asyncio.sleep(0.1)
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), timeout=40) == 0
