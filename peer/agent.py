@@ -193,44 +193,47 @@ class Agent:
 
     # ---- the outbox ----------------------------------------------------------------------
 
-    async def _deliver(self, client: CoordinatorClient, pending: PendingReport) -> bool:
-        """Try once to hand a finished report over. True when it no longer needs sending."""
+    async def _deliver(self, client: CoordinatorClient, pending: PendingReport) -> Unavailable | None:
+        """Try once to hand a finished report over; the reason when it must be sent again."""
         try:
             answer = await client.report(pending.report)
         except Unavailable as exc:
             log.info("report of unit %d kept for later: %s", pending.report.unit_id, exc)
-            return False
+            return exc
         except Rejected as exc:
             # A stale lease or a refused body will be refused again: drop it, say why.
             log.warning("report of unit %d refused: %s", pending.report.unit_id, exc)
         else:
             log.debug("report of unit %d: accepted=%s %s", pending.report.unit_id, answer.accepted, answer.reason)
         self.outbox.remove(pending)
-        return True
+        return None
 
     async def _flush_once(self, session: aiohttp.ClientSession, deadline: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._flush_all(session), timeout=deadline)
 
-    async def _flush_all(self, session: aiohttp.ClientSession) -> bool:
+    async def _flush_all(self, session: aiohttp.ClientSession) -> Unavailable | None:
+        """Send every report in the outbox; the last reason one of them must be sent again."""
         clients: dict[str, CoordinatorClient] = {}
-        delivered_all = True
+        trouble = None
         for pending in self.outbox.pending():
             client = clients.setdefault(
                 pending.coordinator, CoordinatorClient(pending.coordinator, self.identity, session)
             )
-            delivered_all &= await self._deliver(client, pending)
-        return delivered_all
+            trouble = await self._deliver(client, pending) or trouble
+        return trouble
 
     async def _flush_loop(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            if await self._flush_all(session):
+            trouble = await self._flush_all(session)
+            if trouble is None:
                 failures = 0
                 delay = 2.0
             else:
-                delay = backoff_delay(failures)
+                delay = backoff_delay(failures, retry_after=trouble.retry_after)
                 failures += 1
+                log.info("outbox: %s; retrying in %.1f s", trouble, delay)
             await _wait_any(set(), stop, timeout=delay)
 
 

@@ -1,0 +1,87 @@
+"""A real peer behind an overloaded front: 503 and 429 with Retry-After on every endpoint
+before the coordinator answers. The peer backs off at least as long as it was asked to, keeps
+its finished reports until they are accepted, and the job completes with every URL once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from coordinator.api import make_app
+from coordinator.sqlite_store import SqliteStore
+from osaas import owner
+from tests.sites import RequestLog, generated_site_app, generated_site_urls, serve
+
+pytestmark = pytest.mark.timeout(120)
+
+REFUSALS_PER_PATH = 2
+RETRY_AFTER = 2
+
+
+def overloaded_front(upstream: str, refused: Counter[str]) -> web.Application:
+    """Answers the first requests to each path with 503 or 429, then forwards them."""
+    session: aiohttp.ClientSession | None = None
+
+    async def forward(request: web.Request) -> web.Response:
+        nonlocal session
+        if refused[request.path] < REFUSALS_PER_PATH:
+            refused[request.path] += 1
+            status = 503 if refused[request.path] == 1 else 429
+            return web.Response(status=status, headers={"Retry-After": str(RETRY_AFTER)})
+        session = session or aiohttp.ClientSession()
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith(("x-osaas", "content-type"))}
+        async with session.request(request.method, upstream + request.path_qs, data=await request.read(), headers=headers) as answer:
+            return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+
+    async def close_session(app: web.Application) -> None:
+        if session is not None:
+            await session.close()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(close_session)
+    return app
+
+
+async def test_peer_honours_retry_after_and_keeps_reports_until_accepted(tmp_path: Path) -> None:
+    refused: Counter[str] = Counter()
+    coordinator_app = make_app(SqliteStore(tmp_path / "c.sqlite", unit_size=10), lease_seconds=30.0)
+    async with serve(coordinator_app) as coordinator, serve(overloaded_front(coordinator, refused)) as front:
+        async with serve(generated_site_app(RequestLog(), pages=30)) as site, aiohttp.ClientSession() as session:
+            job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{site}/"], "depth": None})
+            log_path = tmp_path / "peer.log"
+            with open(log_path, "wb") as log_file:
+                peer = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "osaas", "peer", "run", "--coordinator", front,
+                    "--data-dir", str(tmp_path / "peer"), "--allow-private", stdout=log_file, stderr=log_file,
+                )
+            try:
+                for _ in range(600):
+                    status = await owner.status(session, coordinator, job_id)
+                    if status.state == "done":
+                        break
+                    await asyncio.sleep(0.1)
+                items = await owner.results(session, coordinator, job_id)
+            finally:
+                peer.terminate()
+                await peer.wait()
+
+    assert status.state == "done"
+    ok, broken = generated_site_urls(site, 30)
+    assert sorted(item["url"] for item in items) == sorted(ok | broken)
+    assert {item["url"] for item in items if item["result"] == "broken"} == broken
+    assert all(refused[path] == REFUSALS_PER_PATH for path in ("/v1/peers/register", "/v1/leases", "/v1/reports"))
+
+    log = log_path.read_text()
+    assert "HTTP 503" in log and "HTTP 429" in log
+    delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log)]
+    assert len(delays) >= 4 and all(d >= RETRY_AFTER for d in delays), delays
+    assert "kept for later" in log  # a finished report refused with 503 stayed in the outbox
+    assert not list((tmp_path / "peer" / "outbox").glob("*.report"))
