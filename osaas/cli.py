@@ -15,10 +15,11 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
-from coordinator.store import DEFAULT_UNIT_SIZE
+from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from osaas import owner, report
 from osaas.check import CheckError, CheckOptions, run_check, validate_url, write_report
 from overlay import http
+from overlay.identity import IdentityError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
@@ -216,6 +217,8 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
 
     try:
         _run_until_signal(main_coro)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
     return EXIT_OK
@@ -236,7 +239,9 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     )
     try:
         agent = Agent(settings)
-    except Exception as exc:  # identity key unreadable, data dir not writable
+    except OSError as exc:
+        raise UsageError(f"cannot use data dir {args.data_dir}: {exc.strerror or exc}") from exc
+    except IdentityError as exc:
         raise UsageError(str(exc)) from exc
     _run_until_signal(agent.run)
     return EXIT_OK

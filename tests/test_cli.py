@@ -1,0 +1,82 @@
+"""Bad command lines and unreachable services: one clear line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from coordinator.api import make_app
+from coordinator.sqlite_store import SqliteStore
+from tests.sites import free_port, serve
+
+
+def osaas(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "osaas", *args], capture_output=True, text=True, timeout=60)
+
+
+def assert_one_line_error(run: subprocess.CompletedProcess[str], message: str) -> None:
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("osaas: error: ") or "error:" in lines[-1], run.stderr
+    assert message in lines[-1], run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_coordinator_refuses_a_database_it_cannot_use(tmp_path: Path) -> None:
+    not_sqlite = tmp_path / "garbage.sqlite"
+    not_sqlite.write_bytes(b"this is not a database" * 100)
+    assert_one_line_error(
+        osaas("coordinator", "serve", "--listen", "127.0.0.1:0", "--db", str(not_sqlite)), "file is not a database"
+    )
+    assert not_sqlite.read_bytes() == b"this is not a database" * 100  # nothing lost
+    assert_one_line_error(
+        osaas("coordinator", "serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "no" / "dir.sqlite")),
+        "cannot open database",
+    )
+    assert_one_line_error(osaas("coordinator", "serve", "--listen", "nowhere", "--db", "x"), "is not HOST:PORT")
+
+
+def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    assert_one_line_error(
+        osaas("peer", "run", "--coordinator", "http://127.0.0.1:9", "--data-dir", str(blocker)), "cannot use data dir"
+    )
+    data_dir = tmp_path / "peer"
+    data_dir.mkdir()
+    (data_dir / "identity.key").write_text("not a key")
+    assert_one_line_error(
+        osaas("peer", "run", "--coordinator", "http://127.0.0.1:9", "--data-dir", str(data_dir)), "identity key"
+    )
+    assert (data_dir / "identity.key").read_text() == "not a key"  # never overwritten
+    assert_one_line_error(osaas("peer", "run", "--coordinator", "not a url", "--data-dir", str(data_dir)), "--coordinator")
+
+
+def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(osaas("job", "status", "1", "--coordinator", closed), "cannot reach coordinator")
+    assert_one_line_error(osaas("job", "submit", "linkcheck", "mailto:x@y", "--coordinator", closed), "not an absolute http(s) URL")
+    assert_one_line_error(osaas("job", "status", "0", "--coordinator", closed), "must be at least 1")
+
+
+async def test_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
+    import asyncio
+
+    app: web.Application = make_app(SqliteStore(tmp_path / "c.sqlite"))
+    async with serve(app) as coordinator:
+        run = await asyncio.to_thread(osaas, "job", "status", "42", "--coordinator", coordinator)
+        assert_one_line_error(run, "42")
+        assert "404" in run.stderr
+        run = await asyncio.to_thread(osaas, "job", "results", "42", "--coordinator", coordinator, "--format", "csv")
+        assert_one_line_error(run, "404")
+
+
+@pytest.mark.parametrize("argv", [[], ["job"], ["coordinator"]])
+def test_incomplete_commands_print_help_and_exit_2(argv: list[str]) -> None:
+    run = osaas(*argv)
+    assert run.returncode == 2
+    assert "usage:" in (run.stdout + run.stderr)
