@@ -285,7 +285,7 @@ async def test_bad_payload_exits_3(payload: dict[str, Any], error: str) -> None:
         (b"\xde\xad\xbe\xef garbage", "protocol error: frame of 3735928559 bytes exceeds the 16777216-byte limit"),
         (b"\x00\x00\x00\x02\xc1\xc1", "protocol error: frame is not valid msgpack (FormatError)"),
         (b"", "protocol error: stdin closed before the unit frame"),
-        (encode_frame({"type": "fetch_result"}), "protocol error: expected a unit frame first, got 'fetch_result'"),
+        (encode_frame({"type": "fetch_result"}), "protocol error: expected a unit frame, got 'fetch_result'"),
         (
             encode_frame({"type": "unit", "version": 9, "unit_id": 1, "payload": {}}),
             "protocol error: process API version 9 is not supported (want 1)",

@@ -99,13 +99,8 @@ class _Unit:
             self._stdout.flush()
 
     def _receive(self, message: dict | ProtocolError | None) -> None:
-        if isinstance(message, ProtocolError):
-            raise message
-        if message is None:
-            raise ProtocolError("the peer closed stdin before the unit was done")
-        if message["type"] != "fetch_result":
-            raise ProtocolError(f"expected a fetch_result frame, got {message['type']!r}")
-        result = FetchResult.from_frame(message)
+        frame = _expect(message, "fetch_result", "the peer closed stdin before the unit was done")
+        result = FetchResult.from_frame(frame)
         index = self._in_flight.pop(result.id, None)
         if index is None:
             raise ProtocolError(f"fetch_result for id {result.id}, which is not outstanding")
@@ -122,6 +117,17 @@ class _Unit:
             self._outcomes[index] = action
 
 
+def _expect(message: dict | ProtocolError | None, frame_type: str, if_closed: str) -> dict:
+    """The frame the reader thread passed on, if it is of `frame_type`; else ProtocolError."""
+    if isinstance(message, ProtocolError):
+        raise message
+    if message is None:
+        raise ProtocolError(if_closed)
+    if message["type"] != frame_type:
+        raise ProtocolError(f"expected a {frame_type} frame, got {message['type']!r}")
+    return message
+
+
 def _read_frames(stdin: BinaryIO, inbox: queue.Queue) -> None:
     """Reader thread: every frame into `inbox`, then None at end of stream or the error."""
     try:
@@ -135,14 +141,7 @@ def _read_frames(stdin: BinaryIO, inbox: queue.Queue) -> None:
 def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_frames, args=(stdin, inbox), daemon=True).start()
-    frame = inbox.get()
-    if isinstance(frame, ProtocolError):
-        raise frame
-    if frame is None:
-        raise ProtocolError("stdin closed before the unit frame")
-    if frame["type"] != "unit":
-        raise ProtocolError(f"expected a unit frame first, got {frame['type']!r}")
-    unit = Unit.from_frame(frame)
+    unit = Unit.from_frame(_expect(inbox.get(), "unit", "stdin closed before the unit frame"))
     if unit.version != PROTOCOL_VERSION:
         raise ProtocolError(f"process API version {unit.version} is not supported (want {PROTOCOL_VERSION})")
     try:
