@@ -12,6 +12,7 @@ aiohttp's own 404/405/413, leaves as `overlay.wire.error_body` with one status p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,8 +21,12 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.sqlite_store import SqliteStore
 from coordinator.store import DEFAULT_UNIT_SIZE, InvalidInput, NotFound, StaleLease, Store, UnknownPeer
+from overlay.announcements import NONCE_SIZE, hello_message
+from overlay.dht import DhtNode
+from overlay.identity import Identity
 from overlay.wire import (
     CONTENT_TYPE,
     MAX_BODY,
@@ -46,6 +51,7 @@ from overlay.wire import (
 log = logging.getLogger(__name__)
 
 STORE = web.AppKey("store", Store)
+IDENTITY = web.AppKey("identity", Identity)
 LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey("clock", Callable[[], float])
 
@@ -61,9 +67,16 @@ _HTTP_CODES = {
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(store: Store, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> web.Application:
+def make_app(
+    store: Store,
+    *,
+    identity: Identity | None = None,
+    lease_seconds: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors])
     app[STORE] = store
+    app[IDENTITY] = identity or Identity.generate()
     app[LEASE_SECONDS] = lease_seconds
     app[CLOCK] = clock
     app.cleanup_ctx.append(_open_store)
@@ -78,6 +91,7 @@ def make_app(store: Store, *, lease_seconds: float = 60.0, clock: Callable[[], f
     app.router.add_get(r"/v1/jobs/{job_id:\d{1,19}}", _job_status)
     app.router.add_get(r"/v1/jobs/{job_id:\d{1,19}}/results", _job_results)
     app.router.add_get("/v1/health", _health)
+    app.router.add_post("/v1/hello", _hello)
     return app
 
 
@@ -86,23 +100,42 @@ async def serve(
     port: int,
     db_path: Path,
     *,
+    identity: Identity | None = None,
     lease_seconds: float = 60.0,
     unit_size: int = DEFAULT_UNIT_SIZE,
     ready: Callable[[int], None] | None = None,
+    dht: DhtNode | None = None,
+    network: str = "public",
+    public_url: str | None = None,
 ) -> None:
-    """Serve the API on host:port (0 picks a free port) until cancelled."""
-    runner = web.AppRunner(make_app(SqliteStore(db_path, unit_size=unit_size), lease_seconds=lease_seconds))
+    """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
+    announce the coordinator in `network` under `public_url` (default: the address served)."""
+    identity = identity or Identity.generate()
+    store = SqliteStore(db_path, unit_size=unit_size)
+    runner = web.AppRunner(make_app(store, identity=identity, lease_seconds=lease_seconds))
     await runner.setup()
+    announcer = None
+    announcing = None
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         actual_port = runner.addresses[0][1]
         shown_host = f"[{host}]" if ":" in host else host
-        log.info("coordinator listening on http://%s:%d", shown_host, actual_port)
+        url = public_url or f"http://{shown_host}:{actual_port}"
+        log.info("coordinator %s… listening on http://%s:%d", identity.public_hex[:12], shown_host, actual_port)
+        if dht is not None:
+            announcer = Announcer(dht, identity, store, url=url, network=network)
+            announcing = asyncio.create_task(announcer.run())
         if ready is not None:
             ready(actual_port)
         await asyncio.Event().wait()
     finally:
+        if announcing is not None and announcer is not None:
+            announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcing
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(announcer.withdraw(), timeout=5.0)
         await runner.cleanup()
 
 
@@ -247,3 +280,23 @@ async def _job_results(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     return _reply({"ok": True})
+
+
+async def _hello(request: web.Request) -> web.Response:
+    """Sign the caller's nonce: proof that this server holds the key it is announced with."""
+    body = decode(await request.read())
+    nonce = body.get("nonce") if isinstance(body, dict) else None
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_SIZE:
+        raise WireError(f"body must be a map with a {NONCE_SIZE}-byte 'nonce'")
+    identity = request.app[IDENTITY]
+    store = request.app[STORE]
+    now = request.app[CLOCK]()
+    return _reply(
+        {
+            "public_key": identity.public_hex,
+            "signature": identity.sign(hello_message(nonce)),
+            # Live figures: announcements in the DHT are refreshed only every few minutes.
+            "load": backlog(await store.list_jobs()),
+            "peers": await store.peer_count(now - PEER_ACTIVE_WINDOW),
+        }
+    )

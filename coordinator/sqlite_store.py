@@ -438,6 +438,13 @@ class SqliteStore:
     async def list_jobs(self) -> list[JobStatus]:
         return await self._run(self._list_jobs)
 
+    async def peer_count(self, seen_since: float = 0.0) -> int:
+        return await self._run(self._peer_count, seen_since)
+
+    def _peer_count(self, seen_since: float) -> int:
+        with self._transaction(write=False) as conn:
+            return conn.execute("SELECT COUNT(*) FROM peers WHERE last_seen >= ?", (seen_since,)).fetchone()[0]
+
     def _list_jobs(self) -> list[JobStatus]:
         with self._transaction(write=False) as conn:
             ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]

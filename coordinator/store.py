@@ -85,3 +85,6 @@ class Store(Protocol):
         referrers (sorted), depth. Unfinished items have result None."""
 
     async def list_jobs(self) -> list[JobStatus]: ...
+
+    async def peer_count(self, seen_since: float = 0.0) -> int:
+        """Registered peers last heard from at or after `seen_since`."""

@@ -24,6 +24,9 @@ from yarl import URL
 from coordinator.api import serve as serve_coordinator
 from osaas import owner, report
 from overlay import http
+from overlay.dht import DhtNode
+
+CHECK_NETWORK = "check"  # the embedded network's name in its own DHT
 
 
 class CheckError(Exception):
@@ -59,7 +62,8 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
         raise CheckError("--peers must be between 1 and 64")
     with tempfile.TemporaryDirectory(prefix="osaas-check-") as tmp:
         workdir = Path(tmp)
-        async with _coordinator(workdir) as coordinator_url, _peers(options, coordinator_url, workdir) as peers:
+        async with _coordinator(workdir) as network, _peers(options, network, workdir) as peers:
+            coordinator_url = network.coordinator_url
             async with aiohttp.ClientSession() as session:
                 job_input = {"urls": seeds, "depth": options.depth}
                 try:
@@ -80,38 +84,51 @@ def _refuse_unreachable_seeds(seeds: list[str], items: list[dict[str, Any]]) -> 
         raise CheckError(f"cannot check {first['url']}: {first.get('error') or first['result']}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Network:
+    coordinator_url: str
+    bootstrap: str  # HOST:PORT of the embedded coordinator's DHT node
+
+
 @contextlib.asynccontextmanager
-async def _coordinator(workdir: Path) -> AsyncIterator[str]:
+async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
+    """The embedded coordinator with its DHT node, announced in network CHECK_NETWORK."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[int] = loop.create_future()
-    task = asyncio.create_task(
-        serve_coordinator(
-            "127.0.0.1",
-            0,
-            workdir / "coordinator.sqlite",
-            lease_seconds=30.0,
-            ready=lambda port: ready.done() or ready.set_result(port),
+    async with DhtNode(("127.0.0.1", 0)) as dht:
+        task = asyncio.create_task(
+            serve_coordinator(
+                "127.0.0.1",
+                0,
+                workdir / "coordinator.sqlite",
+                lease_seconds=30.0,
+                dht=dht,
+                network=CHECK_NETWORK,
+                ready=lambda port: ready.done() or ready.set_result(port),
+            )
         )
-    )
-    try:
-        done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            if task.done() and task.exception():
-                raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
-            raise CheckError("the embedded coordinator did not start within 30 s")
-        yield f"http://127.0.0.1:{ready.result()}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        try:
+            done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if ready not in done:
+                if task.done() and task.exception():
+                    raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
+                raise CheckError("the embedded coordinator did not start within 30 s")
+            host, port = dht.address
+            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 @contextlib.asynccontextmanager
-async def _peers(options: CheckOptions, coordinator_url: str, workdir: Path) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+async def _peers(options: CheckOptions, network: _Network, workdir: Path) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Peer processes that know only the DHT bootstrap address: they find the coordinator."""
     processes: list[asyncio.subprocess.Process] = []
     try:
         for i in range(options.peers):
-            argv = [sys.executable, "-m", "osaas", "peer", "run", "--coordinator", coordinator_url,
+            argv = [sys.executable, "-m", "osaas", "peer", "run", "--bootstrap", network.bootstrap,
+                    "--dht-listen", "127.0.0.1:0", "--network", CHECK_NETWORK,
                     "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}"]
             if options.allow_private:
                 argv.append("--allow-private")

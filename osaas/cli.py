@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from osaas import owner, report
 from osaas.check import CheckError, CheckOptions, run_check, validate_url, write_report
 from overlay import http
-from overlay.identity import IdentityError
+from overlay.announcements import CoordinatorAnnouncement, valid_network
+from overlay.dht import DhtNode
+from overlay.identity import Identity, IdentityError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
@@ -72,6 +75,16 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:
+    return tuple(_host_port(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _network(text: str) -> str:
+    if not valid_network(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network name (1-64 of a-z, 0-9, '.', '_', '-')")
+    return text
+
+
 def _coordinator_url(text: str) -> str:
     try:
         return validate_url(text).rstrip("/")
@@ -106,11 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
     serve.add_argument("--lease-seconds", type=float, default=60.0)
     serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"URLs per work unit (default {DEFAULT_UNIT_SIZE})")
+    serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
+    serve.add_argument("--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator")
+    serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through")
+    serve.add_argument("--network", type=_network, default="public", help="the network to announce in (default public)")
+    serve.add_argument("--public-url", type=_coordinator_url, metavar="URL", help="the URL peers should use (default: the --listen address)")
     serve.set_defaults(run=_cmd_coordinator_serve)
 
     peer = commands.add_parser("peer", help="run a volunteer peer").add_subparsers(metavar="ACTION")
     run = peer.add_parser("run", help="lease and run work units")
-    run.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    run.add_argument("--coordinator", type=_coordinator_url, metavar="URL", help="work for this coordinator (no DHT)")
+    run.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through; coordinators are found in the DHT")
+    run.add_argument("--network", type=_network, default="public", help="the network whose coordinators to work for (default public)")
+    run.add_argument("--prefer", type=_coordinator_url, metavar="URL", help="work for this coordinator when it is announced and answers")
+    run.add_argument("--dht-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer's DHT node listens (default 0.0.0.0:0)")
     run.add_argument("--data-dir", type=Path, required=True)
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
@@ -118,6 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                      help="on SIGTERM, how long running units may finish before their leases are released")
     run.set_defaults(run=_cmd_peer_run)
+
+    dht = commands.add_parser("dht", help="DHT nodes and what they know").add_subparsers(metavar="ACTION")
+    dht_serve = dht.add_parser("serve", help="run a standalone DHT (bootstrap) node")
+    dht_serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
+    dht_serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]")
+    dht_serve.add_argument("--state", type=Path, help="file to keep the known contacts in, for a fast rejoin")
+    dht_serve.set_defaults(run=_cmd_dht_serve)
+    lookup = dht.add_parser("lookup", help="print what the DHT knows")
+    lookup.add_argument("what", choices=["coordinators"])
+    lookup.add_argument("--network", type=_network, default="public")
+    lookup.add_argument("--bootstrap", type=_host_port_list, required=True, metavar="HOST:PORT[,...]")
+    lookup.add_argument("--json", action="store_true")
+    lookup.set_defaults(run=_cmd_dht_lookup)
 
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
     submit = job.add_parser("submit", help="submit a job; prints its id")
@@ -144,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # kademlia logs every RPC at INFO; its warnings are what an operator needs.
+    logging.getLogger("kademlia").setLevel(max(level, logging.WARNING))
+    logging.getLogger("rpcudp").setLevel(max(level, logging.WARNING))
 
 
 def _run_until_signal(main_coro: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -203,17 +241,28 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
 
     _setup_logging(logging.INFO)
     host, port = args.listen
+    if not args.db.parent.is_dir():
+        raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
+    try:
+        identity = Identity.load_or_create(args.key or args.db.with_suffix(".key"))
+    except (IdentityError, OSError) as exc:
+        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
 
     async def main_coro(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(
-            serve(host, port, args.db, lease_seconds=args.lease_seconds, unit_size=args.unit_size)
-        )
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        task.cancel()
-        stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with contextlib.AsyncExitStack() as stack:
+            dht = None
+            if args.dht_listen:
+                dht = await stack.enter_async_context(
+                    DhtNode(args.dht_listen, args.bootstrap, state_path=args.db.with_suffix(".dht"))
+                )
+                log.info("DHT node listening on %s:%d", *dht.address)
+            task = asyncio.create_task(
+                serve(
+                    host, port, args.db, identity=identity, lease_seconds=args.lease_seconds,
+                    unit_size=args.unit_size, dht=dht, network=args.network, public_url=args.public_url,
+                )
+            )
+            await _until_stopped(task, stop)
 
     try:
         _run_until_signal(main_coro)
@@ -224,13 +273,69 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Wait for `task` or `stop`; then cancel the task and let it clean up."""
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _cmd_dht_serve(args: argparse.Namespace) -> int:
+    _setup_logging(logging.INFO)
+
+    async def main_coro(stop: asyncio.Event) -> None:
+        async with DhtNode(args.listen, args.bootstrap, state_path=args.state) as dht:
+            log.info("DHT node listening on %s:%d with %d neighbours", *dht.address, len(dht.neighbours()))
+            await stop.wait()
+
+    try:
+        _run_until_signal(main_coro)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+def _cmd_dht_lookup(args: argparse.Namespace) -> int:
+    from peer.discovery import announcements
+
+    _setup_logging(logging.WARNING)
+    listen_host = "127.0.0.1" if all(h.startswith("127.") or h == "localhost" for h, _ in args.bootstrap) else "0.0.0.0"
+
+    async def lookup() -> list[CoordinatorAnnouncement]:
+        async with DhtNode((listen_host, 0), args.bootstrap) as dht:
+            if not dht.neighbours():
+                raise UsageError(f"no DHT node answered at {', '.join(f'{h}:{p}' for h, p in args.bootstrap)}")
+            return await announcements(dht, args.network)
+
+    found = asyncio.run(lookup())
+    now = time.time()
+    for a in sorted(found, key=lambda a: a.url):
+        if args.json:
+            print(json.dumps({"public_key": a.public_key, "issued_at": a.issued_at} | a.payload()))
+        else:
+            print(f"{a.url}  key {a.public_key[:16]}…  load {a.load}  peers {a.peers}  "
+                  f"workloads {','.join(a.workloads)}  announced {max(0, now - a.issued_at):.0f} s ago")
+    if not found and not args.json:
+        print(f"no coordinators announced in network {args.network!r}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer.agent import Agent, PeerSettings
     from peer.egress import EgressConfig
 
     _setup_logging(logging.INFO)
+    if args.coordinator is None and not args.bootstrap:
+        raise UsageError("give --bootstrap HOST:PORT (find coordinators in the DHT) or --coordinator URL")
     settings = PeerSettings(
         coordinator=args.coordinator,
+        bootstrap=args.bootstrap,
+        network=args.network,
+        prefer=args.prefer,
+        dht_listen=args.dht_listen,
         data_dir=args.data_dir,
         slots=args.slots,
         drain_grace=max(args.stop_grace, 0.0),

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +23,12 @@ from typing import TypeVar
 import aiohttp
 
 from overlay import wire
+from overlay.dht import DhtNode
 from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
 from peer.backoff import backoff_delay
 from peer.client import CoordinatorClient
+from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
@@ -41,10 +45,25 @@ WORKLOADS: dict[str, tuple[str, ...]] = {
 VERSION = "osaas-peer/0.1"
 
 
+LOST_AFTER = 3  # consecutive unanswered calls before a discovered coordinator counts as gone
+AVOID_SECONDS = 120.0  # how long a coordinator that failed us ranks last
+IDLE_RECHECK = 30.0  # seconds without work before looking for a coordinator that needs us more
+
+
+class _LeaseEnd(enum.Enum):
+    STOPPED = "stopped"
+    LOST = "lost"  # the coordinator stopped answering
+    IDLE = "idle"  # no work for a while: another coordinator may need this peer more
+
+
 @dataclass(frozen=True, slots=True)
 class PeerSettings:
-    coordinator: str
     data_dir: Path
+    coordinator: str | None = None  # an explicit coordinator URL; None: find one in the DHT
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    network: str = "public"
+    prefer: str | None = None  # the volunteer's preferred coordinator URL, if it is announced
+    dht_listen: tuple[str, int] = ("0.0.0.0", 0)
     name: str = field(default_factory=socket.gethostname)
     slots: int = 4
     unit_timeout: float = 600.0
@@ -54,41 +73,96 @@ class PeerSettings:
 
 class Agent:
     def __init__(self, settings: PeerSettings) -> None:
+        if settings.coordinator is None and not settings.bootstrap:
+            raise ValueError("a peer needs a coordinator URL or DHT bootstrap addresses")
         self.settings = settings
         self.identity = Identity.load_or_create(settings.data_dir / "identity.key")
         self.outbox = Outbox(settings.data_dir / "outbox")
         self.workdir = settings.data_dir / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._lease_seconds = 60.0
+        self._avoid: dict[str, float] = {}  # coordinator URL -> until when it ranks last
+        self._current: str | None = None  # the discovered coordinator we work for
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and return."""
-        async with aiohttp.ClientSession() as session, Egress(self.settings.egress) as egress:
-            client = CoordinatorClient(self.settings.coordinator, self.identity, session)
-            log.info("peer %s… working for %s", self.identity.public_hex[:12], client.base_url)
-            if not await self._register(client, stop):
-                return
+        discovering = self.settings.coordinator is None
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            egress = await stack.enter_async_context(Egress(self.settings.egress))
+            dht = None
+            if discovering:
+                dht = await stack.enter_async_context(
+                    DhtNode(
+                        self.settings.dht_listen,
+                        self.settings.bootstrap,
+                        state_path=self.settings.data_dir / "dht-contacts.msgpack",
+                    )
+                )
+            log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             running: set[asyncio.Task[None]] = set()
             try:
-                await self._lease_loop(client, egress, running, stop)
+                while not stop.is_set():
+                    client = await self._choose(session, dht, stop)
+                    if client is None:
+                        break
+                    end = _LeaseEnd.LOST
+                    if await self._register(client, stop, give_up=discovering):
+                        end = await self._lease_loop(client, egress, running, stop, give_up=discovering)
+                    if end is _LeaseEnd.LOST and not stop.is_set():
+                        log.warning("coordinator %s is not answering; looking for another", client.base_url)
+                        self._avoid[client.base_url] = time.monotonic() + AVOID_SECONDS
             finally:
-                await self._drain(client, running)
+                await self._drain(running)
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
                 await self._flush_once(session, deadline=5.0)
 
-    # ---- registration and leasing ----------------------------------------------------
+    # ---- choosing a coordinator, registration and leasing -------------------------------
 
-    async def _register(self, client: CoordinatorClient, stop: asyncio.Event) -> bool:
+    async def _choose(
+        self, session: aiohttp.ClientSession, dht: DhtNode | None, stop: asyncio.Event
+    ) -> CoordinatorClient | None:
+        """The explicit coordinator, or the best one the DHT knows; None once stopped."""
+        if dht is None:
+            assert self.settings.coordinator is not None
+            log.info("working for %s", self.settings.coordinator)
+            return CoordinatorClient(self.settings.coordinator, self.identity, session)
+        failures = 0
+        while not stop.is_set():
+            now = time.monotonic()
+            avoid = {url for url, until in self._avoid.items() if until > now}
+            candidates = await find_coordinators(
+                dht, session, self.settings.network, workloads=WORKLOADS, preferred=self.settings.prefer, avoid=avoid
+            )
+            if candidates:
+                best = candidates[0].announcement
+                if best.url == self._current:
+                    return CoordinatorClient(best.url, self.identity, session)
+                self._current = best.url
+                log.info(
+                    "working for %s (coordinator %s…, load %d, %d peers, %.0f ms away)",
+                    best.url, best.public_key[:12], best.load, best.peers, candidates[0].rtt * 1000,
+                )
+                return CoordinatorClient(best.url, self.identity, session)
+            delay = backoff_delay(failures, cap=15.0)
+            failures += 1
+            log.info("no coordinator of network %r found yet; looking again in %.1f s", self.settings.network, delay)
+            await _wait_any(set(), stop, timeout=delay)
+            if not dht.neighbours():
+                await dht.bootstrap_again()
+        return None
+
+    async def _register(self, client: CoordinatorClient, stop: asyncio.Event, *, give_up: bool) -> bool:
         request = wire.RegisterRequest(
             name=self.settings.name[:200] or "peer",
             slots=self.settings.slots,
             workloads=sorted(WORKLOADS),
             version=VERSION,
         )
-        answer = await _retry(lambda: client.register(request), stop, "register")
+        answer = await _retry(lambda: client.register(request), stop, "register", LOST_AFTER if give_up else None)
         if answer is None:
             return False
         self._lease_seconds = max(answer.lease_seconds, 1.0)
@@ -100,9 +174,16 @@ class Agent:
         egress: Egress,
         running: set[asyncio.Task[None]],
         stop: asyncio.Event,
-    ) -> None:
+        *,
+        give_up: bool,
+    ) -> _LeaseEnd:
+        """Lease and start units until stopped or, with `give_up` (a discovered coordinator),
+        until the coordinator stops answering or has had no work for a while."""
         failures = 0
+        idle_since: float | None = None
         while not stop.is_set():
+            if give_up and failures >= LOST_AFTER:
+                return _LeaseEnd.LOST
             free = self.settings.slots - len(running)
             if free <= 0:
                 await _wait_any(running, stop, timeout=None)
@@ -117,7 +198,7 @@ class Agent:
                 continue
             except Rejected as exc:
                 failures += 1
-                if exc.status == 403 and await self._register(client, stop):
+                if exc.status == 403 and await self._register(client, stop, give_up=give_up):
                     continue
                 log.error("coordinator refused to lease: %s", exc)
                 await _wait_any(running, stop, timeout=backoff_delay(failures))
@@ -127,10 +208,17 @@ class Agent:
                 task = asyncio.create_task(self._work(client, egress, lease))
                 running.add(task)
                 task.add_done_callback(running.discard)
-            if not answer.leases:
-                await _wait_any(running, stop, timeout=answer.retry_after or 1.0)
+            if answer.leases:
+                idle_since = None
+                continue
+            now = time.monotonic()
+            idle_since = idle_since or now
+            if give_up and not running and now - idle_since >= IDLE_RECHECK:
+                return _LeaseEnd.IDLE
+            await _wait_any(running, stop, timeout=answer.retry_after or 1.0)
+        return _LeaseEnd.STOPPED
 
-    async def _drain(self, client: CoordinatorClient, running: set[asyncio.Task[None]]) -> None:
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
         if not running:
             return
         log.info("stopping: letting %d running unit(s) finish (up to %.0f s)", len(running), self.settings.drain_grace)
@@ -246,10 +334,13 @@ async def _wait_any(tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout
         stopper.cancel()
 
 
-async def _retry(call: Callable[[], Awaitable[T]], stop: asyncio.Event, what: str) -> T | None:
-    """Call until it succeeds; None if `stop` is set first. Refusals are retried too, slowly."""
+async def _retry(
+    call: Callable[[], Awaitable[T]], stop: asyncio.Event, what: str, max_failures: int | None = None
+) -> T | None:
+    """Call until it succeeds; None if `stop` is set first or after `max_failures` failures.
+    Refusals are retried too, slowly."""
     failures = 0
-    while not stop.is_set():
+    while not stop.is_set() and (max_failures is None or failures < max_failures):
         try:
             return await call()
         except (Unavailable, Rejected) as exc:

@@ -1,0 +1,161 @@
+"""Peers that know only DHT bootstrap addresses: they find coordinators, prove their keys,
+and move to another coordinator when theirs dies. Real processes, real UDP and HTTP on loopback.
+
+Jobs live in one coordinator's store: when coordinator A dies mid-job, this test resubmits the
+job to coordinator B (see docs/operators.md), and B's report has every URL exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from coordinator.api import make_app
+from coordinator.sqlite_store import SqliteStore
+from osaas import owner
+from overlay import records
+from overlay.announcements import CoordinatorAnnouncement, coordinators_key
+from overlay.dht import DhtNode
+from overlay.identity import Identity
+from peer.discovery import find_coordinators
+from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.all: list[asyncio.subprocess.Process] = []
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        with open(self.tmp_path / f"{name}.log", "ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        self.all.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+
+@contextlib.asynccontextmanager
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    running = Processes(tmp_path)
+    try:
+        yield running
+    finally:
+        for p in running.all:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+async def wait_for(predicate, what: str, timeout_steps: int = 600) -> None:
+    for _ in range(timeout_steps):
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def osaas_output(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "osaas", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
+    bootstrap = f"127.0.0.1:{free_udp_port()}"
+    urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("a", "b")}
+    async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=120, delay=0.05)) as site:
+        await procs.start("dht", "dht", "serve", "--listen", bootstrap)
+        coordinators = {}
+        for name, url in urls.items():
+            coordinators[name] = await procs.start(
+                f"coordinator-{name}", "coordinator", "serve", "--listen", url.removeprefix("http://"),
+                "--db", str(tmp_path / f"{name}.sqlite"), "--unit-size", "5", "--network", "testnet",
+                "--dht-listen", f"127.0.0.1:{free_udp_port()}", "--bootstrap", bootstrap,
+            )
+
+        async def both_announced() -> bool:
+            code, out, _ = await osaas_output("dht", "lookup", "coordinators", "--network", "testnet",
+                                              "--bootstrap", bootstrap, "--json")
+            return code == 0 and {json.loads(line)["url"] for line in out.splitlines()} == set(urls.values())
+
+        await wait_for(both_announced, "both coordinators to be announced", 300)
+
+        async with aiohttp.ClientSession() as session:
+            job_a = await owner.submit(session, urls["a"], "linkcheck", {"urls": [f"{site}/"], "depth": None})
+            peers = [f"peer-{i}" for i in range(3)]
+            for name in peers:
+                await procs.start(name, "peer", "run", "--bootstrap", bootstrap, "--network", "testnet",
+                                  "--dht-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / name),
+                                  "--allow-private", "--slots", "2")
+
+            async def all_work_for_a() -> bool:
+                return all(f"working for {urls['a']}" in procs.log(p) for p in peers)
+
+            await wait_for(all_work_for_a, "every peer to find coordinator A (the one with work)")
+
+            async def a_made_progress() -> bool:
+                return (await owner.status(session, urls["a"], job_a)).items_done >= 10
+
+            await wait_for(a_made_progress, "progress on coordinator A")
+            assert (await owner.status(session, urls["a"], job_a)).state == "running"
+            coordinators["a"].send_signal(signal.SIGKILL)
+            await coordinators["a"].wait()
+
+            job_b = await owner.submit(session, urls["b"], "linkcheck", {"urls": [f"{site}/"], "depth": None})
+
+            async def b_done() -> bool:
+                return (await owner.status(session, urls["b"], job_b)).state == "done"
+
+            await wait_for(b_done, "the job to complete on coordinator B", 1200)
+            items = await owner.results(session, urls["b"], job_b)
+
+    ok, broken = generated_site_urls(site, 120)
+    assert sorted(i["url"] for i in items) == sorted(ok | broken)  # every URL, exactly once
+    assert {i["url"] for i in items if i["result"] == "broken"} == broken
+    for name in peers:
+        log = procs.log(name)
+        assert log.index(f"working for {urls['b']}") > log.index(f"working for {urls['a']}"), name
+        assert f"coordinator {urls['a']} is not answering" in log or f"coordinator {urls['a']}" in log
+
+
+async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_path: Path) -> None:
+    honest, impostor, liar = Identity.generate(), Identity.generate(), Identity.generate()
+    key = coordinators_key("testnet")
+    async with serve(make_app(SqliteStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url, serve(
+        make_app(SqliteStore(tmp_path / "i.sqlite"), identity=impostor)
+    ) as impostor_url:
+        async with DhtNode(("127.0.0.1", 0)) as first, DhtNode(("127.0.0.1", 0), [first.address]) as second:
+            now = time.time()
+            # `liar` announces a URL whose server holds `impostor`'s key, not `liar`'s.
+            for signer, url in ((honest, honest_url), (liar, impostor_url)):
+                announcement = CoordinatorAnnouncement(signer.public_hex, url, "testnet", 3, 0, ("linkcheck",), now)
+                assert await first.publish(key, records.sign(signer, key, announcement.payload(), now, 60)) >= 1
+            assert {r.signer for r in await second.lookup(key)} == {honest.public_key, liar.public_key}
+            async with aiohttp.ClientSession() as session:
+                found = await find_coordinators(second, session, "testnet", workloads=("linkcheck",))
+    assert [c.announcement.url for c in found] == [honest_url]
