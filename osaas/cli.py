@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -76,7 +77,21 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:
-    return tuple(_host_port(part.strip()) for part in text.split(",") if part.strip())
+    """HOST:PORT[,HOST:PORT...] with names resolved: DHT nodes are addressed by IP."""
+    addresses = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        host, port = _host_port(part)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        ipv4 = [info for info in infos if info[0] == socket.AF_INET]
+        addresses.append(((ipv4 or infos)[0][4][0], port))
+    if not addresses:
+        raise argparse.ArgumentTypeError("give at least one HOST:PORT")
+    return tuple(addresses)
 
 
 def _network(text: str) -> str:
@@ -181,7 +196,8 @@ def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # kademlia logs every RPC at INFO; its warnings are what an operator needs.
     logging.getLogger("kademlia").setLevel(max(level, logging.WARNING))
-    logging.getLogger("rpcudp").setLevel(max(level, logging.WARNING))
+    # rpcudp logs every unanswered RPC as an ERROR; overlay.dht reports what they amount to.
+    logging.getLogger("rpcudp").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
 
 
 def _run_until_signal(main_coro: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -63,6 +63,14 @@ def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> 
     assert_one_line_error(osaas("job", "status", "0", "--coordinator", closed), "must be at least 1")
 
 
+def test_dht_commands_without_a_reachable_node() -> None:
+    silent = f"127.0.0.1:{free_port()}"
+    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", silent), "no DHT node answered")
+    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", "127.0.0.1"), "is not HOST:PORT")
+    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--network", "No Such", "--bootstrap", silent), "network name")
+    assert_one_line_error(osaas("peer", "run", "--data-dir", "/tmp/x"), "--bootstrap")
+
+
 async def test_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
     import asyncio
 

@@ -1,0 +1,146 @@
+"""The whole network across hosts of its own: a DHT bootstrap node and a website on one host,
+a coordinator on a second, a peer on a third, each in a network namespace with its own address
+on a bridge (veth pairs), so nothing relies on loopback. The peer is given only the bootstrap
+address; it finds the coordinator through the DHT and checks the site.
+
+Needs root and `ip netns`; skipped otherwise, with the reason shown by pytest -ra.
+Addresses are those of the test's own namespaces (10.231.0.0/24), created and removed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.site import build_site
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[1]
+SUBNET = "10.231.0"
+PAGES = 40
+
+
+def _netns_works() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespace test needs root"
+    if shutil.which("ip") is None:
+        return "network namespace test needs iproute2 (`ip`)"
+    probe = f"osaas-probe-{uuid.uuid4().hex[:6]}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
+        return "`ip netns add` is not permitted here"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[str]]:
+    """Three namespaces on one bridge: host i has address 10.231.0.(i+1)."""
+    reason = _netns_works()
+    if reason:
+        pytest.skip(reason)
+    tag = uuid.uuid4().hex[:6]
+    hub, names = f"osaas-hub-{tag}", [f"osaas-h{i}-{tag}" for i in range(3)]
+    try:
+        _ip("netns", "add", hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        for i, name in enumerate(names):
+            _ip("netns", "add", name)
+            _ip("link", "add", f"v{i}{tag}", "netns", name, "type", "veth", "peer", "name", f"b{i}{tag}", "netns", hub)
+            _ip("-n", hub, "link", "set", f"b{i}{tag}", "master", "br0", "up")
+            _ip("-n", name, "link", "set", f"v{i}{tag}", "name", "eth0")
+            _ip("-n", name, "addr", "add", f"{SUBNET}.{i + 1}/24", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+        yield names
+    finally:
+        for name in [*names, hub]:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _in(ns: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, *args], cwd=REPO, stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "osaas", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+
+
+def _wait(predicate, what: str, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts: list[str], tmp_path: Path) -> None:
+    h1, h2, h3 = hosts
+    bootstrap, coordinator = f"{SUBNET}.1:4000", f"http://{SUBNET}.2:8700"
+    site = f"http://{SUBNET}.1:8080"
+    processes = [
+        _in(h1, "-m", "osaas", "dht", "serve", "--listen", bootstrap, log=tmp_path / "dht.log"),
+        _in(h1, "-m", "bench.site", "--pages", str(PAGES), "--host", f"{SUBNET}.1", "--port", "8080",
+            log=tmp_path / "site.log"),
+        _in(h2, "-m", "osaas", "coordinator", "serve", "--listen", f"{SUBNET}.2:8700", "--db", str(tmp_path / "c.sqlite"),
+            "--dht-listen", f"{SUBNET}.2:4000", "--bootstrap", bootstrap, "--network", "nsnet",
+            log=tmp_path / "coordinator.log"),
+    ]
+    try:
+        def announced() -> bool:
+            run = _run_in(h3, "dht", "lookup", "coordinators", "--network", "nsnet", "--bootstrap", bootstrap, "--json")
+            return run.returncode == 0 and [json.loads(line)["url"] for line in run.stdout.splitlines()] == [coordinator]
+
+        _wait(announced, "the coordinator's announcement to reach the third host")
+        processes.append(
+            _in(h3, "-m", "osaas", "peer", "run", "--bootstrap", bootstrap, "--network", "nsnet",
+                "--dht-listen", f"{SUBNET}.3:0", "--data-dir", str(tmp_path / "peer"), "--allow-private",
+                log=tmp_path / "peer.log")
+        )
+        submitted = _run_in(h2, "job", "submit", "linkcheck", f"{site}/", "--coordinator", coordinator)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+
+        def done() -> bool:
+            run = _run_in(h2, "job", "status", job_id, "--coordinator", coordinator, "--json")
+            return run.returncode == 0 and json.loads(run.stdout)["state"] == "done"
+
+        _wait(done, "the job to finish", 120)
+        results = _run_in(h2, "job", "results", job_id, "--coordinator", coordinator, "--format", "json")
+        items = [json.loads(line) for line in results.stdout.splitlines()]
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    assert f"working for {coordinator}" in (tmp_path / "peer.log").read_text()
+    expected_broken = build_site(PAGES).broken_urls(site)
+    assert len({i["url"] for i in items}) == len(items)
+    assert {i["url"] for i in items if i["result"] == "broken"} == expected_broken
+    assert all(i["result"] == "ok" for i in items if i["url"] not in expected_broken)
