@@ -134,6 +134,14 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
             await wait_for(b_done, "the job to complete on coordinator B", 1200)
             items = await owner.results(session, urls["b"], job_b)
 
+        # A clean shutdown withdraws B's announcement; killed A's stays until it expires.
+        coordinators["b"].send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(coordinators["b"].wait(), timeout=30) == 0
+        code, out, err = await osaas_output("dht", "lookup", "coordinators", "--network", "testnet",
+                                            "--bootstrap", bootstrap, "--json")
+        assert code == 0, err
+        assert [json.loads(line)["url"] for line in out.splitlines()] == [urls["a"]]
+
     ok, broken = generated_site_urls(site, 120)
     assert sorted(i["url"] for i in items) == sorted(ok | broken)  # every URL, exactly once
     assert {i["url"] for i in items if i["result"] == "broken"} == broken
