@@ -1,0 +1,476 @@
+"""One libtorrent session behind an asyncio surface: make, seed and fetch single-file torrents.
+
+libtorrent is wrapped here and nowhere else; its errors and alerts become our exceptions:
+
+    TorrentError            anything libtorrent refused or reported as failed
+     ├── TorrentTimeout     a fetch made no verified progress for its timeout (e.g. the only
+     │                      source serves corrupt data: libtorrent bans it, then waits forever)
+     └── SessionClosed      the session was used after it closed, or ended a waiting call
+
+Facts this module is built on are measured in /work/shared/LIBRARIES.md: loopback swarms need
+`allow_multiple_connections_per_ip`; rate limits skip local peers unless
+`ignore_limits_on_local_network` is off; torrents are added neither paused nor auto-managed so
+that no queue limit (3 active downloads by default) holds them back; alert objects are copied
+into plain values as soon as they are popped, because touching one later can segfault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+import string
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+_POLL_INTERVAL = 0.05
+_LISTEN_TIMEOUT = 5.0
+_CHECK_TIMEOUT = 120.0
+# libtorrent moves pieces in blocks of this size; a piece's last block may be shorter.
+_BLOCK_SIZE = 16 * 1024
+_PEER_ID_PREFIX = "-OS0100-"
+_PEER_ID_FILE = "peer_id"
+_PEER_ID_ALPHABET = string.ascii_letters + string.digits
+_ALERT_MASK = (
+    lt.alert_category.status
+    | lt.alert_category.error
+    | lt.alert_category.storage
+    | lt.alert_category.peer
+    # block_finished_alert is how payload received is counted per peer (see TransferStats).
+    | lt.alert_category.block_progress
+)
+_STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
+_CHECKING = {
+    lt.torrent_status.states.queued_for_checking,
+    lt.torrent_status.states.checking_files,
+    lt.torrent_status.states.checking_resume_data,
+    # Unused by libtorrent 2.x, but still in its enum: reported as checking, not as a crash.
+    lt.torrent_status.states.allocating,
+}
+
+
+class TorrentError(Exception):
+    """libtorrent refused an operation or reported a torrent as failed."""
+
+
+class TorrentTimeout(TorrentError):
+    """A fetch made no verified progress for as long as its timeout allowed."""
+
+
+class SessionClosed(TorrentError):
+    """The session is closed: it refuses use, and calls waiting when it closed end with this."""
+
+
+class TorrentState(enum.Enum):
+    CHECKING = "checking"
+    DOWNLOADING_METADATA = "downloading_metadata"
+    DOWNLOADING = "downloading"
+    FINISHED = "finished"
+    SEEDING = "seeding"
+
+
+@dataclass(frozen=True, slots=True)
+class InfoHashes:
+    v1: bytes
+    v2: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStats:
+    """A torrent's payload counters since it was added to this session.
+
+    `received_from` maps a remote peer id to the payload bytes this session received from it,
+    counted from libtorrent's block_finished alerts (pieces that later failed their hash
+    included). It is close to, not exactly, the payload: libtorrent may skip an alert, e.g. for a
+    block whose connection closed meanwhile. It is keyed by peer id, not address, because a peer
+    that connected to us shows an ephemeral port; compare with `TorrentSession.peer_id`.
+    """
+
+    info_hash: bytes
+    state: TorrentState
+    total_upload: int
+    total_download: int
+    num_peers: int
+    received_from: Mapping[bytes, int]
+
+
+class _Torrent:
+    """What this session tracks for one torrent beside libtorrent's handle."""
+
+    __slots__ = ("handle", "checked", "finished", "error", "received_from", "_piece_sizes")
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.checked = False
+        # Set from the alert rather than read from status, so that every block_finished_alert
+        # (posted before it) has been counted by the time a fetch returns.
+        self.finished = False
+        self.error: str | None = None
+        self.received_from: dict[bytes, int] = {}
+        self._piece_sizes: list[int] | None = None
+
+    def add_block(self, peer_id: bytes, piece: int, block: int) -> None:
+        if self._piece_sizes is None:
+            info = self.handle.torrent_file()
+            if info is None:
+                return
+            self._piece_sizes = [info.piece_size(i) for i in range(info.num_pieces())]
+        size = min(_BLOCK_SIZE, self._piece_sizes[piece] - block * _BLOCK_SIZE)
+        self.received_from[peer_id] = self.received_from.get(peer_id, 0) + size
+
+
+# ---- torrent files ----------------------------------------------------------------------
+
+
+def make_torrent(path: Path) -> bytes:
+    """Hash one file into a bencoded hybrid (v1 + v2) .torrent; blocks while it reads the file."""
+    if not path.is_file():
+        raise TorrentError(f"{path} is not a regular file; only single files are shared")
+    try:
+        creator = lt.create_torrent(lt.list_files(str(path)), 0, 0)
+        lt.set_piece_hashes(creator, str(path.parent))
+        return bytes(lt.bencode(creator.generate()))
+    except RuntimeError as exc:
+        raise TorrentError(f"cannot make a torrent of {path}: {exc}") from exc
+
+
+def info_hashes_of(torrent_bytes: bytes) -> InfoHashes:
+    hashes = _parse(torrent_bytes).info_hashes()
+    return InfoHashes(
+        v1=hashes.v1.to_bytes(), v2=hashes.v2.to_bytes() if hashes.has_v2() else None
+    )
+
+
+def info_hash_of(torrent_bytes: bytes) -> bytes:
+    """The v1 (SHA-1, 20 bytes) info-hash: what `fetch` and `stats` take."""
+    return info_hashes_of(torrent_bytes).v1
+
+
+def _parse(torrent_bytes: bytes) -> Any:
+    try:
+        return lt.torrent_info(torrent_bytes)
+    except RuntimeError as exc:
+        raise TorrentError(f"not a valid .torrent: {exc}") from exc
+
+
+def _key(handle: Any) -> bytes:
+    return bytes(handle.info_hashes().v1.to_bytes())
+
+
+# ---- the session --------------------------------------------------------------------------
+
+
+class TorrentSession:
+    """One libtorrent session on one address; use as `async with`, once.
+
+    `upload_rate` and `download_rate` are bytes per second for the whole session and also hold
+    for peers on the local network. `state_dir` keeps the session's peer id across restarts.
+    """
+
+    def __init__(
+        self,
+        listen: Address,
+        *,
+        upload_rate: int | None = None,
+        download_rate: int | None = None,
+        state_dir: Path,
+    ) -> None:
+        for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
+            if rate is not None and rate <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes per second")
+        self._listen = listen
+        self._upload_rate = upload_rate or 0
+        self._download_rate = download_rate or 0
+        self._state_dir = state_dir
+        self._session: Any = None
+        self._pump: asyncio.Task[None] | None = None
+        self._torrents: dict[bytes, _Torrent] = {}
+        self._listen_error: str | None = None
+        self._listening = False
+        self._closed = False
+        self._peer_id = b""
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> TorrentSession:
+        if self._session is not None or self._closed:
+            raise SessionClosed("a TorrentSession can be entered only once")
+        self._peer_id = self._load_peer_id()
+        host, port = self._listen
+        interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._session = lt.session(
+            {
+                "listen_interfaces": interface,
+                # Listen where asked or fail: libtorrent would otherwise try the next ports,
+                # then any port the system gives.
+                "max_retry_port_bind": 0,
+                "listen_system_port_fallback": False,
+                "enable_dht": False,
+                "enable_lsd": False,
+                "enable_upnp": False,
+                "enable_natpmp": False,
+                "allow_multiple_connections_per_ip": True,
+                "ignore_limits_on_local_network": False,
+                "upload_rate_limit": self._upload_rate,
+                "download_rate_limit": self._download_rate,
+                # A fingerprint of 20 characters is used as the whole peer id, so peers can
+                # be told apart in stats whichever side opened the connection.
+                "peer_fingerprint": self._peer_id.decode("ascii"),
+                "alert_mask": _ALERT_MASK,
+            }
+        )
+        self._pump = asyncio.create_task(self._pump_alerts(), name=f"torrent-alerts {interface}")
+        try:
+            await self._wait(lambda: self._listening or self._listen_error is not None,
+                             _LISTEN_TIMEOUT, f"listening on {interface}")
+            if not self._listening:
+                raise TorrentError(f"cannot listen on {interface}: {self._listen_error}")
+        except BaseException:
+            await self.close()
+            raise
+        log.info("torrent session listening on %s:%d", host, self.listen_port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        session, self._session = self._session, None
+        self._torrents.clear()
+        if session is not None:
+            session.pause()
+            # The destructor waits for libtorrent's threads to stop, so the last reference is
+            # dropped in a worker thread while the event loop keeps running.
+            holder = [session]
+            del session
+            await asyncio.to_thread(holder.clear)
+
+    def _load_peer_id(self) -> bytes:
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        path = self._state_dir / _PEER_ID_FILE
+        try:
+            saved = path.read_bytes()
+        except FileNotFoundError:
+            saved = b""
+        prefix = _PEER_ID_PREFIX.encode("ascii")
+        if len(saved) == 20 and saved.startswith(prefix) and saved[len(prefix):].isalnum():
+            return saved
+        length = 20 - len(_PEER_ID_PREFIX)
+        suffix = "".join(secrets.choice(_PEER_ID_ALPHABET) for _ in range(length))
+        peer_id = (_PEER_ID_PREFIX + suffix).encode("ascii")
+        path.write_bytes(peer_id)
+        return peer_id
+
+    @property
+    def listen_port(self) -> int:
+        return int(self._open().listen_port())
+
+    @property
+    def peer_id(self) -> bytes:
+        self._open()
+        return self._peer_id
+
+    def _open(self) -> Any:
+        if self._closed or self._session is None:
+            raise SessionClosed("the torrent session is closed")
+        return self._session
+
+    # -- torrents --
+
+    async def seed(self, torrent_bytes: bytes, data_dir: Path) -> None:
+        """Seed a torrent whose file is already in `data_dir`, after checking every piece of it."""
+        session = self._open()
+        info = _parse(torrent_bytes)
+        key = bytes(info.info_hashes().v1.to_bytes())
+        if key in self._torrents:
+            raise TorrentError(f"torrent {key.hex()} is already in this session")
+        params = lt.add_torrent_params()
+        params.ti = info
+        params.save_path = str(data_dir)
+        params.flags &= ~_STARTED
+        torrent = self._add(session, params, key)
+        try:
+            await self._wait(lambda: torrent.checked or torrent.error is not None,
+                             _CHECK_TIMEOUT, f"checking {key.hex()}")
+            self._raise_if_failed(torrent)
+            status = torrent.handle.status()
+            if not status.is_seeding:
+                raise TorrentError(
+                    f"data in {data_dir} does not match torrent {key.hex()}: "
+                    f"{status.total_wanted_done} of {status.total_wanted} bytes verified"
+                )
+        except BaseException:
+            self._remove(key)
+            raise
+        log.info("seeding %s (%s) from %s", key.hex(), info.name(), data_dir)
+
+    async def fetch(
+        self, info_hash: bytes, save_dir: Path, peers: list[Address], *, timeout: float
+    ) -> Path:
+        """Download a single-file torrent by v1 info-hash from `peers`; return the file's path.
+
+        Raises TorrentTimeout when no piece passes its hash check for `timeout` seconds (metadata
+        included). On any failure the torrent leaves the session; partial data stays in save_dir.
+        On success it stays, seeding.
+        """
+        session = self._open()
+        if len(info_hash) != 20:
+            raise ValueError("info_hash must be the 20-byte v1 info-hash")
+        if info_hash in self._torrents:
+            raise TorrentError(f"torrent {info_hash.hex()} is already in this session")
+        params = lt.add_torrent_params()
+        params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
+        params.save_path = str(save_dir)
+        params.flags &= ~_STARTED
+        torrent = self._add(session, params, info_hash)
+        try:
+            self.add_peers(info_hash, peers)
+            path = await self._until_complete(torrent, save_dir, timeout)
+        except BaseException:
+            self._remove(info_hash)
+            raise
+        log.info("fetched %s to %s", info_hash.hex(), path)
+        return path
+
+    def add_peers(self, info_hash: bytes, peers: list[Address]) -> None:
+        self._open()
+        torrent = self._get(info_hash)
+        for peer in peers:
+            torrent.handle.connect_peer(peer)
+
+    def stats(self, info_hash: bytes) -> TransferStats:
+        self._open()
+        torrent = self._get(info_hash)
+        status = torrent.handle.status()
+        return TransferStats(
+            info_hash=info_hash,
+            state=_state(status),
+            total_upload=status.total_payload_upload,
+            total_download=status.total_payload_download,
+            num_peers=status.num_peers,
+            received_from=types.MappingProxyType(dict(torrent.received_from)),
+        )
+
+    async def _until_complete(self, torrent: _Torrent, save_dir: Path, timeout: float) -> Path:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        verified = -1
+        while True:
+            self._open()
+            self._raise_if_failed(torrent)
+            status = torrent.handle.status()
+            if status.has_metadata:
+                info = torrent.handle.torrent_file()
+                if info.num_files() != 1:
+                    raise TorrentError(
+                        f"torrent {_key(torrent.handle).hex()} has {info.num_files()} files; "
+                        "only single files are fetched"
+                    )
+                if torrent.finished:
+                    return save_dir / info.name()
+            if status.total_wanted_done > verified:
+                verified = status.total_wanted_done
+                deadline = loop.time() + timeout
+            elif loop.time() >= deadline:
+                raise TorrentTimeout(
+                    f"torrent {_key(torrent.handle).hex()} made no progress for {timeout:g} s "
+                    f"({verified} of {status.total_wanted} bytes verified)"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def _add(self, session: Any, params: Any, key: bytes) -> _Torrent:
+        try:
+            handle = session.add_torrent(params)
+        except RuntimeError as exc:
+            raise TorrentError(f"libtorrent refused torrent {key.hex()}: {exc}") from exc
+        torrent = _Torrent(handle)
+        self._torrents[key] = torrent
+        return torrent
+
+    def _remove(self, key: bytes) -> None:
+        torrent = self._torrents.pop(key, None)
+        if torrent is not None and self._session is not None:
+            self._session.remove_torrent(torrent.handle)
+
+    def _get(self, info_hash: bytes) -> _Torrent:
+        try:
+            return self._torrents[info_hash]
+        except KeyError:
+            raise TorrentError(f"torrent {info_hash.hex()} is not in this session") from None
+
+    @staticmethod
+    def _raise_if_failed(torrent: _Torrent) -> None:
+        if torrent.error is not None:
+            raise TorrentError(torrent.error)
+
+    async def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        async def poll() -> None:
+            while not done():
+                self._open()
+                await asyncio.sleep(_POLL_INTERVAL)
+
+        try:
+            await asyncio.wait_for(poll(), timeout)
+        except TimeoutError:
+            raise TorrentTimeout(f"timed out after {timeout:g} s {what}") from None
+
+    # -- alerts --
+
+    async def _pump_alerts(self) -> None:
+        while True:
+            for alert in self._session.pop_alerts():
+                try:
+                    self._on_alert(alert)
+                except Exception:
+                    log.exception("cannot handle libtorrent alert %s", type(alert).__name__)
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def _on_alert(self, alert: Any) -> None:
+        """Copy what is needed out of one alert; the alert itself must not be kept."""
+        if isinstance(alert, lt.listen_succeeded_alert):
+            if alert.socket_type == lt.socket_type_t.tcp:
+                self._listening = True
+            return
+        if isinstance(alert, lt.listen_failed_alert):
+            if self._listen_error is None:
+                self._listen_error = alert.message()
+            return
+        if not isinstance(alert, lt.torrent_alert):
+            return
+        torrent = self._torrents.get(_key(alert.handle))
+        if torrent is None:
+            return
+        if isinstance(alert, lt.block_finished_alert):
+            torrent.add_block(bytes(alert.pid.to_bytes()), alert.piece_index, alert.block_index)
+        elif isinstance(alert, lt.torrent_checked_alert):
+            torrent.checked = True
+        elif isinstance(alert, lt.torrent_finished_alert):
+            torrent.finished = True
+        elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+            torrent.error = alert.message()
+            log.warning("torrent failed: %s", torrent.error)
+        elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
+            log.warning("%s", alert.message())
+
+
+def _state(status: Any) -> TorrentState:
+    if status.state in _CHECKING:
+        return TorrentState.CHECKING
+    return TorrentState(status.state.name)
+
