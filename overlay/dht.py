@@ -21,7 +21,6 @@ import enum
 import heapq
 import ipaddress
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from kademlia.storage import ForgetfulStorage
 from kademlia.utils import digest
 
 from overlay import wire
+from overlay.files import atomic_file
 from overlay.records import (
     DEFAULT_MAX_RECORDS,
     MAX_SET_BYTES,
@@ -458,9 +458,8 @@ def _load_state(path: Path) -> _Saved:
 def _write_state(path: Path, state: _Saved) -> None:
     data = wire.encode({"node_id": state.node_id, "contacts": [list(c) for c in state.contacts]})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 # ---- the node --------------------------------------------------------------------------

@@ -5,12 +5,13 @@ Peers, coordinators and (later) bundle owners are known by their 32-byte public 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
+
+from overlay.files import atomic_file
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -45,11 +46,8 @@ class Identity:
             return cls.load(path)
         identity = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(bytes(identity.signing_key).hex() + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path, mode=0o600) as f:
+            f.write((bytes(identity.signing_key).hex() + "\n").encode())
         return identity
 
     @property

@@ -1,6 +1,6 @@
 """Finished results kept on disk until a coordinator has acknowledged them.
 
-One file per report, written atomically (temp file + rename), so a peer killed at any moment
+One file per report, written atomically (overlay.files.atomic_file), so a peer killed at any moment
 either has the whole report on disk or never claimed to have finished the unit.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from overlay import wire
+from overlay.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,8 @@ class Outbox:
 
     def put(self, coordinator: str, report: wire.Report) -> PendingReport:
         path = self._path(coordinator, report)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_file(path) as f:
             f.write(wire.encode({"coordinator": coordinator, "report": wire.to_obj(report)}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         return PendingReport(coordinator, report, path)
 
     def pending(self) -> list[PendingReport]:

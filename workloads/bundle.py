@@ -43,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from overlay import wire
+from overlay.files import atomic_file
 from overlay.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
 
 log = logging.getLogger(__name__)
@@ -441,16 +442,8 @@ def _write_archive(entries: list[_Entry], out: IO[bytes]) -> dict[str, bytes]:
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Run `write(file)` on a temp file beside `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        write(f)
 
 
 def build(source_dir: Path, identity: Identity, out_dir: Path) -> BuiltBundle:
