@@ -79,3 +79,74 @@ class CoordinatorAnnouncement:
 
 def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+# ---- bundles and their swarms --------------------------------------------------------------
+
+
+def bundle_key(network: str, name: str) -> str:
+    """The DHT key under which coordinators of `network` announce the versions of bundle `name`
+    they serve: payload {"name": NAME, "versions": [[VERSION, INFO_HASH], ...]}."""
+    coordinators_key(network)  # validates the network name
+    return f"osaas/v1/bundles/{network}/{name}"
+
+
+def swarm_key(info_hash: bytes) -> str:
+    """The DHT key under which every holder of a bundle (coordinator seed or peer) announces
+    the address it seeds from: payload {"host": HOST, "port": PORT}."""
+    if len(info_hash) != 20:
+        raise ValueError("info_hash must be the 20-byte v1 info-hash")
+    return f"osaas/v1/swarm/{info_hash.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmMember:
+    public_key: str  # hex; the record's signer
+    host: str
+    port: int
+
+    def payload(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port}
+
+    @classmethod
+    def from_record(cls, record: SignedRecord) -> SwarmMember | None:
+        """The member a verified record names; None for a withdrawal or a malformed one."""
+        if is_withdrawn(record):
+            return None
+        payload = payload_of(record)
+        host, port = payload.get("host"), payload.get("port")
+        if not (isinstance(host, str) and 0 < len(host) <= 255 and is_count(port) and 0 < port < 65536):
+            return None
+        return cls(record.signer.hex(), host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class BundleAnnouncement:
+    public_key: str  # hex; the coordinator that signed it
+    name: str
+    versions: tuple[tuple[str, bytes], ...]  # (version, v1 info-hash)
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": [[v, h] for v, h in self.versions]}
+
+    @classmethod
+    def from_record(cls, record: SignedRecord) -> BundleAnnouncement | None:
+        if is_withdrawn(record):
+            return None
+        payload = payload_of(record)
+        name, versions = payload.get("name"), payload.get("versions")
+        if not (isinstance(name, str) and 0 < len(name) <= 64 and isinstance(versions, list) and len(versions) <= 8):
+            return None
+        pairs = []
+        for entry in versions:
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and 0 < len(entry[0]) <= 64
+                and isinstance(entry[1], bytes)
+                and len(entry[1]) == 20
+            ):
+                return None
+            pairs.append((entry[0], entry[1]))
+        return cls(record.signer.hex(), name, tuple(pairs))

@@ -187,6 +187,23 @@ class LeaseRequest:
         _require(1 <= self.max_units <= 256, "max_units must be 1..256")
 
 
+ANY_WORKLOAD = "*"  # in LeaseRequest.workloads: this peer runs any bundle the coordinator names
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRef:
+    """Which bundle version runs a unit: the peer fetches it by `info_hash` (v1, 20 bytes)."""
+
+    name: str
+    version: str
+    info_hash: bytes
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.name) <= 64, "name must be 1..64 characters")
+        _require(0 < len(self.version) <= 64, "version must be 1..64 characters")
+        _require(len(self.info_hash) == 20, "info_hash must be 20 bytes")
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     unit_id: int
@@ -195,6 +212,7 @@ class Lease:
     workload: str
     payload: dict
     expires_at: float
+    bundle: BundleRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +241,11 @@ class Report:
     exit_code: int
     payload: dict | None = None
     error: str | None = None
+    bundle_version: str | None = None  # the bundle version that ran the unit
 
     def __post_init__(self) -> None:
         _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
+        _require(self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +256,9 @@ class ReportResponse:
 
 @dataclass(frozen=True, slots=True)
 class JobSubmit:
-    workload: str
+    workload: str  # the bundle's name
     input: dict
+    version: str | None = None  # a bundle version to pin; None follows the bundle's rollout
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +278,69 @@ class JobStatus:
     counts: dict = field(default_factory=dict)  # result -> number of items
     created_at: float = 0.0
     finished_at: float | None = None
+
+
+# ---- bundles ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmAddress:
+    """A BitTorrent endpoint holding a bundle."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.host) <= 255, "host must be 1..255 characters")
+        _require(0 < self.port < 65536, "port must be 1..65535")
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePublish:
+    """An owner's upload: the signed manifest (`workloads.bundle.encode`) and the archive."""
+
+    manifest: bytes
+    archive: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BundleInfo:
+    """What a peer needs to fetch and check one bundle version (GET /v1/bundles/NAME/VERSION)."""
+
+    name: str
+    version: str
+    info_hash: bytes  # v1, 20 bytes; the manifest names it too
+    manifest: bytes  # the owner-signed manifest, `workloads.bundle.encode` bytes
+    seeds: list[SwarmAddress]  # the coordinator's own seed(s)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRequest:
+    """Signed by the bundle's owner: send `version` to `percent` of peers (100 completes it)."""
+
+    version: str
+    percent: int
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.percent <= 100, "percent must be 1..100")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStats:
+    version: str
+    info_hash: bytes
+    published_at: float
+    units_ok: int
+    units_failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class BundleStatus:
+    name: str
+    owner_key: str  # hex
+    stable: str | None  # the version every peer outside the rollout runs
+    candidate: str | None  # the version being rolled out, if any
+    percent: int  # share of peers (0..100) that get the candidate
+    state: str  # "stable" | "rolling_out" | "rolled_back"
+    message: str  # what happened last, in words (e.g. why it rolled back)
+    versions: list[VersionStats] = field(default_factory=list)

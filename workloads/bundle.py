@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from overlay import wire
+from overlay import torrent, wire
 from overlay.files import atomic_file
 from overlay.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
 
@@ -364,7 +364,8 @@ def read_manifest(path: Path) -> SignedManifest:
 class BuiltBundle:
     archive_path: Path
     manifest_path: Path
-    signed: SignedManifest
+    torrent_path: Path
+    signed: SignedManifest  # names the torrent's v1 info-hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,16 +466,36 @@ def build(source_dir: Path, identity: Identity, out_dir: Path) -> BuiltBundle:
             raise BundleError(f"{source_dir}: cannot archive ({exc})") from None
 
     _write_atomic(archive_path, write_tar)
-    signed = sign(manifest, _sha256_file(archive_path), files, identity)
+    try:
+        torrent_bytes = torrent.make_torrent(archive_path)
+    except torrent.TorrentError as exc:
+        raise BundleError(f"{archive_path}: {exc}") from None
+    torrent_path = out_dir / f"{manifest.stem}.torrent"
+    _write_atomic(torrent_path, lambda f: f.write(torrent_bytes))
+    info_hash = torrent.info_hash_of(torrent_bytes)
+    signed = sign(manifest, _sha256_file(archive_path), files, identity, info_hash)
     manifest_path = out_dir / f"{manifest.stem}.manifest"
     _write_atomic(manifest_path, lambda f: f.write(encode(signed)))
     log.info(
-        "built bundle %s: %d files, archive sha256 %s",
+        "built bundle %s: %d files, archive sha256 %s, info-hash %s",
         manifest.stem,
         len(files),
         signed.archive_sha256.hex(),
+        info_hash.hex(),
     )
-    return BuiltBundle(archive_path, manifest_path, signed)
+    return BuiltBundle(archive_path, manifest_path, torrent_path, signed)
+
+
+def load_built(out_dir: Path) -> BuiltBundle:
+    """The one bundle `build()` wrote into `out_dir` (archive, manifest, torrent)."""
+    manifests = sorted(out_dir.glob("*.manifest"))
+    _require(len(manifests) == 1, f"{out_dir}: expected one .manifest file, found {len(manifests)}")
+    signed = read_manifest(manifests[0])
+    stem = signed.manifest.stem
+    archive_path, torrent_path = out_dir / f"{stem}.tar", out_dir / f"{stem}.torrent"
+    for path in (archive_path, torrent_path):
+        _require(path.is_file(), f"{path}: missing; build the bundle again")
+    return BuiltBundle(archive_path, manifests[0], torrent_path, signed)
 
 
 # ---- checking and unpacking --------------------------------------------------------------

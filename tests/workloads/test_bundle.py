@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay import wire
+from overlay import torrent, wire
 from overlay.identity import Identity
 from workloads import bundle
 from workloads.bundle import BundleError, KeyPins, Limits, Manifest
@@ -119,7 +119,9 @@ def test_built_manifest_describes_the_archive(tmp_path: Path) -> None:
         "run.sh": _sha(b"#!/bin/sh\n"),
     }
     assert signed.owner_key == OWNER.public_key
-    assert signed.info_hash is None
+    # The manifest names the v1 info-hash of the .torrent written beside the archive.
+    assert signed.info_hash == torrent.info_hash_of(built.torrent_path.read_bytes())
+    assert bundle.load_built(tmp_path / "out") == built
     bundle.verify_manifest(signed)
 
 
