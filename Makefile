@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.linkcheck_compare
+	$(BIN)/python -m bench.bundle_swarm
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,19 +1,24 @@
 """The coordinator's HTTP API: thin aiohttp handlers over a `Store`.
 
 Every body, in and out, is msgpack. Peer endpoints are signed (the signer's hex public key is
-the peer id); owner endpoints are open until owner admission exists. Every error, including
-aiohttp's own 404/405/413, leaves as `overlay.wire.error_body` with one status per cause:
+the peer id). Bundle uploads carry the owner's signature in their manifest and rollouts are
+signed requests by the bundle's owner key; job endpoints are open until owner admission covers
+them too. Every error, including aiohttp's own 404/405/413, leaves as
+`overlay.wire.error_body` with one status per cause:
 
-    WireError (bad msgpack, wrong types)   400     UnknownPeer   403
-    WireError (unsigned, bad signature)    401     NotFound      404
-    InvalidInput                           400     StaleLease    409
+    WireError (bad msgpack, wrong types)   400     UnknownPeer, UnknownOwner, NotOwner   403
+    WireError (unsigned, bad signature)    401     NotFound                              404
+    InvalidInput                           400     StaleLease, Conflict                  409
+    BundleError (a bad upload)             400     body over the route's limit           413
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,15 +26,30 @@ from typing import Any
 
 from aiohttp import web
 
+from yarl import URL
+
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
+from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite_store import SqliteStore
-from coordinator.store import DEFAULT_UNIT_SIZE, InvalidInput, NotFound, StaleLease, Store, UnknownPeer
+from coordinator.store import (
+    DEFAULT_UNIT_SIZE,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotOwner,
+    StaleLease,
+    Store,
+    UnknownOwner,
+    UnknownPeer,
+)
 from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from overlay.wire import (
     CONTENT_TYPE,
     MAX_BODY,
+    BundleInfo,
+    BundlePublish,
     JobCreated,
     JobSubmit,
     LeaseRef,
@@ -39,6 +59,7 @@ from overlay.wire import (
     RegisterResponse,
     RenewResponse,
     Report,
+    RolloutRequest,
     WireError,
     decode,
     encode,
@@ -47,6 +68,8 @@ from overlay.wire import (
     to_obj,
     verify_request,
 )
+from workloads import builtin
+from workloads.bundle import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES, BundleError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +77,13 @@ STORE = web.AppKey("store", Store)
 IDENTITY = web.AppKey("identity", Identity)
 LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey("clock", Callable[[], float])
+BUNDLES = web.AppKey("bundles", BundleService)
 
 RETRY_AFTER = 1.0  # seconds a peer waits before asking again when there is no work
 MAX_RESULTS_PAGE = 5000
+# A bundle upload: the largest archive and manifest a peer would accept, plus msgpack framing.
+MAX_BUNDLE_UPLOAD = MAX_TOTAL_BYTES + MAX_MANIFEST_BYTES + 64 * 1024
+BUILTIN_OWNER = "coordinator"  # the owner name the coordinator's own key is registered under
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -73,13 +100,19 @@ def make_app(
     identity: Identity | None = None,
     lease_seconds: float = 60.0,
     clock: Callable[[], float] = time.time,
+    bundles: BundleService | None = None,
 ) -> web.Application:
+    """The API over `store`. Without `bundles` the app serves what the store knows of bundles
+    but refuses uploads (503), and offers peers no seed address."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors])
     app[STORE] = store
     app[IDENTITY] = identity or Identity.generate()
     app[LEASE_SECONDS] = lease_seconds
     app[CLOCK] = clock
     app.cleanup_ctx.append(_open_store)
+    if bundles is not None:
+        app[BUNDLES] = bundles
+        app.on_startup.append(_seed_stored_bundles)
     app.router.add_post("/v1/peers/register", _register)
     app.router.add_post("/v1/leases", _lease)
     app.router.add_post("/v1/leases/renew", _renew)
@@ -92,6 +125,11 @@ def make_app(
     app.router.add_get(r"/v1/jobs/{job_id:\d{1,19}}/results", _job_results)
     app.router.add_get("/v1/health", _health)
     app.router.add_post("/v1/hello", _hello)
+    app.router.add_post("/v1/bundles", _publish_bundle)
+    app.router.add_get("/v1/bundles", _list_bundles)
+    app.router.add_get("/v1/bundles/{name}", _bundle_status)
+    app.router.add_post("/v1/bundles/{name}/rollout", _rollout)
+    app.router.add_get("/v1/bundles/{name}/{version}", _bundle_info)
     return app
 
 
@@ -107,36 +145,86 @@ async def serve(
     dht: DhtNode | None = None,
     network: str = "public",
     public_url: str | None = None,
+    bundle_dir: Path | None = None,
+    torrent_listen: tuple[str, int] | None = None,
+    bundle_upload_rate: int | None = None,
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
-    announce the coordinator in `network` under `public_url` (default: the address served)."""
+    announce the coordinator in `network` under `public_url` (default: the address served).
+
+    Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
+    `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s. The built-in link-check bundle
+    is published at every start, signed by the coordinator's key: the operator installed this
+    osaas, so its link-check version becomes the stable one at once.
+    """
     identity = identity or Identity.generate()
     store = SqliteStore(db_path, unit_size=unit_size)
-    runner = web.AppRunner(make_app(store, identity=identity, lease_seconds=lease_seconds))
-    await runner.setup()
-    announcer = None
-    announcing = None
+    # Named after the database, like its .key, .dht and .torrent: two coordinators whose
+    # databases share a directory must not share (and race on) one bundle dir.
+    bundle_dir = bundle_dir or db_path.with_suffix(".bundles")
+    torrent_host, torrent_port = torrent_listen or (host, 0)
+    seeder = BundleSeeder(
+        (await _ip_of(torrent_host), torrent_port),
+        identity=identity,
+        state_dir=db_path.with_suffix(".torrent"),
+        upload_rate=bundle_upload_rate,
+        dht=dht,
+        network=network,
+        announce_host=URL(public_url).host if public_url else None,
+    )
+    bundles = BundleService(bundle_dir, seeder)
+    async with seeder:
+        runner = web.AppRunner(make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles))
+        await runner.setup()
+        announcer = None
+        announcing = None
+        try:
+            await _publish_builtin(store, bundles, identity, bundle_dir / BUILTIN_DIR)
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            actual_port = runner.addresses[0][1]
+            shown_host = f"[{host}]" if ":" in host else host
+            url = public_url or f"http://{shown_host}:{actual_port}"
+            log.info("coordinator %s… listening on http://%s:%d", identity.public_hex[:12], shown_host, actual_port)
+            if dht is not None:
+                announcer = Announcer(dht, identity, store, url=url, network=network)
+                announcing = asyncio.create_task(announcer.run())
+            if ready is not None:
+                ready(actual_port)
+            await asyncio.Event().wait()
+        finally:
+            if announcing is not None and announcer is not None:
+                announcing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await announcing
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(announcer.withdraw(), timeout=5.0)
+            await runner.cleanup()
+
+
+async def _publish_builtin(store: Store, bundles: BundleService, identity: Identity, work_dir: Path) -> None:
+    """Build the link-check bundle and publish it like any upload, owned by this coordinator."""
+    built = await asyncio.to_thread(builtin.build_linkcheck, identity, work_dir)
+    now = time.time()
+    if not await store.is_owner_key(identity.public_hex):
+        await store.add_owner(BUILTIN_OWNER, identity.public_hex, now)
+    manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
+    status = await bundles.publish(store, manifest, archive, now, stable=True)
+    log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
+
+
+async def _ip_of(host: str) -> str:
+    """libtorrent listens on IP addresses only, so a host name such as localhost is resolved."""
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        actual_port = runner.addresses[0][1]
-        shown_host = f"[{host}]" if ":" in host else host
-        url = public_url or f"http://{shown_host}:{actual_port}"
-        log.info("coordinator %s… listening on http://%s:%d", identity.public_hex[:12], shown_host, actual_port)
-        if dht is not None:
-            announcer = Announcer(dht, identity, store, url=url, network=network)
-            announcing = asyncio.create_task(announcer.run())
-        if ready is not None:
-            ready(actual_port)
-        await asyncio.Event().wait()
-    finally:
-        if announcing is not None and announcer is not None:
-            announcing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await announcing
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(announcer.withdraw(), timeout=5.0)
-        await runner.cleanup()
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+def _read_built(manifest_path: Path, archive_path: Path) -> tuple[bytes, bytes]:
+    return manifest_path.read_bytes(), archive_path.read_bytes()
 
 
 async def _open_store(app: web.Application) -> AsyncIterator[None]:
@@ -174,6 +262,14 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
         return _error(404, "not_found", str(exc))
     except StaleLease as exc:
         return _error(409, "stale_lease", str(exc))
+    except BundleError as exc:
+        return _error(400, "invalid_bundle", str(exc))
+    except UnknownOwner as exc:
+        return _error(403, "unknown_owner", str(exc))
+    except NotOwner as exc:
+        return _error(403, "not_owner", str(exc))
+    except Conflict as exc:
+        return _error(409, "conflict", str(exc))
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; the coordinator logged the details")
@@ -254,7 +350,7 @@ async def _report(request: web.Request) -> web.Response:
 
 async def _submit_job(request: web.Request) -> web.Response:
     submit = parse(JobSubmit, decode(await request.read()))
-    job_id = await request.app[STORE].create_job(submit.workload, submit.input, request.app[CLOCK]())
+    job_id = await request.app[STORE].create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version)
     return _reply(to_obj(JobCreated(job_id=job_id)))
 
 
@@ -300,3 +396,64 @@ async def _hello(request: web.Request) -> web.Response:
             "peers": await store.peer_count(now - PEER_ACTIVE_WINDOW),
         }
     )
+
+
+# ---- bundle endpoints ------------------------------------------------------------------
+
+
+async def _seed_stored_bundles(app: web.Application) -> None:
+    await app[BUNDLES].start(app[STORE])
+
+
+async def _read_upload(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than `limit`. Read by hand because bundle uploads
+    may be far larger than the app's `client_max_size`, which holds for every other route."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _publish_bundle(request: web.Request) -> web.Response:
+    bundles = request.app.get(BUNDLES)
+    if bundles is None:
+        return _error(503, "no_bundles", "this coordinator does not accept bundle uploads")
+    body = await _read_upload(request, MAX_BUNDLE_UPLOAD)
+    if body is None:
+        return _error(413, "body_too_large", f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes")
+    upload = parse(BundlePublish, decode(body))
+    del body  # up to hundreds of MB: do not keep two copies while the upload is checked
+    status = await bundles.publish(request.app[STORE], upload.manifest, upload.archive, request.app[CLOCK]())
+    return _reply(to_obj(status))
+
+
+async def _list_bundles(request: web.Request) -> web.Response:
+    bundles = await request.app[STORE].list_bundles()
+    return _reply({"bundles": [to_obj(b) for b in bundles]})
+
+
+async def _bundle_status(request: web.Request) -> web.Response:
+    status = await request.app[STORE].bundle_status(request.match_info["name"])
+    return _reply(to_obj(status))
+
+
+async def _bundle_info(request: web.Request) -> web.Response:
+    published = await request.app[STORE].bundle_info(request.match_info["name"], request.match_info["version"])
+    bundles = request.app.get(BUNDLES)
+    seeds = [] if bundles is None or request.url.host is None else bundles.seeds(request.url.host)
+    info = BundleInfo(published.name, published.version, published.info_hash, published.manifest, seeds)
+    return _reply(to_obj(info))
+
+
+async def _rollout(request: web.Request) -> web.Response:
+    """The owner moves a version's rollout; signed, so only the name's owner key can."""
+    signer, obj = await _signed_body(request)
+    message = parse(RolloutRequest, obj)
+    status = await request.app[STORE].set_rollout(
+        request.match_info["name"], message.version, message.percent, signer, request.app[CLOCK]()
+    )
+    return _reply(to_obj(status))

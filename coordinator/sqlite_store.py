@@ -2,7 +2,13 @@
 
 sqlite3 is blocking, so the connection lives on one dedicated worker thread and every call is
 handed to it; the event loop never waits on the disk. One thread also means one writer, which
-is what SQLite wants anyway. The rules themselves live in `leases` and `linkcheck_jobs`.
+is what SQLite wants anyway. The rules themselves live in `leases`, `linkcheck_jobs` and
+`rollout`.
+
+Schema history (PRAGMA user_version); an older file is migrated in one transaction on open:
+    1  jobs, units, items, referrers, peers
+    2  owners, bundles (per-version unit counters), rollouts (per bundle name),
+       jobs.bundle_version (NULL: the job follows its bundle's rollout)
 """
 
 from __future__ import annotations
@@ -10,25 +16,55 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from coordinator import leases, linkcheck_jobs
+from coordinator import leases, linkcheck_jobs, rollout
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
-from coordinator.store import DEFAULT_UNIT_SIZE, InvalidInput, NotFound, StaleLease, StoreError, UnknownPeer
-from overlay.wire import JobStatus, Lease, RegisterRequest, Report, ReportResponse, decode, encode
+from coordinator.rollout import Rollout, RolloutState, Tally
+from coordinator.store import (
+    DEFAULT_UNIT_SIZE,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotOwner,
+    Owner,
+    PublishedBundle,
+    StaleLease,
+    StoreError,
+    UnknownPeer,
+    unknown_owner,
+)
+from overlay.wire import (
+    ANY_WORKLOAD,
+    BundleRef,
+    BundleStatus,
+    JobStatus,
+    Lease,
+    RegisterRequest,
+    Report,
+    ReportResponse,
+    VersionStats,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
+_OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
+_MAX_OWNER_NAME = 64
+_BUNDLE_COLUMNS = "name, version, owner_key, info_hash, archive_sha256, manifest, published_at"
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -87,6 +123,41 @@ CREATE TABLE peers (
     last_seen REAL NOT NULL
 );
 """
+
+# Schema version -> the statements that lift the previous version to it.
+_MIGRATIONS = {
+    2: """
+CREATE TABLE owners (
+    name TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL
+);
+CREATE TABLE bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    owner_key TEXT NOT NULL,
+    info_hash BLOB NOT NULL,
+    archive_sha256 BLOB NOT NULL,
+    manifest BLOB NOT NULL,
+    published_at REAL NOT NULL,
+    units_ok INTEGER NOT NULL DEFAULT 0,
+    units_failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE rollouts (
+    name TEXT PRIMARY KEY,
+    owner_key TEXT NOT NULL,
+    stable TEXT NOT NULL,
+    candidate TEXT,
+    percent INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),
+    state TEXT NOT NULL CHECK (state IN ('stable', 'rolling_out', 'rolled_back')),
+    message TEXT NOT NULL,
+    candidate_ok INTEGER NOT NULL DEFAULT 0,
+    candidate_failed INTEGER NOT NULL DEFAULT 0
+);
+ALTER TABLE jobs ADD COLUMN bundle_version TEXT;
+""",
+}
 
 
 class SqliteStore:
@@ -156,12 +227,20 @@ class SqliteStore:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self._path} was written by a newer osaas (schema {version}); upgrade osaas")
-            if version == 0:
-                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            if version < SCHEMA_VERSION:
+                self._migrate(conn, version)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Create the schema, or lift an older file to the current one, in one transaction."""
+        steps = [_SCHEMA] if version == 0 else []
+        steps += [_MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+        conn.executescript(f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        if version:
+            log.info("migrated %s from schema %d to %d", self._path, version, SCHEMA_VERSION)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -202,23 +281,39 @@ class SqliteStore:
 
     # ---- jobs --------------------------------------------------------------------------
 
-    async def create_job(self, workload: str, input: dict[str, Any], now: float) -> int:
-        if workload != linkcheck_jobs.WORKLOAD:
-            raise InvalidInput(f"unknown workload {workload!r}; this coordinator runs: {linkcheck_jobs.WORKLOAD}")
-        job = linkcheck_jobs.parse_job_input(input)
-        return await self._run(self._create_job, workload, job, now)
+    async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
+        return await self._run(self._create_job, workload, input, now, version)
 
-    def _create_job(self, workload: str, job: JobInput, now: float) -> int:
+    def _create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None) -> int:
+        """Link checking is the only job splitter there is, so whatever bundle a job names,
+        its input is split as a link-check job; a bundle with another kind of job needs its
+        own splitter here first."""
         with self._transaction() as conn:
+            self._check_job_bundle(conn, workload, version)
+            job = linkcheck_jobs.parse_job_input(input)
             job_id = conn.execute(
-                "INSERT INTO jobs (workload, input, state, created_at, unit_size) VALUES (?, ?, 'running', ?, ?)",
-                (workload, encode(job.to_obj()), now, self._unit_size),
+                "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version)"
+                " VALUES (?, ?, 'running', ?, ?, ?)",
+                (workload, encode(job.to_obj()), now, self._unit_size, version),
             ).lastrowid
             assert job_id is not None
             self._insert_items(conn, job_id, linkcheck_jobs.seed_items(job))
             self._pack_units(conn, job_id)
-        log.info("job %d created: %d seeds, depth %s", job_id, len(job.urls), job.depth)
+        log.info(
+            "job %d created: %s %s, %d seeds, depth %s", job_id, workload, version or "(rollout)", len(job.urls), job.depth
+        )
         return job_id
+
+    @staticmethod
+    def _check_job_bundle(conn: sqlite3.Connection, name: str, version: str | None) -> None:
+        if conn.execute("SELECT 1 FROM rollouts WHERE name = ?", (name,)).fetchone() is None:
+            raise InvalidInput(
+                f"no bundle named {name!r} is published on this coordinator; publish it with `osaas bundle publish`"
+            )
+        if version is not None and not conn.execute(
+            "SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)
+        ).fetchone():
+            raise InvalidInput(f"bundle {name!r} has no version {version!r} on this coordinator")
 
     @staticmethod
     def _insert_items(conn: sqlite3.Connection, job_id: int, items: list[NewItem]) -> None:
@@ -296,21 +391,25 @@ class SqliteStore:
             self._touch_peer(conn, peer_id, now)
             if not workloads:
                 return granted
-            marks = ", ".join("?" * len(workloads))
+            names: tuple[str, ...] = ()
+            which = "1"
+            if ANY_WORKLOAD not in workloads:
+                names = tuple(workloads)
+                which = f"jobs.workload IN ({', '.join('?' * len(names))})"
             query = (
-                "SELECT units.id, units.job_id, jobs.workload, units.state, units.token, units.peer_id,"
-                " units.expires_at, units.attempts, units.last_error"
+                "SELECT units.id, units.job_id, jobs.workload, jobs.bundle_version, units.state, units.token,"
+                " units.peer_id, units.expires_at, units.attempts, units.last_error"
                 " FROM units JOIN jobs ON jobs.id = units.job_id"
-                f" WHERE jobs.workload IN ({marks})"
+                f" WHERE {which}"
                 " AND (units.state = 'queued' OR (units.state = 'leased' AND units.expires_at <= ?))"
                 " ORDER BY units.id LIMIT ?"
             )
             # Units that give up are skipped; keep looking until enough are granted or none are left.
             while len(granted) < max_units:
-                rows = conn.execute(query, (*workloads, now, max_units - len(granted))).fetchall()
+                rows = conn.execute(query, (*names, now, max_units - len(granted))).fetchall()
                 if not rows:
                     break
-                for unit_id, job_id, workload, *lease_row in rows:
+                for unit_id, job_id, workload, pinned, *lease_row in rows:
                     unit = leases.grant(self._unit_lease(lease_row), peer_id, now, lease_seconds, self._max_attempts)
                     self._save_unit(conn, unit_id, unit)
                     if unit.state is UnitState.DONE:
@@ -330,9 +429,22 @@ class SqliteStore:
                             workload=workload,
                             payload=linkcheck_jobs.unit_payload(job_id, ((u, bool(c)) for u, c in items)),
                             expires_at=unit.expires_at,
+                            bundle=self._bundle_ref(conn, workload, pinned, peer_id),
                         )
                     )
         return granted
+
+    def _bundle_ref(self, conn: sqlite3.Connection, name: str, pinned: str | None, peer_id: str) -> BundleRef | None:
+        """The version a peer runs a job's unit with: the job's pin, else the rollout's choice.
+        None only for a job stored before bundles existed whose bundle was never published."""
+        version = pinned
+        if version is None:
+            the_rollout = self._load_rollout(conn, name)
+            if the_rollout is None:
+                return None
+            version = rollout.version_for(the_rollout, peer_id)
+        row = conn.execute("SELECT info_hash FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
+        return None if row is None else BundleRef(name, version, row[0])
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         return await self._run(self._renew, peer_id, unit_id, token, now, lease_seconds)
@@ -373,9 +485,16 @@ class SqliteStore:
                 raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
             if verdict is Verdict.DUPLICATE:
                 return ReportResponse(accepted=True, reason="duplicate")
+            on_trial = False
+            if report.bundle_version is not None and report.exit_code != 3:
+                on_trial = self._count_outcome(conn, job_id, report.bundle_version, report.exit_code in (0, 1))
             error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
             if report.exit_code in (0, 1):
                 unit = self._merge_results(conn, job_id, report, unit, error)
+            elif report.exit_code == 2 and on_trial:
+                # The version on trial failed, not the unit: requeue it without using up one of
+                # its attempts, or a broken candidate could exhaust a unit before it rolls back.
+                unit = replace(leases.released(unit), last_error=error or "workload failed (exit 2)")
             elif report.exit_code == 2:
                 unit = leases.failed(unit, error or "workload failed (exit 2)", self._max_attempts)
                 if unit.state is UnitState.DONE:
@@ -387,6 +506,28 @@ class SqliteStore:
             self._save_unit(conn, report.unit_id, unit)
             self._finish_job_if_done(conn, job_id, now)
         return ReportResponse(accepted=True)
+
+    def _count_outcome(self, conn: sqlite3.Connection, job_id: int, version: str, ok: bool) -> bool:
+        """Count a finished unit for the version that ran it; roll a failing candidate back.
+        True when `version` was the candidate of a rollout in progress (a unit on trial)."""
+        (name,) = conn.execute("SELECT workload FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        column = "units_ok" if ok else "units_failed"
+        if not conn.execute(
+            f"UPDATE bundles SET {column} = {column} + 1 WHERE name = ? AND version = ?", (name, version)
+        ).rowcount:
+            return False  # a version this coordinator never published: nothing to learn from it
+        before = self._load_rollout(conn, name)
+        if before is None:
+            return False
+        on_trial = before.state is RolloutState.ROLLING_OUT and before.candidate == version
+        after = rollout.counted(before, version, ok)
+        if after == before:
+            return on_trial
+        after = rollout.judged(after, self._tally(conn, name, after.stable))
+        self._save_rollout(conn, after)
+        if after.state is RolloutState.ROLLED_BACK:
+            log.warning("%s", after.message)
+        return on_trial
 
     def _merge_results(
         self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease, error: str | None
@@ -519,3 +660,188 @@ class SqliteStore:
             }
             for item_id, url, result, status, final_url, redirects, error, depth in rows
         ]
+
+    # ---- owners and bundles ------------------------------------------------------------
+
+    async def add_owner(self, name: str, public_key: str, now: float) -> None:
+        await self._run(self._add_owner, name, public_key, now)
+
+    def _add_owner(self, name: str, public_key: str, now: float) -> None:
+        if not 0 < len(name) <= _MAX_OWNER_NAME or not name.isprintable():
+            raise InvalidInput(f"owner name must be 1..{_MAX_OWNER_NAME} printable characters")
+        if not _OWNER_KEY_RE.fullmatch(public_key):
+            raise InvalidInput("owner key must be an Ed25519 public key: 64 lowercase hex digits")
+        with self._transaction() as conn:
+            bound = conn.execute(
+                "SELECT name, public_key FROM owners WHERE name = ? OR public_key = ?", (name, public_key)
+            ).fetchall()
+            if bound == [(name, public_key)]:
+                return  # the same owner again
+            if bound:
+                other_name, other_key = next(row for row in bound if row != (name, public_key))
+                raise InvalidInput(
+                    f"owner {other_name!r} is already registered with key {other_key[:16]}…; "
+                    f"key {public_key[:16]}… cannot also be registered as {name!r}"
+                )
+            conn.execute("INSERT INTO owners (name, public_key, added_at) VALUES (?, ?, ?)", (name, public_key, now))
+        log.info("owner %r added with key %s", name, public_key)
+
+    async def owners(self) -> list[Owner]:
+        return await self._run(self._owners)
+
+    def _owners(self) -> list[Owner]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute("SELECT name, public_key, added_at FROM owners ORDER BY name").fetchall()
+        return [Owner(*row) for row in rows]
+
+    async def is_owner_key(self, public_key: str) -> bool:
+        return await self._run(self._is_owner_key, public_key)
+
+    def _is_owner_key(self, public_key: str) -> bool:
+        with self._transaction(write=False) as conn:
+            return conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (public_key,)).fetchone() is not None
+
+    async def add_bundle(self, bundle: PublishedBundle, *, stable: bool = False) -> bool:
+        return await self._run(self._add_bundle, bundle, stable)
+
+    def _add_bundle(self, bundle: PublishedBundle, stable: bool) -> bool:
+        name, version = bundle.name, bundle.version
+        with self._transaction() as conn:
+            if not conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (bundle.owner_key,)).fetchone():
+                raise unknown_owner(bundle.owner_key)
+            current = self._load_rollout(conn, name)
+            if current is not None and current.owner_key != bundle.owner_key:
+                raise NotOwner(
+                    f"bundle name {name!r} belongs to owner key {current.owner_key[:16]}…; "
+                    f"key {bundle.owner_key[:16]}… cannot publish it: choose another name"
+                )
+            row = conn.execute(
+                "SELECT manifest FROM bundles WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            if row is not None and row[0] != bundle.manifest:
+                raise Conflict(
+                    f"{name} {version} is already published with different content; "
+                    "versions never change: publish it as a new version"
+                )
+            if row is None:
+                conn.execute(
+                    "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, version, bundle.owner_key, bundle.info_hash, bundle.archive_sha256, bundle.manifest,
+                     bundle.published_at),
+                )
+            if current is None:
+                self._save_rollout(conn, rollout.first(name, bundle.owner_key, version))
+            elif stable and current.stable != version:
+                self._save_rollout(conn, rollout.made_stable(current, version, f"{name} {version} is the stable version"))
+        if row is None:
+            log.info("bundle %s %s published by %s…", name, version, bundle.owner_key[:16])
+        return row is None
+
+    async def bundle_info(self, name: str, version: str) -> PublishedBundle:
+        return await self._run(self._bundle_info, name, version)
+
+    def _bundle_info(self, name: str, version: str) -> PublishedBundle:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"bundle {name!r} has no version {version!r} on this coordinator")
+        return PublishedBundle(*row)
+
+    async def published_bundles(self) -> list[PublishedBundle]:
+        return await self._run(self._published_bundles)
+
+    def _published_bundles(self) -> list[PublishedBundle]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(f"SELECT {_BUNDLE_COLUMNS} FROM bundles ORDER BY published_at, rowid").fetchall()
+        return [PublishedBundle(*row) for row in rows]
+
+    async def bundle_status(self, name: str) -> BundleStatus:
+        return await self._run(self._bundle_status, name)
+
+    def _bundle_status(self, name: str) -> BundleStatus:
+        with self._transaction(write=False) as conn:
+            return self._status_of_bundle(conn, name)
+
+    async def list_bundles(self) -> list[BundleStatus]:
+        return await self._run(self._list_bundles)
+
+    def _list_bundles(self) -> list[BundleStatus]:
+        with self._transaction(write=False) as conn:
+            names = [name for (name,) in conn.execute("SELECT name FROM rollouts ORDER BY name")]
+            return [self._status_of_bundle(conn, name) for name in names]
+
+    async def set_rollout(self, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
+        return await self._run(self._set_rollout, name, version, percent, signer_key)
+
+    def _set_rollout(self, name: str, version: str, percent: int, signer_key: str) -> BundleStatus:
+        with self._transaction() as conn:
+            current = self._load_rollout(conn, name)
+            if current is None:
+                raise NotFound(f"no bundle named {name!r} is published on this coordinator")
+            if signer_key != current.owner_key:
+                raise NotOwner(
+                    f"only the owner key {current.owner_key[:16]}… of {name!r} may roll it out; "
+                    f"this request is signed by {signer_key[:16]}…"
+                )
+            if not conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone():
+                raise NotFound(f"bundle {name!r} has no version {version!r}; publish it first")
+            updated = rollout.started(current, version, percent)
+            self._save_rollout(conn, updated)
+            status = self._status_of_bundle(conn, name)
+        log.info("%s", updated.message)
+        return status
+
+    @staticmethod
+    def _load_rollout(conn: sqlite3.Connection, name: str) -> Rollout | None:
+        row = conn.execute(
+            "SELECT owner_key, stable, candidate, percent, state, message, candidate_ok, candidate_failed"
+            " FROM rollouts WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        owner_key, stable, candidate, percent, state, message, ok, failed = row
+        return Rollout(name, owner_key, stable, candidate, percent, RolloutState(state), message, Tally(ok, failed))
+
+    @staticmethod
+    def _save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
+        conn.execute(
+            "INSERT INTO rollouts (name, owner_key, stable, candidate, percent, state, message, candidate_ok,"
+            " candidate_failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner_key = excluded.owner_key, stable = excluded.stable,"
+            " candidate = excluded.candidate, percent = excluded.percent, state = excluded.state,"
+            " message = excluded.message, candidate_ok = excluded.candidate_ok,"
+            " candidate_failed = excluded.candidate_failed",
+            (r.name, r.owner_key, r.stable, r.candidate, r.percent, r.state.value, r.message,
+             r.since_started.ok, r.since_started.failed),
+        )
+
+    @staticmethod
+    def _tally(conn: sqlite3.Connection, name: str, version: str) -> Tally:
+        row = conn.execute(
+            "SELECT units_ok, units_failed FROM bundles WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return Tally() if row is None else Tally(*row)
+
+    def _status_of_bundle(self, conn: sqlite3.Connection, name: str) -> BundleStatus:
+        r = self._load_rollout(conn, name)
+        if r is None:
+            raise NotFound(f"no bundle named {name!r} is published on this coordinator")
+        rows = conn.execute(
+            "SELECT version, info_hash, published_at, units_ok, units_failed FROM bundles WHERE name = ?"
+            " ORDER BY published_at, rowid",
+            (name,),
+        ).fetchall()
+        return BundleStatus(
+            name=name,
+            owner_key=r.owner_key,
+            stable=r.stable,
+            candidate=r.candidate,
+            percent=r.percent,
+            state=r.state.value,
+            message=r.message,
+            versions=[VersionStats(*row) for row in rows],
+        )

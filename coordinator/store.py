@@ -7,15 +7,19 @@ same `Store` protocol. Errors are drawn here so the API maps them to HTTP once:
     ├── InvalidInput   the request is well-formed msgpack but its content is unusable  -> 400
     ├── NotFound       no such job or unit                                             -> 404
     ├── UnknownPeer    the signer never registered                                     -> 403
-    └── StaleLease     the lease named is not (or no longer) the caller's              -> 409
+    ├── UnknownOwner   a bundle signed by a key the operator has not registered        -> 403
+    ├── NotOwner       a bundle name, or its rollout, belongs to another owner key     -> 403
+    ├── StaleLease     the lease named is not (or no longer) the caller's              -> 409
+    └── Conflict       a bundle version already published with other content           -> 409
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from overlay.wire import JobStatus, Lease, RegisterRequest, Report, ReportResponse
+from overlay.wire import BundleStatus, JobStatus, Lease, RegisterRequest, Report, ReportResponse
 
 # URLs per work unit. Each unit costs a workload process start (~0.1 s of CPU), so units are
 # large enough that starting workloads stays a small share of the work.
@@ -42,6 +46,48 @@ class StaleLease(StoreError):
     """A renew, release or report naming a lease that is not the unit's current one."""
 
 
+class UnknownOwner(StoreError):
+    """A bundle signed by a key that the operator never registered as an owner."""
+
+
+class NotOwner(StoreError):
+    """A bundle name is bound to another owner key: only that key may publish or roll it out."""
+
+
+class Conflict(StoreError):
+    """A bundle version that is already published with different content: versions are immutable."""
+
+
+def unknown_owner(public_key: str) -> UnknownOwner:
+    """The refusal of a bundle signed by an unregistered key, the same wherever it is noticed."""
+    return UnknownOwner(
+        f"owner key {public_key[:16]}… is not registered here; "
+        "the operator adds it with `osaas coordinator owner add NAME PUBKEY`"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """An owner key the operator admitted (`osaas coordinator owner add NAME PUBKEY`)."""
+
+    name: str
+    public_key: str  # hex
+    added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedBundle:
+    """One published bundle version, as stored: what peers fetch and the seeder seeds."""
+
+    name: str
+    version: str
+    owner_key: str  # hex
+    info_hash: bytes  # v1, 20 bytes
+    archive_sha256: bytes
+    manifest: bytes  # the owner-signed manifest, `workloads.bundle.encode` bytes
+    published_at: float
+
+
 class Store(Protocol):
     """What the coordinator's API needs from persistent state. All times are epoch seconds."""
 
@@ -61,13 +107,15 @@ class Store(Protocol):
     async def register_peer(self, peer_id: str, request: RegisterRequest, now: float) -> None:
         """Create or refresh the peer `peer_id` (its hex public key)."""
 
-    async def create_job(self, workload: str, input: dict[str, Any], now: float) -> int:
-        """Validate the input, store the job, its items and units; return the job id."""
+    async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
+        """Validate the input, store the job, its items and units; return the job id. `workload`
+        names a published bundle; `version` pins one of its versions (None follows its rollout)."""
 
     async def lease(
         self, peer_id: str, max_units: int, workloads: list[str], now: float, lease_seconds: float
     ) -> list[Lease]:
-        """Grant up to `max_units` eligible units of the given workloads, oldest first."""
+        """Grant up to `max_units` eligible units of the given bundle names ("*": any), oldest
+        first; each lease names the bundle version the peer must run it with."""
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         """Extend the caller's current lease; return the new expiry."""
@@ -76,7 +124,8 @@ class Store(Protocol):
         """Give the caller's current lease back: the unit is queued again, no attempt counted."""
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
-        """Merge a unit's outcome, or answer a duplicate; raise `StaleLease` otherwise."""
+        """Merge a unit's outcome, or answer a duplicate; raise `StaleLease` otherwise. The
+        outcome counts for the bundle version that ran it, and may roll a failing candidate back."""
 
     async def job_status(self, job_id: int) -> JobStatus: ...
 
@@ -88,3 +137,29 @@ class Store(Protocol):
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         """Registered peers last heard from at or after `seen_since`."""
+
+    # ---- owners and bundles ------------------------------------------------------------
+
+    async def add_owner(self, name: str, public_key: str, now: float) -> None:
+        """Admit owner key `public_key` (hex) as `name`; again with the same pair is a no-op."""
+
+    async def owners(self) -> list[Owner]: ...
+
+    async def is_owner_key(self, public_key: str) -> bool: ...
+
+    async def add_bundle(self, bundle: PublishedBundle, *, stable: bool = False) -> bool:
+        """Publish a version; False when the very same version was already published. The first
+        version of a name binds the name to its owner key and becomes its stable version;
+        `stable=True` makes a later version stable at once (the operator's built-in bundles)."""
+
+    async def bundle_info(self, name: str, version: str) -> PublishedBundle: ...
+
+    async def bundle_status(self, name: str) -> BundleStatus: ...
+
+    async def list_bundles(self) -> list[BundleStatus]: ...
+
+    async def published_bundles(self) -> list[PublishedBundle]:
+        """Every published version of every name, oldest first: what the seeder seeds."""
+
+    async def set_rollout(self, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
+        """Send `version` to `percent` of peers (100: make it stable); only the name's owner may."""

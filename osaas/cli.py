@@ -1,4 +1,5 @@
-"""The `osaas` command: check, demo, coordinator serve, peer run, job submit/status/results."""
+"""The `osaas` command: check, demo, coordinator serve/owner add, peer run, bundle
+keygen/build/publish/rollout/status, job submit/status/results."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from overlay import http
 from overlay.announcements import CoordinatorAnnouncement, valid_network
 from overlay.dht import DhtNode
 from overlay.identity import Identity, IdentityError
+from overlay.wire import to_obj
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
@@ -107,6 +109,36 @@ def _coordinator_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"--coordinator: {exc}") from None
 
 
+_RATE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def _rate(text: str) -> int:
+    """Bytes per second from "500000", "200KB", "2MB/s" or "1.5MiB"."""
+    number = text.strip().upper().removesuffix("/S").strip()
+    digits = number.rstrip("KMGIB")
+    unit = number[len(digits):].strip()
+    try:
+        value = float(digits)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate like 500000, 200KB or 2MB/s") from None
+    if unit not in _RATE_UNITS or not 0 < value * _RATE_UNITS[unit] < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate like 500000, 200KB or 2MB/s (1 B/s .. 2 GB/s)")
+    return max(1, int(value * _RATE_UNITS[unit]))
+
+
+def _percent(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage 1..100")
+    return int(text)
+
+
+def _bundle_spec(text: str) -> tuple[str, str | None]:
+    try:
+        return owner.split_bundle(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---- the parser ----------------------------------------------------------------------
 
 
@@ -139,7 +171,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through")
     serve.add_argument("--network", type=_network, default="public", help="the network to announce in (default public)")
     serve.add_argument("--public-url", type=_coordinator_url, metavar="URL", help="the URL peers should use (default: the --listen address)")
+    serve.add_argument("--torrent-listen", type=_host_port, metavar="HOST:PORT", help="where bundles are seeded over BitTorrent (default: the --listen host, any port)")
+    serve.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on bundle seeding upload, e.g. 2MB (default: none)")
     serve.set_defaults(run=_cmd_coordinator_serve)
+    owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(metavar="ACTION")
+    owner_add = owners.add_parser("add", help="accept bundles signed by this owner key")
+    owner_add.add_argument("name", metavar="NAME", help="who the owner is, for people")
+    owner_add.add_argument("public_key", metavar="PUBKEY", help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)")
+    owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
+    owner_add.set_defaults(run=_cmd_owner_add)
 
     peer = commands.add_parser("peer", help="run a volunteer peer").add_subparsers(metavar="ACTION")
     run = peer.add_parser("run", help="lease and run work units")
@@ -154,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
     run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                      help="on SIGTERM, how long running units may finish before their leases are released")
+    run.add_argument("--torrent-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer fetches and seeds bundles (default 0.0.0.0:0)")
+    run.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on seeding bundles to other peers, e.g. 200KB (default: 1MB)")
     run.set_defaults(run=_cmd_peer_run)
 
     dht = commands.add_parser("dht", help="DHT nodes and what they know").add_subparsers(metavar="ACTION")
@@ -169,11 +211,38 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true")
     lookup.set_defaults(run=_cmd_dht_lookup)
 
+    bundles = commands.add_parser("bundle", help="build, publish and roll out code bundles").add_subparsers(metavar="ACTION")
+    keygen = bundles.add_parser("keygen", help="create an owner key; prints its public key")
+    keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
+    keygen.set_defaults(run=_cmd_bundle_keygen)
+    build = bundles.add_parser("build", help="build and sign a bundle from a directory with a bundle.toml")
+    build.add_argument("source", type=Path, metavar="DIR")
+    build.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    build.add_argument("--out", type=Path, required=True, metavar="OUTDIR")
+    build.set_defaults(run=_cmd_bundle_build)
+    publish = bundles.add_parser("publish", help="upload a built bundle to a coordinator, which seeds it")
+    publish.add_argument("out", type=Path, metavar="OUTDIR")
+    publish.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    publish.set_defaults(run=_cmd_bundle_publish)
+    rollout = bundles.add_parser("rollout", help="send a version to a share of peers (100 completes the rollout)")
+    rollout.add_argument("name", metavar="NAME")
+    rollout.add_argument("version", metavar="VERSION")
+    rollout.add_argument("--percent", type=_percent, required=True)
+    rollout.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    rollout.add_argument("--key", type=Path, required=True, metavar="KEYFILE", help="the bundle owner's key")
+    rollout.set_defaults(run=_cmd_bundle_rollout)
+    bundle_status = bundles.add_parser("status", help="a bundle's versions, rollout and failure rates")
+    bundle_status.add_argument("name", metavar="NAME")
+    bundle_status.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    bundle_status.add_argument("--json", action="store_true")
+    bundle_status.set_defaults(run=_cmd_bundle_status)
+
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
-    submit = job.add_parser("submit", help="submit a job; prints its id")
-    submit.add_argument("workload", choices=["linkcheck"])
+    submit = job.add_parser("submit", help="submit a link-check job; prints its id")
     submit.add_argument("urls", nargs="+", metavar="URL")
     submit.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    submit.add_argument("--bundle", type=_bundle_spec, default=("linkcheck", None), metavar="NAME[@VERSION]",
+                        help="the bundle that runs the job (default linkcheck, following its rollout)")
     submit.add_argument("--depth", type=_non_negative, default=None)
     submit.set_defaults(run=_cmd_job_submit)
 
@@ -276,6 +345,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                 serve(
                     host, port, args.db, identity=identity, lease_seconds=args.lease_seconds,
                     unit_size=args.unit_size, dht=dht, network=args.network, public_url=args.public_url,
+                    torrent_listen=args.torrent_listen, bundle_upload_rate=args.bundle_upload_rate,
                 )
             )
             await _until_stopped(task, stop)
@@ -356,6 +426,8 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         slots=args.slots,
         drain_grace=max(args.stop_grace, 0.0),
         egress=EgressConfig(allow_private=args.allow_private),
+        torrent_listen=args.torrent_listen,
+        **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),
     )
     try:
@@ -379,8 +451,100 @@ def _cmd_job_submit(args: argparse.Namespace) -> int:
     except CheckError as exc:
         raise UsageError(str(exc)) from exc
     job_input = {"urls": urls, "depth": args.depth}
-    job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, args.workload, job_input)))
+    name, version = args.bundle
+    job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, name, job_input, version)))
     print(job_id)
+    return EXIT_OK
+
+
+def _cmd_owner_add(args: argparse.Namespace) -> int:
+    from coordinator.sqlite_store import SqliteStore
+
+    key = args.public_key.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise UsageError(f"{args.public_key!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
+    if not args.db.is_file():
+        raise UsageError(f"no coordinator database at {args.db}")
+
+    async def add() -> None:
+        async with SqliteStore(args.db) as store:
+            await store.add_owner(args.name, key, time.time())
+
+    try:
+        asyncio.run(add())
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"owner {args.name} ({key[:16]}…) may now publish bundles to this coordinator")
+    return EXIT_OK
+
+
+def _load_key(path: Path) -> Identity:
+    try:
+        return Identity.load(path)
+    except IdentityError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _cmd_bundle_keygen(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        raise UsageError(f"{args.out} already exists; an owner key is never overwritten")
+    try:
+        identity = Identity.load_or_create(args.out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    print(identity.public_hex)
+    return EXIT_OK
+
+
+def _cmd_bundle_build(args: argparse.Namespace) -> int:
+    from workloads.bundle import BundleError, build
+
+    key = _load_key(args.key)
+    try:
+        built = build(args.source, key, args.out)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    signed = built.signed
+    assert signed.info_hash is not None
+    print(f"built {signed.manifest.name} {signed.manifest.version}: {len(signed.files)} files, "
+          f"{built.archive_path.stat().st_size} bytes, info-hash {signed.info_hash.hex()}")
+    print(f"  {built.archive_path}\n  {built.torrent_path}\n  {built.manifest_path}")
+    return EXIT_OK
+
+
+def _cmd_bundle_publish(args: argparse.Namespace) -> int:
+    from workloads.bundle import BundleError, load_built
+
+    try:
+        built = load_built(args.out)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from exc
+    status = asyncio.run(_with_session(lambda s: owner.publish(s, args.coordinator, built)))
+    print(f"published {built.signed.manifest.name} {built.signed.manifest.version}")
+    print(owner.describe(status))
+    return EXIT_OK
+
+
+def _cmd_bundle_rollout(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    status = asyncio.run(
+        _with_session(lambda s: owner.rollout(s, args.coordinator, key, args.name, args.version, args.percent))
+    )
+    print(owner.describe(status))
+    return EXIT_OK
+
+
+def _cmd_bundle_status(args: argparse.Namespace) -> int:
+    status = asyncio.run(_with_session(lambda s: owner.bundle_status(s, args.coordinator, args.name)))
+    if args.json:
+        obj = to_obj(status)
+        for version in obj["versions"]:
+            version["info_hash"] = version["info_hash"].hex()
+        print(json.dumps(obj))
+    else:
+        print(owner.describe(status))
     return EXIT_OK
 
 

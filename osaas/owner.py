@@ -1,4 +1,5 @@
-"""What a project owner does against a coordinator: submit a job, watch it, fetch results."""
+"""What a project owner does against a coordinator: publish and roll out bundles, submit a job,
+watch it, fetch results."""
 
 from __future__ import annotations
 
@@ -7,13 +8,67 @@ from typing import Any
 import aiohttp
 
 from overlay import http, wire
+from overlay.identity import Identity
+from workloads.bundle import BuiltBundle
 
 RESULTS_PAGE = 5000
+# An upload of up to 200 MB at a slow link's pace.
+PUBLISH_TIMEOUT = 900.0
 
 
-async def submit(session: aiohttp.ClientSession, coordinator: str, workload: str, job_input: dict[str, Any]) -> int:
-    answer = await http.call(session, "POST", coordinator, "/v1/jobs", wire.JobSubmit(workload, job_input))
+async def submit(
+    session: aiohttp.ClientSession,
+    coordinator: str,
+    workload: str,
+    job_input: dict[str, Any],
+    version: str | None = None,
+) -> int:
+    message = wire.JobSubmit(workload, job_input, version)
+    answer = await http.call(session, "POST", coordinator, "/v1/jobs", message)
     return _parse(wire.JobCreated, answer).job_id
+
+
+def split_bundle(text: str) -> tuple[str, str | None]:
+    """"NAME" or "NAME@VERSION" as (name, version or None)."""
+    name, sep, version = text.partition("@")
+    if not name or (sep and not version):
+        raise ValueError(f"{text!r} is not NAME or NAME@VERSION")
+    return name, version or None
+
+
+async def publish(session: aiohttp.ClientSession, coordinator: str, built: BuiltBundle) -> wire.BundleStatus:
+    """Upload a built bundle; the coordinator checks it as a peer would before seeding it."""
+    message = wire.BundlePublish(built.manifest_path.read_bytes(), built.archive_path.read_bytes())
+    await http.call(session, "POST", coordinator, "/v1/bundles", message, timeout=PUBLISH_TIMEOUT)
+    return await bundle_status(session, coordinator, built.signed.manifest.name)
+
+
+async def rollout(
+    session: aiohttp.ClientSession, coordinator: str, key: Identity, name: str, version: str, percent: int
+) -> wire.BundleStatus:
+    """Send `version` of bundle `name` to `percent` of peers; signed with the owner's key."""
+    message = wire.RolloutRequest(version=version, percent=percent)
+    answer = await http.call(session, "POST", coordinator, f"/v1/bundles/{name}/rollout", message, identity=key)
+    return _parse(wire.BundleStatus, answer)
+
+
+async def bundle_status(session: aiohttp.ClientSession, coordinator: str, name: str) -> wire.BundleStatus:
+    return _parse(wire.BundleStatus, await http.call(session, "GET", coordinator, f"/v1/bundles/{name}"))
+
+
+def describe(status: wire.BundleStatus) -> str:
+    """A bundle's rollout state and per-version failure rates, for people."""
+    lines = [f"bundle {status.name} (owner {status.owner_key[:16]}…): {status.state}"]
+    lines.append(f"  stable: {status.stable or '-'}")
+    if status.candidate:
+        lines.append(f"  rolling out: {status.candidate} to {status.percent}% of peers")
+    if status.message:
+        lines.append(f"  {status.message}")
+    for v in status.versions:
+        finished = v.units_ok + v.units_failed
+        rate = f"{100 * v.units_failed / finished:.0f}% failed" if finished else "no units yet"
+        lines.append(f"  {v.version}: {v.units_ok} ok, {v.units_failed} failed ({rate}), info-hash {v.info_hash.hex()}")
+    return "\n".join(lines)
 
 
 async def status(session: aiohttp.ClientSession, coordinator: str, job_id: int) -> wire.JobStatus:

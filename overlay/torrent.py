@@ -348,6 +348,18 @@ class TorrentSession:
         log.info("fetched %s to %s", info_hash.hex(), path)
         return path
 
+    def remove(self, info_hash: bytes) -> None:
+        """Stop seeding or fetching a torrent and forget it; its files stay where they are."""
+        self._open()
+        self._get(info_hash)
+        self._remove(info_hash)
+        log.info("removed %s from the session", info_hash.hex())
+
+    def torrents(self) -> list[bytes]:
+        """The v1 info-hashes of every torrent in the session (seeding or being fetched)."""
+        self._open()
+        return sorted(self._torrents)
+
     def add_peers(self, info_hash: bytes, peers: list[Address]) -> None:
         self._open()
         torrent = self._get(info_hash)

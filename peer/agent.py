@@ -1,4 +1,4 @@
-"""The peer's lease loop: register, lease units, run workloads, report, repeat.
+"""The peer's lease loop: register, lease units, fetch their bundles, run them, report, repeat.
 
 Every finished unit is written to the outbox before it is reported, and stays there until a
 coordinator has answered, so a coordinator restart or a network drop never loses a result.
@@ -13,7 +13,6 @@ import contextlib
 import enum
 import logging
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,28 +20,31 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
+from yarl import URL
 
 from overlay import wire
 from overlay.dht import DhtNode
 from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
+from overlay.torrent import TorrentSession
 from peer.backoff import backoff_delay
+from peer.bundles import BundleCache, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
+from workloads.bundle import BundleError
 from workloads.process_api import ExitCode, Unit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Workloads this peer can run, by name. Signed bundles fetched over BitTorrent replace this table.
-WORKLOADS: dict[str, tuple[str, ...]] = {
-    "linkcheck": (sys.executable, "-m", "workloads.linkcheck"),
-}
-VERSION = "osaas-peer/0.1"
+# The peer runs whatever signed bundle a unit names: it fetches, checks and caches it itself.
+WORKLOADS = [wire.ANY_WORKLOAD]
+VERSION = "osaas-peer/0.2"
+DEFAULT_BUNDLE_UPLOAD_RATE = 1_000_000  # bytes/s this peer seeds bundles to other peers
 
 
 LOST_AFTER = 3  # consecutive unanswered calls before a discovered coordinator counts as gone
@@ -69,6 +71,9 @@ class PeerSettings:
     unit_timeout: float = 600.0
     drain_grace: float = 10.0
     egress: EgressConfig = field(default_factory=EgressConfig)
+    torrent_listen: tuple[str, int] = ("0.0.0.0", 0)
+    bundle_upload_rate: int | None = DEFAULT_BUNDLE_UPLOAD_RATE
+    bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
 
 
 class Agent:
@@ -83,6 +88,9 @@ class Agent:
         self._lease_seconds = 60.0
         self._avoid: dict[str, float] = {}  # coordinator URL -> until when it ranks last
         self._current: str | None = None  # the discovered coordinator we work for
+        self._bundles: BundleCache | None = None  # set while running
+        self._bundle_infos: dict[tuple[str, str, str], wire.BundleInfo] = {}
+        self._coordinator_keys: dict[str, str] = {}  # URL -> proven public key (hex)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and return."""
@@ -99,6 +107,23 @@ class Agent:
                         state_path=self.settings.data_dir / "dht-contacts.msgpack",
                     )
                 )
+            torrents = await stack.enter_async_context(
+                TorrentSession(
+                    self.settings.torrent_listen,
+                    upload_rate=self.settings.bundle_upload_rate,
+                    state_dir=self.settings.data_dir / "torrent",
+                )
+            )
+            self._bundles = BundleCache(
+                self.settings.data_dir / "bundles",
+                torrents,
+                identity=self.identity,
+                dht=dht,
+                announce_host=_announce_host(self.settings),
+                fetch_timeout=self.settings.bundle_fetch_timeout,
+            )
+            await self._bundles.start()
+            stack.push_async_callback(self._bundles.close)
             log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             running: set[asyncio.Task[None]] = set()
@@ -233,7 +258,7 @@ class Agent:
         ref = wire.LeaseRef(unit_id=lease.unit_id, token=lease.token)
         renewer = asyncio.create_task(self._renew_loop(client, ref))
         try:
-            outcome = await self._run(egress, lease)
+            outcome = await self._run(client, egress, lease)
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
             log.exception("unit %d: the peer could not run its workload", lease.unit_id)
             outcome = WorkloadOutcome(ExitCode.FAILED, None, f"peer error: {type(exc).__name__}: {exc}", "")
@@ -250,23 +275,46 @@ class Agent:
             exit_code=int(outcome.exit_code),
             payload=outcome.payload,
             error=outcome.error,
+            bundle_version=lease.bundle.version if lease.bundle else None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
         pending = self.outbox.put(client.base_url, report)
         await self._deliver(client, pending)
 
-    async def _run(self, egress: Egress, lease: wire.Lease) -> WorkloadOutcome:
-        argv = WORKLOADS.get(lease.workload)
-        if argv is None:
-            return WorkloadOutcome(ExitCode.BAD_INPUT, None, f"this peer does not run workload {lease.workload!r}", "")
+    async def _run(self, client: CoordinatorClient, egress: Egress, lease: wire.Lease) -> WorkloadOutcome:
+        if lease.bundle is None:
+            return WorkloadOutcome(ExitCode.FAILED, None, "the coordinator named no bundle for this unit", "")
+        try:
+            ready = await self._ready_bundle(client, lease.bundle)
+        except (BundleError, Unavailable, Rejected) as exc:
+            # Counted against this version by the coordinator: a version peers cannot fetch or
+            # trust is a failing version.
+            return WorkloadOutcome(ExitCode.FAILED, None, f"bundle {lease.bundle.name} {lease.bundle.version}: {exc}", "")
         return await run_workload(
-            list(argv),
+            ready.argv,
             Unit(unit_id=lease.unit_id, payload=lease.payload),
-            egress.fetch,
-            timeout=self.settings.unit_timeout,
+            egress.fetch if "fetch" in ready.capabilities else None,
+            timeout=min(ready.timeout, self.settings.unit_timeout),
+            limits=ready.limits,
+            env=ready.env,
             workdir_parent=self.workdir,
         )
+
+    async def _ready_bundle(self, client: CoordinatorClient, ref: wire.BundleRef) -> ReadyBundle:
+        """The bundle a lease names, fetched and checked (once) and ready to run."""
+        assert self._bundles is not None, "units run only while the agent runs"
+        key = (client.base_url, ref.name, ref.version)
+        info = self._bundle_infos.get(key)
+        if info is None:
+            info = await _patiently(lambda: client.bundle_info(ref.name, ref.version))
+            self._bundle_infos[key] = info
+        # Bundle names belong to each coordinator (its operator admits the owners), so owner
+        # keys are pinned per coordinator key.
+        scope = self._coordinator_keys.get(client.base_url)
+        if scope is None:
+            scope = self._coordinator_keys[client.base_url] = await _patiently(client.public_key)
+        return await self._bundles.ensure(ref, info, scope)
 
     async def _renew_loop(self, client: CoordinatorClient, ref: wire.LeaseRef) -> None:
         while True:
@@ -334,6 +382,18 @@ async def _wait_any(tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout
         stopper.cancel()
 
 
+async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """A call a unit depends on, retried while the coordinator is only busy (LOST_AFTER tries)."""
+    for failures in range(LOST_AFTER):
+        try:
+            return await call()
+        except Unavailable as exc:
+            if failures + 1 == LOST_AFTER:
+                raise
+            await asyncio.sleep(backoff_delay(failures, retry_after=exc.retry_after, cap=10.0))
+    raise AssertionError("unreachable")
+
+
 async def _retry(
     call: Callable[[], Awaitable[T]], stop: asyncio.Event, what: str, max_failures: int | None = None
 ) -> T | None:
@@ -350,3 +410,26 @@ async def _retry(
             log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
             await _wait_any(set(), stop, timeout=delay)
     return None
+
+
+_UNSPECIFIED = ("", "0.0.0.0", "::")
+
+
+def _announce_host(settings: PeerSettings) -> str | None:
+    """The address other peers can reach this peer's bundle seeding at: the listen address if
+    one was given, else the local address of the route towards the network (behind NAT this is
+    the private address; peers elsewhere then reach this one only through their own
+    connections). None when there is no way to tell."""
+    for host, _ in (settings.torrent_listen, settings.dht_listen):
+        if host not in _UNSPECIFIED:
+            return host
+    target = settings.bootstrap[0][0] if settings.bootstrap else URL(settings.coordinator or "").host
+    if not target:
+        return None
+    try:
+        family = socket.AF_INET6 if ":" in target else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, 9))  # UDP: no packet is sent, only a route chosen
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import aiohttp
 
 from overlay import http, wire
-from overlay.identity import Identity
+from overlay.announcements import NONCE_SIZE, hello_message
+from overlay.identity import Identity, verify
 
 
 class CoordinatorClient:
@@ -31,6 +34,25 @@ class CoordinatorClient:
 
     async def report(self, report: wire.Report) -> wire.ReportResponse:
         return _answer(wire.ReportResponse, await self._post("/v1/reports", report))
+
+    async def public_key(self) -> str:
+        """The coordinator's public key (hex), proven by its signature over a fresh nonce."""
+        nonce = os.urandom(NONCE_SIZE)
+        answer = await http.call(self._session, "POST", self.base_url, "/v1/hello", {"nonce": nonce})
+        key_hex = answer.get("public_key") if isinstance(answer, dict) else None
+        signature = answer.get("signature") if isinstance(answer, dict) else None
+        try:
+            key = bytes.fromhex(key_hex) if isinstance(key_hex, str) else b""
+        except ValueError:
+            key = b""
+        if not isinstance(signature, bytes) or not verify(key, hello_message(nonce), signature):
+            raise http.Unavailable(f"coordinator at {self.base_url} did not prove its key")
+        return key.hex()
+
+    async def bundle_info(self, name: str, version: str) -> wire.BundleInfo:
+        """Where to fetch a bundle version and its owner-signed manifest (checked by the caller)."""
+        answer = await http.call(self._session, "GET", self.base_url, f"/v1/bundles/{name}/{version}")
+        return _answer(wire.BundleInfo, answer)
 
 
 def _answer(cls, obj):

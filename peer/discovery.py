@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from overlay import http
+from overlay import http, wire
 from overlay.announcements import NONCE_SIZE, CoordinatorAnnouncement, coordinators_key, hello_message, is_count
 from overlay.dht import DhtNode
 from overlay.identity import verify
@@ -42,13 +42,16 @@ def rank(
     preferred: str | None = None,
     avoid: Collection[str] = (),
 ) -> list[Candidate]:
-    """Candidates that accept one of `workloads`, best first."""
+    """Candidates that accept one of `workloads` (or all, given `wire.ANY_WORKLOAD`), best first."""
 
     def order(c: Candidate) -> tuple[bool, bool, bool, float, float, str]:
         a = c.announcement
         return (a.url in avoid, a.url != preferred, a.load == 0, a.peers / max(a.load, 1), c.rtt, a.public_key)
 
-    usable = [c for c in candidates if set(c.announcement.workloads) & set(workloads)]
+    if wire.ANY_WORKLOAD in workloads:  # a peer that runs whatever bundle it is given
+        usable = list(candidates)
+    else:
+        usable = [c for c in candidates if set(c.announcement.workloads) & set(workloads)]
     return sorted(usable, key=order)
 
 

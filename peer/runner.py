@@ -52,6 +52,7 @@ _MAX_LOG_LINE = 2000
 _MAX_ERROR = 300
 
 Fetch = Callable[[FetchRequest], Awaitable[FetchResult]]
+NO_FETCH_CAPABILITY = "this bundle did not declare the fetch capability"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +70,21 @@ class _Fault(Exception):
 async def run_workload(
     argv: list[str],
     unit: Unit,
-    fetch: Fetch,
+    fetch: Fetch | None,
     *,
     timeout: float = 120.0,
     limits: ResourceLimits = ResourceLimits(),
     max_fetches: int = 10_000,
     workdir_parent: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> WorkloadOutcome:
     """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
-    the workload does; cancellation kills the workload and propagates."""
+    the workload does; cancellation kills the workload and propagates.
+
+    `fetch` None means the workload may not fetch (its bundle did not declare the capability):
+    each fetch it asks for is answered with a `policy` error instead. `env` is added to the
+    scrubbed environment (e.g. the bundle's PYTHONPATH); HOME and TMPDIR stay the private
+    working directory whatever it says."""
     workdir = Path(tempfile.mkdtemp(prefix=f"osaas-unit-{unit.unit_id}-", dir=workdir_parent))
     try:
         try:
@@ -87,7 +94,7 @@ async def run_workload(
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=workdir,
-                env=_scrubbed_env(os.environ, workdir),
+                env=_scrubbed_env(os.environ, workdir, env or {}),
                 preexec_fn=limits_preexec(limits),
                 **new_group_options(),
             )
@@ -98,15 +105,17 @@ async def run_workload(
         _remove_tree(workdir)
 
 
-def _scrubbed_env(parent: Mapping[str, str], home: Path) -> dict[str, str]:
-    """The environment a workload gets: nothing of the volunteer's but what it needs to run."""
+def _scrubbed_env(parent: Mapping[str, str], home: Path, extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment a workload gets: nothing of the volunteer's but what it needs to run,
+    plus what its bundle needs (`extra`, which wins over the volunteer's PYTHONPATH)."""
     env = {name: parent[name] for name in _KEPT_ENV if name in parent}
+    env.update(extra)
     env["HOME"] = env["TMPDIR"] = str(home)
     return env
 
 
 async def _supervise(
-    process: asyncio.subprocess.Process, unit: Unit, fetch: Fetch, timeout: float, max_fetches: int
+    process: asyncio.subprocess.Process, unit: Unit, fetch: Fetch | None, timeout: float, max_fetches: int
 ) -> WorkloadOutcome:
     assert process.stderr is not None
     stderr_log = _StderrLog(unit.unit_id)
@@ -155,7 +164,7 @@ class _Conversation:
 
     process: asyncio.subprocess.Process
     unit: Unit
-    fetch: Fetch
+    fetch: Fetch | None  # None: the workload may not fetch
     max_fetches: int
     _fetch_count: int = field(default=0, init=False)
     _seen_ids: set[int] = field(default_factory=set, init=False)
@@ -223,11 +232,18 @@ class _Conversation:
             limited = FetchResult(id=request.id, url=request.url, error=FetchError.LIMIT.value, message=message)
             self._write(limited.to_frame())
             return
+        if self.fetch is None:
+            refused = FetchResult(
+                id=request.id, url=request.url, error=FetchError.POLICY.value, message=NO_FETCH_CAPABILITY
+            )
+            self._write(refused.to_frame())
+            return
         task = group.create_task(self._serve(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, request: FetchRequest) -> None:
+        assert self.fetch is not None  # checked before the task was made
         async with self._fetch_slots:
             result = await self.fetch(request)
             self._write(result.to_frame())

@@ -8,6 +8,8 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -202,3 +204,24 @@ def generated_site_urls(base: str, pages: int) -> tuple[set[str], set[str]]:
     ok = {f"{base}/"} | {f"{base}/p/{n}" for n in range(pages)}
     broken = {f"{base}/p/{pages + n}" for n in range(0, pages, 10)}
     return ok, broken
+
+
+@contextlib.asynccontextmanager
+async def coordinator(db_path: Path, **options: Any) -> AsyncIterator[str]:
+    """A real coordinator (`coordinator.api.serve`: API, store, bundle seeder with the built-in
+    link-check bundle) on 127.0.0.1; yields its URL."""
+    from coordinator.api import serve as serve_coordinator
+
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_coordinator("127.0.0.1", 0, db_path, ready=lambda port: ready.done() or ready.set_result(port), **options)
+    )
+    try:
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            task.result()  # raises what stopped it
+        yield f"http://127.0.0.1:{ready.result()}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -59,7 +59,7 @@ def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:
 def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(osaas("job", "status", "1", "--coordinator", closed), "cannot reach coordinator")
-    assert_one_line_error(osaas("job", "submit", "linkcheck", "mailto:x@y", "--coordinator", closed), "not an absolute http(s) URL")
+    assert_one_line_error(osaas("job", "submit", "mailto:x@y", "--coordinator", closed), "not an absolute http(s) URL")
     assert_one_line_error(osaas("job", "status", "0", "--coordinator", closed), "must be at least 1")
 
 

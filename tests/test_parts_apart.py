@@ -82,7 +82,7 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
                 await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / f"peer-{i}"),
                             "--allow-private", "--slots", "2", log=tmp_path / f"peer-{i}.log")
             )
-        code, out, err = await osaas("job", "submit", "linkcheck", f"{site}/", "--coordinator", url)
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
         job_id = int(out)
 
@@ -132,7 +132,7 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         first = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer-a"),
                             "--allow-private", "--stop-grace", "0.2", log=tmp_path / "peer-a.log")
         processes.append(first)
-        code, out, err = await osaas("job", "submit", "linkcheck", f"{site}/", "--coordinator", url)
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         job_id = int(out)
         # Units: 1 is "/", 2 is /p/0, 3 holds /p/1../p/3 (2 s each): stop the peer while it runs 3.
         while "unit 3: job" not in (tmp_path / "peer-a.log").read_text():

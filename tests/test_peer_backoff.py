@@ -14,10 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from coordinator.api import make_app
-from coordinator.sqlite_store import SqliteStore
 from osaas import owner
 from tests.sites import RequestLog, generated_site_app, generated_site_urls, serve
+from tests.sites import coordinator as coordinator_at
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,8 +51,9 @@ def overloaded_front(upstream: str, refused: Counter[str]) -> web.Application:
 
 async def test_peer_honours_retry_after_and_keeps_reports_until_accepted(tmp_path: Path) -> None:
     refused: Counter[str] = Counter()
-    coordinator_app = make_app(SqliteStore(tmp_path / "c.sqlite", unit_size=10), lease_seconds=30.0)
-    async with serve(coordinator_app) as coordinator, serve(overloaded_front(coordinator, refused)) as front:
+    async with coordinator_at(tmp_path / "c.sqlite", unit_size=10, lease_seconds=30.0) as coordinator, serve(
+        overloaded_front(coordinator, refused)
+    ) as front:
         async with serve(generated_site_app(RequestLog(), pages=30)) as site, aiohttp.ClientSession() as session:
             job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{site}/"], "depth": None})
             log_path = tmp_path / "peer.log"

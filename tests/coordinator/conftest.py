@@ -1,5 +1,5 @@
 """Shared parts for coordinator tests: an injected clock, a real SQLite store, a real server,
-and a peer that signs its requests."""
+a peer that signs its requests, and the real link-check bundle (built once per session)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import make_app
 from coordinator.sqlite_store import SqliteStore
+from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, decode, encode, sign_request
+from workloads.bundle import BuiltBundle
+from workloads.builtin import build_linkcheck
 
 START = 1_700_000_000.0
 LEASE_SECONDS = 60.0
@@ -91,6 +94,44 @@ async def submit(client: TestClient, urls: list[str], depth: int | None = None) 
         return body["job_id"]
 
 
+class Linkcheck:
+    """The real link-check bundle, built once per session, and the owner key that signed it."""
+
+    def __init__(self, owner: Identity, built: BuiltBundle) -> None:
+        self.owner = owner
+        self.built = built
+        self.manifest = built.manifest_path.read_bytes()
+        self.archive = built.archive_path.read_bytes()
+
+    @property
+    def version(self) -> str:
+        return self.built.signed.manifest.version
+
+    @property
+    def info_hash(self) -> bytes:
+        assert self.built.signed.info_hash is not None
+        return self.built.signed.info_hash
+
+    def published(self, now: float = START) -> PublishedBundle:
+        signed = self.built.signed
+        return PublishedBundle(
+            "linkcheck", self.version, self.owner.public_hex, self.info_hash, signed.archive_sha256, self.manifest, now
+        )
+
+
+@pytest.fixture(scope="session")
+def linkcheck(tmp_path_factory: pytest.TempPathFactory) -> Linkcheck:
+    owner = Identity.generate()
+    return Linkcheck(owner, build_linkcheck(owner, tmp_path_factory.mktemp("linkcheck-bundle")))
+
+
+async def add_linkcheck(store: Store, linkcheck: Linkcheck, now: float = START) -> None:
+    """Publish the link-check bundle in `store` (its owner admitted first), as a coordinator's
+    start does, so that link-check jobs can be created."""
+    await store.add_owner("linkcheck-owner", linkcheck.owner.public_hex, now)
+    await store.add_bundle(linkcheck.published(now))
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -102,9 +143,11 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client(db_path: Path, clock: Clock) -> AsyncIterator[TestClient]:
-    app = make_app(SqliteStore(db_path, unit_size=3, max_attempts=3), lease_seconds=LEASE_SECONDS, clock=clock)
+async def client(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
+    store = SqliteStore(db_path, unit_size=3, max_attempts=3)
+    app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        await add_linkcheck(store, linkcheck, clock())
         yield test_client
 
 

@@ -19,7 +19,7 @@ from coordinator.sqlite_store import SqliteStore
 from coordinator.store import StaleLease, StoreError
 from overlay.identity import Identity
 from overlay.wire import RegisterRequest, Report, decode, encode, sign_request
-from tests.coordinator.conftest import item
+from tests.coordinator.conftest import Linkcheck, add_linkcheck, item
 
 T0 = 1000.0
 LEASE = 60.0
@@ -64,10 +64,11 @@ async def assert_site_checked_once(store: SqliteStore, job_id: int) -> None:
     assert (status.state, status.items_total, status.items_done, status.counts) == ("done", 6, 6, {"ok": 6})
 
 
-async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: Path) -> None:
+async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
     abandoned = SqliteStore(path, unit_size=2)
     await abandoned.open()
+    await add_linkcheck(abandoned, linkcheck)
     await register(abandoned, "p1")
     job_id = await abandoned.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)
     (first,) = await abandoned.lease("p1", 1, ["linkcheck"], T0, LEASE)
@@ -148,9 +149,12 @@ _step = st.one_of(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(_step, max_size=25))
-async def test_any_schedule_reports_every_url_exactly_once(tmp_path_factory: Any, steps: list[tuple]) -> None:
+async def test_any_schedule_reports_every_url_exactly_once(
+    tmp_path_factory: Any, linkcheck: Linkcheck, steps: list[tuple]
+) -> None:
     path = tmp_path_factory.mktemp("prop") / "c.sqlite"
     async with SqliteStore(path, unit_size=2, max_attempts=3) as store:
+        await add_linkcheck(store, linkcheck)
         for peer in ("p1", "p2"):
             await register(store, peer)
         job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/", "http://a.test/2"], "depth": None}, T0)
@@ -201,9 +205,10 @@ async def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
         await SqliteStore(newer).open()
 
 
-async def test_reopening_keeps_everything(tmp_path: Path) -> None:
+async def test_reopening_keeps_everything(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
     async with SqliteStore(path) as store:
+        await add_linkcheck(store, linkcheck)
         job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 0}, T0)
         before = await store.job_status(job_id)
     async with SqliteStore(path) as store:

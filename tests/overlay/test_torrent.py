@@ -152,6 +152,29 @@ async def test_seed_refuses_data_that_fails_its_hash_check(
         seed.stats(info_hash_of(torrent))
 
 
+async def test_removed_torrent_is_no_longer_seeded_and_can_come_back(
+    tmp_path: Path, bundle: Path, seed: TorrentSession
+) -> None:
+    torrent = make_torrent(bundle)
+    info_hash = info_hash_of(torrent)
+    assert seed.torrents() == []
+    await seed.seed(torrent, bundle.parent)
+    assert seed.torrents() == [info_hash]
+
+    seed.remove(info_hash)
+    assert seed.torrents() == []
+    assert bundle.is_file()  # the data stays where it was
+    with pytest.raises(TorrentError, match="not in this session"):
+        seed.remove(info_hash)
+    async with _session(tmp_path, "downloader") as downloader:
+        with pytest.raises(TorrentTimeout):
+            await downloader.fetch(info_hash, tmp_path / "downloader" / "data", [(HOST, seed.listen_port)],
+                                   timeout=STALL_TIMEOUT)
+
+    await seed.seed(torrent, bundle.parent)
+    assert seed.torrents() == [info_hash]
+
+
 async def test_fetch_without_peers_times_out(tmp_path: Path) -> None:
     async with _session(tmp_path, "alone") as session:
         with pytest.raises(TorrentTimeout):
@@ -180,6 +203,10 @@ async def test_closed_session_refuses_use(tmp_path: Path, bundle: Path) -> None:
         session.stats(UNKNOWN_HASH)
     with pytest.raises(SessionClosed):
         session.add_peers(UNKNOWN_HASH, [(HOST, 1)])
+    with pytest.raises(SessionClosed):
+        session.remove(UNKNOWN_HASH)
+    with pytest.raises(SessionClosed):
+        session.torrents()
     with pytest.raises(SessionClosed):
         async with session:
             pass

@@ -81,6 +81,29 @@ async def test_fetches_beyond_the_allowance_are_answered_limit() -> None:
     assert [r["error"] for r in outcome.payload["results"]] == [None, None, FetchError.LIMIT.value]
 
 
+async def test_without_the_fetch_capability_fetches_are_answered_policy() -> None:
+    urls = ["http://a.example/1", "http://a.example/2"]
+    outcome = await run("fetch", fetch=None, payload={"urls": urls})
+    assert outcome.exit_code is ExitCode.OK
+    assert outcome.payload is not None
+    assert [(r["status"], r["error"], r["body"]) for r in outcome.payload["results"]] == [
+        (None, FetchError.POLICY.value, ""),
+        (None, FetchError.POLICY.value, ""),
+    ]
+
+
+async def test_bundle_env_is_added_but_cannot_move_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/volunteer/own/path")
+    bundle_root = tmp_path / "bundle"
+    env = {"PYTHONPATH": str(bundle_root), "HOME": "/elsewhere"}
+    outcome = await run("env", tmp_path=tmp_path, env=env)
+    assert outcome.exit_code is ExitCode.OK
+    assert outcome.payload is not None
+    assert "PYTHONPATH" in outcome.payload["env"]
+    assert outcome.payload["home"] == outcome.payload["tmpdir"] == outcome.payload["cwd"]
+    assert Path(outcome.payload["cwd"]).parent == tmp_path
+
+
 @pytest.mark.parametrize(
     ("status", "expected"), [(0, ExitCode.OK), (1, ExitCode.PARTIAL), (2, ExitCode.FAILED), (3, ExitCode.BAD_INPUT)]
 )

@@ -1,0 +1,290 @@
+"""The coordinator's bundles on disk and in the swarm: accepting an owner's upload, keeping it,
+seeding it over BitTorrent and announcing it in the DHT.
+
+`BundleService.publish` is the one path every bundle takes, the built-in link-check bundle
+included. It checks an upload the way a peer will check what it fetches (signature, archive
+hash, every file, unsafe entries: a trial `workloads.bundle.unpack`), and that the archive's
+torrent has the info-hash the owner signed, before the store records anything: the coordinator
+never seeds what peers would refuse. Files live at
+
+    bundle_dir/NAME/VERSION/NAME-VERSION.tar       the archive, seeded as is
+    bundle_dir/NAME/VERSION/NAME-VERSION.torrent   its .torrent, so restarts need not hash it again
+    bundle_dir/incoming/                           uploads being checked (temp dirs)
+    bundle_dir/builtin/                            where `serve` builds the built-in bundle
+
+`BundleSeeder` owns one `TorrentSession` and, with a DHT node, announces every name it seeds as
+a `BundleAnnouncement` under `bundle_key(network, name)` and itself as a `SwarmMember` under
+`swarm_key(info_hash)` of each version, re-published every third of the records' lifetime and
+withdrawn on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from coordinator.store import PublishedBundle, Store, unknown_owner
+from overlay import records
+from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
+from overlay.dht import DhtNode
+from overlay.identity import Identity
+from overlay.torrent import Address, TorrentError, TorrentSession, info_hash_of, make_torrent
+from overlay.wire import BundleStatus, SwarmAddress
+from workloads import bundle
+from workloads.bundle import BundleError
+
+log = logging.getLogger(__name__)
+
+RECORD_TTL = 600.0
+WITHDRAWAL_TTL = 60.0
+# BundleAnnouncement carries at most this many versions of a name: the newest ones.
+MAX_ANNOUNCED_VERSIONS = 8
+INCOMING_DIR = "incoming"
+BUILTIN_DIR = "builtin"
+# Bundle names that would land on the service's own directories, or outside bundle_dir.
+_RESERVED_NAMES = frozenset({".", "..", INCOMING_DIR, BUILTIN_DIR})
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name
+
+
+class BundleSeeder:
+    """Seeds bundle archives from one torrent session; announces them when given a DHT node.
+
+    `announce_host` is the address other machines reach the session at (default: its listen
+    host); a session listening on every address with no announce host seeds but is not
+    announced as a swarm member, since "0.0.0.0" means nothing to anyone else.
+    """
+
+    def __init__(
+        self,
+        listen: Address,
+        *,
+        identity: Identity,
+        state_dir: Path,
+        upload_rate: int | None = None,
+        dht: DhtNode | None = None,
+        network: str = "public",
+        announce_host: str | None = None,
+        ttl: float = RECORD_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = TorrentSession(listen, upload_rate=upload_rate, state_dir=state_dir)
+        self._listen_host = listen[0]
+        self._identity = identity
+        self._dht = dht
+        self._network = network
+        self._announce_host = announce_host or listen[0]
+        self._ttl = ttl
+        self._clock = clock
+        self._seeding: dict[bytes, PublishedBundle] = {}
+        self._announced: set[str] = set()
+        self._changed = asyncio.Event()
+        self._announcing: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> BundleSeeder:
+        await self._session.__aenter__()
+        if self._dht is not None:
+            self._announcing = asyncio.create_task(self._announce_forever(), name="bundle announcements")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._announcing is not None:
+            self._announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcing
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.withdraw(), timeout=5.0)
+        await self._session.close()
+
+    @property
+    def listen_port(self) -> int:
+        return self._session.listen_port
+
+    def address(self, request_host: str) -> SwarmAddress:
+        """Where peers fetch from: the listen address, or for a session listening on every
+        address, the host the peer's HTTP request came to (it reached us there)."""
+        host = request_host if _is_unspecified(self._listen_host) else self._listen_host
+        return SwarmAddress(host, self.listen_port)
+
+    def is_seeding(self, info_hash: bytes) -> bool:
+        return info_hash in self._seeding
+
+    async def seed(self, published: PublishedBundle, archive_dir: Path, torrent_bytes: bytes) -> None:
+        """Seed a version whose archive is in `archive_dir`, after libtorrent checked every piece."""
+        if self.is_seeding(published.info_hash):
+            return
+        await self._session.seed(torrent_bytes, archive_dir)
+        self._seeding[published.info_hash] = published
+        self._changed.set()
+
+    # -- announcing --
+
+    def _announcements(self) -> list[tuple[str, dict[str, object]]]:
+        """(DHT key, payload) of every record this seeder stands behind now."""
+        by_name: dict[str, list[PublishedBundle]] = {}
+        for published in self._seeding.values():
+            by_name.setdefault(published.name, []).append(published)
+        found: list[tuple[str, dict[str, object]]] = []
+        me = self._identity.public_hex
+        for name, versions in sorted(by_name.items()):
+            newest = sorted(versions, key=lambda p: p.published_at)[-MAX_ANNOUNCED_VERSIONS:]
+            pairs = tuple((p.version, p.info_hash) for p in newest)
+            found.append((bundle_key(self._network, name), BundleAnnouncement(me, name, pairs).payload()))
+        if not _is_unspecified(self._announce_host):
+            member = SwarmMember(me, self._announce_host, self.listen_port).payload()
+            found += [(swarm_key(info_hash), member) for info_hash in sorted(self._seeding)]
+        return found
+
+    async def announce_once(self) -> int:
+        """Publish every record once; how many of them at least one DHT node stored."""
+        assert self._dht is not None, "announcing needs a DHT node"
+        now = self._clock()
+        announcements = self._announcements()
+        stored = await asyncio.gather(
+            *(self._dht.publish(key, records.sign(self._identity, key, payload, now, self._ttl))
+              for key, payload in announcements)
+        )
+        self._announced.update(key for key, _ in announcements)
+        published = sum(1 for count in stored if count)
+        if announcements and not published:
+            log.info("bundle announcements reached no other DHT node yet (will retry)")
+        return published
+
+    async def _announce_forever(self) -> None:
+        if _is_unspecified(self._announce_host):
+            log.warning(
+                "bundle seeds are not announced in the DHT: the torrent session listens on %s; "
+                "give the coordinator a public URL", self._announce_host,
+            )
+        while True:
+            self._changed.clear()
+            try:
+                announced_all = await self.announce_once() == len(self._announcements())
+            except Exception:  # a failed round must not end announcing
+                log.exception("announcing bundles failed")
+                announced_all = False
+            interval = self._ttl / 3 if announced_all else min(5.0, self._ttl / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), interval)
+
+    async def withdraw(self) -> None:
+        assert self._dht is not None, "withdrawing needs a DHT node"
+        now = self._clock()
+        keys = sorted(self._announced)
+        await asyncio.gather(
+            *(self._dht.publish(key, records.withdrawal(self._identity, key, now, WITHDRAWAL_TTL)) for key in keys)
+        )
+        log.info("withdrew %d bundle announcements", len(keys))
+
+
+class BundleService:
+    """What the API needs for bundles beyond the store: the directory archives are kept in and
+    the seeder (None: publish and keep, but seed nothing, e.g. in API tests)."""
+
+    def __init__(self, bundle_dir: Path, seeder: BundleSeeder | None = None) -> None:
+        self._dir = bundle_dir
+        self._seeder = seeder
+
+    def seeds(self, request_host: str) -> list[SwarmAddress]:
+        return [] if self._seeder is None else [self._seeder.address(request_host)]
+
+    def archive_dir(self, name: str, version: str) -> Path:
+        return self._dir / name / version
+
+    async def start(self, store: Store) -> None:
+        """Seed every version the store holds: what the last run published."""
+        if self._seeder is None:
+            return
+        for published in await store.published_bundles():
+            try:
+                await self._seed(published)
+            except (OSError, TorrentError) as exc:
+                log.warning("cannot seed %s %s: %s; publish it again", published.name, published.version, exc)
+
+    async def _seed(self, published: PublishedBundle) -> None:
+        if self._seeder is None or self._seeder.is_seeding(published.info_hash):
+            return
+        directory = self.archive_dir(published.name, published.version)
+        torrent_bytes = (directory / f"{published.name}-{published.version}.torrent").read_bytes()
+        await self._seeder.seed(published, directory, torrent_bytes)
+
+    async def publish(
+        self, store: Store, manifest: bytes, archive: bytes, now: float, *, stable: bool = False
+    ) -> BundleStatus:
+        """Check, keep, record and seed one uploaded version; the name's status after it.
+
+        Refusals: `BundleError` (the upload is malformed, tampered with or unsafe), and the
+        store's `UnknownOwner`, `NotOwner` and `Conflict`. Nothing is stored for a refusal.
+        """
+        signed = bundle.decode(manifest)
+        bundle.verify_manifest(signed)
+        owner_key = signed.owner_key.hex()
+        if not await store.is_owner_key(owner_key):
+            raise unknown_owner(owner_key)
+        name, version = signed.manifest.name, signed.manifest.version
+        if name in _RESERVED_NAMES:
+            raise BundleError(f"bundle name {name!r} is reserved on this coordinator; choose another name")
+        if signed.info_hash is None or len(signed.info_hash) != 20:
+            raise BundleError("manifest names no v1 info-hash; build the bundle with `osaas bundle build`")
+        incoming = await asyncio.to_thread(self._receive, signed, archive)
+        try:
+            published = PublishedBundle(
+                name, version, owner_key, signed.info_hash, signed.archive_sha256, manifest, now
+            )
+            new = await store.add_bundle(published, stable=stable)
+            await asyncio.to_thread(self._keep, incoming, signed, new)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+        await self._seed(published)
+        return await store.bundle_status(name)
+
+    def _receive(self, signed: bundle.SignedManifest, archive: bytes) -> Path:
+        """Write the archive into a temp dir and check it fully; the dir holds the archive and
+        its .torrent when it passed. Blocks: runs in a thread."""
+        root = self._dir / INCOMING_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{signed.manifest.stem}.", dir=root))
+        try:
+            # The torrent names the file, so the archive must carry its final name to hash alike.
+            archive_path = tmp / f"{signed.manifest.stem}.tar"
+            archive_path.write_bytes(archive)
+            bundle.unpack(archive_path, signed, tmp / "trial")
+            shutil.rmtree(tmp / "trial")
+            try:
+                torrent_bytes = make_torrent(archive_path)
+            except TorrentError as exc:
+                raise BundleError(f"{signed.manifest.stem}: {exc}") from None
+            actual = info_hash_of(torrent_bytes)
+            if actual != signed.info_hash:
+                assert signed.info_hash is not None
+                raise BundleError(
+                    f"manifest names info-hash {signed.info_hash.hex()} but the archive's torrent has {actual.hex()}"
+                )
+            (tmp / f"{signed.manifest.stem}.torrent").write_bytes(torrent_bytes)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
+    def _keep(self, incoming: Path, signed: bundle.SignedManifest, new: bool) -> None:
+        """Move a checked upload into place. A re-publish of the same version only fills in
+        files that went missing: the ones in place may be seeding right now."""
+        target = self.archive_dir(signed.manifest.name, signed.manifest.version)
+        target.mkdir(parents=True, exist_ok=True)
+        for suffix in (".tar", ".torrent"):
+            path = target / f"{signed.manifest.stem}{suffix}"
+            if new or not path.exists():
+                os.replace(incoming / path.name, path)

@@ -1,0 +1,659 @@
+"""The peer's bundle store: the only code that turns a coordinator's BundleInfo into something
+it runs.
+
+Layout under `root`:
+
+    pins.msgpack                     owner key of each bundle name (workloads.bundle.KeyPins)
+    pins/<coordinator key hex>.msgpack
+                                     the same, per coordinator: bundle names are each
+                                     coordinator's own (its operator admits owners, the first
+                                     owner to publish a name owns it there)
+    index.msgpack                    info-hash -> name, version, archive sha256, last use (for GC)
+    archives/<info-hash hex>/data/   the fetched archive; seeded from here
+    archives/<info-hash hex>/manifest, torrent
+                                     the signed manifest and the .torrent, to re-seed on restart
+    unpacked/<archive sha256 hex>/   the checked, extracted bundle (workloads.bundle.cache_path)
+
+`ensure()` trusts nothing it is given before it has to: the manifest's signature, that it names
+the bundle the lease asked for, and the owner key pin are checked before a byte is fetched; the
+archive's hash and every entry are checked (by `bundle.unpack`) before anything is extracted;
+the entrypoint is checked before the bundle is kept. A refusal at any step leaves nothing behind
+and drops the torrent. Everything kept is seeded to other peers and announced in the DHT under
+`swarm_key(info_hash)`, so that a new version spreads peer to peer rather than all from the
+coordinator. Only the `keep_versions` most recently used versions of each bundle are kept.
+
+The index and the `archives/` directory are the same truth told twice: `start()` rebuilds the
+index from what still verifies on disk and deletes the rest, so a crash at any point leaves a
+store that the next start cleans up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from overlay import records, wire
+from overlay.announcements import SwarmMember, swarm_key
+from overlay.dht import DhtNode
+from overlay.files import atomic_file
+from overlay.identity import Identity
+from overlay.records import RecordError
+from overlay.torrent import Address, TorrentError, TorrentSession, info_hash_of, make_torrent
+from overlay.wire import BundleInfo, BundleRef
+from peer.platform import ResourceLimits
+from workloads import bundle
+from workloads.bundle import BundleError, KeyPins, SignedManifest
+
+log = logging.getLogger(__name__)
+
+PINS_FILE = "pins.msgpack"
+INDEX_FILE = "index.msgpack"
+ARCHIVES_DIR = "archives"
+UNPACKED_DIR = "unpacked"
+# Inside archives/<info-hash>/: the torrent's file goes into its own directory, because its
+# name is the owner's choice and could otherwise be "manifest" or "torrent".
+_DATA_DIR = "data"
+_MANIFEST_FILE = "manifest"
+_TORRENT_FILE = "torrent"
+SWARM_TTL = 1800.0  # seconds a swarm record lives; re-announced every third of it
+_DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the fetch goes on without it
+_PYTHON_NAMES = ("python", "python3")
+_MEGABYTE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyBundle:
+    """A checked, unpacked bundle and how to run it (see `run_workload`)."""
+
+    name: str
+    version: str
+    root: Path
+    argv: list[str]
+    env: dict[str, str]
+    limits: ResourceLimits
+    timeout: float
+    capabilities: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One cached version: its archive is in archives/<info-hash>/, unpacked by sha256."""
+
+    name: str
+    version: str
+    archive_sha256: bytes
+    last_used: float
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "archive_sha256": self.archive_sha256.hex(),
+            "last_used": self.last_used,
+        }
+
+
+def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
+    """How to run the bundle unpacked at `root`; BundleError if its entrypoint is unsafe.
+
+    A "python"/"python3" entrypoint runs on the peer's own interpreter (which has the process
+    API's dependencies); any other names a file inside the bundle, never a PATH lookup, so a
+    bundle cannot make the peer run a program the owner did not sign."""
+    manifest = signed.manifest
+    program, *args = manifest.entrypoint
+    if program in _PYTHON_NAMES:
+        argv = [sys.executable, *args]
+    else:
+        argv = [str(_program_in(root, program, manifest.stem)), *args]
+    limits = manifest.limits
+    return ReadyBundle(
+        name=manifest.name,
+        version=manifest.version,
+        root=root,
+        argv=argv,
+        # The bundle's own copy of its packages comes first, before anything installed.
+        env={"PYTHONPATH": str(root)},
+        limits=ResourceLimits(
+            cpu_seconds=limits.cpu_seconds,
+            memory_bytes=limits.memory_mb * _MEGABYTE,
+            open_files=limits.open_files,
+        ),
+        timeout=float(limits.timeout_seconds),
+        capabilities=frozenset(manifest.capabilities),
+    )
+
+
+def _program_in(root: Path, program: str, stem: str) -> Path:
+    base = root.resolve()
+    path = (base / program).resolve()
+    if not path.is_relative_to(base):
+        raise BundleError(f"bundle {stem}: entrypoint {program!r} is outside the bundle")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise BundleError(f"bundle {stem}: entrypoint {program!r} is not a file in the bundle") from None
+    if not stat.S_ISREG(mode) or not mode & 0o111:
+        raise BundleError(f"bundle {stem}: entrypoint {program!r} is not an executable file")
+    return path
+
+
+class BundleCache:
+    """The peer's bundle store under `root`; `await start()` before use, `await close()` after.
+
+    `torrents` and `dht` belong to the caller (they are neither started nor closed here). With
+    no `dht` or no `announce_host`, bundles are still fetched from the coordinator's seeds and
+    seeded to whoever connects, but not announced.
+
+    GC note: a version is removed when `keep_versions` newer ones of its bundle were used after
+    it; a unit still running it at that moment loses its files, and fails like any other unit.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        torrents: TorrentSession,
+        *,
+        identity: Identity,
+        dht: DhtNode | None = None,
+        announce_host: str | None = None,
+        keep_versions: int = 2,
+        fetch_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        announce_ttl: float = SWARM_TTL,
+    ) -> None:
+        if keep_versions < 1:
+            raise ValueError("keep_versions must be at least 1: the version in use is kept")
+        if fetch_timeout <= 0:
+            raise ValueError("fetch_timeout must be a positive number of seconds")
+        if not 0 < announce_ttl <= records.MAX_TTL:
+            raise ValueError(f"announce_ttl must be in (0, {records.MAX_TTL:g}] seconds")
+        self._root = root
+        self._archives = root / ARCHIVES_DIR
+        self._unpacked = root / UNPACKED_DIR
+        self._torrents = torrents
+        self._identity = identity
+        self._dht = dht
+        self._announce_host = announce_host
+        self._keep_versions = keep_versions
+        self._fetch_timeout = fetch_timeout
+        self._clock = clock
+        self._announce_ttl = announce_ttl
+        self._pins: dict[str, KeyPins] = {}  # scope -> pins, loaded on first use
+        self._index: dict[bytes, _Entry] = {}
+        self._flights: dict[bytes, asyncio.Task[Path]] = {}
+        # info-hash -> issued_at of our last swarm record, so a withdrawal is always newer.
+        self._announced: dict[bytes, float] = {}
+        self._announcer: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    async def __aenter__(self) -> BundleCache:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Load the pins, re-seed every cached archive that still verifies, delete the rest,
+        and announce what is seeded."""
+        if self._started or self._closed:
+            raise RuntimeError("a BundleCache can be started once")
+        self._started = True
+        self._archives.mkdir(parents=True, exist_ok=True)
+        self._unpacked.mkdir(parents=True, exist_ok=True)
+        self._pins_for("")  # a broken pins file stops the peer here, not at the first unit
+        last_used = self._load_last_used()
+        for path in sorted(self._archives.iterdir()):
+            entry = await self._restore(path)
+            if entry is not None:
+                entry.last_used = last_used.get(bytes.fromhex(path.name), 0.0)
+                self._index[bytes.fromhex(path.name)] = entry
+        for name in sorted({entry.name for entry in self._index.values()}):
+            self._collect_garbage(name)  # keep_versions may be lower than last time
+        self._remove_unreferenced_unpacked()
+        self._save_index()
+        log.info("bundle cache %s: %d cached versions seeded", self._root, len(self._index))
+        await asyncio.gather(*(self._announce(info_hash) for info_hash in list(self._index)))
+        if self._can_announce():
+            self._announcer = asyncio.create_task(self._reannounce(), name=f"bundle announcer {self._root}")
+
+    async def close(self) -> None:
+        """Stop fetching and announcing, and withdraw our swarm records. The torrents stay in
+        the caller's session until it closes."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [*self._flights.values(), *([self._announcer] if self._announcer else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(self._withdraw(info_hash) for info_hash in list(self._announced)))
+
+    def _open(self) -> None:
+        if not self._started:
+            raise RuntimeError("BundleCache.start() was not called")
+        if self._closed:
+            raise RuntimeError("the bundle cache is closed")
+
+    # -- ensure --
+
+    async def ensure(self, expected: BundleRef, info: BundleInfo, scope: str = "") -> ReadyBundle:
+        """The bundle `expected` names, checked, fetched once, unpacked and ready to run.
+
+        `scope` names whose namespace of bundle names this is (the coordinator's public key in
+        hex): owner keys are pinned per scope. Raises BundleError (one line, logged once) when
+        the bundle is refused or cannot be fetched; nothing of a refused bundle stays in the
+        cache or the torrent session."""
+        self._open()
+        try:
+            signed = self._admit(expected, info, scope)
+        except BundleError as exc:
+            log.error("bundle %s %s refused: %s", expected.name, expected.version, exc)
+            raise
+        info_hash = expected.info_hash
+        entry = self._index.get(info_hash)
+        unpacked = bundle.cache_path(self._unpacked, signed)
+        if entry is None or not unpacked.is_dir():
+            fetched = await self._single_flight(signed, info)
+        else:
+            fetched = unpacked
+            self._use(signed)
+        try:
+            # The flight checked the manifest of whoever started it; one that joined it with
+            # another manifest for the same torrent is checked here.
+            if fetched != unpacked:
+                raise BundleError(
+                    f"the manifest names archive sha256 {signed.archive_sha256.hex()}, but torrent "
+                    f"{info_hash.hex()} holds {fetched.name}"
+                )
+            ready = ready_bundle(signed, unpacked)
+            self._pin(signed, scope)
+            return ready
+        except BundleError as exc:
+            log.error("bundle %s %s refused: %s", expected.name, expected.version, exc)
+            raise
+
+    def _admit(self, expected: BundleRef, info: BundleInfo, scope: str) -> SignedManifest:
+        """The manifest, if it is signed, names exactly the bundle asked for, and its owner is
+        the one pinned for the name: all checked before anything is fetched."""
+        signed = bundle.decode(info.manifest)
+        bundle.verify_manifest(signed)
+        manifest = signed.manifest
+        asked = f"{expected.name} {expected.version}"
+        for what, name, version in (("manifest", manifest.name, manifest.version), ("bundle info", info.name, info.version)):
+            if (name, version) != (expected.name, expected.version):
+                raise BundleError(f"the {what} is for bundle {name} {version}, not the {asked} the lease names")
+        for what, info_hash in (("manifest", signed.info_hash), ("bundle info", info.info_hash)):
+            if info_hash != expected.info_hash:
+                shown = info_hash.hex() if info_hash else "no info-hash"
+                raise BundleError(
+                    f"the {what} names {shown}, but the lease names info-hash {expected.info_hash.hex()}"
+                )
+        self._pins_for(scope).check(signed)
+        return signed
+
+    async def _single_flight(self, signed: SignedManifest, info: BundleInfo) -> Path:
+        assert signed.info_hash is not None  # _admit compared it with the lease's
+        info_hash = signed.info_hash
+        flight = self._flights.get(info_hash)
+        if flight is None:
+            flight = asyncio.create_task(self._obtain(signed, info), name=f"bundle {signed.manifest.stem}")
+            self._flights[info_hash] = flight
+            flight.add_done_callback(lambda done: self._forget_flight(info_hash, done))
+        # Shielded: one waiter giving up must not cancel the fetch the others wait for.
+        return await asyncio.shield(flight)
+
+    def _forget_flight(self, info_hash: bytes, done: asyncio.Task[Path]) -> None:
+        if self._flights.get(info_hash) is done:
+            del self._flights[info_hash]
+        if not done.cancelled():
+            done.exception()  # retrieved: waiters got it, or nobody is left to care
+
+    async def _obtain(self, signed: SignedManifest, info: BundleInfo) -> Path:
+        """Fetch (unless cached), unpack, check and keep one bundle; the flight's only body."""
+        stem = f"{signed.manifest.name} {signed.manifest.version}"
+        try:
+            if signed.info_hash in self._index:
+                return await self._unpack_cached(signed)
+            return await self._fetch_and_keep(signed, info)
+        except BundleError as exc:
+            log.error("bundle %s refused: %s", stem, exc)
+            raise
+
+    async def _unpack_cached(self, signed: SignedManifest) -> Path:
+        """The archive is cached and seeded but its unpacked copy went missing: unpack again."""
+        assert signed.info_hash is not None
+        unpacked = bundle.cache_path(self._unpacked, signed)
+        if not unpacked.is_dir():
+            await asyncio.to_thread(bundle.unpack, self._archive_of(signed.info_hash), signed, unpacked)
+        ready_bundle(signed, unpacked)
+        self._use(signed)
+        return unpacked
+
+    async def _fetch_and_keep(self, signed: SignedManifest, info: BundleInfo) -> Path:
+        assert signed.info_hash is not None
+        info_hash = signed.info_hash
+        where = self._archives / info_hash.hex()
+        unpacked = bundle.cache_path(self._unpacked, signed)
+        created = False
+        try:
+            if where.exists():  # left by a crash mid-fetch; not in the index, so not trusted
+                shutil.rmtree(where)
+            archive = await self._fetch(signed, info, where / _DATA_DIR)
+            if not unpacked.is_dir():
+                created = True
+                await asyncio.to_thread(bundle.unpack, archive, signed, unpacked)
+            else:  # the same archive is cached under another info-hash
+                await asyncio.to_thread(bundle.verify_archive, archive, signed)
+            ready_bundle(signed, unpacked)
+            torrent_bytes = await asyncio.to_thread(_torrent_of, archive, info_hash)
+            self._keep(signed, where, torrent_bytes)
+        except BaseException:
+            self._drop(info_hash, where, unpacked if created else None)
+            raise
+        await self._announce(info_hash)
+        for gone in self._collect_garbage(signed.manifest.name):
+            await self._withdraw(gone)
+        return unpacked
+
+    async def _fetch(self, signed: SignedManifest, info: BundleInfo, data_dir: Path) -> Path:
+        assert signed.info_hash is not None
+        manifest = signed.manifest
+        try:
+            peers = await self._sources(signed.info_hash, info)
+            path = await self._torrents.fetch(signed.info_hash, data_dir, peers, timeout=self._fetch_timeout)
+        except TorrentError as exc:
+            raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {exc}") from None
+        if path.parent != data_dir or path.is_symlink() or not path.is_file():
+            raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {path} is not a plain file")
+        return path
+
+    async def _sources(self, info_hash: bytes, info: BundleInfo) -> list[Address]:
+        """The coordinator's seeds, then every swarm member the DHT knows, without us."""
+        peers: list[Address] = []
+        for seed in info.seeds:
+            peers.extend(await _resolve(seed.host, seed.port))
+        peers.extend(await self._swarm_members(info_hash))
+        me = {(self._announce_host, self._torrents.listen_port)} if self._announce_host else set()
+        return [peer for peer in dict.fromkeys(peers) if peer not in me]
+
+    async def _swarm_members(self, info_hash: bytes) -> list[Address]:
+        if self._dht is None:
+            return []
+        try:
+            async with asyncio.timeout(_DHT_TIMEOUT):
+                found = await self._dht.lookup(swarm_key(info_hash))
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.warning("cannot look up the swarm of %s in the DHT: %s", info_hash.hex(), exc or "timed out")
+            return []
+        members = []
+        for record in found:
+            if record.signer == self._identity.public_key:
+                continue  # our own record, perhaps from before a restart
+            member = SwarmMember.from_record(record)
+            # Literal addresses only: a record must not make the peer resolve names it chose.
+            if member is not None and _is_ip(member.host):
+                members.append((member.host, member.port))
+        return members
+
+    def _keep(self, signed: SignedManifest, where: Path, torrent_bytes: bytes | None) -> None:
+        """Make a checked bundle part of the cache. Synchronous: no other task sees half of it."""
+        assert signed.info_hash is not None
+        with atomic_file(where / _MANIFEST_FILE) as f:
+            f.write(bundle.encode(signed))
+        if torrent_bytes is not None:
+            with atomic_file(where / _TORRENT_FILE) as f:
+                f.write(torrent_bytes)
+        manifest = signed.manifest
+        self._index[signed.info_hash] = _Entry(manifest.name, manifest.version, signed.archive_sha256, self._clock())
+        self._save_index()
+        log.info("bundle %s %s cached and seeded (%s)", manifest.name, manifest.version, signed.info_hash.hex())
+
+    def _drop(self, info_hash: bytes, where: Path, unpacked: Path | None) -> None:
+        """Forget a refused or failed bundle: out of the session, off the disk."""
+        try:
+            if info_hash in self._torrents.torrents():
+                self._torrents.remove(info_hash)
+        except TorrentError as exc:  # the session closed under us; nothing left to stop
+            log.debug("cannot remove %s from the torrent session: %s", info_hash.hex(), exc)
+        shutil.rmtree(where, ignore_errors=True)
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+    def _use(self, signed: SignedManifest) -> None:
+        assert signed.info_hash is not None
+        self._index[signed.info_hash].last_used = self._clock()
+        self._save_index()
+
+    def _pins_path(self, scope: str) -> Path:
+        if not scope:
+            return self._root / PINS_FILE
+        if not (len(scope) <= 64 and all(c in "0123456789abcdef" for c in scope)):
+            raise ValueError(f"pin scope {scope!r} is not a hex key")
+        return self._root / "pins" / f"{scope}.msgpack"
+
+    def _pins_for(self, scope: str) -> KeyPins:
+        pins = self._pins.get(scope)
+        if pins is None:
+            pins = self._pins[scope] = KeyPins.load(self._pins_path(scope))
+        return pins
+
+    def _pin(self, signed: SignedManifest, scope: str) -> None:
+        pins = self._pins_for(scope)
+        if pins.owner_key(signed.manifest.name) == signed.owner_key:
+            return
+        pins.pin(signed)
+        pins.save(self._pins_path(scope))
+
+    # -- garbage collection --
+
+    def _collect_garbage(self, name: str) -> list[bytes]:
+        """Remove all but the `keep_versions` most recently used versions of bundle `name`;
+        the info-hashes removed (their swarm records are to be withdrawn)."""
+        versions = sorted(
+            (h for h, entry in self._index.items() if entry.name == name),
+            key=lambda h: self._index[h].last_used,
+            reverse=True,
+        )
+        gone = versions[self._keep_versions :]
+        for info_hash in gone:
+            entry = self._index.pop(info_hash)
+            still_used = any(e.archive_sha256 == entry.archive_sha256 for e in self._index.values())
+            unpacked = None if still_used else self._unpacked / entry.archive_sha256.hex()
+            self._drop(info_hash, self._archives / info_hash.hex(), unpacked)
+            log.info("bundle %s %s removed from the cache: %d newer versions were used", name, entry.version,
+                     self._keep_versions)
+        if gone:
+            self._save_index()
+        return gone
+
+    # -- restart --
+
+    async def _restore(self, where: Path) -> _Entry | None:
+        """Re-seed one cached archive if everything about it still verifies; else delete it."""
+        try:
+            signed, torrent_bytes, archive = self._read_cached(where)
+            await asyncio.to_thread(bundle.verify_archive, archive, signed)
+            await self._torrents.seed(torrent_bytes, archive.parent)
+            unpacked = bundle.cache_path(self._unpacked, signed)
+            if not unpacked.is_dir():
+                await asyncio.to_thread(bundle.unpack, archive, signed, unpacked)
+        except (BundleError, TorrentError, OSError, ValueError) as exc:
+            log.warning("deleting cached bundle %s: %s", where, exc)
+            if where.is_dir() and not where.is_symlink():
+                self._drop(bytes.fromhex(where.name) if _is_hex_hash(where.name) else b"", where, None)
+            else:
+                where.unlink(missing_ok=True)
+            return None
+        manifest = signed.manifest
+        return _Entry(manifest.name, manifest.version, signed.archive_sha256, 0.0)
+
+    def _read_cached(self, where: Path) -> tuple[SignedManifest, bytes, Path]:
+        if not where.is_dir() or not _is_hex_hash(where.name):
+            raise BundleError("not a cached bundle directory")
+        info_hash = bytes.fromhex(where.name)
+        signed = bundle.read_manifest(where / _MANIFEST_FILE)
+        bundle.verify_manifest(signed)
+        if signed.info_hash != info_hash:
+            raise BundleError("its manifest names another info-hash")
+        # Pins are checked when a lease asks for it (they are per coordinator); what is
+        # re-seeded here is only what its signature and hashes still vouch for.
+        torrent_bytes = (where / _TORRENT_FILE).read_bytes()
+        if info_hash_of(torrent_bytes) != info_hash:
+            raise BundleError("its .torrent has another info-hash")
+        files = list((where / _DATA_DIR).iterdir())
+        if len(files) != 1 or files[0].is_symlink() or not files[0].is_file():
+            raise BundleError("its data directory does not hold exactly one archive")
+        return signed, torrent_bytes, files[0]
+
+    def _archive_of(self, info_hash: bytes) -> Path:
+        return self._read_cached(self._archives / info_hash.hex())[2]
+
+    def _remove_unreferenced_unpacked(self) -> None:
+        kept = {entry.archive_sha256.hex() for entry in self._index.values()}
+        for path in self._unpacked.iterdir():
+            if path.name not in kept:
+                log.warning("deleting %s: no cached archive of it verifies", path)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+    # -- the index --
+
+    def _load_last_used(self) -> dict[bytes, float]:
+        """When each cached version was last used; {} (every version equally old) if the index
+        is missing or unreadable, which only changes what GC removes first."""
+        path = self._root / INDEX_FILE
+        try:
+            obj = wire.decode(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, wire.WireError) as exc:
+            log.warning("ignoring bundle index %s: %s", path, exc)
+            return {}
+        if not isinstance(obj, dict):
+            log.warning("ignoring bundle index %s: not a map", path)
+            return {}
+        last_used = {}
+        for key, entry in obj.items():
+            if _is_hex_hash(key) and isinstance(entry, dict) and isinstance(entry.get("last_used"), float):
+                last_used[bytes.fromhex(key)] = entry["last_used"]
+        return last_used
+
+    def _save_index(self) -> None:
+        data = wire.encode({h.hex(): entry.to_obj() for h, entry in sorted(self._index.items())})
+        with atomic_file(self._root / INDEX_FILE) as f:
+            f.write(data)
+
+    # -- the swarm --
+
+    def _can_announce(self) -> bool:
+        return self._dht is not None and self._announce_host is not None
+
+    async def _announce(self, info_hash: bytes) -> None:
+        """Tell the DHT that we seed `info_hash`; best effort, a failure costs only sharing."""
+        if self._dht is None or self._announce_host is None:
+            return
+        key = swarm_key(info_hash)
+        try:
+            port = self._torrents.listen_port
+        except TorrentError as exc:
+            log.warning("cannot announce %s: %s", info_hash.hex(), exc)
+            return
+        member = SwarmMember(self._identity.public_hex, self._announce_host, port)
+        now = self._issue_time(info_hash)
+        record = records.sign(self._identity, key, member.payload(), now, self._announce_ttl)
+        if await self._publish(key, record):
+            self._announced[info_hash] = now
+
+    async def _withdraw(self, info_hash: bytes) -> None:
+        if self._dht is None or info_hash not in self._announced:
+            return
+        key = swarm_key(info_hash)
+        record = records.withdrawal(self._identity, key, self._issue_time(info_hash))
+        if await self._publish(key, record):
+            self._announced.pop(info_hash, None)
+
+    def _issue_time(self, info_hash: bytes) -> float:
+        # Records of one signer are ranked by issued_at: the next one must be strictly newer.
+        previous = self._announced.get(info_hash)
+        now = self._clock()
+        return now if previous is None or now > previous else previous + 0.001
+
+    async def _publish(self, key: str, record: records.SignedRecord) -> bool:
+        assert self._dht is not None
+        try:
+            async with asyncio.timeout(_DHT_TIMEOUT):
+                await self._dht.publish(key, record)
+        except (TimeoutError, RecordError, RuntimeError, OSError) as exc:
+            log.warning("cannot publish %r in the DHT: %s", key, exc or "timed out")
+            return False
+        return True
+
+    async def _reannounce(self) -> None:
+        while True:
+            await asyncio.sleep(self._announce_ttl / 3)
+            try:
+                seeding = set(self._torrents.torrents())
+                for info_hash in [h for h in self._index if h in seeding]:
+                    await self._announce(info_hash)
+            except TorrentError as exc:  # the session closed before the cache did
+                log.warning("bundle announcements stopped: %s", exc)
+                return
+
+
+def _torrent_of(archive: Path, info_hash: bytes) -> bytes | None:
+    """The .torrent to re-seed `archive` after a restart. Made again from the file: when the
+    owner's torrent used another piece size its info-hash differs, and the archive is seeded
+    now but fetched again after a restart."""
+    try:
+        torrent_bytes = make_torrent(archive)
+    except TorrentError as exc:
+        log.warning("cannot hash %s to seed it after a restart: %s", archive, exc)
+        return None
+    if info_hash_of(torrent_bytes) != info_hash:
+        log.warning("%s hashes to another torrent than %s: it will not be seeded after a restart",
+                    archive, info_hash.hex())
+        return None
+    return torrent_bytes
+
+
+async def _resolve(host: str, port: int) -> list[Address]:
+    """`host` as IP addresses (libtorrent connects to addresses only); [] if it does not resolve."""
+    if _is_ip(host):
+        return [(host, port)]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=0, proto=6)
+    except OSError as exc:
+        log.warning("cannot resolve bundle seed %s: %s", host, exc)
+        return []
+    return list(dict.fromkeys((str(info[4][0]), port) for info in infos))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hex_hash(name: str) -> bool:
+    return len(name) == 40 and all(c in "0123456789abcdef" for c in name)

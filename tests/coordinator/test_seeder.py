@@ -1,0 +1,120 @@
+"""Seeding published bundles with real libtorrent sessions and DHT nodes on 127.0.0.1, and the
+whole coordinator (`serve`) publishing its built-in link-check bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from coordinator.api import serve
+from coordinator.seeder import BundleSeeder, BundleService
+from coordinator.sqlite_store import SqliteStore
+from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
+from overlay.dht import DhtNode
+from overlay.identity import Identity
+from overlay.torrent import TorrentSession
+from overlay.wire import SwarmAddress, decode
+from tests.coordinator.conftest import START, Linkcheck
+from workloads.builtin import linkcheck_version
+
+HOST = "127.0.0.1"
+FETCH_TIMEOUT = 30.0  # a stall fails the test instead of hanging it; never asserted as speed
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
+    """Poll until `done(probe())`; a bound on waiting, not a timing assertion."""
+    for _ in range(200):
+        value = await probe()
+        if done(value):
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def fetch(tmp_path: Path, info_hash: bytes, address: SwarmAddress) -> bytes:
+    async with TorrentSession((HOST, 0), state_dir=tmp_path / "fetcher-state") as fetcher:
+        path = await fetcher.fetch(info_hash, tmp_path / "fetched", [(address.host, address.port)], timeout=FETCH_TIMEOUT)
+        return path.read_bytes()
+
+
+def seeder(tmp_path: Path, identity: Identity, dht: DhtNode | None = None) -> BundleSeeder:
+    return BundleSeeder((HOST, 0), identity=identity, state_dir=tmp_path / "seed-state", dht=dht, network="test", ttl=60.0)
+
+
+@contextlib.asynccontextmanager
+async def published_linkcheck(tmp_path: Path, linkcheck: Linkcheck, seeding: BundleSeeder) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "c.sqlite") as store:
+        await store.add_owner("owner", linkcheck.owner.public_hex, START)
+        await BundleService(tmp_path / "bundles", seeding).publish(store, linkcheck.manifest, linkcheck.archive, START)
+        yield store
+
+
+async def test_a_published_bundle_is_fetched_from_the_seeder(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with seeder(tmp_path, Identity.generate()) as seeding, published_linkcheck(tmp_path, linkcheck, seeding):
+        assert seeding.is_seeding(linkcheck.info_hash)
+        address = seeding.address("ignored.example")
+        assert address == SwarmAddress(HOST, seeding.listen_port)
+        assert await fetch(tmp_path / "first", linkcheck.info_hash, address) == linkcheck.archive
+
+    # A restart seeds what the store holds, from the files kept in bundle_dir.
+    async with seeder(tmp_path, Identity.generate()) as seeding, SqliteStore(tmp_path / "c.sqlite") as store:
+        await BundleService(tmp_path / "bundles", seeding).start(store)
+        assert seeding.is_seeding(linkcheck.info_hash)
+        address = seeding.address(HOST)
+        assert await fetch(tmp_path / "again", linkcheck.info_hash, address) == linkcheck.archive
+
+
+async def test_seeds_are_announced_in_the_dht_and_withdrawn(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    identity = Identity.generate()
+    async with DhtNode((HOST, 0), rpc_timeout=0.5) as first, DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other:
+        names, members = bundle_key("test", "linkcheck"), swarm_key(linkcheck.info_hash)
+        async with seeder(tmp_path, identity, dht=first) as seeding, published_linkcheck(tmp_path, linkcheck, seeding):
+            records = await eventually(lambda: other.lookup(names), bool, "the bundle announcement arrives")
+            assert [BundleAnnouncement.from_record(r) for r in records] == [
+                BundleAnnouncement(identity.public_hex, "linkcheck", ((linkcheck.version, linkcheck.info_hash),))
+            ]
+            records = await eventually(lambda: other.lookup(members), bool, "the swarm member arrives")
+            assert [SwarmMember.from_record(r) for r in records] == [
+                SwarmMember(identity.public_hex, HOST, seeding.listen_port)
+            ]
+        assert await other.lookup(names) == []
+        assert await other.lookup(members) == []
+
+
+async def test_serve_publishes_and_seeds_the_builtin_bundle(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    db = tmp_path / "coordinator.sqlite"
+
+    async def info_once() -> tuple[dict, dict]:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        task = asyncio.create_task(serve(HOST, 0, db, identity=identity, ready=ready.set_result))
+        try:
+            port = await asyncio.wait_for(asyncio.shield(ready), 60)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://{HOST}:{port}/v1/bundles/linkcheck") as resp:
+                    status = decode(await resp.read())
+                async with session.get(f"http://{HOST}:{port}/v1/bundles/linkcheck/{status['stable']}") as resp:
+                    info = decode(await resp.read())
+            seed = info["seeds"][0]
+            assert await fetch(tmp_path / f"fetch-{port}", info["info_hash"], SwarmAddress(seed["host"], seed["port"]))
+            return status, info
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    status, info = await info_once()
+    assert (status["owner_key"], status["stable"], status["state"]) == (identity.public_hex, linkcheck_version(), "stable")
+    assert info["seeds"][0]["host"] == HOST
+    assert (tmp_path / "coordinator.bundles" / "linkcheck" / linkcheck_version() / f"linkcheck-{linkcheck_version()}.tar").is_file()
+    again, _ = await info_once()  # a restart publishes the same version again: nothing changes
+    assert again == status
+    async with SqliteStore(db) as store:
+        assert [(o.name, o.public_key) for o in await store.owners()] == [("coordinator", identity.public_hex)]
