@@ -25,7 +25,9 @@ from overlay import http
 from overlay.announcements import CoordinatorAnnouncement, valid_network
 from overlay.dht import DhtNode
 from overlay.identity import Identity, IdentityError
+from overlay.torrent import TorrentError
 from overlay.wire import to_obj
+from workloads.bundle import BundleError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
@@ -352,7 +354,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
 
     try:
         _run_until_signal(main_coro)
-    except StoreError as exc:
+    except (StoreError, TorrentError, BundleError) as exc:
         raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
@@ -497,7 +499,7 @@ def _cmd_bundle_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
-    from workloads.bundle import BundleError, build
+    from workloads.bundle import build
 
     key = _load_key(args.key)
     try:
@@ -515,7 +517,7 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_publish(args: argparse.Namespace) -> int:
-    from workloads.bundle import BundleError, load_built
+    from workloads.bundle import load_built
 
     try:
         built = load_built(args.out)

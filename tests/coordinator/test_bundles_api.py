@@ -319,9 +319,11 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     ok = {"items": [item(u["url"], crawled=False) for u in unit["payload"]["items"]]}
     assert (await outside.post("/v1/reports", {**ref(unit), "exit_code": 0, "payload": ok, "bundle_version": "1.0"}))[0] == 200
 
+    tried = []
     for n in range(rollout.MIN_UNITS):
         (unit,) = await lease(inside, ["demo"])
         assert unit["bundle"]["version"] == "2.0"
+        tried.append(unit["unit_id"])
         with caplog.at_level(logging.WARNING, logger="coordinator.sqlite_store"):
             status, _ = await inside.post("/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"})
         assert status == 200
@@ -334,6 +336,9 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [message]
     (unit,) = await lease(inside, ["demo"])
     assert unit["bundle"]["version"] == "1.0"
+    # The candidate's failures did not use up the unit's attempts (5 would have given it up):
+    # the oldest unit failed every time and is handed out again, now with the stable version.
+    assert tried == [unit["unit_id"]] * rollout.MIN_UNITS
 
 
 def ref(unit: dict[str, Any]) -> dict[str, Any]:
