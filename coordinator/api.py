@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,12 +204,18 @@ async def serve(
 
 
 async def _publish_builtin(store: Store, bundles: BundleService, identity: Identity, work_dir: Path) -> None:
-    """Build the link-check bundle and publish it like any upload, owned by this coordinator."""
-    built = await asyncio.to_thread(builtin.build_linkcheck, identity, work_dir)
+    """Build the link-check bundle and publish it like any upload, owned by this coordinator.
+
+    The build is scratch: publishing keeps its own copy, so `work_dir` is emptied either way.
+    """
+    try:
+        built = await asyncio.to_thread(builtin.build_linkcheck, identity, work_dir)
+        manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work_dir, True)
     now = time.time()
     if not await store.is_owner_key(identity.public_hex):
         await store.add_owner(BUILTIN_OWNER, identity.public_hex, now)
-    manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
     status = await bundles.publish(store, manifest, archive, now, stable=True)
     log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
 

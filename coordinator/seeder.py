@@ -10,7 +10,7 @@ never seeds what peers would refuse. Files live at
     bundle_dir/NAME/VERSION/NAME-VERSION.tar       the archive, seeded as is
     bundle_dir/NAME/VERSION/NAME-VERSION.torrent   its .torrent, so restarts need not hash it again
     bundle_dir/incoming/                           uploads being checked (temp dirs)
-    bundle_dir/builtin/                            where `serve` builds the built-in bundle
+    bundle_dir/builtin/                            scratch space where `serve` builds the built-in bundle
 
 `BundleSeeder` owns one `TorrentSession` and, with a DHT node, announces every name it seeds as
 a `BundleAnnouncement` under `bundle_key(network, name)` and itself as a `SwarmMember` under
@@ -36,7 +36,7 @@ from overlay import records
 from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
-from overlay.torrent import Address, TorrentError, TorrentSession, info_hash_of, make_torrent
+from overlay.torrent import Address, TorrentError, TorrentSession, TransferStats, info_hash_of, make_torrent
 from overlay.wire import BundleStatus, SwarmAddress
 from workloads import bundle
 from workloads.bundle import BundleError
@@ -47,6 +47,11 @@ RECORD_TTL = 600.0
 WITHDRAWAL_TTL = 60.0
 # BundleAnnouncement carries at most this many versions of a name: the newest ones.
 MAX_ANNOUNCED_VERSIONS = 8
+# The coordinator is the origin of every swarm: it sends each piece to one peer at a time
+# (super-seeding) and serves few peers at once, so fetchers trade most pieces among themselves
+# and the coordinator uploads little more than one copy however many peers fetch.
+# bench/bundle_swarm.py measures the effect.
+ORIGIN_UPLOAD_SLOTS = 4
 INCOMING_DIR = "incoming"
 BUILTIN_DIR = "builtin"
 # Bundle names that would land on the service's own directories, or outside bundle_dir.
@@ -81,7 +86,9 @@ class BundleSeeder:
         ttl: float = RECORD_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._session = TorrentSession(listen, upload_rate=upload_rate, state_dir=state_dir)
+        self._session = TorrentSession(
+            listen, upload_rate=upload_rate, upload_slots=ORIGIN_UPLOAD_SLOTS, state_dir=state_dir
+        )
         self._listen_host = listen[0]
         self._identity = identity
         self._dht = dht
@@ -126,9 +133,13 @@ class BundleSeeder:
         """Seed a version whose archive is in `archive_dir`, after libtorrent checked every piece."""
         if self.is_seeding(published.info_hash):
             return
-        await self._session.seed(torrent_bytes, archive_dir)
+        await self._session.seed(torrent_bytes, archive_dir, super_seed=True)
         self._seeding[published.info_hash] = published
         self._changed.set()
+
+    def stats(self, info_hash: bytes) -> TransferStats:
+        """Transfer figures of one seeded version (its upload, peers connected)."""
+        return self._session.stats(info_hash)
 
     # -- announcing --
 

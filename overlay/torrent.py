@@ -174,7 +174,8 @@ class TorrentSession:
     """One libtorrent session on one address; use as `async with`, once.
 
     `upload_rate` and `download_rate` are bytes per second for the whole session and also hold
-    for peers on the local network. `state_dir` keeps the session's peer id across restarts.
+    for peers on the local network. `upload_slots` caps how many peers are sent data at once
+    (libtorrent's unchoke slots; default 8). `state_dir` keeps the session's peer id across restarts.
     """
 
     def __init__(
@@ -183,11 +184,15 @@ class TorrentSession:
         *,
         upload_rate: int | None = None,
         download_rate: int | None = None,
+        upload_slots: int | None = None,
         state_dir: Path,
     ) -> None:
         for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
             if rate is not None and rate <= 0:
                 raise ValueError(f"{name} must be a positive number of bytes per second")
+        if upload_slots is not None and upload_slots < 1:
+            raise ValueError("upload_slots must be at least 1")
+        self._upload_slots = upload_slots
         self._listen = listen
         self._upload_rate = upload_rate or 0
         self._download_rate = download_rate or 0
@@ -223,6 +228,7 @@ class TorrentSession:
                 "ignore_limits_on_local_network": False,
                 "upload_rate_limit": self._upload_rate,
                 "download_rate_limit": self._download_rate,
+                **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
                 # A fingerprint of 20 characters is used as the whole peer id, so peers can
                 # be told apart in stats whichever side opened the connection.
                 "peer_fingerprint": self._peer_id.decode("ascii"),
@@ -293,8 +299,13 @@ class TorrentSession:
 
     # -- torrents --
 
-    async def seed(self, torrent_bytes: bytes, data_dir: Path) -> None:
-        """Seed a torrent whose file is already in `data_dir`, after checking every piece of it."""
+    async def seed(self, torrent_bytes: bytes, data_dir: Path, *, super_seed: bool = False) -> None:
+        """Seed a torrent whose file is already in `data_dir`, after checking every piece of it.
+
+        `super_seed` makes this session offer each piece to one peer at a time, until it has
+        seen that piece passed on: an origin with many fetchers then uploads little more than
+        one copy and lets the fetchers trade the rest among themselves.
+        """
         session = self._open()
         info = _parse(torrent_bytes)
         key = bytes(info.info_hashes().v1.to_bytes())
@@ -315,6 +326,8 @@ class TorrentSession:
                     f"data in {data_dir} does not match torrent {key.hex()}: "
                     f"{status.total_wanted_done} of {status.total_wanted} bytes verified"
                 )
+            if super_seed:
+                torrent.handle.set_flags(lt.torrent_flags.super_seeding)
         except BaseException:
             self._remove(key)
             raise
