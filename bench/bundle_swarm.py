@@ -6,8 +6,8 @@ A 20 MB bundle (incompressible bytes) is built and signed. For each N:
 
 - swarm: the coordinator's own seeder (coordinator.seeder.BundleSeeder: super-seeding, few
   upload slots) limited to `--seed-rate` upload, and N real peer bundle caches
-  (peer.bundles.BundleCache, each with its own libtorrent session at the default peer upload budget and its own DHT node), all asked for
-  the bundle at once. They fetch by info-hash from the seed and from the swarm members they
+  (peer.bundles.BundleCache, each with its own libtorrent session at the default peer upload
+  budget and its own DHT node), all asked for the bundle at once. They fetch by info-hash from the seed and from the swarm members they
   find in the DHT, verify, unpack. Printed: the seed's uploaded payload / bundle size, and the
   seconds until every peer holds a verified, unpacked copy.
 - http (the anchor, same run): N clients download the archive at once from an aiohttp server

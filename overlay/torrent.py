@@ -229,6 +229,11 @@ class TorrentSession:
                 "upload_rate_limit": self._upload_rate,
                 "download_rate_limit": self._download_rate,
                 **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
+                # A seed unchokes the peers that have least or nearly all of the torrent
+                # rather than the fastest: pieces reach more hands sooner and are passed on,
+                # so the seed sends fewer of them twice (bench/bundle_swarm.py at N=16:
+                # 1.47-1.52x -> 1.24-1.44x of the bundle from the coordinator).
+                "seed_choking_algorithm": int(lt.seed_choking_algorithm_t.anti_leech),
                 # A fingerprint of 20 characters is used as the whole peer id, so peers can
                 # be told apart in stats whichever side opened the connection.
                 "peer_fingerprint": self._peer_id.decode("ascii"),
