@@ -27,6 +27,7 @@ from overlay.dht import DhtNode
 from overlay.identity import Identity, IdentityError
 from overlay.torrent import TorrentError
 from overlay.wire import to_obj
+from peer.budget import BudgetError, budget_from, default_config_path, parse_rate
 from workloads.bundle import BundleError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -111,21 +112,12 @@ def _coordinator_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"--coordinator: {exc}") from None
 
 
-_RATE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
-
-
 def _rate(text: str) -> int:
-    """Bytes per second from "500000", "200KB", "2MB/s" or "1.5MiB"."""
-    number = text.strip().upper().removesuffix("/S").strip()
-    digits = number.rstrip("KMGIB")
-    unit = number[len(digits):].strip()
+    """Bytes per second from "500000", "200KB", "2MB/s" or "1.5MiB/s"."""
     try:
-        value = float(digits)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate like 500000, 200KB or 2MB/s") from None
-    if unit not in _RATE_UNITS or not 0 < value * _RATE_UNITS[unit] < 2**31:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate like 500000, 200KB or 2MB/s (1 B/s .. 2 GB/s)")
-    return max(1, int(value * _RATE_UNITS[unit]))
+        return parse_rate(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _percent(text: str) -> int:
@@ -198,6 +190,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="on SIGTERM, how long running units may finish before their leases are released")
     run.add_argument("--torrent-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer fetches and seeds bundles (default 0.0.0.0:0)")
     run.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on seeding bundles to other peers, e.g. 200KB (default: 1MB)")
+    budget = run.add_argument_group(
+        "budget", "what the volunteer lends; flags win over the config file (--config, default "
+        f"{default_config_path()})")
+    budget.add_argument("--config", type=Path, metavar="FILE", help="the budget file (TOML: max_down, max_up, cap, max_fetches, active_hours)")
+    budget.add_argument("--max-down", metavar="RATE", help="download rate limit, e.g. 1MB/s (default: none)")
+    budget.add_argument("--max-up", metavar="RATE", help="upload rate limit, bundle seeding included, e.g. 200KB/s (default: none)")
+    budget.add_argument("--daily-cap", metavar="SIZE", help="bytes down and up per day, e.g. 2GB (default: none)")
+    budget.add_argument("--cap", metavar="SIZE/PERIOD", help="bytes per day, week or month, e.g. 10GB/week")
+    budget.add_argument("--max-fetches", metavar="N", help="concurrent fetches at most (default: none)")
+    budget.add_argument("--active-hours", action="append", metavar="HH:MM-HH:MM", help="work only in these hours (local time; repeatable)")
     run.set_defaults(run=_cmd_peer_run)
 
     dht = commands.add_parser("dht", help="DHT nodes and what they know").add_subparsers(metavar="ACTION")
@@ -418,7 +420,20 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     _setup_logging(logging.INFO)
     if args.coordinator is None and not args.bootstrap:
         raise UsageError("give --bootstrap HOST:PORT (find coordinators in the DHT) or --coordinator URL")
+    try:
+        budget = budget_from(
+            args.config or default_config_path(),
+            max_down=args.max_down,
+            max_up=args.max_up,
+            daily_cap=args.daily_cap,
+            cap=args.cap,
+            max_fetches=args.max_fetches,
+            active_hours=args.active_hours,
+        )
+    except BudgetError as exc:
+        raise UsageError(str(exc)) from exc
     settings = PeerSettings(
+        budget=budget,
         coordinator=args.coordinator,
         bootstrap=args.bootstrap,
         network=args.network,

@@ -30,6 +30,7 @@ from typing import Any
 import libtorrent as lt
 
 log = logging.getLogger(__name__)
+_MAX_RATE = 2**31 - 1
 
 Address = tuple[str, int]
 
@@ -194,8 +195,9 @@ class TorrentSession:
             raise ValueError("upload_slots must be at least 1")
         self._upload_slots = upload_slots
         self._listen = listen
-        self._upload_rate = upload_rate or 0
-        self._download_rate = download_rate or 0
+        # libtorrent keeps rates in a C int; 0 means unlimited, and so does anything above it.
+        self._upload_rate = min(upload_rate or 0, _MAX_RATE)
+        self._download_rate = min(download_rate or 0, _MAX_RATE)
         self._state_dir = state_dir
         self._session: Any = None
         self._pump: asyncio.Task[None] | None = None

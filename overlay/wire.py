@@ -165,11 +165,33 @@ class RegisterRequest:
     slots: int
     workloads: list[str]
     version: str = ""
+    capacity: float = 0.0  # bytes/s the volunteer's budget sustains (0: not told)
 
     def __post_init__(self) -> None:
         _require(0 < len(self.name) <= 200, "name must be 1..200 characters")
         _require(1 <= self.slots <= 256, "slots must be 1..256")
         _require(len(self.workloads) <= 64, "too many workloads")
+        _require(0 <= self.capacity <= MAX_CAPACITY, f"capacity must be 0..{MAX_CAPACITY:.0e} bytes/s")
+
+
+MAX_CAPACITY = 1e15  # bytes/s: far above any real link, below float trouble
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUsage:
+    """How much of its budget a peer has used, sent with every lease request."""
+
+    capacity: float  # bytes/s it sustains
+    used: int  # bytes down + up in its current period
+    cap: int | None = None  # bytes per period; None: no cap
+    down_rate: float = 0.0  # bytes/s it moved lately, downloads
+    up_rate: float = 0.0  # ... and uploads
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.capacity <= MAX_CAPACITY, f"capacity must be 0..{MAX_CAPACITY:.0e} bytes/s")
+        _require(0 <= self.used < 2**63, "used must be 0..2**63-1 bytes")
+        _require(self.cap is None or 0 < self.cap < 2**63, "cap must be 1..2**63-1 bytes or nil")
+        _require(0 <= self.down_rate <= MAX_CAPACITY and 0 <= self.up_rate <= MAX_CAPACITY, "rates out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +204,7 @@ class RegisterResponse:
 class LeaseRequest:
     max_units: int
     workloads: list[str]
+    usage: PeerUsage | None = None
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_units <= 256, "max_units must be 1..256")

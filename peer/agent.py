@@ -26,8 +26,10 @@ from overlay import wire
 from overlay.dht import DhtNode
 from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
-from overlay.torrent import TorrentSession
+from overlay.torrent import TorrentError, TorrentSession
+from peer.allowance import Allowance
 from peer.backoff import backoff_delay
+from peer.budget import Budget
 from peer.bundles import BundleCache, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.discovery import find_coordinators
@@ -50,6 +52,10 @@ DEFAULT_BUNDLE_UPLOAD_RATE = 1_000_000  # bytes/s this peer seeds bundles to oth
 LOST_AFTER = 3  # consecutive unanswered calls before a discovered coordinator counts as gone
 AVOID_SECONDS = 120.0  # how long a coordinator that failed us ranks last
 IDLE_RECHECK = 30.0  # seconds without work before looking for a coordinator that needs us more
+# A lease is renewed every third of its length; after this many renew intervals without a
+# renewal the unit is stopped (the coordinator may re-lease after 2, see unit_sizing.MISSED_RENEWALS).
+STOP_UNRENEWED = 1.5
+BUDGET_TICK = 1.0  # seconds between charging bundle traffic to the budget and checking for a pause
 
 
 class _LeaseEnd(enum.Enum):
@@ -74,6 +80,7 @@ class PeerSettings:
     torrent_listen: tuple[str, int] = ("0.0.0.0", 0)
     bundle_upload_rate: int | None = DEFAULT_BUNDLE_UPLOAD_RATE
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
+    budget: Budget = field(default_factory=Budget)
 
 
 class Agent:
@@ -91,13 +98,17 @@ class Agent:
         self._bundles: BundleCache | None = None  # set while running
         self._bundle_infos: dict[tuple[str, str, str], wire.BundleInfo] = {}
         self._coordinator_keys: dict[str, str] = {}  # URL -> proven public key (hex)
+        self.allowance = Allowance(settings.budget, settings.data_dir)
+        self._running: set[asyncio.Task[None]] = set()
+        self._paused: str | None = None  # why the peer takes no work now
+        self._recent_rates = (0.0, 0.0)  # bytes/s down, up over the last budget tick
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and return."""
         discovering = self.settings.coordinator is None
         async with contextlib.AsyncExitStack() as stack:
             session = await stack.enter_async_context(aiohttp.ClientSession())
-            egress = await stack.enter_async_context(Egress(self.settings.egress))
+            egress = await stack.enter_async_context(Egress(self.settings.egress, self.allowance))
             dht = None
             if discovering:
                 dht = await stack.enter_async_context(
@@ -107,10 +118,12 @@ class Agent:
                         state_path=self.settings.data_dir / "dht-contacts.msgpack",
                     )
                 )
+            budget = self.settings.budget
             torrents = await stack.enter_async_context(
                 TorrentSession(
                     self.settings.torrent_listen,
-                    upload_rate=self.settings.bundle_upload_rate,
+                    upload_rate=_lowest(self.settings.bundle_upload_rate, budget.max_up),
+                    download_rate=budget.max_down,
                     state_dir=self.settings.data_dir / "torrent",
                 )
             )
@@ -126,7 +139,9 @@ class Agent:
             stack.push_async_callback(self._bundles.close)
             log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
-            running: set[asyncio.Task[None]] = set()
+            keeper = asyncio.create_task(self._budget_loop(torrents, stop))
+            running = self._running
+            self._set_paused(self.allowance.pause_reason())  # a cap used up before a restart
             try:
                 while not stop.is_set():
                     client = await self._choose(session, dht, stop)
@@ -140,9 +155,11 @@ class Agent:
                         self._avoid[client.base_url] = time.monotonic() + AVOID_SECONDS
             finally:
                 await self._drain(running)
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+                for task in (flusher, keeper):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self.allowance.flush()
                 await self._flush_once(session, deadline=5.0)
 
     # ---- choosing a coordinator, registration and leasing -------------------------------
@@ -186,6 +203,7 @@ class Agent:
             slots=self.settings.slots,
             workloads=sorted(WORKLOADS),
             version=VERSION,
+            capacity=self.allowance.budget.sustainable_rate,
         )
         answer = await _retry(lambda: client.register(request), stop, "register", LOST_AFTER if give_up else None)
         if answer is None:
@@ -209,12 +227,18 @@ class Agent:
         while not stop.is_set():
             if give_up and failures >= LOST_AFTER:
                 return _LeaseEnd.LOST
+            if self._paused is not None:
+                await self._wait_for_resume(stop)
+                idle_since = None
+                continue
             free = self.settings.slots - len(running)
             if free <= 0:
                 await _wait_any(running, stop, timeout=None)
                 continue
             try:
-                answer = await client.lease(wire.LeaseRequest(max_units=free, workloads=sorted(WORKLOADS)))
+                answer = await client.lease(
+                    wire.LeaseRequest(max_units=free, workloads=sorted(WORKLOADS), usage=self._usage())
+                )
             except Unavailable as exc:
                 delay = backoff_delay(failures, retry_after=exc.retry_after)
                 failures += 1
@@ -243,6 +267,49 @@ class Agent:
             await _wait_any(running, stop, timeout=answer.retry_after or 1.0)
         return _LeaseEnd.STOPPED
 
+    # ---- the volunteer's budget ------------------------------------------------------------
+
+    def _usage(self) -> wire.PeerUsage:
+        status = self.allowance.status()
+        down, up = self._recent_rates
+        return wire.PeerUsage(capacity=status.capacity, used=status.used, cap=status.cap, down_rate=down, up_rate=up)
+
+    async def _budget_loop(self, torrents: TorrentSession, stop: asyncio.Event) -> None:
+        """Charge bundle traffic to the budget, and pause or resume work as it says."""
+        moved: dict[bytes, tuple[int, int]] = {}  # info-hash -> (down, up) already charged
+        last_used = self.allowance.down.used, self.allowance.up.used
+        while not stop.is_set():
+            await _wait_any(set(), stop, timeout=BUDGET_TICK)
+            down = up = 0
+            for info_hash in torrents.torrents():
+                with contextlib.suppress(TorrentError):  # removed since the listing
+                    stats = torrents.stats(info_hash)
+                    before = moved.get(info_hash, (0, 0))
+                    down += max(stats.total_download - before[0], 0)
+                    up += max(stats.total_upload - before[1], 0)
+                    moved[info_hash] = (stats.total_download, stats.total_upload)
+            if down or up:
+                self.allowance.charge(down=down, up=up)
+            used = self.allowance.down.used, self.allowance.up.used
+            self._recent_rates = ((used[0] - last_used[0]) / BUDGET_TICK, (used[1] - last_used[1]) / BUDGET_TICK)
+            last_used = used
+            self._set_paused(self.allowance.pause_reason())
+
+    def _set_paused(self, reason: str | None) -> None:
+        if reason == self._paused:
+            return
+        if reason is None:
+            log.info("resuming work: %s is over", self._paused)
+        else:
+            log.warning("pausing work: %s; giving back %d running unit(s)", reason, len(self._running))
+            for task in self._running:
+                task.cancel()  # each releases its lease on the way out (see _work)
+        self._paused = reason
+
+    async def _wait_for_resume(self, stop: asyncio.Event) -> None:
+        """Wait a budget tick (the budget loop lifts the pause) or until stopped."""
+        await _wait_any(set(), stop, timeout=BUDGET_TICK)
+
     async def _drain(self, running: set[asyncio.Task[None]]) -> None:
         if not running:
             return
@@ -256,7 +323,9 @@ class Agent:
 
     async def _work(self, client: CoordinatorClient, egress: Egress, lease: wire.Lease) -> None:
         ref = wire.LeaseRef(unit_id=lease.unit_id, token=lease.token)
-        renewer = asyncio.create_task(self._renew_loop(client, ref))
+        unit = asyncio.current_task()
+        assert unit is not None
+        renewer = asyncio.create_task(self._renew_loop(client, ref, unit))
         try:
             outcome = await self._run(client, egress, lease)
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
@@ -316,16 +385,33 @@ class Agent:
             scope = self._coordinator_keys[client.base_url] = await _patiently(client.public_key)
         return await self._bundles.ensure(ref, info, scope)
 
-    async def _renew_loop(self, client: CoordinatorClient, ref: wire.LeaseRef) -> None:
+    async def _renew_loop(self, client: CoordinatorClient, ref: wire.LeaseRef, unit: asyncio.Task[None]) -> None:
+        """Renew the lease every third of its length. A holder that cannot renew stops the
+        unit: once renewals have failed for STOP_UNRENEWED intervals, the coordinator may soon
+        hand the unit, and so its website, to another peer (coordinator.unit_sizing), and two
+        peers on one host at once would break the politeness promise."""
+        interval = self._lease_seconds / 3
+        renewed_at = time.monotonic()
+        delay = interval
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)
+            await asyncio.sleep(delay)
             try:
                 await client.renew(ref)
             except Unavailable as exc:
+                if time.monotonic() - renewed_at >= STOP_UNRENEWED * interval:
+                    log.warning("unit %d: lease not renewed for %.0f s (%s); stopping it",
+                                ref.unit_id, time.monotonic() - renewed_at, exc)
+                    unit.cancel()
+                    return
                 log.warning("could not renew lease of unit %d: %s", ref.unit_id, exc)
+                delay = interval / 4
+                continue
             except Rejected as exc:
-                log.warning("lease of unit %d is gone (%s); its report will be refused", ref.unit_id, exc)
+                log.warning("lease of unit %d is gone (%s); stopping it", ref.unit_id, exc)
+                unit.cancel()
                 return
+            renewed_at = time.monotonic()
+            delay = interval
 
     # ---- the outbox ----------------------------------------------------------------------
 
@@ -433,3 +519,9 @@ def _announce_host(settings: PeerSettings) -> str | None:
             return str(probe.getsockname()[0])
     except OSError:
         return None
+
+
+def _lowest(*rates: int | None) -> int | None:
+    """The lowest of the given limits; None (no limit) when none is given."""
+    given = [rate for rate in rates if rate is not None]
+    return min(given) if given else None

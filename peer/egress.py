@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from peer.address_policy import describe_refusal, is_allowed
+from peer.allowance import Allowance
 from peer.politeness import Origin, Politeness
 from workloads.process_api import FetchError, FetchRequest, FetchResult
 
@@ -38,7 +39,9 @@ KEPT_HEADERS = ("content-type", "location", "retry-after", "content-length")
 # A GET that did not ask for the body is drained up to this much so its connection can be
 # reused; a longer body is cheaper to abandon with the connection.
 _DRAIN_LIMIT = 64 * 1024
-_READ_CHUNK = 64 * 1024
+_READ_CHUNK = 16 * 1024  # small enough that paying per chunk keeps a slow rate smooth
+# Request headers besides the line, host and user agent: Accept, Accept-Encoding, Connection...
+_REQUEST_HEADERS = 100
 _MAX_MESSAGE = 300
 
 
@@ -62,10 +65,13 @@ class _State(enum.Enum):
 
 class Egress:
     """An HTTP client for workloads, used as `async with Egress(config) as egress:`.
-    One connection pool for its lifetime; once closed it cannot be reopened."""
+    One connection pool for its lifetime; once closed it cannot be reopened. With an
+    `allowance`, every request holds one of the volunteer's concurrent fetches and every byte
+    sent or received is paid for at the volunteer's rates before the next one moves."""
 
-    def __init__(self, config: EgressConfig) -> None:
+    def __init__(self, config: EgressConfig, allowance: Allowance | None = None) -> None:
         self.config = config
+        self._allowance = allowance
         self._state = _State.NEW
         self._session: aiohttp.ClientSession | None = None
         self._politeness = Politeness(
@@ -142,16 +148,26 @@ class Egress:
         return url
 
     async def _send(self, request: FetchRequest, url: URL) -> FetchResult:
+        if self._allowance is None:
+            return await self._exchange(request, url, None)
+        async with self._allowance.fetch_slot():
+            return await self._exchange(request, url, self._allowance)
+
+    async def _exchange(self, request: FetchRequest, url: URL, allowance: Allowance | None) -> FetchResult:
         assert self._session is not None
         try:
+            if allowance is not None:
+                await allowance.sent(_request_size(request, url, self.config.user_agent))
             async with self._session.request(request.method, url, allow_redirects=False) as response:
+                if allowance is not None:
+                    await allowance.received(_head_size(response))
                 headers = _kept_headers(response)
                 body, truncated = b"", False
                 if request.method == "GET":
                     if request.want_body:
-                        body, truncated = await _read_capped(response, self.config.max_body)
+                        body, truncated = await _read_capped(response, self.config.max_body, allowance)
                     else:
-                        await _drain_or_abandon(response)
+                        await _drain_or_abandon(response, allowance)
                 return FetchResult(
                     id=request.id,
                     url=request.url,
@@ -259,14 +275,29 @@ def _kept_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return kept
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+def _request_size(request: FetchRequest, url: URL, user_agent: str) -> int:
+    """About the bytes a request puts on the wire: its line and the headers aiohttp sends."""
+    return len(request.method) + len(url.raw_path_qs) + len(url.raw_host or "") + len(user_agent) + _REQUEST_HEADERS
+
+
+def _head_size(response: aiohttp.ClientResponse) -> int:
+    """The bytes of a response's status line and headers."""
+    return len(response.reason or "") + 15 + sum(len(k) + len(v) + 4 for k, v in response.raw_headers)
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int, allowance: Allowance | None
+) -> tuple[bytes, bool]:
     """Up to `limit` bytes of the body, and whether there was more (then the connection is
-    closed rather than read to the end)."""
+    closed rather than read to the end). Each chunk is paid for before the next is read, so
+    the socket is read no faster than the volunteer's download rate."""
     body = bytearray()
     while len(body) < limit:
         chunk = await response.content.read(min(_READ_CHUNK, limit - len(body)))
         if not chunk:
             return bytes(body), False
+        if allowance is not None:
+            await allowance.received(len(chunk))
         body += chunk
     if await response.content.read(1):
         response.close()
@@ -274,8 +305,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[by
     return bytes(body), False
 
 
-async def _drain_or_abandon(response: aiohttp.ClientResponse) -> None:
-    _, more = await _read_capped(response, _DRAIN_LIMIT)
+async def _drain_or_abandon(response: aiohttp.ClientResponse, allowance: Allowance | None) -> None:
+    _, more = await _read_capped(response, _DRAIN_LIMIT, allowance)
     if more:
         log.debug("abandoned an unwanted body of more than %d bytes from %s", _DRAIN_LIMIT, response.url)
 

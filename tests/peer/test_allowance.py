@@ -1,0 +1,125 @@
+"""The volunteer's budget where the bytes flow: the egress against real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from peer.allowance import Allowance
+from peer.budget import ActiveHours, Budget
+from peer.egress import Egress, EgressConfig
+from tests.sites import serve
+from workloads.process_api import FetchRequest
+
+LOCAL = EgressConfig(allow_private=True, respect_robots=False)
+BODY = bytes(range(256)) * 400  # 102,400 bytes
+NOON = datetime(2026, 11, 27, 12, 0)
+
+
+class Clock:
+    """The volunteer's local time, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def body_app(concurrency: list[int]) -> web.Application:
+    """Serves BODY at /big and a slow small page at /slow, noting the most requests in flight."""
+    in_flight = 0
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=BODY)
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        in_flight += 1
+        concurrency.append(in_flight)
+        try:
+            await asyncio.sleep(0.2)
+            return web.Response(text="ok")
+        finally:
+            in_flight -= 1
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    app.router.add_get("/slow", slow)
+    return app
+
+
+async def test_every_byte_moved_is_counted_against_rates_and_the_cap(tmp_path: Path) -> None:
+    allowance = Allowance(Budget(max_down=10_000_000, max_up=1_000_000, cap_bytes=10**9), tmp_path, clock=Clock(NOON))
+    async with serve(body_app([])) as base, Egress(LOCAL, allowance) as egress:
+        result = await egress.fetch(FetchRequest(id=1, method="GET", url=f"{base}/big", want_body=True))
+        unwanted = await egress.fetch(FetchRequest(id=2, method="GET", url=f"{base}/big", want_body=False))
+    assert result.body == BODY and unwanted.status == 200
+    # Both bodies were read (the second drained up to its limit), plus two response heads.
+    drained = min(len(BODY), 64 * 1024)
+    assert len(BODY) + drained < allowance.down.used < len(BODY) + drained + 1000
+    assert 0 < allowance.up.used < 1000  # two request heads
+    assert allowance.status().used == allowance.down.used + allowance.up.used
+
+
+async def test_concurrent_fetches_never_exceed_the_volunteers_limit(tmp_path: Path) -> None:
+    concurrency: list[int] = []
+    allowance = Allowance(Budget(max_fetches=2), tmp_path, clock=Clock(NOON))
+    # Three hosts, so the per-host politeness limit is not what holds them back.
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    app = body_app(concurrency)
+    async with serve(app, hosts[0]) as a, serve(app, hosts[1]) as b, serve(app, hosts[2]) as c:
+        async with Egress(LOCAL, allowance) as egress:
+            requests = [FetchRequest(id=i, method="GET", url=f"{base}/slow") for i in range(3) for base in (a, b, c)]
+            results = await asyncio.gather(*(egress.fetch(r) for r in requests))
+    assert [r.status for r in results] == [200] * 9
+    assert max(concurrency) == 2
+
+
+async def test_a_used_up_cap_pauses_the_peer_until_the_period_ends_even_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock(NOON)
+    budget = Budget(cap_bytes=100_000, cap_period="day")
+    allowance = Allowance(budget, tmp_path, clock=clock)
+    assert allowance.pause_reason() is None
+    async with serve(body_app([])) as base, Egress(LOCAL, allowance) as egress:
+        await egress.fetch(FetchRequest(id=1, method="GET", url=f"{base}/big", want_body=True))
+    reason = allowance.pause_reason()
+    assert reason == "transfer cap of 100 kB/day used up until 2026-11-28 00:00"
+    assert allowance.resume_at() == datetime(2026, 11, 28)
+    allowance.flush()
+
+    restarted = Allowance(budget, tmp_path, clock=clock)
+    assert restarted.pause_reason() == reason
+    assert restarted.status().used == allowance.status().used
+
+    clock.now = NOON + timedelta(days=1)
+    assert restarted.pause_reason() is None
+    assert restarted.status().used == 0
+
+
+def test_outside_active_hours_the_peer_pauses_and_says_until_when(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 11, 27, 7, 30))
+    allowance = Allowance(Budget(active_hours=ActiveHours.parse(["08:00-18:00"])), tmp_path, clock=clock)
+    assert allowance.pause_reason() == "outside active hours (08:00-18:00) until 08:00"
+    assert allowance.resume_at() == datetime(2026, 11, 27, 8, 0)
+    clock.now = datetime(2026, 11, 27, 8, 0)
+    assert allowance.pause_reason() is None
+
+
+async def test_bundle_traffic_charged_to_the_budget_makes_the_egress_wait_for_it(tmp_path: Path) -> None:
+    allowance = Allowance(Budget(max_down=100_000, cap_bytes=10**6), tmp_path, clock=Clock(NOON))
+    allowance.charge(down=300_000, up=0)  # what libtorrent moved in the last tick
+    assert allowance.status().used == 300_000
+    # The bucket (burst 50 kB at 100 kB/s) is 250 kB in debt: the next byte waits ~2.5 s.
+    waiting = asyncio.create_task(allowance.received(1))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    waiting.cancel()
+
+
+def test_capacity_reported_to_coordinators_is_the_sustainable_rate(tmp_path: Path) -> None:
+    budget = Budget(max_down=1_000_000, cap_bytes=864_000_000, cap_period="day")  # 10 kB/s over a day
+    assert Allowance(budget, tmp_path, clock=Clock(NOON)).status().capacity == 10_000

@@ -1,0 +1,95 @@
+"""A volunteer's transfer cap, end to end: real `osaas peer run` processes and a coordinator.
+
+The peer stops leasing when its cap is used up, gives its running units back, says so in its
+log, remembers its usage across a restart, and another peer finishes the job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.sites import free_port, serve
+from tests.test_parts_apart import job_status, osaas, start, stopped_on_exit, wait_until_serving
+
+pytestmark = pytest.mark.timeout(240)
+
+PAGES = 200
+PADDING = "x" * 3000  # bytes per page, so that the cap runs out mid-job
+
+
+def padded_site(requests: list[str]) -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        n = int(request.match_info["n"])
+        if n >= PAGES:
+            return web.Response(status=404)
+        await asyncio.sleep(0.05)
+        links = " ".join(f'<a href="/p/{m}">{m}</a>' for m in range(n + 1, min(n + 4, PAGES)))
+        return web.Response(text=f"<html><body>{links}<p>{PADDING}</p></body></html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/p/{n:\\d+}", page)
+    return app
+
+
+async def wait_for_line(log: Path, text: str, process: asyncio.subprocess.Process) -> str:
+    for _ in range(600):
+        content = log.read_text() if log.exists() else ""
+        if text in content:
+            return content
+        assert process.returncode is None, content[-2000:]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared in {log}: " + content[-2000:])
+
+
+async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_finishes(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    requests: list[str] = []
+    processes: list[asyncio.subprocess.Process] = []
+    capped = ("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "capped"), "--allow-private",
+              "--config", str(tmp_path / "none.toml"), "--daily-cap", "300KB")
+    async with serve(padded_site(requests)) as site, stopped_on_exit(processes):
+        processes.append(
+            await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
+                        "--unit-size", "5", log=tmp_path / "coordinator.log")
+        )
+        await wait_until_serving(url, tmp_path / "coordinator.log")
+        peer = await start(*capped, log=tmp_path / "capped.log")
+        processes.append(peer)
+        code, out, err = await osaas("job", "submit", f"{site}/p/0", "--coordinator", url)
+        assert code == 0, err
+        job_id = int(out)
+
+        log = await wait_for_line(tmp_path / "capped.log", "pausing work: transfer cap of 300 kB/day used up", peer)
+        assert "unit" in log and (await job_status(url, job_id))["state"] == "running"
+        fetched_while_capped = len(requests)
+        assert 0 < fetched_while_capped < PAGES
+
+        # Restarted, it is still paused: the period's usage was kept on disk.
+        peer.terminate()
+        assert await asyncio.wait_for(peer.wait(), timeout=30) == 0
+        peer = await start(*capped, log=tmp_path / "capped-again.log")
+        processes.append(peer)
+        log = await wait_for_line(tmp_path / "capped-again.log", "pausing work: transfer cap", peer)
+        assert "leased" not in log and "unit " not in log
+
+        # Another peer finishes the job: every page checked once, none lost.
+        helper = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "free"),
+                             "--allow-private", "--config", str(tmp_path / "none.toml"), log=tmp_path / "free.log")
+        processes.append(helper)
+        for _ in range(900):
+            status = await job_status(url, job_id)
+            if status["state"] == "done":
+                break
+            await asyncio.sleep(0.2)
+        assert status["state"] == "done", status
+        code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
+        assert code == 0, err
+        urls = [json.loads(line)["url"] for line in out.splitlines()]
+        assert sorted(urls) == sorted(f"{site}/p/{n}" for n in range(PAGES))
+        assert "unit " not in (tmp_path / "capped-again.log").read_text()
