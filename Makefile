@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.linkcheck_compare
 	$(BIN)/python -m bench.bundle_swarm
+	$(BIN)/python -m bench.fair_load_sim
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,76 @@
+"""Politeness towards one website across all peers, as pure functions over `HostPace`.
+
+However many volunteers there are, a website sees at most one of them at a time: the coordinator
+grants at most one live lease per host, and none before the host's `next_allowed_at`. When a
+unit ends, the next one waits for the longest of
+
+- `DEFAULT_MIN_DELAY`, the pause every host gets between units;
+- the host's robots.txt Crawl-delay as a peer saw it, capped at `MAX_CRAWL_DELAY` so that one
+  robots.txt cannot park a host for days;
+- the backoff, which starts at `BACKOFF_START` after a unit saw 429 or 503 answers, doubles
+  with every further such unit up to `BACKOFF_CAP`, and is forgotten after a unit without them;
+- the Retry-After the host asked for, capped at `MAX_RETRY_AFTER`.
+
+Within a unit the peer's egress paces its own requests; this module paces units. Numbers from a
+peer's summary are a peer's word: negative or non-finite ones are ignored rather than trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+DEFAULT_MIN_DELAY = 1.0
+MAX_CRAWL_DELAY = 30.0
+BACKOFF_START = 5.0
+BACKOFF_CAP = 300.0
+MAX_RETRY_AFTER = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostPace:
+    next_allowed_at: float = 0.0  # epoch seconds; no lease on the host before this
+    crawl_delay: float = 0.0  # seconds, from robots.txt, capped
+    backoff: float = 0.0  # seconds; 0 while the host is not pushing back
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSummary:
+    """What a peer saw of a host during one unit."""
+
+    throttled: int = 0  # answers with status 429 or 503
+    retry_after: float | None = None  # seconds, the longest Retry-After seen
+    crawl_delay: float | None = None  # seconds, robots.txt Crawl-delay; None: not seen this unit
+
+
+def may_lease(pace: HostPace, now: float, live_leases_on_host: int) -> bool:
+    """May a unit of this host be leased to any peer at `now`?"""
+    return live_leases_on_host == 0 and now >= pace.next_allowed_at
+
+
+def after_unit(
+    pace: HostPace, finished_at: float, summary: UnitSummary, min_delay: float = DEFAULT_MIN_DELAY
+) -> HostPace:
+    """The host's pace once a unit of it has ended at `finished_at` (the report's arrival)."""
+    seen_delay = _sane(summary.crawl_delay)
+    crawl_delay = pace.crawl_delay if seen_delay is None else min(seen_delay, MAX_CRAWL_DELAY)
+    if summary.throttled > 0:
+        backoff = min(2 * pace.backoff, BACKOFF_CAP) if pace.backoff else BACKOFF_START
+    else:
+        backoff = 0.0
+    retry_after = min(_sane(summary.retry_after) or 0.0, MAX_RETRY_AFTER)
+    wait = max(min_delay, crawl_delay, backoff, retry_after)
+    # max(): a pace never moves backwards, even if reports arrive out of order.
+    return HostPace(max(pace.next_allowed_at, finished_at + wait), crawl_delay, backoff)
+
+
+def after_abandoned(pace: HostPace, revoked_at: float, min_delay: float = DEFAULT_MIN_DELAY) -> HostPace:
+    """The host's pace once the coordinator took back a lease whose holder went silent. Nothing
+    was learned about the host, so its backoff stays; the holder may have fetched until just
+    before `revoked_at`, so the usual pause counts from there."""
+    wait = max(min_delay, pace.crawl_delay, pace.backoff)
+    return replace(pace, next_allowed_at=max(pace.next_allowed_at, revoked_at + wait))
+
+
+def _sane(seconds: float | None) -> float | None:
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
