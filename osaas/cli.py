@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -120,6 +121,13 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address like 192.0.2.7 or 2001:db8::7") from None
+
+
 def _percent(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 100:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage 1..100")
@@ -186,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
+    run.add_argument("--egress-source", type=_ip_address, metavar="ADDR", help="local address workload traffic leaves from (default: the system's choice)")
     run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                      help="on SIGTERM, how long running units may finish before their leases are released")
     run.add_argument("--torrent-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer fetches and seeds bundles (default 0.0.0.0:0)")
@@ -420,6 +429,13 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     _setup_logging(logging.INFO)
     if args.coordinator is None and not args.bootstrap:
         raise UsageError("give --bootstrap HOST:PORT (find coordinators in the DHT) or --coordinator URL")
+    if args.egress_source:
+        family = socket.AF_INET6 if ":" in args.egress_source else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((args.egress_source, 0))
+        except OSError as exc:
+            raise UsageError(f"--egress-source {args.egress_source}: not an address of this machine ({exc.strerror or exc})") from exc
     try:
         budget = budget_from(
             args.config or default_config_path(),
@@ -442,7 +458,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         slots=args.slots,
         drain_grace=max(args.stop_grace, 0.0),
-        egress=EgressConfig(allow_private=args.allow_private),
+        egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),

@@ -1,8 +1,10 @@
 """The volunteer's budget at run time, enforced where the bytes flow.
 
 One `Allowance` per peer holds a token bucket for each direction (peer.rate_limit), a limit on
-concurrent fetches, and the period ledger (peer.usage). The egress takes a fetch slot before
-each request and pays for every chunk it moves, so a workload can never outrun the budget.
+concurrent fetches, and the period ledger (peer.usage). The egress takes a fetch slot for each
+request, pays for the request and for a typical response before sending it, and pays for every
+byte beyond that as it reads, so a workload can never outrun the budget by more than the bucket's
+burst and the misjudged part of a response.
 Bundle traffic is limited by libtorrent itself at the same rates; the agent then `charge`s what
 libtorrent moved to the same buckets and ledger, so the two together stay within one budget.
 
@@ -14,7 +16,8 @@ and gives back what it holds while there is a reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +28,8 @@ from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
 
 USAGE_FILE = "usage.msgpack"
+TYPICAL_RESPONSE = 16 * 1024  # bytes reserved for a response before any has been seen
+TYPICAL_SMOOTHING = 0.2  # weight of the newest response size in the running estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,23 @@ class AllowanceStatus:
     paused: str | None  # why no work is taken now, None while working
 
 
+class Receipt:
+    """What one response has brought so far, against what was reserved for it."""
+
+    def __init__(self, allowance: Allowance, reserved: int) -> None:
+        self._allowance = allowance
+        self.unused = reserved
+        self.total = 0
+
+    async def received(self, n: int) -> None:
+        """Count `n` bytes of the response; wait for those the reservation does not cover."""
+        covered = min(n, self.unused)
+        self.unused -= covered
+        self.total += n
+        if n > covered:
+            await self._allowance.down.acquire(n - covered)
+
+
 class Allowance:
     """The budget of one running peer; `clock` gives the volunteer's local time."""
 
@@ -48,20 +70,33 @@ class Allowance:
         self.up = RateLimiter(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
+        self._typical_response = float(TYPICAL_RESPONSE)
 
     def fetch_slot(self) -> asyncio.Semaphore | nullcontext[None]:
         """Hold one of the volunteer's concurrent fetches (`async with`)."""
         return self._fetches if self._fetches is not None else nullcontext()
 
-    async def received(self, n: int) -> None:
-        """Count `n` bytes received and wait until the download rate allows them."""
-        self._ledger.add(n, self._clock())
-        await self.down.acquire(n)
-
     async def sent(self, n: int) -> None:
         """Count `n` bytes about to be sent and wait until the upload rate allows them."""
         self._ledger.add(n, self._clock())
         await self.up.acquire(n)
+
+    @contextlib.asynccontextmanager
+    async def response(self) -> AsyncIterator[Receipt]:
+        """Pay for a response before asking for it: the bytes a typical response has are
+        reserved first, so that fetches started together wait their turn before their
+        requests go out, instead of all being answered at once and paying afterwards (the
+        server has sent those bytes by then). The receipt pays for what comes beyond the
+        reservation; what was reserved and did not come is given back at the end."""
+        reserved = round(self._typical_response)
+        await self.down.acquire(reserved)
+        receipt = Receipt(self, reserved)
+        try:
+            yield receipt
+        finally:
+            self.down.refund(receipt.unused)
+            self._ledger.add(receipt.total, self._clock())
+            self._typical_response += TYPICAL_SMOOTHING * (receipt.total - self._typical_response)
 
     def charge(self, *, down: int, up: int) -> None:
         """Count bytes that already moved elsewhere (bundle traffic): later callers wait for them."""

@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from peer.address_policy import describe_refusal, is_allowed
-from peer.allowance import Allowance
+from peer.allowance import Allowance, Receipt
 from peer.politeness import Origin, Politeness
 from workloads.process_api import FetchError, FetchRequest, FetchResult
 
@@ -55,6 +55,7 @@ class EgressConfig:
     per_host_concurrency: int = 4
     max_crawl_delay: float = 10.0
     respect_robots: bool = True
+    source_address: str | None = None  # the local address workload traffic leaves from
 
 
 class _State(enum.Enum):
@@ -88,6 +89,7 @@ class Egress:
         connector = aiohttp.TCPConnector(
             resolver=_PolicyResolver(self.config.allow_private),
             limit_per_host=self.config.per_host_concurrency,
+            local_addr=(self.config.source_address, 0) if self.config.source_address else None,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -148,26 +150,27 @@ class Egress:
         return url
 
     async def _send(self, request: FetchRequest, url: URL) -> FetchResult:
-        if self._allowance is None:
-            return await self._exchange(request, url, None)
-        async with self._allowance.fetch_slot():
-            return await self._exchange(request, url, self._allowance)
+        allowance = self._allowance
+        if allowance is None:
+            return await self._request(request, url, None)
+        async with allowance.fetch_slot():
+            await allowance.sent(_request_size(request, url, self.config.user_agent))
+            async with allowance.response() as receipt:
+                return await self._request(request, url, receipt)
 
-    async def _exchange(self, request: FetchRequest, url: URL, allowance: Allowance | None) -> FetchResult:
+    async def _request(self, request: FetchRequest, url: URL, receipt: Receipt | None) -> FetchResult:
         assert self._session is not None
         try:
-            if allowance is not None:
-                await allowance.sent(_request_size(request, url, self.config.user_agent))
             async with self._session.request(request.method, url, allow_redirects=False) as response:
-                if allowance is not None:
-                    await allowance.received(_head_size(response))
+                if receipt is not None:
+                    await receipt.received(_head_size(response))
                 headers = _kept_headers(response)
                 body, truncated = b"", False
                 if request.method == "GET":
                     if request.want_body:
-                        body, truncated = await _read_capped(response, self.config.max_body, allowance)
+                        body, truncated = await _read_capped(response, self.config.max_body, receipt)
                     else:
-                        await _drain_or_abandon(response, allowance)
+                        await _drain_or_abandon(response, receipt)
                 return FetchResult(
                     id=request.id,
                     url=request.url,
@@ -286,7 +289,7 @@ def _head_size(response: aiohttp.ClientResponse) -> int:
 
 
 async def _read_capped(
-    response: aiohttp.ClientResponse, limit: int, allowance: Allowance | None
+    response: aiohttp.ClientResponse, limit: int, receipt: Receipt | None
 ) -> tuple[bytes, bool]:
     """Up to `limit` bytes of the body, and whether there was more (then the connection is
     closed rather than read to the end). Each chunk is paid for before the next is read, so
@@ -296,8 +299,8 @@ async def _read_capped(
         chunk = await response.content.read(min(_READ_CHUNK, limit - len(body)))
         if not chunk:
             return bytes(body), False
-        if allowance is not None:
-            await allowance.received(len(chunk))
+        if receipt is not None:
+            await receipt.received(len(chunk))
         body += chunk
     if await response.content.read(1):
         response.close()
@@ -305,8 +308,8 @@ async def _read_capped(
     return bytes(body), False
 
 
-async def _drain_or_abandon(response: aiohttp.ClientResponse, allowance: Allowance | None) -> None:
-    _, more = await _read_capped(response, _DRAIN_LIMIT, allowance)
+async def _drain_or_abandon(response: aiohttp.ClientResponse, receipt: Receipt | None) -> None:
+    _, more = await _read_capped(response, _DRAIN_LIMIT, receipt)
     if more:
         log.debug("abandoned an unwanted body of more than %d bytes from %s", _DRAIN_LIMIT, response.url)
 

@@ -18,8 +18,8 @@ import math
 
 # A full bucket lets this many seconds of the rate through at once: enough to absorb the
 # unevenness of socket reads without letting a short burst visibly break the budget.
-BURST_SECONDS = 0.5
-MIN_BURST = 16 * 1024  # bytes; a slow rate still lets one ordinary read through unscheduled
+BURST_SECONDS = 0.2
+MIN_BURST = 8 * 1024  # bytes; a slow rate still lets one ordinary read through unscheduled
 
 
 class TokenBucket:
@@ -48,6 +48,13 @@ class TokenBucket:
         self._refill(now)
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def refund(self, n: int, now: float) -> None:
+        """Give back `n` bytes taken but not used (a reservation larger than what came)."""
+        if n < 0:
+            raise ValueError(f"cannot refund a negative number of bytes ({n})")
+        self._refill(now)
+        self._tokens = min(self._burst, self._tokens + n)
 
     def set_rate(self, rate: float, now: float, burst: float | None = None) -> None:
         """Change the rate (and burst) from `now` on; time before `now` earns at the old rate,
@@ -117,6 +124,14 @@ class RateLimiter:
         self.used += n
         if self._bucket is not None:
             self._bucket.take(n, _now())
+
+    def refund(self, n: int) -> None:
+        """Give back `n` bytes acquired but not used; they no longer count in `used`."""
+        if n < 0:
+            raise ValueError(f"cannot refund a negative number of bytes ({n})")
+        self.used -= n
+        if self._bucket is not None:
+            self._bucket.refund(n, _now())
 
     def _new_bucket(self, rate: float | None) -> TokenBucket | None:
         if rate is None:

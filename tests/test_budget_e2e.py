@@ -6,14 +6,13 @@ log, remembers its usage across a restart, and another peer finishes the job."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from tests.sites import free_port, serve
-from tests.test_parts_apart import job_status, osaas, start, stopped_on_exit, wait_until_serving
+from tests.processes import job_results, job_status, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -82,14 +81,8 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
         helper = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "free"),
                              "--allow-private", "--config", str(tmp_path / "none.toml"), log=tmp_path / "free.log")
         processes.append(helper)
-        for _ in range(900):
-            status = await job_status(url, job_id)
-            if status["state"] == "done":
-                break
-            await asyncio.sleep(0.2)
+        status = await wait_until_done(url, job_id)
         assert status["state"] == "done", status
-        code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
-        assert code == 0, err
-        urls = [json.loads(line)["url"] for line in out.splitlines()]
+        urls = [item["url"] for item in await job_results(url, job_id)]
         assert sorted(urls) == sorted(f"{site}/p/{n}" for n in range(PAGES))
         assert "unit " not in (tmp_path / "capped-again.log").read_text()

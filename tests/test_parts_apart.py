@@ -7,64 +7,25 @@ SIGKILL mid-job and restarted on the same database; peers are stopped with SIGTE
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
+from tests.processes import (
+    job_results,
+    job_status,
+    osaas,
+    start,
+    stopped_on_exit,
+    wait_until_done,
+    wait_until_serving,
+)
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
 pytestmark = pytest.mark.timeout(240)
 
 PAGES = 150
-
-
-async def start(*args: str, log: Path) -> asyncio.subprocess.Process:
-    with open(log, "ab") as f:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=f, stderr=f
-        )
-
-
-async def osaas(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osaas", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    return process.returncode, out.decode(), err.decode()
-
-
-async def wait_until_serving(url: str, log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{url}/v1/health") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError("coordinator did not start: " + log.read_text()[-2000:])
-
-
-async def job_status(url: str, job_id: int) -> dict:
-    code, out, err = await osaas("job", "status", str(job_id), "--coordinator", url, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-@contextlib.asynccontextmanager
-async def stopped_on_exit(processes: list[asyncio.subprocess.Process]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for p in processes:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
 
 
 async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: Path) -> None:
@@ -96,16 +57,10 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
         processes.append(coordinator)
         await wait_until_serving(url, tmp_path / "coordinator.log")
 
-        for _ in range(900):
-            status = await job_status(url, job_id)
-            if status["state"] == "done":
-                break
-            await asyncio.sleep(0.2)
+        status = await wait_until_done(url, job_id)
         assert status["state"] == "done", status
 
-        code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
-        assert code == 0, err
-        items = [json.loads(line) for line in out.splitlines()]
+        items = await job_results(url, job_id)
         ok, broken = generated_site_urls(site, PAGES)
         urls = [i["url"] for i in items]
         assert sorted(urls) == sorted(ok | broken)  # every URL, each exactly once
@@ -144,10 +99,6 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         second = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer-b"),
                              "--allow-private", log=tmp_path / "peer-b.log")
         processes.append(second)
-        for _ in range(600):
-            status = await job_status(url, job_id)
-            if status["state"] == "done":
-                break
-            await asyncio.sleep(0.2)
+        status = await wait_until_done(url, job_id, polls=600)
         ok, broken = generated_site_urls(site, 40)
         assert status["state"] == "done" and status["items_done"] == len(ok | broken), status

@@ -113,8 +113,8 @@ async def test_bundle_traffic_charged_to_the_budget_makes_the_egress_wait_for_it
     allowance = Allowance(Budget(max_down=100_000, cap_bytes=10**6), tmp_path, clock=Clock(NOON))
     allowance.charge(down=300_000, up=0)  # what libtorrent moved in the last tick
     assert allowance.status().used == 300_000
-    # The bucket (burst 50 kB at 100 kB/s) is 250 kB in debt: the next byte waits ~2.5 s.
-    waiting = asyncio.create_task(allowance.received(1))
+    # The bucket (burst 20 kB at 100 kB/s) is 280 kB in debt: the next byte waits ~2.8 s.
+    waiting = asyncio.create_task(allowance.down.acquire(1))
     await asyncio.sleep(0.05)
     assert not waiting.done()
     waiting.cancel()

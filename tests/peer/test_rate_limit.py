@@ -119,9 +119,9 @@ def test_a_caller_honouring_its_waits_gets_exactly_the_rate_after_the_burst(rate
 # --- the asyncio shell -----------------------------------------------------------------
 
 
-def test_default_burst_is_half_a_second_but_at_least_one_small_read():
-    assert default_burst(1_000_000) == 500_000
-    assert default_burst(1000) == MIN_BURST == 16 * 1024
+def test_default_burst_is_a_fifth_of_a_second_but_at_least_one_small_read():
+    assert default_burst(1_000_000) == 200_000
+    assert default_burst(1000) == MIN_BURST == 8 * 1024
 
 
 async def test_unlimited_limiter_never_waits_but_counts():
@@ -186,3 +186,20 @@ async def test_limiter_refuses_negative_sizes_without_counting_them():
     with pytest.raises(ValueError, match=r"^cannot acquire a negative number of bytes \(-3\)$"):
         await limiter.acquire(-3)
     assert limiter.used == 0
+
+
+def test_a_refund_returns_unused_tokens_but_never_beyond_the_burst():
+    bucket = TokenBucket(rate=1000, burst=2000)
+    assert bucket.take(3000, now=0.0) == 1.0  # 1000 in debt
+    bucket.refund(2500, now=0.0)  # 1500 left: at most the burst
+    assert bucket.take(1500, now=0.0) == 0.0
+    assert bucket.take(1, now=0.0) > 0
+    bucket.refund(10**9, now=0.0)
+    assert bucket.take(2000, now=0.0) == 0.0
+
+
+async def test_a_limiter_refund_no_longer_counts_as_used():
+    limiter = RateLimiter(1_000_000)
+    await limiter.acquire(5000)
+    limiter.refund(2000)
+    assert limiter.used == 3000

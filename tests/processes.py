@@ -1,0 +1,71 @@
+"""Running `osaas` commands as real subprocesses, the way an operator, volunteers and an owner would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+
+async def start(*args: str, log: Path) -> asyncio.subprocess.Process:
+    with open(log, "ab") as f:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=f, stderr=f
+        )
+
+
+async def osaas(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "osaas", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def wait_until_serving(url: str, log: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{url}/v1/health") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError("coordinator did not start: " + log.read_text()[-2000:])
+
+
+async def job_status(url: str, job_id: int) -> dict:
+    code, out, err = await osaas("job", "status", str(job_id), "--coordinator", url, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@contextlib.asynccontextmanager
+async def stopped_on_exit(processes: list[asyncio.subprocess.Process]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for p in processes:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+async def wait_until_done(url: str, job_id: int, polls: int = 900) -> dict:
+    """The job's status once it is done (or the last one seen, after `polls` looks 0.2 s apart)."""
+    for _ in range(polls):
+        status = await job_status(url, job_id)
+        if status["state"] == "done":
+            break
+        await asyncio.sleep(0.2)
+    return status
+
+
+async def job_results(url: str, job_id: int) -> list[dict]:
+    code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
