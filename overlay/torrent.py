@@ -157,6 +157,11 @@ def info_hash_of(torrent_bytes: bytes) -> bytes:
     return info_hashes_of(torrent_bytes).v1
 
 
+def payload_size(torrent_bytes: bytes) -> int:
+    """Bytes of content the torrent describes."""
+    return int(_parse(torrent_bytes).total_size())
+
+
 def _parse(torrent_bytes: bytes) -> Any:
     try:
         return lt.torrent_info(torrent_bytes)
