@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.linkcheck_compare
 	$(BIN)/python -m bench.bundle_swarm
 	$(BIN)/python -m bench.fair_load_sim
+	$(BIN)/python -m bench.coordinator_throughput
 
 clean:
 	rm -rf $(VENV) build *.egg-info

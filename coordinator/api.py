@@ -10,6 +10,13 @@ them too. Every error, including aiohttp's own 404/405/413, leaves as
     WireError (unsigned, bad signature)    401     NotFound                              404
     InvalidInput                           400     StaleLease, Conflict                  409
     BundleError (a bad upload)             400     body over the route's limit           413
+
+A report batch (`POST /v1/reports/batch`) answers 200 with one verdict per report, in order: a
+report refused for its own reasons (stale lease, unknown unit, bad payload) carries that
+error's code in its verdict and does not fail the others.
+
+A background task reassigns hosts to peers every `REBALANCE_INTERVAL` seconds (the store's
+`rebalance`); registrations and new jobs trigger one at once.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite_store import SqliteStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
+    REBALANCE_INTERVAL,
     Conflict,
     InvalidInput,
     NotFound,
@@ -49,6 +57,7 @@ from overlay.identity import Identity
 from overlay.wire import (
     CONTENT_TYPE,
     MAX_BODY,
+    MAX_REPORT_BATCH,
     BundleInfo,
     BundlePublish,
     JobCreated,
@@ -60,6 +69,8 @@ from overlay.wire import (
     RegisterResponse,
     RenewResponse,
     Report,
+    ReportBatch,
+    ReportBatchResponse,
     RolloutRequest,
     WireError,
     decode,
@@ -119,6 +130,7 @@ def make_app(
     app.router.add_post("/v1/leases/renew", _renew)
     app.router.add_post("/v1/leases/release", _release)
     app.router.add_post("/v1/reports", _report)
+    app.router.add_post("/v1/reports/batch", _report_batch)
     app.router.add_post("/v1/jobs", _submit_job)
     app.router.add_get("/v1/jobs", _list_jobs)
     # At most 19 digits: an id beyond SQLite's range is simply unknown, never a crash.
@@ -235,8 +247,24 @@ def _read_built(manifest_path: Path, archive_path: Path) -> tuple[bytes, bytes]:
 
 
 async def _open_store(app: web.Application) -> AsyncIterator[None]:
-    async with app[STORE]:
-        yield
+    async with app[STORE] as store:
+        rebalancing = asyncio.create_task(_keep_hosts_assigned(store, app[CLOCK]))
+        try:
+            yield
+        finally:
+            rebalancing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rebalancing
+
+
+async def _keep_hosts_assigned(store: Store, clock: Callable[[], float]) -> None:
+    """Reassign hosts now and then: peers come and go, work grows and shrinks."""
+    while True:
+        await asyncio.sleep(REBALANCE_INTERVAL)
+        try:
+            await store.rebalance(clock())
+        except Exception:  # one failed round must not end the rounds
+            log.exception("assigning hosts to peers failed; trying again in %.0f s", REBALANCE_INTERVAL)
 
 
 # ---- edge helpers ----------------------------------------------------------------------
@@ -315,7 +343,10 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 async def _register(request: web.Request) -> web.Response:
     peer_id, obj = await _signed_body(request)
     message = parse(RegisterRequest, obj)
-    await request.app[STORE].register_peer(peer_id, message, request.app[CLOCK]())
+    store = request.app[STORE]
+    await store.register_peer(peer_id, message, request.app[CLOCK]())
+    # Hosts for the newcomer at once; many registering together share one rebalance.
+    await store.rebalance(request.app[CLOCK](), only_if_needed=True)
     log.info("peer %s registered as %r with %d slots", peer_id[:12], message.name, message.slots)
     return _reply(to_obj(RegisterResponse(peer_id=peer_id, lease_seconds=request.app[LEASE_SECONDS])))
 
@@ -324,7 +355,7 @@ async def _lease(request: web.Request) -> web.Response:
     peer_id, obj = await _signed_body(request)
     message = parse(LeaseRequest, obj)
     granted = await request.app[STORE].lease(
-        peer_id, message.max_units, message.workloads, request.app[CLOCK](), request.app[LEASE_SECONDS]
+        peer_id, message.max_units, message.workloads, request.app[CLOCK](), request.app[LEASE_SECONDS], message.usage
     )
     return _reply(to_obj(LeaseResponse(leases=granted, retry_after=None if granted else RETRY_AFTER)))
 
@@ -352,12 +383,27 @@ async def _report(request: web.Request) -> web.Response:
     return _reply(to_obj(response))
 
 
+async def _report_batch(request: web.Request) -> web.Response:
+    peer_id, obj = await _signed_body(request)
+    reports = obj.get("reports") if isinstance(obj, dict) else None
+    if isinstance(reports, list) and len(reports) > MAX_REPORT_BATCH:
+        raise InvalidInput(
+            f"a report batch holds at most {MAX_REPORT_BATCH} reports, this one has {len(reports)}; "
+            "send the rest in another batch"
+        )
+    batch = parse(ReportBatch, obj)
+    verdicts = await request.app[STORE].report_batch(peer_id, batch.reports, request.app[CLOCK]())
+    return _reply(to_obj(ReportBatchResponse(results=verdicts)))
+
+
 # ---- owner endpoints -------------------------------------------------------------------
 
 
 async def _submit_job(request: web.Request) -> web.Response:
     submit = parse(JobSubmit, decode(await request.read()))
-    job_id = await request.app[STORE].create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version)
+    store = request.app[STORE]
+    job_id = await store.create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version)
+    await store.rebalance(request.app[CLOCK](), only_if_needed=True)
     return _reply(to_obj(JobCreated(job_id=job_id)))
 
 

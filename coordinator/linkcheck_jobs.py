@@ -146,6 +146,9 @@ def parse_report_items(payload: Any, unit_urls: Collection[str]) -> list[ItemRes
 
 
 def _parse_item(raw: Any, where: str) -> ItemResult:
+    well_formed = _well_formed(raw)
+    if well_formed is not None:
+        return well_formed
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be a map")
     url = _field(raw, "url", str, where)
@@ -165,6 +168,42 @@ def _parse_item(raw: Any, where: str) -> ItemResult:
         error=None if error is None else error[:MAX_TEXT],
         links=tuple(_strings(raw, "links", where)),
         crawled=_field(raw, "crawled", bool, where),
+    )
+
+
+def _well_formed(raw: Any) -> ItemResult | None:
+    """The item when every field is right, else None (and `_parse_item` says what is wrong).
+    Exact type checks: msgpack gives exact types, and bool is not an int here."""
+    if type(raw) is not dict:
+        return None
+    try:
+        url, result, status, final_url = raw["url"], raw["result"], raw["status"], raw["final_url"]
+        redirects, error, links, crawled = raw["redirects"], raw["error"], raw["links"], raw["crawled"]
+    except KeyError:
+        return None
+    if not (
+        type(url) is str
+        and type(result) is str
+        and result in RESULTS
+        and (status is None or (type(status) is int and 0 <= status <= 999))
+        and (final_url is None or type(final_url) is str)
+        and (error is None or type(error) is str)
+        and type(crawled) is bool
+        and type(redirects) is list
+        and type(links) is list
+        and all(type(r) is str for r in redirects)
+        and all(type(link) is str for link in links)
+    ):
+        return None
+    return ItemResult(
+        url=url,
+        result=result,
+        status=status,
+        final_url=final_url,
+        redirects=tuple(redirects),
+        error=None if error is None else error[:MAX_TEXT],
+        links=tuple(links),
+        crawled=crawled,
     )
 
 

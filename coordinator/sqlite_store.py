@@ -2,13 +2,34 @@
 
 sqlite3 is blocking, so the connection lives on one dedicated worker thread and every call is
 handed to it; the event loop never waits on the disk. One thread also means one writer, which
-is what SQLite wants anyway. The rules themselves live in `leases`, `linkcheck_jobs` and
-`rollout`.
+is what SQLite wants anyway. The rules themselves live in `leases`, `linkcheck_jobs`,
+`rollout`, `assignment`, `host_pacing` and `unit_sizing`; this module applies them.
+
+How work is scheduled (docs/operators.md says it for operators):
+
+- A job's items wait without a unit, per host (their unit key: the origin).
+- `rebalance` assigns every host with work to one active peer (`assignment.rebalance`, weights
+  the peers' capacities) and keeps the result in `hosts`, so it survives restarts. It runs
+  every few seconds (the API's background task), when peers registered, and inside `lease`
+  when hosts without a peer got work or the asking peer holds no host.
+- `lease` walks the asking peer's hosts, longest-rested first. A host gives at most one unit
+  and only when `host_pacing.may_lease` allows (no live lease on it, its pause over): a unit
+  released or failed earlier, as it is, else a new one of up to `unit_sizing.unit_size` (the
+  peer's throughput) waiting items of the host's oldest job.
+- A report paces the host (`after_unit`, throttling counted from the items' statuses), feeds
+  the peer's throughput, and sends what it left undone back to waiting; an expiry or release
+  paces the host as abandoned. A live lease whose holder went silent near the end of its job
+  (`unit_sizing.is_straggler`) is taken back and granted again with a new token.
 
 Schema history (PRAGMA user_version); an older file is migrated in one transaction on open:
     1  jobs, units, items, referrers, peers
     2  owners, bundles (per-version unit counters), rollouts (per bundle name),
        jobs.bundle_version (NULL: the job follows its bundle's rollout)
+    3  hosts (assigned peer and pace per unit key); peers.capacity, usage (used, cap,
+       down_rate, up_rate, usage_at) and throughput; units.leased_at and renewed_at;
+       job_progress (open items per job); items wait with unit_id NULL until a lease forms
+       their unit;
+       indexes for per-host leasing
 """
 
 from __future__ import annotations
@@ -16,22 +37,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from coordinator import leases, linkcheck_jobs, rollout
+from coordinator import assignment, host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
 from coordinator.rollout import Rollout, RolloutState, Tally
 from coordinator.store import (
+    BYTES_PER_ITEM,
+    DEFAULT_PEER_CAPACITY,
     DEFAULT_UNIT_SIZE,
+    PEER_QUIET_SECONDS,
+    REBALANCE_INTERVAL,
+    RENEWS_PER_LEASE,
     Conflict,
     InvalidInput,
     NotFound,
@@ -49,9 +77,11 @@ from overlay.wire import (
     BundleStatus,
     JobStatus,
     Lease,
+    PeerUsage,
     RegisterRequest,
     Report,
     ReportResponse,
+    ReportVerdict,
     VersionStats,
     decode,
     encode,
@@ -60,11 +90,17 @@ from overlay.wire import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_OWNER_NAME = 64
 _BUNDLE_COLUMNS = "name, version, owner_key, info_hash, archive_sha256, manifest, published_at"
+# A lease replans at most this often (seconds of its `now`); the API's task replans anyway.
+_MIN_REPLAN = REBALANCE_INTERVAL / 2
+_THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
+_SQL_VARIABLES = 500  # keys per IN (...) list, well under SQLite's limit
+_JOB_INPUTS_KEPT = 64  # parsed job inputs kept in memory: they never change
+_JOBS_KEPT = 4096  # (bundle name, pinned version, unit size) of jobs kept in memory: same
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -157,7 +193,75 @@ CREATE TABLE rollouts (
 );
 ALTER TABLE jobs ADD COLUMN bundle_version TEXT;
 """,
+    # Units are formed at lease time now: items wait with unit_id NULL. Units and items a
+    # schema 2 file holds stay as they are: its queued units are leased as they are. Every
+    # index costs a page write per unit at each commit, so there are few: a job counts its
+    # open items instead of indexing them (in a table of its own: a jobs row holds the job's
+    # input, which an update would rewrite), and hosts are indexed by peer, not by pace.
+    3: """
+ALTER TABLE peers ADD COLUMN capacity REAL NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN used INTEGER;
+ALTER TABLE peers ADD COLUMN cap INTEGER;
+ALTER TABLE peers ADD COLUMN down_rate REAL;
+ALTER TABLE peers ADD COLUMN up_rate REAL;
+ALTER TABLE peers ADD COLUMN usage_at REAL;
+ALTER TABLE peers ADD COLUMN throughput REAL;
+CREATE INDEX peers_by_last_seen ON peers(last_seen);
+CREATE TABLE hosts (
+    key TEXT PRIMARY KEY,
+    peer_id TEXT REFERENCES peers(id),
+    next_allowed_at REAL NOT NULL DEFAULT 0,
+    crawl_delay REAL NOT NULL DEFAULT 0,
+    backoff REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX hosts_by_peer ON hosts(peer_id) WHERE peer_id IS NOT NULL;
+ALTER TABLE units ADD COLUMN leased_at REAL;
+ALTER TABLE units ADD COLUMN renewed_at REAL;
+DROP INDEX units_by_state;
+CREATE INDEX units_open ON units(unit_key, id) WHERE state != 'done';
+DROP INDEX items_unassigned;
+CREATE INDEX items_waiting ON items(unit_key, job_id, id) WHERE unit_id IS NULL AND done = 0;
+CREATE TABLE job_progress (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+    open_items INTEGER NOT NULL
+);
+INSERT INTO job_progress (job_id, open_items)
+    SELECT jobs.id, (SELECT COUNT(*) FROM items WHERE items.job_id = jobs.id AND items.done = 0) FROM jobs;
+INSERT INTO hosts (key) SELECT DISTINCT unit_key FROM items WHERE done = 0;
+""",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredUnit:
+    job_id: int
+    unit_key: str
+    leased_at: float | None
+    lease: UnitLease
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What never changes about a job and leasing needs."""
+
+    workload: str  # its bundle's name
+    pinned: str | None  # its bundle version; None: follows the rollout
+    unit_size: int  # the most items in one of its units
+
+
+@dataclass(slots=True)
+class _Asking:
+    """One lease call: who asks, for what, and what the call has looked up so far."""
+
+    peer_id: str
+    now: float
+    lease_seconds: float
+    throughput: float | None
+    names: tuple[str, ...] | None  # the bundle names the peer runs; None: any
+    bundles: dict[tuple[str, str | None], BundleRef | None] = field(default_factory=dict)
+
+    def runs(self, job: _Job) -> bool:
+        return self.names is None or job.workload in self.names
 
 
 class SqliteStore:
@@ -171,6 +275,13 @@ class SqliteStore:
         self._max_attempts = max_attempts
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Touched by the store's thread only. A replan is due after a restart, when peers
+        # registered, and when hosts without a peer got work.
+        self._replan = True
+        self._planned_at = -math.inf
+        self._planned_peers: frozenset[str] = frozenset()  # the active peers of the last plan
+        self._job_inputs: dict[int, JobInput] = {}
+        self._jobs: dict[int, _Job] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -215,6 +326,8 @@ class SqliteStore:
             self._conn = self._connect()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self._path}: {exc}") from exc
+        self._replan = True
+        self._planned_at = -math.inf
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None)
@@ -224,6 +337,11 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # Leasing and reporting touch items, units and hosts all over the file: keep its hot
+            # pages in memory (the default cache is 2 MB), up to 64 MB, and map up to 256 MB.
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self._path} was written by a newer osaas (schema {version}); upgrade osaas")
@@ -267,17 +385,36 @@ class SqliteStore:
     def _register_peer(self, peer_id: str, request: RegisterRequest, now: float) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO peers (id, name, slots, workloads, version, registered_at, last_seen)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO peers (id, name, slots, workloads, version, registered_at, last_seen, capacity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name, slots = excluded.slots,"
-                " workloads = excluded.workloads, version = excluded.version, last_seen = excluded.last_seen",
-                (peer_id, request.name, request.slots, encode(request.workloads), request.version, now, now),
+                " workloads = excluded.workloads, version = excluded.version, last_seen = excluded.last_seen,"
+                " capacity = excluded.capacity",
+                (peer_id, request.name, request.slots, encode(request.workloads), request.version, now, now,
+                 request.capacity),
             )
+        self._replan = True
 
     @staticmethod
     def _touch_peer(conn: sqlite3.Connection, peer_id: str, now: float) -> None:
         if conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id)).rowcount == 0:
             raise UnknownPeer("register first (POST /v1/peers/register)")
+
+    def _record_usage(self, conn: sqlite3.Connection, peer_id: str, usage: PeerUsage, now: float) -> None:
+        """Keep what the peer says of its budget; a new capacity is a new weight: replan."""
+        (capacity,) = conn.execute("SELECT capacity FROM peers WHERE id = ?", (peer_id,)).fetchone()
+        if usage.capacity > 0 and usage.capacity != capacity:
+            capacity = usage.capacity
+            self._replan = True
+        conn.execute(
+            "UPDATE peers SET capacity = ?, used = ?, cap = ?, down_rate = ?, up_rate = ?, usage_at = ? WHERE id = ?",
+            (capacity, usage.used, usage.cap, usage.down_rate, usage.up_rate, now, peer_id),
+        )
+
+    @staticmethod
+    def _throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
+        row = conn.execute("SELECT throughput FROM peers WHERE id = ?", (peer_id,)).fetchone()
+        return None if row is None else row[0]
 
     # ---- jobs --------------------------------------------------------------------------
 
@@ -298,7 +435,6 @@ class SqliteStore:
             ).lastrowid
             assert job_id is not None
             self._insert_items(conn, job_id, linkcheck_jobs.seed_items(job))
-            self._pack_units(conn, job_id)
         log.info(
             "job %d created: %s %s, %d seeds, depth %s", job_id, workload, version or "(rollout)", len(job.urls), job.depth
         )
@@ -315,37 +451,139 @@ class SqliteStore:
         ).fetchone():
             raise InvalidInput(f"bundle {name!r} has no version {version!r} on this coordinator")
 
-    @staticmethod
-    def _insert_items(conn: sqlite3.Connection, job_id: int, items: list[NewItem]) -> None:
-        conn.executemany(
+    def _insert_items(self, conn: sqlite3.Connection, job_id: int, items: list[NewItem]) -> None:
+        """Add items, waiting for a lease to form their units; a host without a peer that now
+        has work calls for a replan."""
+        if not items:
+            return
+        added = conn.executemany(
             "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl) VALUES (?, ?, ?, ?, ?)",
             [(job_id, i.url, i.unit_key, i.depth, i.crawl) for i in items],
+        ).rowcount
+        conn.execute(
+            "INSERT INTO job_progress (job_id, open_items) VALUES (?, ?)"
+            " ON CONFLICT (job_id) DO UPDATE SET open_items = open_items + excluded.open_items",
+            (job_id, added),
         )
+        keys = sorted({i.unit_key for i in items})
+        conn.executemany("INSERT OR IGNORE INTO hosts (key) VALUES (?)", [(key,) for key in keys])
+        for start in range(0, len(keys), _SQL_VARIABLES):
+            if self._replan:
+                break
+            chunk = keys[start : start + _SQL_VARIABLES]
+            self._replan = conn.execute(
+                f"SELECT 1 FROM hosts WHERE peer_id IS NULL AND key IN ({', '.join('?' * len(chunk))}) LIMIT 1", chunk
+            ).fetchone() is not None
+
+    def _job_input(self, conn: sqlite3.Connection, job_id: int) -> JobInput:
+        job = self._job_inputs.get(job_id)
+        if job is None:
+            (raw,) = conn.execute("SELECT input FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            job = linkcheck_jobs.parse_job_input(decode(raw))
+            if len(self._job_inputs) >= _JOB_INPUTS_KEPT:
+                self._job_inputs.pop(next(iter(self._job_inputs)))
+            self._job_inputs[job_id] = job
+        return job
+
+    def _job(self, conn: sqlite3.Connection, job_id: int) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            row = conn.execute(
+                "SELECT workload, bundle_version, unit_size FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            job = _Job(*row)
+            if len(self._jobs) >= _JOBS_KEPT:
+                self._jobs.pop(next(iter(self._jobs)))
+            self._jobs[job_id] = job
+        return job
 
     @staticmethod
-    def _pack_units(conn: sqlite3.Connection, job_id: int) -> None:
-        """Put every unassigned, unfinished item of the job into a new queued unit."""
-        (unit_size,) = conn.execute("SELECT unit_size FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        rows = conn.execute(
-            "SELECT id, unit_key FROM items WHERE job_id = ? AND unit_id IS NULL AND done = 0 ORDER BY id",
-            (job_id,),
-        ).fetchall()
-        for key, item_ids in linkcheck_jobs.pack(rows, unit_size):
-            unit_id = conn.execute(
-                "INSERT INTO units (job_id, unit_key, state) VALUES (?, ?, 'queued')", (job_id, key)
-            ).lastrowid
-            conn.executemany("UPDATE items SET unit_id = ? WHERE id = ?", [(unit_id, i) for i in item_ids])
-
-    @staticmethod
-    def _finish_job_if_done(conn: sqlite3.Connection, job_id: int, now: float) -> None:
-        open_unit = conn.execute(
-            "SELECT 1 FROM units WHERE job_id = ? AND state != 'done' LIMIT 1", (job_id,)
+    def _items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) -> None:
+        """`count` items of the job were just finished; the job is done when none is open."""
+        if count <= 0:
+            return
+        (left,) = conn.execute(
+            "UPDATE job_progress SET open_items = open_items - ? WHERE job_id = ? RETURNING open_items", (count, job_id)
         ).fetchone()
-        if open_unit is None:
-            conn.execute(
-                "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running'", (now, job_id)
-            )
+        if left <= 0 and conn.execute(
+            "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running'", (now, job_id)
+        ).rowcount:
             log.info("job %d done", job_id)
+
+    # ---- which peer works on which host --------------------------------------------------
+
+    async def rebalance(self, now: float, *, only_if_needed: bool = False) -> None:
+        await self._run(self._rebalance, now, only_if_needed)
+
+    def _rebalance(self, now: float, only_if_needed: bool) -> None:
+        if only_if_needed and not self._replan:
+            return
+        with self._transaction() as conn:
+            self._plan(conn, now)
+
+    def _plan(self, conn: sqlite3.Connection, now: float) -> None:
+        """Assign every host with work to an active peer; sticky, so only what must move moves.
+
+        Weights are capacities in bytes/s (DEFAULT_PEER_CAPACITY for a peer that did not say);
+        demand is a host's unfinished items (waiting, queued or leased). The demand floor is
+        the items the active peers get through in one planning interval, at BYTES_PER_ITEM.
+        """
+        peers = {
+            peer_id: capacity if capacity > 0 else DEFAULT_PEER_CAPACITY
+            for peer_id, capacity in conn.execute(
+                "SELECT id, capacity FROM peers WHERE last_seen >= ? OR id IN"
+                " (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?)",
+                (now - PEER_QUIET_SECONDS, now),
+            )
+        }
+        demand: dict[str, int] = dict(
+            conn.execute("SELECT unit_key, COUNT(*) FROM items WHERE unit_id IS NULL AND done = 0 GROUP BY unit_key")
+        )
+        for key, count in conn.execute(
+            "SELECT units.unit_key, COUNT(*) FROM units JOIN items ON items.unit_id = units.id"
+            " WHERE units.state != 'done' AND items.done = 0 GROUP BY units.unit_key"
+        ):
+            demand[key] = demand.get(key, 0) + count
+        previous = dict(conn.execute("SELECT key, peer_id FROM hosts WHERE peer_id IS NOT NULL"))
+        floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
+        plan = assignment.rebalance(previous, peers, demand, demand_floor=floor)
+        overflow = _overflow(plan, demand)
+        chosen = {**plan.assignment, **overflow}
+        changed = [(host, peer) for host, peer in chosen.items() if previous.get(host) != peer]
+        dropped = [(host,) for host in previous if host not in chosen]
+        conn.executemany(
+            "INSERT INTO hosts (key, peer_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET peer_id = excluded.peer_id",
+            changed,
+        )
+        conn.executemany("UPDATE hosts SET peer_id = NULL WHERE key = ?", dropped)
+        # Hosts without work and without a pause to remember are forgotten.
+        rested = conn.execute(
+            "SELECT key FROM hosts WHERE peer_id IS NULL AND backoff = 0 AND next_allowed_at <= ?", (now,)
+        ).fetchall()
+        conn.executemany("DELETE FROM hosts WHERE key = ?", [row for row in rested if row[0] not in demand])
+        self._replan = False
+        self._planned_at = now
+        self._planned_peers = frozenset(peers)
+        if changed or dropped:
+            log.log(
+                logging.INFO if changed else logging.DEBUG,
+                "hosts assigned: %d with work on %d active peers; %d newly placed, %d moved, %d released,"
+                " %d beyond every peer's cap",
+                len(chosen), len(peers), len(changed) - len(plan.moved), len(plan.moved), len(dropped), len(overflow),
+            )
+
+    def _plan_is_due(self, conn: sqlite3.Connection, peer_id: str, now: float) -> bool:
+        """Should this lease replan first? Yes at once when the asking peer was not active at
+        the last plan (the set of active peers changed). Else at most every _MIN_REPLAN
+        seconds: when hosts without a peer got work or peers registered, or when the asking
+        peer holds no host (another peer may have gone quiet)."""
+        if peer_id not in self._planned_peers:
+            return True
+        if 0 <= now - self._planned_at < _MIN_REPLAN:
+            return False
+        if self._replan:
+            return True
+        return conn.execute("SELECT 1 FROM hosts WHERE peer_id = ? LIMIT 1", (peer_id,)).fetchone() is None
 
     # ---- units and leases --------------------------------------------------------------
 
@@ -362,77 +600,231 @@ class SqliteStore:
             (unit.state.value, unit.token, unit.peer_id, unit.expires_at, unit.attempts, unit.last_error, unit_id),
         )
 
-    def _load_unit(self, conn: sqlite3.Connection, unit_id: int) -> tuple[int, UnitLease]:
+    def _load_unit(self, conn: sqlite3.Connection, unit_id: int) -> _StoredUnit:
         row = None
         if 0 <= unit_id <= _MAX_ID:
             row = conn.execute(
-                "SELECT job_id, state, token, peer_id, expires_at, attempts, last_error FROM units WHERE id = ?",
+                "SELECT job_id, unit_key, leased_at, state, token, peer_id, expires_at, attempts, last_error"
+                " FROM units WHERE id = ?",
                 (unit_id,),
             ).fetchone()
         if row is None:
             raise NotFound(f"no unit {unit_id}")
-        return row[0], self._unit_lease(row[1:])
+        return _StoredUnit(row[0], row[1], row[2], self._unit_lease(row[3:]))
 
-    @staticmethod
-    def _finish_items_with_error(conn: sqlite3.Connection, unit_id: int, message: str) -> None:
-        conn.execute(
+    def _finish_items_with_error(
+        self, conn: sqlite3.Connection, job_id: int, unit_id: int, message: str, now: float
+    ) -> None:
+        finished = conn.execute(
             "UPDATE items SET result = 'error', error = ?, done = 1 WHERE unit_id = ? AND done = 0",
             (message[: linkcheck_jobs.MAX_TEXT], unit_id),
-        )
+        ).rowcount
+        self._items_closed(conn, job_id, finished, now)
+
+    @staticmethod
+    def _load_pace(conn: sqlite3.Connection, key: str) -> HostPace:
+        row = conn.execute("SELECT next_allowed_at, crawl_delay, backoff FROM hosts WHERE key = ?", (key,)).fetchone()
+        return HostPace() if row is None else HostPace(*row)
+
+    @staticmethod
+    def _save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
+        values = (pace.next_allowed_at, pace.crawl_delay, pace.backoff, key)
+        if not conn.execute(
+            "UPDATE hosts SET next_allowed_at = ?, crawl_delay = ?, backoff = ? WHERE key = ?", values
+        ).rowcount:
+            conn.execute("INSERT INTO hosts (next_allowed_at, crawl_delay, backoff, key) VALUES (?, ?, ?, ?)", values)
+
+    def _pace_host(self, conn: sqlite3.Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
+        """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
+        reach no website: nothing to pace."""
+        if key == linkcheck_jobs.NOT_HTTP_KEY:
+            return
+        before = self._load_pace(conn, key)
+        after = change(before)
+        if after != before:
+            self._save_pace(conn, key, after)
 
     async def lease(
-        self, peer_id: str, max_units: int, workloads: list[str], now: float, lease_seconds: float
+        self,
+        peer_id: str,
+        max_units: int,
+        workloads: list[str],
+        now: float,
+        lease_seconds: float,
+        usage: PeerUsage | None = None,
     ) -> list[Lease]:
-        return await self._run(self._lease, peer_id, max_units, workloads, now, lease_seconds)
+        return await self._run(self._lease, peer_id, max_units, workloads, now, lease_seconds, usage)
 
-    def _lease(self, peer_id: str, max_units: int, workloads: list[str], now: float, lease_seconds: float) -> list[Lease]:
+    def _lease(
+        self,
+        peer_id: str,
+        max_units: int,
+        workloads: list[str],
+        now: float,
+        lease_seconds: float,
+        usage: PeerUsage | None,
+    ) -> list[Lease]:
         granted: list[Lease] = []
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
+            if usage is not None:
+                self._record_usage(conn, peer_id, usage, now)
+            if self._plan_is_due(conn, peer_id, now):
+                self._plan(conn, now)
             if not workloads:
                 return granted
-            names: tuple[str, ...] = ()
-            which = "1"
-            if ANY_WORKLOAD not in workloads:
-                names = tuple(workloads)
-                which = f"jobs.workload IN ({', '.join('?' * len(names))})"
-            query = (
-                "SELECT units.id, units.job_id, jobs.workload, jobs.bundle_version, units.state, units.token,"
-                " units.peer_id, units.expires_at, units.attempts, units.last_error"
-                " FROM units JOIN jobs ON jobs.id = units.job_id"
-                f" WHERE {which}"
-                " AND (units.state = 'queued' OR (units.state = 'leased' AND units.expires_at <= ?))"
-                " ORDER BY units.id LIMIT ?"
+            ask = _Asking(
+                peer_id, now, lease_seconds, self._throughput(conn, peer_id),
+                None if ANY_WORKLOAD in workloads else tuple(workloads),
             )
-            # Units that give up are skipped; keep looking until enough are granted or none are left.
-            while len(granted) < max_units:
-                rows = conn.execute(query, (*names, now, max_units - len(granted))).fetchall()
-                if not rows:
+            hosts = conn.execute(
+                "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
+                " WHERE peer_id = ? AND next_allowed_at <= ? ORDER BY next_allowed_at, rowid",
+                (peer_id, now),
+            ).fetchall()
+            for key, *pace in hosts:
+                if len(granted) >= max_units:
                     break
-                for unit_id, job_id, workload, pinned, *lease_row in rows:
-                    unit = leases.grant(self._unit_lease(lease_row), peer_id, now, lease_seconds, self._max_attempts)
-                    self._save_unit(conn, unit_id, unit)
-                    if unit.state is UnitState.DONE:
-                        log.warning("unit %d of job %d: %s", unit_id, job_id, leases.give_up_message(unit))
-                        self._finish_items_with_error(conn, unit_id, leases.give_up_message(unit))
-                        self._finish_job_if_done(conn, job_id, now)
-                        continue
-                    assert unit.expires_at is not None
-                    items = conn.execute(
-                        "SELECT url, crawl FROM items WHERE unit_id = ? AND done = 0 ORDER BY id", (unit_id,)
-                    ).fetchall()
-                    granted.append(
-                        Lease(
-                            unit_id=unit_id,
-                            token=unit.token,
-                            job_id=job_id,
-                            workload=workload,
-                            payload=linkcheck_jobs.unit_payload(job_id, ((u, bool(c)) for u, c in items)),
-                            expires_at=unit.expires_at,
-                            bundle=self._bundle_ref(conn, workload, pinned, peer_id),
-                        )
-                    )
+                lease = self._lease_host(conn, key, HostPace(*pace), ask)
+                if lease is not None:
+                    granted.append(lease)
         return granted
+
+    def _lease_host(self, conn: sqlite3.Connection, key: str, pace: HostPace, ask: _Asking) -> Lease | None:
+        """At most one unit of host `key` for the asking peer: one released, failed or expired
+        before (as it is), a straggler's, or a new one of waiting items; None while another
+        lease on the host is live or the host's pause is not over."""
+        rows = conn.execute(
+            "SELECT id, job_id, leased_at, renewed_at, state, token, peer_id, expires_at, attempts, last_error"
+            " FROM units WHERE unit_key = ? AND state != 'done' ORDER BY id",
+            (key,),
+        ).fetchall()
+        paced = pace
+        open_units: list[tuple[int, int, UnitLease]] = []
+        for unit_id, job_id, leased_at, renewed_at, *lease_row in rows:
+            unit = self._unit_lease(lease_row)
+            if unit.state is UnitState.LEASED:
+                assert unit.expires_at is not None
+                if unit.expires_at > ask.now:
+                    silent_since = self._straggling(conn, unit_id, job_id, unit, leased_at, renewed_at, ask)
+                    if silent_since is None:
+                        return None  # a live lease: never two peers on one host
+                    # Taken back: granted below like an expired lease, with a new token.
+                    unit = replace(unit, expires_at=ask.now)
+                    paced = host_pacing.after_abandoned(paced, silent_since)
+                else:
+                    paced = host_pacing.after_abandoned(paced, unit.expires_at)
+            open_units.append((unit_id, job_id, unit))
+        if key != linkcheck_jobs.NOT_HTTP_KEY:
+            if paced != pace:
+                self._save_pace(conn, key, paced)
+            if not host_pacing.may_lease(paced, ask.now, 0):
+                return None
+        for unit_id, job_id, unit in open_units:
+            if not ask.runs(self._job(conn, job_id)):
+                continue
+            unit = leases.grant(unit, ask.peer_id, ask.now, ask.lease_seconds, self._max_attempts)
+            self._save_unit(conn, unit_id, unit)
+            if unit.state is UnitState.DONE:
+                log.warning("unit %d of job %d: %s", unit_id, job_id, leases.give_up_message(unit))
+                self._finish_items_with_error(conn, job_id, unit_id, leases.give_up_message(unit), ask.now)
+                continue
+            conn.execute("UPDATE units SET leased_at = ?, renewed_at = ? WHERE id = ?", (ask.now, ask.now, unit_id))
+            items = conn.execute(
+                "SELECT url, crawl FROM items WHERE unit_id = ? AND done = 0 ORDER BY id", (unit_id,)
+            ).fetchall()
+            return self._lease_of(conn, ask, unit_id, job_id, unit, items)
+        return self._form_unit(conn, key, ask)
+
+    def _form_unit(self, conn: sqlite3.Connection, key: str, ask: _Asking) -> Lease | None:
+        """A new unit of the host's waiting items, of its oldest job the peer runs, sized for
+        the peer: about unit_sizing.TARGET_SECONDS of its work, at most the job's unit size."""
+        size = unit_sizing.unit_size(ask.throughput)
+        if ask.names is None:
+            rows = conn.execute(
+                "SELECT job_id, id, url, crawl FROM items WHERE unit_key = ? AND unit_id IS NULL AND done = 0"
+                " ORDER BY job_id, id LIMIT ?",
+                (key, size),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT job_id, id, url, crawl FROM items WHERE unit_key = ? AND unit_id IS NULL AND done = 0"
+                f" AND job_id IN (SELECT id FROM jobs WHERE workload IN ({', '.join('?' * len(ask.names))}))"
+                " ORDER BY job_id, id LIMIT ?",
+                (key, *ask.names, size),
+            ).fetchall()
+        if not rows:
+            return None
+        job_id = rows[0][0]
+        picked = [row[1:] for row in rows if row[0] == job_id][: self._job(conn, job_id).unit_size]
+        unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, self._max_attempts)
+        unit_id = conn.execute(
+            "INSERT INTO units (job_id, unit_key, state, token, peer_id, expires_at, leased_at, renewed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, key, unit.state.value, unit.token, unit.peer_id, unit.expires_at, ask.now, ask.now),
+        ).lastrowid
+        assert unit_id is not None
+        ids = [item_id for item_id, _, _ in picked]
+        conn.execute(f"UPDATE items SET unit_id = ? WHERE id IN ({', '.join('?' * len(ids))})", (unit_id, *ids))
+        return self._lease_of(conn, ask, unit_id, job_id, unit, [(url, crawl) for _, url, crawl in picked])
+
+    def _lease_of(
+        self,
+        conn: sqlite3.Connection,
+        ask: _Asking,
+        unit_id: int,
+        job_id: int,
+        unit: UnitLease,
+        items: list[tuple[str, int]],
+    ) -> Lease:
+        job = self._job(conn, job_id)
+        assert unit.expires_at is not None
+        workload, pinned = job.workload, job.pinned
+        if (workload, pinned) not in ask.bundles:
+            ask.bundles[workload, pinned] = self._bundle_ref(conn, workload, pinned, ask.peer_id)
+        return Lease(
+            unit_id=unit_id,
+            token=unit.token,
+            job_id=job_id,
+            workload=workload,
+            payload=linkcheck_jobs.unit_payload(job_id, ((u, bool(c)) for u, c in items)),
+            expires_at=unit.expires_at,
+            bundle=ask.bundles[workload, pinned],
+        )
+
+    def _straggling(
+        self,
+        conn: sqlite3.Connection,
+        unit_id: int,
+        job_id: int,
+        unit: UnitLease,
+        leased_at: float | None,
+        renewed_at: float | None,
+        ask: _Asking,
+    ) -> float | None:
+        """When the silent holder of this live lease is taken to have stopped, if the lease is
+        a straggler to take back (unit_sizing.is_straggler); None to leave it alone."""
+        if leased_at is None or renewed_at is None:
+            return None  # leased by a coordinator older than schema 3: it just expires
+        interval = ask.lease_seconds / RENEWS_PER_LEASE
+        if ask.now - renewed_at <= unit_sizing.MISSED_RENEWALS * interval:
+            return None  # its holder renews: it is alive and may still be fetching
+        (items,) = conn.execute("SELECT COUNT(*) FROM items WHERE unit_id = ? AND done = 0", (unit_id,)).fetchone()
+        expected = unit_sizing.expected_seconds(items, self._throughput(conn, unit.peer_id))
+        queued = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM items WHERE job_id = ? AND done = 0 AND unit_id IS NULL)"
+            " OR EXISTS (SELECT 1 FROM units WHERE job_id = ? AND state = 'queued')",
+            (job_id, job_id),
+        ).fetchone()[0]
+        if not unit_sizing.is_straggler(leased_at, expected, ask.now, bool(queued), renewed_at, interval):
+            return None
+        log.info(
+            "unit %d of job %d: holder %s… silent for %.0f s, %.0f s into an expected %.0f s; granting it again",
+            unit_id, job_id, (unit.peer_id or "")[:12], ask.now - renewed_at, ask.now - leased_at, expected,
+        )
+        # The holder stops its unit once it could not renew for a while (peer.agent's
+        # STOP_UNRENEWED, under MISSED_RENEWALS intervals): by then it left the host alone.
+        return renewed_at + unit_sizing.MISSED_RENEWALS * interval
 
     def _bundle_ref(self, conn: sqlite3.Connection, name: str, pinned: str | None, peer_id: str) -> BundleRef | None:
         """The version a peer runs a job's unit with: the job's pin, else the rollout's choice.
@@ -452,11 +844,13 @@ class SqliteStore:
     def _renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
-            _, unit = self._load_unit(conn, unit_id)
+            unit = self._load_unit(conn, unit_id).lease
             if not leases.holds(unit, peer_id, token):
                 raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
             unit = leases.renewed(unit, now, lease_seconds)
-            self._save_unit(conn, unit_id, unit)
+            conn.execute(
+                "UPDATE units SET expires_at = ?, renewed_at = ? WHERE id = ?", (unit.expires_at, now, unit_id)
+            )
         assert unit.expires_at is not None
         return unit.expires_at
 
@@ -466,10 +860,11 @@ class SqliteStore:
     def _release(self, peer_id: str, unit_id: int, token: int, now: float) -> None:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
-            _, unit = self._load_unit(conn, unit_id)
-            if not leases.holds(unit, peer_id, token):
+            stored = self._load_unit(conn, unit_id)
+            if not leases.holds(stored.lease, peer_id, token):
                 raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
-            self._save_unit(conn, unit_id, leases.released(unit))
+            self._save_unit(conn, unit_id, leases.released(stored.lease))
+            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now))
 
     # ---- reports -----------------------------------------------------------------------
 
@@ -479,38 +874,81 @@ class SqliteStore:
     def _report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
-            job_id, unit = self._load_unit(conn, report.unit_id)
-            verdict = leases.judge_report(unit, peer_id, report.token)
-            if verdict is Verdict.STALE:
-                raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
-            if verdict is Verdict.DUPLICATE:
-                return ReportResponse(accepted=True, reason="duplicate")
-            on_trial = False
-            if report.bundle_version is not None and report.exit_code != 3:
-                on_trial = self._count_outcome(conn, job_id, report.bundle_version, report.exit_code in (0, 1))
-            error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
-            if report.exit_code in (0, 1):
-                unit = self._merge_results(conn, job_id, report, unit, error)
-            elif report.exit_code == 2 and on_trial:
-                # The version on trial failed, not the unit: requeue it without using up one of
-                # its attempts, or a broken candidate could exhaust a unit before it rolls back.
-                unit = replace(leases.released(unit), last_error=error or "workload failed (exit 2)")
-            elif report.exit_code == 2:
-                unit = leases.failed(unit, error or "workload failed (exit 2)", self._max_attempts)
-                if unit.state is UnitState.DONE:
-                    self._finish_items_with_error(conn, report.unit_id, leases.give_up_message(unit))
-            else:
-                message = f"workload refused the input: {error or 'no reason given'}"
-                self._finish_items_with_error(conn, report.unit_id, message)
-                unit = leases.completed(unit)
-            self._save_unit(conn, report.unit_id, unit)
-            self._finish_job_if_done(conn, job_id, now)
-        return ReportResponse(accepted=True)
+            before = self._throughput(conn, peer_id)
+            response, throughput = self._take_report(conn, peer_id, report, now, before)
+            if throughput != before:
+                conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
+        return response
+
+    async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
+        return await self._run(self._report_batch, peer_id, reports, now)
+
+    def _report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
+        verdicts: list[ReportVerdict] = []
+        with self._transaction() as conn:
+            self._touch_peer(conn, peer_id, now)
+            throughput = before = self._throughput(conn, peer_id)
+            for report in reports:
+                # A savepoint per report: a refused one takes back only its own changes.
+                conn.execute("SAVEPOINT report")
+                try:
+                    response, throughput = self._take_report(conn, peer_id, report, now, throughput)
+                except (StaleLease, NotFound, InvalidInput) as exc:
+                    conn.execute("ROLLBACK TO report")
+                    verdicts.append(ReportVerdict(report.unit_id, False, str(exc), _refusal_code(exc)))
+                else:
+                    verdicts.append(ReportVerdict(report.unit_id, True, response.reason))
+                conn.execute("RELEASE report")
+            if throughput != before:
+                conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
+        return verdicts
+
+    def _take_report(
+        self, conn: sqlite3.Connection, peer_id: str, report: Report, now: float, throughput: float | None
+    ) -> tuple[ReportResponse, float | None]:
+        """Merge one report; the answer and the peer's throughput estimate after it."""
+        stored = self._load_unit(conn, report.unit_id)
+        job_id, unit = stored.job_id, stored.lease
+        verdict = leases.judge_report(unit, peer_id, report.token)
+        if verdict is Verdict.STALE:
+            raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
+        if verdict is Verdict.DUPLICATE:
+            return ReportResponse(accepted=True, reason="duplicate"), throughput
+        on_trial = False
+        if report.bundle_version is not None and report.exit_code != 3:
+            on_trial = self._count_outcome(conn, job_id, report.bundle_version, report.exit_code in (0, 1))
+        error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
+        results: list[ItemResult] = []
+        if report.exit_code in (0, 1):
+            unit, results = self._merge_results(conn, job_id, report, unit, error)
+        elif report.exit_code == 2 and on_trial:
+            # The version on trial failed, not the unit: requeue it without using up one of
+            # its attempts, or a broken candidate could exhaust a unit before it rolls back.
+            unit = replace(leases.released(unit), last_error=error or "workload failed (exit 2)")
+        elif report.exit_code == 2:
+            unit = leases.failed(unit, error or "workload failed (exit 2)", self._max_attempts)
+            if unit.state is UnitState.DONE:
+                self._finish_items_with_error(conn, job_id, report.unit_id, leases.give_up_message(unit), now)
+        else:
+            message = f"workload refused the input: {error or 'no reason given'}"
+            self._finish_items_with_error(conn, job_id, report.unit_id, message, now)
+            unit = leases.completed(unit)
+        self._save_unit(conn, report.unit_id, unit)
+        if results:
+            summary = UnitSummary(throttled=sum(1 for r in results if r.status in _THROTTLED))
+            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_unit(pace, now, summary))
+            if stored.leased_at is not None:
+                throughput = unit_sizing.observe(throughput, len(results), now - stored.leased_at)
+        else:
+            # No item came back, so nothing was learned about the host.
+            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now))
+        self._items_closed(conn, job_id, len(results), now)
+        return ReportResponse(accepted=True), throughput
 
     def _count_outcome(self, conn: sqlite3.Connection, job_id: int, version: str, ok: bool) -> bool:
         """Count a finished unit for the version that ran it; roll a failing candidate back.
         True when `version` was the candidate of a rollout in progress (a unit on trial)."""
-        (name,) = conn.execute("SELECT workload FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        name = self._job(conn, job_id).workload
         column = "units_ok" if ok else "units_failed"
         if not conn.execute(
             f"UPDATE bundles SET {column} = {column} + 1 WHERE name = ? AND version = ?", (name, version)
@@ -531,8 +969,9 @@ class SqliteStore:
 
     def _merge_results(
         self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease, error: str | None
-    ) -> UnitLease:
-        """Store a (partial) result; requeue what it left out; add the links it found."""
+    ) -> tuple[UnitLease, list[ItemResult]]:
+        """Store a (partial) result; send what it left out back to waiting; add the links it
+        found. Returns the unit after it and the items it reported."""
         rows = conn.execute(
             "SELECT id, url, depth, crawl FROM items WHERE unit_id = ? AND done = 0", (report.unit_id,)
         ).fetchall()
@@ -540,21 +979,18 @@ class SqliteStore:
         results = linkcheck_jobs.parse_report_items(report.payload, by_url)
         if not results:
             # Nothing done is no progress: count it as a failed attempt so a unit cannot loop forever.
-            return leases.failed(unit, error or "workload reported no items", self._max_attempts)
+            return leases.failed(unit, error or "workload reported no items", self._max_attempts), results
         conn.executemany(
             "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
             [(r.result, r.status, r.final_url, encode(list(r.redirects)), r.error, by_url[r.url][0]) for r in results],
         )
-        job = linkcheck_jobs.parse_job_input(
-            decode(conn.execute("SELECT input FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
-        )
         for result in results:
             _, depth, crawl = by_url[result.url]
             if crawl and result.crawled:
-                self._add_links(conn, job_id, result, depth, job)
-        conn.execute("UPDATE items SET unit_id = NULL WHERE unit_id = ? AND done = 0", (report.unit_id,))
-        self._pack_units(conn, job_id)
-        return leases.completed(unit)
+                self._add_links(conn, job_id, result, depth, self._job_input(conn, job_id))
+        if len(results) < len(rows):
+            conn.execute("UPDATE items SET unit_id = NULL WHERE unit_id = ? AND done = 0", (report.unit_id,))
+        return leases.completed(unit), results
 
     def _add_links(self, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput) -> None:
         found = linkcheck_jobs.linked_items(page, depth, job)
@@ -596,17 +1032,26 @@ class SqliteStore:
         row = None
         if 0 <= job_id <= _MAX_ID:
             row = conn.execute(
-                "SELECT workload, state, created_at, finished_at FROM jobs WHERE id = ?", (job_id,)
+                "SELECT workload, state, created_at, finished_at, unit_size FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return row
 
     def _status(self, conn: sqlite3.Connection, job_id: int) -> JobStatus:
-        workload, state, created_at, finished_at = self._check_job(conn, job_id)
+        workload, state, created_at, finished_at, unit_size = self._check_job(conn, job_id)
         units_total, units_done = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
         ).fetchone()
+        if state == "running":
+            # Units of the waiting items are formed when leased; count them at a new peer's size.
+            size = min(unit_sizing.DEFAULT_UNIT, unit_size)
+            (to_form,) = conn.execute(
+                "SELECT COALESCE(SUM((n + ? - 1) / ?), 0) FROM (SELECT COUNT(*) AS n FROM items"
+                " WHERE job_id = ? AND done = 0 AND unit_id IS NULL GROUP BY unit_key)",
+                (size, size, job_id),
+            ).fetchone()
+            units_total += to_form
         (items_total,) = conn.execute("SELECT COUNT(*) FROM items WHERE job_id = ?", (job_id,)).fetchone()
         counts = dict(
             conn.execute(
@@ -845,3 +1290,29 @@ class SqliteStore:
             message=r.message,
             versions=[VersionStats(*row) for row in rows],
         )
+
+
+def _overflow(plan: assignment.Plan, demand: Mapping[str, float]) -> dict[str, str]:
+    """Hosts the bounded loads left without a peer, each on the peer with the most room left
+    under its cap, largest first. Work is never stranded: a host larger than any peer's room
+    (typically the last big host of a job, when the caps have shrunk with the work left)
+    would otherwise wait for nobody. Caps bound shares of the backlog, not a volunteer's
+    rate, which its own egress enforces."""
+    room = {peer: plan.caps[peer] - plan.loads[peer] for peer in plan.caps}
+    placed: dict[str, str] = {}
+    for host in sorted(plan.unassigned, key=lambda h: (-demand[h], h)):
+        if not room:
+            break
+        peer = max(sorted(room), key=lambda p: room[p])
+        placed[host] = peer
+        room[peer] -= demand[host]
+    return placed
+
+
+def _refusal_code(exc: StoreError) -> str:
+    """The error code a refused report of a batch gets: the one its own request would get."""
+    if isinstance(exc, StaleLease):
+        return "stale_lease"
+    if isinstance(exc, NotFound):
+        return "not_found"
+    return "invalid_input"

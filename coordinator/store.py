@@ -19,11 +19,36 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from overlay.wire import BundleStatus, JobStatus, Lease, RegisterRequest, Report, ReportResponse
+from coordinator import unit_sizing
+from overlay.wire import (
+    BundleStatus,
+    JobStatus,
+    Lease,
+    PeerUsage,
+    RegisterRequest,
+    Report,
+    ReportResponse,
+    ReportVerdict,
+)
 
-# URLs per work unit. Each unit costs a workload process start (~0.1 s of CPU), so units are
-# large enough that starting workloads stays a small share of the work.
-DEFAULT_UNIT_SIZE = 100
+# The most URLs in one work unit. Units are sized per peer (`unit_sizing`: about 30 s of its
+# work, 20 URLs until it has reported); an operator may cap them lower (`--unit-size`).
+DEFAULT_UNIT_SIZE = unit_sizing.MAX_UNIT
+
+# ---- the scheduler's numbers (see docs/operators.md, "How work is scheduled") ---------------
+# A peer's weight when it did not say what it sustains: peer.budget.DEFAULT_SUSTAINABLE_RATE,
+# which is what a peer without a configured budget would have said.
+DEFAULT_PEER_CAPACITY = 10_000_000.0  # bytes/s
+# Demand is counted in URLs (items), weights in bytes/s; this converts one to the other for the
+# assignment's demand floor: about what checking one URL moves, a crawled page's HTML (tens of
+# kB) averaged with the HEAD requests of links that are only checked (under 1 kB).
+BYTES_PER_ITEM = 25_000
+REBALANCE_INTERVAL = 2.0  # seconds between assignments of hosts to peers: the planning interval
+# A peer is active while it holds a lease it keeps alive, or was heard from this recently: a
+# peer with free slots asks for work every second or so (RETRY_AFTER), so ten seconds of
+# silence means it stopped, paused on its budget, or went to another coordinator.
+PEER_QUIET_SECONDS = 10.0
+RENEWS_PER_LEASE = 3  # peers renew a lease every third of its length (peer.agent)
 
 
 class StoreError(Exception):
@@ -105,17 +130,30 @@ class Store(Protocol):
     ) -> None: ...
 
     async def register_peer(self, peer_id: str, request: RegisterRequest, now: float) -> None:
-        """Create or refresh the peer `peer_id` (its hex public key)."""
+        """Create or refresh the peer `peer_id` (its hex public key); its hosts are assigned at
+        the next `rebalance`."""
+
+    async def rebalance(self, now: float, *, only_if_needed: bool = False) -> None:
+        """Assign every host with work to an active peer (capacity-weighted, sticky, bounded
+        loads: `coordinator.assignment`). `only_if_needed`: skip it unless peers registered or
+        hosts without a peer got work since the last one."""
 
     async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
         """Validate the input, store the job, its items and units; return the job id. `workload`
         names a published bundle; `version` pins one of its versions (None follows its rollout)."""
 
     async def lease(
-        self, peer_id: str, max_units: int, workloads: list[str], now: float, lease_seconds: float
+        self,
+        peer_id: str,
+        max_units: int,
+        workloads: list[str],
+        now: float,
+        lease_seconds: float,
+        usage: PeerUsage | None = None,
     ) -> list[Lease]:
-        """Grant up to `max_units` eligible units of the given bundle names ("*": any), oldest
-        first; each lease names the bundle version the peer must run it with."""
+        """Grant up to `max_units` units of the given bundle names ("*": any), at most one per
+        host, only of hosts assigned to the peer and only when the host's pace allows; each
+        lease names the bundle version the peer must run it with. `usage` is recorded."""
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         """Extend the caller's current lease; return the new expiry."""
@@ -127,7 +165,13 @@ class Store(Protocol):
         """Merge a unit's outcome, or answer a duplicate; raise `StaleLease` otherwise. The
         outcome counts for the bundle version that ran it, and may roll a failing candidate back."""
 
-    async def job_status(self, job_id: int) -> JobStatus: ...
+    async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
+        """`report` for each of `reports` in one transaction; a refused report (stale, unknown
+        unit, bad payload) changes nothing and does not stop the others."""
+
+    async def job_status(self, job_id: int) -> JobStatus:
+        """The job's progress. Units are formed when leased, so while a job runs `units_total`
+        counts the units formed so far plus an estimate of those its waiting URLs will make."""
 
     async def job_results(self, job_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
         """Items of the job ordered by id: url, result, status, final_url, redirects, error,

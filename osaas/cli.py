@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
     serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
     serve.add_argument("--lease-seconds", type=float, default=60.0)
-    serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"URLs per work unit (default {DEFAULT_UNIT_SIZE})")
+    serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"most URLs per work unit; units are sized to about 30 s of each peer's measured work (default {DEFAULT_UNIT_SIZE})")
     serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
     serve.add_argument("--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator")
     serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through")

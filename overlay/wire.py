@@ -367,3 +367,37 @@ class BundleStatus:
     state: str  # "stable" | "rolling_out" | "rolled_back"
     message: str  # what happened last, in words (e.g. why it rolled back)
     versions: list[VersionStats] = field(default_factory=list)
+
+
+# ---- report batches --------------------------------------------------------------------
+
+MAX_REPORT_BATCH = 256  # reports in one POST /v1/reports/batch
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    """Several finished units of one peer, reported in one signed request."""
+
+    reports: list[Report]
+
+    def __post_init__(self) -> None:
+        _require(
+            1 <= len(self.reports) <= MAX_REPORT_BATCH,
+            f"reports must hold 1..{MAX_REPORT_BATCH} reports; send the rest in another batch",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportVerdict:
+    """The answer to one report of a batch, in the batch's order. A refused report (`accepted`
+    False) would be refused again: the peer drops it; `code` says why, as an error body would."""
+
+    unit_id: int
+    accepted: bool
+    reason: str = ""  # "duplicate" when accepted again; the refusal's message otherwise
+    code: str = ""  # a refusal's error code: stale_lease, not_found or invalid_input
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatchResponse:
+    results: list[ReportVerdict]

@@ -291,7 +291,11 @@ class Agent:
             if down or up:
                 self.allowance.charge(down=down, up=up)
             used = self.allowance.down.used, self.allowance.up.used
-            self._recent_rates = ((used[0] - last_used[0]) / BUDGET_TICK, (used[1] - last_used[1]) / BUDGET_TICK)
+            # Refunds of unused reservations can make a tick's count go down: not a negative rate.
+            self._recent_rates = (
+                max(used[0] - last_used[0], 0) / BUDGET_TICK,
+                max(used[1] - last_used[1], 0) / BUDGET_TICK,
+            )
             last_used = used
             self._set_paused(self.allowance.pause_reason())
 

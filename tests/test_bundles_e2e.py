@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from coordinator.assignment import hrw_assign
+from coordinator.linkcheck_jobs import unit_key
 from coordinator.rollout import picks_candidate
 from osaas import owner
 from overlay.identity import Identity
@@ -41,15 +43,22 @@ def make_source(root: Path, version: str, *, broken: bool = False) -> Path:
     return source
 
 
-def identities_split(root: Path, count: int) -> list[Path]:
-    """Data dirs whose peer keys put half of them inside a 50% rollout of the broken version."""
-    inside: list[Identity] = []
-    outside: list[Identity] = []
-    while len(inside) < count // 2 or len(outside) < count - count // 2:
-        identity = Identity.generate()
-        side = inside if picks_candidate(identity.public_hex, NAME, BROKEN, 50) else outside
-        side.append(identity)
-    chosen = inside[: count // 2] + outside[: count - count // 2]
+def identities_split(root: Path, count: int, site: str) -> list[Path]:
+    """Data dirs whose peer keys put half of them inside a 50% rollout of the broken version.
+    The coordinator gives a host to one peer at a time, its first choice among equal peers, so
+    that choice for the site's host is made an inside peer: the broken version gets its trial."""
+    while True:
+        inside: list[Identity] = []
+        outside: list[Identity] = []
+        while len(inside) < count // 2 or len(outside) < count - count // 2:
+            identity = Identity.generate()
+            side = inside if picks_candidate(identity.public_hex, NAME, BROKEN, 50) else outside
+            side.append(identity)
+        chosen = inside[: count // 2] + outside[: count - count // 2]
+        host = unit_key(f"{site}/")
+        first_choice = hrw_assign([host], {i.public_hex: 1.0 for i in chosen})[host]
+        if first_choice in {i.public_hex for i in chosen[: count // 2]}:
+            break
     dirs = []
     for i, identity in enumerate(chosen):
         data_dir = root / f"peer-{i}"
@@ -103,7 +112,7 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             status = await owner.bundle_status(session, url, NAME)
             assert (status.stable, status.candidate, status.owner_key) == ("1.0", None, public_key)
 
-            data_dirs = identities_split(tmp_path, 4)
+            data_dirs = identities_split(tmp_path, 4, site)
             for i, data_dir in enumerate(data_dirs):
                 await procs.start(
                     f"peer-{i}", "peer", "run", "--bootstrap", bootstrap, "--network", "e2e",

@@ -6,8 +6,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from overlay.wire import decode, encode
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.store import PEER_QUIET_SECONDS
+from overlay.wire import MAX_REPORT_BATCH, decode, encode
 from tests.coordinator.conftest import LEASE_SECONDS, START, Clock, Peer, get, item, submit
+
+# A host rests this long after each unit before its next one (coordinator.host_pacing).
+REST = DEFAULT_MIN_DELAY
 
 
 def urls_of(lease: dict[str, Any]) -> list[str]:
@@ -59,14 +64,17 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
         200, {"accepted": True, "reason": ""},
     )
 
+    assert await peer.lease(max_units=4) == []  # a.test rests; c.test waits for the next plan
+    clock.advance(REST)
     follow_ups = await peer.lease(max_units=4)
+    # Longest-rested hosts first: the new ones (non-http links share one key) before a.test.
     assert [lease["payload"]["items"] for lease in follow_ups] == [
-        [{"url": "http://a.test/y", "crawl": True}],
-        [{"url": "http://c.test/", "crawl": False}],
         [{"url": "mailto:z@a.test", "crawl": False}],
+        [{"url": "http://c.test/", "crawl": False}],
+        [{"url": "http://a.test/y", "crawl": True}],
     ]
     clock.advance(5)
-    y, c, mail = follow_ups
+    mail, c, y = follow_ups
     await peer.report(y, 0, {"items": [item("http://a.test/y", ["http://a.test/"])]})
     await peer.report(c, 0, {"items": [item("http://c.test/", ["http://c.test/never-followed"])]})
     assert await peer.report(mail, 0, {"items": [item("mailto:z@a.test", result="excluded", crawled=False)]}) == (
@@ -75,7 +83,7 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
 
     status, job = await get(client, f"/v1/jobs/{job_id}")
     assert job["state"] == "done"
-    assert job["finished_at"] == START + 5
+    assert job["finished_at"] == START + REST + 5
     assert (job["units_total"], job["units_done"], job["items_total"], job["items_done"]) == (5, 5, 6, 6)
     assert job["counts"] == {"ok": 4, "broken": 1, "excluded": 1}
     assert await peer.lease() == []
@@ -109,6 +117,8 @@ async def test_lease_expiry_gives_a_new_token_and_fences_the_old_holder(
     assert await other.lease() == []
 
     clock.advance(LEASE_SECONDS)
+    assert await other.lease() == []  # expired, and the host rests from then on
+    clock.advance(REST)
     (second,) = await other.lease()
     assert (second["unit_id"], second["token"]) == (first["unit_id"], first["token"] + 1)
 
@@ -152,7 +162,8 @@ async def test_renew_and_release(client: TestClient, peer: Peer, clock: Clock) -
     ref = {"unit_id": lease["unit_id"], "token": lease["token"]}
     clock.advance(50)
     assert await peer.post("/v1/leases/renew", ref) == (200, {"expires_at": START + 50 + LEASE_SECONDS})
-    clock.advance(50)  # past the first expiry, within the renewed one
+    # Past the first expiry, within the renewed one, and renewed lately (not a straggler).
+    clock.advance(20)
     other = Peer(client, clock, "bob")
     await other.register()
     assert await other.lease() == []
@@ -163,19 +174,22 @@ async def test_renew_and_release(client: TestClient, peer: Peer, clock: Clock) -
     assert await peer.post("/v1/leases/release", ref) == (200, {})
     assert (await peer.post("/v1/leases/release", ref))[0] == 409
 
+    # Alice, who gave the unit back, falls quiet: bob gets her host, rested.
+    clock.advance(PEER_QUIET_SECONDS + REST)
     (again,) = await other.lease()
     assert (again["unit_id"], again["token"]) == (lease["unit_id"], lease["token"] + 1)
     status, body = await peer.post("/v1/leases/renew", {"unit_id": 999, "token": 1})
     assert (status, body["error"]["code"]) == (404, "not_found")
 
 
-async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer) -> None:
+async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
     (lease,) = await peer.lease()
     assert urls_of(lease) == ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
     assert await peer.report(lease, 1, {"items": [item("http://a.test/2")]}, "ran out of time") == (
         200, {"accepted": True, "reason": ""},
     )
+    clock.advance(REST)
     (rest,) = await peer.lease()
     assert rest["unit_id"] != lease["unit_id"]
     assert urls_of(rest) == ["http://a.test/1", "http://a.test/3"]
@@ -184,12 +198,13 @@ async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer) 
     assert (job["state"], job["units_total"], job["items_done"], job["counts"]) == ("done", 2, 3, {"ok": 3})
 
 
-async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer) -> None:
+async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
     for attempt in range(3):
         (lease,) = await peer.lease()
         assert lease["token"] == attempt + 1
         assert await peer.report(lease, 2, None, f"crash {attempt}") == (200, {"accepted": True, "reason": ""})
+        clock.advance(REST)
     assert await peer.lease() == []
     assert await peer.report(lease, 2, None, "crash 2") == (200, {"accepted": True, "reason": "duplicate"})
     by_url = await results(client, job_id)
@@ -203,7 +218,7 @@ async def test_expired_leases_count_as_attempts(client: TestClient, peer: Peer, 
     job_id = await submit(client, ["http://a.test/"])
     for _ in range(3):
         assert len(await peer.lease()) == 1
-        clock.advance(LEASE_SECONDS)
+        clock.advance(LEASE_SECONDS + REST)
     assert await peer.lease() == []  # the third expiry used up the last attempt
     by_url = await results(client, job_id)
     assert by_url["http://a.test/"]["error"] == "gave up after 3 attempts: lease expired"
@@ -219,19 +234,21 @@ async def test_exit_3_finishes_items_as_refused(client: TestClient, peer: Peer) 
     )
 
 
-async def test_depth_limit_and_scope(client: TestClient, peer: Peer) -> None:
+async def test_depth_limit_and_scope(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/"], depth=1)
     (seed,) = await peer.lease()
     await peer.report(seed, 0, {"items": [item("http://a.test/", ["http://a.test/d1", "https://a.test/other-scheme"])]})
+    clock.advance(REST)
     leases = await peer.lease(max_units=5)
     assert [lease["payload"]["items"] for lease in leases] == [
+        [{"url": "https://a.test/other-scheme", "crawl": False}],  # another origin: another host
         [{"url": "http://a.test/d1", "crawl": True}],
-        [{"url": "https://a.test/other-scheme", "crawl": False}],
     ]
-    d1, other = leases
+    other, d1 = leases
     # A peer claiming to have crawled a page it was told not to crawl adds no links.
     await peer.report(other, 0, {"items": [item("https://a.test/other-scheme", ["https://a.test/sneaky"])]})
     await peer.report(d1, 0, {"items": [item("http://a.test/d1", ["http://a.test/d2"])]})
+    clock.advance(REST)
     (d2,) = await peer.lease(max_units=5)
     assert d2["payload"]["items"] == [{"url": "http://a.test/d2", "crawl": False}]
     await peer.report(d2, 0, {"items": [item("http://a.test/d2", ["http://a.test/d3"], crawled=False)]})
@@ -242,7 +259,9 @@ async def test_depth_limit_and_scope(client: TestClient, peer: Peer) -> None:
     assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
 
 
-async def test_unlimited_depth_deduplicates_and_collects_referrers(client: TestClient, peer: Peer) -> None:
+async def test_unlimited_depth_deduplicates_and_collects_referrers(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
     job_id = await submit(client, ["http://a.test/", "http://a.test/b"])
     (lease,) = await peer.lease()
     await peer.report(
@@ -252,6 +271,7 @@ async def test_unlimited_depth_deduplicates_and_collects_referrers(client: TestC
             item("http://a.test/b", ["http://a.test/c", "http://a.test/"]),
         ]},
     )
+    clock.advance(REST)
     (c,) = await peer.lease()
     assert urls_of(c) == ["http://a.test/c"]
     await peer.report(c, 0, {"items": [item("http://a.test/c", ["http://a.test/", "http://a.test/b"])]})
@@ -335,3 +355,67 @@ async def test_unregistered_peer_is_told_to_register(client: TestClient, clock: 
     assert "register first" in body["error"]["message"]
     status, body = await stranger.post("/v1/reports", {"unit_id": 1, "token": 1, "exit_code": 0})
     assert status == 403
+
+
+# ---- report batches ------------------------------------------------------------------------
+
+
+def report_of(lease: dict[str, Any], payload: Any, token: int | None = None) -> dict[str, Any]:
+    token = lease["token"] if token is None else token
+    return {"unit_id": lease["unit_id"], "token": token, "exit_code": 0, "payload": payload}
+
+
+async def test_report_batch_answers_every_report_in_order(client: TestClient, peer: Peer) -> None:
+    job_id = await submit(client, ["http://a.test/", "http://b.test/", "http://c.test/"], depth=0)
+    a, b, c = await peer.lease(max_units=3)
+    done_a = {"items": [item("http://a.test/")]}
+    status, body = await peer.post("/v1/reports/batch", {"reports": [
+        report_of(a, done_a),
+        report_of(b, {"items": [item("http://b.test/")]}, token=b["token"] + 1),
+        {"unit_id": 999, "token": 1, "exit_code": 0, "payload": done_a},
+        report_of(c, {"items": [item("http://c.test/elsewhere")]}),
+        report_of(a, done_a),
+    ]})
+    assert status == 200
+    assert body == {"results": [
+        {"unit_id": a["unit_id"], "accepted": True, "reason": "", "code": ""},
+        {"unit_id": b["unit_id"], "accepted": False, "code": "stale_lease",
+         "reason": f"unit {b['unit_id']} token {b['token'] + 1} is not the current lease"},
+        {"unit_id": 999, "accepted": False, "reason": "no unit 999", "code": "not_found"},
+        {"unit_id": c["unit_id"], "accepted": False, "code": "invalid_input",
+         "reason": "payload.items[0].url is not an item of this unit"},
+        {"unit_id": a["unit_id"], "accepted": True, "reason": "duplicate", "code": ""},
+    ]}
+    by_url = await results(client, job_id)
+    assert {u: r["result"] for u, r in by_url.items()} == {
+        "http://a.test/": "ok", "http://b.test/": None, "http://c.test/": None,
+    }
+
+    # The refused reports changed nothing: their leases still stand and are reported next.
+    status, body = await peer.post("/v1/reports/batch", {"reports": [
+        report_of(b, {"items": [item("http://b.test/", result="broken")]}),
+        report_of(c, {"items": [item("http://c.test/")]}),
+    ]})
+    assert (status, [r["accepted"] for r in body["results"]]) == (200, [True, True])
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (job["state"], job["units_done"], job["counts"]) == ("done", 3, {"ok": 2, "broken": 1})
+
+
+async def test_report_batch_size_is_capped(client: TestClient, peer: Peer, clock: Clock) -> None:
+    await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    report = report_of(lease, {"items": [item("http://a.test/")]})
+    status, body = await peer.post("/v1/reports/batch", {"reports": [report] * (MAX_REPORT_BATCH + 1)})
+    assert (status, body["error"]) == (400, {
+        "code": "invalid_input",
+        "message": f"a report batch holds at most {MAX_REPORT_BATCH} reports, this one has {MAX_REPORT_BATCH + 1}; "
+                   "send the rest in another batch",
+    })
+    status, body = await peer.post("/v1/reports/batch", {"reports": []})
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    stranger = Peer(client, clock, "stranger")
+    assert (await stranger.post("/v1/reports/batch", {"reports": [report]}))[0] == 403
+    # Nothing of the refused batches was merged; the largest batch allowed is one transaction.
+    status, body = await peer.post("/v1/reports/batch", {"reports": [report] * MAX_REPORT_BATCH})
+    assert status == 200
+    assert [r["reason"] for r in body["results"]] == [""] + ["duplicate"] * (MAX_REPORT_BATCH - 1)

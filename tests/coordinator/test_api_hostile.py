@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, MAX_BODY, SIGNATURE_HEADER, decode, encode, sign_request
 from tests.coordinator.conftest import Clock, Peer, get, item, submit
@@ -92,8 +93,9 @@ async def test_wrong_typed_maps(client: TestClient, peer: Peer, data: st.DataObj
 @_hostile_settings
 @given(payload=_values, exit_code=st.integers(0, 3), error=st.none() | st.text(max_size=30))
 async def test_hostile_report_payloads_for_a_real_lease(
-    client: TestClient, peer: Peer, payload: Any, exit_code: int, error: str | None
+    client: TestClient, peer: Peer, clock: Clock, payload: Any, exit_code: int, error: str | None
 ) -> None:
+    clock.advance(DEFAULT_MIN_DELAY)  # a.test rests after the previous example's unit
     await submit(client, ["http://a.test/"])
     (lease,) = await peer.lease()
     status, body = await peer.report(lease, exit_code, payload, error)

@@ -17,8 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator import rollout
 from coordinator.api import MAX_BUNDLE_UPLOAD, make_app
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BundleService
 from coordinator.sqlite_store import _SCHEMA, SqliteStore
+from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
 from workloads import bundle
@@ -310,17 +312,20 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     )
     client, clock = coordinator.client, coordinator.clock
     inside, outside = peer_in(client, clock, "demo", "2.0", 50, True), peer_in(client, clock, "demo", "2.0", 50, False)
-    for peer in (inside, outside):
-        await peer.register()
-    await submit(client, [f"http://site{i}.test/" for i in range(8)])
+    await outside.register()
+    await submit(client, ["http://site.test/a", "http://site.test/b"])  # one host: one peer at a time
 
     (unit,) = await lease(outside, ["demo"])
     assert unit["bundle"]["version"] == "1.0"
     ok = {"items": [item(u["url"], crawled=False) for u in unit["payload"]["items"]]}
     assert (await outside.post("/v1/reports", {**ref(unit), "exit_code": 0, "payload": ok, "bundle_version": "1.0"}))[0] == 200
 
+    # The outside peer falls quiet, so the host goes to the inside peer when it registers.
+    clock.advance(PEER_QUIET_SECONDS + DEFAULT_MIN_DELAY)
+    await inside.register()
     tried = []
     for n in range(rollout.MIN_UNITS):
+        clock.advance(DEFAULT_MIN_DELAY)  # the host rests between units
         (unit,) = await lease(inside, ["demo"])
         assert unit["bundle"]["version"] == "2.0"
         tried.append(unit["unit_id"])
@@ -334,6 +339,7 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     assert (state["stable"], state["candidate"], state["percent"], state["message"]) == ("1.0", None, 0, message)
     assert [(v["version"], v["units_ok"], v["units_failed"]) for v in state["versions"]] == [("1.0", 1, 0), ("2.0", 0, 5)]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [message]
+    clock.advance(DEFAULT_MIN_DELAY)
     (unit,) = await lease(inside, ["demo"])
     assert unit["bundle"]["version"] == "1.0"
     # The candidate's failures did not use up the unit's attempts (5 would have given it up):
@@ -400,7 +406,7 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
         assert unit.job_id == 1
         assert unit.bundle == BundleRef("linkcheck", linkcheck.version, linkcheck.info_hash)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
         assert conn.execute("SELECT bundle_version FROM jobs").fetchall() == [(None,)]
     conn.close()
     async with SqliteStore(path) as store:  # opening again migrates nothing and keeps everything

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coordinator.host_pacing import DEFAULT_MIN_DELAY as REST
 from coordinator.sqlite_store import SqliteStore
 from coordinator.store import StaleLease, StoreError
 from overlay.identity import Identity
@@ -47,11 +48,17 @@ async def register(store: SqliteStore, peer: str) -> None:
     await store.register_peer(peer, RegisterRequest(name=peer, slots=4, workloads=["linkcheck"]), T0)
 
 
-async def finish(store: SqliteStore, peer: str, now: float) -> None:
-    """Lease and honestly report until nothing is left."""
-    while leases := await store.lease(peer, 8, ["linkcheck"], now, LEASE):
+async def finish(store: SqliteStore, peer: str, now: float) -> float:
+    """Lease and honestly report until nothing is left, rebalancing as the coordinator's
+    background task would and letting each host rest between its units; the time it ends."""
+    while True:
+        await store.rebalance(now)
+        leases = await store.lease(peer, 8, ["linkcheck"], now, LEASE)
+        if not leases:
+            return now
         for lease in leases:
             await store.report(peer, Report(lease.unit_id, lease.token, 0, answer(lease.payload)), now)
+        now += REST
 
 
 async def assert_site_checked_once(store: SqliteStore, job_id: int) -> None:
@@ -73,19 +80,19 @@ async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: P
     job_id = await abandoned.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)
     (first,) = await abandoned.lease("p1", 1, ["linkcheck"], T0, LEASE)
     await abandoned.report("p1", Report(first.unit_id, first.token, 0, answer(first.payload)), T0)
-    held = await abandoned.lease("p1", 8, ["linkcheck"], T0, LEASE)
-    assert len(held) == 2
+    held = await abandoned.lease("p1", 8, ["linkcheck"], T0 + REST, LEASE)
+    assert sorted(len(lease.payload["items"]) for lease in held) == [1, 2]  # b.test/, and a.test/1 + /2
     try:
         # No close: the first store just stops, as a killed process would.
         fresh = SqliteStore(path, unit_size=2)
         async with fresh:
             assert (await fresh.job_status(job_id)).items_done == 1
-            await finish(fresh, "p1", T0 + LEASE)
+            end = await finish(fresh, "p1", T0 + REST + LEASE + REST)
             await assert_site_checked_once(fresh, job_id)
             # The lease taken before the "crash" was re-leased: its late report is stale.
             stale = Report(held[0].unit_id, held[0].token, 0, answer(held[0].payload))
             with pytest.raises(StaleLease):
-                await fresh.report("p1", stale, T0 + LEASE)
+                await fresh.report("p1", stale, end)
     finally:
         await abandoned.close()
 

@@ -1,0 +1,279 @@
+"""The store assigns hosts, not URLs: fair shares by capacity, one live lease per host, host
+pacing, units sized by throughput, stragglers, and the schema 2 -> 3 migration.
+
+Store tests run on a real SQLite file with injected times; the concurrency test runs real
+signed HTTP requests against the real app on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from coordinator import assignment, host_pacing, unit_sizing
+from coordinator.api import RETRY_AFTER
+from coordinator.linkcheck_jobs import unit_key
+from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SqliteStore
+from coordinator.store import BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, PEER_QUIET_SECONDS, REBALANCE_INTERVAL, StaleLease
+from overlay.wire import Lease, RegisterRequest, Report, encode
+from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
+
+T0 = 1000.0
+LEASE = 60.0
+REST = host_pacing.DEFAULT_MIN_DELAY
+
+
+@pytest.fixture
+async def store(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "c.sqlite") as opened:
+        await add_linkcheck(opened, linkcheck)
+        yield opened
+
+
+async def register(store: SqliteStore, peer: str, now: float = T0, capacity: float = 0.0) -> None:
+    await store.register_peer(peer, RegisterRequest(peer, 4, ["linkcheck"], capacity=capacity), now)
+
+
+async def lease_all(store: SqliteStore, peer: str, now: float, lease_seconds: float = LEASE) -> list[Lease]:
+    return await store.lease(peer, 256, ["linkcheck"], now, lease_seconds)
+
+
+def hosts_of(leases: list[Lease]) -> list[str]:
+    return [unit_key(lease.payload["items"][0]["url"]) for lease in leases]
+
+
+def done(lease: Lease, status: int = 200) -> dict[str, Any]:
+    """An honest report payload for a unit: every URL checked, answered with `status`."""
+    return {
+        "items": [
+            {**item(i["url"], crawled=False), "status": status, "result": "ok" if status < 400 else "broken",
+             "error": None if status < 400 else f"HTTP {status}"}
+            for i in lease.payload["items"]
+        ]
+    }
+
+
+async def report(store: SqliteStore, peer: str, lease: Lease, now: float, status: int = 200) -> None:
+    answer = await store.report(peer, Report(lease.unit_id, lease.token, 0, done(lease, status)), now)
+    assert answer.accepted and answer.reason == ""
+
+
+def host_won_by(winner: str, loser: str, prefix: str) -> str:
+    """A host whose rendezvous score is higher for `winner` than for `loser` (equal weights)."""
+    for i in range(1000):
+        host = f"http://{prefix}{i}.test:80"
+        if assignment.score(host, winner, 1.0) > assignment.score(host, loser, 1.0):
+            return host
+    raise AssertionError("no such host among 1000")
+
+
+# ---- assignment ------------------------------------------------------------------------------
+
+
+async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(store: SqliteStore) -> None:
+    await register(store, "big", capacity=3_000_000)
+    await register(store, "small", capacity=1_000_000)
+    urls = [f"http://h{i}.test/" for i in range(400)]
+    await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
+    await store.rebalance(T0)
+    got = {peer: hosts_of(await lease_all(store, peer, T0)) for peer in ("big", "small")}
+    # One call grants at most 256 units; the rest of the big peer's hosts come with the next.
+    assert [len(hosts) for hosts in got.values()] == [256, 100]
+    got["big"] += hosts_of(await lease_all(store, "big", T0))
+
+    big, small = set(got["big"]), set(got["small"])
+    assert (len(big), len(small), big & small, big | small) == (300, 100, set(), {unit_key(u) for u in urls})
+    # Exactly what the assignment module plans for these weights, demands and demand floor.
+    weights = {"big": 3_000_000.0, "small": 1_000_000.0}
+    floor = sum(weights.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
+    plan = assignment.rebalance({}, weights, {unit_key(u): 1 for u in urls}, demand_floor=floor)
+    assert {host: peer for peer, hosts in (("big", big), ("small", small)) for host in hosts} == plan.assignment
+
+
+async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(store: SqliteStore) -> None:
+    for peer in ("p1", "p2", "p3"):
+        await register(store, peer)
+    urls = [f"http://h{i}.test/" for i in range(60)]
+    await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
+    before = {peer: set(hosts_of(await lease_all(store, peer, T0))) for peer in ("p1", "p2")}
+    of_p3 = {unit_key(u) for u in urls} - before["p1"] - before["p2"]
+    assert before["p1"] and before["p2"] and of_p3  # p3 was given hosts and never asked
+
+    later = T0 + PEER_QUIET_SECONDS + 1
+    assert await lease_all(store, "p1", later - 1) == []  # heard from; its own hosts are leased
+    assert await lease_all(store, "p2", later - 1) == []
+    await store.rebalance(later)
+    after = {peer: set(hosts_of(await lease_all(store, peer, later))) for peer in ("p1", "p2")}
+    # Only p3's hosts moved, each to the better scoring of the peers left (its next choice).
+    assert after["p1"] | after["p2"] == of_p3
+    w = DEFAULT_PEER_CAPACITY
+    assert after["p1"] == {h for h in of_p3 if assignment.score(h, "p1", w) > assignment.score(h, "p2", w)}
+
+
+async def test_a_peer_without_hosts_gets_nothing(store: SqliteStore) -> None:
+    await register(store, "p1")
+    await register(store, "p2")
+    host = host_won_by("p1", "p2", "only")
+    await store.create_job("linkcheck", {"urls": [f"{host}/a", f"{host}/b"], "depth": 0}, T0)
+    assert await lease_all(store, "p2", T0) == []
+    assert hosts_of(await lease_all(store, "p1", T0)) == [host]
+
+
+# ---- politeness ------------------------------------------------------------------------------
+
+
+async def test_a_host_rests_until_next_allowed_at(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "p")
+        await store.create_job("linkcheck", {"urls": ["http://a.test/1", "http://a.test/2"], "depth": 0}, T0)
+        (first,) = await lease_all(store, "p", T0)
+        assert await lease_all(store, "p", T0) == []  # one live lease per host
+        await report(store, "p", first, T0 + 5)
+        assert await lease_all(store, "p", T0 + 5 + REST - 0.01) == []
+        (second,) = await lease_all(store, "p", T0 + 5 + REST)
+        assert second.payload["items"] == [{"url": "http://a.test/2", "crawl": True}]
+
+
+async def test_429_and_503_back_a_host_off(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "p")
+        urls = [f"http://a.test/{i}" for i in range(4)]
+        await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
+        now = T0
+        # Each throttled unit doubles the pause from BACKOFF_START; a clean unit forgets it.
+        for status, pause in ((429, host_pacing.BACKOFF_START), (503, 2 * host_pacing.BACKOFF_START), (200, REST)):
+            (lease,) = await lease_all(store, "p", now)
+            now += 2
+            await report(store, "p", lease, now, status)
+            assert await lease_all(store, "p", now + pause - 0.01) == []
+            now += pause
+        assert len(await lease_all(store, "p", now)) == 1
+
+
+async def test_no_host_has_two_live_leases_when_peers_ask_at_once(client: TestClient, clock: Clock) -> None:
+    peers = [Peer(client, clock, name) for name in ("alice", "bob")]
+    for peer in peers:
+        await peer.register()
+    hosts = [f"http://s{i}.test" for i in range(20)]
+    job_id = await submit(client, [f"{host}/{n}" for host in hosts for n in range(6)])
+    usage = {"capacity": 5_000_000.0, "used": 0}
+
+    async def ask(peer: Peer) -> tuple[Peer, dict[str, Any]]:
+        status, body = await peer.post("/v1/leases", {"max_units": 4, "workloads": ["linkcheck"], "usage": usage})
+        assert status == 200, body
+        return peer, body
+
+    held: dict[str, list[str]] = {}  # host -> names of the peers granted a unit of it
+
+    async def round_of(asking: list[Peer]) -> list[dict[str, Any]]:
+        answers = await asyncio.gather(*(ask(peer) for _ in range(3) for peer in asking))
+        for peer, body in answers:
+            for lease in body["leases"]:
+                held.setdefault(unit_key(lease["payload"]["items"][0]["url"]), []).append(peer.name)
+        return [body for _, body in answers]
+
+    await round_of(peers)
+    # A newcomer takes over the hosts whose top choice it is, leased or not: still, nobody
+    # gets a unit of a host whose lease is live. Nothing is reported, so each host has 1 unit.
+    carol = Peer(client, clock, "carol")
+    await carol.register()
+    answers = await round_of([*peers, carol])
+    assert all(len(names) == 1 for names in held.values()), held
+    assert len(held) == 20
+    assert all(body["retry_after"] == (None if body["leases"] else RETRY_AFTER) for body in answers)
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (job["units_total"], job["units_done"]) == (20 + 20, 0)  # 20 formed, 20 more to form
+
+
+# ---- unit sizes and stragglers ---------------------------------------------------------------
+
+
+async def test_units_are_sized_by_the_peers_throughput(store: SqliteStore) -> None:
+    await register(store, "fast")
+    await register(store, "slow")
+    fast_host, slow_host = host_won_by("fast", "slow", "f"), host_won_by("slow", "fast", "s")
+    for host in (fast_host, slow_host):
+        await store.create_job("linkcheck", {"urls": [f"{host}/{n}" for n in range(600)], "depth": 0}, T0)
+    (fast,) = await lease_all(store, "fast", T0)
+    (slow,) = await lease_all(store, "slow", T0)
+    assert (hosts_of([fast]), hosts_of([slow])) == ([fast_host], [slow_host])
+    assert len(fast.payload["items"]) == len(slow.payload["items"]) == unit_sizing.DEFAULT_UNIT
+
+    await report(store, "fast", fast, T0 + 1)  # 20 URLs in 1 s: 600 in the target 30 s
+    await report(store, "slow", slow, T0 + 100)  # 20 URLs in 100 s: 6 in 30 s
+    (fast,) = await lease_all(store, "fast", T0 + 100)
+    (slow,) = await lease_all(store, "slow", T0 + 100 + REST)
+    assert (len(fast.payload["items"]), len(slow.payload["items"])) == (unit_sizing.MAX_UNIT, 6)
+
+
+async def test_a_silent_straggler_is_granted_again_and_its_old_token_is_stale(store: SqliteStore) -> None:
+    lease_seconds = 300.0  # peers renew every 100 s; silent for more than 200 s: taken back
+    host = host_won_by("p2", "p1", "slow")
+    await register(store, "p1")
+    job_id = await store.create_job("linkcheck", {"urls": [f"{host}/page"], "depth": 0}, T0)
+    (first,) = await lease_all(store, "p1", T0, lease_seconds)
+    await register(store, "p2", T0 + 50)
+    await store.rebalance(T0 + 50)  # p2 takes over its top-choice host, still leased by p1
+
+    assert await lease_all(store, "p2", T0 + 150, lease_seconds) == []  # p1 renews: alive
+    await store.renew("p1", first.unit_id, first.token, T0 + 150, lease_seconds)
+    assert await lease_all(store, "p2", T0 + 350, lease_seconds) == []  # silent 200 s: not yet
+    (second,) = await lease_all(store, "p2", T0 + 351, lease_seconds)
+    assert (second.unit_id, second.token) == (first.unit_id, first.token + 1)
+
+    with pytest.raises(StaleLease):
+        await store.report("p1", Report(first.unit_id, first.token, 0, done(first)), T0 + 352)
+    with pytest.raises(StaleLease):
+        await store.renew("p1", first.unit_id, first.token, T0 + 352, lease_seconds)
+    await report(store, "p2", second, T0 + 353, status=404)
+    status = await store.job_status(job_id)
+    assert (status.state, status.counts) == ("done", {"broken": 1})
+
+
+# ---- migration -------------------------------------------------------------------------------
+
+
+async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # what osaas with schema 2 left behind: a job half done
+        conn.executescript(_SCHEMA + _MIGRATIONS[2] + "PRAGMA user_version=2;")
+        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+                     " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
+                     (encode({"urls": ["http://a.test/", "http://b.test/"], "depth": 0}),))
+        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts)"
+                         " VALUES (?, 1, ?, ?, ?, ?, ?, 0)",
+                         [(1, "http://a.test:80", "done", 1, "old", None),
+                          (2, "http://b.test:80", "leased", 1, "old", T0 - 1)])
+        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, result, status, done)"
+                         " VALUES (1, ?, ?, 0, 1, ?, ?, ?, ?)",
+                         [("http://a.test/", "http://a.test:80", 1, "ok", 200, 1),
+                          ("http://b.test/", "http://b.test:80", 2, None, None, 0)])
+        conn.execute("INSERT INTO peers VALUES ('old', 'old', 1, ?, '', 1.0, 1.0)", (encode(["linkcheck"]),))
+    conn.close()
+    async with SqliteStore(path) as store:
+        status = await store.job_status(1)
+        assert (status.state, status.units_total, status.units_done, status.items_total, status.counts) == (
+            "running", 2, 1, 2, {"ok": 1},
+        )
+        assert [(r["url"], r["result"], r["status"]) for r in await store.job_results(1, 0, 10)] == [
+            ("http://a.test/", "ok", 200), ("http://b.test/", None, None),
+        ]
+        await add_linkcheck(store, linkcheck)
+        await register(store, "new")
+        # The expired lease of the old coordinator is granted again as it is, with a new token.
+        (lease,) = await lease_all(store, "new", T0 + REST)
+        assert (lease.unit_id, lease.token) == (2, 2)
+        assert lease.payload["items"] == [{"url": "http://b.test/", "crawl": True}]
+        await report(store, "new", lease, T0 + 2)
+        assert (await store.job_status(1)).state == "done"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("SELECT key FROM hosts ORDER BY key").fetchall() == [("http://b.test:80",)]
+    conn.close()
