@@ -2,7 +2,8 @@
 
 A job's scope is the set of its seeds' origins (scheme://host:port). Every URL found is checked
 once; only pages inside the scope and within the depth limit are crawled for more links.
-Items are grouped into units by origin so one peer's unit hits one website.
+Items carry their unit key (the origin): the store forms a unit from one key's items, so one
+peer's unit hits one website.
 """
 
 from __future__ import annotations
@@ -112,15 +113,6 @@ def linked_items(page: ItemResult, page_depth: int, job: JobInput) -> list[NewIt
         key = unit_key(link)
         items.append(NewItem(url=link, unit_key=key, depth=depth, crawl=deep_enough and key in scope))
     return items
-
-
-def pack(items: Iterable[tuple[int, str]], unit_size: int) -> list[tuple[str, list[int]]]:
-    """Group (item id, unit key) pairs into units of at most `unit_size` items of one key,
-    keeping first-seen order of keys and items."""
-    groups: dict[str, list[int]] = {}
-    for item_id, key in items:
-        groups.setdefault(key, []).append(item_id)
-    return [(key, ids[i : i + unit_size]) for key, ids in groups.items() for i in range(0, len(ids), unit_size)]
 
 
 def unit_payload(job_id: int, items: Iterable[tuple[str, bool]]) -> dict[str, Any]:

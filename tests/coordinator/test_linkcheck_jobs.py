@@ -1,10 +1,8 @@
-"""Link-check job rules, pure: input validation, units, report parsing, link following."""
+"""Link-check job rules, pure: input validation, report parsing, link following."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from coordinator import linkcheck_jobs as lj
 from coordinator.store import InvalidInput
@@ -46,24 +44,6 @@ def test_bad_job_input(obj: object, message: str) -> None:
     with pytest.raises(InvalidInput) as info:
         lj.parse_job_input(obj)
     assert str(info.value) == message
-
-
-def test_pack_groups_by_key_in_order() -> None:
-    items = [(1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b")]
-    assert lj.pack(items, 2) == [("a", [1, 3]), ("a", [4]), ("b", [2, 5])]
-    assert lj.pack([], 2) == []
-
-
-@settings(max_examples=100)
-@given(st.lists(st.sampled_from("abcd"), max_size=80), st.integers(1, 30))
-def test_pack_places_every_item_exactly_once(keys: list[str], size: int) -> None:
-    items = list(enumerate(keys))
-    units = lj.pack(items, size)
-    placed = [i for _, ids in units for i in ids]
-    assert sorted(placed) == list(range(len(keys)))
-    for key, ids in units:
-        assert 1 <= len(ids) <= size
-        assert all(keys[i] == key for i in ids)
 
 
 def crawled_page(links: list[str]) -> lj.ItemResult:
