@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from coordinator import unit_sizing
+from overlay import wire
 from overlay.wire import (
     BundleStatus,
     JobStatus,
@@ -36,9 +37,9 @@ from overlay.wire import (
 DEFAULT_UNIT_SIZE = unit_sizing.MAX_UNIT
 
 # ---- the scheduler's numbers (see docs/operators.md, "How work is scheduled") ---------------
-# A peer's weight when it did not say what it sustains: peer.budget.DEFAULT_SUSTAINABLE_RATE,
-# which is what a peer without a configured budget would have said.
-DEFAULT_PEER_CAPACITY = 10_000_000.0  # bytes/s
+# A peer's weight when it did not say what it sustains: what a peer without a configured
+# budget would have said.
+DEFAULT_PEER_CAPACITY = float(wire.DEFAULT_CAPACITY)  # bytes/s
 # Demand is counted in URLs (items), weights in bytes/s; this converts one to the other for the
 # assignment's demand floor: about what checking one URL moves, a crawled page's HTML (tens of
 # kB) averaged with the HEAD requests of links that are only checked (under 1 kB).

@@ -175,6 +175,9 @@ class RegisterRequest:
 
 
 MAX_CAPACITY = 1e15  # bytes/s: far above any real link, below float trouble
+# The capacity a peer without a configured budget reports, and the weight a coordinator gives
+# a peer that reported none: one number on both sides of the wire.
+DEFAULT_CAPACITY = 10_000_000  # bytes/s
 
 
 @dataclass(frozen=True, slots=True)

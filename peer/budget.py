@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import platformdirs
 
+from overlay import wire
 from overlay.files import atomic_file
 
 Period = Literal["day", "week", "month"]
@@ -39,7 +40,7 @@ PERIODS: tuple[Period, ...] = get_args(Period)
 PERIOD_SECONDS: dict[Period, int] = {"day": 86_400, "week": 7 * 86_400, "month": 31 * 86_400}
 
 # The weight a peer with no rate and no cap reports: a typical home downlink's spare share.
-DEFAULT_SUSTAINABLE_RATE = 10_000_000  # bytes/s
+DEFAULT_SUSTAINABLE_RATE = wire.DEFAULT_CAPACITY  # bytes/s, what coordinators assume too
 MAX_RATE = 10**15  # 1 PB/s: anything above is a typo, not a budget
 MAX_SIZE = 10**18  # 1 EB
 MAX_FETCHES = 1000
