@@ -1,8 +1,9 @@
 """The SQLite store: WAL, foreign keys, one transaction per state change.
 
-sqlite3 is blocking, so the connection lives on one dedicated worker thread and every call is
-handed to it; the event loop never waits on the disk. One thread also means one writer, which
-is what SQLite wants anyway. The rules themselves live in `leases`, `linkcheck_jobs`,
+sqlite3 is blocking, so the connection lives on one dedicated thread and every call is handed
+to it (`store_thread`); the event loop never waits on the disk. One thread also means one
+writer, which is what SQLite wants anyway. Calls that queue up while the thread is busy commit
+together (group commit), each call's transaction a savepoint inside the group's. The rules themselves live in `leases`, `linkcheck_jobs`,
 `rollout`, `assignment`, `host_pacing` and `unit_sizing`; this module applies them.
 
 How work is scheduled (docs/operators.md says it for operators):
@@ -34,14 +35,11 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import math
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +51,7 @@ from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
 from coordinator.rollout import Rollout, RolloutState, Tally
+from coordinator.store_thread import StoreThread
 from coordinator.store import (
     BYTES_PER_ITEM,
     DEFAULT_PEER_CAPACITY,
@@ -264,6 +263,17 @@ class _Asking:
         return self.names is None or job.workload in self.names
 
 
+@dataclass(slots=True)
+class _Reported:
+    """What the reports of one call changed in rows they share (bundle counters, rollouts, job
+    progress), collected while each report is taken and written once at the end of the call:
+    a batch of a hundred reports of one job then updates its progress once, not a hundred times."""
+
+    outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
+    closed: dict[int, int] = field(default_factory=dict)  # items finished per job
+    rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
+
+
 class SqliteStore:
     """`coordinator.store.Store` on one SQLite file."""
 
@@ -273,7 +283,7 @@ class SqliteStore:
         self._path = str(path)
         self._unit_size = unit_size
         self._max_attempts = max_attempts
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
         # Touched by the store's thread only. A replan is due after a restart, when peers
         # registered, and when hosts without a peer got work.
@@ -286,23 +296,23 @@ class SqliteStore:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._thread is not None:
             raise RuntimeError("store is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._thread = StoreThread(lambda: self._conn)
         try:
-            await self._run(self._open)
+            await self._thread.call(self._open, alone=True)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._thread.stop()
+            self._thread = None
             raise
         log.info("store opened at %s", self._path)
 
     async def close(self) -> None:
-        if self._executor is None:
+        if self._thread is None:
             return
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        await self._thread.call(self._close, alone=True)
+        self._thread.stop()
+        self._thread = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -317,9 +327,9 @@ class SqliteStore:
         await self.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        if self._thread is None:
             raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        return await self._thread.call(fn, *args)
 
     def _open(self) -> None:
         try:
@@ -369,6 +379,18 @@ class SqliteStore:
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._conn
         assert conn is not None, "store used before open()"
+        if conn.in_transaction:
+            # Inside a group commit (coordinator.store_thread): this call's changes are a
+            # savepoint, taken back alone if it fails; the group commits them with the others.
+            conn.execute("SAVEPOINT call")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO call")
+                conn.execute("RELEASE call")
+                raise
+            conn.execute("RELEASE call")
+            return
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
@@ -682,23 +704,31 @@ class SqliteStore:
                 " WHERE peer_id = ? AND next_allowed_at <= ? ORDER BY next_allowed_at, rowid",
                 (peer_id, now),
             ).fetchall()
+            # The open units of all those hosts in one query, not one per host.
+            open_units: dict[str, list[tuple[Any, ...]]] = {}
+            for key, *unit_row in conn.execute(
+                "SELECT units.unit_key, units.id, units.job_id, units.leased_at, units.renewed_at, units.state,"
+                " units.token, units.peer_id, units.expires_at, units.attempts, units.last_error"
+                " FROM hosts JOIN units ON units.unit_key = hosts.key AND units.state != 'done'"
+                " WHERE hosts.peer_id = ? AND hosts.next_allowed_at <= ? ORDER BY units.id",
+                (peer_id, now),
+            ):
+                open_units.setdefault(key, []).append(tuple(unit_row))
             for key, *pace in hosts:
                 if len(granted) >= max_units:
                     break
-                lease = self._lease_host(conn, key, HostPace(*pace), ask)
+                lease = self._lease_host(conn, key, HostPace(*pace), ask, open_units.get(key, []))
                 if lease is not None:
                     granted.append(lease)
         return granted
 
-    def _lease_host(self, conn: sqlite3.Connection, key: str, pace: HostPace, ask: _Asking) -> Lease | None:
+    def _lease_host(
+        self, conn: sqlite3.Connection, key: str, pace: HostPace, ask: _Asking, rows: list[tuple[Any, ...]]
+    ) -> Lease | None:
         """At most one unit of host `key` for the asking peer: one released, failed or expired
         before (as it is), a straggler's, or a new one of waiting items; None while another
-        lease on the host is live or the host's pause is not over."""
-        rows = conn.execute(
-            "SELECT id, job_id, leased_at, renewed_at, state, token, peer_id, expires_at, attempts, last_error"
-            " FROM units WHERE unit_key = ? AND state != 'done' ORDER BY id",
-            (key,),
-        ).fetchall()
+        lease on the host is live or the host's pause is not over. `rows`: the host's units
+        that are not done (id, job_id, leased_at, renewed_at, then the lease's columns)."""
         paced = pace
         open_units: list[tuple[int, int, UnitLease]] = []
         for unit_id, job_id, leased_at, renewed_at, *lease_row in rows:
@@ -875,7 +905,9 @@ class SqliteStore:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
             before = self._throughput(conn, peer_id)
-            response, throughput = self._take_report(conn, peer_id, report, now, before)
+            reported = _Reported()
+            response, throughput = self._take_report(conn, peer_id, report, now, before, reported)
+            self._write_reported(conn, reported, now)
             if throughput != before:
                 conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
         return response
@@ -888,25 +920,34 @@ class SqliteStore:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
             throughput = before = self._throughput(conn, peer_id)
+            reported = _Reported()
             for report in reports:
                 # A savepoint per report: a refused one takes back only its own changes.
                 conn.execute("SAVEPOINT report")
                 try:
-                    response, throughput = self._take_report(conn, peer_id, report, now, throughput)
+                    response, throughput = self._take_report(conn, peer_id, report, now, throughput, reported)
                 except (StaleLease, NotFound, InvalidInput) as exc:
                     conn.execute("ROLLBACK TO report")
                     verdicts.append(ReportVerdict(report.unit_id, False, str(exc), _refusal_code(exc)))
                 else:
                     verdicts.append(ReportVerdict(report.unit_id, True, response.reason))
                 conn.execute("RELEASE report")
+            self._write_reported(conn, reported, now)
             if throughput != before:
                 conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
         return verdicts
 
     def _take_report(
-        self, conn: sqlite3.Connection, peer_id: str, report: Report, now: float, throughput: float | None
+        self,
+        conn: sqlite3.Connection,
+        peer_id: str,
+        report: Report,
+        now: float,
+        throughput: float | None,
+        reported: _Reported,
     ) -> tuple[ReportResponse, float | None]:
-        """Merge one report; the answer and the peer's throughput estimate after it."""
+        """Merge one report; the answer and the peer's throughput estimate after it. What it
+        changes in shared rows goes to `reported`, only once nothing can refuse it any more."""
         stored = self._load_unit(conn, report.unit_id)
         job_id, unit = stored.job_id, stored.lease
         verdict = leases.judge_report(unit, peer_id, report.token)
@@ -914,9 +955,9 @@ class SqliteStore:
             raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
         if verdict is Verdict.DUPLICATE:
             return ReportResponse(accepted=True, reason="duplicate"), throughput
-        on_trial = False
-        if report.bundle_version is not None and report.exit_code != 3:
-            on_trial = self._count_outcome(conn, job_id, report.bundle_version, report.exit_code in (0, 1))
+        name = self._job(conn, job_id).workload
+        counted = report.bundle_version is not None and report.exit_code != 3
+        on_trial = counted and self._on_trial(conn, name, report.bundle_version, reported)
         error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
         results: list[ItemResult] = []
         if report.exit_code in (0, 1):
@@ -942,30 +983,53 @@ class SqliteStore:
         else:
             # No item came back, so nothing was learned about the host.
             self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now))
-        self._items_closed(conn, job_id, len(results), now)
+        if counted:
+            assert report.bundle_version is not None
+            reported.outcomes.append((name, report.bundle_version, report.exit_code in (0, 1)))
+        if results:
+            reported.closed[job_id] = reported.closed.get(job_id, 0) + len(results)
         return ReportResponse(accepted=True), throughput
 
-    def _count_outcome(self, conn: sqlite3.Connection, job_id: int, version: str, ok: bool) -> bool:
-        """Count a finished unit for the version that ran it; roll a failing candidate back.
-        True when `version` was the candidate of a rollout in progress (a unit on trial)."""
-        name = self._job(conn, job_id).workload
-        column = "units_ok" if ok else "units_failed"
-        if not conn.execute(
-            f"UPDATE bundles SET {column} = {column} + 1 WHERE name = ? AND version = ?", (name, version)
-        ).rowcount:
-            return False  # a version this coordinator never published: nothing to learn from it
-        before = self._load_rollout(conn, name)
-        if before is None:
-            return False
-        on_trial = before.state is RolloutState.ROLLING_OUT and before.candidate == version
-        after = rollout.counted(before, version, ok)
-        if after == before:
-            return on_trial
-        after = rollout.judged(after, self._tally(conn, name, after.stable))
-        self._save_rollout(conn, after)
-        if after.state is RolloutState.ROLLED_BACK:
-            log.warning("%s", after.message)
-        return on_trial
+    def _on_trial(self, conn: sqlite3.Connection, name: str, version: str | None, reported: _Reported) -> bool:
+        """Was `version` the candidate of a rollout in progress (its unit on trial)?"""
+        if name not in reported.rollouts:
+            reported.rollouts[name] = self._load_rollout(conn, name)
+        the_rollout = reported.rollouts[name]
+        return (
+            the_rollout is not None
+            and the_rollout.state is RolloutState.ROLLING_OUT
+            and the_rollout.candidate == version
+        )
+
+    def _write_reported(self, conn: sqlite3.Connection, reported: _Reported, now: float) -> None:
+        """Count the finished units for the versions that ran them, judge each rollout they
+        touched (rolling a failing candidate back) and close the finished items of each job.
+        The rollout is judged once after the call's units, not after each of them."""
+        counts: dict[tuple[str, str, bool], int] = {}
+        for outcome in reported.outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        published: set[tuple[str, str]] = set()
+        for (name, version, ok), count in counts.items():
+            column = "units_ok" if ok else "units_failed"
+            if conn.execute(
+                f"UPDATE bundles SET {column} = {column} + ? WHERE name = ? AND version = ?", (count, name, version)
+            ).rowcount:
+                published.add((name, version))  # else never published here: nothing to learn from it
+        for name in {name for name, _ in published}:
+            before = after = self._load_rollout(conn, name)
+            if before is None:
+                continue
+            for of, version, ok in reported.outcomes:
+                if of == name and (name, version) in published:
+                    after = rollout.counted(after, version, ok)
+            if after == before:
+                continue
+            after = rollout.judged(after, self._tally(conn, name, after.stable))
+            self._save_rollout(conn, after)
+            if after.state is RolloutState.ROLLED_BACK:
+                log.warning("%s", after.message)
+        for job_id, count in reported.closed.items():
+            self._items_closed(conn, job_id, count, now)
 
     def _merge_results(
         self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease, error: str | None

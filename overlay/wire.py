@@ -8,6 +8,7 @@ with the sender's Ed25519 key over method, path, timestamp and the body's SHA-25
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import types
@@ -133,25 +134,41 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     raise TypeError(f"unsupported field type {hint!r} at {where}")  # our bug, not theirs
 
 
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type hint, required) of each field of message `cls`, worked out once per class:
+    `typing.get_type_hints` is slow enough to show up in the coordinator's profile."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    )
+
+
 def parse(cls: type[M], obj: Any, where: str = "body") -> M:
     """Build message `cls` from decoded msgpack `obj`, validating every field."""
     if not isinstance(obj, dict):
         raise WireError(f"{where} must be a map")
-    hints = typing.get_type_hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in obj:
-            kwargs[f.name] = _check(obj[f.name], hints[f.name], f"{where}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise WireError(f"{where}.{f.name} is missing")
+    for name, hint, required in _fields(cls):
+        if name in obj:
+            kwargs[name] = _check(obj[name], hint, f"{where}.{name}")
+        elif required:
+            raise WireError(f"{where}.{name} is missing")
     try:
         return cls(**kwargs)
     except ValueError as exc:
         raise WireError(f"{where}: {exc}") from exc
 
 
-def to_obj(message: Any) -> dict[str, Any]:
-    return dataclasses.asdict(message)
+def to_obj(message: Any) -> Any:
+    """`message` as plain maps and lists for msgpack. Maps inside messages are plain data
+    (payloads of hundreds of items) and go as they are: `dataclasses.asdict` deep-copied them."""
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        return {f.name: to_obj(getattr(message, f.name)) for f in dataclasses.fields(message)}
+    if isinstance(message, (list, tuple)):
+        return [to_obj(v) for v in message]
+    return message
 
 
 def _require(condition: bool, message: str) -> None:
