@@ -262,7 +262,7 @@ async def _keep_hosts_assigned(store: Store, clock: Callable[[], float]) -> None
     while True:
         await asyncio.sleep(REBALANCE_INTERVAL)
         try:
-            await store.rebalance(clock())
+            await store.rebalance(clock(), paced=True)
         except Exception:  # one failed round must not end the rounds
             log.exception("assigning hosts to peers failed; trying again in %.0f s", REBALANCE_INTERVAL)
 
@@ -403,7 +403,7 @@ async def _submit_job(request: web.Request) -> web.Response:
     submit = parse(JobSubmit, decode(await request.read()))
     store = request.app[STORE]
     job_id = await store.create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version)
-    await store.rebalance(request.app[CLOCK](), only_if_needed=True)
+    await store.rebalance(request.app[CLOCK](), only_if_needed=True, paced=True)
     return _reply(to_obj(JobCreated(job_id=job_id)))
 
 

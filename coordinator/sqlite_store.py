@@ -39,6 +39,7 @@ import logging
 import math
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,11 @@ _MAX_OWNER_NAME = 64
 _BUNDLE_COLUMNS = "name, version, owner_key, info_hash, archive_sha256, manifest, published_at"
 # A lease replans at most this often (seconds of its `now`); the API's task replans anyway.
 _MIN_REPLAN = REBALANCE_INTERVAL / 2
+# Planning takes at most this share of the store's time: after a plan that took c seconds the
+# next waits c / PLAN_SHARE seconds (real time), unless a peer the last plan did not know asks.
+# Plans under CHEAP_PLAN seconds (a few thousand hosts) are never held back.
+PLAN_SHARE = 0.1
+CHEAP_PLAN = 0.05
 _THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
 _SQL_VARIABLES = 500  # keys per IN (...) list, well under SQLite's limit
 _JOB_INPUTS_KEPT = 64  # parsed job inputs kept in memory: they never change
@@ -290,6 +296,8 @@ class SqliteStore:
         self._replan = True
         self._planned_at = -math.inf
         self._planned_peers: frozenset[str] = frozenset()  # the active peers of the last plan
+        self._plan_seconds = 0.0  # what the last plan took, and when it ended (time.monotonic)
+        self._planned_mono = -math.inf
         self._job_inputs: dict[int, JobInput] = {}
         self._jobs: dict[int, _Job] = {}
 
@@ -534,14 +542,22 @@ class SqliteStore:
 
     # ---- which peer works on which host --------------------------------------------------
 
-    async def rebalance(self, now: float, *, only_if_needed: bool = False) -> None:
-        await self._run(self._rebalance, now, only_if_needed)
+    async def rebalance(self, now: float, *, only_if_needed: bool = False, paced: bool = False) -> None:
+        await self._run(self._rebalance, now, only_if_needed, paced)
 
-    def _rebalance(self, now: float, only_if_needed: bool) -> None:
+    def _rebalance(self, now: float, only_if_needed: bool, paced: bool = False) -> None:
         if only_if_needed and not self._replan:
+            return
+        if paced and not self._plan_rested():
             return
         with self._transaction() as conn:
             self._plan(conn, now)
+
+    def _plan_rested(self) -> bool:
+        """Has the store rested long enough since the last plan (PLAN_SHARE)?"""
+        if self._plan_seconds < CHEAP_PLAN:
+            return True
+        return time.monotonic() - self._planned_mono >= self._plan_seconds / PLAN_SHARE
 
     def _plan(self, conn: sqlite3.Connection, now: float) -> None:
         """Assign every host with work to an active peer; sticky, so only what must move moves.
@@ -550,6 +566,7 @@ class SqliteStore:
         demand is a host's unfinished items (waiting, queued or leased). The demand floor is
         the items the active peers get through in one planning interval, at BYTES_PER_ITEM.
         """
+        started = time.monotonic()
         peers = {
             peer_id: capacity if capacity > 0 else DEFAULT_PEER_CAPACITY
             for peer_id, capacity in conn.execute(
@@ -585,6 +602,8 @@ class SqliteStore:
         conn.executemany("DELETE FROM hosts WHERE key = ?", [row for row in rested if row[0] not in demand])
         self._replan = False
         self._planned_at = now
+        self._planned_mono = time.monotonic()
+        self._plan_seconds = self._planned_mono - started
         self._planned_peers = frozenset(peers)
         if changed or dropped:
             log.log(
@@ -597,11 +616,12 @@ class SqliteStore:
     def _plan_is_due(self, conn: sqlite3.Connection, peer_id: str, now: float) -> bool:
         """Should this lease replan first? Yes at once when the asking peer was not active at
         the last plan (the set of active peers changed). Else at most every _MIN_REPLAN
-        seconds: when hosts without a peer got work or peers registered, or when the asking
-        peer holds no host (another peer may have gone quiet)."""
+        seconds, and not before the store rested from the last plan (PLAN_SHARE): when hosts
+        without a peer got work or peers registered, or when the asking peer holds no host
+        (another peer may have gone quiet)."""
         if peer_id not in self._planned_peers:
             return True
-        if 0 <= now - self._planned_at < _MIN_REPLAN:
+        if 0 <= now - self._planned_at < _MIN_REPLAN or not self._plan_rested():
             return False
         if self._replan:
             return True

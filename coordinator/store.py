@@ -134,10 +134,11 @@ class Store(Protocol):
         """Create or refresh the peer `peer_id` (its hex public key); its hosts are assigned at
         the next `rebalance`."""
 
-    async def rebalance(self, now: float, *, only_if_needed: bool = False) -> None:
+    async def rebalance(self, now: float, *, only_if_needed: bool = False, paced: bool = False) -> None:
         """Assign every host with work to an active peer (capacity-weighted, sticky, bounded
         loads: `coordinator.assignment`). `only_if_needed`: skip it unless peers registered or
-        hosts without a peer got work since the last one."""
+        hosts without a peer got work since the last one. `paced`: skip it while the last plan
+        is recent for what it cost (a large store plans less often than a small one)."""
 
     async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
         """Validate the input, store the job, its items and units; return the job id. `workload`
