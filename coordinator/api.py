@@ -37,6 +37,7 @@ from aiohttp import web
 from yarl import URL
 
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite_store import SqliteStore
 from coordinator.store import (
@@ -154,6 +155,7 @@ async def serve(
     identity: Identity | None = None,
     lease_seconds: float = 60.0,
     unit_size: int = DEFAULT_UNIT_SIZE,
+    host_min_delay: float = DEFAULT_MIN_DELAY,
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
@@ -166,12 +168,13 @@ async def serve(
     announce the coordinator in `network` under `public_url` (default: the address served).
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
-    `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s. The built-in link-check bundle
+    `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s.
+    `host_min_delay`: the pause, in seconds, every host gets between two units. The built-in link-check bundle
     is published at every start, signed by the coordinator's key: the operator installed this
     osaas, so its link-check version becomes the stable one at once.
     """
     identity = identity or Identity.generate()
-    store = SqliteStore(db_path, unit_size=unit_size)
+    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay)
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
     bundle_dir = bundle_dir or db_path.with_suffix(".bundles")

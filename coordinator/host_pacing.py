@@ -4,7 +4,8 @@ However many volunteers there are, a website sees at most one of them at a time:
 grants at most one live lease per host, and none before the host's `next_allowed_at`. When a
 unit ends, the next one waits for the longest of
 
-- `DEFAULT_MIN_DELAY`, the pause every host gets between units;
+- the minimum delay, the pause every host gets between units (`DEFAULT_MIN_DELAY`, or what the
+  operator set; `osaas check` sets 0: its peers are one machine, one tool);
 - the host's robots.txt Crawl-delay as a peer saw it, capped at `MAX_CRAWL_DELAY` so that one
   robots.txt cannot park a host for days;
 - the backoff, which starts at `BACKOFF_START` after a unit saw 429 or 503 answers, doubles
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass, replace
 
 DEFAULT_MIN_DELAY = 1.0
+MAX_MIN_DELAY = 3600.0  # the most an operator may set instead
 MAX_CRAWL_DELAY = 30.0
 BACKOFF_START = 5.0
 BACKOFF_CAP = 300.0

@@ -283,11 +283,21 @@ class _Reported:
 class SqliteStore:
     """`coordinator.store.Store` on one SQLite file."""
 
-    def __init__(self, path: Path | str, *, unit_size: int = DEFAULT_UNIT_SIZE, max_attempts: int = 5) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        unit_size: int = DEFAULT_UNIT_SIZE,
+        max_attempts: int = 5,
+        host_min_delay: float = host_pacing.DEFAULT_MIN_DELAY,
+    ) -> None:
         if unit_size < 1 or max_attempts < 1:
             raise ValueError("unit_size and max_attempts must be at least 1")
+        if not 0 <= host_min_delay <= host_pacing.MAX_MIN_DELAY:
+            raise ValueError(f"host_min_delay must be 0..{host_pacing.MAX_MIN_DELAY:g} seconds")
         self._path = str(path)
         self._unit_size = unit_size
+        self._min_delay = host_min_delay  # the pause every host gets between units
         self._max_attempts = max_attempts
         self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -586,7 +596,7 @@ class SqliteStore:
         previous = dict(conn.execute("SELECT key, peer_id FROM hosts WHERE peer_id IS NOT NULL"))
         floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
         plan = assignment.rebalance(previous, peers, demand, demand_floor=floor)
-        overflow = _overflow(plan, demand)
+        overflow = _overflow(plan, demand, previous)
         chosen = {**plan.assignment, **overflow}
         changed = [(host, peer) for host, peer in chosen.items() if previous.get(host) != peer]
         dropped = [(host,) for host in previous if host not in chosen]
@@ -761,9 +771,9 @@ class SqliteStore:
                         return None  # a live lease: never two peers on one host
                     # Taken back: granted below like an expired lease, with a new token.
                     unit = replace(unit, expires_at=ask.now)
-                    paced = host_pacing.after_abandoned(paced, silent_since)
+                    paced = host_pacing.after_abandoned(paced, silent_since, self._min_delay)
                 else:
-                    paced = host_pacing.after_abandoned(paced, unit.expires_at)
+                    paced = host_pacing.after_abandoned(paced, unit.expires_at, self._min_delay)
             open_units.append((unit_id, job_id, unit))
         if key != linkcheck_jobs.NOT_HTTP_KEY:
             if paced != pace:
@@ -914,7 +924,9 @@ class SqliteStore:
             if not leases.holds(stored.lease, peer_id, token):
                 raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
             self._save_unit(conn, unit_id, leases.released(stored.lease))
-            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now))
+            self._pace_host(
+                conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay)
+            )
 
     # ---- reports -----------------------------------------------------------------------
 
@@ -997,12 +1009,16 @@ class SqliteStore:
         self._save_unit(conn, report.unit_id, unit)
         if results:
             summary = UnitSummary(throttled=sum(1 for r in results if r.status in _THROTTLED))
-            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_unit(pace, now, summary))
+            self._pace_host(
+                conn, stored.unit_key, lambda pace: host_pacing.after_unit(pace, now, summary, self._min_delay)
+            )
             if stored.leased_at is not None:
                 throughput = unit_sizing.observe(throughput, len(results), now - stored.leased_at)
         else:
             # No item came back, so nothing was learned about the host.
-            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now))
+            self._pace_host(
+                conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay)
+            )
         if counted:
             assert report.bundle_version is not None
             reported.outcomes.append((name, report.bundle_version, report.exit_code in (0, 1)))
@@ -1376,18 +1392,24 @@ class SqliteStore:
         )
 
 
-def _overflow(plan: assignment.Plan, demand: Mapping[str, float]) -> dict[str, str]:
-    """Hosts the bounded loads left without a peer, each on the peer with the most room left
-    under its cap, largest first. Work is never stranded: a host larger than any peer's room
-    (typically the last big host of a job, when the caps have shrunk with the work left)
-    would otherwise wait for nobody. Caps bound shares of the backlog, not a volunteer's
-    rate, which its own egress enforces."""
+def _overflow(plan: assignment.Plan, demand: Mapping[str, float], previous: Mapping[str, str]) -> dict[str, str]:
+    """Hosts the bounded loads left without a peer, largest first: each stays with the active
+    peer that had it, unless that peer already keeps a larger one of them, else goes to the
+    peer with the most room left under its cap. Work is never stranded: a host larger than any
+    peer's room (typically the last big host of a job, when the caps have shrunk with the work
+    left) would otherwise wait for nobody. Moving it would not bring it under a cap, only cost
+    a handover (a pause at the host, a bundle fetch on the new peer). Caps bound shares of the
+    backlog, not a volunteer's rate, which its own egress enforces."""
     room = {peer: plan.caps[peer] - plan.loads[peer] for peer in plan.caps}
     placed: dict[str, str] = {}
+    keeping: set[str] = set()
     for host in sorted(plan.unassigned, key=lambda h: (-demand[h], h)):
         if not room:
             break
-        peer = max(sorted(room), key=lambda p: room[p])
+        peer = previous.get(host)
+        if peer not in room or peer in keeping:
+            peer = max(sorted(room), key=lambda p: room[p])
+        keeping.add(peer)
         placed[host] = peer
         room[peer] -= demand[host]
     return placed

@@ -102,6 +102,9 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                 0,
                 workdir / "coordinator.sqlite",
                 lease_seconds=30.0,
+                # Its peers are this machine running one check, like one link checker: the
+                # per-host connection limit and robots crawl delay pace them, not pauses between units.
+                host_min_delay=0.0,
                 dht=dht,
                 network=CHECK_NETWORK,
                 ready=lambda port: ready.done() or ready.set_result(port),

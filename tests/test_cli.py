@@ -38,6 +38,9 @@ def test_coordinator_refuses_a_database_it_cannot_use(tmp_path: Path) -> None:
         "cannot open database",
     )
     assert_one_line_error(osaas("coordinator", "serve", "--listen", "nowhere", "--db", "x"), "is not HOST:PORT")
+    for delay, message in (("-1", "must be 0..3600 seconds"), ("nan", "must be 0..3600"), ("soon", "not a number")):
+        serve = ("coordinator", "serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.sqlite"))
+        assert_one_line_error(osaas(*serve, "--host-min-delay", delay), message)
 
 
 def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:

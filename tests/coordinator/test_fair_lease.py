@@ -124,6 +124,25 @@ async def test_a_peer_without_hosts_gets_nothing(store: SqliteStore) -> None:
     assert hosts_of(await lease_all(store, "p1", T0)) == [host]
 
 
+async def test_a_host_beyond_every_cap_stays_with_the_peer_that_has_it(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    # Small capacities keep the demand floor low, so one host of ten URLs is larger than either
+    # peer's cap: it is placed outside the bound. "zed" had it alone; when "amy" joins, moving
+    # it would only cost a handover, though "amy" is both its rendezvous choice and first by name.
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=2) as store:
+        await add_linkcheck(store, linkcheck)
+        host = host_won_by("amy", "zed", "big")
+        await register(store, "zed", capacity=25_000)
+        await store.create_job("linkcheck", {"urls": [f"{host}/{i}" for i in range(10)], "depth": 0}, T0)
+        (first,) = await lease_all(store, "zed", T0)
+        await register(store, "amy", T0 + 1, capacity=25_000)
+        for now in (T0 + 1, T0 + 2, T0 + 3):
+            await store.rebalance(now)
+        await report(store, "zed", first, T0 + 3)
+        later = T0 + 3 + REST
+        assert await lease_all(store, "amy", later) == []
+        assert hosts_of(await lease_all(store, "zed", later)) == [host]
+
+
 # ---- politeness ------------------------------------------------------------------------------
 
 
@@ -138,6 +157,20 @@ async def test_a_host_rests_until_next_allowed_at(tmp_path: Path, linkcheck: Lin
         assert await lease_all(store, "p", T0 + 5 + REST - 0.01) == []
         (second,) = await lease_all(store, "p", T0 + 5 + REST)
         assert second.payload["items"] == [{"url": "http://a.test/2", "crawl": True}]
+
+
+async def test_the_operator_sets_the_pause_between_units(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1, host_min_delay=0.0) as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "p")
+        await store.create_job("linkcheck", {"urls": ["http://a.test/1", "http://a.test/2"], "depth": 0}, T0)
+        (first,) = await lease_all(store, "p", T0)
+        assert await lease_all(store, "p", T0) == []  # still one live lease per host
+        await report(store, "p", first, T0 + 5)
+        assert len(await lease_all(store, "p", T0 + 5)) == 1  # no pause after the report
+    for bad in (-0.5, float("nan"), host_pacing.MAX_MIN_DELAY + 1):
+        with pytest.raises(ValueError, match="host_min_delay"):
+            SqliteStore(tmp_path / "d.sqlite", host_min_delay=bad)
 
 
 async def test_429_and_503_back_a_host_off(tmp_path: Path, linkcheck: Linkcheck) -> None:
