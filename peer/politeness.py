@@ -81,17 +81,22 @@ def rules_from_response(result: FetchResult) -> tuple[RobotsRules, str | None]:
     return ALLOW_ALL, f"HTTP status {result.status}"
 
 
-def next_start(last_start: float | None, delay: float, now: float) -> float:
-    """When the next request to a host may start, given when the previous one started."""
-    if last_start is None:
+def next_start(last_end: float | None, delay: float, now: float) -> float:
+    """When the next request to a host may start, given when the previous one ended.
+
+    Counting the delay from the end, not the start, is what makes it hold at the website: the
+    previous request ended here only after the website had it, so the next one reaches it at
+    least `delay` later, however late the previous one got there (connection set-up, a busy
+    event loop). Counted from starts, the website saw requests up to 53 ms closer than 0.2 s."""
+    if last_end is None:
         return now
-    return max(now, last_start + delay)
+    return max(now, last_end + delay)
 
 
-def is_idle(active: int, robots_pending: bool, last_start: float | None, delay: float, now: float) -> bool:
+def is_idle(active: int, robots_pending: bool, last_end: float | None, delay: float, now: float) -> bool:
     """Whether a host's entry can be forgotten without breaking a rule: no request holds or
     waits for a slot, its robots.txt is not being fetched, and its crawl delay has passed."""
-    return active == 0 and not robots_pending and (last_start is None or now >= last_start + delay)
+    return active == 0 and not robots_pending and (last_end is None or now >= last_end + delay)
 
 
 def redirect_target(result: FetchResult) -> str | None:
@@ -111,7 +116,7 @@ class _Host:
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)
     robots: asyncio.Task[RobotsRules] | None = None
     delay: float = 0.0
-    last_start: float | None = None
+    last_end: float | None = None  # when the last request to the host ended
     active: int = 0  # requests holding or waiting for a slot
 
 
@@ -152,20 +157,23 @@ class Politeness:
     @asynccontextmanager
     async def slot(self, origin: Origin) -> AsyncIterator[None]:
         """Hold one of the host's concurrent request slots; with a crawl delay, requests to
-        the host run one at a time and start at least the delay apart."""
+        the host run one at a time, each starting at least the delay after the previous ended."""
         host = self._host(origin)
         host.active += 1
         try:
             async with host.semaphore:
                 if host.delay <= 0:
-                    host.last_start = _now()
-                    yield
+                    try:
+                        yield
+                    finally:
+                        host.last_end = _now()
                     return
                 async with host.serial:
-                    start = next_start(host.last_start, host.delay, _now())
-                    await asyncio.sleep(start - _now())
-                    host.last_start = _now()
-                    yield
+                    await asyncio.sleep(next_start(host.last_end, host.delay, _now()) - _now())
+                    try:
+                        yield
+                    finally:
+                        host.last_end = _now()
         finally:
             host.active -= 1
 
@@ -190,7 +198,7 @@ class Politeness:
         now = _now()
         for origin, host in self._hosts.items():
             robots_pending = host.robots is not None and not host.robots.done()
-            if is_idle(host.active, robots_pending, host.last_start, host.delay, now):
+            if is_idle(host.active, robots_pending, host.last_end, host.delay, now):
                 del self._hosts[origin]
                 return
         # Every host is busy: remembering one more is better than breaking a rule.

@@ -33,11 +33,16 @@ CRAWL_DELAY = 0.2
 RATES = [100_000, 150_000, 200_000, 250_000, 300_000, 350_000]  # bytes/s, one per peer
 WINDOW = 10.0
 MIN_HANDOVER = 1.0  # coordinator.host_pacing.DEFAULT_MIN_DELAY
-# The peer spaces requests as it starts them; the site sees them arrive later by a connection
-# set-up or a busy event loop, so spacing measured at the site is allowed this much less. Runs
-# here saw 25-53 ms less than the crawl delay now and then (6 peers on 2 cores); whether all
-# of that is arrival jitter is not yet shown (see the stop note of 2026-11-27).
-JITTER = 0.1
+# A peer starts a host's next request at least the crawl delay after the previous one ended
+# at the peer, which is after it ended here: so the site sees the full delay between the end of
+# one request and the start of the next, whatever the arrival jitter (peer.politeness.next_start).
+# The slack is float rounding only.
+CRAWL_SLACK = 0.001
+# A host passes to another peer at least the minimum delay after the coordinator heard the last
+# unit end or its lease expire, both after the site served the last request. The coordinator's
+# wall clock against the site's monotonic one, and a cancelled request's handler finishing
+# after its peer let go, allow this much less.
+HANDOVER_SLACK = 0.05
 ROBOTS = f"User-agent: *\nCrawl-delay: {CRAWL_DELAY}\n"
 
 
@@ -122,9 +127,9 @@ def politeness_breaches(served: list[Served]) -> list[str]:
         for before, after in zip(rows, rows[1:]):
             if after.start < before.end:
                 problems.append(f"{host}: {after.path} from {after.source} overlaps {before.path} from {before.source}")
-            elif before.source == after.source and after.start - before.start < CRAWL_DELAY - JITTER:
-                problems.append(f"{host}: {after.path} started {after.start - before.start:.3f} s after the previous")
-            elif before.source != after.source and after.start - before.end < MIN_HANDOVER - JITTER:
+            elif before.source == after.source and after.start - before.end < CRAWL_DELAY - CRAWL_SLACK:
+                problems.append(f"{host}: {after.path} started {after.start - before.end:.3f} s after the previous ended")
+            elif before.source != after.source and after.start - before.end < MIN_HANDOVER - HANDOVER_SLACK:
                 problems.append(f"{host}: passed from {before.source} to {after.source} after {after.start - before.end:.2f} s")
     return problems
 
