@@ -793,7 +793,7 @@ class SqliteStore:
             items = conn.execute(
                 "SELECT url, crawl FROM items WHERE unit_id = ? AND done = 0 ORDER BY id", (unit_id,)
             ).fetchall()
-            return self._lease_of(conn, ask, unit_id, job_id, unit, items)
+            return self._lease_of(conn, ask, key, unit_id, job_id, unit, items)
         return self._form_unit(conn, key, ask)
 
     def _form_unit(self, conn: sqlite3.Connection, key: str, ask: _Asking) -> Lease | None:
@@ -826,12 +826,13 @@ class SqliteStore:
         assert unit_id is not None
         ids = [item_id for item_id, _, _ in picked]
         conn.execute(f"UPDATE items SET unit_id = ? WHERE id IN ({', '.join('?' * len(ids))})", (unit_id, *ids))
-        return self._lease_of(conn, ask, unit_id, job_id, unit, [(url, crawl) for _, url, crawl in picked])
+        return self._lease_of(conn, ask, key, unit_id, job_id, unit, [(url, crawl) for _, url, crawl in picked])
 
     def _lease_of(
         self,
         conn: sqlite3.Connection,
         ask: _Asking,
+        key: str,
         unit_id: int,
         job_id: int,
         unit: UnitLease,
@@ -850,6 +851,7 @@ class SqliteStore:
             payload=linkcheck_jobs.unit_payload(job_id, ((u, bool(c)) for u, c in items)),
             expires_at=unit.expires_at,
             bundle=ask.bundles[workload, pinned],
+            host=None if key == linkcheck_jobs.NOT_HTTP_KEY else key,
         )
 
     def _straggling(
@@ -1008,7 +1010,9 @@ class SqliteStore:
             unit = leases.completed(unit)
         self._save_unit(conn, report.unit_id, unit)
         if results:
-            summary = UnitSummary(throttled=sum(1 for r in results if r.status in _THROTTLED))
+            summary = UnitSummary(
+                throttled=sum(1 for r in results if r.status in _THROTTLED), crawl_delay=report.crawl_delay
+            )
             self._pace_host(
                 conn, stored.unit_key, lambda pace: host_pacing.after_unit(pace, now, summary, self._min_delay)
             )

@@ -256,6 +256,7 @@ class Lease:
     payload: dict
     expires_at: float
     bundle: BundleRef | None = None
+    host: str | None = None  # the origin every item of the unit is on (scheme://host:port); None: not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +286,12 @@ class Report:
     payload: dict | None = None
     error: str | None = None
     bundle_version: str | None = None  # the bundle version that ran the unit
+    crawl_delay: float | None = None  # seconds: the robots.txt Crawl-delay the peer keeps for the lease's host
 
     def __post_init__(self) -> None:
         _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
         _require(self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters")
+        _require(self.crawl_delay is None or self.crawl_delay >= 0, "crawl_delay must be at least 0")
 
 
 @dataclass(frozen=True, slots=True)

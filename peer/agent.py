@@ -349,6 +349,8 @@ class Agent:
             payload=outcome.payload,
             error=outcome.error,
             bundle_version=lease.bundle.version if lease.bundle else None,
+            # So that the coordinator rests the host that long between units, whoever runs them.
+            crawl_delay=egress.crawl_delay(lease.host) if lease.host else None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)

@@ -127,6 +127,17 @@ class Egress:
             return _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
         return await self._send(request, url, origin)
 
+    def crawl_delay(self, origin: str) -> float | None:
+        """The crawl delay this egress keeps for `origin` ("http://host:port"), as robots.txt
+        set it (capped); None when its robots.txt was not read (or robots are not respected)."""
+        try:
+            url = URL(origin)
+        except (TypeError, ValueError):
+            return None
+        if url.scheme not in ("http", "https") or url.raw_host is None or url.port is None:
+            return None
+        return self._politeness.crawl_delay(Origin.of(url))
+
     async def _fetch_unscheduled(self, request: FetchRequest) -> FetchResult:
         """Fetch with the address policy but without politeness (which calls this)."""
         url_or_error = self._preflight(request)

@@ -154,6 +154,13 @@ class Politeness:
         # Shielded: one requester giving up must not cancel the fetch the others wait for.
         return await asyncio.shield(host.robots)
 
+    def crawl_delay(self, origin: Origin) -> float | None:
+        """The host's crawl delay once its robots.txt was read; None before, or if never."""
+        host = self._hosts.get(origin)
+        if host is None or host.robots is None or not host.robots.done() or host.robots.cancelled():
+            return None
+        return host.delay
+
     @asynccontextmanager
     async def slot(self, origin: Origin) -> AsyncIterator[None]:
         """Hold one of the host's concurrent request slots; with a crawl delay, requests to

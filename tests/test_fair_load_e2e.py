@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ def window_overruns(served: list[Served], rates: dict[str, int]) -> list[str]:
     return problems
 
 
+def learned_crawl_delays(db: Path) -> set[float]:
+    """The crawl delays the running coordinator keeps for hosts (read-only, beside it)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        return {delay for (delay,) in conn.execute("SELECT crawl_delay FROM hosts")}
+
+
 def politeness_breaches(served: list[Served]) -> list[str]:
     problems = []
     by_host: dict[str, list[Served]] = defaultdict(list)
@@ -161,6 +168,9 @@ async def test_six_budgeted_peers_two_killed_every_url_once_budgets_and_politene
         while (status := await job_status(url, job_id))["items_done"] < total // 3:
             assert status["state"] == "running"
             await asyncio.sleep(0.2)
+        # The peers told the coordinator the crawl delay they keep (with their reports), and
+        # it paces the hosts by it between units, whichever peer runs the next one.
+        assert CRAWL_DELAY in learned_crawl_delays(tmp_path / "c.sqlite")
         for peer in peers[:2]:
             peer.send_signal(signal.SIGKILL)
             await peer.wait()

@@ -173,6 +173,28 @@ async def test_the_operator_sets_the_pause_between_units(tmp_path: Path, linkche
             SqliteStore(tmp_path / "d.sqlite", host_min_delay=bad)
 
 
+async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "p")
+        urls = [f"http://a.test/{i}" for i in range(3)]
+        await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
+        (first,) = await lease_all(store, "p", T0)
+        assert first.host == "http://a.test:80"  # the origin the peer keeps robots.txt for
+        answer = await store.report("p", Report(first.unit_id, first.token, 0, done(first), crawl_delay=4.0), T0 + 1)
+        assert answer.accepted
+        assert await lease_all(store, "p", T0 + 1 + 4.0 - 0.01) == []  # the crawl delay, not REST
+        (second,) = await lease_all(store, "p", T0 + 1 + 4.0)
+        # A report without one keeps what was learned; one capped at MAX_CRAWL_DELAY.
+        await store.report("p", Report(second.unit_id, second.token, 0, done(second)), T0 + 6)
+        assert await lease_all(store, "p", T0 + 6 + 4.0 - 0.01) == []
+        (third,) = await lease_all(store, "p", T0 + 6 + 4.0)
+        await store.report("p", Report(third.unit_id, third.token, 0, done(third), crawl_delay=1e9), T0 + 11)
+        with sqlite3.connect(tmp_path / "c.sqlite") as conn:
+            (kept,) = conn.execute("SELECT crawl_delay FROM hosts WHERE key = 'http://a.test:80'").fetchone()
+        assert kept == host_pacing.MAX_CRAWL_DELAY
+
+
 async def test_429_and_503_back_a_host_off(tmp_path: Path, linkcheck: Linkcheck) -> None:
     async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
         await add_linkcheck(store, linkcheck)

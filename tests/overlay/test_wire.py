@@ -74,6 +74,11 @@ def test_parse_validates_every_field():
         wire.parse(wire.RegisterRequest, {"name": "p", "slots": 0, "workloads": []})
     with pytest.raises(wire.WireError, match="exit_code"):
         wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 9})
+    for delay, message in ((-1.0, "crawl_delay must be at least 0"), (float("nan"), "must be a finite number"),
+                           ("1", "must be a finite number")):
+        with pytest.raises(wire.WireError, match=message):
+            wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 0, "crawl_delay": delay})
+    assert wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 0, "crawl_delay": 2}).crawl_delay == 2.0
 
 
 @settings(max_examples=200)

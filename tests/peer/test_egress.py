@@ -259,6 +259,20 @@ async def test_crawl_delay_spaces_requests_in_order(sites: tuple[Site, Site]) ->
     assert sorted(fast.paths) == ["/ok?n=0", "/ok?n=1", "/ok?n=2", "/ok?n=3", "/robots.txt"]
 
 
+async def test_the_crawl_delay_kept_for_a_host_is_known_once_its_robots_txt_was_read(site: Site) -> None:
+    site.robots = "User-agent: *\nCrawl-delay: 0.3\n"
+    origin = site.url("/").rstrip("/")
+    async with Egress(LOCAL) as egress:
+        assert egress.crawl_delay(origin) is None  # not read yet
+        assert (await egress.fetch(FetchRequest(id=1, method="GET", url=site.url("/ok")))).status == 200
+        assert egress.crawl_delay(origin) == 0.3
+        for garbage in ("", "not a url", "ftp://x/", "http://", "http://[::1"):
+            assert egress.crawl_delay(garbage) is None
+    async with Egress(EgressConfig(allow_private=True, respect_robots=False)) as egress:
+        assert (await egress.fetch(FetchRequest(id=1, method="GET", url=site.url("/ok")))).status == 200
+        assert egress.crawl_delay(origin) is None
+
+
 async def test_crawl_delay_is_capped(site: Site) -> None:
     site.robots = "User-agent: *\nCrawl-delay: 3600\n"
     config = EgressConfig(allow_private=True, max_crawl_delay=0.1)
