@@ -132,7 +132,7 @@ async def _peers(options: CheckOptions, network: _Network, workdir: Path) -> Asy
         for i in range(options.peers):
             argv = [sys.executable, "-m", "osaas", "peer", "run", "--bootstrap", network.bootstrap,
                     "--dht-listen", "127.0.0.1:0", "--network", CHECK_NETWORK,
-                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}"]
+                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}", "--status-port", "off"]
             if options.allow_private:
                 argv.append("--allow-private")
             with open(workdir / f"peer-{i}.log", "wb") as log_file:

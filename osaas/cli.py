@@ -30,6 +30,7 @@ from overlay.identity import Identity, IdentityError
 from overlay.torrent import TorrentError
 from overlay.wire import to_obj
 from peer.budget import BudgetError, budget_from, default_config_path, parse_rate
+from peer.status import DEFAULT_STATUS_PORT, STATUS_HOST, status_text
 from workloads.bundle import BundleError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -132,6 +133,16 @@ def _host_delay(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number 0..65535")
+    return int(text)
+
+
+def _status_port(text: str) -> int | None:
+    return None if text == "off" else _port(text)
+
+
 def _ip_address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
@@ -211,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="on SIGTERM, how long running units may finish before their leases are released")
     run.add_argument("--torrent-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer fetches and seeds bundles (default 0.0.0.0:0)")
     run.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on seeding bundles to other peers, e.g. 200KB (default: 1MB)")
+    run.add_argument("--status-port", type=_status_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"serve the peer's status on 127.0.0.1:PORT/status (default {DEFAULT_STATUS_PORT}; 0: any free port; off: not at all)")
     budget = run.add_argument_group(
         "budget", "what the volunteer lends; flags win over the config file (--config, default "
         f"{default_config_path()})")
@@ -222,6 +234,10 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-fetches", metavar="N", help="concurrent fetches at most (default: none)")
     budget.add_argument("--active-hours", action="append", metavar="HH:MM-HH:MM", help="work only in these hours (local time; repeatable)")
     run.set_defaults(run=_cmd_peer_run)
+    peer_status = peer.add_parser("status", help="what the peer on this machine is doing")
+    peer_status.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
+    peer_status.add_argument("--json", action="store_true", help="print the whole status document")
+    peer_status.set_defaults(run=_cmd_peer_status)
 
     dht = commands.add_parser("dht", help="DHT nodes and what they know").add_subparsers(metavar="ACTION")
     dht_serve = dht.add_parser("serve", help="run a standalone DHT (bootstrap) node")
@@ -472,6 +488,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         drain_grace=max(args.stop_grace, 0.0),
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
+        status_port=args.status_port,
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),
     )
@@ -482,6 +499,31 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     except IdentityError as exc:
         raise UsageError(str(exc)) from exc
     _run_until_signal(agent.run)
+    return EXIT_OK
+
+
+def _cmd_peer_status(args: argparse.Namespace) -> int:
+    url = f"http://{STATUS_HOST}:{args.status_port}/status"
+
+    async def fetch(session: aiohttp.ClientSession) -> object:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    try:
+        status = asyncio.run(_with_session(fetch))
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        raise UsageError(
+            f"no peer answers on {STATUS_HOST}:{args.status_port} ({type(exc).__name__}); start one with "
+            "`osaas peer run --coordinator URL --data-dir DIR` (or give its --status-port)"
+        ) from exc
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    try:
+        print(status_text(status))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UsageError(f"what answers on {STATUS_HOST}:{args.status_port} is not a peer's status ({exc})") from exc
     return EXIT_OK
 
 

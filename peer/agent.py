@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +36,7 @@ from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
+from peer.status import DEFAULT_STATUS_PORT, PeerStatus, Totals, Usage, UnitView, serve_status, state_of
 from workloads.bundle import BundleError
 from workloads.process_api import ExitCode, Unit
 
@@ -81,6 +82,7 @@ class PeerSettings:
     bundle_upload_rate: int | None = DEFAULT_BUNDLE_UPLOAD_RATE
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
     budget: Budget = field(default_factory=Budget)
+    status_port: int | None = DEFAULT_STATUS_PORT  # on 127.0.0.1; 0: any free port; None: not served
 
 
 class Agent:
@@ -102,6 +104,27 @@ class Agent:
         self._running: set[asyncio.Task[None]] = set()
         self._paused: str | None = None  # why the peer takes no work now
         self._recent_rates = (0.0, 0.0)  # bytes/s down, up over the last budget tick
+        self._working_for: str | None = None  # the coordinator registered with, for the status
+        self._units: dict[int, UnitView] = {}  # the running units, for the status
+        self._totals = Totals()
+        self.status_port: int | None = None  # where the status is served, once it is
+
+    def status(self) -> PeerStatus:
+        """What the peer is doing now (peer.status), for the volunteer."""
+        allowance = self.allowance.status()
+        resume_at = self.allowance.resume_at() if self._paused is not None else None
+        return PeerStatus(
+            peer_id=self.identity.public_hex,
+            name=self.settings.name,
+            state=state_of(self._paused, self._working_for, len(self._units)),
+            paused=self._paused,
+            resume_at=resume_at.timestamp() if resume_at is not None else None,
+            coordinator=self._working_for,
+            units=tuple(self._units.values()),
+            budget=self.allowance.budget,
+            usage=Usage(allowance.used, allowance.period_ends.timestamp(), *self._recent_rates),
+            totals=self._totals,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and return."""
@@ -137,6 +160,8 @@ class Agent:
             )
             await self._bundles.start()
             stack.push_async_callback(self._bundles.close)
+            if self.settings.status_port is not None:
+                self.status_port = await stack.enter_async_context(serve_status(self.settings.status_port, self.status))
             log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             keeper = asyncio.create_task(self._budget_loop(torrents, stop))
@@ -149,7 +174,9 @@ class Agent:
                         break
                     end = _LeaseEnd.LOST
                     if await self._register(client, stop, give_up=discovering):
+                        self._working_for = client.base_url
                         end = await self._lease_loop(client, egress, running, stop, give_up=discovering)
+                    self._working_for = None
                     if end is _LeaseEnd.LOST and not stop.is_set():
                         log.warning("coordinator %s is not answering; looking for another", client.base_url)
                         self._avoid[client.base_url] = time.monotonic() + AVOID_SECONDS
@@ -330,6 +357,10 @@ class Agent:
         unit = asyncio.current_task()
         assert unit is not None
         renewer = asyncio.create_task(self._renew_loop(client, ref, unit))
+        items = lease.payload.get("items")
+        self._units[lease.unit_id] = UnitView(
+            lease.unit_id, lease.job_id, lease.host, len(items) if isinstance(items, list) else 0, time.time()
+        )
         try:
             outcome = await self._run(client, egress, lease)
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
@@ -342,6 +373,8 @@ class Agent:
             raise
         finally:
             renewer.cancel()
+            self._units.pop(lease.unit_id, None)
+        self._count(outcome)
         report = wire.Report(
             unit_id=lease.unit_id,
             token=lease.token,
@@ -356,6 +389,18 @@ class Agent:
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
         pending = self.outbox.put(client.base_url, report)
         await self._deliver(client, pending)
+
+    def _count(self, outcome: WorkloadOutcome) -> None:
+        totals = self._totals
+        if outcome.exit_code in (ExitCode.OK, ExitCode.PARTIAL):
+            items = outcome.payload.get("items") if isinstance(outcome.payload, dict) else None
+            self._totals = replace(
+                totals,
+                units_done=totals.units_done + 1,
+                items_reported=totals.items_reported + (len(items) if isinstance(items, list) else 0),
+            )
+        else:
+            self._totals = replace(totals, units_failed=totals.units_failed + 1)
 
     async def _run(self, client: CoordinatorClient, egress: Egress, lease: wire.Lease) -> WorkloadOutcome:
         if lease.bundle is None:

@@ -6,6 +6,8 @@ log, remembers its usage across a restart, and another peer finishes the job."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -50,8 +52,9 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
     url = f"http://127.0.0.1:{port}"
     requests: list[str] = []
     processes: list[asyncio.subprocess.Process] = []
+    status_port = str(free_port())
     capped = ("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "capped"), "--allow-private",
-              "--config", str(tmp_path / "none.toml"), "--daily-cap", "300KB")
+              "--config", str(tmp_path / "none.toml"), "--daily-cap", "300KB", "--status-port", status_port)
     async with serve(padded_site(requests)) as site, stopped_on_exit(processes):
         processes.append(
             await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
@@ -76,6 +79,15 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
         processes.append(peer)
         log = await wait_for_line(tmp_path / "capped-again.log", "pausing work: transfer cap", peer)
         assert "leased" not in log and "unit " not in log
+        # Its status says so too (peer.status, on 127.0.0.1), and when it resumes at the latest.
+        code, out, err = await osaas("peer", "status", "--status-port", status_port, "--json")
+        assert code == 0, err
+        status = json.loads(out)
+        assert status["state"] == "paused" and status["paused"].startswith("transfer cap of 300 kB/day used up")
+        assert status["resume_at"] == status["usage"]["period_ends"] > time.time()
+        assert status["usage"]["used"] >= 300_000 and status["budget"]["cap"] == 300_000 and status["units"] == []
+        code, out, err = await osaas("peer", "status", "--status-port", status_port)
+        assert code == 0 and out.startswith(f"{status['name']}: paused: transfer cap of 300 kB/day"), (out, err)
 
         # Another peer finishes the job: every page checked once, none lost.
         helper = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "free"),

@@ -59,6 +59,15 @@ def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:
     assert_one_line_error(osaas("peer", "run", "--coordinator", "not a url", "--data-dir", str(data_dir)), "--coordinator")
 
 
+def test_peer_status_without_a_peer(tmp_path: Path) -> None:
+    assert_one_line_error(osaas("peer", "status", "--status-port", str(free_port())), "no peer answers on 127.0.0.1:")
+    assert_one_line_error(osaas("peer", "status", "--status-port", "70000"), "is not a port number")
+    assert_one_line_error(
+        osaas("peer", "run", "--coordinator", "http://127.0.0.1:1", "--data-dir", str(tmp_path), "--status-port", "x"),
+        "is not a port number",
+    )
+
+
 def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(osaas("job", "status", "1", "--coordinator", closed), "cannot reach coordinator")

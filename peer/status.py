@@ -1,0 +1,162 @@
+"""The peer's status, for the volunteer: what it is doing, as a JSON document on 127.0.0.1.
+
+`PeerStatus` is the view, built by the agent (`Agent.status`) from what it knows and turned into
+JSON by `to_json`; `serve_status` answers `GET /status` on the loopback address only, so only
+this machine sees it. It only reads: nothing here changes what the peer does. `osaas peer
+status` prints it; the screensaver and the local page read it too.
+
+The document (times are Unix seconds, sizes bytes, rates bytes/s; null means none or unknown):
+
+    {"peer_id": hex, "name": str,
+     "state": "looking" | "idle" | "working" | "paused",   no coordinator yet / no work / units / not working
+     "paused": str | null, "resume_at": float | null,      why not, and until when at the latest
+     "coordinator": url | null,
+     "units": [{"unit_id", "job_id", "host", "items", "started_at"}, ...],
+     "budget": {"max_down", "max_up", "cap", "cap_period", "max_fetches", "active_hours": [str]},
+     "usage": {"used", "period_ends", "down_rate", "up_rate"},
+     "totals": {"units_done", "units_failed", "items_reported"}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from peer.budget import Budget, format_rate, format_size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATUS_PORT = 8701
+STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer's own business
+
+State = Literal["looking", "idle", "working", "paused"]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    unit_id: int
+    job_id: int
+    host: str | None  # the website the unit checks (scheme://host:port)
+    items: int
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    used: int  # bytes down + up in the cap's current period
+    period_ends: float
+    down_rate: float  # over the last second
+    up_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    units_done: int = 0  # reported with a result (exit 0 or 1)
+    units_failed: int = 0
+    items_reported: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    peer_id: str
+    name: str
+    state: State
+    paused: str | None
+    resume_at: float | None
+    coordinator: str | None
+    units: tuple[UnitView, ...]
+    budget: Budget
+    usage: Usage
+    totals: Totals
+
+
+def state_of(paused: str | None, coordinator: str | None, running: int) -> State:
+    if paused is not None:
+        return "paused"
+    if coordinator is None:
+        return "looking"
+    return "working" if running else "idle"
+
+
+def to_json(status: PeerStatus) -> dict[str, Any]:
+    document = dataclasses.asdict(status)
+    document["units"] = [dataclasses.asdict(unit) for unit in status.units]
+    budget = status.budget
+    document["budget"] = {
+        "max_down": budget.max_down,
+        "max_up": budget.max_up,
+        "cap": budget.cap_bytes,
+        "cap_period": budget.cap_period,
+        "max_fetches": budget.max_fetches,
+        "active_hours": budget.active_hours.to_strings(),
+    }
+    return document
+
+
+def status_text(document: Mapping[str, Any]) -> str:
+    """The status document (as served) in a few lines for a person. Tolerates missing keys:
+    it may come from a newer or older peer."""
+    name = document.get("name") or "peer"
+    state = document.get("state", "unknown")
+    where = document.get("coordinator")
+    if state == "paused":
+        lines = [f"{name}: paused: {document.get('paused') or 'no reason given'}"]
+    elif state == "looking":
+        lines = [f"{name}: looking for a coordinator"]
+    else:
+        lines = [f"{name}: {state}, for {where}"]
+    units = document.get("units") or []
+    for unit in units:
+        lines.append(f"  unit {unit.get('unit_id')}: {unit.get('items')} URLs on {unit.get('host') or 'several hosts'}")
+    usage, budget = document.get("usage") or {}, document.get("budget") or {}
+    used = format_size(int(usage.get("used") or 0))
+    cap = budget.get("cap")
+    of_cap = f" of {format_size(int(cap))} this {budget.get('cap_period', 'day')}" if cap else " this period"
+    rates = f"{format_rate(usage.get('down_rate') or 0)} down, {format_rate(usage.get('up_rate') or 0)} up"
+    limits = ", ".join(
+        f"{label} {format_rate(budget[key])}" for key, label in (("max_down", "down"), ("max_up", "up")) if budget.get(key)
+    )
+    lines.append(f"  used {used}{of_cap}; now {rates}" + (f" (limits: {limits})" if limits else ""))
+    totals = document.get("totals") or {}
+    lines.append(
+        f"  done: {totals.get('units_done', 0)} units, {totals.get('items_reported', 0)} URLs;"
+        f" {totals.get('units_failed', 0)} failed"
+    )
+    return "\n".join(lines)
+
+
+def status_app(current: Callable[[], PeerStatus]) -> web.Application:
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(to_json(current()), headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_status(port: int, current: Callable[[], PeerStatus]) -> AsyncIterator[int | None]:
+    """Serve the status on 127.0.0.1:`port` (0: any free port) while in the block; yields the
+    port, or None when it could not be had (the peer works on without a status page)."""
+    runner = web.AppRunner(status_app(current), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, STATUS_HOST, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.warning("status not served on %s:%d (%s); choose another port with --status-port",
+                        STATUS_HOST, port, exc.strerror or exc)
+            yield None
+            return
+        actual = runner.addresses[0][1]
+        log.info("status served on http://%s:%d/status", STATUS_HOST, actual)
+        yield actual
+    finally:
+        await runner.cleanup()

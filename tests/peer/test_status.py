@@ -1,0 +1,93 @@
+"""The peer's status: the document, its text for a person, and its server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+
+from peer.budget import ActiveHours, Budget
+from peer.status import PeerStatus, Totals, UnitView, Usage, serve_status, state_of, status_text, to_json
+
+
+def a_status(**changes: object) -> PeerStatus:
+    fields = dict(
+        peer_id="ab" * 32,
+        name="kitchen",
+        state="working",
+        paused=None,
+        resume_at=None,
+        coordinator="http://coordinator.test:8700",
+        units=(UnitView(7, 3, "http://a.test:80", 20, 1000.0),),
+        budget=Budget(max_down=1_000_000, cap_bytes=2_000_000_000, active_hours=ActiveHours.parse(["08:00-18:00"])),
+        usage=Usage(used=1_500_000, period_ends=2000.0, down_rate=250_000.0, up_rate=0.0),
+        totals=Totals(units_done=4, units_failed=1, items_reported=80),
+    )
+    fields.update(changes)
+    return PeerStatus(**fields)  # type: ignore[arg-type]
+
+
+def test_state_follows_pause_coordinator_and_units() -> None:
+    assert state_of("outside active hours", "http://c.test", 2) == "paused"
+    assert state_of(None, None, 0) == "looking"
+    assert state_of(None, "http://c.test", 0) == "idle"
+    assert state_of(None, "http://c.test", 1) == "working"
+
+
+def test_the_document_and_its_text_say_what_the_peer_does() -> None:
+    document = to_json(a_status())
+    assert document["budget"] == {
+        "max_down": 1_000_000, "max_up": None, "cap": 2_000_000_000, "cap_period": "day", "max_fetches": None,
+        "active_hours": ["08:00-18:00"],
+    }
+    assert document["units"] == [{"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}]
+    text = status_text(document)
+    assert text.splitlines() == [
+        "kitchen: working, for http://coordinator.test:8700",
+        "  unit 7: 20 URLs on http://a.test:80",
+        "  used 1.5 MB of 2 GB this day; now 250 kB/s down, 0 B/s up (limits: down 1 MB/s)",
+        "  done: 4 units, 80 URLs; 1 failed",
+    ]
+    paused = to_json(a_status(state="paused", paused="transfer cap of 2 GB/day used up until 2026-11-28 00:00", units=()))
+    assert status_text(paused).splitlines()[0] == "kitchen: paused: transfer cap of 2 GB/day used up until 2026-11-28 00:00"
+    assert status_text({}).splitlines()[0] == "peer: unknown, for None"  # an odd document still prints
+
+
+async def test_served_on_loopback_only_and_live() -> None:
+    current = [a_status()]
+    async with serve_status(0, lambda: current[0]) as port:
+        assert port is not None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/status") as response:
+                assert response.status == 200
+                assert response.headers["Cache-Control"] == "no-store"
+                assert (await response.json())["state"] == "working"
+            current[0] = a_status(state="paused", paused="outside active hours (08:00-18:00) until 08:00")
+            async with session.get(f"http://127.0.0.1:{port}/status") as response:
+                assert (await response.json())["paused"].startswith("outside active hours")
+            async with session.get(f"http://127.0.0.1:{port}/pause") as response:
+                assert response.status == 404  # it only reads
+        listening = [c for c in _tcp_listeners() if c[1] == port]
+        assert listening and all(address == "127.0.0.1" for address, _ in listening)
+
+
+async def test_a_taken_port_leaves_the_peer_without_a_status_page() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        async with serve_status(taken.getsockname()[1], a_status) as port:
+            assert port is None
+
+
+def _tcp_listeners() -> list[tuple[str, int]]:
+    """(address, port) of the IPv4 TCP sockets listening on this machine (/proc/net/tcp)."""
+    found = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # LISTEN
+                hex_address, hex_port = local.split(":")
+                address = socket.inet_ntoa(bytes.fromhex(hex_address)[::-1])
+                found.append((address, int(hex_port, 16)))
+    return found
