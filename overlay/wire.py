@@ -145,6 +145,11 @@ def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
     )
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def parse(cls: type[M], obj: Any, where: str = "body") -> M:
     """Build message `cls` from decoded msgpack `obj`, validating every field."""
     if not isinstance(obj, dict):
@@ -165,7 +170,7 @@ def to_obj(message: Any) -> Any:
     """`message` as plain maps and lists for msgpack. Maps inside messages are plain data
     (payloads of hundreds of items) and go as they are: `dataclasses.asdict` deep-copied them."""
     if dataclasses.is_dataclass(message) and not isinstance(message, type):
-        return {f.name: to_obj(getattr(message, f.name)) for f in dataclasses.fields(message)}
+        return {name: to_obj(getattr(message, name)) for name in _field_names(type(message))}
     if isinstance(message, (list, tuple)):
         return [to_obj(v) for v in message]
     return message
