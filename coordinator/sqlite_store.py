@@ -1086,7 +1086,10 @@ class SqliteStore:
             return leases.failed(unit, error or "workload reported no items", self._max_attempts), results
         conn.executemany(
             "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
-            [(r.result, r.status, r.final_url, encode(list(r.redirects)), r.error, by_url[r.url][0]) for r in results],
+            [
+                (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, by_url[r.url][0])
+                for r in results
+            ],
         )
         for result in results:
             _, depth, crawl = by_url[result.url]
