@@ -316,7 +316,7 @@ class SqliteStore:
     async def open(self) -> None:
         if self._thread is not None:
             raise RuntimeError("store is already open")
-        self._thread = StoreThread(lambda: self._conn)
+        self._thread = StoreThread(lambda: self._conn, on_rollback=self._forget_cached)
         try:
             await self._thread.call(self._open, alone=True)
         except BaseException:
@@ -406,16 +406,26 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK TO call")
                 conn.execute("RELEASE call")
+                self._forget_cached()
                 raise
             conn.execute("RELEASE call")
             return
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._forget_cached()
             raise
-        conn.execute("COMMIT")
+
+    def _forget_cached(self) -> None:
+        """After a rollback: what the caches learned inside it may never have been (a job id
+        taken back is given to the next job), and a plan taken back must be made again."""
+        self._jobs.clear()
+        self._job_inputs.clear()
+        self._replan = True
 
     # ---- peers -------------------------------------------------------------------------
 

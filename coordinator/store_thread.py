@@ -49,8 +49,15 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class StoreThread:
-    def __init__(self, connection: Callable[[], sqlite3.Connection | None], name: str = "sqlite-store") -> None:
+    def __init__(
+        self,
+        connection: Callable[[], sqlite3.Connection | None],
+        *,
+        on_rollback: Callable[[], None] = lambda: None,
+        name: str = "sqlite-store",
+    ) -> None:
         self._connection = connection
+        self._on_rollback = on_rollback  # a group's commit failed: what its calls cached is void
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -101,6 +108,7 @@ class StoreThread:
             log.error("group commit of %d store calls failed: %s", len(group), exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._on_rollback()
             return [(None, exc)] * len(group)
         return outcomes
 
