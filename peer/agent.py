@@ -486,15 +486,40 @@ class Agent:
             await asyncio.wait_for(self._flush_all(session), timeout=deadline)
 
     async def _flush_all(self, session: aiohttp.ClientSession) -> Unavailable | None:
-        """Send every report in the outbox; the last reason one of them must be sent again."""
-        clients: dict[str, CoordinatorClient] = {}
-        trouble = None
+        """Send every report in the outbox, several to one coordinator in batches; the last
+        reason one of them must be sent again."""
+        by_coordinator: dict[str, list[PendingReport]] = {}
         for pending in self.outbox.pending():
-            client = clients.setdefault(
-                pending.coordinator, CoordinatorClient(pending.coordinator, self.identity, session)
-            )
-            trouble = await self._deliver(client, pending) or trouble
+            by_coordinator.setdefault(pending.coordinator, []).append(pending)
+        trouble = None
+        for url, pendings in by_coordinator.items():
+            client = CoordinatorClient(url, self.identity, session)
+            for start in range(0, len(pendings), wire.MAX_REPORT_BATCH):
+                trouble = await self._deliver_batch(client, pendings[start : start + wire.MAX_REPORT_BATCH]) or trouble
         return trouble
+
+    async def _deliver_batch(self, client: CoordinatorClient, pendings: list[PendingReport]) -> Unavailable | None:
+        if len(pendings) == 1:
+            return await self._deliver(client, pendings[0])
+        try:
+            verdicts = await client.report_batch([pending.report for pending in pendings])
+        except Unavailable as exc:
+            log.info("%d reports kept for later: %s", len(pendings), exc)
+            return exc
+        except Rejected as exc:
+            # A coordinator without the batch endpoint (404), or one refusing the batch as a
+            # whole: each report on its own then, as before batches existed.
+            log.info("report batch refused (%s); sending the %d reports one by one", exc, len(pendings))
+            trouble = None
+            for pending in pendings:
+                trouble = await self._deliver(client, pending) or trouble
+            return trouble
+        for pending, verdict in zip(pendings, verdicts):
+            if not verdict.accepted:
+                log.warning("report of unit %d refused: %s", verdict.unit_id, verdict.reason)
+            self.outbox.remove(pending)
+        log.info("%d reports delivered in one batch", len(pendings))
+        return None
 
     async def _flush_loop(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         failures = 0

@@ -35,6 +35,13 @@ class CoordinatorClient:
     async def report(self, report: wire.Report) -> wire.ReportResponse:
         return _answer(wire.ReportResponse, await self._post("/v1/reports", report))
 
+    async def report_batch(self, reports: list[wire.Report]) -> list[wire.ReportVerdict]:
+        """Up to wire.MAX_REPORT_BATCH reports in one request; one verdict each, in order."""
+        answer = _answer(wire.ReportBatchResponse, await self._post("/v1/reports/batch", wire.ReportBatch(reports)))
+        if [v.unit_id for v in answer.results] != [r.unit_id for r in reports]:
+            raise http.Unavailable(f"coordinator at {self.base_url} answered a report batch out of order")
+        return answer.results
+
     async def public_key(self) -> str:
         """The coordinator's public key (hex), proven by its signature over a fresh nonce."""
         nonce = os.urandom(NONCE_SIZE)

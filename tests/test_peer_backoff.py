@@ -5,6 +5,7 @@ its finished reports until they are accepted, and the job completes with every U
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from osaas import owner
+from overlay import wire
 from tests.sites import RequestLog, generated_site_app, generated_site_urls, serve
 from tests.sites import coordinator as coordinator_at
 
@@ -85,3 +87,72 @@ async def test_peer_honours_retry_after_and_keeps_reports_until_accepted(tmp_pat
     assert len(delays) >= 4 and all(d >= RETRY_AFTER for d in delays), delays
     assert "kept for later" in log  # a finished report refused with 503 stayed in the outbox
     assert not list((tmp_path / "peer" / "outbox").glob("*.report"))
+
+
+def reports_held_back(upstream: str, seen: list[tuple[str, int]], hold: float) -> web.Application:
+    """Answers report requests with 503 for `hold` seconds after the first one, so that finished
+    reports pile up in the peer's outbox; forwards everything else (and later reports)."""
+    session: aiohttp.ClientSession | None = None
+    first_report: float | None = None
+
+    async def forward(request: web.Request) -> web.Response:
+        nonlocal session, first_report
+        body = await request.read()
+        if request.path.startswith("/v1/reports"):
+            now = asyncio.get_running_loop().time()
+            first_report = first_report or now
+            decoded = wire.decode(body)
+            count = len(decoded["reports"]) if request.path.endswith("/batch") else 1
+            if now - first_report < hold:
+                return web.Response(status=503, headers={"Retry-After": "1"})
+            seen.append((request.path, count))
+        session = session or aiohttp.ClientSession()
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith(("x-osaas", "content-type"))}
+        async with session.request(request.method, upstream + request.path_qs, data=body, headers=headers) as answer:
+            return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+
+    async def close_session(app: web.Application) -> None:
+        if session is not None:
+            await session.close()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(close_session)
+    return app
+
+
+async def test_reports_that_piled_up_go_in_one_batch(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        coordinator = await stack.enter_async_context(coordinator_at(tmp_path / "c.sqlite", unit_size=5))
+        front = await stack.enter_async_context(serve(reports_held_back(coordinator, seen, hold=4.0)))
+        # Four websites: their first units run at once (one unit per host at a time), so their
+        # reports pile up while the front holds them back.
+        sites = [await stack.enter_async_context(serve(generated_site_app(RequestLog(), pages=10))) for _ in range(4)]
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None})
+        with open(tmp_path / "peer.log", "wb") as log_file:
+            peer = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "osaas", "peer", "run", "--coordinator", front, "--status-port", "off",
+                "--data-dir", str(tmp_path / "peer"), "--allow-private", stdout=log_file, stderr=log_file,
+            )
+        try:
+            for _ in range(600):
+                status = await owner.status(session, coordinator, job_id)
+                if status.state == "done":
+                    break
+                await asyncio.sleep(0.1)
+            items = await owner.results(session, coordinator, job_id)
+        finally:
+            peer.terminate()
+            await peer.wait()
+
+    assert status.state == "done"
+    expected = set()
+    for site in sites:
+        ok, broken = generated_site_urls(site, 10)
+        expected |= ok | broken
+    assert sorted(item["url"] for item in items) == sorted(expected)  # every URL once
+    batches = [count for path, count in seen if path == "/v1/reports/batch"]
+    assert batches and max(batches) > 1, seen  # what piled up went together
+    assert "reports delivered in one batch" in (tmp_path / "peer.log").read_text()
