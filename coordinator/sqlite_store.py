@@ -585,16 +585,21 @@ class SqliteStore:
         Weights are capacities in bytes/s (DEFAULT_PEER_CAPACITY for a peer that did not say);
         demand is a host's unfinished items (waiting, queued or leased). The demand floor is
         the items the active peers get through in one planning interval, at BYTES_PER_ITEM.
+        A peer that does not run every bundle of the running jobs gets no host: it could be
+        given one whose work it never leases, and that host would wait as long as it is active.
         """
         started = time.monotonic()
-        peers = {
-            peer_id: capacity if capacity > 0 else DEFAULT_PEER_CAPACITY
-            for peer_id, capacity in conn.execute(
-                "SELECT id, capacity FROM peers WHERE last_seen >= ? OR id IN"
-                " (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?)",
-                (now - PEER_QUIET_SECONDS, now),
-            )
-        }
+        running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
+        active: dict[str, float] = {}
+        peers: dict[str, float] = {}
+        for peer_id, capacity, workloads in conn.execute(
+            "SELECT id, capacity, workloads FROM peers WHERE last_seen >= ? OR id IN"
+            " (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?)",
+            (now - PEER_QUIET_SECONDS, now),
+        ):
+            active[peer_id] = capacity if capacity > 0 else DEFAULT_PEER_CAPACITY
+            if _runs_all(decode(workloads), running):
+                peers[peer_id] = active[peer_id]
         demand: dict[str, int] = dict(
             conn.execute("SELECT unit_key, COUNT(*) FROM items WHERE unit_id IS NULL AND done = 0 GROUP BY unit_key")
         )
@@ -624,7 +629,7 @@ class SqliteStore:
         self._planned_at = now
         self._planned_mono = time.monotonic()
         self._plan_seconds = self._planned_mono - started
-        self._planned_peers = frozenset(peers)
+        self._planned_peers = frozenset(active)
         if changed or dropped:
             log.log(
                 logging.INFO if changed else logging.DEBUG,
@@ -1407,6 +1412,12 @@ class SqliteStore:
             message=r.message,
             versions=[VersionStats(*row) for row in rows],
         )
+
+
+def _runs_all(workloads: object, bundles: set[str]) -> bool:
+    """Does a peer that registered `workloads` run every one of `bundles`?"""
+    names = set(workloads) if isinstance(workloads, list) else set()
+    return ANY_WORKLOAD in names or bundles <= names
 
 
 def _overflow(plan: assignment.Plan, demand: Mapping[str, float], previous: Mapping[str, str]) -> dict[str, str]:

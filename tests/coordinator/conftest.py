@@ -51,8 +51,10 @@ class Peer:
         async with self.client.post(path, data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
 
-    async def register(self, slots: int = 4) -> None:
-        status, body = await self.post("/v1/peers/register", {"name": self.name, "slots": slots, "workloads": ["linkcheck"]})
+    async def register(self, slots: int = 4, workloads: tuple[str, ...] = ("*",)) -> None:
+        """Register as `osaas peer run` does: ready to run any bundle the coordinator names."""
+        body = {"name": self.name, "slots": slots, "workloads": list(workloads)}
+        status, body = await self.post("/v1/peers/register", body)
         assert status == 200, body
 
     async def lease(self, max_units: int = 1) -> list[dict[str, Any]]:

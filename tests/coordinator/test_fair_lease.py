@@ -115,6 +115,18 @@ async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(store: SqliteS
     assert after["p1"] == {h for h in of_p3 if assignment.score(h, "p1", w) > assignment.score(h, "p2", w)}
 
 
+async def test_a_peer_that_does_not_run_the_jobs_bundle_gets_no_host(store: SqliteStore) -> None:
+    # "picky" is every host's first choice by name and score here, but runs another bundle only:
+    # given a host, it would never lease its work, and the host would wait.
+    await store.register_peer("picky", RegisterRequest("picky", 4, ["other"]), T0)
+    await register(store, "able")
+    hosts = [host_won_by("picky", "able", f"site{i}-") for i in range(3)]
+    await store.create_job("linkcheck", {"urls": [f"{h}/" for h in hosts], "depth": 0}, T0)
+    await store.rebalance(T0)
+    assert await store.lease("picky", 256, ["other"], T0, LEASE) == []
+    assert sorted(hosts_of(await lease_all(store, "able", T0))) == sorted(set(hosts))
+
+
 async def test_a_peer_without_hosts_gets_nothing(store: SqliteStore) -> None:
     await register(store, "p1")
     await register(store, "p2")
