@@ -3,8 +3,9 @@
 sqlite3 is blocking, so the connection lives on one dedicated thread and every call is handed
 to it (`store_thread`); the event loop never waits on the disk. One thread also means one
 writer, which is what SQLite wants anyway. Calls that queue up while the thread is busy commit
-together (group commit), each call's transaction a savepoint inside the group's. The rules themselves live in `leases`, `linkcheck_jobs`,
-`rollout`, `assignment`, `host_pacing` and `unit_sizing`; this module applies them.
+together (group commit), each call's transaction a savepoint inside the group's. The rules
+themselves live in `leases`, `linkcheck_jobs`, `rollout`, `assignment`, `host_pacing` and
+`unit_sizing`; this module applies them.
 
 How work is scheduled (docs/operators.md says it for operators):
 

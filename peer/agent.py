@@ -107,7 +107,6 @@ class Agent:
         self._working_for: str | None = None  # the coordinator registered with, for the status
         self._units: dict[int, UnitView] = {}  # the running units, for the status
         self._totals = Totals()
-        self.status_port: int | None = None  # where the status is served, once it is
 
     def status(self) -> PeerStatus:
         """What the peer is doing now (peer.status), for the volunteer."""
@@ -161,7 +160,7 @@ class Agent:
             await self._bundles.start()
             stack.push_async_callback(self._bundles.close)
             if self.settings.status_port is not None:
-                self.status_port = await stack.enter_async_context(serve_status(self.settings.status_port, self.status))
+                await stack.enter_async_context(serve_status(self.settings.status_port, self.status))
             log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             keeper = asyncio.create_task(self._budget_loop(torrents, stop))
