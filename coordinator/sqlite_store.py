@@ -271,14 +271,44 @@ class _Asking:
 
 
 @dataclass(slots=True)
-class _Reported:
-    """What the reports of one call changed in rows they share (bundle counters, rollouts, job
-    progress), collected while each report is taken and written once at the end of the call:
-    a batch of a hundred reports of one job then updates its progress once, not a hundred times."""
+class _ReportedUnit:
+    """A unit a call's reports name, as loaded for the call and changed by its reports."""
 
+    job_id: int
+    key: str  # its host (unit_key)
+    leased_at: float | None
+    lease: UnitLease
+    items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
+
+
+@dataclass(slots=True)
+class _Reported:
+    """The rows one call's reports touch, loaded once, and what the reports change in them,
+    written once at the end of the call (`SqliteStore._write_reported`): a batch of a hundred
+    reports of one job then updates its progress once, not a hundred times."""
+
+    peer_id: str
+    throughput_before: float | None
+    throughput: float | None = None  # the peer's items/s estimate after the reports taken so far
+    units: dict[int, _ReportedUnit] = field(default_factory=dict)
+    paces: dict[str, HostPace] = field(default_factory=dict)  # hosts' paces, as changed so far
+    stored_paces: dict[str, HostPace] = field(default_factory=dict)  # as loaded
+    leases: dict[int, UnitLease] = field(default_factory=dict)  # units changed: id -> lease after
+    finished: list[tuple[Any, ...]] = field(default_factory=list)  # item results, by item id
+    failed: list[tuple[str, int]] = field(default_factory=list)  # (error, item id): finished unchecked
+    requeued: list[tuple[int]] = field(default_factory=list)  # item ids a partial report left out
     outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
     closed: dict[int, int] = field(default_factory=dict)  # items finished per job
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
+
+    def __post_init__(self) -> None:
+        self.throughput = self.throughput_before
+
+    def pace(self, key: str, change: Callable[[HostPace], HostPace]) -> None:
+        """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
+        reach no website: nothing to pace."""
+        if key != linkcheck_jobs.NOT_HTTP_KEY:
+            self.paces[key] = change(self.paces.get(key, HostPace()))
 
 
 class SqliteStore:
@@ -518,10 +548,9 @@ class SqliteStore:
         )
         keys = sorted({i.unit_key for i in items})
         conn.executemany("INSERT OR IGNORE INTO hosts (key) VALUES (?)", [(key,) for key in keys])
-        for start in range(0, len(keys), _SQL_VARIABLES):
+        for chunk in _chunks(keys):
             if self._replan:
                 break
-            chunk = keys[start : start + _SQL_VARIABLES]
             self._replan = conn.execute(
                 f"SELECT 1 FROM hosts WHERE peer_id IS NULL AND key IN ({', '.join('?' * len(chunk))}) LIMIT 1", chunk
             ).fetchone() is not None
@@ -947,6 +976,12 @@ class SqliteStore:
             )
 
     # ---- reports -----------------------------------------------------------------------
+    #
+    # A call's reports are taken in two steps: every report is judged against the rows it
+    # touches, loaded for the whole call at once (its unit, the unit's open items, its host's
+    # pace), and what it changes is collected in a `_Reported`; the collected changes are then
+    # written with one statement per kind of row. A report is refused before it changes
+    # anything, so a refused report of a batch takes nothing else with it.
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         return await self._run(self._report, peer_id, report, now)
@@ -954,12 +989,9 @@ class SqliteStore:
     def _report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
-            before = self._throughput(conn, peer_id)
-            reported = _Reported()
-            response, throughput = self._take_report(conn, peer_id, report, now, before, reported)
+            reported = self._reported(conn, peer_id, [report])
+            response = self._take_report(conn, report, now, reported)
             self._write_reported(conn, reported, now)
-            if throughput != before:
-                conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
         return response
 
     async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
@@ -969,82 +1001,119 @@ class SqliteStore:
         verdicts: list[ReportVerdict] = []
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
-            throughput = before = self._throughput(conn, peer_id)
-            reported = _Reported()
+            reported = self._reported(conn, peer_id, reports)
             for report in reports:
-                # A savepoint per report: a refused one takes back only its own changes.
-                conn.execute("SAVEPOINT report")
                 try:
-                    response, throughput = self._take_report(conn, peer_id, report, now, throughput, reported)
+                    response = self._take_report(conn, report, now, reported)
                 except (StaleLease, NotFound, InvalidInput) as exc:
-                    conn.execute("ROLLBACK TO report")
                     verdicts.append(ReportVerdict(report.unit_id, False, str(exc), _refusal_code(exc)))
                 else:
                     verdicts.append(ReportVerdict(report.unit_id, True, response.reason))
-                conn.execute("RELEASE report")
             self._write_reported(conn, reported, now)
-            if throughput != before:
-                conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (throughput, peer_id))
         return verdicts
 
-    def _take_report(
-        self,
-        conn: sqlite3.Connection,
-        peer_id: str,
-        report: Report,
-        now: float,
-        throughput: float | None,
-        reported: _Reported,
-    ) -> tuple[ReportResponse, float | None]:
-        """Merge one report; the answer and the peer's throughput estimate after it. What it
-        changes in shared rows goes to `reported`, only once nothing can refuse it any more."""
-        stored = self._load_unit(conn, report.unit_id)
-        job_id, unit = stored.job_id, stored.lease
-        verdict = leases.judge_report(unit, peer_id, report.token)
+    def _reported(self, conn: sqlite3.Connection, peer_id: str, reports: list[Report]) -> _Reported:
+        """The rows the reports touch: their units (if any), the units' open items and their
+        hosts' paces, in a few queries for the whole call."""
+        reported = _Reported(peer_id, self._throughput(conn, peer_id))
+        ids = sorted({r.unit_id for r in reports if 0 <= r.unit_id <= _MAX_ID})
+        for chunk in _chunks(ids):
+            marks = ", ".join("?" * len(chunk))
+            for unit_id, job_id, key, leased_at, *lease_row in conn.execute(
+                "SELECT id, job_id, unit_key, leased_at, state, token, peer_id, expires_at, attempts, last_error"
+                f" FROM units WHERE id IN ({marks})",
+                chunk,
+            ):
+                reported.units[unit_id] = _ReportedUnit(job_id, key, leased_at, self._unit_lease(lease_row))
+            for unit_id, item_id, url, depth, crawl in conn.execute(
+                f"SELECT unit_id, id, url, depth, crawl FROM items WHERE unit_id IN ({marks}) AND done = 0", chunk
+            ):
+                reported.units[unit_id].items[url] = (item_id, depth, bool(crawl))
+        keys = sorted({unit.key for unit in reported.units.values()} - {linkcheck_jobs.NOT_HTTP_KEY})
+        for chunk in _chunks(keys):
+            for key, *pace in conn.execute(
+                "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
+                f" WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                reported.paces[key] = HostPace(*pace)
+        reported.stored_paces = dict(reported.paces)
+        return reported
+
+    def _take_report(self, conn: sqlite3.Connection, report: Report, now: float, reported: _Reported) -> ReportResponse:
+        """Judge one report and collect what it changes in `reported`; raise before changing
+        anything if it is refused. Only the links it found are written at once (new items)."""
+        unit = reported.units.get(report.unit_id)
+        if unit is None:
+            raise NotFound(f"no unit {report.unit_id}")
+        verdict = leases.judge_report(unit.lease, reported.peer_id, report.token)
         if verdict is Verdict.STALE:
             raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
         if verdict is Verdict.DUPLICATE:
-            return ReportResponse(accepted=True, reason="duplicate"), throughput
-        name = self._job(conn, job_id).workload
+            return ReportResponse(accepted=True, reason="duplicate")
+        name = self._job(conn, unit.job_id).workload
         counted = report.bundle_version is not None and report.exit_code != 3
         on_trial = counted and self._on_trial(conn, name, report.bundle_version, reported)
         error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
         results: list[ItemResult] = []
         if report.exit_code in (0, 1):
-            unit, results = self._merge_results(conn, job_id, report, unit, error)
+            results = linkcheck_jobs.parse_report_items(report.payload, unit.items)  # the last refusal
+            if results:
+                self._merge_results(conn, report.unit_id, unit, results, reported)
+                lease = leases.completed(unit.lease)
+            else:
+                # Nothing done is no progress: count it as a failed attempt so a unit cannot loop forever.
+                lease = leases.failed(unit.lease, error or "workload reported no items", self._max_attempts)
         elif report.exit_code == 2 and on_trial:
             # The version on trial failed, not the unit: requeue it without using up one of
             # its attempts, or a broken candidate could exhaust a unit before it rolls back.
-            unit = replace(leases.released(unit), last_error=error or "workload failed (exit 2)")
+            lease = replace(leases.released(unit.lease), last_error=error or "workload failed (exit 2)")
         elif report.exit_code == 2:
-            unit = leases.failed(unit, error or "workload failed (exit 2)", self._max_attempts)
-            if unit.state is UnitState.DONE:
-                self._finish_items_with_error(conn, job_id, report.unit_id, leases.give_up_message(unit), now)
+            lease = leases.failed(unit.lease, error or "workload failed (exit 2)", self._max_attempts)
+            if lease.state is UnitState.DONE:
+                self._finish_with_error(unit, leases.give_up_message(lease), reported)
         else:
-            message = f"workload refused the input: {error or 'no reason given'}"
-            self._finish_items_with_error(conn, job_id, report.unit_id, message, now)
-            unit = leases.completed(unit)
-        self._save_unit(conn, report.unit_id, unit)
+            self._finish_with_error(unit, f"workload refused the input: {error or 'no reason given'}", reported)
+            lease = leases.completed(unit.lease)
+        unit.lease = reported.leases[report.unit_id] = lease
         if results:
             summary = UnitSummary(
                 throttled=sum(1 for r in results if r.status in _THROTTLED), crawl_delay=report.crawl_delay
             )
-            self._pace_host(
-                conn, stored.unit_key, lambda pace: host_pacing.after_unit(pace, now, summary, self._min_delay)
-            )
-            if stored.leased_at is not None:
-                throughput = unit_sizing.observe(throughput, len(results), now - stored.leased_at)
+            reported.pace(unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, self._min_delay))
+            if unit.leased_at is not None:
+                reported.throughput = unit_sizing.observe(reported.throughput, len(results), now - unit.leased_at)
         else:
             # No item came back, so nothing was learned about the host.
-            self._pace_host(
-                conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay)
-            )
+            reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay))
         if counted:
             assert report.bundle_version is not None
             reported.outcomes.append((name, report.bundle_version, report.exit_code in (0, 1)))
-        if results:
-            reported.closed[job_id] = reported.closed.get(job_id, 0) + len(results)
-        return ReportResponse(accepted=True), throughput
+        return ReportResponse(accepted=True)
+
+    def _merge_results(
+        self, conn: sqlite3.Connection, unit_id: int, unit: _ReportedUnit, results: list[ItemResult], reported: _Reported
+    ) -> None:
+        """Collect a (partial) result: the items it reports are finished, the rest go back to
+        waiting; add the links it found."""
+        for r in results:
+            item_id, depth, crawl = unit.items.pop(r.url)
+            reported.finished.append(
+                (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, item_id)
+            )
+            if crawl and r.crawled:
+                self._add_links(conn, unit.job_id, r, depth, self._job_input(conn, unit.job_id))
+        reported.requeued.extend((item_id,) for item_id, _, _ in unit.items.values())
+        unit.items.clear()
+        reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(results)
+
+    @staticmethod
+    def _finish_with_error(unit: _ReportedUnit, message: str, reported: _Reported) -> None:
+        """The unit's open items are finished with an error (its work cannot be done)."""
+        message = message[: linkcheck_jobs.MAX_TEXT]
+        reported.failed.extend((message, item_id) for item_id, _, _ in unit.items.values())
+        reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(unit.items)
+        unit.items.clear()
 
     def _on_trial(self, conn: sqlite3.Connection, name: str, version: str | None, reported: _Reported) -> bool:
         """Was `version` the candidate of a rollout in progress (its unit on trial)?"""
@@ -1058,9 +1127,36 @@ class SqliteStore:
         )
 
     def _write_reported(self, conn: sqlite3.Connection, reported: _Reported, now: float) -> None:
-        """Count the finished units for the versions that ran them, judge each rollout they
-        touched (rolling a failing candidate back) and close the finished items of each job.
-        The rollout is judged once after the call's units, not after each of them."""
+        """Write what the call's reports changed: items, units and host paces; then count the
+        finished units for the versions that ran them, judge each rollout they touched (rolling
+        a failing candidate back) once, close the finished items of each job and keep the
+        peer's new throughput estimate."""
+        conn.executemany(
+            "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
+            reported.finished,
+        )
+        conn.executemany(
+            "UPDATE items SET result = 'error', error = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
+        )
+        conn.executemany("UPDATE items SET unit_id = NULL WHERE id = ? AND done = 0", reported.requeued)
+        conn.executemany(
+            "UPDATE units SET state = ?, token = ?, peer_id = ?, expires_at = ?, attempts = ?, last_error = ?"
+            " WHERE id = ?",
+            [
+                (u.state.value, u.token, u.peer_id, u.expires_at, u.attempts, u.last_error, unit_id)
+                for unit_id, u in reported.leases.items()
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO hosts (key, next_allowed_at, crawl_delay, backoff) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET next_allowed_at = excluded.next_allowed_at, crawl_delay = excluded.crawl_delay,"
+            " backoff = excluded.backoff",
+            [
+                (key, pace.next_allowed_at, pace.crawl_delay, pace.backoff)
+                for key, pace in reported.paces.items()
+                if reported.stored_paces.get(key) != pace
+            ],
+        )
         counts: dict[tuple[str, str, bool], int] = {}
         for outcome in reported.outcomes:
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -1086,34 +1182,8 @@ class SqliteStore:
                 log.warning("%s", after.message)
         for job_id, count in reported.closed.items():
             self._items_closed(conn, job_id, count, now)
-
-    def _merge_results(
-        self, conn: sqlite3.Connection, job_id: int, report: Report, unit: UnitLease, error: str | None
-    ) -> tuple[UnitLease, list[ItemResult]]:
-        """Store a (partial) result; send what it left out back to waiting; add the links it
-        found. Returns the unit after it and the items it reported."""
-        rows = conn.execute(
-            "SELECT id, url, depth, crawl FROM items WHERE unit_id = ? AND done = 0", (report.unit_id,)
-        ).fetchall()
-        by_url = {url: (item_id, depth, bool(crawl)) for item_id, url, depth, crawl in rows}
-        results = linkcheck_jobs.parse_report_items(report.payload, by_url)
-        if not results:
-            # Nothing done is no progress: count it as a failed attempt so a unit cannot loop forever.
-            return leases.failed(unit, error or "workload reported no items", self._max_attempts), results
-        conn.executemany(
-            "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
-            [
-                (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, by_url[r.url][0])
-                for r in results
-            ],
-        )
-        for result in results:
-            _, depth, crawl = by_url[result.url]
-            if crawl and result.crawled:
-                self._add_links(conn, job_id, result, depth, self._job_input(conn, job_id))
-        if len(results) < len(rows):
-            conn.execute("UPDATE items SET unit_id = NULL WHERE unit_id = ? AND done = 0", (report.unit_id,))
-        return leases.completed(unit), results
+        if reported.throughput != reported.throughput_before:
+            conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
 
     def _add_links(self, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput) -> None:
         found = linkcheck_jobs.linked_items(page, depth, job)
@@ -1442,6 +1512,12 @@ def _overflow(plan: assignment.Plan, demand: Mapping[str, float], previous: Mapp
         placed[host] = peer
         room[peer] -= demand[host]
     return placed
+
+
+def _chunks(values: list[T]) -> Iterator[list[T]]:
+    """`values` in lists short enough for one IN (...) of SQL variables."""
+    for start in range(0, len(values), _SQL_VARIABLES):
+        yield values[start : start + _SQL_VARIABLES]
 
 
 def _refusal_code(exc: StoreError) -> str:
