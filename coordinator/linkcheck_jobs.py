@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from yarl import URL
 
@@ -47,9 +47,10 @@ class NewItem:
     crawl: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """One item of a link-check unit's result, as the workload reports it."""
+class ItemResult(NamedTuple):
+    """One item of a link-check unit's result, as the workload reports it. A named tuple, not
+    a frozen dataclass: a report batch makes hundreds of them, and a tuple is made several
+    times faster than a frozen dataclass sets its fields."""
 
     url: str
     result: str

@@ -91,6 +91,12 @@ from overlay.wire import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# sqlite3 looks for an adapter for every parameter that is not an int, float or str, and an
+# unregistered type costs it two failed attribute lookups with formatted error messages. NULLs
+# and blobs are most of a result row's parameters: register them as they are.
+sqlite3.register_adapter(type(None), lambda value: value)
+sqlite3.register_adapter(bytes, bytes)
 SCHEMA_VERSION = 3
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
@@ -869,8 +875,8 @@ class SqliteStore:
             (job_id, key, unit.state.value, unit.token, unit.peer_id, unit.expires_at, ask.now, ask.now),
         ).lastrowid
         assert unit_id is not None
-        ids = [item_id for item_id, _, _ in picked]
-        conn.execute(f"UPDATE items SET unit_id = ? WHERE id IN ({', '.join('?' * len(ids))})", (unit_id, *ids))
+        # One row at a time: `id IN (...)` would build a temporary table for the list first.
+        conn.executemany("UPDATE items SET unit_id = ? WHERE id = ?", [(unit_id, item_id) for item_id, _, _ in picked])
         return self._lease_of(conn, ask, key, unit_id, job_id, unit, [(url, crawl) for _, url, crawl in picked])
 
     def _lease_of(
