@@ -401,6 +401,38 @@ async def test_report_batch_answers_every_report_in_order(client: TestClient, pe
     assert (job["state"], job["units_done"], job["counts"]) == ("done", 3, {"ok": 2, "broken": 1})
 
 
+async def test_report_batch_takes_each_report_as_if_alone(client: TestClient, peer: Peer, clock: Clock) -> None:
+    """A partial result (what it left out waits again), a failure (the unit is queued again,
+    so its second report in the same batch is stale) and a refused input (its items finish as
+    errors), all in one batch."""
+    on_a = ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
+    job_id = await submit(client, [*on_a, "http://b.test/", "http://c.test/"], depth=0)
+    first = {lease["payload"]["items"][0]["url"]: lease for lease in await peer.lease(max_units=3)}
+    a, b, c = first[on_a[0]], first["http://b.test/"], first["http://c.test/"]
+    status, body = await peer.post("/v1/reports/batch", {"reports": [
+        report_of(a, {"items": [item(on_a[0]), item(on_a[1], result="broken")]}),
+        {"unit_id": b["unit_id"], "token": b["token"], "exit_code": 2, "error": "crashed"},
+        report_of(b, {"items": [item("http://b.test/")]}),
+        {"unit_id": c["unit_id"], "token": c["token"], "exit_code": 3, "error": "not for me"},
+    ]})
+    assert status == 200
+    assert [(r["accepted"], r["code"]) for r in body["results"]] == [
+        (True, ""), (True, ""), (False, "stale_lease"), (True, ""),
+    ]
+    by_url = await results(client, job_id)
+    assert {u: (r["result"], r["error"]) for u, r in by_url.items()} == {
+        on_a[0]: ("ok", None), on_a[1]: ("broken", "broken for test"), on_a[2]: (None, None),
+        "http://b.test/": (None, None), "http://c.test/": ("error", "workload refused the input: not for me"),
+    }
+    clock.advance(60)  # past every host's rest after its unit
+    again = {lease["payload"]["items"][0]["url"]: lease for lease in await peer.lease(max_units=3)}
+    assert sorted(again) == [on_a[2], "http://b.test/"]
+    assert [i["url"] for i in again[on_a[2]]["payload"]["items"]] == [on_a[2]]
+    assert (again["http://b.test/"]["unit_id"], again["http://b.test/"]["token"]) == (b["unit_id"], b["token"] + 1)
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (job["state"], job["counts"]) == ("running", {"broken": 1, "error": 1, "ok": 1})
+
+
 async def test_report_batch_size_is_capped(client: TestClient, peer: Peer, clock: Clock) -> None:
     await submit(client, ["http://a.test/"])
     (lease,) = await peer.lease()
