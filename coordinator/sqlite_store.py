@@ -97,6 +97,7 @@ T = TypeVar("T")
 # and blobs are most of a result row's parameters: register them as they are.
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
+
 SCHEMA_VERSION = 3
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
@@ -1065,7 +1066,7 @@ class SqliteStore:
         if report.exit_code in (0, 1):
             results = linkcheck_jobs.parse_report_items(report.payload, unit.items)  # the last refusal
             if results:
-                self._merge_results(conn, report.unit_id, unit, results, reported)
+                self._merge_results(conn, unit, results, reported)
                 lease = leases.completed(unit.lease)
             else:
                 # Nothing done is no progress: count it as a failed attempt so a unit cannot loop forever.
@@ -1098,7 +1099,7 @@ class SqliteStore:
         return ReportResponse(accepted=True)
 
     def _merge_results(
-        self, conn: sqlite3.Connection, unit_id: int, unit: _ReportedUnit, results: list[ItemResult], reported: _Reported
+        self, conn: sqlite3.Connection, unit: _ReportedUnit, results: list[ItemResult], reported: _Reported
     ) -> None:
         """Collect a (partial) result: the items it reports are finished, the rest go back to
         waiting; add the links it found."""
