@@ -32,6 +32,7 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        job_progress (open items per job); items wait with unit_id NULL until a lease forms
        their unit;
        indexes for per-host leasing
+    4  units built again with its state rule as comparisons (no temporary table per write)
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ T = TypeVar("T")
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_OWNER_NAME = 64
@@ -241,6 +242,33 @@ CREATE TABLE job_progress (
 INSERT INTO job_progress (job_id, open_items)
     SELECT jobs.id, (SELECT COUNT(*) FROM items WHERE items.job_id = jobs.id AND items.done = 0) FROM jobs;
 INSERT INTO hosts (key) SELECT DISTINCT unit_key FROM items WHERE done = 0;
+""",
+    # `state IN (...)` in a CHECK builds a temporary table each time a units row is written
+    # (every lease and report); the same rule as comparisons does not. SQLite cannot change a
+    # constraint in place: the table is built again and its rows copied, ids and all (foreign
+    # keys are off around a migration, so items keep pointing at the same units).
+    4: """
+CREATE TABLE units_4 (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    unit_key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'queued' OR state = 'leased' OR state = 'done'),
+    token INTEGER NOT NULL DEFAULT 0,
+    peer_id TEXT,
+    expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    leased_at REAL,
+    renewed_at REAL
+);
+INSERT INTO units_4 (id, job_id, unit_key, state, token, peer_id, expires_at, attempts, last_error,
+                     leased_at, renewed_at)
+    SELECT id, job_id, unit_key, state, token, peer_id, expires_at, attempts, last_error,
+           leased_at, renewed_at FROM units;
+DROP TABLE units;
+ALTER TABLE units_4 RENAME TO units;
+CREATE INDEX units_by_job ON units(job_id, state);
+CREATE INDEX units_open ON units(unit_key, id) WHERE state != 'done';
 """,
 }
 
@@ -422,7 +450,18 @@ class SqliteStore:
         """Create the schema, or lift an older file to the current one, in one transaction."""
         steps = [_SCHEMA] if version == 0 else []
         steps += [_MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
-        conn.executescript(f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # Foreign keys off while tables are built again (a drop would check them); the copy
+        # keeps every id, and the check before commit makes sure of it.
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version={SCHEMA_VERSION};")
+            broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+            if broken is not None:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"{self._path}: migration to schema {SCHEMA_VERSION} broke a reference in {broken[0]}")
+            conn.execute("COMMIT")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
         if version:
             log.info("migrated %s from schema %d to %d", self._path, version, SCHEMA_VERSION)
 

@@ -19,7 +19,7 @@ from coordinator import rollout
 from coordinator.api import MAX_BUNDLE_UPLOAD, make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BundleService
-from coordinator.sqlite_store import _SCHEMA, SqliteStore
+from coordinator.sqlite_store import _SCHEMA, SCHEMA_VERSION, SqliteStore
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
@@ -406,7 +406,7 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
         assert unit.job_id == 1
         assert unit.bundle == BundleRef("linkcheck", linkcheck.version, linkcheck.info_hash)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT bundle_version FROM jobs").fetchall() == [(None,)]
     conn.close()
     async with SqliteStore(path) as store:  # opening again migrates nothing and keeps everything

@@ -1,5 +1,5 @@
 """The store assigns hosts, not URLs: fair shares by capacity, one live lease per host, host
-pacing, units sized by throughput, stragglers, and the schema 2 -> 3 migration.
+pacing, units sized by throughput, stragglers, and the schema 2 -> 3 -> 4 migrations.
 
 Store tests run on a real SQLite file with injected times; the concurrency test runs real
 signed HTTP requests against the real app on loopback."""
@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from coordinator import assignment, host_pacing, unit_sizing
 from coordinator.api import RETRY_AFTER
 from coordinator.linkcheck_jobs import unit_key
-from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SqliteStore
+from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION, SqliteStore
 from coordinator.store import BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, PEER_QUIET_SECONDS, REBALANCE_INTERVAL, StaleLease
 from overlay.wire import Lease, RegisterRequest, Report, encode
 from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
@@ -341,6 +341,39 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
         await report(store, "new", lease, T0 + 2)
         assert (await store.job_status(1)).state == "done"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT key FROM hosts ORDER BY key").fetchall() == [("http://b.test:80",)]
+    conn.close()
+
+
+async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_reference(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # schema 3: a job with a done unit, a leased one, waiting items
+        conn.executescript(_SCHEMA + _MIGRATIONS[2] + _MIGRATIONS[3] + "PRAGMA user_version=3;")
+        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+                     " VALUES (1, 'linkcheck', x'80', 'running', 1.0, 100)")
+        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts,"
+                         " last_error, leased_at, renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(3, "http://a.test:80", "done", 1, "p", None, 0, None, 5.0, None),
+                          (7, "http://b.test:80", "leased", 2, "q", T0, 1, "timeout", 6.0, 8.0)])
+        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done)"
+                         " VALUES (1, ?, ?, 0, 1, ?, ?)",
+                         [("http://a.test/", "http://a.test:80", 3, 1), ("http://b.test/", "http://b.test:80", 7, 0),
+                          ("http://b.test/x", "http://b.test:80", None, 0)])
+        units_before = conn.execute("SELECT * FROM units ORDER BY id").fetchall()
+    conn.close()
+    async with SqliteStore(path) as store:
+        assert (await store.job_status(1)).units_done == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT * FROM units ORDER BY id").fetchall() == units_before
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'units'")} == {
+            "units", "units_by_job", "units_open",
+        }
+        # The state rule still holds, and writing a unit builds no temporary table for it.
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("UPDATE units SET state = 'lost' WHERE id = 7")
+        plan = [row[1] for row in conn.execute("EXPLAIN UPDATE units SET state = 'done' WHERE id = 7")]
+        assert "OpenEphemeral" not in plan
     conn.close()
