@@ -44,7 +44,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -861,7 +861,7 @@ class SqliteStore:
                     if silent_since is None:
                         return None  # a live lease: never two peers on one host
                     # Taken back: granted below like an expired lease, with a new token.
-                    unit = replace(unit, expires_at=ask.now)
+                    unit = unit._replace(expires_at=ask.now)
                     paced = host_pacing.after_abandoned(paced, silent_since, self._min_delay)
                 else:
                     paced = host_pacing.after_abandoned(paced, unit.expires_at, self._min_delay)
@@ -915,8 +915,12 @@ class SqliteStore:
             (job_id, key, unit.state.value, unit.token, unit.peer_id, unit.expires_at, ask.now, ask.now),
         ).lastrowid
         assert unit_id is not None
-        # One row at a time: `id IN (...)` would build a temporary table for the list first.
-        conn.executemany("UPDATE items SET unit_id = ? WHERE id = ?", [(unit_id, item_id) for item_id, _, _ in picked])
+        # The picked items are the job's first waiting items of the host: claimed as that range
+        # in one statement (per row costs a statement each; `id IN (...)` builds a temporary table).
+        conn.execute(
+            "UPDATE items SET unit_id = ? WHERE unit_key = ? AND job_id = ? AND unit_id IS NULL AND done = 0 AND id <= ?",
+            (unit_id, key, job_id, picked[-1][0]),
+        )
         return self._lease_of(conn, ask, key, unit_id, job_id, unit, [(url, crawl) for _, url, crawl in picked])
 
     def _lease_of(
@@ -1113,7 +1117,7 @@ class SqliteStore:
         elif report.exit_code == 2 and on_trial:
             # The version on trial failed, not the unit: requeue it without using up one of
             # its attempts, or a broken candidate could exhaust a unit before it rolls back.
-            lease = replace(leases.released(unit.lease), last_error=error or "workload failed (exit 2)")
+            lease = leases.released(unit.lease)._replace(last_error=error or "workload failed (exit 2)")
         elif report.exit_code == 2:
             lease = leases.failed(unit.lease, error or "workload failed (exit 2)", self._max_attempts)
             if lease.state is UnitState.DONE:
