@@ -14,6 +14,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
@@ -100,47 +101,76 @@ def verify_request(
 M = TypeVar("M")
 
 
-def _check(value: Any, hint: Any, where: str) -> Any:
+@functools.cache
+def _checker(hint: Any) -> Callable[[Any, str], Any]:
+    """The validator of one field type, worked out once per type: a report batch checks
+    thousands of fields, and looking at the type each time was most of the work."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
         (inner,) = [o for o in options if o is not type(None)]
-        return _check(value, inner, where)
+        check_inner = _checker(inner)
+        if type(None) not in options:
+            return check_inner
+
+        def optional(value: Any, where: str) -> Any:
+            return None if value is None else check_inner(value, where)
+
+        return optional
     if origin is list:
         (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise WireError(f"{where} must be a list")
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        check_item = _checker(item)
+
+        def list_of(value: Any, where: str) -> Any:
+            if not isinstance(value, list):
+                raise WireError(f"{where} must be a list")
+            return [check_item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+        return list_of
     if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise WireError(f"{where} must be a map")
-        return value
+        return _a_map
     if dataclasses.is_dataclass(hint):
-        return parse(hint, value, where)
+        return functools.partial(parse, hint)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise WireError(f"{where} must be a finite number")
-        return float(value)
+        return _a_number
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WireError(f"{where} must be an integer")
-        return value
+        return _an_integer
     if hint in (str, bool, bytes):
-        if not isinstance(value, hint):
-            raise WireError(f"{where} must be of type {hint.__name__}")
-        return value
-    raise TypeError(f"unsupported field type {hint!r} at {where}")  # our bug, not theirs
+        return functools.partial(_of_type, hint)
+    raise TypeError(f"unsupported field type {hint!r}")  # our bug, not theirs
+
+
+def _a_map(value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise WireError(f"{where} must be a map")
+    return value
+
+
+def _a_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise WireError(f"{where} must be a finite number")
+    return float(value)
+
+
+def _an_integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WireError(f"{where} must be an integer")
+    return value
+
+
+def _of_type(kind: type, value: Any, where: str) -> Any:
+    if not isinstance(value, kind):
+        raise WireError(f"{where} must be of type {kind.__name__}")
+    return value
 
 
 @functools.cache
-def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, type hint, required) of each field of message `cls`, worked out once per class:
+def _fields(cls: type) -> tuple[tuple[str, Callable[[Any, str], Any], bool], ...]:
+    """(name, validator, required) of each field of message `cls`, worked out once per class:
     `typing.get_type_hints` is slow enough to show up in the coordinator's profile."""
     hints = typing.get_type_hints(cls)
     return tuple(
-        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        (f.name, _checker(hints[f.name]), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         for f in dataclasses.fields(cls)
     )
 
@@ -155,9 +185,9 @@ def parse(cls: type[M], obj: Any, where: str = "body") -> M:
     if not isinstance(obj, dict):
         raise WireError(f"{where} must be a map")
     kwargs = {}
-    for name, hint, required in _fields(cls):
+    for name, check, required in _fields(cls):
         if name in obj:
-            kwargs[name] = _check(obj[name], hint, f"{where}.{name}")
+            kwargs[name] = check(obj[name], f"{where}.{name}")
         elif required:
             raise WireError(f"{where}.{name} is missing")
     try:
@@ -169,11 +199,20 @@ def parse(cls: type[M], obj: Any, where: str = "body") -> M:
 def to_obj(message: Any) -> Any:
     """`message` as plain maps and lists for msgpack. Maps inside messages are plain data
     (payloads of hundreds of items) and go as they are: `dataclasses.asdict` deep-copied them."""
-    if dataclasses.is_dataclass(message) and not isinstance(message, type):
-        return {name: to_obj(getattr(message, name)) for name in _field_names(type(message))}
+    kind = type(message)
+    if kind in _PLAIN:
+        return message
+    if kind is list or kind is tuple:
+        return [to_obj(v) for v in message]
+    if dataclasses.is_dataclass(kind):
+        return {name: to_obj(getattr(message, name)) for name in _field_names(kind)}
     if isinstance(message, (list, tuple)):
         return [to_obj(v) for v in message]
     return message
+
+
+# What `to_obj` passes on as it is without looking further (most of what it meets).
+_PLAIN = frozenset({str, int, float, bool, bytes, dict, type(None)})
 
 
 def _require(condition: bool, message: str) -> None:
