@@ -56,13 +56,14 @@ def grant(unit: UnitLease, peer_id: str, now: float, lease_seconds: float, max_a
     last allowed attempt; the caller then finishes its items with `give_up_message`."""
     if not is_eligible(unit, now):
         raise ValueError(f"unit in state {unit.state} with expiry {unit.expires_at} is not eligible at {now}")
+    attempts, last_error = unit.attempts, unit.last_error
     if unit.state is UnitState.LEASED:
-        expired = unit._replace(attempts=unit.attempts + 1, last_error=LEASE_EXPIRED)
-        if expired.attempts >= max_attempts:
+        attempts, last_error = attempts + 1, LEASE_EXPIRED
+        if attempts >= max_attempts:
             # A new token and no holder: the expired holder's late report must now be stale.
-            return expired._replace(state=UnitState.DONE, token=unit.token + 1, peer_id=None, expires_at=None)
-        unit = expired
-    return unit._replace(state=UnitState.LEASED, token=unit.token + 1, peer_id=peer_id, expires_at=now + lease_seconds)
+            return UnitLease(UnitState.DONE, unit.token + 1, None, None, attempts, last_error)
+    # Built whole, not through _replace: every lease makes one, and _replace is several times slower.
+    return UnitLease(UnitState.LEASED, unit.token + 1, peer_id, now + lease_seconds, attempts, last_error)
 
 
 def holds(unit: UnitLease, peer_id: str, token: int) -> bool:
@@ -88,7 +89,7 @@ def released(unit: UnitLease) -> UnitLease:
 
 def completed(unit: UnitLease) -> UnitLease:
     """The holder's report finished the unit; peer and token stay to recognise duplicates."""
-    return unit._replace(state=UnitState.DONE, expires_at=None)
+    return UnitLease(UnitState.DONE, unit.token, unit.peer_id, None, unit.attempts, unit.last_error)
 
 
 def failed(unit: UnitLease, error: str, max_attempts: int) -> UnitLease:
