@@ -9,6 +9,7 @@ releases the leases of those that did not, and flushes the outbox once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -36,7 +37,18 @@ from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
-from peer.status import DEFAULT_STATUS_PORT, PeerStatus, Totals, Usage, UnitView, serve_status, state_of
+from peer.status import (
+    DEFAULT_STATUS_PORT,
+    RECENT_KEPT,
+    Checked,
+    PeerStatus,
+    Totals,
+    UnitView,
+    Usage,
+    checked_items,
+    serve_status,
+    state_of,
+)
 from workloads.bundle import BundleError
 from workloads.process_api import ExitCode, Unit
 
@@ -107,6 +119,7 @@ class Agent:
         self._working_for: str | None = None  # the coordinator registered with, for the status
         self._units: dict[int, UnitView] = {}  # the running units, for the status
         self._totals = Totals()
+        self._recent: collections.deque[Checked] = collections.deque(maxlen=RECENT_KEPT)
 
     def status(self) -> PeerStatus:
         """What the peer is doing now (peer.status), for the volunteer."""
@@ -123,6 +136,7 @@ class Agent:
             budget=self.allowance.budget,
             usage=Usage(allowance.used, allowance.period_ends.timestamp(), *self._recent_rates),
             totals=self._totals,
+            recent=tuple(self._recent),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -392,11 +406,14 @@ class Agent:
     def _count(self, outcome: WorkloadOutcome) -> None:
         totals = self._totals
         if outcome.exit_code in (ExitCode.OK, ExitCode.PARTIAL):
-            items = outcome.payload.get("items") if isinstance(outcome.payload, dict) else None
+            checked = checked_items(outcome.payload, time.time())
+            self._recent.extend(checked)
             self._totals = replace(
                 totals,
                 units_done=totals.units_done + 1,
-                items_reported=totals.items_reported + (len(items) if isinstance(items, list) else 0),
+                items_reported=totals.items_reported + len(checked),
+                items_ok=totals.items_ok + sum(1 for item in checked if item.result == "ok"),
+                items_broken=totals.items_broken + sum(1 for item in checked if item.result == "broken"),
             )
         else:
             self._totals = replace(totals, units_failed=totals.units_failed + 1)

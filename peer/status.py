@@ -14,7 +14,12 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
      "units": [{"unit_id", "job_id", "host", "items", "started_at"}, ...],
      "budget": {"max_down", "max_up", "cap", "cap_period", "max_fetches", "active_hours": [str]},
      "usage": {"used", "period_ends", "down_rate", "up_rate"},
-     "totals": {"units_done", "units_failed", "items_reported"}}
+     "totals": {"units_done", "units_failed", "items_reported", "items_ok", "items_broken"},
+     "recent": [{"url", "result", "status", "at"}, ...]}      the last URLs checked, oldest first
+
+`result` is what the link-check workload says of a URL: ok, broken, timeout, error or excluded;
+`status` its HTTP status, null when there was no answer. Keys may be added in later versions;
+readers ignore the ones they do not know.
 """
 
 from __future__ import annotations
@@ -60,6 +65,33 @@ class Totals:
     units_done: int = 0  # reported with a result (exit 0 or 1)
     units_failed: int = 0
     items_reported: int = 0
+    items_ok: int = 0
+    items_broken: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One URL the peer checked, as its workload reported it."""
+
+    url: str
+    result: str
+    status: int | None
+    at: float
+
+
+RECENT_KEPT = 50  # URLs the status shows
+
+
+def checked_items(payload: Any, at: float) -> list[Checked]:
+    """The well-formed items of a link-check result payload (the coordinator judges the rest)."""
+    items = payload.get("items") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        Checked(item["url"], item["result"], item.get("status") if type(item.get("status")) is int else None, at)
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("url"), str) and isinstance(item.get("result"), str)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,7 @@ class PeerStatus:
     budget: Budget
     usage: Usage
     totals: Totals
+    recent: tuple[Checked, ...] = ()
 
 
 def state_of(paused: str | None, coordinator: str | None, running: int) -> State:
@@ -87,6 +120,7 @@ def state_of(paused: str | None, coordinator: str | None, running: int) -> State
 def to_json(status: PeerStatus) -> dict[str, Any]:
     document = dataclasses.asdict(status)
     document["units"] = [dataclasses.asdict(unit) for unit in status.units]
+    document["recent"] = [dataclasses.asdict(item) for item in status.recent]
     budget = status.budget
     document["budget"] = {
         "max_down": budget.max_down,
@@ -125,7 +159,8 @@ def status_text(document: Mapping[str, Any]) -> str:
     lines.append(f"  used {used}{of_cap}; now {rates}" + (f" (limits: {limits})" if limits else ""))
     totals = document.get("totals") or {}
     lines.append(
-        f"  done: {totals.get('units_done', 0)} units, {totals.get('items_reported', 0)} URLs;"
+        f"  done: {totals.get('units_done', 0)} units, {totals.get('items_reported', 0)} URLs"
+        f" ({totals.get('items_ok', 0)} ok, {totals.get('items_broken', 0)} broken);"
         f" {totals.get('units_failed', 0)} failed"
     )
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The screensaver against a live peer: real coordinator and `osaas peer run` processes check a
+local site, then `osaas screensaver` (SDL's offscreen driver) paints the peer's status and saves
+a frame. The frame is not blank, and its figures are the ones the peer's status gives: the same
+scene painted here from the status document matches it pixel for pixel where nothing moves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import pygame  # noqa: E402
+
+from screensaver.app import status_url  # noqa: E402
+from screensaver.draw import Painter  # noqa: E402
+from screensaver.view import scene_of  # noqa: E402
+from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving  # noqa: E402
+from tests.sites import RequestLog, free_port, generated_site_app, serve  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+SIZE = (960, 540)
+
+
+async def screensaver(port: int, shot: Path, frames: int = 15) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "osaas", "screensaver", "--status-port", str(port), "--size", f"{SIZE[0]}x{SIZE[1]}",
+        "--frames", str(frames), "--snapshot", str(shot),
+        env={**os.environ, "SDL_VIDEODRIVER": "dummy"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+
+
+def painted(document: dict | None, port: int) -> pygame.Surface:
+    surface = pygame.Surface(SIZE)
+    Painter(SIZE).draw(surface, scene_of(document, status_url(port)), 0.0)
+    return surface
+
+
+def same_pixels(a: pygame.Surface, b: pygame.Surface, area: pygame.Rect) -> bool:
+    return pygame.image.tobytes(a.subsurface(area), "RGB") == pygame.image.tobytes(b.subsurface(area), "RGB")
+
+
+def colours(surface: pygame.Surface) -> int:
+    raw = pygame.image.tobytes(surface, "RGB")
+    return len({raw[i : i + 3] for i in range(0, len(raw), 3 * 7)})
+
+
+async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path) -> None:
+    coordinator_port, status_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    processes: list[asyncio.subprocess.Process] = []
+    async with serve(generated_site_app(RequestLog(), pages=30)) as site, stopped_on_exit(processes):
+        processes.append(await start(
+            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
+            "--unit-size", "5", log=tmp_path / "coordinator.log",
+        ))
+        await wait_until_serving(url, tmp_path / "coordinator.log")
+        processes.append(await start(
+            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--name", "living-room",
+            "--allow-private", "--config", str(tmp_path / "none.toml"), "--max-down", "5MB/s",
+            "--status-port", str(status_port), log=tmp_path / "peer.log",
+        ))
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
+        assert code == 0, err
+        job_id = int(out)
+        assert (await wait_until_done(url, job_id))["state"] == "done"
+        results = await job_results(url, job_id)
+
+        code, out, err = await osaas("peer", "status", "--status-port", str(status_port), "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        scene = scene_of(document, status_url(status_port))
+        # The one peer checked every URL: its counts are the job's.
+        assert scene.ok == sum(1 for r in results if r["result"] == "ok") > 0
+        assert scene.broken == sum(1 for r in results if r["result"] == "broken") > 0
+        assert scene.name == "living-room" and scene.coordinator == url
+        assert {line.url for line in scene.checked} <= {r["url"] for r in results}
+
+        shot = tmp_path / "frame.png"
+        await screensaver(status_port, shot)
+        frame = pygame.image.load(str(shot))
+        assert frame.get_size() == SIZE
+        assert colours(frame) > 50  # text, gauges and a gradient, not a blank screen
+        # The header (name, state) and the counters do not move: they match the scene of the
+        # status document, painted here.
+        u = Painter(SIZE).unit
+        header = pygame.Rect(0, 0, SIZE[0], u * 7)
+        counters = pygame.Rect(SIZE[0] * 55 // 100, u * 7, SIZE[0] * 45 // 100, u * 7)
+        expected = painted(document, status_port)
+        assert same_pixels(frame, expected, header) and same_pixels(frame, expected, counters)
+        assert not same_pixels(frame, painted(None, status_port), counters)
+
+    # With the peer gone, the screensaver says so, and how to start one.
+    gone = tmp_path / "gone.png"
+    await screensaver(status_port, gone, frames=3)
+    assert same_pixels(pygame.image.load(str(gone)), painted(None, status_port), pygame.Rect((0, 0), SIZE))
