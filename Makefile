@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean debian-test-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/osaas demo
 
-test: $(STAMP)
+# What the tests of the X11 parts need from Debian (a virtual display, input, idle time).
+DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1
+
+test: $(STAMP) debian-test-packages
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# Installed when missing, as root through apt-get (CI); elsewhere a note says what to install.
+debian-test-packages:
+	@missing=$$(for p in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing from Debian: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "note: the X11 tests skip without these Debian packages: $$missing"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -30,6 +30,7 @@ from overlay.identity import Identity, IdentityError
 from overlay.torrent import TorrentError
 from overlay.wire import to_obj
 from peer.budget import BudgetError, budget_from, default_config_path, parse_rate
+from peer.idle import DEFAULT_IDLE_AFTER
 from peer.status import DEFAULT_STATUS_PORT, STATUS_HOST, status_text
 from workloads.bundle import BundleError
 
@@ -131,6 +132,22 @@ def _host_delay(text: str) -> float:
     if not 0 <= value <= MAX_MIN_DELAY:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"{text!r} must be 0..{MAX_MIN_DELAY:g} seconds")
     return value
+
+
+def _duration(text: str) -> float:
+    """Seconds from "90", "90s", "5m" or "1h"."""
+    number, scale = text.strip().lower(), 1.0
+    for suffix, factor in (("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if number.endswith(suffix):
+            number, scale = number[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 5m or 1h") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most a day")
+    return seconds
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -240,6 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--cap", metavar="SIZE/PERIOD", help="bytes per day, week or month, e.g. 10GB/week")
     budget.add_argument("--max-fetches", metavar="N", help="concurrent fetches at most (default: none)")
     budget.add_argument("--active-hours", action="append", metavar="HH:MM-HH:MM", help="work only in these hours (local time; repeatable)")
+    budget.add_argument("--only-when-idle", action="store_true", help="work only while nobody uses this computer (X11 idle time); pause within a second of input")
+    budget.add_argument("--idle-after", type=_duration, default=DEFAULT_IDLE_AFTER, metavar="DURATION", help=f"with --only-when-idle: input-free time before working, e.g. 90s, 5m (default {DEFAULT_IDLE_AFTER:g} s)")
     run.set_defaults(run=_cmd_peer_run)
     peer_status = peer.add_parser("status", help="what the peer on this machine is doing")
     peer_status.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
@@ -475,6 +494,7 @@ def _cmd_dht_lookup(args: argparse.Namespace) -> int:
 def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer.agent import Agent, PeerSettings
     from peer.egress import EgressConfig
+    from peer.idle import IdleError
 
     _setup_logging(logging.INFO)
     if args.coordinator is None and not args.bootstrap:
@@ -511,6 +531,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
         status_port=args.status_port,
+        idle_after=args.idle_after if args.only_when_idle else None,
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),
     )
@@ -518,7 +539,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         agent = Agent(settings)
     except OSError as exc:
         raise UsageError(f"cannot use data dir {args.data_dir}: {exc.strerror or exc}") from exc
-    except IdentityError as exc:
+    except (IdentityError, IdleError) as exc:
         raise UsageError(str(exc)) from exc
     _run_until_signal(agent.run)
     return EXIT_OK

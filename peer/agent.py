@@ -37,6 +37,7 @@ from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
+from peer.idle import XIdleClock, active_reason
 from peer.status import (
     DEFAULT_STATUS_PORT,
     RECENT_KEPT,
@@ -95,6 +96,7 @@ class PeerSettings:
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
     budget: Budget = field(default_factory=Budget)
     status_port: int | None = DEFAULT_STATUS_PORT  # on 127.0.0.1; 0: any free port; None: not served
+    idle_after: float | None = None  # work only after this many seconds without input (X11); None: always
 
 
 class Agent:
@@ -119,6 +121,8 @@ class Agent:
         self._working_for: str | None = None  # the coordinator registered with, for the status
         self._units: dict[int, UnitView] = {}  # the running units, for the status
         self._totals = Totals()
+        # Made here so that a machine that cannot tell idle time says so before the peer starts.
+        self._idle_clock = XIdleClock() if settings.idle_after is not None else None
         self._recent: collections.deque[Checked] = collections.deque(maxlen=RECENT_KEPT)
 
     def status(self) -> PeerStatus:
@@ -179,7 +183,7 @@ class Agent:
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             keeper = asyncio.create_task(self._budget_loop(torrents, stop))
             running = self._running
-            self._set_paused(self.allowance.pause_reason())  # a cap used up before a restart
+            self._set_paused(self._pause_reason())  # a cap used up before a restart
             try:
                 while not stop.is_set():
                     client = await self._choose(session, dht, stop)
@@ -337,7 +341,16 @@ class Agent:
                 max(used[1] - last_used[1], 0) / BUDGET_TICK,
             )
             last_used = used
-            self._set_paused(self.allowance.pause_reason())
+            self._set_paused(self._pause_reason())
+
+    def _pause_reason(self) -> str | None:
+        """Why the peer must not work now: the person is at the computer (--only-when-idle), or
+        the budget says so (cap used up, outside active hours); None to work."""
+        if self._idle_clock is not None and self.settings.idle_after is not None:
+            reason = active_reason(*self._idle_clock.read(), self.settings.idle_after)
+            if reason is not None:
+                return reason
+        return self.allowance.pause_reason()
 
     def _set_paused(self, reason: str | None) -> None:
         if reason == self._paused:

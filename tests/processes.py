@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
 
 
-async def start(*args: str, log: Path) -> asyncio.subprocess.Process:
+async def start(*args: str, log: Path, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+    """`osaas ARGS` in the background, its output in `log`; `env`: variables to set for it."""
     with open(log, "ab") as f:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=f, stderr=f
+            sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=f, stderr=f,
+            env={**os.environ, **env} if env else None,
         )
 
 

@@ -17,11 +17,12 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import pygame  # noqa: E402
 
-from screensaver.app import status_url  # noqa: E402
+from screensaver.app import ScreensaverError, status_url, window_from_environment  # noqa: E402
 from screensaver.draw import Painter  # noqa: E402
 from screensaver.view import scene_of  # noqa: E402
 from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving  # noqa: E402
 from tests.sites import RequestLog, free_port, generated_site_app, serve  # noqa: E402
+from tests.xdisplay import root_window_rgb, xvfb  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -102,3 +103,37 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
     gone = tmp_path / "gone.png"
     await screensaver(status_port, gone, frames=3)
     assert same_pixels(pygame.image.load(str(gone)), painted(None, status_port), pygame.Rect((0, 0), SIZE))
+
+
+async def test_as_an_xscreensaver_hack_it_draws_on_the_root_window(tmp_path: Path) -> None:
+    with xvfb((640, 400)) as display:
+        env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"} | {"DISPLAY": display}
+        port = free_port()  # no peer there: the scene does not move
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "osaas", "screensaver", "-root", "--status-port", str(port),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            expected = pygame.Surface((640, 400))
+            Painter((640, 400)).draw(expected, scene_of(None, status_url(port)), 0.0)
+            wanted = pygame.image.tobytes(expected, "RGB")
+            for _ in range(100):
+                assert process.returncode is None, (await process.stderr.read()).decode()  # type: ignore[union-attr]
+                size, shown = root_window_rgb(display)
+                if shown == wanted:
+                    break
+                await asyncio.sleep(0.2)
+            assert size == (640, 400) and shown == wanted
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+def test_the_window_to_draw_into_comes_from_the_flag_or_xscreensaver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XSCREENSAVER_WINDOW", raising=False)
+    assert window_from_environment(False, None) is None
+    assert window_from_environment(False, "0x1a00007") == 0x1A00007
+    monkeypatch.setenv("XSCREENSAVER_WINDOW", "27262983")
+    assert window_from_environment(True, None) == 27262983
+    with pytest.raises(ScreensaverError, match="not a number"):
+        window_from_environment(False, "window")

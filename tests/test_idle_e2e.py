@@ -1,0 +1,94 @@
+"""`osaas peer run --only-when-idle`, end to end on a virtual X display: the peer works while
+nobody touches the computer, pauses (giving its units back) within seconds of input, fetches
+nothing while the person is there, and goes on once they leave; the job still completes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import RequestLog, free_port, generated_site_app, serve
+from tests.xdisplay import xvfb
+
+pytestmark = pytest.mark.timeout(240)
+
+PAGES = 60
+
+
+async def peer_status(port: int) -> dict:
+    code, out, err = await osaas("peer", "status", "--status-port", str(port), "--json")
+    return json.loads(out) if code == 0 else {}
+
+
+async def until(check, what: str, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.2)):
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (make test installs it)")
+    log = RequestLog()
+    coordinator_port, status_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    processes: list[asyncio.subprocess.Process] = []
+    with xvfb() as display:
+
+        async def touch() -> None:  # the person moves the mouse
+            mover = await asyncio.create_subprocess_exec(
+                "xdotool", "mousemove_relative", "--", "3", "2", env={**os.environ, "DISPLAY": display}
+            )
+            assert await mover.wait() == 0
+
+        async with serve(generated_site_app(log, pages=PAGES, delay=0.2)) as site, stopped_on_exit(processes):
+            processes.append(await start(
+                "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
+                "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
+            ))
+            await wait_until_serving(url, tmp_path / "coordinator.log")
+            processes.append(await start(
+                "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
+                "--config", str(tmp_path / "none.toml"), "--only-when-idle", "--idle-after", "2s",
+                "--status-port", str(status_port), log=tmp_path / "peer.log", env={"DISPLAY": display},
+            ))
+            code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
+            assert code == 0, err
+            job_id = int(out)
+
+            # Nobody at the computer: it works.
+            async def fetched() -> bool:
+                return len(log.requests) >= 5
+            await until(fetched, "the idle peer fetches pages")
+
+            # Someone moves the mouse, and keeps using the computer: it pauses within seconds.
+            async def paused() -> bool:
+                await touch()
+                status = await peer_status(status_port)
+                return status.get("state") == "paused" and status.get("units") == []
+            await until(paused, "the peer pauses on input", seconds=10)
+            status = await peer_status(status_port)
+            assert status["paused"].startswith("the computer is in use")
+            await touch()
+            await asyncio.sleep(1.0)  # a fetch under way when the pause came may end
+            while_used = len(log.requests)
+            for _ in range(8):
+                await touch()
+                await asyncio.sleep(0.5)
+            assert len(log.requests) == while_used, "the peer fetched while the computer was in use"
+            assert "pausing work: the computer is in use" in (tmp_path / "peer.log").read_text()
+
+            # The person leaves: after 2 s without input it works again and finishes the job.
+            final = await wait_until_done(url, job_id)
+            assert final["state"] == "done", final
+            assert len(log.requests) > while_used
+            urls = [r["url"] for r in await job_results(url, job_id)]
+            assert len(urls) == len(set(urls)) == final["items_total"]
