@@ -40,6 +40,7 @@ from peer.runner import WorkloadOutcome, run_workload
 from peer.idle import XIdleClock, active_reason
 from peer.status import (
     DEFAULT_STATUS_PORT,
+    BundleView,
     RECENT_KEPT,
     Checked,
     PeerStatus,
@@ -123,6 +124,7 @@ class Agent:
         self._totals = Totals()
         # Made here so that a machine that cannot tell idle time says so before the peer starts.
         self._idle_clock = XIdleClock() if settings.idle_after is not None else None
+        self._dht: DhtNode | None = None  # while running, when coordinators are found in the DHT
         self._recent: collections.deque[Checked] = collections.deque(maxlen=RECENT_KEPT)
 
     def status(self) -> PeerStatus:
@@ -141,6 +143,8 @@ class Agent:
             usage=Usage(allowance.used, allowance.period_ends.timestamp(), *self._recent_rates),
             totals=self._totals,
             recent=tuple(self._recent),
+            bundles=tuple(BundleView(*seeded) for seeded in self._bundles.seeding()) if self._bundles else (),
+            dht_neighbours=None if self._dht is None else tuple(f"{h}:{p}" for h, p in self._dht.neighbours()),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -158,6 +162,8 @@ class Agent:
                         state_path=self.settings.data_dir / "dht-contacts.msgpack",
                     )
                 )
+                self._dht = dht
+                stack.callback(setattr, self, "_dht", None)
             budget = self.settings.budget
             torrents = await stack.enter_async_context(
                 TorrentSession(

@@ -251,6 +251,18 @@ class BundleCache:
         if self._closed:
             raise RuntimeError("the bundle cache is closed")
 
+    def seeding(self) -> list[tuple[str, str, int, int]]:
+        """(name, version, peers connected, bytes uploaded) of each version this cache holds
+        and seeds, as its torrent session sees them now."""
+        seeded = []
+        for info_hash, entry in sorted(self._index.items(), key=lambda item: (item[1].name, item[1].version)):
+            try:
+                stats = self._torrents.stats(info_hash)
+            except TorrentError:
+                continue  # not (or no longer) in the session
+            seeded.append((entry.name, entry.version, stats.num_peers, stats.total_upload))
+        return seeded
+
     # -- ensure --
 
     async def ensure(self, expected: BundleRef, info: BundleInfo, scope: str = "") -> ReadyBundle:

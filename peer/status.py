@@ -15,7 +15,9 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
      "budget": {"max_down", "max_up", "cap", "cap_period", "max_fetches", "active_hours": [str]},
      "usage": {"used", "period_ends", "down_rate", "up_rate"},
      "totals": {"units_done", "units_failed", "items_reported", "items_ok", "items_broken"},
-     "recent": [{"url", "result", "status", "at"}, ...]}      the last URLs checked, oldest first
+     "recent": [{"url", "result", "status", "at"}, ...],     the last URLs checked, oldest first
+     "bundles": [{"name", "version", "peers", "uploaded"}, ...],   versions it holds and seeds
+     "dht": {"neighbours": ["host:port", ...]} | null}        null when it does not use the DHT
 
 `result` is what the link-check workload says of a URL: ok, broken, timeout, error or excluded;
 `status` its HTTP status, null when there was no answer. Keys may be added in later versions;
@@ -82,6 +84,16 @@ class Checked:
 RECENT_KEPT = 50  # URLs the status shows
 
 
+@dataclass(frozen=True, slots=True)
+class BundleView:
+    """A bundle version the peer holds and seeds, and its swarm as the peer sees it."""
+
+    name: str
+    version: str
+    peers: int  # connected in its swarm now
+    uploaded: int  # bytes seeded to others since the peer started
+
+
 def checked_items(payload: Any, at: float) -> list[Checked]:
     """The well-formed items of a link-check result payload (the coordinator judges the rest)."""
     items = payload.get("items") if isinstance(payload, dict) else None
@@ -107,6 +119,8 @@ class PeerStatus:
     usage: Usage
     totals: Totals
     recent: tuple[Checked, ...] = ()
+    bundles: tuple[BundleView, ...] = ()
+    dht_neighbours: tuple[str, ...] | None = None  # host:port; None: the peer does not use the DHT
 
 
 def state_of(paused: str | None, coordinator: str | None, running: int) -> State:
@@ -121,6 +135,9 @@ def to_json(status: PeerStatus) -> dict[str, Any]:
     document = dataclasses.asdict(status)
     document["units"] = [dataclasses.asdict(unit) for unit in status.units]
     document["recent"] = [dataclasses.asdict(item) for item in status.recent]
+    document["bundles"] = [dataclasses.asdict(bundle) for bundle in status.bundles]
+    del document["dht_neighbours"]
+    document["dht"] = None if status.dht_neighbours is None else {"neighbours": list(status.dht_neighbours)}
     budget = status.budget
     document["budget"] = {
         "max_down": budget.max_down,

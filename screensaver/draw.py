@@ -55,7 +55,10 @@ class Painter:
         self._header(surface, scene, t)
         left = pygame.Rect(u * 2, u * 7, width * 55 // 100 - u * 3, height - u * 9)
         right = pygame.Rect(left.right + u * 2, left.top, width - left.right - u * 4, left.height)
-        self._checked(surface, scene, left, t)
+        checked = pygame.Rect(left.left, left.top, left.width, left.height - u * 10)
+        network = pygame.Rect(left.left, checked.bottom + u, left.width, u * 9)
+        self._checked(surface, scene, checked, t)
+        self._network(surface, scene, network, t)
         self._side(surface, scene, right)
 
     # ---- parts ---------------------------------------------------------------------------
@@ -102,6 +105,41 @@ class Painter:
             url = _fit(self.body, line.url, area.width - u * 6)
             surface.blit(self.body.render(url, True, _scaled(TEXT, fade)), (area.left + u * 5, y))
         surface.set_clip(clip)
+
+    def _network(self, surface: pygame.Surface, scene: Scene, area: pygame.Rect, t: float) -> None:
+        """This peer among its DHT neighbours (a slowly turning ring), and the bundle swarms it
+        seeds (one row of peers each)."""
+        u = self.unit
+        self._text(surface, self.small, "NETWORK", MUTED, topleft=area.topleft)
+        radius = min(area.height // 2 - u, u * 3)
+        centre = (area.left + radius + u, area.top + u * 2 + radius)
+        neighbours = scene.neighbours or ()
+        for i in range(len(neighbours)):
+            angle = t * 0.05 + 2 * math.pi * i / len(neighbours)
+            point = (round(centre[0] + radius * math.cos(angle)), round(centre[1] + radius * math.sin(angle)))
+            pygame.draw.line(surface, PANEL, centre, point)
+            pygame.draw.circle(surface, MUTED, point, max(2, u // 5))
+        pygame.draw.circle(surface, STATE_COLOURS.get(scene.state, MUTED), centre, max(3, u // 2))
+        if scene.neighbours is None:
+            ring = "no DHT: one coordinator given"
+        else:
+            ring = f"{len(neighbours)} DHT neighbour{'' if len(neighbours) == 1 else 's'}"
+        x = centre[0] + radius + u * 2
+        self._text(surface, self.small, ring, MUTED, topleft=(x, area.top + u * 2))
+        y = area.top + round(u * 3.6)
+        if not scene.swarms:
+            self._text(surface, self.small, "no bundles seeded yet", MUTED, topleft=(x, y))
+        for swarm in scene.swarms[: max(1, (area.bottom - y) // (u * 2))]:
+            label = f"{swarm.label}: {swarm.peers} peer{'' if swarm.peers == 1 else 's'}"
+            self._text(surface, self.small, label, TEXT, topleft=(x, y))
+            dots_from = x + self.small.size(label)[0] + u
+            dots = min(swarm.peers, max(0, (area.right - dots_from) // u))
+            row = y + u // 2
+            if dots:
+                pygame.draw.line(surface, PANEL, (dots_from, row), (dots_from + (dots - 1) * u, row))
+            for d in range(dots):
+                pygame.draw.circle(surface, TONES["good"], (dots_from + d * u, row), max(2, u // 4))
+            y += u * 2
 
     def _side(self, surface: pygame.Surface, scene: Scene, area: pygame.Rect) -> None:
         u = self.unit

@@ -17,6 +17,8 @@ from peer.budget import format_rate, format_size
 
 START_COMMAND = "osaas peer run --coordinator URL --data-dir DIR"
 RECENT_SHOWN = 30  # URLs in the scrolling list
+MAX_NEIGHBOURS = 64  # DHT contacts drawn (a routing table holds a few hundred at most)
+MAX_SWARMS = 6
 
 Tone = Literal["good", "bad", "warn", "quiet"]
 _TONES: dict[str, Tone] = {"ok": "good", "broken": "bad", "timeout": "warn", "error": "warn", "excluded": "quiet"}
@@ -47,6 +49,14 @@ class CheckedLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Swarm:
+    """A bundle version the peer seeds, and how many peers it is connected to for it."""
+
+    label: str  # "linkcheck 0.1.0"
+    peers: int
+
+
+@dataclass(frozen=True, slots=True)
 class Scene:
     running: bool  # a peer answered
     name: str
@@ -61,6 +71,8 @@ class Scene:
     units_done: int
     units_failed: int
     gauges: tuple[Gauge, ...]
+    neighbours: tuple[str, ...] | None = None  # DHT contacts (host:port); None: no DHT
+    swarms: tuple[Swarm, ...] = ()
 
 
 def not_running(status_url: str) -> Scene:
@@ -113,7 +125,19 @@ def scene_of(document: Mapping[str, Any] | None, status_url: str) -> Scene:
         units_done=_whole(totals.get("units_done")),
         units_failed=_whole(totals.get("units_failed")),
         gauges=_gauges(_map(document.get("usage")), _map(document.get("budget"))),
+        neighbours=_neighbours(document.get("dht")),
+        swarms=tuple(
+            Swarm(f"{_text(b.get('name')) or '?'} {_text(b.get('version')) or ''}".strip(), _whole(b.get("peers")))
+            for b in _list(document.get("bundles"))[:MAX_SWARMS]
+            if isinstance(b, Mapping)
+        ),
     )
+
+
+def _neighbours(dht: Any) -> tuple[str, ...] | None:
+    if not isinstance(dht, Mapping):
+        return None
+    return tuple(n for n in _list(dht.get("neighbours")) if isinstance(n, str))[:MAX_NEIGHBOURS]
 
 
 def _checked(recent: Any) -> tuple[CheckedLine, ...]:

@@ -108,15 +108,28 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as session:
             job_a = await owner.submit(session, urls["a"], "linkcheck", {"urls": [f"{site}/"], "depth": None})
             peers = [f"peer-{i}" for i in range(3)]
-            for name in peers:
+            status_port = free_port()
+            for i, name in enumerate(peers):
                 await procs.start(name, "peer", "run", "--bootstrap", bootstrap, "--network", "testnet",
                                   "--dht-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / name),
-                                  "--allow-private", "--slots", "2")
+                                  "--allow-private", "--slots", "2", "--status-port", str(status_port) if i == 0 else "off")
 
             async def all_work_for_a() -> bool:
                 return all(f"working for {urls['a']}" in procs.log(p) for p in peers)
 
             await wait_for(all_work_for_a, "every peer to find coordinator A (the one with work)")
+
+            # Its status (what the screensaver draws) shows its DHT neighbours and the bundle it seeds.
+            async def status_shows_the_network() -> bool:
+                code, out, _ = await osaas_output("peer", "status", "--status-port", str(status_port), "--json")
+                status = json.loads(out) if code == 0 else {}
+                return bool(
+                    status.get("coordinator") == urls["a"]
+                    and bootstrap in (status.get("dht") or {}).get("neighbours", [])
+                    and [b["name"] for b in status.get("bundles", [])] == ["linkcheck"]
+                )
+
+            await wait_for(status_shows_the_network, "peer-0's status to show its DHT neighbours and bundle")
 
             async def a_made_progress() -> bool:
                 return (await owner.status(session, urls["a"], job_a)).items_done >= 10

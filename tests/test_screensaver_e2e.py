@@ -84,6 +84,8 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
         assert scene.broken == sum(1 for r in results if r["result"] == "broken") > 0
         assert scene.name == "living-room" and scene.coordinator == url
         assert {line.url for line in scene.checked} <= {r["url"] for r in results}
+        # It was given its coordinator (no DHT), and it seeds the link-check bundle it ran.
+        assert scene.neighbours is None and [s.label.split()[0] for s in scene.swarms] == ["linkcheck"]
 
         shot = tmp_path / "frame.png"
         await screensaver(status_port, shot)

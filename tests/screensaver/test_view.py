@@ -68,3 +68,10 @@ def test_any_document_gives_a_scene_that_draws(document: dict) -> None:
     assert all(0 <= g.value and (g.fraction is None or 0 <= g.fraction <= 1) for g in scene.gauges)
     surface = pygame.Surface((320, 200))
     Painter((320, 200)).draw(surface, scene, 12.5)
+
+
+def test_the_network_comes_from_the_dht_and_the_bundles_seeded() -> None:
+    scene = scene_of(to_json(a_status()), URL)
+    assert scene.neighbours == ("10.0.0.2:4000", "10.0.0.3:4000")
+    assert [(s.label, s.peers) for s in scene.swarms] == [("linkcheck 0.1.0", 3)]
+    assert scene_of(to_json(a_status(dht_neighbours=None, bundles=())), URL).neighbours is None
