@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/osaas demo
 
-# What the tests of the X11 parts need from Debian (a virtual display, input, idle time).
-DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1
+# What the tests of the faces need from Debian: a virtual X display, input and idle time
+# (screensaver, --only-when-idle), and a browser for the web pages.
+DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium
 
 test: $(STAMP) debian-test-packages
 	$(BIN)/python -m pytest -p no:cacheprovider
@@ -31,7 +32,7 @@ debian-test-packages:
 		echo "installing from Debian: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "note: the X11 tests skip without these Debian packages: $$missing"; \
+		echo "note: the X11 and browser tests skip without these Debian packages: $$missing"; \
 	fi
 
 bench: $(STAMP)

@@ -264,6 +264,10 @@ def _parser() -> argparse.ArgumentParser:
     peer_status.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
     peer_status.add_argument("--json", action="store_true", help="print the whole status document")
     peer_status.set_defaults(run=_cmd_peer_status)
+    peer_page = peer.add_parser("page", help="the address of the peer's local page, with the token that allows changes")
+    peer_page.add_argument("--data-dir", type=Path, required=True, help="the peer's data dir (holds the token)")
+    peer_page.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its page on (default {DEFAULT_STATUS_PORT})")
+    peer_page.set_defaults(run=_cmd_peer_page)
 
     saver = commands.add_parser("screensaver", help="show what the peer on this machine is doing, live")
     saver.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
@@ -531,6 +535,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
         status_port=args.status_port,
+        config_path=args.config or default_config_path(),
         idle_after=args.idle_after if args.only_when_idle else None,
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),
@@ -567,6 +572,19 @@ def _cmd_peer_status(args: argparse.Namespace) -> int:
         print(status_text(status))
     except (AttributeError, TypeError, ValueError) as exc:
         raise UsageError(f"what answers on {STATUS_HOST}:{args.status_port} is not a peer's status ({exc})") from exc
+    return EXIT_OK
+
+
+def _cmd_peer_page(args: argparse.Namespace) -> int:
+    from peer.local_page import load_or_create_token, page_url
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"{args.data_dir} is not a peer's data dir (give the --data-dir of `osaas peer run`)")
+    try:
+        token = load_or_create_token(args.data_dir)
+    except OSError as exc:
+        raise UsageError(f"cannot read the page's token in {args.data_dir}: {exc.strerror or exc}") from exc
+    print(page_url(args.status_port, token))
     return EXIT_OK
 
 

@@ -212,6 +212,26 @@ class TorrentSession:
         self._closed = False
         self._peer_id = b""
 
+    def set_rates(self, *, upload_rate: int | None, download_rate: int | None) -> None:
+        """Change the session's rate limits (bytes/s; None: unlimited), e.g. when the
+        volunteer changes the budget while the peer runs."""
+        for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
+            if rate is not None and rate <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes per second")
+        self._upload_rate = min(upload_rate or 0, _MAX_RATE)
+        self._download_rate = min(download_rate or 0, _MAX_RATE)
+        if self._session is not None and not self._closed:
+            self._session.apply_settings(
+                {"upload_rate_limit": self._upload_rate, "download_rate_limit": self._download_rate}
+            )
+
+    def rates(self) -> tuple[int, int]:
+        """(upload, download) rate limits in bytes/s as libtorrent holds them; 0: unlimited."""
+        if self._session is None or self._closed:
+            return self._upload_rate, self._download_rate
+        settings = self._session.get_settings()
+        return settings["upload_rate_limit"], settings["download_rate_limit"]
+
     # -- lifecycle --
 
     async def __aenter__(self) -> TorrentSession:

@@ -30,7 +30,7 @@ from overlay.identity import Identity
 from overlay.torrent import TorrentError, TorrentSession
 from peer.allowance import Allowance
 from peer.backoff import backoff_delay
-from peer.budget import Budget
+from peer.budget import Budget, save_budget
 from peer.bundles import BundleCache, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.discovery import find_coordinators
@@ -38,6 +38,7 @@ from peer.egress import Egress, EgressConfig
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
 from peer.idle import XIdleClock, active_reason
+from peer.local_page import load_or_create_token, serve_local_page
 from peer.status import (
     DEFAULT_STATUS_PORT,
     BundleView,
@@ -48,7 +49,6 @@ from peer.status import (
     UnitView,
     Usage,
     checked_items,
-    serve_status,
     state_of,
 )
 from workloads.bundle import BundleError
@@ -70,6 +70,7 @@ IDLE_RECHECK = 30.0  # seconds without work before looking for a coordinator tha
 # A lease is renewed every third of its length; after this many renew intervals without a
 # renewal the unit is stopped (the coordinator may re-lease after 2, see unit_sizing.MISSED_RENEWALS).
 STOP_UNRENEWED = 1.5
+PAUSED_BY_VOLUNTEER = "paused by the volunteer (resume on the local page)"
 BUDGET_TICK = 1.0  # seconds between charging bundle traffic to the budget and checking for a pause
 
 
@@ -97,6 +98,7 @@ class PeerSettings:
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
     budget: Budget = field(default_factory=Budget)
     status_port: int | None = DEFAULT_STATUS_PORT  # on 127.0.0.1; 0: any free port; None: not served
+    config_path: Path | None = None  # where a budget changed on the local page is kept; None: nowhere
     idle_after: float | None = None  # work only after this many seconds without input (X11); None: always
 
 
@@ -125,12 +127,16 @@ class Agent:
         # Made here so that a machine that cannot tell idle time says so before the peer starts.
         self._idle_clock = XIdleClock() if settings.idle_after is not None else None
         self._dht: DhtNode | None = None  # while running, when coordinators are found in the DHT
+        self._torrents: TorrentSession | None = None  # while running
+        self._held = False  # paused by the volunteer (local page)
         self._recent: collections.deque[Checked] = collections.deque(maxlen=RECENT_KEPT)
 
     def status(self) -> PeerStatus:
         """What the peer is doing now (peer.status), for the volunteer."""
         allowance = self.allowance.status()
-        resume_at = self.allowance.resume_at() if self._paused is not None else None
+        # When it resumes by itself, for the budget's pauses; the volunteer's and the idle rule's have no end.
+        budget_pause = self._paused is not None and self._paused == self.allowance.pause_reason()
+        resume_at = self.allowance.resume_at() if budget_pause else None
         return PeerStatus(
             peer_id=self.identity.public_hex,
             name=self.settings.name,
@@ -164,7 +170,7 @@ class Agent:
                 )
                 self._dht = dht
                 stack.callback(setattr, self, "_dht", None)
-            budget = self.settings.budget
+            budget = self.allowance.budget
             torrents = await stack.enter_async_context(
                 TorrentSession(
                     self.settings.torrent_listen,
@@ -173,6 +179,8 @@ class Agent:
                     state_dir=self.settings.data_dir / "torrent",
                 )
             )
+            self._torrents = torrents
+            stack.callback(setattr, self, "_torrents", None)
             self._bundles = BundleCache(
                 self.settings.data_dir / "bundles",
                 torrents,
@@ -184,7 +192,8 @@ class Agent:
             await self._bundles.start()
             stack.push_async_callback(self._bundles.close)
             if self.settings.status_port is not None:
-                await stack.enter_async_context(serve_status(self.settings.status_port, self.status))
+                token = load_or_create_token(self.settings.data_dir)
+                await stack.enter_async_context(serve_local_page(self.settings.status_port, self, token))
             log.info("peer %s… started", self.identity.public_hex[:12])
             flusher = asyncio.create_task(self._flush_loop(session, stop))
             keeper = asyncio.create_task(self._budget_loop(torrents, stop))
@@ -349,9 +358,34 @@ class Agent:
             last_used = used
             self._set_paused(self._pause_reason())
 
+    # ---- the volunteer's controls (peer.local_page) ----------------------------------------
+
+    def pause(self) -> None:
+        """Stop working until `resume`: running units are given back at once."""
+        self._held = True
+        self._set_paused(self._pause_reason())
+
+    def resume(self) -> None:
+        self._held = False
+        self._set_paused(self._pause_reason())
+
+    def set_budget(self, budget: Budget) -> None:
+        """Use `budget` from now on, and keep it in the config file for the next start."""
+        if self.settings.config_path is not None:
+            save_budget(self.settings.config_path, budget)
+        self.allowance.reconfigure(budget)
+        if self._torrents is not None:
+            self._torrents.set_rates(
+                upload_rate=_lowest(self.settings.bundle_upload_rate, budget.max_up), download_rate=budget.max_down
+            )
+        self._set_paused(self._pause_reason())
+
     def _pause_reason(self) -> str | None:
-        """Why the peer must not work now: the person is at the computer (--only-when-idle), or
-        the budget says so (cap used up, outside active hours); None to work."""
+        """Why the peer must not work now: the volunteer paused it, the person is at the
+        computer (--only-when-idle), or the budget says so (cap used up, outside active hours);
+        None to work."""
+        if self._held:
+            return PAUSED_BY_VOLUNTEER
         if self._idle_clock is not None and self.settings.idle_after is not None:
             reason = active_reason(*self._idle_clock.read(), self.settings.idle_after)
             if reason is not None:

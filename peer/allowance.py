@@ -72,6 +72,16 @@ class Allowance:
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
         self._typical_response = float(TYPICAL_RESPONSE)
 
+    def reconfigure(self, budget: Budget) -> None:
+        """Apply a budget the volunteer changed while the peer runs: new rates at once, the
+        period's usage kept (a new cap counts what was already used). Fetches under way keep
+        the slot they hold; new ones wait for the new number of slots."""
+        self.budget = budget
+        self.down.set_rate(budget.max_down)
+        self.up.set_rate(budget.max_up)
+        self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
+        self._ledger.reconfigure(budget.cap_bytes, budget.cap_period)
+
     def fetch_slot(self) -> asyncio.Semaphore | nullcontext[None]:
         """Hold one of the volunteer's concurrent fetches (`async with`)."""
         return self._fetches if self._fetches is not None else nullcontext()

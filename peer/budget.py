@@ -365,6 +365,18 @@ def load_budget(path: Path) -> Budget:
     return Budget(**settings)
 
 
+def budget_texts(budget: Budget) -> dict[str, str]:
+    """`budget` as the texts a person would type for it, exact ("" for no limit): what the
+    volunteer's page fills its form with, so that saving it unchanged changes nothing."""
+    return {
+        "max_down": "" if budget.max_down is None else f"{_exact_size(budget.max_down)}/s",
+        "max_up": "" if budget.max_up is None else f"{_exact_size(budget.max_up)}/s",
+        "cap": "" if budget.cap_bytes is None else f"{_exact_size(budget.cap_bytes)}/{budget.cap_period}",
+        "max_fetches": "" if budget.max_fetches is None else str(budget.max_fetches),
+        "active_hours": ", ".join(budget.active_hours.to_strings()) if not budget.active_hours.always else "",
+    }
+
+
 def save_budget(path: Path, budget: Budget) -> None:
     """Write `budget` to `path` atomically, in the keys and units `load_budget` reads, each
     value exact (the file is not a status line: it must give back the same budget)."""

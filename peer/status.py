@@ -1,9 +1,9 @@
 """The peer's status, for the volunteer: what it is doing, as a JSON document on 127.0.0.1.
 
 `PeerStatus` is the view, built by the agent (`Agent.status`) from what it knows and turned into
-JSON by `to_json`; `serve_status` answers `GET /status` on the loopback address only, so only
-this machine sees it. It only reads: nothing here changes what the peer does. `osaas peer
-status` prints it; the screensaver and the local page read it too.
+JSON by `to_json`; the volunteer's local page (peer.local_page) serves it as `GET /status` on
+the loopback address only, so only this machine sees it. `osaas peer status` prints it; the
+screensaver and the local page show it.
 
 The document (times are Unix seconds, sizes bytes, rates bytes/s; null means none or unknown):
 
@@ -26,18 +26,12 @@ readers ignore the ones they do not know.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiohttp import web
-
 from peer.budget import Budget, format_rate, format_size
-
-log = logging.getLogger(__name__)
 
 DEFAULT_STATUS_PORT = 8701
 STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer's own business
@@ -181,34 +175,3 @@ def status_text(document: Mapping[str, Any]) -> str:
         f" {totals.get('units_failed', 0)} failed"
     )
     return "\n".join(lines)
-
-
-def status_app(current: Callable[[], PeerStatus]) -> web.Application:
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response(to_json(current()), headers={"Cache-Control": "no-store"})
-
-    app = web.Application()
-    app.router.add_get("/status", status)
-    return app
-
-
-@contextlib.asynccontextmanager
-async def serve_status(port: int, current: Callable[[], PeerStatus]) -> AsyncIterator[int | None]:
-    """Serve the status on 127.0.0.1:`port` (0: any free port) while in the block; yields the
-    port, or None when it could not be had (the peer works on without a status page)."""
-    runner = web.AppRunner(status_app(current), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, STATUS_HOST, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            log.warning("status not served on %s:%d (%s); choose another port with --status-port",
-                        STATUS_HOST, port, exc.strerror or exc)
-            yield None
-            return
-        actual = runner.addresses[0][1]
-        log.info("status served on http://%s:%d/status", STATUS_HOST, actual)
-        yield actual
-    finally:
-        await runner.cleanup()

@@ -1,10 +1,6 @@
-"""The peer's status: the document, its text for a person, and its server on 127.0.0.1."""
+"""The peer's status: the document and its text for a person (served by peer.local_page)."""
 
 from __future__ import annotations
-
-import socket
-
-import aiohttp
 
 from peer.budget import ActiveHours, Budget
 from peer.status import (
@@ -15,7 +11,6 @@ from peer.status import (
     UnitView,
     Usage,
     checked_items,
-    serve_status,
     state_of,
     status_text,
     to_json,
@@ -84,43 +79,3 @@ def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
         Checked("http://a.test/y", "broken", None, 7.0),
     ]
     assert checked_items(None, 7.0) == checked_items({"items": "no"}, 7.0) == []
-
-
-async def test_served_on_loopback_only_and_live() -> None:
-    current = [a_status()]
-    async with serve_status(0, lambda: current[0]) as port:
-        assert port is not None
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/status") as response:
-                assert response.status == 200
-                assert response.headers["Cache-Control"] == "no-store"
-                assert (await response.json())["state"] == "working"
-            current[0] = a_status(state="paused", paused="outside active hours (08:00-18:00) until 08:00")
-            async with session.get(f"http://127.0.0.1:{port}/status") as response:
-                assert (await response.json())["paused"].startswith("outside active hours")
-            async with session.get(f"http://127.0.0.1:{port}/pause") as response:
-                assert response.status == 404  # it only reads
-        listening = [c for c in _tcp_listeners() if c[1] == port]
-        assert listening and all(address == "127.0.0.1" for address, _ in listening)
-
-
-async def test_a_taken_port_leaves_the_peer_without_a_status_page() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        async with serve_status(taken.getsockname()[1], a_status) as port:
-            assert port is None
-
-
-def _tcp_listeners() -> list[tuple[str, int]]:
-    """(address, port) of the IPv4 TCP sockets listening on this machine (/proc/net/tcp)."""
-    found = []
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for line in table:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A":  # LISTEN
-                hex_address, hex_port = local.split(":")
-                address = socket.inet_ntoa(bytes.fromhex(hex_address)[::-1])
-                found.append((address, int(hex_port, 16)))
-    return found

@@ -1,0 +1,114 @@
+"""The volunteer's local page in headless Chromium (Debian's, driven by Playwright) against a
+live peer: the page shows the work moving; Pause pauses the real peer and Resume resumes it;
+a budget typed into the form is applied and saved, a bad one is refused with its reason; a page
+opened without the token can look but not change anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peer.agent import PAUSED_BY_VOLUNTEER
+from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import RequestLog, free_port, generated_site_app, serve
+
+pytestmark = pytest.mark.timeout(240)
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+async def peer_status(port: int) -> dict:
+    code, out, err = await osaas("peer", "status", "--status-port", str(port), "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.async_api import async_playwright, expect
+
+    log = RequestLog()
+    coordinator_port, status_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    config = tmp_path / "peer.toml"
+    processes: list[asyncio.subprocess.Process] = []
+    async with serve(generated_site_app(log, pages=80, delay=0.2)) as site, stopped_on_exit(processes):
+        processes.append(await start(
+            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
+            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
+        ))
+        await wait_until_serving(url, tmp_path / "coordinator.log")
+        processes.append(await start(
+            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--name", "study",
+            "--allow-private", "--config", str(config), "--status-port", str(status_port), log=tmp_path / "peer.log",
+        ))
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
+        assert code == 0, err
+        job_id = int(out)
+        for _ in range(100):
+            code, page_url, err = await osaas("peer", "page", "--data-dir", str(tmp_path / "peer"),
+                                              "--status-port", str(status_port))
+            if code == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert code == 0, err
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(page_url.strip())
+                assert "#token" not in page.url  # the token leaves the address bar at once
+                await expect(page.locator("#name")).to_have_text("study", timeout=20_000)
+                await expect(page.locator("#state")).to_contain_text("working", timeout=30_000)
+                # The work moves on the page.
+                before = await page.locator("#totals").text_content()
+                await expect(page.locator("#totals")).not_to_have_text(before or "", timeout=30_000)
+
+                await page.click("#pause")
+                await expect(page.locator("#state")).to_have_text("paused", timeout=10_000)
+                await expect(page.locator("#why")).to_have_text(PAUSED_BY_VOLUNTEER)
+                status = await peer_status(status_port)
+                assert (status["state"], status["paused"], status["units"]) == ("paused", PAUSED_BY_VOLUNTEER, [])
+                await asyncio.sleep(1.0)  # a fetch under way may end
+                while_paused = len(log.requests)
+                await asyncio.sleep(2.0)
+                assert len(log.requests) == while_paused, "the paused peer fetched"
+                assert await page.locator("#pause").is_disabled()
+
+                await page.click("#resume")
+                await expect(page.locator("#state")).not_to_have_text("paused", timeout=10_000)
+                assert (await peer_status(status_port))["paused"] is None
+
+                await page.fill("#max_down", "300KB/s")
+                await page.fill("#max_fetches", "2")
+                await page.click("#save")
+                await expect(page.locator("#message")).to_have_text("budget saved", timeout=10_000)
+                budget = (await peer_status(status_port))["budget"]
+                assert (budget["max_down"], budget["max_fetches"]) == (300_000, 2)
+                assert 'max_down = "300kB/s"' in config.read_text() and "max_fetches = 2" in config.read_text()
+                await expect(page.locator("#max_down")).to_have_value("300kB/s")
+
+                await page.fill("#max_down", "fast")
+                await page.click("#save")
+                await expect(page.locator("#message.error")).to_contain_text("fast", timeout=10_000)
+                assert (await peer_status(status_port))["budget"]["max_down"] == 300_000
+
+                # Without the token the page shows the peer but cannot change it.
+                stranger = await browser.new_page()
+                await stranger.goto(f"http://127.0.0.1:{status_port}/")
+                await expect(stranger.locator("#tokenless")).to_be_visible(timeout=10_000)
+                assert await stranger.locator("#pause").is_disabled() and await stranger.locator("#save").is_disabled()
+            finally:
+                await browser.close()
+
+        assert (await wait_until_done(url, job_id))["state"] == "done"
