@@ -36,6 +36,7 @@ from aiohttp import web
 
 from yarl import URL
 
+from coordinator import dashboard
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
@@ -114,9 +115,11 @@ def make_app(
     lease_seconds: float = 60.0,
     clock: Callable[[], float] = time.time,
     bundles: BundleService | None = None,
+    dashboard_access: dashboard.DashboardAccess | None = None,
 ) -> web.Application:
     """The API over `store`. Without `bundles` the app serves what the store knows of bundles
-    but refuses uploads (503), and offers peers no seed address."""
+    but refuses uploads (503), and offers peers no seed address. With `dashboard_access`, the
+    operator's dashboard is served under /dashboard/ (coordinator.dashboard)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors])
     app[STORE] = store
     app[IDENTITY] = identity or Identity.generate()
@@ -144,6 +147,8 @@ def make_app(
     app.router.add_get("/v1/bundles/{name}", _bundle_status)
     app.router.add_post("/v1/bundles/{name}/rollout", _rollout)
     app.router.add_get("/v1/bundles/{name}/{version}", _bundle_info)
+    if dashboard_access is not None:
+        app.add_subapp(dashboard.PREFIX, dashboard.dashboard_app(store, dashboard_access, clock))
     return app
 
 
@@ -163,13 +168,15 @@ async def serve(
     bundle_dir: Path | None = None,
     torrent_listen: tuple[str, int] | None = None,
     bundle_upload_rate: int | None = None,
+    public_dashboard: bool = False,
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
     announce the coordinator in `network` under `public_url` (default: the address served).
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s.
-    `host_min_delay`: the pause, in seconds, every host gets between two units. The built-in link-check bundle
+    `host_min_delay`: the pause, in seconds, every host gets between two units. The dashboard
+    needs the token kept beside the database unless `public_dashboard`. The built-in link-check bundle
     is published at every start, signed by the coordinator's key: the operator installed this
     osaas, so its link-check version becomes the stable one at once.
     """
@@ -190,7 +197,10 @@ async def serve(
     )
     bundles = BundleService(bundle_dir, seeder)
     async with seeder:
-        runner = web.AppRunner(make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles))
+        access = dashboard.DashboardAccess(dashboard.operator_token(db_path), public=public_dashboard)
+        runner = web.AppRunner(
+            make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles, dashboard_access=access)
+        )
         await runner.setup()
         announcer = None
         announcing = None
@@ -202,6 +212,7 @@ async def serve(
             shown_host = f"[{host}]" if ":" in host else host
             url = public_url or f"http://{shown_host}:{actual_port}"
             log.info("coordinator %s… listening on http://%s:%d", identity.public_hex[:12], shown_host, actual_port)
+            log.info("dashboard: %s/dashboard/%s", url, "" if public_dashboard else f"?token={access.operator_token}")
             if dht is not None:
                 announcer = Announcer(dht, identity, store, url=url, network=network)
                 announcing = asyncio.create_task(announcer.run())

@@ -63,9 +63,11 @@ from coordinator.store import (
     REBALANCE_INTERVAL,
     RENEWS_PER_LEASE,
     Conflict,
+    HostOverview,
     InvalidInput,
     NotFound,
     NotOwner,
+    PeerOverview,
     Owner,
     PublishedBundle,
     StaleLease,
@@ -1264,6 +1266,36 @@ class SqliteStore:
     def _peer_count(self, seen_since: float) -> int:
         with self._transaction(write=False) as conn:
             return conn.execute("SELECT COUNT(*) FROM peers WHERE last_seen >= ?", (seen_since,)).fetchone()[0]
+
+    async def peers_overview(self, seen_since: float, limit: int) -> list[PeerOverview]:
+        return await self._run(self._peers_overview, seen_since, limit)
+
+    def _peers_overview(self, seen_since: float, limit: int) -> list[PeerOverview]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT peers.id, name, capacity, used, cap, down_rate, up_rate, last_seen,"
+                " (SELECT COUNT(*) FROM hosts WHERE hosts.peer_id = peers.id), throughput"
+                " FROM peers WHERE last_seen >= ? ORDER BY capacity DESC, peers.id LIMIT ?",
+                (seen_since, limit),
+            ).fetchall()
+        return [PeerOverview(*row) for row in rows]
+
+    async def hosts_overview(self, now: float, limit: int) -> list[HostOverview]:
+        return await self._run(self._hosts_overview, now, limit)
+
+    def _hosts_overview(self, now: float, limit: int) -> list[HostOverview]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT key, peer_id, next_allowed_at, crawl_delay, backoff,"
+                " EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
+                "         AND units.expires_at > ?)"
+                " FROM hosts WHERE next_allowed_at > ? OR backoff > 0"
+                " OR EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
+                "            AND units.expires_at > ?)"
+                " ORDER BY next_allowed_at DESC, key LIMIT ?",
+                (now, now, now, limit),
+            ).fetchall()
+        return [HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows]
 
     def _list_jobs(self) -> list[JobStatus]:
         with self._transaction(write=False) as conn:

@@ -114,6 +114,34 @@ class PublishedBundle:
     published_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class PeerOverview:
+    """A registered peer as the operator's dashboard shows it."""
+
+    peer_id: str
+    name: str
+    capacity: float  # bytes/s it says it can sustain (its weight in host assignment)
+    used: int | None  # bytes moved in its budget period, as it last said
+    cap: int | None  # its transfer cap for the period; None: none
+    down_rate: float | None  # bytes/s, as it last said
+    up_rate: float | None
+    last_seen: float
+    hosts: int  # websites assigned to it now
+    throughput: float | None  # items/s the coordinator measured
+
+
+@dataclass(frozen=True, slots=True)
+class HostOverview:
+    """A website's pace, for the dashboard's politeness table."""
+
+    key: str  # scheme://host:port
+    peer_id: str | None  # the one peer assigned to it
+    next_allowed_at: float
+    crawl_delay: float
+    backoff: float
+    leased: bool  # a live lease on it now
+
+
 class Store(Protocol):
     """What the coordinator's API needs from persistent state. All times are epoch seconds."""
 
@@ -183,6 +211,12 @@ class Store(Protocol):
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         """Registered peers last heard from at or after `seen_since`."""
+
+    async def peers_overview(self, seen_since: float, limit: int) -> list[PeerOverview]:
+        """Peers last heard from at or after `seen_since`, most capacity first, at most `limit`."""
+
+    async def hosts_overview(self, now: float, limit: int) -> list[HostOverview]:
+        """The hosts that are held back or leased now, the longest wait first, at most `limit`."""
 
     # ---- owners and bundles ------------------------------------------------------------
 

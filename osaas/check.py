@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from yarl import URL
 
 from coordinator.api import serve as serve_coordinator
-from osaas import owner, report
+from osaas import owner
+from workloads import linkcheck_report as report
 from overlay import http
 from overlay.dht import DhtNode
 

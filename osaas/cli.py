@@ -21,7 +21,8 @@ from rich.console import Console
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY, MAX_MIN_DELAY
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
-from osaas import owner, report
+from osaas import owner
+from workloads import linkcheck_report as report
 from osaas.check import CheckError, CheckOptions, run_check, validate_url, write_report
 from overlay import http
 from overlay.announcements import CoordinatorAnnouncement, valid_network
@@ -222,7 +223,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", type=_coordinator_url, metavar="URL", help="the URL peers should use (default: the --listen address)")
     serve.add_argument("--torrent-listen", type=_host_port, metavar="HOST:PORT", help="where bundles are seeded over BitTorrent (default: the --listen host, any port)")
     serve.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on bundle seeding upload, e.g. 2MB (default: none)")
+    serve.add_argument("--public-dashboard", action="store_true", help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)")
     serve.set_defaults(run=_cmd_coordinator_serve)
+    board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
+    board.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database (the token lies beside it)")
+    board.add_argument("--url", type=_coordinator_url, default="http://127.0.0.1:8700", metavar="URL", help="where the coordinator serves (default http://127.0.0.1:8700)")
+    board.add_argument("--owner", metavar="NAME", help="the address for this bundle owner (owner token) instead of the operator's")
+    board.set_defaults(run=_cmd_coordinator_dashboard)
     owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(metavar="ACTION")
     owner_add = owners.add_parser("add", help="accept bundles signed by this owner key")
     owner_add.add_argument("name", metavar="NAME", help="who the owner is, for people")
@@ -432,6 +439,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     host, port, args.db, identity=identity, lease_seconds=args.lease_seconds,
                     unit_size=args.unit_size, host_min_delay=args.host_min_delay, dht=dht, network=args.network, public_url=args.public_url,
                     torrent_listen=args.torrent_listen, bundle_upload_rate=args.bundle_upload_rate,
+                    public_dashboard=args.public_dashboard,
                 )
             )
             await _until_stopped(task, stop)
@@ -572,6 +580,34 @@ def _cmd_peer_status(args: argparse.Namespace) -> int:
         print(status_text(status))
     except (AttributeError, TypeError, ValueError) as exc:
         raise UsageError(f"what answers on {STATUS_HOST}:{args.status_port} is not a peer's status ({exc})") from exc
+    return EXIT_OK
+
+
+def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
+    from coordinator.dashboard import PREFIX, DashboardAccess, operator_token
+    from coordinator.sqlite_store import SqliteStore
+
+    if not args.db.exists():
+        raise UsageError(f"{args.db} does not exist (give the --db of `osaas coordinator serve`)")
+    try:
+        access = DashboardAccess(operator_token(args.db))
+    except OSError as exc:
+        raise UsageError(f"cannot read the dashboard token beside {args.db}: {exc.strerror or exc}") from exc
+    token = access.operator_token
+    if args.owner is not None:
+
+        async def owners() -> list:
+            async with SqliteStore(args.db) as store:
+                return await store.owners()
+
+        try:
+            found = [o for o in asyncio.run(owners()) if o.name == args.owner]
+        except StoreError as exc:
+            raise UsageError(str(exc)) from exc
+        if not found:
+            raise UsageError(f"no owner {args.owner!r} in {args.db}; add one with `osaas coordinator owner add`")
+        token = access.owner_token(found[0].public_key)
+    print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""Link-check reports from a job's results: text, JSON Lines, CSV, HTML. Pure functions.
+"""Link-check reports from a job's results: text, JSON Lines, CSV, HTML. Pure functions, used by
+`osaas job results`, `osaas check` and the coordinator's dashboard.
 
 An item is what the coordinator returns per checked URL: url, result, status, final_url,
 redirects, error, referrers, depth.

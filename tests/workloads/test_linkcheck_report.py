@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from osaas import report
+from workloads import linkcheck_report as report
 
 ITEMS = [
     {"url": "http://s/", "result": "ok", "status": 200, "final_url": "http://s/", "redirects": [], "error": None, "referrers": [], "depth": 0},

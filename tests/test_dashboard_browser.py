@@ -1,0 +1,79 @@
+"""The operator's dashboard in headless Chromium (Debian's, driven by Playwright) against a
+real coordinator and peer: the address `osaas coordinator dashboard` prints lets the operator
+in, a job's progress moves on the page by itself, the job's page lists its broken links and
+offers the report downloads; without the token the browser sees nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
+from tests.test_local_page_browser import CHROMIUM_ARGS
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.async_api import async_playwright, expect
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    db = tmp_path / "c.sqlite"
+    processes: list[asyncio.subprocess.Process] = []
+    async with serve(generated_site_app(RequestLog(), pages=60, delay=0.2)) as site, stopped_on_exit(processes):
+        processes.append(await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(db),
+                                     "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log"))
+        await wait_until_serving(url, tmp_path / "coordinator.log")
+        processes.append(await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"),
+                                     "--name", "attic", "--allow-private", "--config", str(tmp_path / "none.toml"),
+                                     "--status-port", "off", log=tmp_path / "peer.log"))
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
+        assert code == 0, err
+        job_id = int(out)
+        code, address, err = await osaas("coordinator", "dashboard", "--db", str(db), "--url", url)
+        assert code == 0 and "?token=" in address, err
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                stranger = await browser.new_page()
+                response = await stranger.goto(f"{url}/dashboard/")
+                assert response is not None and response.status == 401
+
+                page = await browser.new_page()
+                await page.goto(address.strip())
+                assert page.url == f"{url}/dashboard/"  # the token left the address
+                job_row = page.locator(f'tr[data-job="{job_id}"]')
+                await expect(job_row).to_be_visible(timeout=20_000)
+                progress = job_row.locator(".progress")
+                await expect(progress).to_have_text(re.compile(r"[1-9]\d* of \d+ URLs"), timeout=30_000)
+                first = await progress.text_content()
+                await expect(progress).not_to_have_text(first or "", timeout=30_000)  # it moves by itself
+                await expect(page.locator("svg.share")).to_contain_text("attic")
+                await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+                assert (await wait_until_done(url, job_id))["state"] == "done"
+                await page.click(f'tr[data-job="{job_id}"] a')
+                await expect(page.locator("h1")).to_have_text(f"Job {job_id}")
+                _, broken = generated_site_urls(site, 60)
+                problems = page.locator("tr.problem")
+                await expect(problems).to_have_count(len(broken), timeout=20_000)
+                for link in broken:
+                    await expect(page.locator("tr.problem", has_text=link)).to_have_count(1)
+                async with page.expect_download() as download_info:
+                    await page.click("text=CSV")
+                download = await download_info.value
+                saved = tmp_path / "job.csv"
+                await download.save_as(saved)
+                assert all(link in saved.read_text() for link in broken)
+            finally:
+                await browser.close()
