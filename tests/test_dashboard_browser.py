@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM_ARGS, chromium_path
 from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
-from tests.test_local_page_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.timeout(240)
 
 
 async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    chromium = chromium_path()
     from playwright.async_api import async_playwright, expect
 
     port = free_port()

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from peer.agent import PAUSED_BY_VOLUNTEER
+from tests.browser import CHROMIUM_ARGS, chromium_path
 from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
 from tests.sites import RequestLog, free_port, generated_site_app, serve
 
 pytestmark = pytest.mark.timeout(240)
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 async def peer_status(port: int) -> dict:
@@ -31,9 +27,7 @@ async def peer_status(port: int) -> dict:
 
 
 async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    chromium = chromium_path()
     from playwright.async_api import async_playwright, expect
 
     log = RequestLog()
