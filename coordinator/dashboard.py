@@ -41,6 +41,7 @@ REFRESH_SECONDS = 3
 PEERS_SHOWN = 200
 PLOTTED_PEERS = 40
 HOSTS_SHOWN = 100
+PROBLEMS_SHOWN = 2000  # broken links listed on a job's page (it refreshes while the job runs)
 PEER_SEEN_WITHIN = 600.0  # seconds: peers quiet for longer are left out
 MAX_REPORT_ITEMS = 1_000_000  # results in one download
 _RESULTS_PAGE = 5000
@@ -129,7 +130,7 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
     async def job(request: web.Request) -> web.Response:
         job_id = int(request.match_info["job_id"])
         status = await store.job_status(job_id)
-        items = await _all_results(store, job_id)
+        problems = await store.job_results(job_id, 0, PROBLEMS_SHOWN + 1, problems_only=True)
         links = " · ".join(
             f'<a href="{PREFIX}/jobs/{job_id}/report.{fmt}">{label}</a>'
             for fmt, label in (("json", "JSON Lines"), ("csv", "CSV"), ("html", "HTML"))
@@ -138,7 +139,9 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
             _jobs_table([status]),
             f"<p>Download the whole report: {links}</p>",
             "<h2>Broken links, page by page</h2>",
-            _problems(items),
+            _problems(problems[:PROBLEMS_SHOWN]),
+            f"<p class=muted>The first {PROBLEMS_SHOWN:,} problems; the downloads hold them all.</p>"
+            if len(problems) > PROBLEMS_SHOWN else "",
         ])
         return _page(200, f"Job {job_id}", body, refresh=status.state == "running", back=True)
 
@@ -265,7 +268,7 @@ def _hosts_table(hosts: list[HostOverview], names: dict[str, str], now: float) -
 
 
 def _problems(items: list[dict[str, Any]]) -> str:
-    pages = linkcheck_report.problems_by_page(item for item in items if item.get("result") is not None)
+    pages = linkcheck_report.problems_by_page(items)
     if not pages:
         return "<p class=muted>No broken links found (yet).</p>"
     rows = []

@@ -1347,25 +1347,39 @@ class SqliteStore:
             finished_at=finished_at,
         )
 
-    async def job_results(self, job_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
-        return await self._run(self._job_results, job_id, offset, limit)
+    async def job_results(
+        self, job_id: int, offset: int, limit: int, *, problems_only: bool = False
+    ) -> list[dict[str, Any]]:
+        return await self._run(self._job_results, job_id, offset, limit, problems_only)
 
-    def _job_results(self, job_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
+    def _job_results(self, job_id: int, offset: int, limit: int, problems_only: bool = False) -> list[dict[str, Any]]:
         with self._transaction(write=False) as conn:
             self._check_job(conn, job_id)
             rows = conn.execute(
-                "SELECT id, url, result, status, final_url, redirects, error, depth FROM items"
-                " WHERE job_id = ? ORDER BY id LIMIT ? OFFSET ?",
+                "SELECT id, url, result, status, final_url, redirects, error, depth FROM items WHERE job_id = ?"
+                + (" AND result IN ('broken', 'timeout', 'error')" if problems_only else "")
+                + " ORDER BY id LIMIT ? OFFSET ?",
                 (job_id, limit, offset),
             ).fetchall()
             if not rows:
                 return []
             referrers: dict[int, list[str]] = {}
-            for item_id, url in conn.execute(
-                "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
-                " ORDER BY referrer_url",
-                (job_id, rows[0][0], rows[-1][0]),
-            ):
+            if problems_only:  # few items far apart: look them up by id
+                found: list[tuple[int, str]] = []
+                for chunk in _chunks([row[0] for row in rows]):
+                    found += conn.execute(
+                        f"SELECT item_id, referrer_url FROM referrers WHERE item_id IN ({', '.join('?' * len(chunk))})"
+                        " ORDER BY referrer_url",
+                        chunk,
+                    ).fetchall()
+                found.sort(key=lambda pair: pair[1])
+            else:
+                found = conn.execute(
+                    "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
+                    " ORDER BY referrer_url",
+                    (job_id, rows[0][0], rows[-1][0]),
+                ).fetchall()
+            for item_id, url in found:
                 referrers.setdefault(item_id, []).append(url)
         return [
             {

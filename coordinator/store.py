@@ -203,9 +203,12 @@ class Store(Protocol):
         """The job's progress. Units are formed when leased, so while a job runs `units_total`
         counts the units formed so far plus an estimate of those its waiting URLs will make."""
 
-    async def job_results(self, job_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
+    async def job_results(
+        self, job_id: int, offset: int, limit: int, *, problems_only: bool = False
+    ) -> list[dict[str, Any]]:
         """Items of the job ordered by id: url, result, status, final_url, redirects, error,
-        referrers (sorted), depth. Unfinished items have result None."""
+        referrers (sorted), depth. Unfinished items have result None. `problems_only`: only
+        the items found broken, timed out or in error."""
 
     async def list_jobs(self) -> list[JobStatus]: ...
 

@@ -44,6 +44,13 @@ TOKEN_FILE = "local-page.token"
 TOKEN_HEADER = "X-Osaas-Token"
 MAX_BODY = 4096  # a budget form is a few hundred bytes
 _BUDGET_FIELDS = ("max_down", "max_up", "cap", "max_fetches", "active_hours")
+_LABELS = {
+    "--max-down": "download limit",
+    "--max-up": "upload limit",
+    "--cap": "transfer cap",
+    "--max-fetches": "fetches at once",
+    "--active-hours": "active hours",
+}
 
 
 class PeerControls(Protocol):
@@ -89,9 +96,13 @@ def budget_of_form(form: Any) -> Budget:
             raise BudgetError(f"{key} must be text (at most 200 characters)")
         values[key] = value.strip() or None
     hours = values.pop("active_hours")
-    return budget_from(
-        None, **values, active_hours=[h.strip() for h in hours.split(",") if h.strip()] if hours else None
-    )
+    try:
+        return budget_from(
+            None, **values, active_hours=[h.strip() for h in hours.split(",") if h.strip()] if hours else None
+        )
+    except BudgetError as exc:  # it names the flags of `osaas peer run`; the page has labels
+        flag, _, reason = str(exc).partition(": ")
+        raise BudgetError(f"{_LABELS[flag]}: {reason}" if flag in _LABELS else str(exc)) from exc
 
 
 def local_app(controls: PeerControls, token: str) -> web.Application:

@@ -105,7 +105,8 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
     status, text = await page(board, f"/dashboard/jobs/{job_id}")
     assert status == 200 and "2 of 2 URLs" in text
     assert "http://b.test/&lt;script&gt;" in text and "<script>" not in text
-    assert 'class="problem"' in text and "HTTP 404" in text
+    assert text.count('class="problem"') == 1 and "HTTP 404" in text  # the broken link only
+    assert "(start URLs)" in text  # listed under the page that holds it: none, it was a start URL
     assert 'http-equiv="refresh"' not in text  # done: it stays still
 
     async with board.get(f"/dashboard/jobs/{job_id}/report.csv") as response:

@@ -101,9 +101,9 @@ async def test_a_budget_is_applied_and_saved_and_bad_forms_change_nothing(page: 
     saved = config.read_text()
 
     bad = [
-        ({"max_down": "fast"}, 400, "max-down"),
-        ({"max_fetches": "0"}, 400, "max-fetches"),
-        ({"active_hours": "25:00-26:00"}, 400, "active-hours"),
+        ({"max_down": "fast"}, 400, "download limit: 'fast' is not a rate"),
+        ({"max_fetches": "0"}, 400, "fetches at once: 0 is not"),
+        ({"active_hours": "25:00-26:00"}, 400, "active hours: '25:00-26:00'"),
         ({"max_down": 5}, 400, "must be text"),
         ({"colour": "blue"}, 400, "keys among"),
         ([1, 2], 400, "keys among"),
