@@ -41,8 +41,8 @@ from peer.idle import XIdleClock, active_reason
 from peer.local_page import load_or_create_token, serve_local_page
 from peer.status import (
     DEFAULT_STATUS_PORT,
-    BundleView,
     RECENT_KEPT,
+    BundleView,
     Checked,
     PeerStatus,
     Totals,
@@ -190,6 +190,7 @@ class Agent:
                 fetch_timeout=self.settings.bundle_fetch_timeout,
             )
             await self._bundles.start()
+            stack.callback(setattr, self, "_bundles", None)  # after the close below: callbacks run last first
             stack.push_async_callback(self._bundles.close)
             if self.settings.status_port is not None:
                 token = load_or_create_token(self.settings.data_dir)
