@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     run = peer.add_parser("run", help="lease and run work units")
     run.add_argument("--coordinator", type=_coordinator_url, metavar="URL", help="work for this coordinator (no DHT)")
     run.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through; coordinators are found in the DHT")
-    run.add_argument("--network", type=_network, default="public", help="the network whose coordinators to work for (default public)")
+    run.add_argument("--network", type=_network, help="the network whose coordinators to work for (default: as last chosen on the peer's page, else public)")
     run.add_argument("--prefer", type=_coordinator_url, metavar="URL", help="work for this coordinator when it is announced and answers")
     run.add_argument("--dht-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer's DHT node listens (default 0.0.0.0:0)")
     run.add_argument("--data-dir", type=Path, required=True)
@@ -504,12 +504,19 @@ def _cmd_dht_lookup(args: argparse.Namespace) -> int:
 
 
 def _cmd_peer_run(args: argparse.Namespace) -> int:
+    from peer import work_choice
     from peer.agent import Agent, PeerSettings
     from peer.egress import EgressConfig
     from peer.idle import IdleError
 
     _setup_logging(logging.INFO)
-    if args.coordinator is None and not args.bootstrap:
+    config_path = args.config or default_config_path()
+    try:  # whom the volunteer last chose on the page; flags win
+        chosen = work_choice.load(config_path.with_name(work_choice.WORK_FILE))
+    except work_choice.WorkChoiceError as exc:
+        raise UsageError(str(exc)) from exc
+    coordinator = args.coordinator or (None if args.bootstrap else chosen.coordinator)
+    if coordinator is None and not args.bootstrap:
         raise UsageError("give --bootstrap HOST:PORT (find coordinators in the DHT) or --coordinator URL")
     if args.egress_source:
         family = socket.AF_INET6 if ":" in args.egress_source else socket.AF_INET
@@ -520,7 +527,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--egress-source {args.egress_source}: not an address of this machine ({exc.strerror or exc})") from exc
     try:
         budget = budget_from(
-            args.config or default_config_path(),
+            config_path,
             max_down=args.max_down,
             max_up=args.max_up,
             daily_cap=args.daily_cap,
@@ -532,10 +539,10 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     settings = PeerSettings(
         budget=budget,
-        coordinator=args.coordinator,
+        coordinator=coordinator,
         bootstrap=args.bootstrap,
-        network=args.network,
-        prefer=args.prefer,
+        network=args.network or chosen.network,
+        prefer=args.prefer or chosen.prefer,
         dht_listen=args.dht_listen,
         data_dir=args.data_dir,
         slots=args.slots,
@@ -543,7 +550,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
         status_port=args.status_port,
-        config_path=args.config or default_config_path(),
+        config_path=config_path,
         idle_after=args.idle_after if args.only_when_idle else None,
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -28,6 +28,7 @@ from overlay.dht import DhtNode
 from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
 from overlay.torrent import TorrentError, TorrentSession
+from peer import work_choice
 from peer.allowance import Allowance
 from peer.backoff import backoff_delay
 from peer.budget import Budget, save_budget
@@ -35,10 +36,10 @@ from peer.bundles import BundleCache, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
-from peer.outbox import Outbox, PendingReport
-from peer.runner import WorkloadOutcome, run_workload
 from peer.idle import XIdleClock, active_reason
 from peer.local_page import load_or_create_token, serve_local_page
+from peer.outbox import Outbox, PendingReport
+from peer.runner import WorkloadOutcome, run_workload
 from peer.status import (
     DEFAULT_STATUS_PORT,
     RECENT_KEPT,
@@ -51,6 +52,7 @@ from peer.status import (
     checked_items,
     state_of,
 )
+from peer.work_choice import WorkChoice
 from workloads.bundle import BundleError
 from workloads.process_api import ExitCode, Unit
 
@@ -76,6 +78,7 @@ BUDGET_TICK = 1.0  # seconds between charging bundle traffic to the budget and c
 
 class _LeaseEnd(enum.Enum):
     STOPPED = "stopped"
+    CHANGED = "changed"  # the volunteer chose to work for someone else
     LOST = "lost"  # the coordinator stopped answering
     IDLE = "idle"  # no work for a while: another coordinator may need this peer more
 
@@ -129,6 +132,8 @@ class Agent:
         self._dht: DhtNode | None = None  # while running, when coordinators are found in the DHT
         self._torrents: TorrentSession | None = None  # while running
         self._held = False  # paused by the volunteer (local page)
+        self._choice = WorkChoice(settings.coordinator, settings.network, settings.prefer)
+        self._rechoose = asyncio.Event()  # the choice changed: leave the coordinator worked for
         self._recent: collections.deque[Checked] = collections.deque(maxlen=RECENT_KEPT)
 
     def status(self) -> PeerStatus:
@@ -209,6 +214,9 @@ class Agent:
                     if await self._register(client, stop, give_up=discovering):
                         self._working_for = client.base_url
                         end = await self._lease_loop(client, egress, running, stop, give_up=discovering)
+                    elif self._rechoose.is_set():
+                        self._rechoose.clear()
+                        end = _LeaseEnd.CHANGED
                     self._working_for = None
                     if end is _LeaseEnd.LOST and not stop.is_set():
                         log.warning("coordinator %s is not answering; looking for another", client.base_url)
@@ -229,15 +237,16 @@ class Agent:
     ) -> CoordinatorClient | None:
         """The explicit coordinator, or the best one the DHT knows; None once stopped."""
         if dht is None:
-            assert self.settings.coordinator is not None
-            log.info("working for %s", self.settings.coordinator)
-            return CoordinatorClient(self.settings.coordinator, self.identity, session)
+            assert self._choice.coordinator is not None
+            log.info("working for %s", self._choice.coordinator)
+            return CoordinatorClient(self._choice.coordinator, self.identity, session)
         failures = 0
         while not stop.is_set():
             now = time.monotonic()
             avoid = {url for url, until in self._avoid.items() if until > now}
+            choice = self._choice
             candidates = await find_coordinators(
-                dht, session, self.settings.network, workloads=WORKLOADS, preferred=self.settings.prefer, avoid=avoid
+                dht, session, choice.network, workloads=WORKLOADS, preferred=choice.prefer, avoid=avoid
             )
             if candidates:
                 best = candidates[0].announcement
@@ -251,7 +260,7 @@ class Agent:
                 return CoordinatorClient(best.url, self.identity, session)
             delay = backoff_delay(failures, cap=15.0)
             failures += 1
-            log.info("no coordinator of network %r found yet; looking again in %.1f s", self.settings.network, delay)
+            log.info("no coordinator of network %r found yet; looking again in %.1f s", choice.network, delay)
             await _wait_any(set(), stop, timeout=delay)
             if not dht.neighbours():
                 await dht.bootstrap_again()
@@ -265,7 +274,19 @@ class Agent:
             version=VERSION,
             capacity=self.allowance.budget.sustainable_rate,
         )
-        answer = await _retry(lambda: client.register(request), stop, "register", LOST_AFTER if give_up else None)
+        registering = asyncio.create_task(
+            _retry(lambda: client.register(request), stop, "register", LOST_AFTER if give_up else None)
+        )
+        rechosen = asyncio.create_task(self._rechoose.wait())
+        try:
+            await asyncio.wait({registering, rechosen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rechosen.cancel()
+            if not registering.done():  # the volunteer chose another coordinator meanwhile
+                registering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registering
+        answer = registering.result() if not registering.cancelled() else None
         if answer is None:
             return False
         self._lease_seconds = max(answer.lease_seconds, 1.0)
@@ -285,6 +306,9 @@ class Agent:
         failures = 0
         idle_since: float | None = None
         while not stop.is_set():
+            if self._rechoose.is_set():
+                self._rechoose.clear()
+                return _LeaseEnd.CHANGED
             if give_up and failures >= LOST_AFTER:
                 return _LeaseEnd.LOST
             if self._paused is not None:
@@ -380,6 +404,30 @@ class Agent:
                 upload_rate=_lowest(self.settings.bundle_upload_rate, budget.max_up), download_rate=budget.max_down
             )
         self._set_paused(self._pause_reason())
+
+    @property
+    def work_choice(self) -> WorkChoice:
+        return self._choice
+
+    @property
+    def works_by_url(self) -> bool:
+        """Started with a coordinator URL (no DHT node): the choice is a URL, not a network."""
+        return self.settings.coordinator is not None
+
+    def set_work_choice(self, form: Any) -> WorkChoice:
+        """Work for whom `form` says (peer.work_choice.changed), from the next lease on, and keep
+        it beside the config file; raises WorkChoiceError, changing nothing, for a bad form.
+        Units under way finish and are reported to the coordinator that leased them."""
+        choice = work_choice.changed(self._choice, form, by_url=self.works_by_url)
+        if self.settings.config_path is not None:
+            work_choice.save(self.settings.config_path.with_name(work_choice.WORK_FILE), choice)
+        if choice != self._choice:
+            log.info("the volunteer chose to work for %s", choice.coordinator or f"network {choice.network!r}"
+                     + (f", {choice.prefer} first" if choice.prefer else ""))
+            self._choice = choice
+            self._current = None
+            self._rechoose.set()
+        return choice
 
     def _pause_reason(self) -> str | None:
         """Why the peer must not work now: the volunteer paused it, the person is at the

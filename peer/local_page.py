@@ -8,6 +8,9 @@
     POST /control/budget   {"max_down": "1MB/s", "max_up": "", "cap": "2GB/day",
                             "max_fetches": "8", "active_hours": "08:00-12:00, 13:00-18:00"}
                            "" means no limit; applied at once and saved to the config file
+    GET  /work             whom the peer works for (peer.work_choice)
+    POST /control/work     {"coordinator": URL} for a peer started with one, else
+                           {"network": NAME, "prefer": URL or ""}; from the next lease on, saved
 
 Only this machine reaches 127.0.0.1, but every local user's programs do, and so does every web
 page the volunteer's browser shows (a page may send requests to 127.0.0.1). Hence:
@@ -37,6 +40,7 @@ from aiohttp import web
 
 from peer.budget import Budget, BudgetError, budget_from, budget_texts
 from peer.status import STATUS_HOST, PeerStatus, to_json
+from peer.work_choice import WorkChoice, WorkChoiceError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,14 @@ class PeerControls(Protocol):
     def resume(self) -> None: ...
 
     def set_budget(self, budget: Budget) -> None: ...
+
+    @property
+    def work_choice(self) -> WorkChoice: ...
+
+    @property
+    def works_by_url(self) -> bool: ...
+
+    def set_work_choice(self, form: Any) -> WorkChoice: ...
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -133,6 +145,13 @@ def local_app(controls: PeerControls, token: str) -> web.Application:
     async def budget_form(request: web.Request) -> web.Response:
         return web.json_response(budget_texts(controls.status().budget))
 
+    async def work_form(request: web.Request) -> web.Response:
+        choice = controls.work_choice
+        return web.json_response({
+            "by_url": controls.works_by_url, "coordinator": choice.coordinator or "",
+            "network": choice.network, "prefer": choice.prefer or "",
+        })
+
     def change(act: Callable[[Any], str]) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             given = request.headers.get(TOKEN_HEADER, "")
@@ -153,7 +172,7 @@ def local_app(controls: PeerControls, token: str) -> web.Application:
                     return _error(400, "the body is not valid JSON")
             try:
                 message = act(form)
-            except BudgetError as exc:
+            except (BudgetError, WorkChoiceError) as exc:
                 return _error(400, str(exc))
             return web.json_response({"ok": True, "message": message})
 
@@ -171,13 +190,21 @@ def local_app(controls: PeerControls, token: str) -> web.Application:
         controls.set_budget(budget_of_form(form))
         return "budget saved"
 
+    def work(form: Any) -> str:
+        choice = controls.set_work_choice(form)
+        return f"now working for {choice.coordinator or 'network ' + choice.network}" + (
+            f", {choice.prefer} first" if choice.prefer and not choice.coordinator else ""
+        )
+
     app = web.Application(middlewares=[only_this_server], client_max_size=MAX_BODY)
     app.router.add_get("/", page)
     app.router.add_get("/status", status)
     app.router.add_get("/budget", budget_form)
+    app.router.add_get("/work", work_form)
     app.router.add_post("/control/pause", change(pause))
     app.router.add_post("/control/resume", change(resume))
     app.router.add_post("/control/budget", change(budget))
+    app.router.add_post("/control/work", change(work))
     return app
 
 

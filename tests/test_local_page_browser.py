@@ -1,7 +1,8 @@
 """The volunteer's local page in headless Chromium (Debian's, driven by Playwright) against a
 live peer: the page shows the work moving; Pause pauses the real peer and Resume resumes it;
 a budget typed into the form is applied and saved, a bad one is refused with its reason; a page
-opened without the token can look but not change anything."""
+opened without the token can look but not change anything; and the volunteer sends the peer to
+another coordinator, which then gets its work done."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
     from playwright.async_api import async_playwright, expect
 
     log = RequestLog()
-    coordinator_port, status_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
+    coordinator_port, other_port, status_port = free_port(), free_port(), free_port()
+    url, other = f"http://127.0.0.1:{coordinator_port}", f"http://127.0.0.1:{other_port}"
     config = tmp_path / "peer.toml"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(log, pages=80, delay=0.2)) as site, stopped_on_exit(processes):
@@ -40,7 +41,12 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
             "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
             "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
         ))
+        processes.append(await start(
+            "coordinator", "serve", "--listen", f"127.0.0.1:{other_port}", "--db", str(tmp_path / "other.sqlite"),
+            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "other.log",
+        ))
         await wait_until_serving(url, tmp_path / "coordinator.log")
+        await wait_until_serving(other, tmp_path / "other.log")
         processes.append(await start(
             "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--name", "study",
             "--allow-private", "--config", str(config), "--status-port", str(status_port), log=tmp_path / "peer.log",
@@ -102,7 +108,19 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
                 await stranger.goto(f"http://127.0.0.1:{status_port}/")
                 await expect(stranger.locator("#tokenless")).to_be_visible(timeout=10_000)
                 assert await stranger.locator("#pause").is_disabled() and await stranger.locator("#save").is_disabled()
+                assert await stranger.locator("#switch").is_disabled()
+
+                # Its job done, the volunteer sends the peer to work for another coordinator.
+                assert (await wait_until_done(url, job_id))["state"] == "done"
+                code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", other)
+                assert code == 0, err
+                other_job = int(out)
+                await expect(page.locator("#coordinator_url")).to_have_value(url)
+                await page.fill("#coordinator_url", other)
+                await page.click("#switch")
+                await expect(page.locator("#message")).to_have_text(f"now working for {other}", timeout=10_000)
+                await expect(page.locator("#coordinator")).to_have_text(other, timeout=30_000)
+                assert (await wait_until_done(other, other_job))["state"] == "done"
+                assert f'coordinator = "{other}"' in (tmp_path / "work.toml").read_text()
             finally:
                 await browser.close()
-
-        assert (await wait_until_done(url, job_id))["state"] == "done"

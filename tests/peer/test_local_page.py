@@ -16,6 +16,8 @@ import pytest
 from peer.agent import PAUSED_BY_VOLUNTEER, Agent, PeerSettings
 from peer.budget import Budget, load_budget, parse_rate
 from peer.local_page import TOKEN_FILE, TOKEN_HEADER, load_or_create_token, page_url, serve_local_page
+from peer.work_choice import WORK_FILE
+from peer.work_choice import load as load_work_choice
 
 
 @pytest.fixture
@@ -142,3 +144,22 @@ def _tcp_listeners() -> list[tuple[str, int]]:
                 address = socket.inet_ntoa(bytes.fromhex(hex_address)[::-1])
                 found.append((address, int(hex_port, 16)))
     return found
+
+
+async def test_whom_to_work_for_is_changed_with_the_token_and_kept(page: tuple[str, str], agent: Agent) -> None:
+    base, token = page
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/work") as response:
+            assert await response.json() == {"by_url": True, "coordinator": "http://127.0.0.1:9", "network": "public", "prefer": ""}
+    assert (await post(base, "/control/work", None, {"coordinator": "http://127.0.0.1:10"}))[0] == 403
+    code, answer = await post(base, "/control/work", token, {"network": "lab"})
+    assert code == 400 and "works for one coordinator by its URL" in answer["error"]
+    code, answer = await post(base, "/control/work", token, {"coordinator": "file:///etc/passwd"})
+    assert code == 400 and "not an http(s) URL" in answer["error"]
+    assert agent.work_choice.coordinator == "http://127.0.0.1:9"
+    code, answer = await post(base, "/control/work", token, {"coordinator": "http://127.0.0.1:10/"})
+    assert (code, answer["message"]) == (200, "now working for http://127.0.0.1:10")
+    assert agent.work_choice.coordinator == "http://127.0.0.1:10"
+    config = agent.settings.config_path
+    assert config is not None
+    assert load_work_choice(config.with_name(WORK_FILE)).coordinator == "http://127.0.0.1:10"
