@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.store import HostOverview, NotFound, PeerOverview, Store
+from overlay.files import secret_token
 from overlay.wire import JobStatus
 from workloads import linkcheck_report
 
@@ -61,19 +60,7 @@ class DashboardAccess:
 
 def operator_token(db_path: Path) -> str:
     """The operator's dashboard token, kept beside the database (mode 0600)."""
-    path = db_path.with_name(db_path.name + TOKEN_SUFFIX)
-    try:
-        token = path.read_text().strip()
-        if len(token) >= 32:
-            return token
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
+    return secret_token(db_path.with_name(db_path.name + TOKEN_SUFFIX))
 
 
 def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], float] = time.time) -> web.Application:

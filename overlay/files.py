@@ -1,9 +1,11 @@
-"""Writing a file so that a crash leaves either the old content or the new, never a part."""
+"""Writing a file so that a crash leaves either the old content or the new, never a part; and
+secrets kept in a file only its owner reads."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,3 +28,17 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def secret_token(path: Path) -> str:
+    """The random token kept in `path` (mode 0600), made on first use: what a local page or a
+    dashboard asks for before it lets anyone in."""
+    with contextlib.suppress(FileNotFoundError):
+        token = path.read_text().strip()
+        if len(token) >= 32:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    with atomic_file(path, mode=0o600) as f:
+        f.write(token.encode() + b"\n")
+    return token

@@ -30,14 +30,13 @@ import contextlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from overlay.files import secret_token
 from peer.budget import Budget, BudgetError, budget_from, budget_texts
 from peer.status import STATUS_HOST, PeerStatus, to_json
 from peer.work_choice import WorkChoice, WorkChoiceError
@@ -79,18 +78,7 @@ class PeerControls(Protocol):
 
 def load_or_create_token(data_dir: Path) -> str:
     """The page's token: made once, kept in the data dir, readable by its owner only."""
-    path = data_dir / TOKEN_FILE
-    with contextlib.suppress(FileNotFoundError):
-        token = path.read_text().strip()
-        if len(token) >= 32:
-            return token
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
+    return secret_token(data_dir / TOKEN_FILE)
 
 
 def page_url(port: int, token: str) -> str:
