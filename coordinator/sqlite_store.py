@@ -1288,12 +1288,10 @@ class SqliteStore:
             rows = conn.execute(
                 "SELECT key, peer_id, next_allowed_at, crawl_delay, backoff,"
                 " EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
-                "         AND units.expires_at > ?)"
-                " FROM hosts WHERE next_allowed_at > ? OR backoff > 0"
-                " OR EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
-                "            AND units.expires_at > ?)"
+                "         AND units.expires_at > ?) AS leased"
+                " FROM hosts WHERE next_allowed_at > ? OR backoff > 0 OR leased"
                 " ORDER BY next_allowed_at DESC, key LIMIT ?",
-                (now, now, now, limit),
+                (now, now, limit),
             ).fetchall()
         return [HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows]
 
