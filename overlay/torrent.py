@@ -21,8 +21,7 @@ import enum
 import logging
 import secrets
 import string
-import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,6 @@ Address = tuple[str, int]
 _POLL_INTERVAL = 0.05
 _LISTEN_TIMEOUT = 5.0
 _CHECK_TIMEOUT = 120.0
-# libtorrent moves pieces in blocks of this size; a piece's last block may be shorter.
-_BLOCK_SIZE = 16 * 1024
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
@@ -47,8 +44,6 @@ _ALERT_MASK = (
     | lt.alert_category.error
     | lt.alert_category.storage
     | lt.alert_category.peer
-    # block_finished_alert is how payload received is counted per peer (see TransferStats).
-    | lt.alert_category.block_progress
 )
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
 _CHECKING = {
@@ -90,11 +85,9 @@ class InfoHashes:
 class TransferStats:
     """A torrent's payload counters since it was added to this session.
 
-    `received_from` maps a remote peer id to the payload bytes this session received from it,
-    counted from libtorrent's block_finished alerts (pieces that later failed their hash
-    included). It is close to, not exactly, the payload: libtorrent may skip an alert, e.g. for a
-    block whose connection closed meanwhile. It is keyed by peer id, not address, because a peer
-    that connected to us shows an ephemeral port; compare with `TorrentSession.peer_id`.
+    Who sent what is not tracked: libtorrent's per-block alerts proved an unreliable tally (a
+    128 KiB fetch on a busy machine counted no block at all). A source's own `total_upload` says
+    what it gave.
     """
 
     info_hash: bytes
@@ -102,32 +95,18 @@ class TransferStats:
     total_upload: int
     total_download: int
     num_peers: int
-    received_from: Mapping[bytes, int]
 
 
 class _Torrent:
     """What this session tracks for one torrent beside libtorrent's handle."""
 
-    __slots__ = ("handle", "checked", "finished", "error", "received_from", "_piece_sizes")
+    __slots__ = ("handle", "checked", "finished", "error")
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
         self.checked = False
-        # Set from the alert rather than read from status, so that every block_finished_alert
-        # (posted before it) has been counted by the time a fetch returns.
         self.finished = False
         self.error: str | None = None
-        self.received_from: dict[bytes, int] = {}
-        self._piece_sizes: list[int] | None = None
-
-    def add_block(self, peer_id: bytes, piece: int, block: int) -> None:
-        if self._piece_sizes is None:
-            info = self.handle.torrent_file()
-            if info is None:
-                return
-            self._piece_sizes = [info.piece_size(i) for i in range(info.num_pieces())]
-        size = min(_BLOCK_SIZE, self._piece_sizes[piece] - block * _BLOCK_SIZE)
-        self.received_from[peer_id] = self.received_from.get(peer_id, 0) + size
 
 
 # ---- torrent files ----------------------------------------------------------------------
@@ -421,7 +400,6 @@ class TorrentSession:
             total_upload=status.total_payload_upload,
             total_download=status.total_payload_download,
             num_peers=status.num_peers,
-            received_from=types.MappingProxyType(dict(torrent.received_from)),
         )
 
     async def _until_complete(self, torrent: _Torrent, save_dir: Path, timeout: float) -> Path:
@@ -513,9 +491,7 @@ class TorrentSession:
         torrent = self._torrents.get(_key(alert.handle))
         if torrent is None:
             return
-        if isinstance(alert, lt.block_finished_alert):
-            torrent.add_block(bytes(alert.pid.to_bytes()), alert.piece_index, alert.block_index)
-        elif isinstance(alert, lt.torrent_checked_alert):
+        if isinstance(alert, lt.torrent_checked_alert):
             torrent.checked = True
         elif isinstance(alert, lt.torrent_finished_alert):
             torrent.finished = True

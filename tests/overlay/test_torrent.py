@@ -103,16 +103,10 @@ async def test_downloaders_trade_pieces_and_get_identical_bytes(
             assert path == tmp_path / f"downloader{i}" / "data" / "bundle.bin"
             assert path.read_bytes() == expected
 
-        downloader_ids = {d.peer_id for d in downloaders}
-        assert len(downloader_ids | {seed.peer_id}) == DOWNLOADERS + 1
-        received = [d.stats(info_hash) for d in downloaders]
-        for d, stats in zip(downloaders, received, strict=True):
-            assert stats.state == TorrentState.SEEDING
-            assert set(stats.received_from) <= (downloader_ids | {seed.peer_id}) - {d.peer_id}
-        from_downloaders = sum(
-            n for s in received for peer, n in s.received_from.items() if peer != seed.peer_id
-        )
-        assert from_downloaders > 0
+        for d in downloaders:
+            assert d.stats(info_hash).state == TorrentState.SEEDING
+        # Downloaders passed pieces on to each other (each one's own payload counter says so).
+        assert sum(d.stats(info_hash).total_upload for d in downloaders) > 0
         # The rate-limited seed cannot have sent each downloader its own copy.
         assert seed.stats(info_hash).total_upload < DOWNLOADERS * FILE_SIZE
 
