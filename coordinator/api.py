@@ -49,6 +49,7 @@ from coordinator.store import (
     NotFound,
     NotOwner,
     StaleLease,
+    StoreError,
     Store,
     UnknownOwner,
     UnknownPeer,
@@ -181,7 +182,7 @@ async def serve(
     osaas, so its link-check version becomes the stable one at once.
     """
     identity = identity or Identity.generate()
-    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay)
+    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay, own_process=True)
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
     bundle_dir = bundle_dir or db_path.with_suffix(".bundles")
@@ -218,7 +219,7 @@ async def serve(
                 announcing = asyncio.create_task(announcer.run())
             if ready is not None:
                 ready(actual_port)
-            await asyncio.Event().wait()
+            raise StoreError(await store.failure())
         finally:
             if announcing is not None and announcer is not None:
                 announcing.cancel()

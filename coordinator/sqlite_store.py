@@ -3,7 +3,9 @@
 sqlite3 is blocking, so the connection lives on one dedicated thread and every call is handed
 to it (`store_thread`); the event loop never waits on the disk. One thread also means one
 writer, which is what SQLite wants anyway. Calls that queue up while the thread is busy commit
-together (group commit), each call's transaction a savepoint inside the group's. The rules
+together (group commit), each call's transaction a savepoint inside the group's. A coordinator
+(`api.serve`) runs that thread's work in a process of its own (`store_process`), so the store
+and the HTTP side do not share one GIL; the calls and their answers are the same. The rules
 themselves live in `leases`, `linkcheck_jobs`, `rollout`, `assignment`, `host_pacing` and
 `unit_sizing`; this module applies them.
 
@@ -37,6 +39,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import re
@@ -54,6 +58,7 @@ from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
 from coordinator.rollout import Rollout, RolloutState, Tally
+from coordinator.store_process import Hosted, StoreProcess
 from coordinator.store_thread import StoreThread
 from coordinator.store import (
     BYTES_PER_ITEM,
@@ -358,6 +363,7 @@ class SqliteStore:
         unit_size: int = DEFAULT_UNIT_SIZE,
         max_attempts: int = 5,
         host_min_delay: float = host_pacing.DEFAULT_MIN_DELAY,
+        own_process: bool = False,
     ) -> None:
         if unit_size < 1 or max_attempts < 1:
             raise ValueError("unit_size and max_attempts must be at least 1")
@@ -367,7 +373,9 @@ class SqliteStore:
         self._unit_size = unit_size
         self._min_delay = host_min_delay  # the pause every host gets between units
         self._max_attempts = max_attempts
-        self._thread: StoreThread | None = None
+        # own_process: the calls run in a child process (`store_process`), else on a thread.
+        self._own_process = own_process
+        self._runner: StoreThread | StoreProcess | None = None
         self._conn: sqlite3.Connection | None = None
         # Touched by the store's thread only. A replan is due after a restart, when peers
         # registered, and when hosts without a peer got work.
@@ -382,23 +390,38 @@ class SqliteStore:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("store is already open")
-        self._thread = StoreThread(lambda: self._conn, on_rollback=self._forget_cached)
+        if self._own_process:
+            options = {"unit_size": self._unit_size, "max_attempts": self._max_attempts,
+                       "host_min_delay": self._min_delay}
+            self._runner = StoreProcess(functools.partial(_hosted, self._path, options))
+        else:
+            self._runner = StoreThread(lambda: self._conn, on_rollback=self._forget_cached)
         try:
-            await self._thread.call(self._open, alone=True)
+            await self._runner.call(self._open, alone=True)
         except BaseException:
-            self._thread.stop()
-            self._thread = None
+            self._runner.stop()
+            self._runner = None
             raise
         log.info("store opened at %s", self._path)
 
     async def close(self) -> None:
-        if self._thread is None:
+        if self._runner is None:
             return
-        await self._thread.call(self._close, alone=True)
-        self._thread.stop()
-        self._thread = None
+        try:
+            await self._runner.call(self._close, alone=True)
+        finally:
+            self._runner.stop()
+            self._runner = None
+
+    async def failure(self) -> str:
+        """Wait until the store can no longer work, and say why: its process died (with
+        own_process). A store on a thread never fails this way: this waits for ever."""
+        if isinstance(self._runner, StoreProcess):
+            return await self._runner.failure()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -413,9 +436,9 @@ class SqliteStore:
         await self.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._thread is None:
+        if self._runner is None:
             raise RuntimeError("store is not open")
-        return await self._thread.call(fn, *args)
+        return await self._runner.call(fn, *args)
 
     def _open(self) -> None:
         try:
@@ -1577,6 +1600,17 @@ class SqliteStore:
             message=r.message,
             versions=[VersionStats(*row) for row in rows],
         )
+
+
+def _hosted(path: str, options: dict[str, Any]) -> Hosted:
+    """The store a `StoreProcess` child runs the calls of (see SqliteStore's own_process)."""
+    store = SqliteStore(path, **options)
+    return Hosted(
+        method=lambda name: getattr(store, name),
+        connection=lambda: store._conn,
+        on_rollback=store._forget_cached,
+        close=store._close,
+    )
 
 
 def _runs_all(workloads: object, bundles: set[str]) -> bool:

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ class _Call:
     alone: bool
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+
+
+class _Stop:
+    """The mark that ends the thread: alone, so no group takes it in."""
+
+    alone = True
+
+
+_STOP = _Stop()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -58,7 +67,7 @@ class StoreThread:
     ) -> None:
         self._connection = connection
         self._on_rollback = on_rollback  # a group's commit failed: what its calls cached is void
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | _Stop] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -70,51 +79,80 @@ class StoreThread:
 
     def stop(self) -> None:
         """Finish the calls already queued, then end the thread (blocks until it ended)."""
-        self._queue.put(None)
+        self._queue.put(_STOP)
         self._thread.join()
 
     def _loop(self) -> None:
-        pending: list[_Call | None] = []  # taken from the queue but not fit for the last group
+        leftover: _Call | _Stop | None = None  # taken from the queue but not fit for the last group
         while True:
-            first = pending.pop() if pending else self._queue.get()
-            if first is None:
+            first = leftover if leftover is not None else self._queue.get()
+            if isinstance(first, _Stop):
                 return
-            group = [first]
-            while not first.alone and len(group) < MAX_GROUP:
-                try:
-                    following = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if following is None or following.alone:
-                    pending.append(following)
-                    break
-                group.append(following)
-            for call, (result, error) in zip(group, self._run_group(group)):
+            group, leftover = take_group(first, self._next_queued)
+            calls = [call for call in group if isinstance(call, _Call)]
+            outcomes = run_group(self._connection(), [(call.fn, call.args) for call in calls], self._on_rollback)
+            for call, (result, error) in zip(calls, outcomes):
                 call.loop.call_soon_threadsafe(_settle, call.future, result, error)
 
-    def _run_group(self, group: list[_Call]) -> list[tuple[Any, BaseException | None]]:
-        if len(group) == 1:
-            return [_outcome(group[0])]
-        conn = self._connection()
-        assert conn is not None, "group of store calls before the database was opened"
+    def _next_queued(self) -> _Call | _Stop | None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(None, exc)] * len(group)
-        outcomes = [_outcome(call) for call in group]
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.error("group commit of %d store calls failed: %s", len(group), exc)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._on_rollback()
-            return [(None, exc)] * len(group)
-        return outcomes
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
 
-def _outcome(call: _Call) -> tuple[Any, BaseException | None]:
+class _Groupable(Protocol):
+    alone: bool
+
+
+G = TypeVar("G", bound=_Groupable)
+
+
+def take_group(first: G, next_call: Callable[[], G | None]) -> tuple[list[G], G | None]:
+    """The calls to run as one group: `first`, then, unless it must run alone, the calls
+    `next_call` hands out without waiting (None: no more) up to MAX_GROUP. Returns the group
+    and the call taken but left for the next group (an `alone` one, or the stop mark)."""
+    group = [first]
+    while not first.alone and len(group) < MAX_GROUP:
+        following = next_call()
+        if following is None:
+            break
+        if following.alone:
+            return group, following
+        group.append(following)
+    return group, None
+
+
+Outcome = tuple[Any, BaseException | None]
+
+
+def run_group(
+    conn: sqlite3.Connection | None,
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+    on_rollback: Callable[[], None],
+) -> list[Outcome]:
+    """Run calls in one transaction (a lone call in its own); each call's (result, error)."""
+    if len(calls) == 1:
+        return [_outcome(*calls[0])]
+    assert conn is not None, "group of store calls before the database was opened"
     try:
-        return call.fn(*call.args), None
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return [(None, exc)] * len(calls)
+    outcomes = [_outcome(fn, args) for fn, args in calls]
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        log.error("group commit of %d store calls failed: %s", len(calls), exc)
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        on_rollback()
+        return [(None, exc)] * len(calls)
+    return outcomes
+
+
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+    try:
+        return fn(*args), None
     except Exception as exc:
         return None, exc

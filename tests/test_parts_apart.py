@@ -1,12 +1,14 @@
 """The parts run apart, as an operator, volunteers and an owner would run them.
 
-Real `osaas coordinator serve` and `osaas peer run` processes; the coordinator is killed with
-SIGKILL mid-job and restarted on the same database; peers are stopped with SIGTERM.
+Real `osaas coordinator serve` and `osaas peer run` processes; the coordinator (or its store's
+process) is killed with SIGKILL mid-job and restarted on the same database; peers are stopped
+with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -28,7 +30,24 @@ pytestmark = pytest.mark.timeout(240)
 PAGES = 150
 
 
-async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: Path) -> None:
+def _store_process(coordinator: asyncio.subprocess.Process) -> int:
+    """The pid of the coordinator's store process (its spawned child that is not
+    multiprocessing's resource tracker)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == coordinator.pid and b"spawn_main" in command and b"resource_tracker" not in command:
+            return int(entry.name)
+    raise AssertionError(f"coordinator {coordinator.pid} runs no store process")
+
+
+@pytest.mark.parametrize("killed", ["coordinator", "store process"])
+async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: Path, killed: str) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     db = tmp_path / "coordinator.sqlite"
@@ -50,8 +69,15 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
         while (status := await job_status(url, job_id))["items_done"] < 20:
             assert status["state"] == "running", "the job finished before the coordinator could be killed"
             await asyncio.sleep(0.1)
-        coordinator.send_signal(signal.SIGKILL)
-        await coordinator.wait()
+        if killed == "coordinator":
+            coordinator.send_signal(signal.SIGKILL)
+            await coordinator.wait()
+        else:
+            # The coordinator cannot work without its store: it stops, saying why in one line.
+            os.kill(_store_process(coordinator), signal.SIGKILL)
+            assert await asyncio.wait_for(coordinator.wait(), timeout=30) != 0
+            last = (tmp_path / "coordinator.log").read_text().strip().splitlines()[-1]
+            assert last == "osaas: error: the store process ended (exit code -9)", last
         await asyncio.sleep(1.0)  # peers finish units meanwhile and must keep their reports
         coordinator = await start(*serve_args, log=tmp_path / "coordinator.log")
         processes.append(coordinator)
