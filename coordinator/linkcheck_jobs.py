@@ -121,21 +121,23 @@ def unit_payload(job_id: int, items: Iterable[tuple[str, bool]]) -> dict[str, An
     return {"job_id": job_id, "items": [{"url": url, "crawl": crawl} for url, crawl in items]}
 
 
-def parse_report_items(payload: Any, unit_urls: Collection[str]) -> list[ItemResult]:
-    """Validate a link-check result payload against the unit's URLs; raise `InvalidInput`."""
+def parse_items(payload: Any) -> list[ItemResult]:
+    """A link-check result payload's items, each well formed; raise `InvalidInput`. Needs
+    nothing of the store: callers parse before the store's turn (`check_unit_items` then)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         raise InvalidInput("payload must be a map with a list 'items'")
-    results = []
+    return [_parse_item(raw, f"payload.items[{i}]") for i, raw in enumerate(payload["items"])]
+
+
+def check_unit_items(results: list[ItemResult], unit_urls: Collection[str]) -> None:
+    """Raise `InvalidInput` unless every result is one of the unit's URLs, each at most once."""
     seen: set[str] = set()
-    for i, raw in enumerate(payload["items"]):
-        item = _parse_item(raw, f"payload.items[{i}]")
+    for i, item in enumerate(results):
         if item.url not in unit_urls:
             raise InvalidInput(f"payload.items[{i}].url is not an item of this unit")
         if item.url in seen:
             raise InvalidInput(f"payload.items[{i}].url is reported twice")
         seen.add(item.url)
-        results.append(item)
-    return results
 
 
 def _parse_item(raw: Any, where: str) -> ItemResult:

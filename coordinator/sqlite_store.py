@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from coordinator import assignment, host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
 from coordinator.host_pacing import HostPace, UnitSummary
@@ -312,6 +312,59 @@ class _Asking:
         return self.names is None or job.workload in self.names
 
 
+class _Incoming(NamedTuple):
+    """A report as the store's thread (or process) takes it: its link-check items already
+    parsed on the caller's side, so the store's own time goes to its rows. `items` is the
+    refusal's message when the payload is malformed (raised only where it was before: after
+    the lease is judged); empty when the exit code says there are none."""
+
+    unit_id: int
+    token: int
+    exit_code: int
+    items: list[ItemResult] | str
+    error: str | None
+    bundle_version: str | None
+    crawl_delay: float | None
+
+
+def _incoming(report: Report) -> _Incoming:
+    items: list[ItemResult] | str = []
+    if report.exit_code in (0, 1):
+        try:
+            items = linkcheck_jobs.parse_items(report.payload)
+        except InvalidInput as exc:
+            items = str(exc)
+    return _Incoming(
+        report.unit_id, report.token, report.exit_code, items, report.error, report.bundle_version, report.crawl_delay
+    )
+
+
+class _Granted(NamedTuple):
+    """A lease as the store's thread (or process) hands it over: plain values, cheap to pass
+    on; the caller's side builds the `Lease` and its payload (`lease`)."""
+
+    unit_id: int
+    token: int
+    job_id: int
+    workload: str
+    items: list[tuple[str, int]]  # (url, crawl) in the unit's order
+    expires_at: float
+    bundle: BundleRef | None
+    host: str | None
+
+    def lease(self) -> Lease:
+        return Lease(
+            unit_id=self.unit_id,
+            token=self.token,
+            job_id=self.job_id,
+            workload=self.workload,
+            payload=linkcheck_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items)),
+            expires_at=self.expires_at,
+            bundle=self.bundle,
+            host=self.host,
+        )
+
+
 @dataclass(slots=True)
 class _ReportedUnit:
     """A unit a call's reports name, as loaded for the call and changed by its reports."""
@@ -461,6 +514,10 @@ class SqliteStore:
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA mmap_size=268435456")
             conn.execute("PRAGMA wal_autocheckpoint=10000")
+            # Each call inside a group commit is a savepoint, whose undo journal would spill
+            # to a temporary file past 64 KiB (a lease touches hundreds of pages): keep it,
+            # and SQLite's other temporary data, in memory.
+            conn.execute("PRAGMA temp_store=MEMORY")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self._path} was written by a newer osaas (schema {version}); upgrade osaas")
@@ -821,7 +878,8 @@ class SqliteStore:
         lease_seconds: float,
         usage: PeerUsage | None = None,
     ) -> list[Lease]:
-        return await self._run(self._lease, peer_id, max_units, workloads, now, lease_seconds, usage)
+        granted = await self._run(self._lease, peer_id, max_units, workloads, now, lease_seconds, usage)
+        return [g.lease() for g in granted]
 
     def _lease(
         self,
@@ -831,8 +889,8 @@ class SqliteStore:
         now: float,
         lease_seconds: float,
         usage: PeerUsage | None,
-    ) -> list[Lease]:
-        granted: list[Lease] = []
+    ) -> list[_Granted]:
+        granted: list[_Granted] = []
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
             if usage is not None:
@@ -870,7 +928,7 @@ class SqliteStore:
 
     def _lease_host(
         self, conn: sqlite3.Connection, key: str, pace: HostPace, ask: _Asking, rows: list[tuple[Any, ...]]
-    ) -> Lease | None:
+    ) -> _Granted | None:
         """At most one unit of host `key` for the asking peer: one released, failed or expired
         before (as it is), a straggler's, or a new one of waiting items; None while another
         lease on the host is live or the host's pause is not over. `rows`: the host's units
@@ -912,7 +970,7 @@ class SqliteStore:
             return self._lease_of(conn, ask, key, unit_id, job_id, unit, items)
         return self._form_unit(conn, key, ask)
 
-    def _form_unit(self, conn: sqlite3.Connection, key: str, ask: _Asking) -> Lease | None:
+    def _form_unit(self, conn: sqlite3.Connection, key: str, ask: _Asking) -> _Granted | None:
         """A new unit of the host's waiting items, of its oldest job the peer runs, sized for
         the peer: about unit_sizing.TARGET_SECONDS of its work, at most the job's unit size."""
         size = unit_sizing.unit_size(ask.throughput)
@@ -957,22 +1015,14 @@ class SqliteStore:
         job_id: int,
         unit: UnitLease,
         items: list[tuple[str, int]],
-    ) -> Lease:
+    ) -> _Granted:
         job = self._job(conn, job_id)
         assert unit.expires_at is not None
         workload, pinned = job.workload, job.pinned
         if (workload, pinned) not in ask.bundles:
             ask.bundles[workload, pinned] = self._bundle_ref(conn, workload, pinned, ask.peer_id)
-        return Lease(
-            unit_id=unit_id,
-            token=unit.token,
-            job_id=job_id,
-            workload=workload,
-            payload=linkcheck_jobs.unit_payload(job_id, ((u, bool(c)) for u, c in items)),
-            expires_at=unit.expires_at,
-            bundle=ask.bundles[workload, pinned],
-            host=None if key == linkcheck_jobs.NOT_HTTP_KEY else key,
-        )
+        host = None if key == linkcheck_jobs.NOT_HTTP_KEY else key
+        return _Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host)
 
     def _straggling(
         self,
@@ -1059,9 +1109,9 @@ class SqliteStore:
     # anything, so a refused report of a batch takes nothing else with it.
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
-        return await self._run(self._report, peer_id, report, now)
+        return await self._run(self._report, peer_id, _incoming(report), now)
 
-    def _report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
+    def _report(self, peer_id: str, report: _Incoming, now: float) -> ReportResponse:
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
             reported = self._reported(conn, peer_id, [report])
@@ -1070,9 +1120,9 @@ class SqliteStore:
         return response
 
     async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
-        return await self._run(self._report_batch, peer_id, reports, now)
+        return await self._run(self._report_batch, peer_id, [_incoming(r) for r in reports], now)
 
-    def _report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
+    def _report_batch(self, peer_id: str, reports: list[_Incoming], now: float) -> list[ReportVerdict]:
         verdicts: list[ReportVerdict] = []
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
@@ -1087,7 +1137,7 @@ class SqliteStore:
             self._write_reported(conn, reported, now)
         return verdicts
 
-    def _reported(self, conn: sqlite3.Connection, peer_id: str, reports: list[Report]) -> _Reported:
+    def _reported(self, conn: sqlite3.Connection, peer_id: str, reports: list[_Incoming]) -> _Reported:
         """The rows the reports touch: their units (if any), the units' open items and their
         hosts' paces, in a few queries for the whole call."""
         reported = _Reported(peer_id, self._throughput(conn, peer_id))
@@ -1115,7 +1165,7 @@ class SqliteStore:
         reported.stored_paces = dict(reported.paces)
         return reported
 
-    def _take_report(self, conn: sqlite3.Connection, report: Report, now: float, reported: _Reported) -> ReportResponse:
+    def _take_report(self, conn: sqlite3.Connection, report: _Incoming, now: float, reported: _Reported) -> ReportResponse:
         """Judge one report and collect what it changes in `reported`; raise before changing
         anything if it is refused. Only the links it found are written at once (new items)."""
         unit = reported.units.get(report.unit_id)
@@ -1132,7 +1182,10 @@ class SqliteStore:
         error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
         results: list[ItemResult] = []
         if report.exit_code in (0, 1):
-            results = linkcheck_jobs.parse_report_items(report.payload, unit.items)  # the last refusal
+            if isinstance(report.items, str):
+                raise InvalidInput(report.items)
+            results = report.items
+            linkcheck_jobs.check_unit_items(results, unit.items)  # the last refusal
             if results:
                 self._merge_results(conn, unit, results, reported)
                 lease = leases.completed(unit.lease)

@@ -65,11 +65,18 @@ def test_linked_items_scope_depth_and_caps() -> None:
     assert len(lj.linked_items(many, 0, lj.JobInput(("http://a.test/",), None))) == lj.MAX_LINKS_PER_ITEM
 
 
+def parse_report(payload: object, unit_urls: set[str]) -> list[lj.ItemResult]:
+    """As the store takes a report: items parsed first, then checked against the unit."""
+    results = lj.parse_items(payload)
+    lj.check_unit_items(results, unit_urls)
+    return results
+
+
 def test_parse_report_items() -> None:
     raw = item("http://a.test/", ["http://a.test/b"])
     raw["redirects"] = ["http://a.test/old"]
     raw["error"] = "e" * 5000
-    (parsed,) = lj.parse_report_items({"items": [raw]}, {"http://a.test/"})
+    (parsed,) = parse_report({"items": [raw]}, {"http://a.test/"})
     assert parsed == lj.ItemResult(
         url="http://a.test/", result="ok", status=200, final_url="http://a.test/",
         redirects=("http://a.test/old",), error="e" * 2000, links=("http://a.test/b",), crawled=True,
@@ -92,7 +99,7 @@ def test_parse_report_items() -> None:
 )
 def test_bad_report_payload(payload: object, message: str) -> None:
     with pytest.raises(InvalidInput) as info:
-        lj.parse_report_items(payload, {"http://a.test/"})
+        parse_report(payload, {"http://a.test/"})
     assert str(info.value) == message
 
 

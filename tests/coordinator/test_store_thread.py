@@ -86,3 +86,12 @@ async def test_a_refused_call_in_a_group_takes_back_only_its_own_changes(tmp_pat
         assert sorted(job.job_id for job in listed) == sorted(created)
         for job_id in created:
             assert (await store.job_status(job_id)).items_total == 1
+
+
+async def test_the_savepoints_of_a_group_keep_their_undo_journal_in_memory(tmp_path: Path) -> None:
+    # Each call of a group is a savepoint; past 64 KiB (a lease touches hundreds of pages) its
+    # undo journal would spill to a temporary file unless temporary data stays in memory.
+    async with SqliteStore(tmp_path / "c.sqlite") as store:
+        conn = store._conn
+        assert conn is not None
+        assert await store._run(lambda: conn.execute("PRAGMA temp_store").fetchone()[0]) == 2  # MEMORY
