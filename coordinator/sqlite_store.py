@@ -903,9 +903,15 @@ class SqliteStore:
                 peer_id, now, lease_seconds, self._throughput(conn, peer_id),
                 None if ANY_WORKLOAD in workloads else tuple(workloads),
             )
+            # Only hosts with something to lease: waiting items or a unit not done. A host keeps
+            # its peer until the next plan after its work ran out; asking for its items on
+            # every lease until then cost a statement per host.
             hosts = conn.execute(
                 "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
-                " WHERE peer_id = ? AND next_allowed_at <= ? ORDER BY next_allowed_at, rowid",
+                " WHERE peer_id = ? AND next_allowed_at <= ?"
+                " AND (EXISTS (SELECT 1 FROM items WHERE unit_key = hosts.key AND unit_id IS NULL AND done = 0)"
+                " OR EXISTS (SELECT 1 FROM units WHERE unit_key = hosts.key AND state != 'done'))"
+                " ORDER BY next_allowed_at, rowid",
                 (peer_id, now),
             ).fetchall()
             # The open units of all those hosts in one query, not one per host.

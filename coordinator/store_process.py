@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
 from coordinator.store import StoreError
-from coordinator.store_thread import Outcome, run_group, take_group
+from coordinator.store_thread import Outcome, run_group, settle, take_group
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,10 @@ class StoreProcess:
                 answers: list[tuple[int, Any, BaseException | None]] = self._pipe.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # an answer that cannot be read: its callers would wait for ever
+                log.exception("cannot read the store process's answers; stopping it")
+                self._process.kill()
+                break
             for call_id, result, error in answers:
                 self._settle(call_id, result, error)
         self._process.join(_JOIN_SECONDS)
@@ -174,7 +178,7 @@ class StoreProcess:
             waiting = self._waiting.pop(call_id, None)
         if waiting is not None:
             future, loop = waiting
-            loop.call_soon_threadsafe(_settle_future, future, result, error)
+            loop.call_soon_threadsafe(settle, future, result, error)
 
     def _end(self, why: str) -> None:
         with self._lock:
@@ -182,7 +186,7 @@ class StoreProcess:
                 self._ended = why
             waiting, self._waiting = self._waiting, {}
         for future, loop in waiting.values():
-            loop.call_soon_threadsafe(_settle_future, future, None, StoreError(why))
+            loop.call_soon_threadsafe(settle, future, None, StoreError(why))
         if not self._stopping:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 self._loop.call_soon_threadsafe(self._died.set)
@@ -198,15 +202,6 @@ def _formatter(root: logging.Logger) -> logging.Formatter | None:
                 return None
             return handler.formatter
     return None
-
-
-def _settle_future(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 # ---- the child -----------------------------------------------------------------------------
@@ -230,7 +225,7 @@ def _serve(pipe: Connection, host: Callable[[], Hosted], level: int, formatter: 
 
     try:
         while True:
-            if not queued:
+            while not queued:  # a message may be empty (its calls could not be pickled)
                 queued.extend(pipe.recv())
             first = queued.popleft()
             if first.call_id == _STOP.call_id:
@@ -247,11 +242,23 @@ def _serve(pipe: Connection, host: Callable[[], Hosted], level: int, formatter: 
 
 
 def _answers(group: list[_Message], outcomes: list[Outcome]) -> bytes:
-    answers = [(m.call_id, result, error) for m, (result, error) in zip(group, outcomes)]
+    answers = [(m.call_id, result, _crossing(error)) for m, (result, error) in zip(group, outcomes)]
     try:
         return pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return pickle.dumps([_picklable(*answer) for answer in answers], protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _crossing(error: BaseException | None) -> BaseException | None:
+    """The error as the coordinator can rebuild it: some exceptions pickle but do not unpickle
+    (their __init__ wants other arguments); those cross as a StoreError naming them."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return StoreError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _picklable(call_id: int, result: Any, error: BaseException | None) -> tuple[int, Any, BaseException | None]:

@@ -9,7 +9,8 @@ hears back before the commit that holds its changes returned, so an answer a pee
 disk, as it was with a transaction per call.
 
 A lone call runs without a group around it, exactly as before; calls marked `alone` (opening
-and closing the database) never share one.
+and closing the database) never share one. `take_group` and `run_group` are the rules;
+`store_process` applies them too, when the store runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class _Stop:
 _STOP = _Stop()
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Hand a call's outcome to its waiting caller (on the caller's loop), unless it gave up."""
     if future.cancelled():
         return
     if error is not None:
@@ -92,7 +94,7 @@ class StoreThread:
             calls = [call for call in group if isinstance(call, _Call)]
             outcomes = run_group(self._connection(), [(call.fn, call.args) for call in calls], self._on_rollback)
             for call, (result, error) in zip(calls, outcomes):
-                call.loop.call_soon_threadsafe(_settle, call.future, result, error)
+                call.loop.call_soon_threadsafe(settle, call.future, result, error)
 
     def _next_queued(self) -> _Call | _Stop | None:
         try:

@@ -61,6 +61,22 @@ async def test_refusals_cross_over_as_the_same_errors(tmp_path: Path, linkcheck:
         assert not verdict.accepted and "payload must be a map" in verdict.reason
 
 
+async def test_a_call_that_cannot_cross_over_fails_alone(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    async with SqliteStore(tmp_path / "c.sqlite", own_process=True) as store:
+        await add_linkcheck(store, linkcheck)
+        # Sent together: the one whose input cannot be pickled fails, the others go on.
+        outcomes = await asyncio.gather(
+            store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 0}, T0),
+            store.create_job("linkcheck", {"urls": [lambda: None], "depth": 0}, T0),  # type: ignore[list-item]
+            store.list_jobs(),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], int)
+        assert isinstance(outcomes[1], StoreError) and "store call _create_job" in str(outcomes[1])
+        assert isinstance(outcomes[2], list)
+        assert [job.job_id for job in await store.list_jobs()] == [outcomes[0]]
+
+
 async def test_a_killed_store_process_fails_every_call_clearly(tmp_path: Path, linkcheck: Linkcheck) -> None:
     store = SqliteStore(tmp_path / "c.sqlite", own_process=True)
     await store.open()
