@@ -140,8 +140,10 @@ class StoreProcess:
                 batch, data = self._without_unpicklable(batch)
             try:
                 self._pipe.send_bytes(data)
-            except OSError as exc:
-                self._end(f"the store process is gone ({exc})")
+            except OSError:
+                # The child is gone (or its pipe is): the receiver sees the pipe close and fails
+                # every waiting call with the child's exit code. Make sure it does close.
+                self._process.kill()
                 return
             if batch and batch[-1] is _STOP:
                 return
