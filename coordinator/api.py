@@ -49,8 +49,8 @@ from coordinator.store import (
     NotFound,
     NotOwner,
     StaleLease,
-    StoreError,
     Store,
+    StoreError,
     UnknownOwner,
     UnknownPeer,
 )
