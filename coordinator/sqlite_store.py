@@ -39,7 +39,6 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import math
@@ -471,10 +470,9 @@ class SqliteStore:
     async def failure(self) -> str:
         """Wait until the store can no longer work, and say why: its process died (with
         own_process). A store on a thread never fails this way: this waits for ever."""
-        if isinstance(self._runner, StoreProcess):
-            return await self._runner.failure()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        if self._runner is None:
+            raise RuntimeError("store is not open")
+        return await self._runner.failure()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -33,7 +33,6 @@ import threading
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
@@ -47,8 +46,9 @@ T = TypeVar("T")
 _JOIN_SECONDS = 10.0  # how long stop() waits for the child to close the database
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
+class _Message(NamedTuple):
+    """One call for the child (a tuple: cheap to pickle, one per call)."""
+
     call_id: int
     name: str
     args: tuple[Any, ...]

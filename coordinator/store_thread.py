@@ -79,6 +79,11 @@ class StoreThread:
         self._queue.put(_Call(fn, args, alone, future, loop))
         return await future
 
+    async def failure(self) -> str:
+        """`StoreProcess.failure`'s twin: a thread does not die on its own, so this waits for ever."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
     def stop(self) -> None:
         """Finish the calls already queued, then end the thread (blocks until it ended)."""
         self._queue.put(_STOP)
