@@ -1,5 +1,5 @@
 """The store assigns hosts, not URLs: fair shares by capacity, one live lease per host, host
-pacing, units sized by throughput, stragglers, and the schema 2 -> 3 -> 4 migrations.
+pacing, units sized by throughput, stragglers, and the schema 2 -> 3 -> 4 -> 5 migrations.
 
 Store tests run on a real SQLite file with injected times; the concurrency test runs real
 signed HTTP requests against the real app on loopback."""
@@ -19,7 +19,9 @@ from coordinator import assignment, host_pacing, unit_sizing
 from coordinator.api import RETRY_AFTER
 from coordinator.linkcheck_jobs import unit_key
 from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION, SqliteStore
-from coordinator.store import BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, PEER_QUIET_SECONDS, REBALANCE_INTERVAL, StaleLease
+from coordinator.store import (
+    BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, PEER_QUIET_SECONDS, REBALANCE_INTERVAL, StaleLease, StoreError,
+)
 from overlay.wire import Lease, RegisterRequest, Report, encode
 from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
 
@@ -366,7 +368,14 @@ async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_ref
         assert (await store.job_status(1)).units_done == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert conn.execute("SELECT * FROM units ORDER BY id").fetchall() == units_before
+        assert [row[:11] for row in conn.execute("SELECT * FROM units ORDER BY id")] == units_before
+        # Schema 5: the open unit's items are its range; the waiting one is above its queue's cursor.
+        assert conn.execute("SELECT id, first_item, last_item FROM units ORDER BY id").fetchall() == [
+            (3, None, None), (7, 2, 2),
+        ]
+        assert conn.execute("SELECT unit_key, job_id, taken_through FROM queues ORDER BY unit_key").fetchall() == [
+            ("http://a.test:80", 1, 1), ("http://b.test:80", 1, 2),
+        ]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'units'")} == {
             "units", "units_by_job", "units_open",
@@ -376,4 +385,73 @@ async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_ref
             conn.execute("UPDATE units SET state = 'lost' WHERE id = 7")
         plan = [row[1] for row in conn.execute("EXPLAIN UPDATE units SET state = 'done' WHERE id = 7")]
         assert "OpenEphemeral" not in plan
+    conn.close()
+
+
+def schema_4_file(path: Path, units: list[tuple[Any, ...]], items: list[tuple[Any, ...]]) -> None:
+    """A file as osaas with schema 4 left it: one job; units (id, unit_key, state, token,
+    peer_id, expires_at); items (url, unit_key, unit_id, done)."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_SCHEMA + "".join(_MIGRATIONS[v] for v in (2, 3, 4)) + "PRAGMA user_version=4;")
+        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+                     " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)", (encode({"urls": ["http://a.test/"], "depth": 0}),))
+        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, leased_at,"
+                         " renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, 1.0, 1.0)", units)
+        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done)"
+                         " VALUES (1, ?, ?, 0, 0, ?, ?)", items)
+        conn.execute("INSERT INTO job_progress (job_id, open_items)"
+                     " SELECT 1, COUNT(*) FROM items WHERE done = 0")
+        conn.execute("INSERT INTO hosts (key) SELECT DISTINCT unit_key FROM items")
+    conn.close()
+
+
+async def test_a_schema_4_file_keeps_each_units_items_and_what_waits(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    a, b = "http://a.test:80", "http://b.test:80"
+    path = tmp_path / "old.sqlite"
+    # Host a: unit 1 done, whose report left a/3 out (waiting again, below a/4 that waits too);
+    # host b: unit 2's lease expired with b/1 and b/2 open, and b/3 waits.
+    schema_4_file(
+        path,
+        units=[(1, a, "done", 1, "old", None), (2, b, "leased", 1, "old", T0 - 1)],
+        items=[("http://a.test/1", a, 1, 1), ("http://a.test/2", a, 1, 1), ("http://a.test/3", a, None, 0),
+               ("http://a.test/4", a, None, 0), ("http://b.test/1", b, 2, 0), ("http://b.test/2", b, 2, 0),
+               ("http://b.test/3", b, None, 0)],
+    )
+    async with SqliteStore(path) as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "new")
+        first = {lease.unit_id: lease for lease in await lease_all(store, "new", T0)}
+        assert {unit_id: [i["url"] for i in lease.payload["items"]] for unit_id, lease in first.items()} == {
+            2: ["http://b.test/1", "http://b.test/2"], 3: ["http://a.test/3", "http://a.test/4"],
+        }
+        for lease in first.values():
+            await report(store, "new", lease, T0 + 1)
+        (last,) = await lease_all(store, "new", T0 + 1 + 2 * REST)
+        assert [i["url"] for i in last.payload["items"]] == ["http://b.test/3"]
+        await report(store, "new", last, T0 + 2 + 2 * REST)
+        status = await store.job_status(1)
+        assert (status.state, status.items_done, status.counts) == ("done", 7, {"ok": 5, None: 2})
+    with sqlite3.connect(path) as conn:
+        assert "unit_id" not in {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        assert conn.execute("SELECT COUNT(*) FROM queues").fetchone() == (0,)  # the job is done
+    conn.close()
+
+
+async def test_a_file_whose_open_units_share_items_is_left_as_it_was(tmp_path: Path) -> None:
+    a = "http://a.test:80"
+    path = tmp_path / "old.sqlite"
+    # Never written by osaas 4 (it keeps one open unit per host and job), but a range cannot hold it.
+    schema_4_file(
+        path,
+        units=[(1, a, "queued", 1, None, None), (2, a, "queued", 1, None, None)],
+        items=[("http://a.test/1", a, 1, 0), ("http://a.test/2", a, 2, 0), ("http://a.test/3", a, 1, 0)],
+    )
+    with pytest.raises(StoreError, match=r"cannot migrate to schema 5: 1 open units share items; finish its jobs"):
+        async with SqliteStore(path):
+            pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("SELECT url, unit_id FROM items ORDER BY id").fetchall() == [
+            ("http://a.test/1", 1), ("http://a.test/2", 2), ("http://a.test/3", 1),
+        ]
     conn.close()
