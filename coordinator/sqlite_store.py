@@ -1046,27 +1046,21 @@ class SqliteStore:
     def _form_unit(self, conn: sqlite3.Connection, key: str, ask: _Asking) -> _Granted | None:
         """A new unit of the host's waiting items, of its oldest job the peer runs, sized for
         the peer: about unit_sizing.TARGET_SECONDS of its work, at most the job's unit size."""
-        if ask.names is None:
-            queue = conn.execute(
-                f"SELECT job_id, taken_through FROM queues q WHERE unit_key = ? AND {_WAITING} ORDER BY job_id LIMIT 1",
-                (key,),
-            ).fetchone()
-        else:
-            queue = conn.execute(
-                "SELECT job_id, taken_through FROM queues q WHERE unit_key = ?"
-                f" AND job_id IN (SELECT id FROM jobs WHERE workload IN ({', '.join('?' * len(ask.names))}))"
-                f" AND {_WAITING} ORDER BY job_id LIMIT 1",
-                (key, *ask.names),
-            ).fetchone()
-        if queue is None:
-            return None
-        job_id, taken_through = queue
-        size = min(unit_sizing.unit_size(ask.throughput), self._job(conn, job_id).unit_size)
-        picked = conn.execute(
-            "SELECT id, url, crawl FROM items WHERE unit_key = ? AND job_id = ? AND id > ? AND done = 0"
-            " ORDER BY id LIMIT ?",
-            (key, job_id, taken_through, size),
+        # The waiting items of the host's queues, oldest job first, in one statement; the job's
+        # unit size is known once its first item is.
+        only = ""
+        if ask.names is not None:
+            only = f" AND q.job_id IN (SELECT id FROM jobs WHERE workload IN ({', '.join('?' * len(ask.names))}))"
+        rows = conn.execute(
+            "SELECT q.job_id, items.id, items.url, items.crawl FROM queues q JOIN items ON items.unit_key = q.unit_key"
+            " AND items.job_id = q.job_id AND items.id > q.taken_through"
+            f" WHERE q.unit_key = ? AND items.done = 0{only} ORDER BY q.job_id, items.id LIMIT ?",
+            (key, *(ask.names or ()), unit_sizing.unit_size(ask.throughput)),
         ).fetchall()
+        if not rows:
+            return None
+        job_id = rows[0][0]
+        picked = [row[1:] for row in rows if row[0] == job_id][: self._job(conn, job_id).unit_size]
         first, last = picked[0][0], picked[-1][0]
         unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, self._max_attempts)
         unit_id = conn.execute(
@@ -1192,10 +1186,13 @@ class SqliteStore:
         return response
 
     async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
-        return await self._run(self._report_batch, peer_id, [_incoming(r) for r in reports], now)
+        verdicts = await self._run(self._report_batch, peer_id, [_incoming(r) for r in reports], now)
+        return [ReportVerdict(*verdict) for verdict in verdicts]
 
-    def _report_batch(self, peer_id: str, reports: list[_Incoming], now: float) -> list[ReportVerdict]:
-        verdicts: list[ReportVerdict] = []
+    def _report_batch(self, peer_id: str, reports: list[_Incoming], now: float) -> list[tuple[int, bool, str, str]]:
+        """The verdicts as plain tuples (unit_id, accepted, reason, code): cheaper to hand over
+        than dataclasses, which pickle field by field."""
+        verdicts: list[tuple[int, bool, str, str]] = []
         with self._transaction() as conn:
             self._touch_peer(conn, peer_id, now)
             reported = self._reported(conn, peer_id, reports)
@@ -1203,9 +1200,9 @@ class SqliteStore:
                 try:
                     response = self._take_report(conn, report, now, reported)
                 except (StaleLease, NotFound, InvalidInput) as exc:
-                    verdicts.append(ReportVerdict(report.unit_id, False, str(exc), _refusal_code(exc)))
+                    verdicts.append((report.unit_id, False, str(exc), _refusal_code(exc)))
                 else:
-                    verdicts.append(ReportVerdict(report.unit_id, True, response.reason))
+                    verdicts.append((report.unit_id, True, response.reason, ""))
             self._write_reported(conn, reported, now)
         return verdicts
 
