@@ -1218,7 +1218,8 @@ class SqliteStore:
                 chunk,
             ):
                 reported.units[unit_id] = _ReportedUnit(job_id, key, leased_at, self._unit_lease(lease_row))
-                # A unit done has nothing open; its items need not be looked up.
+                # A unit done has no open items: what its range holds undone is another unit's
+                # (a partial report left it out).
                 if reported.units[unit_id].lease.state is not UnitState.DONE:
                     reported.units[unit_id].items = {
                         url: (item_id, depth, bool(crawl))

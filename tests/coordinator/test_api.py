@@ -198,6 +198,33 @@ async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, 
     assert (job["state"], job["units_total"], job["items_done"], job["counts"]) == ("done", 2, 3, {"ok": 3})
 
 
+async def test_what_a_partial_report_left_out_is_leased_before_the_links_it_found(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
+    on_a = ["http://a.test/1", "http://a.test/2", "http://a.test/3"]  # one unit (the fixture's size)
+    job_id = await submit(client, on_a, depth=1)
+    (lease,) = await peer.lease()
+    # a/2 checked, linking to a/4 on the same host; a/1 and a/3 left out.
+    partial = {"items": [item(on_a[1], links=["http://a.test/4"])]}
+    assert await peer.report(lease, 1, partial, "ran out of time") == (200, {"accepted": True, "reason": ""})
+    # Sent again (its answer was lost): a duplicate, and what it left out stays out.
+    assert await peer.report(lease, 1, partial) == (200, {"accepted": True, "reason": "duplicate"})
+    clock.advance(REST)
+    (rest,) = await peer.lease()
+    assert urls_of(rest) == [on_a[0], on_a[2]]
+    await peer.report(rest, 0, {"items": [item(on_a[0]), item(on_a[2])]})
+    clock.advance(REST)
+    (found,) = await peer.lease()
+    assert urls_of(found) == ["http://a.test/4"]
+    await peer.report(found, 0, {"items": [item("http://a.test/4")]})
+    clock.advance(REST)
+    assert await peer.lease() == []
+    by_url = await results(client, job_id)
+    assert sorted(by_url) == [*on_a, "http://a.test/4"]
+    assert {r["result"] for r in by_url.values()} == {"ok"}
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
+
+
 async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
     for attempt in range(3):
