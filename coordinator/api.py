@@ -38,6 +38,7 @@ from yarl import URL
 
 from coordinator import dashboard
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
+from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite_store import SqliteStore
@@ -162,6 +163,7 @@ async def serve(
     lease_seconds: float = 60.0,
     unit_size: int = DEFAULT_UNIT_SIZE,
     host_min_delay: float = DEFAULT_MIN_DELAY,
+    epsilon: float = DEFAULT_EPSILON,
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
@@ -176,13 +178,16 @@ async def serve(
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s.
-    `host_min_delay`: the pause, in seconds, every host gets between two units. The dashboard
+    `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
+    far above its capacity-weighted share a peer's load may go (`assignment`). The dashboard
     needs the token kept beside the database unless `public_dashboard`. The built-in link-check bundle
     is published at every start, signed by the coordinator's key: the operator installed this
     osaas, so its link-check version becomes the stable one at once.
     """
     identity = identity or Identity.generate()
-    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay, own_process=True)
+    store = SqliteStore(
+        db_path, unit_size=unit_size, host_min_delay=host_min_delay, epsilon=epsilon, own_process=True
+    )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
     bundle_dir = bundle_dir or db_path.with_suffix(".bundles")

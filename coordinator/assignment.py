@@ -62,6 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_EPSILON = 0.25
+MAX_EPSILON = 10.0  # an operator's largest: caps of 11x the fair share bound next to nothing
 RING_VNODES = 100
 
 _HOST_DOMAIN = b"osaas-hrw-host"

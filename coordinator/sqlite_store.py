@@ -472,15 +472,19 @@ class SqliteStore:
         unit_size: int = DEFAULT_UNIT_SIZE,
         max_attempts: int = 5,
         host_min_delay: float = host_pacing.DEFAULT_MIN_DELAY,
+        epsilon: float = assignment.DEFAULT_EPSILON,
         own_process: bool = False,
     ) -> None:
         if unit_size < 1 or max_attempts < 1:
             raise ValueError("unit_size and max_attempts must be at least 1")
         if not 0 <= host_min_delay <= host_pacing.MAX_MIN_DELAY:
             raise ValueError(f"host_min_delay must be 0..{host_pacing.MAX_MIN_DELAY:g} seconds")
+        if not 0 < epsilon <= assignment.MAX_EPSILON:
+            raise ValueError(f"epsilon must be above 0 and at most {assignment.MAX_EPSILON:g}")
         self._path = str(path)
         self._unit_size = unit_size
         self._min_delay = host_min_delay  # the pause every host gets between units
+        self._epsilon = epsilon  # a peer's load stays within (1 + epsilon) times its fair share
         self._max_attempts = max_attempts
         # own_process: the calls run in a child process (`store_process`), else on a thread.
         self._own_process = own_process
@@ -503,7 +507,7 @@ class SqliteStore:
             raise RuntimeError("store is already open")
         if self._own_process:
             options = {"unit_size": self._unit_size, "max_attempts": self._max_attempts,
-                       "host_min_delay": self._min_delay}
+                       "host_min_delay": self._min_delay, "epsilon": self._epsilon}
             self._runner = StoreProcess(functools.partial(_hosted, self._path, options))
         else:
             self._runner = StoreThread(lambda: self._conn, on_rollback=self._forget_cached)
@@ -836,7 +840,7 @@ class SqliteStore:
             demand[key] = demand.get(key, 0) + count
         previous = dict(conn.execute("SELECT key, peer_id FROM hosts WHERE peer_id IS NOT NULL"))
         floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
-        plan = assignment.rebalance(previous, peers, demand, demand_floor=floor)
+        plan = assignment.rebalance(previous, peers, demand, epsilon=self._epsilon, demand_floor=floor)
         overflow = _overflow(plan, demand, previous)
         chosen = {**plan.assignment, **overflow}
         changed = [(host, peer) for host, peer in chosen.items() if previous.get(host) != peer]

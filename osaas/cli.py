@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
+from coordinator.assignment import DEFAULT_EPSILON, MAX_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY, MAX_MIN_DELAY
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from osaas import owner
@@ -135,6 +136,16 @@ def _host_delay(text: str) -> float:
     return value
 
 
+def _epsilon(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.25)") from None
+    if not 0 < value <= MAX_EPSILON:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most {MAX_EPSILON:g}")
+    return value
+
+
 def _duration(text: str) -> float:
     """Seconds from "90", "90s", "5m" or "1h"."""
     number, scale = text.strip().lower(), 1.0
@@ -216,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease-seconds", type=float, default=60.0)
     serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"most URLs per work unit; units are sized to about 30 s of each peer's measured work (default {DEFAULT_UNIT_SIZE})")
     serve.add_argument("--host-min-delay", type=_host_delay, default=DEFAULT_MIN_DELAY, metavar="SECONDS", help=f"pause every website gets between two work units, across all peers (default {DEFAULT_MIN_DELAY:g})")
+    serve.add_argument("--epsilon", type=_epsilon, default=DEFAULT_EPSILON, metavar="E", help=f"how far above its capacity-weighted share of the work a peer's load may go: at most (1+E) times it (default {DEFAULT_EPSILON:g})")
     serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
     serve.add_argument("--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator")
     serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through")
@@ -437,7 +449,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
             task = asyncio.create_task(
                 serve(
                     host, port, args.db, identity=identity, lease_seconds=args.lease_seconds,
-                    unit_size=args.unit_size, host_min_delay=args.host_min_delay, dht=dht, network=args.network, public_url=args.public_url,
+                    unit_size=args.unit_size, host_min_delay=args.host_min_delay, epsilon=args.epsilon, dht=dht, network=args.network, public_url=args.public_url,
                     torrent_listen=args.torrent_listen, bundle_upload_rate=args.bundle_upload_rate,
                     public_dashboard=args.public_dashboard,
                 )

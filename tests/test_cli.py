@@ -41,6 +41,8 @@ def test_coordinator_refuses_a_database_it_cannot_use(tmp_path: Path) -> None:
     for delay, message in (("-1", "must be 0..3600 seconds"), ("nan", "must be 0..3600"), ("soon", "not a number")):
         serve = ("coordinator", "serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.sqlite"))
         assert_one_line_error(osaas(*serve, "--host-min-delay", delay), message)
+    for epsilon, message in (("0", "must be above 0 and at most 10"), ("inf", "at most 10"), ("a lot", "not a number")):
+        assert_one_line_error(osaas(*serve, "--epsilon", epsilon), message)
 
 
 def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:

@@ -157,6 +157,35 @@ async def test_a_host_beyond_every_cap_stays_with_the_peer_that_has_it(tmp_path:
         assert hosts_of(await lease_all(store, "zed", later)) == [host]
 
 
+@pytest.mark.parametrize("epsilon", [assignment.DEFAULT_EPSILON, 1.0])
+async def test_the_operator_sets_how_far_a_peer_may_go_beyond_its_share(
+    tmp_path: Path, linkcheck: Linkcheck, epsilon: float
+) -> None:
+    # Small capacities keep the demand floor low: these four hosts (2, 3, 4 and 2 URLs) are the
+    # whole demand, and h3 goes to a different peer at the two bounds.
+    weights = {"p1": 25_000.0, "p2": 25_000.0, "p3": 25_000.0}
+    demand = {f"http://h{i}.test:80": size for i, size in enumerate((2, 3, 4, 2))}
+    floor = sum(weights.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
+    plans = {e: assignment.rebalance({}, weights, demand, epsilon=e, demand_floor=floor).assignment
+             for e in (assignment.DEFAULT_EPSILON, 1.0)}
+    assert plans[assignment.DEFAULT_EPSILON] != plans[1.0]  # the bound decides here
+    async with SqliteStore(tmp_path / "c.sqlite", unit_size=10, epsilon=epsilon) as store:
+        await add_linkcheck(store, linkcheck)
+        for peer, capacity in weights.items():
+            await register(store, peer, capacity=capacity)
+        urls = [f"{host.removesuffix(':80')}/{n}" for host, size in demand.items() for n in range(size)]
+        await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
+        await store.rebalance(T0)
+        got = {host: peer for peer in weights for host in hosts_of(await lease_all(store, peer, T0))}
+    assert got == plans[epsilon]
+
+
+def test_epsilon_is_checked() -> None:
+    for epsilon in (0.0, -1.0, assignment.MAX_EPSILON * 2, float("nan")):
+        with pytest.raises(ValueError, match="epsilon must be above 0 and at most 10"):
+            SqliteStore("unused.sqlite", epsilon=epsilon)
+
+
 # ---- politeness ------------------------------------------------------------------------------
 
 
