@@ -177,7 +177,7 @@ class Painter:
 
     @staticmethod
     def _text(surface: pygame.Surface, font: pygame.font.Font, text: str, colour: tuple[int, int, int], **where: tuple[int, int]) -> None:
-        rendered = font.render(text, True, colour)
+        rendered = font.render(_drawable(text), True, colour)
         surface.blit(rendered, rendered.get_rect(**where))
 
 
@@ -196,8 +196,14 @@ def _scaled(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]
     return tuple(round(b + (c - b) * factor) for c, b in zip(colour, BACKGROUND_TOP))  # type: ignore[return-value]
 
 
+def _drawable(text: str) -> str:
+    """SDL_ttf refuses text with a NUL in it; a status document may hold one anywhere."""
+    return text.replace("\0", "\ufffd")
+
+
 def _fit(font: pygame.font.Font, text: str, width: int) -> str:
     """`text`, cut in the middle with an ellipsis when it is wider than `width` pixels."""
+    text = _drawable(text)
     if font.size(text)[0] <= width:
         return text
     keep = len(text)
@@ -208,7 +214,7 @@ def _fit(font: pygame.font.Font, text: str, width: int) -> str:
 
 def _wrap(font: pygame.font.Font, text: str, width: int) -> list[str]:
     lines: list[str] = []
-    for word in text.split():
+    for word in _drawable(text).split():
         if lines and font.size(f"{lines[-1]} {word}")[0] <= width:
             lines[-1] = f"{lines[-1]} {word}"
         else:

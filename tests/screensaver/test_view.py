@@ -70,6 +70,17 @@ def test_any_document_gives_a_scene_that_draws(document: dict) -> None:
     Painter((320, 200)).draw(surface, scene, 12.5)
 
 
+def test_a_nul_anywhere_in_the_document_still_draws() -> None:
+    # SDL_ttf refuses text holding a NUL; hypothesis found it in a peer's name.
+    document = to_json(a_status())
+    document["name"] = "kit\0chen"
+    document["paused"] = "held\0 by a test"
+    document["recent"][0]["url"] = "http://a.test/\0"
+    surface = pygame.Surface((640, 360))
+    Painter((640, 360)).draw(surface, scene_of(document, URL), 1.0)
+    assert scene_of(document, URL).name == "kit\0chen"  # the scene keeps what the peer said
+
+
 def test_the_network_comes_from_the_dht_and_the_bundles_seeded() -> None:
     scene = scene_of(to_json(a_status()), URL)
     assert scene.neighbours == ("10.0.0.2:4000", "10.0.0.3:4000")
