@@ -276,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--cap", metavar="SIZE/PERIOD", help="bytes per day, week or month, e.g. 10GB/week")
     budget.add_argument("--max-fetches", metavar="N", help="concurrent fetches at most (default: none)")
     budget.add_argument("--active-hours", action="append", metavar="HH:MM-HH:MM", help="work only in these hours (local time; repeatable)")
-    budget.add_argument("--only-when-idle", action="store_true", help="work only while nobody uses this computer (X11 idle time); pause within a second of input")
+    budget.add_argument("--only-when-idle", action="store_true", help="work only while nobody uses this computer (X11 idle time, or while the osaas screensaver shows); pause within a second of input")
     budget.add_argument("--idle-after", type=_duration, default=DEFAULT_IDLE_AFTER, metavar="DURATION", help=f"with --only-when-idle: input-free time before working, e.g. 90s, 5m (default {DEFAULT_IDLE_AFTER:g} s)")
     run.set_defaults(run=_cmd_peer_run)
     peer_status = peer.add_parser("status", help="what the peer on this machine is doing")
@@ -519,7 +519,6 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer import work_choice
     from peer.agent import Agent, PeerSettings
     from peer.egress import EgressConfig
-    from peer.idle import IdleError
 
     _setup_logging(logging.INFO)
     config_path = args.config or default_config_path()
@@ -571,7 +570,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         agent = Agent(settings)
     except OSError as exc:
         raise UsageError(f"cannot use data dir {args.data_dir}: {exc.strerror or exc}") from exc
-    except (IdentityError, IdleError) as exc:
+    except IdentityError as exc:
         raise UsageError(str(exc)) from exc
     _run_until_signal(agent.run)
     return EXIT_OK

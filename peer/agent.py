@@ -36,7 +36,7 @@ from peer.bundles import BundleCache, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.discovery import find_coordinators
 from peer.egress import Egress, EgressConfig
-from peer.idle import XIdleClock, active_reason
+from peer.idle import AwaySense
 from peer.local_page import load_or_create_token, serve_local_page
 from peer.outbox import Outbox, PendingReport
 from peer.runner import WorkloadOutcome, run_workload
@@ -103,6 +103,7 @@ class PeerSettings:
     status_port: int | None = DEFAULT_STATUS_PORT  # on 127.0.0.1; 0: any free port; None: not served
     config_path: Path | None = None  # where a budget changed on the local page is kept; None: nowhere
     idle_after: float | None = None  # work only after this many seconds without input (X11); None: always
+    # (or while the osaas screensaver shows: peer.idle)
 
 
 class Agent:
@@ -127,8 +128,9 @@ class Agent:
         self._working_for: str | None = None  # the coordinator registered with, for the status
         self._units: dict[int, UnitView] = {}  # the running units, for the status
         self._totals = Totals()
-        # Made here so that a machine that cannot tell idle time says so before the peer starts.
-        self._idle_clock = XIdleClock() if settings.idle_after is not None else None
+        self._away = AwaySense(settings.idle_after) if settings.idle_after is not None else None
+        if self._away is not None and self._away.without_x is not None:
+            log.warning("--only-when-idle: %s; working only while the osaas screensaver shows", self._away.without_x)
         self._dht: DhtNode | None = None  # while running, when coordinators are found in the DHT
         self._torrents: TorrentSession | None = None  # while running
         self._held = False  # paused by the volunteer (local page)
@@ -435,8 +437,8 @@ class Agent:
         None to work."""
         if self._held:
             return PAUSED_BY_VOLUNTEER
-        if self._idle_clock is not None and self.settings.idle_after is not None:
-            reason = active_reason(*self._idle_clock.read(), self.settings.idle_after)
+        if self._away is not None:
+            reason = self._away.reason()
             if reason is not None:
                 return reason
         return self.allowance.pause_reason()

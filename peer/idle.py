@@ -1,10 +1,12 @@
 """Is the person at this machine away? For `osaas peer run --only-when-idle`.
 
-The X server counts the time since the last key press or pointer move; its screensaver
-extension (XScreenSaverQueryInfo, in libXss) tells it, and says whether the server's own
-screensaver is on. `XIdleClock` reads that through ctypes, so nothing needs compiling; the
-rule on what it reads is the pure `away_reason`. A machine with no X display cannot tell,
-and `XIdleClock` says so when it is made, before the peer starts.
+Two signs, either one enough. The X server counts the time since the last key press or pointer
+move; its screensaver extension (XScreenSaverQueryInfo, in libXss) tells it, and says whether
+the server's own screensaver is on. `XIdleClock` reads that through ctypes, so nothing needs
+compiling. And the osaas screensaver, while it shows, keeps a mark file fresh
+(`peer.status.screensaver_mark`). A machine without X idle time (no display, no libXss) has
+the second sign only: the peer then works while the screensaver shows. `AwaySense` reads both;
+the rules on what it reads are the pure `active_reason` and `mark_fresh`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
+from pathlib import Path
+
+from peer.status import screensaver_mark
 
 DEFAULT_IDLE_AFTER = 300.0  # seconds without input before the peer works
+MARK_FRESH = 3.0  # seconds a mark counts after its last touch (the screensaver touches it every second)
 _SCREEN_SAVER_ON = 1  # XScreenSaverInfo.state
 
 
@@ -21,11 +28,21 @@ class IdleError(Exception):
     """Idle time cannot be read here: one line for the user."""
 
 
-def active_reason(idle_seconds: float, saver_on: bool, idle_after: float) -> str | None:
-    """Why the peer must not work now (the person is using the machine), or None."""
-    if saver_on or idle_seconds >= idle_after:
+def active_reason(idle_seconds: float | None, saver_on: bool, showing: bool, idle_after: float) -> str | None:
+    """Why the peer must not work now (the person may be using the machine), or None.
+    `idle_seconds` None: this machine has no X idle time; `showing`: the osaas screensaver shows."""
+    if showing or saver_on:
+        return None
+    if idle_seconds is None:
+        return "the osaas screensaver is not showing (no X idle time here: working only while it shows)"
+    if idle_seconds >= idle_after:
         return None
     return f"the computer is in use (working only after {_duration(idle_after)} without input)"
+
+
+def mark_fresh(touched_at: float | None, now: float) -> bool:
+    """Was the screensaver's mark touched within MARK_FRESH seconds of `now` (None: no mark)?"""
+    return touched_at is not None and abs(now - touched_at) <= MARK_FRESH
 
 
 class _Info(ctypes.Structure):
@@ -45,7 +62,7 @@ class XIdleClock:
     def __init__(self, display: str | None = None) -> None:
         name = display if display is not None else os.environ.get("DISPLAY")
         if not name:
-            raise IdleError("--only-when-idle needs an X display to tell when the computer is idle (DISPLAY is not set)")
+            raise IdleError("no X display to read idle time from (DISPLAY is not set)")
         x11, xss = _library("X11", "libx11-6"), _library("Xss", "libxss1")
         x11.XOpenDisplay.restype = ctypes.c_void_p
         x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
@@ -58,10 +75,10 @@ class XIdleClock:
         xss.XScreenSaverQueryInfo.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(_Info)]
         self._display = x11.XOpenDisplay(name.encode())
         if not self._display:
-            raise IdleError(f"--only-when-idle: cannot open the X display {name!r}")
+            raise IdleError(f"cannot open the X display {name!r}")
         event, error = ctypes.c_int(), ctypes.c_int()
         if not xss.XScreenSaverQueryExtension(self._display, ctypes.byref(event), ctypes.byref(error)):
-            raise IdleError(f"--only-when-idle: the X display {name!r} has no screensaver extension to ask")
+            raise IdleError(f"the X display {name!r} has no screensaver extension to ask")
         self._root = x11.XDefaultRootWindow(self._display)
         self._info = xss.XScreenSaverAllocInfo()
         self._xss = xss
@@ -74,10 +91,34 @@ class XIdleClock:
         return info.idle / 1000.0, info.state == _SCREEN_SAVER_ON
 
 
+class AwaySense:
+    """Both signs of an absent person, read when asked. `without_x` says why there is no X
+    idle time here (None when there is)."""
+
+    def __init__(self, idle_after: float, mark: Path | None = None, display: str | None = None) -> None:
+        self.idle_after = idle_after
+        self.mark = mark if mark is not None else screensaver_mark()
+        self.without_x: str | None = None
+        self._clock: XIdleClock | None = None
+        try:
+            self._clock = XIdleClock(display)
+        except IdleError as exc:
+            self.without_x = str(exc)
+
+    def reason(self) -> str | None:
+        """Why the peer must not work now, or None (active_reason)."""
+        idle, saver_on = self._clock.read() if self._clock is not None else (None, False)
+        try:
+            touched_at: float | None = self.mark.stat().st_mtime
+        except OSError:
+            touched_at = None
+        return active_reason(idle, saver_on, mark_fresh(touched_at, time.time()), self.idle_after)
+
+
 def _library(name: str, package: str) -> ctypes.CDLL:
     found = ctypes.util.find_library(name)
     if found is None:
-        raise IdleError(f"--only-when-idle needs lib{name} (Debian package {package})")
+        raise IdleError(f"no lib{name} to read X idle time with (Debian package {package})")
     return ctypes.CDLL(found)
 
 

@@ -22,6 +22,11 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
 `result` is what the link-check workload says of a URL: ok, broken, timeout, error or excluded;
 `status` its HTTP status, null when there was no answer. Keys may be added in later versions;
 readers ignore the ones they do not know.
+
+The other way round, one sign goes from the screensaver to the peer: while it shows (full
+screen, or as a screensaver hack) it touches `screensaver_mark()` in the user's runtime dir
+every second and removes it when it ends; `--only-when-idle` counts the person as away while
+the mark is fresh (peer.idle). Only the same user can write there, and no web page can.
 """
 
 from __future__ import annotations
@@ -29,12 +34,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+import platformdirs
 
 from peer.budget import Budget, format_rate, format_size
 
 DEFAULT_STATUS_PORT = 8701
 STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer's own business
+
+
+def screensaver_mark() -> Path:
+    """The file the screensaver touches every second while it shows ($XDG_RUNTIME_DIR/osaas)."""
+    return platformdirs.user_runtime_path("osaas") / "screensaver-showing"
 
 State = Literal["looking", "idle", "working", "paused"]
 

@@ -8,12 +8,19 @@ Where it draws:
 A thread asks the peer for its status once a second (127.0.0.1 only: the status is the
 volunteer's business); the drawing loop never waits on the network. `frames` and `snapshot`
 end the program after so many frames and save the last one as a PNG (tests, previews).
+
+Full screen or in a given window it is a screensaver: nobody is at the computer. It says so to
+a peer run with `--only-when-idle` by keeping `peer.status.screensaver_mark()` fresh (touched
+every second, removed at the end, SIGTERM included, which is how XScreenSaver ends a hack). A
+window of its own says nothing: someone may be watching it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -26,7 +33,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import pygame  # noqa: E402
 
-from peer.status import STATUS_HOST  # noqa: E402
+from peer.status import STATUS_HOST, screensaver_mark  # noqa: E402
 from screensaver.draw import Painter  # noqa: E402
 from screensaver.view import scene_of  # noqa: E402
 
@@ -68,6 +75,31 @@ def fetch_status(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+class ShowingMark:
+    """The sign to the peer that the screensaver shows: a file touched now and then."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._touched = -float("inf")
+
+    def touch(self, every: float = POLL_SECONDS) -> None:
+        now = time.monotonic()
+        if now - self._touched < every:
+            return
+        self._touched = now
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.touch()
+        except OSError:
+            pass  # no runtime dir to write to: the peer goes by X idle time alone
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
 
 
 class StatusPoller:
@@ -131,6 +163,9 @@ def run(options: Options) -> None:
         pygame.display.init()
     except pygame.error as exc:
         raise ScreensaverError(f"no display to draw on ({exc}); is DISPLAY set?") from exc
+    # Ended by a signal, it still removes its mark and closes the display (SystemExit unwinds).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    showing = ShowingMark(screensaver_mark()) if options.fullscreen or options.window_id is not None else None
     try:
         screen = _open_screen(options)
         painter = Painter(screen.get_size())
@@ -142,6 +177,8 @@ def run(options: Options) -> None:
             while options.frames is None or drawn < options.frames:
                 if _asked_to_quit(options):
                     break
+                if showing is not None:
+                    showing.touch()
                 if screen.get_size() != painter.size:
                     painter = Painter(screen.get_size())
                 painter.draw(screen, scene_of(poller.latest, poller.url), time.monotonic() - started)
@@ -153,6 +190,8 @@ def run(options: Options) -> None:
         finally:
             poller.stop()
     finally:
+        if showing is not None:
+            showing.remove()
         pygame.display.quit()
 
 

@@ -1,6 +1,7 @@
 """`osaas peer run --only-when-idle`, end to end on a virtual X display: the peer works while
 nobody touches the computer, pauses (giving its units back) within seconds of input, fetches
-nothing while the person is there, and goes on once they leave; the job still completes."""
+nothing while the person is there, and goes on once they leave; the job still completes.
+Without X, the peer works while the osaas screensaver shows, and only then."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,57 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
             assert len(log.requests) > while_used
             urls = [r["url"] for r in await job_results(url, job_id)]
             assert len(urls) == len(set(urls)) == final["items_total"]
+
+
+async def test_without_x_the_peer_works_while_the_screensaver_shows(tmp_path: Path) -> None:
+    """No X display, so no idle time: the peer works while `osaas screensaver --fullscreen`
+    shows, and stops within seconds of its end (SIGTERM, as XScreenSaver ends a hack)."""
+    log = RequestLog()
+    coordinator_port, status_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    # The same user's runtime dir for both, and no display: DISPLAY set empty counts as unset.
+    session = {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "DISPLAY": ""}
+    processes: list[asyncio.subprocess.Process] = []
+    async with serve(generated_site_app(log, pages=30, delay=0.1)) as site, stopped_on_exit(processes):
+        processes.append(await start(
+            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
+            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
+        ))
+        await wait_until_serving(url, tmp_path / "coordinator.log")
+        processes.append(await start(
+            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
+            "--config", str(tmp_path / "none.toml"), "--only-when-idle",
+            "--status-port", str(status_port), log=tmp_path / "peer.log", env=session,
+        ))
+        code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
+        assert code == 0, err
+
+        async def paused() -> bool:
+            return (await peer_status(status_port)).get("state") == "paused"
+        await until(paused, "the peer waits for the screensaver")
+        assert (await peer_status(status_port))["paused"] == (
+            "the osaas screensaver is not showing (no X idle time here: working only while it shows)"
+        )
+        await asyncio.sleep(2.0)
+        assert log.requests == [], "the peer fetched while nobody showed the screensaver"
+        assert "working only while the osaas screensaver shows" in (tmp_path / "peer.log").read_text()
+
+        saver = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "osaas", "screensaver", "--fullscreen", "--status-port", str(status_port),
+            env={**os.environ, **session, "SDL_VIDEODRIVER": "dummy"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        processes.append(saver)
+        async def fetched() -> bool:
+            return len(log.requests) >= 10
+        await until(fetched, "the peer works while the screensaver shows")
+
+        saver.terminate()
+        assert await saver.wait() == 0
+        assert not (tmp_path / "run" / "osaas" / "screensaver-showing").exists()
+        await until(paused, "the peer pauses when the screensaver ends", seconds=10)
+        await asyncio.sleep(1.0)  # a fetch under way when the pause came may end
+        after = len(log.requests)
+        await asyncio.sleep(3.0)
+        assert len(log.requests) == after, "the peer fetched after the screensaver ended"
+        assert (await peer_status(status_port))["state"] == "paused"
