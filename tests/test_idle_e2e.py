@@ -60,7 +60,8 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
             processes.append(await start(
                 "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
                 "--config", str(tmp_path / "none.toml"), "--only-when-idle", "--idle-after", "2s",
-                "--status-port", str(status_port), log=tmp_path / "peer.log", env={"DISPLAY": display},
+                "--status-port", str(status_port), log=tmp_path / "peer.log",
+                env={"DISPLAY": display, "XDG_RUNTIME_DIR": str(tmp_path / "run")},
             ))
             code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
             assert code == 0, err

@@ -109,7 +109,11 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
 
 async def test_as_an_xscreensaver_hack_it_draws_on_the_root_window(tmp_path: Path) -> None:
     with xvfb((640, 400)) as display:
-        env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"} | {"DISPLAY": display}
+        runtime = tmp_path / "run"
+        mark = runtime / "osaas" / "screensaver-showing"
+        env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"} | {
+            "DISPLAY": display, "XDG_RUNTIME_DIR": str(runtime),
+        }
         port = free_port()  # no peer there: the scene does not move
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "osaas", "screensaver", "-root", "--status-port", str(port),
@@ -126,9 +130,11 @@ async def test_as_an_xscreensaver_hack_it_draws_on_the_root_window(tmp_path: Pat
                     break
                 await asyncio.sleep(0.2)
             assert size == (640, 400) and shown == wanted
+            assert mark.exists()  # a hack tells a peer run --only-when-idle that nobody is there
         finally:
             process.terminate()
             await process.wait()
+        assert process.returncode == 0 and not mark.exists()
 
 
 def test_the_window_to_draw_into_comes_from_the_flag_or_xscreensaver(monkeypatch: pytest.MonkeyPatch) -> None:
