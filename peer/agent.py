@@ -102,8 +102,9 @@ class PeerSettings:
     budget: Budget = field(default_factory=Budget)
     status_port: int | None = DEFAULT_STATUS_PORT  # on 127.0.0.1; 0: any free port; None: not served
     config_path: Path | None = None  # where a budget changed on the local page is kept; None: nowhere
-    idle_after: float | None = None  # work only after this many seconds without input (X11); None: always
-    # (or while the osaas screensaver shows: peer.idle)
+    # Work only after this many seconds without input (X11), or while the osaas screensaver
+    # shows (peer.idle); None: always.
+    idle_after: float | None = None
 
 
 class Agent:
