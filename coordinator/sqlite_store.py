@@ -130,6 +130,11 @@ _UNIT_ITEMS = "unit_key = ? AND job_id = ? AND id BETWEEN ? AND ? AND done = 0"
 # Does queue `q` hold items not taken into a unit yet? (Done items above a cursor are left by
 # files of schema 4 only.)
 _WAITING = "EXISTS (SELECT 1 FROM items WHERE unit_key = q.unit_key AND job_id = q.job_id AND id > q.taken_through AND done = 0)"
+# The waiting items themselves, each beside its queue `q`.
+_QUEUED_ITEMS = (
+    "queues q JOIN items ON items.unit_key = q.unit_key AND items.job_id = q.job_id"
+    " AND items.id > q.taken_through AND items.done = 0"
+)
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -828,8 +833,7 @@ class SqliteStore:
                 peers[peer_id] = active[peer_id]
         demand: dict[str, int] = dict(
             conn.execute(
-                "SELECT q.unit_key, COUNT(*) FROM queues q JOIN items ON items.unit_key = q.unit_key"
-                " AND items.job_id = q.job_id AND items.id > q.taken_through WHERE items.done = 0 GROUP BY q.unit_key"
+                f"SELECT q.unit_key, COUNT(*) FROM {_QUEUED_ITEMS} GROUP BY q.unit_key"
             )
         )
         for key, count in conn.execute(
@@ -1056,9 +1060,8 @@ class SqliteStore:
         if ask.names is not None:
             only = f" AND q.job_id IN (SELECT id FROM jobs WHERE workload IN ({', '.join('?' * len(ask.names))}))"
         rows = conn.execute(
-            "SELECT q.job_id, items.id, items.url, items.crawl FROM queues q JOIN items ON items.unit_key = q.unit_key"
-            " AND items.job_id = q.job_id AND items.id > q.taken_through"
-            f" WHERE q.unit_key = ? AND items.done = 0{only} ORDER BY q.job_id, items.id LIMIT ?",
+            f"SELECT q.job_id, items.id, items.url, items.crawl FROM {_QUEUED_ITEMS}"
+            f" WHERE q.unit_key = ?{only} ORDER BY q.job_id, items.id LIMIT ?",
             (key, *(ask.names or ()), unit_sizing.unit_size(ask.throughput)),
         ).fetchall()
         if not rows:
@@ -1478,9 +1481,8 @@ class SqliteStore:
             # Units of the waiting items are formed when leased; count them at a new peer's size.
             size = min(unit_sizing.DEFAULT_UNIT, unit_size)
             (to_form,) = conn.execute(
-                "SELECT COALESCE(SUM((n + ? - 1) / ?), 0) FROM (SELECT COUNT(*) AS n FROM queues q JOIN items"
-                " ON items.unit_key = q.unit_key AND items.job_id = q.job_id AND items.id > q.taken_through"
-                " WHERE q.job_id = ? AND items.done = 0 GROUP BY q.unit_key)",
+                "SELECT COALESCE(SUM((n + ? - 1) / ?), 0)"
+                f" FROM (SELECT COUNT(*) AS n FROM {_QUEUED_ITEMS} WHERE q.job_id = ? GROUP BY q.unit_key)",
                 (size, size, job_id),
             ).fetchone()
             units_total += to_form

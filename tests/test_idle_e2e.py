@@ -36,12 +36,30 @@ async def until(check, what: str, seconds: float = 30.0) -> None:  # type: ignor
     raise AssertionError(f"never: {what}")
 
 
+async def coordinator_and_idle_peer(
+    processes: list[asyncio.subprocess.Process], tmp_path: Path, status_port: int, env: dict[str, str], *peer_args: str
+) -> str:
+    """A coordinator and an `osaas peer run --only-when-idle` working for it; the coordinator's URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes.append(await start(
+        "coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
+        "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
+    ))
+    await wait_until_serving(url, tmp_path / "coordinator.log")
+    processes.append(await start(
+        "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
+        "--config", str(tmp_path / "none.toml"), "--only-when-idle", *peer_args,
+        "--status-port", str(status_port), log=tmp_path / "peer.log", env=env,
+    ))
+    return url
+
+
 async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) -> None:
     if shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed (make test installs it)")
     log = RequestLog()
-    coordinator_port, status_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
+    status_port = free_port()
     processes: list[asyncio.subprocess.Process] = []
     with xvfb() as display:
 
@@ -52,17 +70,8 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
             assert await mover.wait() == 0
 
         async with serve(generated_site_app(log, pages=PAGES, delay=0.2)) as site, stopped_on_exit(processes):
-            processes.append(await start(
-                "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
-                "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
-            ))
-            await wait_until_serving(url, tmp_path / "coordinator.log")
-            processes.append(await start(
-                "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
-                "--config", str(tmp_path / "none.toml"), "--only-when-idle", "--idle-after", "2s",
-                "--status-port", str(status_port), log=tmp_path / "peer.log",
-                env={"DISPLAY": display, "XDG_RUNTIME_DIR": str(tmp_path / "run")},
-            ))
+            session = {"DISPLAY": display, "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+            url = await coordinator_and_idle_peer(processes, tmp_path, status_port, session, "--idle-after", "2s")
             code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
             assert code == 0, err
             job_id = int(out)
@@ -101,22 +110,12 @@ async def test_without_x_the_peer_works_while_the_screensaver_shows(tmp_path: Pa
     """No X display, so no idle time: the peer works while `osaas screensaver --fullscreen`
     shows, and stops within seconds of its end (SIGTERM, as XScreenSaver ends a hack)."""
     log = RequestLog()
-    coordinator_port, status_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
+    status_port = free_port()
     # The same user's runtime dir for both, and no display: DISPLAY set empty counts as unset.
     session = {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "DISPLAY": ""}
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(log, pages=30, delay=0.1)) as site, stopped_on_exit(processes):
-        processes.append(await start(
-            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
-            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
-        ))
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        processes.append(await start(
-            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
-            "--config", str(tmp_path / "none.toml"), "--only-when-idle",
-            "--status-port", str(status_port), log=tmp_path / "peer.log", env=session,
-        ))
+        url = await coordinator_and_idle_peer(processes, tmp_path, status_port, session)
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
 
