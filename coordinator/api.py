@@ -29,6 +29,7 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from overlay.wire import (
+    ANY_WORKLOAD,
     CONTENT_TYPE,
     MAX_BODY,
     MAX_REPORT_BATCH,
@@ -364,7 +366,8 @@ async def _register(request: web.Request) -> web.Response:
     peer_id, obj = await _signed_body(request)
     message = parse(RegisterRequest, obj)
     store = request.app[STORE]
-    await store.register_peer(peer_id, message, request.app[CLOCK]())
+    workloads = await _runnable(store, message.workloads, message.trusted_owners)
+    await store.register_peer(peer_id, replace(message, workloads=workloads), request.app[CLOCK]())
     # Hosts for the newcomer at once; many registering together share one rebalance.
     await store.rebalance(request.app[CLOCK](), only_if_needed=True)
     log.info("peer %s registered as %r with %d slots", peer_id[:12], message.name, message.slots)
@@ -374,10 +377,22 @@ async def _register(request: web.Request) -> web.Response:
 async def _lease(request: web.Request) -> web.Response:
     peer_id, obj = await _signed_body(request)
     message = parse(LeaseRequest, obj)
-    granted = await request.app[STORE].lease(
-        peer_id, message.max_units, message.workloads, request.app[CLOCK](), request.app[LEASE_SECONDS], message.usage
+    store = request.app[STORE]
+    workloads = await _runnable(store, message.workloads, message.trusted_owners)
+    granted = await store.lease(
+        peer_id, message.max_units, workloads, request.app[CLOCK](), request.app[LEASE_SECONDS], message.usage
     )
     return _reply(to_obj(LeaseResponse(leases=granted, retry_after=None if granted else RETRY_AFTER)))
+
+
+async def _runnable(store: Store, workloads: list[str], trusted_owners: list[bytes] | None) -> list[str]:
+    """The bundles a peer runs: those it names, and where it has no sandbox (it sent the owner
+    keys it trusts) only those of these owners, so it is never given work it must refuse."""
+    if trusted_owners is None:
+        return workloads
+    owners = {key.hex() for key in trusted_owners}
+    names = {bundle.name for bundle in await store.published_bundles() if bundle.owner_key in owners}
+    return sorted(names if ANY_WORKLOAD in workloads else names & set(workloads))
 
 
 async def _renew(request: web.Request) -> web.Response:

@@ -227,9 +227,13 @@ class RegisterRequest:
     workloads: list[str]
     version: str = ""
     capacity: float = 0.0  # bytes/s the volunteer's budget sustains (0: not told)
+    # None: the peer runs any admitted owner's bundle (in its sandbox); a list: it has no
+    # sandbox and runs only bundles of these owner keys.
+    trusted_owners: list[bytes] | None = None
 
     def __post_init__(self) -> None:
         _require(0 < len(self.name) <= 200, "name must be 1..200 characters")
+        _check_owners(self.trusted_owners)
         _require(1 <= self.slots <= 256, "slots must be 1..256")
         _require(len(self.workloads) <= 64, "too many workloads")
         _require(0 <= self.capacity <= MAX_CAPACITY, f"capacity must be 0..{MAX_CAPACITY:.0e} bytes/s")
@@ -269,9 +273,21 @@ class LeaseRequest:
     max_units: int
     workloads: list[str]
     usage: PeerUsage | None = None
+    trusted_owners: list[bytes] | None = None  # as in RegisterRequest
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_units <= 256, "max_units must be 1..256")
+        _check_owners(self.trusted_owners)
+
+
+MAX_TRUSTED_OWNERS = 64
+
+
+def _check_owners(owners: list[bytes] | None) -> None:
+    _require(
+        owners is None or (len(owners) <= MAX_TRUSTED_OWNERS and all(len(key) == 32 for key in owners)),
+        f"trusted_owners must be at most {MAX_TRUSTED_OWNERS} owner keys of 32 bytes",
+    )
 
 
 ANY_WORKLOAD = "*"  # in LeaseRequest.workloads: this peer runs any bundle the coordinator names

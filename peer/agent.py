@@ -39,7 +39,8 @@ from peer.egress import Egress, EgressConfig
 from peer.idle import AwaySense
 from peer.local_page import load_or_create_token, serve_local_page
 from peer.outbox import Outbox, PendingReport
-from peer.runner import WorkloadOutcome, run_workload
+from peer.runner import WorkloadOutcome, remove_leftovers, run_workload
+from peer.sandbox import DEFAULT_PROGRAM as DEFAULT_SANDBOX_PROGRAM
 from peer.status import (
     DEFAULT_STATUS_PORT,
     RECENT_KEPT,
@@ -52,6 +53,7 @@ from peer.status import (
     checked_items,
     state_of,
 )
+from peer.trust import Untrusted, WorkloadTrust
 from peer.work_choice import WorkChoice
 from workloads.bundle import BundleError
 from workloads.process_api import ExitCode, Unit
@@ -105,6 +107,10 @@ class PeerSettings:
     # Work only after this many seconds without input (X11), or while the osaas screensaver
     # shows (peer.idle); None: always.
     idle_after: float | None = None
+    # Owner keys (hex) whose bundles run where no sandbox can be built; with a sandbox, every
+    # admitted owner's bundles run, confined (peer.trust).
+    trusted_owners: frozenset[str] = frozenset()
+    sandbox_program: str = DEFAULT_SANDBOX_PROGRAM
 
 
 class Agent:
@@ -116,6 +122,10 @@ class Agent:
         self.outbox = Outbox(settings.data_dir / "outbox")
         self.workdir = settings.data_dir / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if removed := remove_leftovers(self.workdir):
+            log.info("removed %d unit director%s left by a peer that was stopped mid-unit", removed, "y" if removed == 1 else "ies")
+        hidden = [settings.data_dir] + ([settings.config_path.parent] if settings.config_path is not None else [])
+        self.trust = WorkloadTrust.detect(settings.trusted_owners, hidden, settings.sandbox_program)
         self._lease_seconds = 60.0
         self._avoid: dict[str, float] = {}  # coordinator URL -> until when it ranks last
         self._current: str | None = None  # the discovered coordinator we work for
@@ -159,6 +169,8 @@ class Agent:
             recent=tuple(self._recent),
             bundles=tuple(BundleView(*seeded) for seeded in self._bundles.seeding()) if self._bundles else (),
             dht_neighbours=None if self._dht is None else tuple(f"{h}:{p}" for h, p in self._dht.neighbours()),
+            sandbox=self.trust.summary(),
+            sandboxed=self.trust.sandbox is not None,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -276,6 +288,7 @@ class Agent:
             workloads=sorted(WORKLOADS),
             version=VERSION,
             capacity=self.allowance.budget.sustainable_rate,
+            trusted_owners=self.trust.advertised_owners(),
         )
         registering = asyncio.create_task(
             _retry(lambda: client.register(request), stop, "register", LOST_AFTER if give_up else None)
@@ -324,7 +337,12 @@ class Agent:
                 continue
             try:
                 answer = await client.lease(
-                    wire.LeaseRequest(max_units=free, workloads=sorted(WORKLOADS), usage=self._usage())
+                    wire.LeaseRequest(
+                        max_units=free,
+                        workloads=sorted(WORKLOADS),
+                        usage=self._usage(),
+                        trusted_owners=self.trust.advertised_owners(),
+                    )
                 )
             except Unavailable as exc:
                 delay = backoff_delay(failures, retry_after=exc.retry_after)
@@ -481,6 +499,12 @@ class Agent:
         )
         try:
             outcome = await self._run(client, egress, lease)
+        except Untrusted as exc:
+            # Not the version's fault nor the unit's: give it back for a peer that may run it.
+            log.warning("unit %d given back: %s", lease.unit_id, exc)
+            with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
+                await asyncio.wait_for(client.release(ref), timeout=3.0)
+            return
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
             log.exception("unit %d: the peer could not run its workload", lease.unit_id)
             outcome = WorkloadOutcome(ExitCode.FAILED, None, f"peer error: {type(exc).__name__}: {exc}", "")
@@ -532,14 +556,16 @@ class Agent:
             # Counted against this version by the coordinator: a version peers cannot fetch or
             # trust is a failing version.
             return WorkloadOutcome(ExitCode.FAILED, None, f"bundle {lease.bundle.name} {lease.bundle.version}: {exc}", "")
+        sandboxed = self.trust.confinement(ready)  # raises Untrusted
         return await run_workload(
-            ready.argv,
+            ready.argv if sandboxed is None else ready.sandboxed_argv,
             Unit(unit_id=lease.unit_id, payload=lease.payload),
             egress.fetch if "fetch" in ready.capabilities else None,
             timeout=min(ready.timeout, self.settings.unit_timeout),
             limits=ready.limits,
-            env=ready.env,
+            env=ready.env if sandboxed is None else ready.sandboxed_env,
             workdir_parent=self.workdir,
+            sandbox=sandboxed,
         )
 
     async def _ready_bundle(self, client: CoordinatorClient, ref: wire.BundleRef) -> ReadyBundle:

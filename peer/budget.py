@@ -392,9 +392,24 @@ def save_budget(path: Path, budget: Budget) -> None:
     if not budget.active_hours.always:
         hours = ", ".join(_toml_string(text) for text in budget.active_hours.to_strings())
         lines.append(f"active_hours = [{hours}]")
+    owners = _trusted_owners_kept(path)
+    if owners:
+        lines.append(f"trusted_owners = [{', '.join(_toml_string(key) for key in owners)}]")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(("\n".join(lines) + "\n").encode())
+
+
+def _trusted_owners_kept(path: Path) -> list[str]:
+    """The trusted owner keys in the file about to be replaced: the page changes the budget,
+    never whom the volunteer trusts."""
+    try:
+        keys = tomllib.loads(path.read_text(encoding="utf-8")).get("trusted_owners", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    if not isinstance(keys, list):
+        return []
+    return [key for key in keys if isinstance(key, str) and re.fullmatch(r"[0-9a-fA-F]{64}", key)]
 
 
 def budget_from(
@@ -471,6 +486,8 @@ _FILE_KEYS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "cap": lambda value: _cap_fields(_cap_value(value)),
     "max_fetches": lambda value: {"max_fetches": _fetches_value(value)},
     "active_hours": lambda value: {"active_hours": _hours_value(value)},
+    # Not the budget's: whose bundles run where no sandbox can be built (peer.trust reads it).
+    "trusted_owners": lambda value: {},
 }
 
 

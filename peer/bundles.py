@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from overlay import records, wire
 from overlay.announcements import SwarmMember, swarm_key
@@ -49,7 +49,8 @@ from overlay.identity import Identity
 from overlay.records import RecordError
 from overlay.torrent import Address, TorrentError, TorrentSession, info_hash_of, make_torrent
 from overlay.wire import BundleInfo, BundleRef
-from peer.platform import ResourceLimits
+from peer import sandbox
+from peer.platform import VOLUNTEER_CEILING, ResourceLimits
 from workloads import bundle
 from workloads.bundle import BundleError, KeyPins, SignedManifest
 
@@ -82,6 +83,12 @@ class ReadyBundle:
     limits: ResourceLimits
     timeout: float
     capabilities: frozenset[str]
+    owner_key: bytes
+    # The same command as seen inside the sandbox, where the bundle is at sandbox.BUNDLE_DIR,
+    # and what it runs on besides the system (the peer's interpreter for Python bundles).
+    sandboxed_argv: list[str]
+    sandboxed_env: dict[str, str]
+    runtime: tuple[Path, ...]
 
 
 @dataclass(slots=True)
@@ -92,6 +99,7 @@ class _Entry:
     version: str
     archive_sha256: bytes
     last_used: float
+    capabilities: tuple[str, ...] = ()  # what its manifest lets it do (shown to the volunteer)
 
     def to_obj(self) -> dict[str, object]:
         return {
@@ -111,9 +119,13 @@ def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
     manifest = signed.manifest
     program, *args = manifest.entrypoint
     if program in _PYTHON_NAMES:
-        argv = [sys.executable, *args]
+        argv = sandboxed_argv = [sys.executable, *args]
+        runtime = sandbox.python_runtime()
     else:
-        argv = [str(_program_in(root, program, manifest.stem)), *args]
+        path = _program_in(root, program, manifest.stem)
+        argv = [str(path), *args]
+        sandboxed_argv = [str(PurePosixPath(sandbox.BUNDLE_DIR, path.relative_to(root.resolve()).as_posix())), *args]
+        runtime = ()
     limits = manifest.limits
     return ReadyBundle(
         name=manifest.name,
@@ -126,9 +138,13 @@ def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
             cpu_seconds=limits.cpu_seconds,
             memory_bytes=limits.memory_mb * _MEGABYTE,
             open_files=limits.open_files,
-        ),
+        ).within(VOLUNTEER_CEILING),
         timeout=float(limits.timeout_seconds),
         capabilities=frozenset(manifest.capabilities),
+        owner_key=signed.owner_key,
+        sandboxed_argv=sandboxed_argv,
+        sandboxed_env={"PYTHONPATH": sandbox.BUNDLE_DIR},
+        runtime=runtime,
     )
 
 
@@ -251,16 +267,16 @@ class BundleCache:
         if self._closed:
             raise RuntimeError("the bundle cache is closed")
 
-    def seeding(self) -> list[tuple[str, str, int, int]]:
-        """(name, version, peers connected, bytes uploaded) of each version this cache holds
-        and seeds, as its torrent session sees them now."""
+    def seeding(self) -> list[tuple[str, str, int, int, tuple[str, ...]]]:
+        """(name, version, peers connected, bytes uploaded, capabilities) of each version this
+        cache holds and seeds, as its torrent session sees them now."""
         seeded = []
         for info_hash, entry in sorted(self._index.items(), key=lambda item: (item[1].name, item[1].version)):
             try:
                 stats = self._torrents.stats(info_hash)
             except TorrentError:
                 continue  # not (or no longer) in the session
-            seeded.append((entry.name, entry.version, stats.num_peers, stats.total_upload))
+            seeded.append((entry.name, entry.version, stats.num_peers, stats.total_upload, entry.capabilities))
         return seeded
 
     # -- ensure --
@@ -433,7 +449,9 @@ class BundleCache:
             with atomic_file(where / _TORRENT_FILE) as f:
                 f.write(torrent_bytes)
         manifest = signed.manifest
-        self._index[signed.info_hash] = _Entry(manifest.name, manifest.version, signed.archive_sha256, self._clock())
+        self._index[signed.info_hash] = _Entry(
+            manifest.name, manifest.version, signed.archive_sha256, self._clock(), manifest.capabilities
+        )
         self._save_index()
         log.info("bundle %s %s cached and seeded (%s)", manifest.name, manifest.version, signed.info_hash.hex())
 
@@ -514,7 +532,7 @@ class BundleCache:
                 where.unlink(missing_ok=True)
             return None
         manifest = signed.manifest
-        return _Entry(manifest.name, manifest.version, signed.archive_sha256, 0.0)
+        return _Entry(manifest.name, manifest.version, signed.archive_sha256, 0.0, manifest.capabilities)
 
     def _read_cached(self, where: Path) -> tuple[SignedManifest, bytes, Path]:
         if not where.is_dir() or not _is_hex_hash(where.name):

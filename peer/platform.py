@@ -1,6 +1,6 @@
 """The one place for protections that only POSIX systems offer.
 
-Workload subprocesses get resource limits (CPU seconds, address space, open files) and their
+Workload subprocesses get resource limits (CPU seconds, address space, open files, file size) and their
 own session, so that the whole process group can be killed. Where the system cannot do one of
 these, the fallback is honest: one log line says what is not enforced here.
 """
@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,26 @@ class ResourceLimits:
     cpu_seconds: int = 120
     memory_bytes: int = 1024 * 1024 * 1024
     open_files: int = 64
+    processes: int = 32  # enforced inside the sandbox only (see peer/sandbox.py)
+    tmp_bytes: int = 64 * 1024 * 1024  # the sandbox's tmpfs, and the largest file written anywhere
+
+    def within(self, ceiling: ResourceLimits) -> ResourceLimits:
+        """Each limit no higher than `ceiling`'s: what a bundle asks for is capped by what the
+        volunteer gives."""
+        return ResourceLimits(*(min(mine, most) for mine, most in zip(astuple(self), astuple(ceiling), strict=True)))
+
+
+# The most any bundle gets, whatever its manifest asks for.
+VOLUNTEER_CEILING = ResourceLimits(
+    cpu_seconds=600, memory_bytes=2 * 1024**3, open_files=256, processes=32, tmp_bytes=64 * 1024 * 1024
+)
 
 
 def limits_preexec(limits: ResourceLimits) -> Callable[[], None] | None:
     """A function to run in the child before exec that applies `limits`, or None where the
     system has no rlimits (then one line is logged saying so)."""
     if resource is None or os.name != "posix":
-        _log_once("resource limits (CPU time, memory, open files) are not enforced on this system")
+        _log_once("resource limits (CPU time, memory, open files, file size) are not enforced on this system")
         return None
     # Computed here, in the parent: the child between fork and exec should do as little as
     # possible, and a limit may not exceed the hard limit this process already has.
@@ -46,6 +59,7 @@ def limits_preexec(limits: ResourceLimits) -> Callable[[], None] | None:
         (resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + _CPU_HARD_MARGIN),
         (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
         (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        (resource.RLIMIT_FSIZE, limits.tmp_bytes, limits.tmp_bytes),
     ]
     settings = [(which, _capped(which, soft), _capped(which, hard)) for which, soft, hard in wanted]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.platform import ResourceLimits, kill_group, limits_preexec, new_group_options
+from peer.sandbox import TMP_DIR, Confinement, Sandbox
 from workloads.process_api import (
     MAX_FRAME,
     ExitCode,
@@ -46,6 +47,8 @@ MAX_CONCURRENT_FETCHES = 32
 EXIT_GRACE = 5.0  # seconds a workload has to exit once its stdout is done
 PIPE_GRACE = 1.0  # seconds for a killed workload's pipes to close
 _KEPT_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
+UNIT_DIR_PREFIX = "osaas-unit-"
+_SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ_CHUNK = 64 * 1024
 _MAX_LOG_LINES = 1000
 _MAX_LOG_LINE = 2000
@@ -77,6 +80,7 @@ async def run_workload(
     max_fetches: int = 10_000,
     workdir_parent: Path | None = None,
     env: Mapping[str, str] | None = None,
+    sandbox: Sandboxed | None = None,
 ) -> WorkloadOutcome:
     """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
     the workload does; cancellation kills the workload and propagates.
@@ -84,25 +88,68 @@ async def run_workload(
     `fetch` None means the workload may not fetch (its bundle did not declare the capability):
     each fetch it asks for is answered with a `policy` error instead. `env` is added to the
     scrubbed environment (e.g. the bundle's PYTHONPATH); HOME and TMPDIR stay the private
-    working directory whatever it says."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"osaas-unit-{unit.unit_id}-", dir=workdir_parent))
+    working directory whatever it says. With `sandbox` the workload runs confined (see
+    peer/sandbox.py; `argv` and `env` then name paths as seen inside) in a private tmpfs;
+    without, in a fresh directory under `workdir_parent`, removed when it ends."""
+    if sandbox is not None:
+        command = sandbox.sandbox.command(argv, sandbox.confinement, limits)
+        # Nothing of the volunteer's environment but the language: its paths do not exist inside.
+        parent = {name: os.environ[name] for name in ("LANG", "LC_ALL") if name in os.environ} | {"PATH": _SANDBOX_PATH}
+        return await _start_and_supervise(
+            command, unit, fetch, timeout, limits, max_fetches, cwd=None, env=_scrubbed_env(parent, Path(TMP_DIR), env or {})
+        )
+    workdir = Path(tempfile.mkdtemp(prefix=f"{UNIT_DIR_PREFIX}{unit.unit_id}-", dir=workdir_parent))
     try:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=workdir,
-                env=_scrubbed_env(os.environ, workdir, env or {}),
-                preexec_fn=limits_preexec(limits),
-                **new_group_options(),
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
-        return await _supervise(process, unit, fetch, timeout, max_fetches)
+        return await _start_and_supervise(
+            argv, unit, fetch, timeout, limits, max_fetches, cwd=workdir, env=_scrubbed_env(os.environ, workdir, env or {})
+        )
     finally:
         _remove_tree(workdir)
+
+
+@dataclass(frozen=True, slots=True)
+class Sandboxed:
+    """How to confine one unit: the sandbox this machine builds and what the unit sees in it."""
+
+    sandbox: Sandbox
+    confinement: Confinement
+
+
+async def _start_and_supervise(
+    argv: list[str],
+    unit: Unit,
+    fetch: Fetch | None,
+    timeout: float,
+    limits: ResourceLimits,
+    max_fetches: int,
+    *,
+    cwd: Path | None,
+    env: dict[str, str],
+) -> WorkloadOutcome:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd or "/",
+            env=env,
+            preexec_fn=limits_preexec(limits),
+            **new_group_options(),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
+    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=cwd is None)
+
+
+def remove_leftovers(workdir_parent: Path) -> int:
+    """Remove unit directories a killed peer left behind in `workdir_parent` (run at start,
+    before any unit runs); how many there were."""
+    count = 0
+    for path in workdir_parent.glob(f"{UNIT_DIR_PREFIX}*"):
+        _remove_tree(path)
+        count += 1
+    return count
 
 
 def _scrubbed_env(parent: Mapping[str, str], home: Path, extra: Mapping[str, str]) -> dict[str, str]:
@@ -115,7 +162,13 @@ def _scrubbed_env(parent: Mapping[str, str], home: Path, extra: Mapping[str, str
 
 
 async def _supervise(
-    process: asyncio.subprocess.Process, unit: Unit, fetch: Fetch | None, timeout: float, max_fetches: int
+    process: asyncio.subprocess.Process,
+    unit: Unit,
+    fetch: Fetch | None,
+    timeout: float,
+    max_fetches: int,
+    *,
+    sandboxed: bool,
 ) -> WorkloadOutcome:
     assert process.stderr is not None
     stderr_log = _StderrLog(unit.unit_id)
@@ -123,7 +176,7 @@ async def _supervise(
     try:
         try:
             async with asyncio.timeout(timeout):
-                exit_code, payload, error = await _Conversation(process, unit, fetch, max_fetches).run()
+                exit_code, payload, error = await _Conversation(process, unit, fetch, max_fetches, sandboxed).run()
         except TimeoutError:
             error = f"workload did not finish within {timeout:g} s and was killed"
             exit_code, payload = ExitCode.FAILED, None
@@ -166,6 +219,7 @@ class _Conversation:
     unit: Unit
     fetch: Fetch | None  # None: the workload may not fetch
     max_fetches: int
+    sandboxed: bool  # bubblewrap passes on a death by signal N as exit code 128 + N
     _fetch_count: int = field(default=0, init=False)
     _seen_ids: set[int] = field(default_factory=set, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -267,6 +321,8 @@ class _Conversation:
                 if result is not None and await self.process.stdout.read(1):
                     raise _Fault("workload wrote to stdout after its result")
                 returncode = await self.process.wait()
+                if self.sandboxed and 128 < returncode <= 128 + 64:
+                    returncode = 128 - returncode
         except TimeoutError:
             done = "sent its result" if result is not None else "closed its stdout"
             raise _Fault(f"workload {done} but did not exit within {EXIT_GRACE:g} s") from None

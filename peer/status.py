@@ -16,8 +16,10 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
      "usage": {"used", "period_ends", "down_rate", "up_rate"},
      "totals": {"units_done", "units_failed", "items_reported", "items_ok", "items_broken"},
      "recent": [{"url", "result", "status", "at"}, ...],     the last URLs checked, oldest first
-     "bundles": [{"name", "version", "peers", "uploaded"}, ...],   versions it holds and seeds
-     "dht": {"neighbours": ["host:port", ...]} | null}        null when it does not use the DHT
+     "bundles": [{"name", "version", "peers", "uploaded", "capabilities": [str]}, ...],
+                                                            versions it holds and seeds, and what each may do
+     "dht": {"neighbours": ["host:port", ...]} | null,       null when it does not use the DHT
+     "sandbox": str, "sandboxed": bool}                     whether workloads run confined (peer.trust)
 
 `result` is what the link-check workload says of a URL: ok, broken, timeout, error or excluded;
 `status` its HTTP status, null when there was no answer. Keys may be added in later versions;
@@ -99,6 +101,7 @@ class BundleView:
     version: str
     peers: int  # connected in its swarm now
     uploaded: int  # bytes seeded to others since the peer started
+    capabilities: tuple[str, ...] = ()  # what it may do besides computing (its manifest's list)
 
 
 def checked_items(payload: Any, at: float) -> list[Checked]:
@@ -128,6 +131,8 @@ class PeerStatus:
     recent: tuple[Checked, ...] = ()
     bundles: tuple[BundleView, ...] = ()
     dht_neighbours: tuple[str, ...] | None = None  # host:port; None: the peer does not use the DHT
+    sandbox: str = ""  # one line: whether workloads run confined, and if not whose run (peer.trust)
+    sandboxed: bool = False
 
 
 def state_of(paused: str | None, coordinator: str | None, running: int) -> State:

@@ -396,8 +396,8 @@ def test_file_with_every_key(tmp_path):
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        ('speed = "1MB/s"\n', "unknown key 'speed'; known keys are max_down, max_up, cap, max_fetches, active_hours"),
-        ("[peer]\nmax_down = 1\n", "unknown key 'peer'; known keys are max_down, max_up, cap, max_fetches, active_hours"),
+        ('speed = "1MB/s"\n', "unknown key 'speed'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners"),
+        ("[peer]\nmax_down = 1\n", "unknown key 'peer'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners"),
         ('max_down = "fast"\n', "max_down: 'fast' is not a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
         ("max_down = 0\n", "max_down: 0 bytes/s is not from 1 to 1000000000000000; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
         ("max_down = 1.5\n", 'max_down: must be "1MB/s" or a whole number of bytes per second, not a float'),

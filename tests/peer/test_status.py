@@ -30,7 +30,7 @@ def a_status(**changes: object) -> PeerStatus:
         usage=Usage(used=1_500_000, period_ends=2000.0, down_rate=250_000.0, up_rate=0.0),
         totals=Totals(units_done=4, units_failed=1, items_reported=80, items_ok=70, items_broken=10),
         recent=(Checked("http://a.test/", "ok", 200, 990.0), Checked("http://a.test/gone", "broken", 404, 995.0)),
-        bundles=(BundleView("linkcheck", "0.1.0", 3, 120_000),),
+        bundles=(BundleView("linkcheck", "0.1.0", 3, 120_000, ("fetch",)),),
         dht_neighbours=("10.0.0.2:4000", "10.0.0.3:4000"),
     )
     fields.update(changes)
@@ -52,7 +52,7 @@ def test_the_document_and_its_text_say_what_the_peer_does() -> None:
     }
     assert document["units"] == [{"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}]
     assert document["recent"][1] == {"url": "http://a.test/gone", "result": "broken", "status": 404, "at": 995.0}
-    assert document["bundles"] == [{"name": "linkcheck", "version": "0.1.0", "peers": 3, "uploaded": 120_000}]
+    assert document["bundles"] == [{"name": "linkcheck", "version": "0.1.0", "peers": 3, "uploaded": 120_000, "capabilities": ("fetch",)}]
     assert document["dht"] == {"neighbours": ["10.0.0.2:4000", "10.0.0.3:4000"]}
     assert to_json(a_status(dht_neighbours=None))["dht"] is None
     text = status_text(document)

@@ -1,0 +1,339 @@
+"""Hostile workloads against the real sandbox (bubblewrap): each attack is a real workload
+process, run the way the peer runs a stranger's Python bundle, beside a volunteer's data dir
+laid out as a peer keeps it. Every attack must fail with one clear line and change nothing.
+
+The same attacks run unconfined (the control) succeed, so these tests fail on a peer without
+the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peer.platform import ResourceLimits
+from peer.runner import Sandboxed, WorkloadOutcome, run_workload
+from peer.sandbox import BUNDLE_DIR, Confinement, Sandbox, SandboxError, detect, python_runtime, sandbox_command
+from workloads.process_api import ExitCode, Unit
+
+HOSTILE = Path(__file__).parent / "workloads" / "hostile.py"
+WORKLOADS = Path(__file__).resolve().parents[2] / "workloads"
+ARGV = [sys.executable, "-m", "hostile"]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    try:
+        return detect()
+    except SandboxError as exc:
+        if os.environ.get("CI"):
+            raise  # make test installs bubblewrap: CI must not skip the sandbox
+        pytest.skip(str(exc))
+
+
+def stage_hostile_bundle(root: Path) -> Path:
+    """The hostile workload as an unpacked Python bundle: its module and the process API."""
+    (root / "workloads").mkdir(parents=True)
+    shutil.copyfile(WORKLOADS / "__init__.py", root / "workloads" / "__init__.py")
+    shutil.copyfile(WORKLOADS / "process_api.py", root / "workloads" / "process_api.py")
+    shutil.copyfile(HOSTILE, root / "hostile.py")
+    return root
+
+
+@pytest.fixture
+def volunteer(tmp_path: Path) -> Path:
+    """A peer's data dir with what a stranger would want from it."""
+    data = tmp_path / "data"
+    for relative, content in {
+        "identity.key": "11" * 32 + "\n",
+        "local-page.token": "secret-page-token\n",
+        "outbox/http%3A%2F%2Fc/7.msgpack": "report",
+        "peer.toml": 'max_down = "1MB/s"\n',
+        "work/osaas-unit-99-abc/scratch": "another unit's file",
+        "bundles/unpacked/ff/other.py": "another bundle",
+    }.items():
+        (data / relative).parent.mkdir(parents=True, exist_ok=True)
+        (data / relative).write_text(content)
+    return data
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+async def attack(
+    name: str,
+    target: str,
+    *,
+    sandbox: Sandbox | None,
+    tmp_path: Path,
+    volunteer: Path,
+    timeout: float = 30.0,
+    limits: ResourceLimits = ResourceLimits(),
+) -> WorkloadOutcome:
+    bundle = tmp_path / "bundle"
+    if not bundle.exists():
+        stage_hostile_bundle(bundle)
+    unit = Unit(unit_id=5, payload={"attack": name, "target": target})
+    if sandbox is None:  # the control: how the peer ran workloads before the sandbox
+        return await run_workload(ARGV, unit, None, timeout=timeout, limits=limits, env={"PYTHONPATH": str(bundle)},
+                                  workdir_parent=volunteer / "work")
+    confinement = Confinement(bundle, python_runtime(), hidden=(volunteer,))
+    return await run_workload(ARGV, unit, None, timeout=timeout, limits=limits, env={"PYTHONPATH": BUNDLE_DIR},
+                              sandbox=Sandboxed(sandbox, confinement))
+
+
+def assert_refused(outcome: WorkloadOutcome, attack_name: str, *errors: str) -> None:
+    assert outcome.exit_code is ExitCode.BAD_INPUT, outcome
+    assert outcome.error is not None and outcome.error.startswith(f"attack {attack_name} failed: "), outcome.error
+    assert any(error in outcome.error for error in errors), outcome.error
+    assert "\n" not in outcome.error
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relative", ["identity.key", "local-page.token", "outbox/http%3A%2F%2Fc/7.msgpack",
+                                      "peer.toml", "work/osaas-unit-99-abc/scratch", "bundles/unpacked/ff/other.py"])
+async def test_the_volunteers_files_cannot_be_read(sandbox: Sandbox, tmp_path: Path, volunteer: Path, relative: str) -> None:
+    before = fingerprint(volunteer)
+    target = str(volunteer / relative)
+    control = await attack("read", target, sandbox=None, tmp_path=tmp_path, volunteer=volunteer)
+    assert control.exit_code is ExitCode.OK  # unconfined, the stranger reads it
+    outcome = await attack("read", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "read", "FileNotFoundError")
+    upwards = await attack("escape_upwards", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(upwards, "escape_upwards", "FileNotFoundError")
+    assert fingerprint(volunteer) == before
+
+
+@pytest.mark.parametrize("target", ["/etc/shadow", "/etc/passwd", "/root/.ssh/id_ed25519", "/home"])
+async def test_system_and_root_only_files_are_not_there(sandbox: Sandbox, tmp_path: Path, volunteer: Path, target: str) -> None:
+    outcome = await attack("read", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "read", "FileNotFoundError")
+
+
+async def test_no_process_of_the_peer_shows_its_environment(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OSAAS_VOLUNTEER_SECRET", "hunter2")
+    for pid in ("1", "2", "self"):
+        outcome = await attack("read", f"/proc/{pid}/environ", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+        if outcome.exit_code is ExitCode.OK:  # the sandbox's own processes: the workload's environment
+            assert b"hunter2" not in bytes.fromhex(outcome.payload["loot"])
+        else:
+            assert_refused(outcome, "read", "PermissionError", "FileNotFoundError")
+
+
+async def test_the_home_dir_and_the_data_dir_cannot_be_listed(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    data = await attack("listing", str(volunteer), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(data, "listing", "FileNotFoundError")
+    home = Path.home()
+    outcome = await attack("listing", str(home), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    # Only the way to a runtime the peer's interpreter lives under (e.g. ~/.pyenv) can be there.
+    leading = {path.relative_to(home).parts[0] for path in python_runtime() if path.is_relative_to(home) and path != home}
+    if outcome.exit_code is ExitCode.OK:
+        seen = set(filter(None, outcome.payload["loot"].split(",")))
+        assert seen <= leading, seen
+        assert len(os.listdir(home)) > len(seen)  # the real home has more: it is not what was seen
+    else:
+        assert_refused(outcome, "listing", "FileNotFoundError")
+
+
+async def test_writes_land_nowhere_outside_the_units_tmp(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    host_file = volunteer / "planted.txt"
+    outcome = await attack("write", str(host_file), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "write", "FileNotFoundError")
+    for target, error in [(f"{BUNDLE_DIR}/hostile.py", "Read-only file system"), ("/usr/planted", "Read-only file system")]:
+        outcome = await attack("write", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+        assert_refused(outcome, "write", error, "PermissionError")
+    assert not host_file.exists()
+    assert (tmp_path / "bundle" / "hostile.py").read_bytes() == HOSTILE.read_bytes()
+    assert not Path("/usr/planted").exists()
+    # Its /tmp is its own: what it writes there is not the machine's /tmp.
+    mark = f"/tmp/osaas-sandbox-{uuid.uuid4().hex}"
+    outcome = await attack("write", mark, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert outcome.exit_code is ExitCode.OK
+    assert not Path(mark).exists()
+
+
+async def test_filling_its_tmp_stops_at_the_limit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    limits = ResourceLimits(tmp_bytes=8 * 1024 * 1024)
+    outcome = await attack("fill", "/tmp/big", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits)
+    assert_refused(outcome, "fill", "No space left on device", "File too large")
+
+
+# ---- network ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def loopback_server() -> Iterator[str]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\nthe peer's page")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"127.0.0.1:{port}"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_loopback_and_dns_are_out_of_reach(sandbox: Sandbox, tmp_path: Path, volunteer: Path, loopback_server: str) -> None:
+    control = await attack("connect", loopback_server, sandbox=None, tmp_path=tmp_path, volunteer=volunteer)
+    assert control.exit_code is ExitCode.OK and "the peer's page" in control.payload["loot"]
+    outcome = await attack("connect", loopback_server, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "connect", "ConnectionRefusedError")
+    # Only now that the sandbox is known to have no way out: a name lookup has nowhere to go.
+    outcome = await attack("resolve", "osaas-sandbox-test.invalid", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "resolve", "gaierror")
+
+
+def _netns_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`ip`)"
+    return None
+
+
+@pytest.fixture
+def namespace_server() -> Iterator[str]:
+    """A server in a network namespace of the test's own, reachable from this host over a veth
+    pair (10.233.x.0/30): an address on the volunteer's LAN, as a workload would see it."""
+    reason = _netns_reason()
+    if reason:
+        pytest.skip(reason)
+    tag = uuid.uuid4().hex[:6]
+    name, outside, inside = f"osaas-sb-{tag}", f"osb{tag}", f"osb{tag}i"
+    net = f"10.233.{int(tag[:2], 16)}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    server = None
+    try:
+        ip("netns", "add", name)
+        ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        ip("link", "set", inside, "netns", name)
+        ip("addr", "add", f"{net}.1/30", "dev", outside)
+        ip("link", "set", outside, "up")
+        ip("-n", name, "addr", "add", f"{net}.2/30", "dev", inside)
+        ip("-n", name, "link", "set", inside, "up")
+        ip("-n", name, "link", "set", "lo", "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", name, sys.executable, "-c",
+             "import socket,sys\ns=socket.create_server((sys.argv[1], 8080))\nprint('ready', flush=True)\n"
+             "while True:\n c,_=s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nlan secret'); c.close()", f"{net}.2"],
+            stdout=subprocess.PIPE,
+        )
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        yield f"{net}.2:8080"
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+async def test_an_address_on_another_host_is_out_of_reach(sandbox: Sandbox, tmp_path: Path, volunteer: Path, namespace_server: str) -> None:
+    host, port = namespace_server.split(":")
+    with socket.create_connection((host, int(port)), timeout=3) as conn:  # this host reaches it
+        assert b"lan secret" in conn.recv(100)
+    outcome = await attack("connect", namespace_server, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "connect", "Network is unreachable")
+
+
+# ---- processes and memory ------------------------------------------------------------------
+
+
+def processes_marked(mark: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_process_count_limit_holds(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    limits = ResourceLimits(processes=16)
+    outcome = await attack("fork", "200", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits)
+    assert_refused(outcome, "fork", "Resource temporarily unavailable")
+
+
+async def test_a_fork_bomb_dies_with_its_unit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    limits = ResourceLimits(processes=16)
+    outcome = await attack("fork_bomb", "", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits, timeout=3)
+    assert (outcome.exit_code, outcome.error) == (ExitCode.FAILED, "workload did not finish within 3 s and was killed")
+    await asyncio.sleep(0.2)
+    assert processes_marked("hostile") == []
+
+
+async def test_ten_gigabytes_cannot_be_allocated(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    outcome = await attack("allocate", str(10 * 1024**3), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "allocate", "MemoryError")
+
+
+async def test_an_orphan_in_its_own_session_dies_with_the_unit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    mark = f"osaas-orphan-{uuid.uuid4().hex}"
+    outcome = await attack("orphan", mark, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(outcome, "orphan", "orphan left behind")
+    await asyncio.sleep(0.2)
+    assert processes_marked(mark) == []
+
+
+async def test_the_peer_cannot_be_signalled_or_traced(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    me = str(os.getpid())
+    killed = await attack("signal_process", me, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(killed, "signal_process", "ProcessLookupError")
+    traced = await attack("ptrace", me, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert_refused(traced, "ptrace", "No such process")
+
+
+async def test_the_runtime_it_needs_is_all_it_sees(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    outcome = await attack("listing", "/", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert outcome.exit_code is ExitCode.OK
+    top = {path.parts[1] for path in python_runtime()}
+    allowed = {"bundle", "tmp", "proc", "dev", "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"} | top
+    assert set(outcome.payload["loot"].split(",")) <= allowed
+    etc = await attack("listing", "/etc", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    assert etc.exit_code is ExitCode.OK and set(etc.payload["loot"].split(",")) <= {"ld.so.cache"}
+
+
+# ---- the command line (pure) ----------------------------------------------------------------
+
+
+def test_a_runtime_that_holds_the_data_dir_gets_it_covered(tmp_path: Path) -> None:
+    box = Sandbox("bwrap", "prlimit", None)
+    runtime = tmp_path / "venv"
+    data = runtime / "var" / "peer"
+    command = sandbox_command(box, ["x"], Confinement(tmp_path / "b", (runtime,), hidden=(data, tmp_path / "elsewhere")),
+                              ResourceLimits(), uid=None)
+    assert command[command.index("--tmpfs") - 0: command.index("--tmpfs") + 2] == ["--tmpfs", str(data)]
+    assert str(tmp_path / "elsewhere") not in command  # not under any bound path: nothing to cover
+    assert command[-3:] == ["--nproc=32:32", "--", "x"]
+    assert "--disable-userns" in command and "--cap-add" not in command
+
+
+def test_as_root_each_unit_runs_as_a_uid_of_its_own_without_capabilities(tmp_path: Path) -> None:
+    box = Sandbox("bwrap", "prlimit", "setpriv")
+    command = sandbox_command(box, ["x"], Confinement(tmp_path), ResourceLimits(processes=9), uid=2130706500)
+    tail = command[command.index("prlimit"):]
+    assert tail == ["prlimit", "--nproc=9:9", "--", "setpriv", "--reuid=2130706500", "--regid=2130706500",
+                    "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", "x"]
