@@ -7,13 +7,18 @@ web, not for any of our components.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from peer.platform import ResourceLimits, limits_preexec
+from peer.sandbox import BUNDLE_DIR, Confinement, SandboxError, detect, python_runtime
+from workloads.builtin import stage_linkcheck
 from workloads.process_api import FetchRequest, FetchResult, Result, Unit, encode_frame, read_frame
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,14 +44,42 @@ def fails(kind: str, message: str | None = None) -> FetchResult:
     return FetchResult(id=0, url="", error=kind, message=message)
 
 
+ENTRY = [sys.executable, "-m", "workloads.linkcheck"]
+_launch: tuple[list[str], dict[str, str] | None] = (ENTRY, None)
+
+
+@pytest.fixture(scope="module")
+def staged_linkcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stage_linkcheck(tmp_path_factory.mktemp("linkcheck") / "bundle")
+
+
+@pytest.fixture(autouse=True, params=["unconfined", "sandboxed"])
+def where(request: pytest.FixtureRequest, staged_linkcheck: Path) -> Iterator[str]:
+    """Every test runs the workload as it is, and as the peer runs the signed bundle: confined
+    in the sandbox, from the staged bundle alone."""
+    global _launch
+    if request.param == "sandboxed":
+        try:
+            sandbox = detect()
+        except SandboxError as exc:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(str(exc))
+        command = sandbox.command(ENTRY, Confinement(staged_linkcheck, python_runtime()), ResourceLimits())
+        _launch = (command, {"PYTHONPATH": BUNDLE_DIR, "PATH": "/usr/bin:/bin"})
+    yield request.param
+    _launch = (ENTRY, None)
+
+
 async def start() -> asyncio.subprocess.Process:
+    argv, env = _launch
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workloads.linkcheck",
+        *argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
+        preexec_fn=limits_preexec(ResourceLimits()) if env is not None else None,
     )
 
 
