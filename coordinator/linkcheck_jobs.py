@@ -21,6 +21,7 @@ MAX_SEEDS = 1000
 MAX_URL_LENGTH = 8 * 1024
 MAX_LINKS_PER_ITEM = 10_000
 MAX_TEXT = 2000  # error strings are cut here; they are for people, not for parsing
+MAX_REDIRECTS = 30  # a redirect chain reported longer is cut here (the workload follows 10)
 RESULTS = frozenset({"ok", "broken", "timeout", "error", "excluded"})
 # Links that are not absolute http(s) URLs share one bucket; the workload marks them excluded.
 NOT_HTTP_KEY = "-"
@@ -158,8 +159,8 @@ def _parse_item(raw: Any, where: str) -> ItemResult:
         url=url,
         result=result,
         status=status,
-        final_url=_field(raw, "final_url", (str, type(None)), where),
-        redirects=tuple(_strings(raw, "redirects", where)),
+        final_url=_url_or_none(_field(raw, "final_url", (str, type(None)), where)),
+        redirects=_redirects(_strings(raw, "redirects", where)),
         error=None if error is None else error[:MAX_TEXT],
         links=tuple(_strings(raw, "links", where)),
         crawled=_field(raw, "crawled", bool, where),
@@ -194,12 +195,22 @@ def _well_formed(raw: Any) -> ItemResult | None:
         url=url,
         result=result,
         status=status,
-        final_url=final_url,
-        redirects=tuple(redirects),
+        final_url=_url_or_none(final_url),
+        redirects=_redirects(redirects),
         error=None if error is None else error[:MAX_TEXT],
         links=tuple(links),
         crawled=crawled,
     )
+
+
+def _url_or_none(url: str | None) -> str | None:
+    """A reported URL kept only within MAX_URL_LENGTH: workload output is capped wherever it is
+    stored, and a URL cut short would be a wrong one."""
+    return url if url is None or len(url) <= MAX_URL_LENGTH else None
+
+
+def _redirects(urls: list[str]) -> tuple[str, ...]:
+    return tuple(url for url in urls[:MAX_REDIRECTS] if len(url) <= MAX_URL_LENGTH)
 
 
 def _field(raw: dict[Any, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:

