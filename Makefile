@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean debian-test-packages
+.PHONY: demo test bench install clean debian-test-packages sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(BIN)/osaas demo
 
 # What the tests of the faces need from Debian: a virtual X display, input and idle time
-# (screensaver, --only-when-idle), and a browser for the web pages.
-DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium
+# (screensaver, --only-when-idle), and a browser for the web pages; and the sandbox every
+# workload runs in (bubblewrap).
+DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
 
 test: $(STAMP) debian-test-packages
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# The sandbox peers run workloads in (bubblewrap), installed when missing as root; elsewhere a
+# note says how (a peer without it runs only bundles of owners the volunteer trusts).
+sandbox:
+	@if command -v bwrap >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing from Debian: bubblewrap"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+		echo "note: workloads run in a sandbox only with bubblewrap installed (apt-get install bubblewrap)"; \
+	fi
 
 # Installed when missing, as root through apt-get (CI); elsewhere a note says what to install.
 debian-test-packages:
@@ -35,7 +47,7 @@ debian-test-packages:
 		echo "note: the X11 and browser tests skip without these Debian packages: $$missing"; \
 	fi
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.linkcheck_compare
 	$(BIN)/python -m bench.bundle_swarm

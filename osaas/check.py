@@ -26,6 +26,7 @@ from osaas import owner
 from workloads import linkcheck_report as report
 from overlay import http
 from overlay.dht import DhtNode
+from overlay.identity import Identity
 
 CHECK_NETWORK = "check"  # the embedded network's name in its own DHT
 
@@ -89,6 +90,7 @@ def _refuse_unreachable_seeds(seeds: list[str], items: list[dict[str, Any]]) -> 
 class _Network:
     coordinator_url: str
     bootstrap: str  # HOST:PORT of the embedded coordinator's DHT node
+    owner_key: str  # hex: the embedded coordinator's, which signs the link-check bundle
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +98,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
     """The embedded coordinator with its DHT node, announced in network CHECK_NETWORK."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[int] = loop.create_future()
+    identity = Identity.generate()
     async with DhtNode(("127.0.0.1", 0)) as dht:
         task = asyncio.create_task(
             serve_coordinator(
@@ -107,6 +110,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                 # per-host connection limit and robots crawl delay pace them, not pauses between units.
                 host_min_delay=0.0,
                 dht=dht,
+                identity=identity,
                 network=CHECK_NETWORK,
                 ready=lambda port: ready.done() or ready.set_result(port),
             )
@@ -118,7 +122,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                     raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
                 raise CheckError("the embedded coordinator did not start within 30 s")
             host, port = dht.address
-            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}")
+            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity.public_hex)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -133,7 +137,10 @@ async def _peers(options: CheckOptions, network: _Network, workdir: Path) -> Asy
         for i in range(options.peers):
             argv = [sys.executable, "-m", "osaas", "peer", "run", "--bootstrap", network.bootstrap,
                     "--dht-listen", "127.0.0.1:0", "--network", CHECK_NETWORK,
-                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}", "--status-port", "off"]
+                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}", "--status-port", "off",
+                    # The bundle is this installation's own link checker: it may run even where
+                    # no sandbox can be built (the peer then says so in its log).
+                    "--trust-owner", network.owner_key]
             if options.allow_private:
                 argv.append("--allow-private")
             with open(workdir / f"peer-{i}.log", "wb") as log_file:

@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
+    run.add_argument("--trust-owner", action="append", default=[], metavar="KEY",
+                     help="where no sandbox can be built (no bubblewrap, not Linux): run bundles of this owner "
+                          "(64 hex digits; repeatable; also trusted_owners in the config file); others are refused")
     run.add_argument("--egress-source", type=_ip_address, metavar="ADDR", help="local address workload traffic leaves from (default: the system's choice)")
     run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                      help="on SIGTERM, how long running units may finish before their leases are released")
@@ -519,6 +522,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer import work_choice
     from peer.agent import Agent, PeerSettings
     from peer.egress import EgressConfig
+    from peer.trust import TrustError, load_trusted_owners, owner_key
 
     _setup_logging(logging.INFO)
     config_path = args.config or default_config_path()
@@ -548,6 +552,14 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         )
     except BudgetError as exc:
         raise UsageError(str(exc)) from exc
+    try:
+        trusted_owners = load_trusted_owners(config_path)
+    except TrustError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        trusted_owners |= {owner_key(key) for key in args.trust_owner}
+    except TrustError as exc:
+        raise UsageError(f"--trust-owner: {exc}") from exc
     settings = PeerSettings(
         budget=budget,
         coordinator=coordinator,
@@ -563,6 +575,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         status_port=args.status_port,
         config_path=config_path,
         idle_after=args.idle_after if args.only_when_idle else None,
+        trusted_owners=frozenset(trusted_owners),
         **({"bundle_upload_rate": args.bundle_upload_rate} if args.bundle_upload_rate else {}),
         **({"name": args.name} if args.name else {}),
     )

@@ -302,6 +302,8 @@ class BundleCache:
         else:
             fetched = unpacked
             self._use(signed)
+            # Unpacked by an older peer mode 0700: a sandboxed unit's own uid must read it.
+            os.chmod(unpacked, 0o755)
         try:
             # The flight checked the manifest of whoever started it; one that joined it with
             # another manifest for the same torrent is checked here.

@@ -609,6 +609,8 @@ def unpack(
         # "r:" only: the archive is never compressed, so its size already bounds what we read.
         with tarfile.open(archive_path, mode="r:") as tar:
             _extract(tar, signed, tmp, max_total_bytes, max_files)
+        # Readable like every directory inside: a sandboxed workload runs as a uid of its own.
+        os.chmod(tmp, 0o755)
         os.rename(tmp, dest_dir)
     except (OSError, tarfile.TarError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
