@@ -53,6 +53,7 @@ bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.bundle_swarm
 	$(BIN)/python -m bench.fair_load_sim
 	$(BIN)/python -m bench.coordinator_throughput
+	$(BIN)/python -m bench.sandbox_start
 
 clean:
 	rm -rf $(VENV) build *.egg-info
