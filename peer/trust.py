@@ -75,7 +75,8 @@ class WorkloadTrust:
         """How to run `ready`: in the sandbox, or (None) unconfined for a trusted owner;
         raises Untrusted when it may not run here at all."""
         if self.sandbox is not None:
-            return Sandboxed(self.sandbox, Confinement(ready.root, ready.runtime, self.hidden))
+            # Resolved: bubblewrap binds from its own working directory, not the peer's.
+            return Sandboxed(self.sandbox, Confinement(ready.root.resolve(), ready.runtime, self.hidden))
         if ready.owner_key.hex() in self.trusted_owners:
             return None
         raise Untrusted(

@@ -73,6 +73,9 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
                 # The work moves on the page.
                 before = await page.locator("#totals").text_content()
                 await expect(page.locator("#totals")).not_to_have_text(before or "", timeout=30_000)
+                # Whether workloads run confined, and what each bundle it runs may do.
+                await expect(page.locator("#sandbox")).to_contain_text("workloads run in a sandbox")
+                await expect(page.locator("#bundles")).to_contain_text("may fetch web pages through this peer")
 
                 await page.click("#pause")
                 await expect(page.locator("#state")).to_have_text("paused", timeout=10_000)

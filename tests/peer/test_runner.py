@@ -270,3 +270,15 @@ def _group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid:
                 members.append(int(entry))
     return members
+
+
+def test_units_left_by_a_killed_peer_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    from peer.runner import UNIT_DIR_PREFIX, remove_leftovers
+
+    for name in (f"{UNIT_DIR_PREFIX}7-abc", f"{UNIT_DIR_PREFIX}8-def"):
+        (tmp_path / name / "deep").mkdir(parents=True)
+        (tmp_path / name / "deep" / "file").write_text("left behind")
+        (tmp_path / name / "deep").chmod(0o500)  # as a workload may leave it
+    (tmp_path / "not-a-unit").mkdir()
+    assert remove_leftovers(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["not-a-unit"]

@@ -15,13 +15,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from peer.platform import ResourceLimits
+from peer.platform import ResourceLimits, limits_preexec
 from peer.runner import Sandboxed, WorkloadOutcome, run_workload
 from peer.sandbox import BUNDLE_DIR, Confinement, Sandbox, SandboxError, detect, python_runtime, sandbox_command
 from workloads.process_api import ExitCode, Unit
@@ -337,3 +338,65 @@ def test_as_root_each_unit_runs_as_a_uid_of_its_own_without_capabilities(tmp_pat
     tail = command[command.index("prlimit"):]
     assert tail == ["prlimit", "--nproc=9:9", "--", "setpriv", "--reuid=2130706500", "--regid=2130706500",
                     "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", "x"]
+
+
+_AS_A_USER = """
+import os, socket, time
+forked = 0
+try:
+    for _ in range(100):
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        forked += 1
+except OSError as exc:
+    print("fork stopped:", exc.strerror)
+try:
+    socket.create_connection(("127.0.0.1", int(os.environ["PORT"])), timeout=2)
+    print("connected")
+except OSError as exc:
+    print("connect:", exc.strerror)
+print("home:", os.path.exists(os.environ["SECRET"]))
+print("uid:", os.getuid())
+"""
+
+
+def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Path, sandbox: Sandbox) -> None:
+    """The path most volunteers take: bubblewrap as a normal user, in a user namespace of its
+    own, where the process count is the sandbox's own. As root the test drops to `nobody`."""
+    python = "/usr/bin/python3"
+    if not Path(python).exists():
+        pytest.skip("needs the system's /usr/bin/python3 (a runtime a normal user can read)")
+    bundle = Path(tempfile.mkdtemp(prefix="osaas-user-bundle-"))  # readable by anyone, unlike tmp_path
+    secret = tmp_path / "secret"
+    secret.write_text("volunteer's")
+    try:
+        bundle.chmod(0o755)
+        (bundle / "w.py").write_text(_AS_A_USER)
+        (bundle / "w.py").chmod(0o644)
+        user_box = Sandbox(sandbox.bwrap, sandbox.prlimit, None)
+        command = sandbox_command(user_box, [python, f"{BUNDLE_DIR}/w.py"], Confinement(bundle),
+                                  ResourceLimits(processes=10), uid=None)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            apply_limits = limits_preexec(ResourceLimits())
+
+            def as_a_user() -> None:
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                if apply_limits is not None:
+                    apply_limits()
+
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, preexec_fn=as_a_user,
+                                  env={"PATH": "/usr/bin:/bin", "PORT": str(port), "SECRET": str(secret)})
+    finally:
+        shutil.rmtree(bundle)
+    if done.returncode != 0 and "namespace" in done.stderr:
+        pytest.skip(f"this kernel gives normal users no user namespaces: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "fork stopped: Resource temporarily unavailable"
+    assert lines[1] in {"connect: Connection refused", "connect: Network is unreachable"}
+    assert lines[2:] == ["home: False", f"uid: {os.geteuid() if os.geteuid() else 65534}"]

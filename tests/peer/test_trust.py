@@ -28,11 +28,14 @@ def ready(tmp_path: Path, signer: Identity, entrypoint: str = '["python3", "-m",
     return ready_bundle(built.signed, source)
 
 
-def test_with_a_sandbox_every_bundle_runs_confined(tmp_path: Path) -> None:
+def test_with_a_sandbox_every_bundle_runs_confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     box = Sandbox("bwrap", "prlimit", None)
     trust = WorkloadTrust(box, None, frozenset(), hidden=(tmp_path / "data",))
-    confined = trust.confinement(ready(tmp_path, STRANGER))
+    monkeypatch.chdir(tmp_path)
+    stranger = ready(Path("."), STRANGER)  # a peer started with a relative --data-dir
+    confined = trust.confinement(stranger)
     assert confined is not None and confined.sandbox is box
+    assert confined.confinement.bundle_root == tmp_path / stranger.root  # bubblewrap runs elsewhere
     assert confined.confinement.hidden == (tmp_path / "data",)
     assert trust.advertised_owners() is None  # any owner's bundle
 
