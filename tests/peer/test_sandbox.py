@@ -299,6 +299,51 @@ async def test_an_orphan_in_its_own_session_dies_with_the_unit(sandbox: Sandbox,
     assert processes_marked(mark) == []
 
 
+async def test_open_files_stop_at_the_limit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+    limits = ResourceLimits(open_files=32)
+    outcome = await attack("open_files", "1000", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits)
+    assert_refused(outcome, "open_files", "Too many open files")
+
+
+_PEER = """
+import asyncio, sys
+from pathlib import Path
+from peer.runner import Sandboxed, run_workload
+from peer.sandbox import BUNDLE_DIR, Confinement, detect, python_runtime
+from workloads.process_api import Unit
+
+confined = Sandboxed(detect(), Confinement(Path(sys.argv[1]), python_runtime()))
+print("running", flush=True)
+asyncio.run(run_workload([sys.executable, "-m", "hostile"], Unit(1, {"attack": "linger", "target": sys.argv[2]}),
+                         None, env={"PYTHONPATH": BUNDLE_DIR}, sandbox=confined))
+"""
+
+
+async def test_a_unit_dies_with_its_peer_killed_mid_unit(sandbox: Sandbox, tmp_path: Path) -> None:
+    bundle = stage_hostile_bundle(tmp_path / "bundle")
+    mark = f"osaas-linger-{uuid.uuid4().hex}"
+    peer = await asyncio.create_subprocess_exec(sys.executable, "-c", _PEER, str(bundle), mark,
+                                                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        assert peer.stdout is not None and await peer.stdout.readline() == b"running\n"
+        for _ in range(100):  # the workload is up, lingering
+            if processes_marked(mark):
+                break
+            await asyncio.sleep(0.05)
+        assert processes_marked(mark)
+        peer.kill()  # kill -9: the peer has no chance to clean up
+        await peer.wait()
+        for _ in range(100):
+            if not processes_marked(mark):
+                break
+            await asyncio.sleep(0.05)
+        assert processes_marked(mark) == []
+    finally:
+        if peer.returncode is None:
+            peer.kill()
+            await peer.wait()
+
+
 async def test_the_peer_cannot_be_signalled_or_traced(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
     me = str(os.getpid())
     killed = await attack("signal_process", me, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)

@@ -113,6 +113,16 @@ def orphan(target: str) -> str:
     raise RuntimeError("orphan left behind (it must die with the unit)")
 
 
+def open_files(target: str) -> str:
+    held = [open("/dev/null") for _ in range(int(target))]
+    return f"holding {len(held)} open files"
+
+
+def linger(target: str) -> str:
+    """Become a process that sleeps for a minute, `target` in its command line."""
+    os.execv(sys.executable, [sys.executable, "-c", f"import time; time.sleep(60)  # {target}"])
+
+
 def signal_process(target: str) -> str:
     os.kill(int(target), signal.SIGKILL)
     return f"killed {target}"
