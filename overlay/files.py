@@ -7,9 +7,10 @@ import contextlib
 import os
 import secrets
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -42,3 +43,14 @@ def secret_token(path: Path) -> str:
     with atomic_file(path, mode=0o600) as f:
         f.write(token.encode() + b"\n")
     return token
+
+
+def read_toml(path: Path) -> dict[str, Any] | None:
+    """The TOML table in the file at `path`, None when there is no such file; ValueError with
+    the reason in one line when it cannot be read or is not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(" ".join(str(exc).split())) from None

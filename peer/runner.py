@@ -4,9 +4,11 @@ The workload is not trusted: whatever it does (crash, hang, garbage, floods, lie
 exit status) fails only its own unit, with a one-line reason, and leaves nothing behind: the
 process group is killed, the private working directory removed, no zombie kept.
 
-The workload runs in its own session with resource limits (see peer/platform.py), a scrubbed
-environment, and a fresh temporary directory as cwd, HOME and TMPDIR. Its stderr is its log:
-forwarded to logging (bounded) and the tail returned with the outcome.
+The workload runs in its own session with resource limits (see peer/platform.py) and a
+scrubbed environment: confined in the sandbox (peer/sandbox.py), with a private tmpfs as cwd,
+HOME and TMPDIR; or, for a trusted owner's bundle where no sandbox can be built, unconfined in a
+fresh directory under the peer's work dir. Its stderr is its log: forwarded to logging
+(bounded) and the tail returned with the outcome.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from overlay.files import read_toml
 from peer.bundles import ReadyBundle
 from peer.runner import Sandboxed
 from peer.sandbox import DEFAULT_PROGRAM, Confinement, Sandbox, SandboxError, detect
@@ -97,10 +97,8 @@ def load_trusted_owners(path: Path) -> frozenset[str]:
     """The `trusted_owners` of the volunteer's peer.toml (none when the file or key is missing).
     The rest of the file is the budget's (peer.budget), which reads it on its own."""
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return frozenset()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        table = read_toml(path) or {}
+    except ValueError as exc:
         raise TrustError(f"{path}: cannot read it: {exc}") from None
     keys = table.get(TRUSTED_OWNERS_KEY, [])
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):

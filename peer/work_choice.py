@@ -9,7 +9,6 @@ nodes keeps finding coordinators in a network.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from yarl import URL
 
 from overlay.announcements import valid_network
-from overlay.files import atomic_file
+from overlay.files import atomic_file, read_toml
 
 WORK_FILE = "work.toml"
 DEFAULT_NETWORK = "public"
@@ -77,11 +76,11 @@ def changed(current: WorkChoice, form: Any, *, by_url: bool) -> WorkChoice:
 def load(path: Path) -> WorkChoice:
     """The choice in `path`; a missing file is the default choice."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return WorkChoice()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = read_toml(path)
+    except ValueError as exc:
         raise WorkChoiceError(f"{path}: {exc}") from exc
+    if data is None:
+        return WorkChoice()
     unknown = set(data) - {"coordinator", "network", "prefer"}
     if unknown:
         raise WorkChoiceError(f"{path}: unknown key {sorted(unknown)[0]!r}; known keys are coordinator, network, prefer")
