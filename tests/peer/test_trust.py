@@ -116,3 +116,13 @@ def test_bad_trusted_owners_get_one_line(tmp_path: Path, text: str, error: str) 
     assert "\n" not in str(caught.value)
     with pytest.raises(TrustError, match="is not an owner key"):
         owner_key("zz" * 32)
+
+
+def test_a_bubblewrap_that_cannot_build_a_sandbox_is_named_with_its_reason(tmp_path: Path) -> None:
+    # What bubblewrap says where the kernel gives normal users no user namespaces.
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    trust = WorkloadTrust.detect([], [], program=str(fake))
+    assert trust.sandbox is None
+    assert trust.unavailable == f"{fake} cannot build a sandbox here: bwrap: setting up uid map: Permission denied"
