@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean debian-test-packages sandbox
+.PHONY: demo test lint bench install clean debian-test-packages sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ demo: $(STAMP) sandbox
 # workload runs in (bubblewrap).
 DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
 
-test: $(STAMP) debian-test-packages
+test: $(STAMP) debian-test-packages lint
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# The gates: lint, format and types (configured in pyproject.toml). `ruff format .` and
+# `ruff check --fix .` mend most of what they find.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The sandbox peers run workloads in (bubblewrap), installed when missing as root; elsewhere a
 # note says how (a peer without it runs only bundles of owners the volunteer trusts).

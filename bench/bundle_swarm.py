@@ -77,8 +77,15 @@ async def swarm_run(built: bundle.BuiltBundle, peers: int, seed_rate: int, root:
         seed = await stack.enter_async_context(
             BundleSeeder((HOST, 0), identity=Identity.generate(), state_dir=root / "seed", upload_rate=seed_rate)
         )
-        published = PublishedBundle(signed.manifest.name, signed.manifest.version, signed.owner_key.hex(),
-                                    signed.info_hash, signed.archive_sha256, bundle.encode(signed), time.time())
+        published = PublishedBundle(
+            signed.manifest.name,
+            signed.manifest.version,
+            signed.owner_key.hex(),
+            signed.info_hash,
+            signed.archive_sha256,
+            bundle.encode(signed),
+            time.time(),
+        )
         await seed.seed(published, built.archive_path.parent, built.torrent_path.read_bytes())
         bootstrap = await stack.enter_async_context(DhtNode((HOST, 0)))
         caches = []
@@ -87,14 +94,21 @@ async def swarm_run(built: bundle.BuiltBundle, peers: int, seed_rate: int, root:
             torrents = await stack.enter_async_context(
                 TorrentSession((HOST, 0), upload_rate=DEFAULT_BUNDLE_UPLOAD_RATE, state_dir=root / f"p{i}" / "t")
             )
-            cache = BundleCache(root / f"p{i}" / "bundles", torrents, identity=Identity.generate(), dht=dht,
-                                announce_host=HOST, fetch_timeout=120.0)
+            cache = BundleCache(
+                root / f"p{i}" / "bundles",
+                torrents,
+                identity=Identity.generate(),
+                dht=dht,
+                announce_host=HOST,
+                fetch_timeout=120.0,
+            )
             await cache.start()
             stack.push_async_callback(cache.close)
             caches.append(cache)
         ref = wire.BundleRef(signed.manifest.name, signed.manifest.version, signed.info_hash)
-        info = wire.BundleInfo(ref.name, ref.version, ref.info_hash, bundle.encode(signed),
-                               [wire.SwarmAddress(HOST, seed.listen_port)])
+        info = wire.BundleInfo(
+            ref.name, ref.version, ref.info_hash, bundle.encode(signed), [wire.SwarmAddress(HOST, seed.listen_port)]
+        )
         began = time.perf_counter()
         await asyncio.gather(*(cache.ensure(ref, info) for cache in caches))
         elapsed = time.perf_counter() - began
@@ -176,13 +190,17 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         built = build_bundle(root / "bundle", args.size_mb * 1_000_000, owner)
         size = built.archive_path.stat().st_size
-        print(f"bundle: {size / 1e6:.1f} MB, seed upload limited to {args.seed_rate / 1e6:.1f} MB/s, "
-              f"peer upload budget {DEFAULT_BUNDLE_UPLOAD_RATE / 1e6:.1f} MB/s")
+        print(
+            f"bundle: {size / 1e6:.1f} MB, seed upload limited to {args.seed_rate / 1e6:.1f} MB/s, "
+            f"peer upload budget {DEFAULT_BUNDLE_UPLOAD_RATE / 1e6:.1f} MB/s"
+        )
         print(f"{'N':>3} | {'seed upload / size':>18} | {'swarm s':>8} | {'HTTP s':>8} | {'swarm / HTTP':>12}")
         for n in args.peers:
             ratio, swarm_s = await swarm_run(built, n, args.seed_rate, root / f"swarm-{n}")
             http_s = await http_run(built.archive_path, n, args.seed_rate)
-            print(f"{n:>3} | {ratio:>17.2f}x | {swarm_s:>8.1f} | {http_s:>8.1f} | {swarm_s / http_s:>12.2f}", flush=True)
+            print(
+                f"{n:>3} | {ratio:>17.2f}x | {swarm_s:>8.1f} | {http_s:>8.1f} | {swarm_s / http_s:>12.2f}", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,13 @@ class Outcome:
 async def coordinator(workdir: Path) -> AsyncIterator[str]:
     """A coordinator subprocess on a fresh database; yields its URL."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _SERVER, str(workdir / "coordinator.sqlite"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1],
+        sys.executable,
+        "-c",
+        _SERVER,
+        str(workdir / "coordinator.sqlite"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
     )
     try:
         assert process.stdout is not None
@@ -84,22 +89,37 @@ async def submit_jobs(session: aiohttp.ClientSession, url: str, hosts: int, per_
     """The link-check jobs holding every URL; returns how many URLs they hold."""
     urls = [f"http://h{h}.bench.test/p{n}" for h in range(hosts) for n in range(per_host)]
     jobs = [urls[i : i + SEEDS_PER_JOB] for i in range(0, len(urls), SEEDS_PER_JOB)]
-    await asyncio.gather(*(
-        http.call(session, "POST", url, "/v1/jobs", {"workload": "linkcheck", "input": {"urls": seeds, "depth": 0}})
-        for seeds in jobs
-    ))
+    await asyncio.gather(
+        *(
+            http.call(session, "POST", url, "/v1/jobs", {"workload": "linkcheck", "input": {"urls": seeds, "depth": 0}})
+            for seeds in jobs
+        )
+    )
     return len(urls)
 
 
 def answer(lease: dict[str, Any]) -> dict[str, Any]:
     """An instant, honest-looking report of a unit: every URL answered 200, no links."""
     items = [
-        {"url": i["url"], "result": "ok", "status": 200, "final_url": i["url"], "redirects": [], "error": None,
-         "links": [], "crawled": False}
+        {
+            "url": i["url"],
+            "result": "ok",
+            "status": 200,
+            "final_url": i["url"],
+            "redirects": [],
+            "error": None,
+            "links": [],
+            "crawled": False,
+        }
         for i in lease["payload"]["items"]
     ]
-    return {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0, "payload": {"items": items},
-            "bundle_version": lease["bundle"]["version"] if lease.get("bundle") else None}
+    return {
+        "unit_id": lease["unit_id"],
+        "token": lease["token"],
+        "exit_code": 0,
+        "payload": {"items": items},
+        "bundle_version": lease["bundle"]["version"] if lease.get("bundle") else None,
+    }
 
 
 class Tally:
@@ -119,8 +139,11 @@ class Tally:
 async def simulated_peer(
     session: aiohttp.ClientSession, url: str, identity: Identity, batched: bool, tally: Tally
 ) -> None:
-    lease_request = {"max_units": MAX_REPORT_BATCH if batched else 1, "workloads": ["*"],
-                     "usage": {"capacity": CAPACITY, "used": 0}}
+    lease_request = {
+        "max_units": MAX_REPORT_BATCH if batched else 1,
+        "workloads": ["*"],
+        "usage": {"capacity": CAPACITY, "used": 0},
+    }
     while not tally.done.is_set():
         granted = await http.call(session, "POST", url, "/v1/leases", lease_request, identity=identity)
         leases = granted["leases"]
@@ -131,7 +154,11 @@ async def simulated_peer(
             continue
         if batched:
             answers = await http.call(
-                session, "POST", url, "/v1/reports/batch", {"reports": [answer(lease) for lease in leases]},
+                session,
+                "POST",
+                url,
+                "/v1/reports/batch",
+                {"reports": [answer(lease) for lease in leases]},
                 identity=identity,
             )
             assert all(verdict["accepted"] for verdict in answers["results"]), answers
@@ -149,11 +176,19 @@ async def one_run(workdir: Path, args: argparse.Namespace, batched: bool, limit:
         async with aiohttp.ClientSession(connector=connector) as session:
             await submit_jobs(session, url, args.hosts, args.urls_per_host)
             peers = [Identity.generate() for _ in range(args.peers)]
-            await asyncio.gather(*(
-                http.call(session, "POST", url, "/v1/peers/register",
-                          {"name": f"sim-{i}", "slots": 4, "workloads": ["*"], "capacity": CAPACITY}, identity=peer)
-                for i, peer in enumerate(peers)
-            ))
+            await asyncio.gather(
+                *(
+                    http.call(
+                        session,
+                        "POST",
+                        url,
+                        "/v1/peers/register",
+                        {"name": f"sim-{i}", "slots": 4, "workloads": ["*"], "capacity": CAPACITY},
+                        identity=peer,
+                    )
+                    for i, peer in enumerate(peers)
+                )
+            )
             tally = Tally(target=args.hosts)  # one unit per host (see the module docstring)
             started = time.perf_counter()
             workers = [asyncio.create_task(simulated_peer(session, url, peer, batched, tally)) for peer in peers]

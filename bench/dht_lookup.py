@@ -143,7 +143,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--nodes must be over {SEEDS}")
         # kademlia and rpcudp log every timeout; the child's stderr is shown only if it fails.
         child = subprocess.run(
-            [sys.executable, "-m", "bench.dht_lookup", "--child", str(count), "--seed", str(args.seed), "--dead", str(args.dead)],
+            [
+                sys.executable,
+                "-m",
+                "bench.dht_lookup",
+                "--child",
+                str(count),
+                "--seed",
+                str(args.seed),
+                "--dead",
+                str(args.dead),
+            ],
             capture_output=True,
             text=True,
         )

@@ -118,8 +118,9 @@ class Tally:
     over_budget: set[str] = field(default_factory=set)
     seconds: float = 0.0
 
-    def look(self, loads: Mapping[str, float], peers: Mapping[str, float], total: float, epsilon: float,
-             unassigned: int) -> None:
+    def look(
+        self, loads: Mapping[str, float], peers: Mapping[str, float], total: float, epsilon: float, unassigned: int
+    ) -> None:
         ids = sorted(peers)
         weight = math.fsum(peers.values())
         share = np.array([peers[p] / weight * total for p in ids])
@@ -128,7 +129,7 @@ class Tally:
         self.max_u = max(self.max_u, float(u.max()))
         self.p99_u = max(self.p99_u, float(np.percentile(u, 99)))
         self.min_jain = min(self.min_jain, float(u.sum() ** 2 / (len(u) * (u * u).sum())))
-        self.over_budget |= {p for p, x, s in zip(ids, load, share) if x > (1 + epsilon) * s * OVER}
+        self.over_budget |= {p for p, x, s in zip(ids, load, share, strict=True) if x > (1 + epsilon) * s * OVER}
         self.unassigned = max(self.unassigned, unassigned)
 
     def moved_ratio(self, kind: str | None = None) -> float:
@@ -193,7 +194,7 @@ def _placer(method: str, epsilon: float, demand: Mapping[str, float], tally: Tal
         else:  # a host moves when a joiner outscores its current, top, peer
             joiners = sorted(set(peers) - set(previous.values()))
             table = assignment.score_table(hosts, joiners, [peers[j] for j in joiners])
-            for host, row in zip(hosts, table):
+            for host, row in zip(hosts, table, strict=True):
                 best = int(row.argmax())
                 if row[best] > assignment.score(host, previous[host], peers[previous[host]]):
                     chosen[host] = joiners[best]
@@ -368,8 +369,9 @@ class EventRun:
                 holder = self.owner[host]
                 if holder is not None:
                     previous[name] = holder.id
-        plan = assignment.rebalance(previous, weights, demand, self.epsilon,
-                                    demand_floor=math.fsum(weights.values()) * interval)
+        plan = assignment.rebalance(
+            previous, weights, demand, self.epsilon, demand_floor=math.fsum(weights.values()) * interval
+        )
         self.report.rebalances += 1
         self.report.unassigned = max(self.report.unassigned, len(plan.unassigned))
         self.report.over_budget |= {p for p, load in plan.loads.items() if load > plan.caps[p] * OVER}
@@ -460,8 +462,9 @@ class EventRun:
             if cut_off and ends <= stops:
                 reconnect = now + float(self.rng.uniform(0, RECONNECT_SECONDS))
                 self._push(max(ends, reconnect), _LATE_REPORT, index, unit.lease.token, peer)
-            overdue_from = unit.leased_at + max(unit_sizing.STRAGGLER_FACTOR * unit.expected,
-                                                unit_sizing.MIN_STRAGGLER_SECONDS)
+            overdue_from = unit.leased_at + max(
+                unit_sizing.STRAGGLER_FACTOR * unit.expected, unit_sizing.MIN_STRAGGLER_SECONDS
+            )
             silent_from = unit.renewed + unit_sizing.MISSED_RENEWALS * RENEW_INTERVAL
             self._push(math.nextafter(max(overdue_from, silent_from), math.inf), _CHECK, index, unit.lease.token)
             assert unit.lease.expires_at is not None
@@ -498,8 +501,9 @@ class EventRun:
         if unit.lease.state is not UnitState.LEASED or unit.lease.token != token or self.live[host] != index:
             return  # reported, re-leased, or already taken back
         if not leases.is_eligible(unit.lease, now):
-            if not unit_sizing.is_straggler(unit.leased_at, unit.expected, now, self.queued_work > 0, unit.renewed,
-                                            RENEW_INTERVAL):
+            if not unit_sizing.is_straggler(
+                unit.leased_at, unit.expected, now, self.queued_work > 0, unit.renewed, RENEW_INTERVAL
+            ):
                 return
             unit.lease = leases.released(unit.lease)
             self.report.stragglers += 1
@@ -554,50 +558,94 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--churn", type=float, default=0.005, help="share of peers leaving (and joining) per step")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--late-leavers", type=int, default=5,
-                        help="holders that vanish once the job's last unit is leased (part 2)")
+    parser.add_argument(
+        "--late-leavers", type=int, default=5, help="holders that vanish once the job's last unit is leased (part 2)"
+    )
     parser.add_argument("--no-events", action="store_true", help="skip part 2, the event simulation")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     swarm = make_swarm(args.peers, args.hosts, args.steps, args.churn, args.seed)
     total = math.fsum(swarm.pages.values())
-    print(f"{args.peers} peers (Pareto 1.5, W = {math.fsum(swarm.weights.values()):.0f} pages/s), {args.hosts} hosts "
-          f"({total:.0f} pages, largest {max(swarm.pages.values()):.0f}), epsilon {args.epsilon}, "
-          f"{args.steps} steps of {args.churn:.1%} leaving + {args.churn:.1%} joining, seed {args.seed}")
+    print(
+        f"{args.peers} peers (Pareto 1.5, W = {math.fsum(swarm.weights.values()):.0f} pages/s), {args.hosts} hosts "
+        f"({total:.0f} pages, largest {max(swarm.pages.values()):.0f}), epsilon {args.epsilon}, "
+        f"{args.steps} steps of {args.churn:.1%} leaving + {args.churn:.1%} joining, seed {args.seed}"
+    )
     tallies = [follow(swarm, args.epsilon, method) for method in METHODS]
     events = None if args.no_events else EventRun(swarm, args.epsilon, args.seed, args.late_leavers).run()
 
     eps = args.epsilon
     main_tally = tallies[0]
     print(_row("", list(METHODS), "target", "(first column)"))
-    print(_row("max u (worst step)", [f"{t.max_u:.3f}" for t in tallies], f"<= {1 + eps:.2f}",
-               _verdict(main_tally.max_u <= (1 + eps) * OVER)))
+    print(
+        _row(
+            "max u (worst step)",
+            [f"{t.max_u:.3f}" for t in tallies],
+            f"<= {1 + eps:.2f}",
+            _verdict(main_tally.max_u <= (1 + eps) * OVER),
+        )
+    )
     print(_row("p99 u (worst step)", [f"{t.p99_u:.3f}" for t in tallies], "", ""))
-    print(_row("Jain's index of u (lowest)", [f"{t.min_jain:.4f}" for t in tallies], ">= 0.97",
-               _verdict(main_tally.min_jain >= 0.97)))
+    print(
+        _row(
+            "Jain's index of u (lowest)",
+            [f"{t.min_jain:.4f}" for t in tallies],
+            ">= 0.97",
+            _verdict(main_tally.min_jain >= 0.97),
+        )
+    )
     print(_row("moved / ideal, leaves", [f"{t.moved_ratio('leave'):.2f}x" for t in tallies], "", ""))
     print(_row("moved / ideal, joins", [f"{t.moved_ratio('join'):.2f}x" for t in tallies], "", ""))
-    print(_row("moved / ideal, all churn", [f"{t.moved_ratio():.2f}x" for t in tallies], "<= 1.5x",
-               _verdict(main_tally.moved_ratio() <= 1.5)))
-    print(_row("mean probes per placed host", [f"{np.mean(t.probes):.2f}" if t.probes else "1 (top)" for t in tallies],
-               "", ""))
+    print(
+        _row(
+            "moved / ideal, all churn",
+            [f"{t.moved_ratio():.2f}x" for t in tallies],
+            "<= 1.5x",
+            _verdict(main_tally.moved_ratio() <= 1.5),
+        )
+    )
+    print(
+        _row(
+            "mean probes per placed host",
+            [f"{np.mean(t.probes):.2f}" if t.probes else "1 (top)" for t in tallies],
+            "",
+            "",
+        )
+    )
     print(_row("unassigned hosts (most)", [str(t.unassigned) for t in tallies], "", ""))
-    print(_row("peers over budget (ever)", [str(len(t.over_budget)) for t in tallies], "0",
-               _verdict(not main_tally.over_budget)))
+    print(
+        _row(
+            "peers over budget (ever)",
+            [str(len(t.over_budget)) for t in tallies],
+            "0",
+            _verdict(not main_tally.over_budget),
+        )
+    )
     print(_row("assignment seconds", [f"{t.seconds:.1f}" for t in tallies], "", ""))
     if events is not None:
         na = ["n/a"] * (len(METHODS) - 1)
-        print(_row("events: peers over budget", [str(len(events.over_budget)), *na], "0",
-                   _verdict(not events.over_budget)))
+        print(
+            _row(
+                "events: peers over budget", [str(len(events.over_budget)), *na], "0", _verdict(not events.over_budget)
+            )
+        )
         print(_row("politeness violations", [str(events.violations), *na], "0", _verdict(events.violations == 0)))
         lost = f"{events.lost_pages:.0f} / {events.duplicated_units}"
-        print(_row("lost pages / duplicated units", [lost, *na], "0 / 0",
-                   _verdict(events.lost_pages == 0 and events.duplicated_units == 0 and events.gave_up == 0)))
-        print(f"events: job done at {events.makespan:.0f} virtual s, {events.units} units, {events.rebalances} "
-              f"rebalances, {events.taken_back} leases taken back from departed peers ({events.stragglers} by the "
-              f"straggler rule), {events.late_accepted} late reports merged and {events.stale_reports} refused by "
-              f"fencing, {events.gave_up} units given up, most "
-              f"unassigned {events.unassigned}; {events.seconds:.1f} s")
+        print(
+            _row(
+                "lost pages / duplicated units",
+                [lost, *na],
+                "0 / 0",
+                _verdict(events.lost_pages == 0 and events.duplicated_units == 0 and events.gave_up == 0),
+            )
+        )
+        print(
+            f"events: job done at {events.makespan:.0f} virtual s, {events.units} units, {events.rebalances} "
+            f"rebalances, {events.taken_back} leases taken back from departed peers ({events.stragglers} by the "
+            f"straggler rule), {events.late_accepted} late reports merged and {events.stale_reports} refused by "
+            f"fencing, {events.gave_up} units given up, most "
+            f"unassigned {events.unassigned}; {events.seconds:.1f} s"
+        )
     print(f"wall time {time.perf_counter() - started:.1f} s")
     return 0
 

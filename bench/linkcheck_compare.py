@@ -67,8 +67,17 @@ def normalize(url: str) -> str:
 def start_site(pages: int, broken_ratio: float, seed: int) -> tuple[subprocess.Popen[str], str]:
     """Start ``python -m bench.site`` on a free port; return the process and its base URL."""
     command = [
-        sys.executable, "-m", "bench.site", "--pages", str(pages),
-        "--broken-ratio", str(broken_ratio), "--seed", str(seed), "--port", "0",
+        sys.executable,
+        "-m",
+        "bench.site",
+        "--pages",
+        str(pages),
+        "--broken-ratio",
+        str(broken_ratio),
+        "--seed",
+        str(seed),
+        "--port",
+        "0",
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -163,8 +172,18 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
     outcome = Outcome("osaas")
     output = workdir / "osaas.jsonl"
     command = [
-        sys.executable, "-m", "osaas", "check", base_url + "/", "--peers", str(peers),
-        "--format", "json", "--output", str(output), "--allow-private",
+        sys.executable,
+        "-m",
+        "osaas",
+        "check",
+        base_url + "/",
+        "--peers",
+        str(peers),
+        "--format",
+        "json",
+        "--output",
+        str(output),
+        "--allow-private",
     ]
     try:
         outcome.wall, code = run_timed(command, workdir, "osaas", timeout)
@@ -180,16 +199,17 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
 
 
 def print_table(outcomes: list[Outcome], expected: set[str]) -> None:
-    print(f"{'tool':<12} {'wall s':>8} {'broken found':>13} {'expected':>9} "
-          f"{'missed':>7} {'extra':>6}")
+    print(f"{'tool':<12} {'wall s':>8} {'broken found':>13} {'expected':>9} {'missed':>7} {'extra':>6}")
     for outcome in outcomes:
         if outcome.broken is None or outcome.wall is None:
             print(f"{outcome.tool:<12} {'FAILED':>8}")
             continue
         missed = len(expected - outcome.broken)
         extra = len(outcome.broken - expected)
-        print(f"{outcome.tool:<12} {outcome.wall:>8.2f} {len(outcome.broken):>13} "
-              f"{len(expected):>9} {missed:>7} {extra:>6}")
+        print(
+            f"{outcome.tool:<12} {outcome.wall:>8.2f} {len(outcome.broken):>13} "
+            f"{len(expected):>9} {missed:>7} {extra:>6}"
+        )
 
 
 def print_differences(outcome: Outcome, expected: set[str], limit: int = 5) -> None:
@@ -232,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = world_writable_dir()
     try:
         expected = site.broken_urls(base_url)
-        print(f"site: {len(site.pages)} pages, {site.link_count()} links, "
-              f"{len(expected)} broken targets at {base_url}/", flush=True)
+        print(
+            f"site: {len(site.pages)} pages, {site.link_count()} links, {len(expected)} broken targets at {base_url}/",
+            flush=True,
+        )
         linkchecker = run_linkchecker(base_url, workdir, args.threads, args.timeout)
         osaas = run_osaas(base_url, workdir, args.peers, args.timeout)
     finally:

@@ -25,7 +25,7 @@ from peer.runner import Sandboxed, run_workload
 from peer.sandbox import BUNDLE_DIR, Confinement, detect, python_runtime
 from workloads.process_api import ExitCode, Unit
 
-_MINIMAL = '''import os, sys
+_MINIMAL = """import os, sys
 from workloads.process_api import FrameDecoder, Result, Unit, encode_frame
 
 decoder = FrameDecoder()
@@ -34,7 +34,7 @@ while not (frames := decoder.feed(os.read(0, 65536))):
 unit = Unit.from_frame(frames[0])
 sys.stdout.buffer.write(encode_frame(Result(status=0, payload={"unit_id": unit.unit_id}).to_frame()))
 sys.stdout.buffer.flush()
-'''
+"""
 
 TARGET_EXTRA_MS = 50.0
 
@@ -61,7 +61,9 @@ async def _run_once(unit_id: int, bundle: Path, sandbox: Sandboxed | None) -> fl
     )
     elapsed = time.perf_counter() - started
     if outcome.exit_code is not ExitCode.OK:
-        raise SystemExit(f"unit {unit_id} failed ({'sandboxed' if sandbox else 'bare'}): {outcome.error}; {outcome.stderr_tail}")
+        raise SystemExit(
+            f"unit {unit_id} failed ({'sandboxed' if sandbox else 'bare'}): {outcome.error}; {outcome.stderr_tail}"
+        )
     return elapsed
 
 
@@ -84,8 +86,10 @@ async def main(units: int) -> int:
             bare.append(await _run_once(unit_id, bundle, None))
             sandboxed.append(await _run_once(unit_id, bundle, confined))
     extra = (statistics.median(sandboxed) - statistics.median(bare)) * 1000
-    print(f"sandbox start cost, {units} units each, alternating (bubblewrap {box.bwrap}"
-          f"{', per-unit uid via setpriv' if box.setpriv else ''})")
+    print(
+        f"sandbox start cost, {units} units each, alternating (bubblewrap {box.bwrap}"
+        f"{', per-unit uid via setpriv' if box.setpriv else ''})"
+    )
     print(_describe("bare", bare))
     print(_describe("sandboxed", sandboxed))
     verdict = "ok" if extra <= TARGET_EXTRA_MS else "OVER TARGET"

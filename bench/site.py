@@ -15,9 +15,9 @@ import base64
 import html
 import logging
 import random
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -35,9 +35,7 @@ PIXEL_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 )
 ROBOTS_TXT = b"User-agent: *\nAllow: /\n"
-NOT_FOUND_HTML = (
-    b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>"
-)
+NOT_FOUND_HTML = b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>"
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def tree_links(paths: list[str]) -> dict[str, list[str]]:
     """
     children: dict[str, list[str]] = {path: [] for path in paths}
     by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
-    for path in paths[1 + len(SECTIONS):]:
+    for path in paths[1 + len(SECTIONS) :]:
         by_section[path.split("/")[1]].append(path)
     for name, members in by_section.items():
         for index, path in enumerate(members):
@@ -98,9 +96,7 @@ def content_links(paths: list[str], rng: random.Random) -> dict[str, list[str]]:
     return links
 
 
-def add_broken_links(
-    links: dict[str, list[str]], broken_ratio: float, rng: random.Random
-) -> frozenset[str]:
+def add_broken_links(links: dict[str, list[str]], broken_ratio: float, rng: random.Random) -> frozenset[str]:
     """Add links to missing pages until about ``broken_ratio`` of all links are broken.
 
     Every broken target is referenced from 1-3 distinct pages. Returns the broken paths.
@@ -148,14 +144,13 @@ def render_page(path: str, nav: list[str], links: list[str], rng: random.Random)
     """Render one page: header with logo, nav bar, paragraphs with links, maybe a figure."""
     title = html.escape(title_for(path))
     nav_items = "".join(
-        f'<li><a href="{href_for(path, target)}">{html.escape(title_for(target))}</a></li>'
-        for target in nav
+        f'<li><a href="{href_for(path, target)}">{html.escape(title_for(target))}</a></li>' for target in nav
     )
     paragraphs = []
     for start in range(0, len(links), 3):
         anchors = " ".join(
             f'<a href="{href_for(path, target)}">{html.escape(title_for(target))}</a>'
-            for target in links[start:start + 3]
+            for target in links[start : start + 3]
         )
         paragraphs.append(f"<p>{sentence(rng)} See {anchors}. {sentence(rng)}</p>")
     figure = ""
@@ -187,9 +182,7 @@ def build_site(pages: int = 3000, broken_ratio: float = 0.05, seed: int = 1) -> 
 
 def make_app(site: Site) -> web.Application:
     """An aiohttp app answering every path from pre-encoded bodies in memory."""
-    bodies: dict[str, tuple[bytes, str]] = {
-        path: (text.encode(), "text/html") for path, text in site.pages.items()
-    }
+    bodies: dict[str, tuple[bytes, str]] = {path: (text.encode(), "text/html") for path, text in site.pages.items()}
     bodies.update({path: (data, "image/png") for path, data in site.images.items()})
     bodies["/robots.txt"] = (ROBOTS_TXT, "text/plain")
 
@@ -197,14 +190,10 @@ def make_app(site: Site) -> web.Application:
         found = bodies.get(request.path)
         headers = {"LinkChecker": "1"}
         if found is None:
-            return web.Response(
-                status=404, body=NOT_FOUND_HTML, content_type="text/html", headers=headers
-            )
+            return web.Response(status=404, body=NOT_FOUND_HTML, content_type="text/html", headers=headers)
         body, content_type = found
         charset = "utf-8" if content_type.startswith("text/") else None
-        return web.Response(
-            body=body, content_type=content_type, charset=charset, headers=headers
-        )
+        return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -228,8 +217,7 @@ async def serve(site: Site, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
 async def serve_forever(site: Site, host: str, port: int) -> None:
     """Serve until cancelled, printing the base URL once listening."""
     async with serve(site, host, port) as base_url:
-        print(f"serving {len(site.pages)} pages, {len(site.broken)} broken targets at {base_url}/",
-              flush=True)
+        print(f"serving {len(site.pages)} pages, {len(site.broken)} broken targets at {base_url}/", flush=True)
         await asyncio.Event().wait()
 
 

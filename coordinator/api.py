@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
 from yarl import URL
 
 from coordinator import dashboard
@@ -94,7 +93,7 @@ log = logging.getLogger(__name__)
 STORE = web.AppKey("store", Store)
 IDENTITY = web.AppKey("identity", Identity)
 LEASE_SECONDS = web.AppKey("lease_seconds", float)
-CLOCK = web.AppKey("clock", Callable[[], float])
+CLOCK = web.AppKey[Callable[[], float]]("clock")
 BUNDLES = web.AppKey("bundles", BundleService)
 
 RETRY_AFTER = 1.0  # seconds a peer waits before asking again when there is no work
@@ -187,9 +186,7 @@ async def serve(
     osaas, so its link-check version becomes the stable one at once.
     """
     identity = identity or Identity.generate()
-    store = SqliteStore(
-        db_path, unit_size=unit_size, host_min_delay=host_min_delay, epsilon=epsilon, own_process=True
-    )
+    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay, epsilon=epsilon, own_process=True)
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
     bundle_dir = bundle_dir or db_path.with_suffix(".bundles")

@@ -129,7 +129,7 @@ def hrw_assign(hosts: Iterable[str], peers: Mapping[str, float]) -> dict[str, st
     chosen: dict[str, str] = {}
     for start in range(0, len(pending), _BLOCK):
         block = pending[start : start + _BLOCK]
-        for host, column in zip(block, _table(_host_keys(block), keys, weights).argmax(axis=1)):
+        for host, column in zip(block, _table(_host_keys(block), keys, weights).argmax(axis=1), strict=True):
             chosen[host] = peer_ids[column]
     return chosen
 
@@ -149,7 +149,7 @@ def ring_assign(hosts: Iterable[str], peer_ids: Iterable[str], vnodes: int = RIN
     order = np.argsort(points, kind="stable")
     points, point_owner = points[order], point_owner[order]
     at = np.searchsorted(points, _host_keys(placed), side="left") % len(points)
-    return {host: owners[i] for host, i in zip(placed, point_owner[at])}
+    return {host: owners[i] for host, i in zip(placed, point_owner[at], strict=True)}
 
 
 # ---- bounded loads ----------------------------------------------------------------------
@@ -246,17 +246,19 @@ def _take_over(
     current = np.fromiter((held[h] for h in hosts), dtype=np.intp, count=len(hosts))
     current_scores = _pair_scores(host_keys, keys[current], weights[current])
     rows_per_block = max(1, _CELLS // len(idle))
-    idle_best = np.concatenate([
-        _table(host_keys[start : start + rows_per_block], keys[idle], weights[idle]).max(axis=1)
-        for start in range(0, len(hosts), rows_per_block)
-    ])
+    idle_best = np.concatenate(
+        [
+            _table(host_keys[start : start + rows_per_block], keys[idle], weights[idle]).max(axis=1)
+            for start in range(0, len(hosts), rows_per_block)
+        ]
+    )
     # An idle peer can be a host's top choice only if it beats the peer holding it: the few
     # hosts where one does are scored against every peer.
     challenged = np.flatnonzero(idle_best > current_scores)
     wanted: dict[int, list[str]] = {i: [] for i in idle}
     for start in range(0, len(challenged), _BLOCK):
         rows = challenged[start : start + _BLOCK]
-        for row, top in zip(rows, _table(host_keys[rows], keys, weights).argmax(axis=1)):
+        for row, top in zip(rows, _table(host_keys[rows], keys, weights).argmax(axis=1), strict=True):
             if int(top) in wanted:
                 wanted[int(top)].append(hosts[row])
     counts = Counter(held.values())
@@ -333,7 +335,7 @@ def _place(
         return placed, probes, list(pending)
     for start in range(0, len(pending), _BLOCK):
         block = pending[start : start + _BLOCK]
-        for host, row in zip(block, _table(_host_keys(block), keys, weights)):
+        for host, row in zip(block, _table(_host_keys(block), keys, weights), strict=True):
             size = demand[host]
             for limit in limits:
                 room = loads + size <= limit
@@ -430,4 +432,4 @@ def _check_epsilon(epsilon: float) -> None:
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and float(value) > 0

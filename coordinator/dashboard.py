@@ -84,19 +84,27 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
         if given is not None:
             if not await allowed(given):
                 return _page(403, "Not allowed", "<p>That token is not this coordinator's.</p>")
-            onward = web.HTTPSeeOther(request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"}))
+            onward = web.HTTPSeeOther(
+                request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"})
+            )
             onward.set_cookie(COOKIE, given, path=PREFIX, httponly=True, samesite="Strict")
             raise onward
         if not await allowed(request.cookies.get(COOKIE)):
-            return _page(401, "Token needed", "<p>This dashboard needs the operator's or an owner's token: "
-                         "<code>osaas coordinator dashboard --db DB</code> prints its address.</p>")
+            return _page(
+                401,
+                "Token needed",
+                "<p>This dashboard needs the operator's or an owner's token: "
+                "<code>osaas coordinator dashboard --db DB</code> prints its address.</p>",
+            )
         try:
             response = await handler(request)
         except NotFound as exc:
             return _page(404, "Not found", f"<p>{esc(str(exc))}</p>")
         except web.HTTPNotFound:
             return _page(404, "Not found", "<p>There is no such page on this dashboard.</p>", back=True)
-        response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+        )
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -106,12 +114,18 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
         peers = await store.peers_overview(now - PEER_SEEN_WITHIN, PEERS_SHOWN)
         hosts = await store.hosts_overview(now, HOSTS_SHOWN)
         running = any(job.state == "running" for job in jobs)
-        body = "".join([
-            "<h2>Jobs</h2>", _jobs_table(jobs),
-            "<h2>Bandwidth share</h2>", _share_plot(peers),
-            "<h2>Peers</h2>", _peers_table(peers, now),
-            "<h2>Politeness</h2>", _hosts_table(hosts, {p.peer_id: p.name for p in peers}, now),
-        ])
+        body = "".join(
+            [
+                "<h2>Jobs</h2>",
+                _jobs_table(jobs),
+                "<h2>Bandwidth share</h2>",
+                _share_plot(peers),
+                "<h2>Peers</h2>",
+                _peers_table(peers, now),
+                "<h2>Politeness</h2>",
+                _hosts_table(hosts, {p.peer_id: p.name for p in peers}, now),
+            ]
+        )
         return _page(200, "osaas coordinator", body, refresh=running or bool(peers))
 
     async def job(request: web.Request) -> web.Response:
@@ -122,14 +136,17 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
             f'<a href="{PREFIX}/jobs/{job_id}/report.{fmt}">{label}</a>'
             for fmt, label in (("json", "JSON Lines"), ("csv", "CSV"), ("html", "HTML"))
         )
-        body = "".join([
-            _jobs_table([status]),
-            f"<p>Download the whole report: {links}</p>",
-            "<h2>Broken links, page by page</h2>",
-            _problems(problems[:PROBLEMS_SHOWN]),
-            f"<p class=muted>The first {PROBLEMS_SHOWN:,} problems; the downloads hold them all.</p>"
-            if len(problems) > PROBLEMS_SHOWN else "",
-        ])
+        body = "".join(
+            [
+                _jobs_table([status]),
+                f"<p>Download the whole report: {links}</p>",
+                "<h2>Broken links, page by page</h2>",
+                _problems(problems[:PROBLEMS_SHOWN]),
+                f"<p class=muted>The first {PROBLEMS_SHOWN:,} problems; the downloads hold them all.</p>"
+                if len(problems) > PROBLEMS_SHOWN
+                else "",
+            ]
+        )
         return _page(200, f"Job {job_id}", body, refresh=status.state == "running", back=True)
 
     async def report(request: web.Request) -> web.Response:
@@ -138,10 +155,15 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
         await store.job_status(job_id)  # NotFound for a job that is not there
         items = await _all_results(store, job_id)
         finished = [item for item in items if item.get("result") is not None]
-        text = {"json": linkcheck_report.to_json_lines, "csv": linkcheck_report.to_csv, "html": linkcheck_report.to_html}[fmt](finished)
+        text = {
+            "json": linkcheck_report.to_json_lines,
+            "csv": linkcheck_report.to_csv,
+            "html": linkcheck_report.to_html,
+        }[fmt](finished)
         content_type = {"json": "application/x-ndjson", "csv": "text/csv", "html": "text/html"}[fmt]
         return web.Response(
-            text=text, content_type=content_type,
+            text=text,
+            content_type=content_type,
             headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{"jsonl" if fmt == "json" else fmt}"'},
         )
 
@@ -174,9 +196,9 @@ def _jobs_table(jobs: list[JobStatus]) -> str:
         counts = ", ".join(f"{n} {result}" for result, n in sorted(job.counts.items()) if result) or "nothing yet"
         rows.append(
             f'<tr class="job" data-job="{job.job_id}"><td><a href="{PREFIX}/jobs/{job.job_id}">{job.job_id}</a></td>'
-            f"<td>{esc(job.workload)}</td><td class=\"{esc(job.state)}\">{esc(job.state)}</td>"
+            f'<td>{esc(job.workload)}</td><td class="{esc(job.state)}">{esc(job.state)}</td>'
             f'<td><div class=bar><div style="width:{fraction * 100:.1f}%"></div></div>'
-            f'<span class=progress>{job.items_done} of {job.items_total} URLs</span></td>'
+            f"<span class=progress>{job.items_done} of {job.items_total} URLs</span></td>"
             f"<td>{esc(counts)}</td><td>{job.units_done} of {job.units_total}</td></tr>"
         )
     return (
@@ -210,9 +232,9 @@ def _share_plot(peers: list[PeerOverview]) -> str:
     return (
         f'<svg class="share" role="img" aria-label="bandwidth used against bandwidth offered, per peer" '
         f'width="{label_width + bar_width + 180}" height="{height}" viewBox="0 0 {label_width + bar_width + 180} {height}">'
-        f'{"".join(parts)}</svg>'
-        '<p class=muted>Light bar: what the peer offers (its budget as a rate); dark bar: what it uses now; '
-        'red: more than it offers.</p>'
+        f"{''.join(parts)}</svg>"
+        "<p class=muted>Light bar: what the peer offers (its budget as a rate); dark bar: what it uses now; "
+        "red: more than it offers.</p>"
     )
 
 

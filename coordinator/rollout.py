@@ -115,7 +115,12 @@ def started(rollout: Rollout, version: str, percent: int) -> Rollout:
 def made_stable(rollout: Rollout, version: str, message: str) -> Rollout:
     """`version` becomes what every peer runs; any rollout in progress ends."""
     return replace(
-        rollout, stable=version, candidate=None, percent=0, state=RolloutState.STABLE, message=message,
+        rollout,
+        stable=version,
+        candidate=None,
+        percent=0,
+        state=RolloutState.STABLE,
+        message=message,
         since_started=Tally(),
     )
 

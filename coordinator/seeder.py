@@ -178,8 +178,10 @@ class BundleSeeder:
         now = self._clock()
         announcements = self._announcements()
         stored = await asyncio.gather(
-            *(self._dht.publish(key, records.sign(self._identity, key, payload, now, self._ttl))
-              for key, payload in announcements)
+            *(
+                self._dht.publish(key, records.sign(self._identity, key, payload, now, self._ttl))
+                for key, payload in announcements
+            )
         )
         self._announced.update(key for key, _ in announcements)
         published = sum(1 for count in stored if count)
@@ -191,7 +193,8 @@ class BundleSeeder:
         if _is_unspecified(self._announce_host):
             log.warning(
                 "bundle seeds are not announced in the DHT: the torrent session listens on %s; "
-                "give the coordinator a public URL", self._announce_host,
+                "give the coordinator a public URL",
+                self._announce_host,
             )
         while True:
             self._changed.clear()

@@ -48,7 +48,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +60,6 @@ from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.linkcheck_jobs import ItemResult, JobInput, NewItem
 from coordinator.rollout import Rollout, RolloutState, Tally
-from coordinator.store_process import Hosted, StoreProcess
-from coordinator.store_thread import StoreThread
 from coordinator.store import (
     BYTES_PER_ITEM,
     DEFAULT_PEER_CAPACITY,
@@ -74,14 +72,16 @@ from coordinator.store import (
     InvalidInput,
     NotFound,
     NotOwner,
-    PeerOverview,
     Owner,
+    PeerOverview,
     PublishedBundle,
     StaleLease,
     StoreError,
     UnknownPeer,
     unknown_owner,
 )
+from coordinator.store_process import Hosted, StoreProcess
+from coordinator.store_thread import StoreThread
 from overlay.wire import (
     ANY_WORKLOAD,
     BundleRef,
@@ -511,8 +511,12 @@ class SqliteStore:
         if self._runner is not None:
             raise RuntimeError("store is already open")
         if self._own_process:
-            options = {"unit_size": self._unit_size, "max_attempts": self._max_attempts,
-                       "host_min_delay": self._min_delay, "epsilon": self._epsilon}
+            options = {
+                "unit_size": self._unit_size,
+                "max_attempts": self._max_attempts,
+                "host_min_delay": self._min_delay,
+                "epsilon": self._epsilon,
+            }
             self._runner = StoreProcess(functools.partial(_hosted, self._path, options))
         else:
             self._runner = StoreThread(lambda: self._conn, on_rollback=self._forget_cached)
@@ -670,8 +674,16 @@ class SqliteStore:
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name, slots = excluded.slots,"
                 " workloads = excluded.workloads, version = excluded.version, last_seen = excluded.last_seen,"
                 " capacity = excluded.capacity",
-                (peer_id, request.name, request.slots, encode(request.workloads), request.version, now, now,
-                 request.capacity),
+                (
+                    peer_id,
+                    request.name,
+                    request.slots,
+                    encode(request.workloads),
+                    request.version,
+                    now,
+                    now,
+                    request.capacity,
+                ),
             )
         self._replan = True
 
@@ -716,7 +728,12 @@ class SqliteStore:
             assert job_id is not None
             self._insert_items(conn, job_id, linkcheck_jobs.seed_items(job))
         log.info(
-            "job %d created: %s %s, %d seeds, depth %s", job_id, workload, version or "(rollout)", len(job.urls), job.depth
+            "job %d created: %s %s, %d seeds, depth %s",
+            job_id,
+            workload,
+            version or "(rollout)",
+            len(job.urls),
+            job.depth,
         )
         return job_id
 
@@ -726,9 +743,10 @@ class SqliteStore:
             raise InvalidInput(
                 f"no bundle named {name!r} is published on this coordinator; publish it with `osaas bundle publish`"
             )
-        if version is not None and not conn.execute(
-            "SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)
-        ).fetchone():
+        if (
+            version is not None
+            and not conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
+        ):
             raise InvalidInput(f"bundle {name!r} has no version {version!r} on this coordinator")
 
     def _insert_items(self, conn: sqlite3.Connection, job_id: int, items: list[NewItem]) -> None:
@@ -747,13 +765,19 @@ class SqliteStore:
         )
         keys = sorted({i.unit_key for i in items})
         conn.executemany("INSERT OR IGNORE INTO hosts (key) VALUES (?)", [(key,) for key in keys])
-        conn.executemany("INSERT OR IGNORE INTO queues (unit_key, job_id) VALUES (?, ?)", [(key, job_id) for key in keys])
+        conn.executemany(
+            "INSERT OR IGNORE INTO queues (unit_key, job_id) VALUES (?, ?)", [(key, job_id) for key in keys]
+        )
         for chunk in _chunks(keys):
             if self._replan:
                 break
-            self._replan = conn.execute(
-                f"SELECT 1 FROM hosts WHERE peer_id IS NULL AND key IN ({', '.join('?' * len(chunk))}) LIMIT 1", chunk
-            ).fetchone() is not None
+            self._replan = (
+                conn.execute(
+                    f"SELECT 1 FROM hosts WHERE peer_id IS NULL AND key IN ({', '.join('?' * len(chunk))}) LIMIT 1",
+                    chunk,
+                ).fetchone()
+                is not None
+            )
 
     def _job_input(self, conn: sqlite3.Connection, job_id: int) -> JobInput:
         job = self._job_inputs.get(job_id)
@@ -785,9 +809,12 @@ class SqliteStore:
         (left,) = conn.execute(
             "UPDATE job_progress SET open_items = open_items - ? WHERE job_id = ? RETURNING open_items", (count, job_id)
         ).fetchone()
-        if left <= 0 and conn.execute(
-            "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running'", (now, job_id)
-        ).rowcount:
+        if (
+            left <= 0
+            and conn.execute(
+                "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running'", (now, job_id)
+            ).rowcount
+        ):
             conn.execute("DELETE FROM queues WHERE job_id = ?", (job_id,))  # nothing waits in them
             log.info("job %d done", job_id)
 
@@ -832,9 +859,7 @@ class SqliteStore:
             if _runs_all(decode(workloads), running):
                 peers[peer_id] = active[peer_id]
         demand: dict[str, int] = dict(
-            conn.execute(
-                f"SELECT q.unit_key, COUNT(*) FROM {_QUEUED_ITEMS} GROUP BY q.unit_key"
-            )
+            conn.execute(f"SELECT q.unit_key, COUNT(*) FROM {_QUEUED_ITEMS} GROUP BY q.unit_key")
         )
         for key, count in conn.execute(
             "SELECT units.unit_key, COUNT(*) FROM units JOIN items ON items.unit_key = units.unit_key"
@@ -869,7 +894,12 @@ class SqliteStore:
                 logging.INFO if changed else logging.DEBUG,
                 "hosts assigned: %d with work on %d active peers; %d newly placed, %d moved, %d released,"
                 " %d beyond every peer's cap",
-                len(chosen), len(peers), len(changed) - len(plan.moved), len(plan.moved), len(dropped), len(overflow),
+                len(chosen),
+                len(peers),
+                len(changed) - len(plan.moved),
+                len(plan.moved),
+                len(dropped),
+                len(overflow),
             )
 
     def _plan_is_due(self, conn: sqlite3.Connection, peer_id: str, now: float) -> bool:
@@ -889,7 +919,7 @@ class SqliteStore:
     # ---- units and leases --------------------------------------------------------------
 
     @staticmethod
-    def _unit_lease(row: sqlite3.Row | tuple[Any, ...]) -> UnitLease:
+    def _unit_lease(row: sqlite3.Row | Sequence[Any]) -> UnitLease:
         state, token, peer_id, expires_at, attempts, last_error = row
         return UnitLease(UnitState(state), token, peer_id, expires_at, attempts, last_error)
 
@@ -974,7 +1004,10 @@ class SqliteStore:
             if not workloads:
                 return granted
             ask = _Asking(
-                peer_id, now, lease_seconds, self._throughput(conn, peer_id),
+                peer_id,
+                now,
+                lease_seconds,
+                self._throughput(conn, peer_id),
                 None if ANY_WORKLOAD in workloads else tuple(workloads),
             )
             # Only hosts with something to lease: waiting items or a unit not done. A host keeps
@@ -1021,8 +1054,9 @@ class SqliteStore:
             span = _Span(key, job_id, first, last)
             unit = self._unit_lease(lease_row)
             if unit.state is UnitState.LEASED:
-                assert unit.expires_at is not None
-                if unit.expires_at > ask.now:
+                expires_at = unit.expires_at
+                assert expires_at is not None
+                if expires_at > ask.now:
                     silent_since = self._straggling(conn, unit_id, span, unit, leased_at, renewed_at, ask)
                     if silent_since is None:
                         return None  # a live lease: never two peers on one host
@@ -1030,7 +1064,7 @@ class SqliteStore:
                     unit = unit._replace(expires_at=ask.now)
                     paced = host_pacing.after_abandoned(paced, silent_since, self._min_delay)
                 else:
-                    paced = host_pacing.after_abandoned(paced, unit.expires_at, self._min_delay)
+                    paced = host_pacing.after_abandoned(paced, expires_at, self._min_delay)
             open_units.append((unit_id, span, unit))
         if key != linkcheck_jobs.NOT_HTTP_KEY:
             if paced != pace:
@@ -1095,7 +1129,9 @@ class SqliteStore:
         if (workload, pinned) not in ask.bundles:
             ask.bundles[workload, pinned] = self._bundle_ref(conn, workload, pinned, ask.peer_id)
         host = None if key == linkcheck_jobs.NOT_HTTP_KEY else key
-        return _Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host)
+        return _Granted(
+            unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host
+        )
 
     def _straggling(
         self,
@@ -1125,7 +1161,12 @@ class SqliteStore:
             return None
         log.info(
             "unit %d of job %d: holder %s… silent for %.0f s, %.0f s into an expected %.0f s; granting it again",
-            unit_id, span.job_id, (unit.peer_id or "")[:12], ask.now - renewed_at, ask.now - leased_at, expected,
+            unit_id,
+            span.job_id,
+            (unit.peer_id or "")[:12],
+            ask.now - renewed_at,
+            ask.now - leased_at,
+            expected,
         )
         # The holder stops its unit once it could not renew for a while (peer.agent's
         # STOP_UNRENEWED, under MISSED_RENEWALS intervals): by then it left the host alone.
@@ -1169,9 +1210,7 @@ class SqliteStore:
             if not leases.holds(stored.lease, peer_id, token):
                 raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
             self._save_unit(conn, unit_id, leases.released(stored.lease))
-            self._pace_host(
-                conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay)
-            )
+            self._pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, self._min_delay))
 
     # ---- reports -----------------------------------------------------------------------
     #
@@ -1235,17 +1274,19 @@ class SqliteStore:
                         )
                     }
         keys = sorted({unit.key for unit in reported.units.values()} - {linkcheck_jobs.NOT_HTTP_KEY})
-        for chunk in _chunks(keys):
+        for some_keys in _chunks(keys):
             for key, *pace in conn.execute(
                 "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
-                f" WHERE key IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f" WHERE key IN ({', '.join('?' * len(some_keys))})",
+                some_keys,
             ):
                 reported.paces[key] = HostPace(*pace)
         reported.stored_paces = dict(reported.paces)
         return reported
 
-    def _take_report(self, conn: sqlite3.Connection, report: _Incoming, now: float, reported: _Reported) -> ReportResponse:
+    def _take_report(
+        self, conn: sqlite3.Connection, report: _Incoming, now: float, reported: _Reported
+    ) -> ReportResponse:
         """Judge one report and collect what it changes in `reported`; raise before changing
         anything if it is refused. Only the links it found are written at once (new items)."""
         unit = reported.units.get(report.unit_id)
@@ -1381,9 +1422,10 @@ class SqliteStore:
             ).rowcount:
                 published.add((name, version))  # else never published here: nothing to learn from it
         for name in {name for name, _ in published}:
-            before = after = self._load_rollout(conn, name)
+            before = self._load_rollout(conn, name)
             if before is None:
                 continue
+            after = before
             for of, version, ok in reported.outcomes:
                 if of == name and (name, version) in published:
                     after = rollout.counted(after, version, ok)
@@ -1454,7 +1496,9 @@ class SqliteStore:
                 " ORDER BY next_allowed_at DESC, key LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-        return [HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows]
+        return [
+            HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows
+        ]
 
     def _list_jobs(self) -> list[JobStatus]:
         with self._transaction(write=False) as conn:
@@ -1620,13 +1664,22 @@ class SqliteStore:
                 conn.execute(
                     "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, bundle.owner_key, bundle.info_hash, bundle.archive_sha256, bundle.manifest,
-                     bundle.published_at),
+                    (
+                        name,
+                        version,
+                        bundle.owner_key,
+                        bundle.info_hash,
+                        bundle.archive_sha256,
+                        bundle.manifest,
+                        bundle.published_at,
+                    ),
                 )
             if current is None:
                 self._save_rollout(conn, rollout.first(name, bundle.owner_key, version))
             elif stable and current.stable != version:
-                self._save_rollout(conn, rollout.made_stable(current, version, f"{name} {version} is the stable version"))
+                self._save_rollout(
+                    conn, rollout.made_stable(current, version, f"{name} {version} is the stable version")
+                )
         if row is None:
             log.info("bundle %s %s published by %s…", name, version, bundle.owner_key[:16])
         return row is None
@@ -1708,8 +1761,17 @@ class SqliteStore:
             " candidate = excluded.candidate, percent = excluded.percent, state = excluded.state,"
             " message = excluded.message, candidate_ok = excluded.candidate_ok,"
             " candidate_failed = excluded.candidate_failed",
-            (r.name, r.owner_key, r.stable, r.candidate, r.percent, r.state.value, r.message,
-             r.since_started.ok, r.since_started.failed),
+            (
+                r.name,
+                r.owner_key,
+                r.stable,
+                r.candidate,
+                r.percent,
+                r.state.value,
+                r.message,
+                r.since_started.ok,
+                r.since_started.failed,
+            ),
         )
 
     @staticmethod

@@ -29,9 +29,9 @@ import logging
 import multiprocessing
 import pickle
 import queue
-import threading
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
@@ -244,7 +244,7 @@ def _serve(pipe: Connection, host: Callable[[], Hosted], level: int, formatter: 
 
 
 def _answers(group: list[_Message], outcomes: list[Outcome]) -> bytes:
-    answers = [(m.call_id, result, _crossing(error)) for m, (result, error) in zip(group, outcomes)]
+    answers = [(m.call_id, result, _crossing(error)) for m, (result, error) in zip(group, outcomes, strict=True)]
     try:
         return pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:

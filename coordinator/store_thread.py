@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,11 @@ class StoreThread:
             first = leftover if leftover is not None else self._queue.get()
             if isinstance(first, _Stop):
                 return
-            group, leftover = take_group(first, self._next_queued)
+            # The queue hands out calls and the stop mark alike: a group is of either.
+            group, leftover = take_group(cast("_Call | _Stop", first), self._next_queued)
             calls = [call for call in group if isinstance(call, _Call)]
             outcomes = run_group(self._connection(), [(call.fn, call.args) for call in calls], self._on_rollback)
-            for call, (result, error) in zip(calls, outcomes):
+            for call, (result, error) in zip(calls, outcomes, strict=True):
                 call.loop.call_soon_threadsafe(settle, call.future, result, error)
 
     def _next_queued(self) -> _Call | _Stop | None:
@@ -109,7 +110,8 @@ class StoreThread:
 
 
 class _Groupable(Protocol):
-    alone: bool
+    @property
+    def alone(self) -> bool: ...
 
 
 G = TypeVar("G", bound=_Groupable)

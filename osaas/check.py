@@ -23,10 +23,10 @@ from yarl import URL
 
 from coordinator.api import serve as serve_coordinator
 from osaas import owner
-from workloads import linkcheck_report as report
 from overlay import http
 from overlay.dht import DhtNode
 from overlay.identity import Identity
+from workloads import linkcheck_report as report
 
 CHECK_NETWORK = "check"  # the embedded network's name in its own DHT
 
@@ -112,11 +112,12 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                 dht=dht,
                 identity=identity,
                 network=CHECK_NETWORK,
-                ready=lambda port: ready.done() or ready.set_result(port),
+                ready=lambda port: None if ready.done() else ready.set_result(port),
             )
         )
         try:
-            done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            waited: set[asyncio.Future[Any]] = {task, ready}
+            done, _ = await asyncio.wait(waited, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             if ready not in done:
                 if task.done() and task.exception():
                     raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
@@ -130,17 +131,36 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
 
 
 @contextlib.asynccontextmanager
-async def _peers(options: CheckOptions, network: _Network, workdir: Path) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+async def _peers(
+    options: CheckOptions, network: _Network, workdir: Path
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     """Peer processes that know only the DHT bootstrap address: they find the coordinator."""
     processes: list[asyncio.subprocess.Process] = []
     try:
         for i in range(options.peers):
-            argv = [sys.executable, "-m", "osaas", "peer", "run", "--bootstrap", network.bootstrap,
-                    "--dht-listen", "127.0.0.1:0", "--network", CHECK_NETWORK,
-                    "--data-dir", str(workdir / f"peer-{i}"), "--name", f"check-peer-{i}", "--status-port", "off",
-                    # The bundle is this installation's own link checker: it may run even where
-                    # no sandbox can be built (the peer then says so in its log).
-                    "--trust-owner", network.owner_key]
+            argv = [
+                sys.executable,
+                "-m",
+                "osaas",
+                "peer",
+                "run",
+                "--bootstrap",
+                network.bootstrap,
+                "--dht-listen",
+                "127.0.0.1:0",
+                "--network",
+                CHECK_NETWORK,
+                "--data-dir",
+                str(workdir / f"peer-{i}"),
+                "--name",
+                f"check-peer-{i}",
+                "--status-port",
+                "off",
+                # The bundle is this installation's own link checker: it may run even where
+                # no sandbox can be built (the peer then says so in its log).
+                "--trust-owner",
+                network.owner_key,
+            ]
             if options.allow_private:
                 argv.append("--allow-private")
             with open(workdir / f"peer-{i}.log", "wb") as log_file:
@@ -162,7 +182,7 @@ async def _stop_all(processes: list[asyncio.subprocess.Process]) -> None:
     for process in processes:
         try:
             await asyncio.wait_for(process.wait(), timeout=15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
@@ -187,7 +207,9 @@ async def _watch(
                 return
             if all(p.returncode is not None for p in peers):
                 log_tail = (workdir / "peer-0.log").read_text(errors="replace").strip().splitlines()[-1:]
-                raise CheckError("every peer exited before the job finished: " + (log_tail[0] if log_tail else "no log"))
+                raise CheckError(
+                    "every peer exited before the job finished: " + (log_tail[0] if log_tail else "no log")
+                )
             await asyncio.sleep(0.2)
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 from rich.console import Console
@@ -23,7 +24,6 @@ from coordinator.assignment import DEFAULT_EPSILON, MAX_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY, MAX_MIN_DELAY
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from osaas import owner
-from workloads import linkcheck_report as report
 from osaas.check import CheckError, CheckOptions, run_check, validate_url, write_report
 from overlay import http
 from overlay.announcements import CoordinatorAnnouncement, valid_network
@@ -34,7 +34,10 @@ from overlay.wire import to_obj
 from peer.budget import BudgetError, budget_from, default_config_path, parse_rate
 from peer.idle import DEFAULT_IDLE_AFTER
 from peer.status import DEFAULT_STATUS_PORT, STATUS_HOST, status_text
+from workloads import linkcheck_report as report
 from workloads.bundle import BundleError
+
+_T = TypeVar("_T")
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
@@ -89,7 +92,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:
     """HOST:PORT[,HOST:PORT...] with names resolved: DHT nodes are addressed by IP."""
-    addresses = []
+    addresses: list[tuple[str, int]] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
@@ -99,7 +102,7 @@ def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:
         except socket.gaierror as exc:
             raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {exc.strerror}") from None
         ipv4 = [info for info in infos if info[0] == socket.AF_INET]
-        addresses.append(((ipv4 or infos)[0][4][0], port))
+        addresses.append((str((ipv4 or infos)[0][4][0]), port))
     if not addresses:
         raise argparse.ArgumentTypeError("give at least one HOST:PORT")
     return tuple(addresses)
@@ -209,7 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check the links of a site with an embedded network")
     check.add_argument("urls", nargs="+", metavar="URL")
     check.add_argument("--peers", type=_positive, default=2, help="peer processes to start (default 2)")
-    check.add_argument("--depth", type=_non_negative, default=None, help="crawl pages up to N links away from the start URLs (0: the start pages only); links on the last pages crawled are still checked (default: no limit)")
+    check.add_argument(
+        "--depth",
+        type=_non_negative,
+        default=None,
+        help="crawl pages up to N links away from the start URLs (0: the start pages only); links on the last pages crawled are still checked (default: no limit)",
+    )
     check.add_argument("--format", choices=report.FORMATS, default="text", dest="fmt")
     check.add_argument("--output", type=Path, help="write the report here instead of standard output")
     check.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
@@ -225,77 +233,227 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
     serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
     serve.add_argument("--lease-seconds", type=float, default=60.0)
-    serve.add_argument("--unit-size", type=_positive, default=DEFAULT_UNIT_SIZE, help=f"most URLs per work unit; units are sized to about 30 s of each peer's measured work (default {DEFAULT_UNIT_SIZE})")
-    serve.add_argument("--host-min-delay", type=_host_delay, default=DEFAULT_MIN_DELAY, metavar="SECONDS", help=f"pause every website gets between two work units, across all peers (default {DEFAULT_MIN_DELAY:g})")
-    serve.add_argument("--epsilon", type=_epsilon, default=DEFAULT_EPSILON, metavar="E", help=f"how far above its capacity-weighted share of the work a peer's load may go: at most (1+E) times it (default {DEFAULT_EPSILON:g})")
+    serve.add_argument(
+        "--unit-size",
+        type=_positive,
+        default=DEFAULT_UNIT_SIZE,
+        help=f"most URLs per work unit; units are sized to about 30 s of each peer's measured work (default {DEFAULT_UNIT_SIZE})",
+    )
+    serve.add_argument(
+        "--host-min-delay",
+        type=_host_delay,
+        default=DEFAULT_MIN_DELAY,
+        metavar="SECONDS",
+        help=f"pause every website gets between two work units, across all peers (default {DEFAULT_MIN_DELAY:g})",
+    )
+    serve.add_argument(
+        "--epsilon",
+        type=_epsilon,
+        default=DEFAULT_EPSILON,
+        metavar="E",
+        help=f"how far above its capacity-weighted share of the work a peer's load may go: at most (1+E) times it (default {DEFAULT_EPSILON:g})",
+    )
     serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
-    serve.add_argument("--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator")
-    serve.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through")
+    serve.add_argument(
+        "--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator"
+    )
+    serve.add_argument(
+        "--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through"
+    )
     serve.add_argument("--network", type=_network, default="public", help="the network to announce in (default public)")
-    serve.add_argument("--public-url", type=_coordinator_url, metavar="URL", help="the URL peers should use (default: the --listen address)")
-    serve.add_argument("--torrent-listen", type=_host_port, metavar="HOST:PORT", help="where bundles are seeded over BitTorrent (default: the --listen host, any port)")
-    serve.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on bundle seeding upload, e.g. 2MB (default: none)")
-    serve.add_argument("--public-dashboard", action="store_true", help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)")
+    serve.add_argument(
+        "--public-url",
+        type=_coordinator_url,
+        metavar="URL",
+        help="the URL peers should use (default: the --listen address)",
+    )
+    serve.add_argument(
+        "--torrent-listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="where bundles are seeded over BitTorrent (default: the --listen host, any port)",
+    )
+    serve.add_argument(
+        "--bundle-upload-rate",
+        type=_rate,
+        metavar="BYTES/S",
+        help="cap on bundle seeding upload, e.g. 2MB (default: none)",
+    )
+    serve.add_argument(
+        "--public-dashboard",
+        action="store_true",
+        help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)",
+    )
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
-    board.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database (the token lies beside it)")
-    board.add_argument("--url", type=_coordinator_url, default="http://127.0.0.1:8700", metavar="URL", help="where the coordinator serves (default http://127.0.0.1:8700)")
-    board.add_argument("--owner", metavar="NAME", help="the address for this bundle owner (owner token) instead of the operator's")
+    board.add_argument(
+        "--db", type=Path, required=True, help="the coordinator's SQLite database (the token lies beside it)"
+    )
+    board.add_argument(
+        "--url",
+        type=_coordinator_url,
+        default="http://127.0.0.1:8700",
+        metavar="URL",
+        help="where the coordinator serves (default http://127.0.0.1:8700)",
+    )
+    board.add_argument(
+        "--owner", metavar="NAME", help="the address for this bundle owner (owner token) instead of the operator's"
+    )
     board.set_defaults(run=_cmd_coordinator_dashboard)
-    owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(metavar="ACTION")
+    owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(
+        metavar="ACTION"
+    )
     owner_add = owners.add_parser("add", help="accept bundles signed by this owner key")
     owner_add.add_argument("name", metavar="NAME", help="who the owner is, for people")
-    owner_add.add_argument("public_key", metavar="PUBKEY", help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)")
+    owner_add.add_argument(
+        "public_key", metavar="PUBKEY", help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)"
+    )
     owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
     owner_add.set_defaults(run=_cmd_owner_add)
 
     peer = commands.add_parser("peer", help="run a volunteer peer").add_subparsers(metavar="ACTION")
     run = peer.add_parser("run", help="lease and run work units")
     run.add_argument("--coordinator", type=_coordinator_url, metavar="URL", help="work for this coordinator (no DHT)")
-    run.add_argument("--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through; coordinators are found in the DHT")
-    run.add_argument("--network", type=_network, help="the network whose coordinators to work for (default: as last chosen on the peer's page, else public)")
-    run.add_argument("--prefer", type=_coordinator_url, metavar="URL", help="work for this coordinator when it is announced and answers")
-    run.add_argument("--dht-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer's DHT node listens (default 0.0.0.0:0)")
+    run.add_argument(
+        "--bootstrap",
+        type=_host_port_list,
+        default=(),
+        metavar="HOST:PORT[,...]",
+        help="DHT nodes to join through; coordinators are found in the DHT",
+    )
+    run.add_argument(
+        "--network",
+        type=_network,
+        help="the network whose coordinators to work for (default: as last chosen on the peer's page, else public)",
+    )
+    run.add_argument(
+        "--prefer",
+        type=_coordinator_url,
+        metavar="URL",
+        help="work for this coordinator when it is announced and answers",
+    )
+    run.add_argument(
+        "--dht-listen",
+        type=_host_port,
+        default=("0.0.0.0", 0),
+        metavar="HOST:PORT",
+        help="where this peer's DHT node listens (default 0.0.0.0:0)",
+    )
     run.add_argument("--data-dir", type=Path, required=True)
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
-    run.add_argument("--trust-owner", action="append", default=[], metavar="KEY",
-                     help="where no sandbox can be built (no bubblewrap, not Linux): run bundles of this owner "
-                          "(64 hex digits; repeatable; also trusted_owners in the config file); others are refused")
-    run.add_argument("--egress-source", type=_ip_address, metavar="ADDR", help="local address workload traffic leaves from (default: the system's choice)")
-    run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
-                     help="on SIGTERM, how long running units may finish before their leases are released")
-    run.add_argument("--torrent-listen", type=_host_port, default=("0.0.0.0", 0), metavar="HOST:PORT", help="where this peer fetches and seeds bundles (default 0.0.0.0:0)")
-    run.add_argument("--bundle-upload-rate", type=_rate, metavar="BYTES/S", help="cap on seeding bundles to other peers, e.g. 200KB (default: 1MB)")
-    run.add_argument("--status-port", type=_status_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"serve the peer's status on 127.0.0.1:PORT/status (default {DEFAULT_STATUS_PORT}; 0: any free port; off: not at all)")
+    run.add_argument(
+        "--trust-owner",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="where no sandbox can be built (no bubblewrap, not Linux): run bundles of this owner "
+        "(64 hex digits; repeatable; also trusted_owners in the config file); others are refused",
+    )
+    run.add_argument(
+        "--egress-source",
+        type=_ip_address,
+        metavar="ADDR",
+        help="local address workload traffic leaves from (default: the system's choice)",
+    )
+    run.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running units may finish before their leases are released",
+    )
+    run.add_argument(
+        "--torrent-listen",
+        type=_host_port,
+        default=("0.0.0.0", 0),
+        metavar="HOST:PORT",
+        help="where this peer fetches and seeds bundles (default 0.0.0.0:0)",
+    )
+    run.add_argument(
+        "--bundle-upload-rate",
+        type=_rate,
+        metavar="BYTES/S",
+        help="cap on seeding bundles to other peers, e.g. 200KB (default: 1MB)",
+    )
+    run.add_argument(
+        "--status-port",
+        type=_status_port,
+        default=DEFAULT_STATUS_PORT,
+        metavar="PORT",
+        help=f"serve the peer's status on 127.0.0.1:PORT/status (default {DEFAULT_STATUS_PORT}; 0: any free port; off: not at all)",
+    )
     budget = run.add_argument_group(
-        "budget", "what the volunteer lends; flags win over the config file (--config, default "
-        f"{default_config_path()})")
-    budget.add_argument("--config", type=Path, metavar="FILE", help="the budget file (TOML: max_down, max_up, cap, max_fetches, active_hours)")
+        "budget",
+        f"what the volunteer lends; flags win over the config file (--config, default {default_config_path()})",
+    )
+    budget.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the budget file (TOML: max_down, max_up, cap, max_fetches, active_hours)",
+    )
     budget.add_argument("--max-down", metavar="RATE", help="download rate limit, e.g. 1MB/s (default: none)")
-    budget.add_argument("--max-up", metavar="RATE", help="upload rate limit, bundle seeding included, e.g. 200KB/s (default: none)")
+    budget.add_argument(
+        "--max-up", metavar="RATE", help="upload rate limit, bundle seeding included, e.g. 200KB/s (default: none)"
+    )
     budget.add_argument("--daily-cap", metavar="SIZE", help="bytes down and up per day, e.g. 2GB (default: none)")
     budget.add_argument("--cap", metavar="SIZE/PERIOD", help="bytes per day, week or month, e.g. 10GB/week")
     budget.add_argument("--max-fetches", metavar="N", help="concurrent fetches at most (default: none)")
-    budget.add_argument("--active-hours", action="append", metavar="HH:MM-HH:MM", help="work only in these hours (local time; repeatable)")
-    budget.add_argument("--only-when-idle", action="store_true", help="work only while nobody uses this computer (X11 idle time, or while the osaas screensaver shows); pause within a second of input")
-    budget.add_argument("--idle-after", type=_duration, default=DEFAULT_IDLE_AFTER, metavar="DURATION", help=f"with --only-when-idle: input-free time before working, e.g. 90s, 5m (default {DEFAULT_IDLE_AFTER:g} s)")
+    budget.add_argument(
+        "--active-hours",
+        action="append",
+        metavar="HH:MM-HH:MM",
+        help="work only in these hours (local time; repeatable)",
+    )
+    budget.add_argument(
+        "--only-when-idle",
+        action="store_true",
+        help="work only while nobody uses this computer (X11 idle time, or while the osaas screensaver shows); pause within a second of input",
+    )
+    budget.add_argument(
+        "--idle-after",
+        type=_duration,
+        default=DEFAULT_IDLE_AFTER,
+        metavar="DURATION",
+        help=f"with --only-when-idle: input-free time before working, e.g. 90s, 5m (default {DEFAULT_IDLE_AFTER:g} s)",
+    )
     run.set_defaults(run=_cmd_peer_run)
     peer_status = peer.add_parser("status", help="what the peer on this machine is doing")
-    peer_status.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
+    peer_status.add_argument(
+        "--status-port",
+        type=_port,
+        default=DEFAULT_STATUS_PORT,
+        metavar="PORT",
+        help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})",
+    )
     peer_status.add_argument("--json", action="store_true", help="print the whole status document")
     peer_status.set_defaults(run=_cmd_peer_status)
     peer_page = peer.add_parser("page", help="the address of the peer's local page, with the token that allows changes")
     peer_page.add_argument("--data-dir", type=Path, required=True, help="the peer's data dir (holds the token)")
-    peer_page.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its page on (default {DEFAULT_STATUS_PORT})")
+    peer_page.add_argument(
+        "--status-port",
+        type=_port,
+        default=DEFAULT_STATUS_PORT,
+        metavar="PORT",
+        help=f"the port the peer serves its page on (default {DEFAULT_STATUS_PORT})",
+    )
     peer_page.set_defaults(run=_cmd_peer_page)
 
     saver = commands.add_parser("screensaver", help="show what the peer on this machine is doing, live")
-    saver.add_argument("--status-port", type=_port, default=DEFAULT_STATUS_PORT, metavar="PORT", help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})")
+    saver.add_argument(
+        "--status-port",
+        type=_port,
+        default=DEFAULT_STATUS_PORT,
+        metavar="PORT",
+        help=f"the port the peer serves its status on (default {DEFAULT_STATUS_PORT})",
+    )
     where = saver.add_mutually_exclusive_group()
     where.add_argument("--fullscreen", action="store_true", help="fill the screen; any key or click ends it")
-    where.add_argument("-root", "--root", action="store_true", help="draw on the root window (XScreenSaver; $XSCREENSAVER_WINDOW wins)")
+    where.add_argument(
+        "-root", "--root", action="store_true", help="draw on the root window (XScreenSaver; $XSCREENSAVER_WINDOW wins)"
+    )
     where.add_argument("-window-id", "--window-id", metavar="ID", help="draw into this X window (XScreenSaver)")
     saver.add_argument("--size", type=_size, default=None, metavar="WxH", help="window size (default 1280x720)")
     saver.add_argument("--frames", type=_positive, metavar="N", help="stop after N frames")
@@ -319,7 +477,9 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true")
     lookup.set_defaults(run=_cmd_dht_lookup)
 
-    bundles = commands.add_parser("bundle", help="build, publish and roll out code bundles").add_subparsers(metavar="ACTION")
+    bundles = commands.add_parser("bundle", help="build, publish and roll out code bundles").add_subparsers(
+        metavar="ACTION"
+    )
     keygen = bundles.add_parser("keygen", help="create an owner key; prints its public key")
     keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
     keygen.set_defaults(run=_cmd_bundle_keygen)
@@ -349,8 +509,13 @@ def _parser() -> argparse.ArgumentParser:
     submit = job.add_parser("submit", help="submit a link-check job; prints its id")
     submit.add_argument("urls", nargs="+", metavar="URL")
     submit.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
-    submit.add_argument("--bundle", type=_bundle_spec, default=("linkcheck", None), metavar="NAME[@VERSION]",
-                        help="the bundle that runs the job (default linkcheck, following its rollout)")
+    submit.add_argument(
+        "--bundle",
+        type=_bundle_spec,
+        default=("linkcheck", None),
+        metavar="NAME[@VERSION]",
+        help="the bundle that runs the job (default linkcheck, following its rollout)",
+    )
     submit.add_argument("--depth", type=_non_negative, default=None)
     submit.set_defaults(run=_cmd_job_submit)
 
@@ -451,9 +616,19 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                 log.info("DHT node listening on %s:%d", *dht.address)
             task = asyncio.create_task(
                 serve(
-                    host, port, args.db, identity=identity, lease_seconds=args.lease_seconds,
-                    unit_size=args.unit_size, host_min_delay=args.host_min_delay, epsilon=args.epsilon, dht=dht, network=args.network, public_url=args.public_url,
-                    torrent_listen=args.torrent_listen, bundle_upload_rate=args.bundle_upload_rate,
+                    host,
+                    port,
+                    args.db,
+                    identity=identity,
+                    lease_seconds=args.lease_seconds,
+                    unit_size=args.unit_size,
+                    host_min_delay=args.host_min_delay,
+                    epsilon=args.epsilon,
+                    dht=dht,
+                    network=args.network,
+                    public_url=args.public_url,
+                    torrent_listen=args.torrent_listen,
+                    bundle_upload_rate=args.bundle_upload_rate,
                     public_dashboard=args.public_dashboard,
                 )
             )
@@ -511,8 +686,10 @@ def _cmd_dht_lookup(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"public_key": a.public_key, "issued_at": a.issued_at} | a.payload()))
         else:
-            print(f"{a.url}  key {a.public_key[:16]}…  load {a.load}  peers {a.peers}  "
-                  f"workloads {','.join(a.workloads)}  announced {max(0, now - a.issued_at):.0f} s ago")
+            print(
+                f"{a.url}  key {a.public_key[:16]}…  load {a.load}  peers {a.peers}  "
+                f"workloads {','.join(a.workloads)}  announced {max(0, now - a.issued_at):.0f} s ago"
+            )
     if not found and not args.json:
         print(f"no coordinators announced in network {args.network!r}", file=sys.stderr)
     return EXIT_OK
@@ -539,7 +716,9 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.bind((args.egress_source, 0))
         except OSError as exc:
-            raise UsageError(f"--egress-source {args.egress_source}: not an address of this machine ({exc.strerror or exc})") from exc
+            raise UsageError(
+                f"--egress-source {args.egress_source}: not an address of this machine ({exc.strerror or exc})"
+            ) from exc
     try:
         budget = budget_from(
             config_path,
@@ -592,14 +771,14 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
 def _cmd_peer_status(args: argparse.Namespace) -> int:
     url = f"http://{STATUS_HOST}:{args.status_port}/status"
 
-    async def fetch(session: aiohttp.ClientSession) -> object:
+    async def fetch(session: aiohttp.ClientSession) -> Any:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
             response.raise_for_status()
             return await response.json()
 
     try:
         status = asyncio.run(_with_session(fetch))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise UsageError(
             f"no peer answers on {STATUS_HOST}:{args.status_port} ({type(exc).__name__}); start one with "
             "`osaas peer run --coordinator URL --data-dir DIR` (or give its --status-port)"
@@ -690,7 +869,7 @@ def _cmd_screensaver_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _with_session(fn: Callable[[aiohttp.ClientSession], Awaitable[object]]) -> object:
+async def _with_session(fn: Callable[[aiohttp.ClientSession], Awaitable[_T]]) -> _T:
     async with aiohttp.ClientSession() as session:
         return await fn(session)
 
@@ -758,8 +937,10 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     signed = built.signed
     assert signed.info_hash is not None
-    print(f"built {signed.manifest.name} {signed.manifest.version}: {len(signed.files)} files, "
-          f"{built.archive_path.stat().st_size} bytes, info-hash {signed.info_hash.hex()}")
+    print(
+        f"built {signed.manifest.name} {signed.manifest.version}: {len(signed.files)} files, "
+        f"{built.archive_path.stat().st_size} bytes, info-hash {signed.info_hash.hex()}"
+    )
     print(f"  {built.archive_path}\n  {built.torrent_path}\n  {built.manifest_path}")
     return EXIT_OK
 

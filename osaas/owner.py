@@ -29,7 +29,7 @@ async def submit(
 
 
 def split_bundle(text: str) -> tuple[str, str | None]:
-    """"NAME" or "NAME@VERSION" as (name, version or None)."""
+    """ "NAME" or "NAME@VERSION" as (name, version or None)."""
     name, sep, version = text.partition("@")
     if not name or (sep and not version):
         raise ValueError(f"{text!r} is not NAME or NAME@VERSION")

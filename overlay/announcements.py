@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from overlay.records import SignedRecord, is_withdrawn, payload_of
 
@@ -60,7 +60,9 @@ class CoordinatorAnnouncement:
         if is_withdrawn(record):
             return None
         payload = payload_of(record)
-        url, network, load, peers, workloads = (payload.get(k) for k in ("url", "network", "load", "peers", "workloads"))
+        url, network, load, peers, workloads = (
+            payload.get(k) for k in ("url", "network", "load", "peers", "workloads")
+        )
         if not (
             isinstance(url, str)
             and url.startswith(("http://", "https://"))
@@ -77,7 +79,7 @@ class CoordinatorAnnouncement:
         return cls(record.signer.hex(), url.rstrip("/"), network, load, peers, tuple(workloads), record.issued_at)
 
 
-def is_count(value: Any) -> bool:
+def is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 

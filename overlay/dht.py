@@ -106,7 +106,7 @@ def _request_problem(data: Any) -> str | None:
         return f"unknown rpc {str(name)[:40]!r}"
     if not isinstance(args, list) or len(args) != len(checks):
         return f"rpc {name} takes {len(checks)} arguments"
-    if not all(fits(arg) for fits, arg in zip(checks, args)):
+    if not all(fits(arg) for fits, arg in zip(checks, args, strict=True)):
         return f"rpc {name} has arguments of the wrong type"
     return None
 
@@ -132,11 +132,7 @@ def _node_triples(answer: Any) -> list[list[Any]] | None:
     return [
         entry
         for entry in answer
-        if isinstance(entry, list)
-        and len(entry) == 3
-        and _is_id(entry[0])
-        and _is_ip(entry[1])
-        and _is_port(entry[2])
+        if isinstance(entry, list) and len(entry) == 3 and _is_id(entry[0]) and _is_ip(entry[1]) and _is_port(entry[2])
     ]
 
 
@@ -225,7 +221,7 @@ class _RecordStorage(ForgetfulStorage):
         super().__setitem__(key, pruned)
         return pruned
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self):
         # Through get(), so expired records are never handed to new nodes.
         return iter([(k, v) for k in list(self.data) if (v := self.get(k)) is not None])
 
@@ -464,9 +460,7 @@ def _write_state(path: Path, state: _Saved) -> None:
 
 # ---- the node --------------------------------------------------------------------------
 
-_bootstrap_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+_bootstrap_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def _bootstrap_slot() -> asyncio.Semaphore:

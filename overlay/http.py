@@ -7,7 +7,6 @@ Every caller above (peer agent, owner commands) sees only two failures:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -76,7 +75,7 @@ async def call(
             data = await response.read()
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unavailable(f"cannot reach coordinator at {base_url}: {exc or type(exc).__name__}") from exc
     if status in _RETRYABLE:
         raise Unavailable(f"coordinator answered HTTP {status}", retry_after)

@@ -39,12 +39,7 @@ _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
-_ALERT_MASK = (
-    lt.alert_category.status
-    | lt.alert_category.error
-    | lt.alert_category.storage
-    | lt.alert_category.peer
-)
+_ALERT_MASK = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage | lt.alert_category.peer
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
 _CHECKING = {
     lt.torrent_status.states.queued_for_checking,
@@ -126,9 +121,7 @@ def make_torrent(path: Path) -> bytes:
 
 def info_hashes_of(torrent_bytes: bytes) -> InfoHashes:
     hashes = _parse(torrent_bytes).info_hashes()
-    return InfoHashes(
-        v1=hashes.v1.to_bytes(), v2=hashes.v2.to_bytes() if hashes.has_v2() else None
-    )
+    return InfoHashes(v1=hashes.v1.to_bytes(), v2=hashes.v2.to_bytes() if hashes.has_v2() else None)
 
 
 def info_hash_of(torrent_bytes: bytes) -> bytes:
@@ -248,8 +241,9 @@ class TorrentSession:
         )
         self._pump = asyncio.create_task(self._pump_alerts(), name=f"torrent-alerts {interface}")
         try:
-            await self._wait(lambda: self._listening or self._listen_error is not None,
-                             _LISTEN_TIMEOUT, f"listening on {interface}")
+            await self._wait(
+                lambda: self._listening or self._listen_error is not None, _LISTEN_TIMEOUT, f"listening on {interface}"
+            )
             if not self._listening:
                 raise TorrentError(f"cannot listen on {interface}: {self._listen_error}")
         except BaseException:
@@ -286,7 +280,7 @@ class TorrentSession:
         except FileNotFoundError:
             saved = b""
         prefix = _PEER_ID_PREFIX.encode("ascii")
-        if len(saved) == 20 and saved.startswith(prefix) and saved[len(prefix):].isalnum():
+        if len(saved) == 20 and saved.startswith(prefix) and saved[len(prefix) :].isalnum():
             return saved
         length = 20 - len(_PEER_ID_PREFIX)
         suffix = "".join(secrets.choice(_PEER_ID_ALPHABET) for _ in range(length))
@@ -328,8 +322,9 @@ class TorrentSession:
         params.flags &= ~_STARTED
         torrent = self._add(session, params, key)
         try:
-            await self._wait(lambda: torrent.checked or torrent.error is not None,
-                             _CHECK_TIMEOUT, f"checking {key.hex()}")
+            await self._wait(
+                lambda: torrent.checked or torrent.error is not None, _CHECK_TIMEOUT, f"checking {key.hex()}"
+            )
             self._raise_if_failed(torrent)
             status = torrent.handle.status()
             if not status.is_seeding:
@@ -344,9 +339,7 @@ class TorrentSession:
             raise
         log.info("seeding %s (%s) from %s", key.hex(), info.name(), data_dir)
 
-    async def fetch(
-        self, info_hash: bytes, save_dir: Path, peers: list[Address], *, timeout: float
-    ) -> Path:
+    async def fetch(self, info_hash: bytes, save_dir: Path, peers: list[Address], *, timeout: float) -> Path:
         """Download a single-file torrent by v1 info-hash from `peers`; return the file's path.
 
         Raises TorrentTimeout when no piece passes its hash check for `timeout` seconds (metadata
@@ -506,4 +499,3 @@ def _state(status: Any) -> TorrentState:
     if status.state in _CHECKING:
         return TorrentState.CHECKING
     return TorrentState(status.state.name)
-

@@ -13,8 +13,8 @@ import hashlib
 import math
 import types
 import typing
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
@@ -74,9 +74,7 @@ def sign_request(identity: Identity, method: str, path: str, body: bytes, now: f
     }
 
 
-def verify_request(
-    headers: typing.Mapping[str, str], method: str, path: str, body: bytes, now: float
-) -> str:
+def verify_request(headers: typing.Mapping[str, str], method: str, path: str, body: bytes, now: float) -> str:
     """Return the signer's public key (hex) or raise `WireError` (code `bad_signature`)."""
     key_hex = headers.get(KEY_HEADER)
     sig_hex = headers.get(SIGNATURE_HEADER)
@@ -129,7 +127,7 @@ def _checker(hint: Any) -> Callable[[Any, str], Any]:
         return list_of
     if origin is dict or hint is dict:
         return _a_map
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return functools.partial(parse, hint)
     if hint is float:
         return _a_number
@@ -185,7 +183,8 @@ def parse(cls: type[M], obj: Any, where: str = "body") -> M:
     if not isinstance(obj, dict):
         raise WireError(f"{where} must be a map")
     kwargs = {}
-    for name, check, required in _fields(cls):
+    message_type: type = cls  # a class is hashable, whatever mypy makes of type[M]
+    for name, check, required in _fields(message_type):
         if name in obj:
             kwargs[name] = check(obj[name], f"{where}.{name}")
         elif required:
@@ -350,7 +349,9 @@ class Report:
 
     def __post_init__(self) -> None:
         _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
-        _require(self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters")
+        _require(
+            self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters"
+        )
         _require(self.crawl_delay is None or self.crawl_delay >= 0, "crawl_delay must be at least 0")
 
 

@@ -123,7 +123,11 @@ class Agent:
         self.workdir = settings.data_dir / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         if removed := remove_leftovers(self.workdir):
-            log.info("removed %d unit director%s left by a peer that was stopped mid-unit", removed, "y" if removed == 1 else "ies")
+            log.info(
+                "removed %d unit director%s left by a peer that was stopped mid-unit",
+                removed,
+                "y" if removed == 1 else "ies",
+            )
         hidden = [settings.data_dir] + ([settings.config_path.parent] if settings.config_path is not None else [])
         self.trust = WorkloadTrust.detect(settings.trusted_owners, hidden, settings.sandbox_program)
         self._lease_seconds = 60.0
@@ -270,7 +274,11 @@ class Agent:
                 self._current = best.url
                 log.info(
                     "working for %s (coordinator %s…, load %d, %d peers, %.0f ms away)",
-                    best.url, best.public_key[:12], best.load, best.peers, candidates[0].rtt * 1000,
+                    best.url,
+                    best.public_key[:12],
+                    best.load,
+                    best.peers,
+                    candidates[0].rtt * 1000,
                 )
                 return CoordinatorClient(best.url, self.identity, session)
             delay = backoff_delay(failures, cap=15.0)
@@ -443,8 +451,11 @@ class Agent:
         if self.settings.config_path is not None:
             work_choice.save(self.settings.config_path.with_name(work_choice.WORK_FILE), choice)
         if choice != self._choice:
-            log.info("the volunteer chose to work for %s", choice.coordinator or f"network {choice.network!r}"
-                     + (f", {choice.prefer} first" if choice.prefer else ""))
+            log.info(
+                "the volunteer chose to work for %s",
+                choice.coordinator
+                or f"network {choice.network!r}" + (f", {choice.prefer} first" if choice.prefer else ""),
+            )
             self._choice = choice
             self._current = None
             self._rechoose.set()
@@ -555,7 +566,9 @@ class Agent:
         except (BundleError, Unavailable, Rejected) as exc:
             # Counted against this version by the coordinator: a version peers cannot fetch or
             # trust is a failing version.
-            return WorkloadOutcome(ExitCode.FAILED, None, f"bundle {lease.bundle.name} {lease.bundle.version}: {exc}", "")
+            return WorkloadOutcome(
+                ExitCode.FAILED, None, f"bundle {lease.bundle.name} {lease.bundle.version}: {exc}", ""
+            )
         sandboxed = self.trust.confinement(ready)  # raises Untrusted
         return await run_workload(
             ready.argv if sandboxed is None else ready.sandboxed_argv,
@@ -597,8 +610,12 @@ class Agent:
                 await client.renew(ref)
             except Unavailable as exc:
                 if time.monotonic() - renewed_at >= STOP_UNRENEWED * interval:
-                    log.warning("unit %d: lease not renewed for %.0f s (%s); stopping it",
-                                ref.unit_id, time.monotonic() - renewed_at, exc)
+                    log.warning(
+                        "unit %d: lease not renewed for %.0f s (%s); stopping it",
+                        ref.unit_id,
+                        time.monotonic() - renewed_at,
+                        exc,
+                    )
                     unit.cancel()
                     return
                 log.warning("could not renew lease of unit %d: %s", ref.unit_id, exc)
@@ -661,7 +678,7 @@ class Agent:
             for pending in pendings:
                 trouble = await self._deliver(client, pending) or trouble
             return trouble
-        for pending, verdict in zip(pendings, verdicts):
+        for pending, verdict in zip(pendings, verdicts, strict=False):
             if not verdict.accepted:
                 log.warning("report of unit %d refused: %s", verdict.unit_id, verdict.reason)
             self.outbox.remove(pending)

@@ -208,9 +208,7 @@ class Window:
         if not 0 <= self.start < _MINUTES_PER_DAY or not 0 <= self.end <= _MINUTES_PER_DAY:
             raise BudgetError(f"active hours {self.start}-{self.end} are not minutes within a day")
         if self.start == self.end:
-            raise BudgetError(
-                f"active hours {self} are empty; for all day give no active hours (or 00:00-24:00)"
-            )
+            raise BudgetError(f"active hours {self} are empty; for all day give no active hours (or 00:00-24:00)")
 
     @classmethod
     def parse(cls, text: str) -> Window:
@@ -510,4 +508,3 @@ def _toml_string(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-

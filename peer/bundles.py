@@ -326,15 +326,16 @@ class BundleCache:
         bundle.verify_manifest(signed)
         manifest = signed.manifest
         asked = f"{expected.name} {expected.version}"
-        for what, name, version in (("manifest", manifest.name, manifest.version), ("bundle info", info.name, info.version)):
+        for what, name, version in (
+            ("manifest", manifest.name, manifest.version),
+            ("bundle info", info.name, info.version),
+        ):
             if (name, version) != (expected.name, expected.version):
                 raise BundleError(f"the {what} is for bundle {name} {version}, not the {asked} the lease names")
         for what, info_hash in (("manifest", signed.info_hash), ("bundle info", info.info_hash)):
             if info_hash != expected.info_hash:
                 shown = info_hash.hex() if info_hash else "no info-hash"
-                raise BundleError(
-                    f"the {what} names {shown}, but the lease names info-hash {expected.info_hash.hex()}"
-                )
+                raise BundleError(f"the {what} names {shown}, but the lease names info-hash {expected.info_hash.hex()}")
         self._pins_for(scope).check(signed)
         return signed
 
@@ -509,8 +510,12 @@ class BundleCache:
             still_used = any(e.archive_sha256 == entry.archive_sha256 for e in self._index.values())
             unpacked = None if still_used else self._unpacked / entry.archive_sha256.hex()
             self._drop(info_hash, self._archives / info_hash.hex(), unpacked)
-            log.info("bundle %s %s removed from the cache: %d newer versions were used", name, entry.version,
-                     self._keep_versions)
+            log.info(
+                "bundle %s %s removed from the cache: %d newer versions were used",
+                name,
+                entry.version,
+                self._keep_versions,
+            )
         if gone:
             self._save_index()
         return gone
@@ -661,8 +666,9 @@ def _torrent_of(archive: Path, info_hash: bytes) -> bytes | None:
         log.warning("cannot hash %s to seed it after a restart: %s", archive, exc)
         return None
     if info_hash_of(torrent_bytes) != info_hash:
-        log.warning("%s hashes to another torrent than %s: it will not be seeded after a restart",
-                    archive, info_hash.hex())
+        log.warning(
+            "%s hashes to another torrent than %s: it will not be seeded after a restart", archive, info_hash.hex()
+        )
         return None
     return torrent_bytes
 

@@ -91,7 +91,6 @@ async def prove(session: aiohttp.ClientSession, announcement: CoordinatorAnnounc
     return Candidate(announcement, rtt)
 
 
-
 async def find_coordinators(
     dht: DhtNode,
     session: aiohttp.ClientSession,

@@ -304,9 +304,7 @@ def _head_size(response: aiohttp.ClientResponse) -> int:
     return len(response.reason or "") + 15 + sum(len(k) + len(v) + 4 for k, v in response.raw_headers)
 
 
-async def _read_capped(
-    response: aiohttp.ClientResponse, limit: int, receipt: Receipt | None
-) -> tuple[bytes, bool]:
+async def _read_capped(response: aiohttp.ClientResponse, limit: int, receipt: Receipt | None) -> tuple[bytes, bool]:
     """Up to `limit` bytes of the body, and whether there was more (then the connection is
     closed rather than read to the end). Each chunk is paid for before the next is read, so
     the socket is read no faster than the volunteer's download rate."""

@@ -123,8 +123,10 @@ def local_app(controls: PeerControls, token: str) -> web.Application:
         return web.Response(
             text=_PAGE,
             content_type="text/html",
-            headers={"Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
-                     "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"},
+            headers={
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"
+            },
         )
 
     async def status(request: web.Request) -> web.Response:
@@ -135,16 +137,22 @@ def local_app(controls: PeerControls, token: str) -> web.Application:
 
     async def work_form(request: web.Request) -> web.Response:
         choice = controls.work_choice
-        return web.json_response({
-            "by_url": controls.works_by_url, "coordinator": choice.coordinator or "",
-            "network": choice.network, "prefer": choice.prefer or "",
-        })
+        return web.json_response(
+            {
+                "by_url": controls.works_by_url,
+                "coordinator": choice.coordinator or "",
+                "network": choice.network,
+                "prefer": choice.prefer or "",
+            }
+        )
 
     def change(act: Callable[[Any], str]) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             given = request.headers.get(TOKEN_HEADER, "")
             if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(403, f"changes need the page's token ({TOKEN_HEADER}); open the address `osaas peer page` prints")
+                return _error(
+                    403, f"changes need the page's token ({TOKEN_HEADER}); open the address `osaas peer page` prints"
+                )
             if request.content_length is not None and request.content_length > MAX_BODY:
                 return _error(413, f"the body is larger than {MAX_BODY} bytes")
             body = await request.content.read(MAX_BODY + 1)
@@ -207,13 +215,21 @@ async def serve_local_page(port: int, controls: PeerControls, token: str) -> Asy
         try:
             await site.start()
         except OSError as exc:
-            log.warning("status page not served on %s:%d (%s); choose another port with --status-port",
-                        STATUS_HOST, port, exc.strerror or exc)
+            log.warning(
+                "status page not served on %s:%d (%s); choose another port with --status-port",
+                STATUS_HOST,
+                port,
+                exc.strerror or exc,
+            )
             yield None
             return
         actual = runner.addresses[0][1]
-        log.info("status served on http://%s:%d/status; the volunteer's page (with its token): %s",
-                 STATUS_HOST, actual, page_url(actual, token))
+        log.info(
+            "status served on http://%s:%d/status; the volunteer's page (with its token): %s",
+            STATUS_HOST,
+            actual,
+            page_url(actual, token),
+        )
         yield actual
     finally:
         await runner.cleanup()

@@ -98,12 +98,26 @@ async def run_workload(
         # Nothing of the volunteer's environment but the language: its paths do not exist inside.
         parent = {name: os.environ[name] for name in ("LANG", "LC_ALL") if name in os.environ} | {"PATH": _SANDBOX_PATH}
         return await _start_and_supervise(
-            command, unit, fetch, timeout, limits, max_fetches, cwd=None, env=_scrubbed_env(parent, Path(TMP_DIR), env or {})
+            command,
+            unit,
+            fetch,
+            timeout,
+            limits,
+            max_fetches,
+            cwd=None,
+            env=_scrubbed_env(parent, Path(TMP_DIR), env or {}),
         )
     workdir = Path(tempfile.mkdtemp(prefix=f"{UNIT_DIR_PREFIX}{unit.unit_id}-", dir=workdir_parent))
     try:
         return await _start_and_supervise(
-            argv, unit, fetch, timeout, limits, max_fetches, cwd=workdir, env=_scrubbed_env(os.environ, workdir, env or {})
+            argv,
+            unit,
+            fetch,
+            timeout,
+            limits,
+            max_fetches,
+            cwd=workdir,
+            env=_scrubbed_env(os.environ, workdir, env or {}),
         )
     finally:
         _remove_tree(workdir)

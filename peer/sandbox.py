@@ -84,8 +84,13 @@ def sandbox_command(
     for whether they are links or exist). `uid` is the unit's own uid when running as root."""
     command = [
         sandbox.bwrap,
-        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
     ]
     if uid is None:
         # A normal user's bubblewrap always makes a user namespace; saying so lets it forbid
@@ -95,37 +100,55 @@ def sandbox_command(
         # Only to let setpriv switch to the unit's uid; setpriv then drops every capability.
         command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     command += ["--ro-bind", "/usr", "/usr"]
-    for path in _ROOT_LINKS:
-        if os.path.islink(path):
-            command += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            command += ["--ro-bind", path, path]
+    for link in _ROOT_LINKS:
+        if os.path.islink(link):
+            command += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            command += ["--ro-bind", link, link]
     bound = [path for path in _outermost(confinement.runtime) if not path.is_relative_to("/usr")]
     # bubblewrap makes the directories on the way to a bind mode 0700, which a unit's own uid
     # could not pass: they are made first, empty and open to read.
     for directory in _ancestors([*map(Path, _SYSTEM_FILES), *bound]):
         command += ["--perms", "0755", "--dir", str(directory)]
-    for path in _SYSTEM_FILES:
-        command += ["--ro-bind-try", path, path]
-    for path in bound:
-        command += ["--ro-bind", str(path), str(path)]
-    for path in confinement.hidden:
-        if any(path.is_relative_to(outer) for outer in [Path("/usr"), *bound]):
-            command += ["--tmpfs", str(path)]
+    for system_file in _SYSTEM_FILES:
+        command += ["--ro-bind-try", system_file, system_file]
+    for runtime in bound:
+        command += ["--ro-bind", str(runtime), str(runtime)]
+    for hidden in confinement.hidden:
+        if any(hidden.is_relative_to(outer) for outer in [Path("/usr"), *bound]):
+            command += ["--tmpfs", str(hidden)]
     command += [
-        "--ro-bind", str(confinement.bundle_root), BUNDLE_DIR,
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", TMP_DIR,
-        "--chdir", TMP_DIR,
+        "--ro-bind",
+        str(confinement.bundle_root),
+        BUNDLE_DIR,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(limits.tmp_bytes),
+        "--tmpfs",
+        TMP_DIR,
+        "--chdir",
+        TMP_DIR,
         "--",
-        sandbox.prlimit, f"--nproc={limits.processes}:{limits.processes}", "--",
+        sandbox.prlimit,
+        f"--nproc={limits.processes}:{limits.processes}",
+        "--",
     ]
     if uid is not None:
         assert sandbox.setpriv is not None
         command += [
-            sandbox.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+            sandbox.setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
         ]
     return command + list(argv)
 
@@ -159,14 +182,18 @@ def detect(program: str = DEFAULT_PROGRAM) -> Sandbox:
             raise SandboxError("setpriv (util-linux) is not installed; a peer running as root needs it")
     sandbox = Sandbox(bwrap, prlimit, setpriv)
     true = shutil.which("true") or "/usr/bin/true"
-    probe = sandbox.command([true], Confinement(bundle_root=Path(true).parent), ResourceLimits(processes=8, tmp_bytes=1024 * 1024))
+    probe = sandbox.command(
+        [true], Confinement(bundle_root=Path(true).parent), ResourceLimits(processes=8, tmp_bytes=1024 * 1024)
+    )
     try:
         done = subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SandboxError(f"{bwrap} could not be run: {exc}") from None
     if done.returncode != 0:
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise SandboxError(f"{bwrap} cannot build a sandbox here: {said[-1] if said else f'exit code {done.returncode}'}")
+        raise SandboxError(
+            f"{bwrap} cannot build a sandbox here: {said[-1] if said else f'exit code {done.returncode}'}"
+        )
     return sandbox
 
 

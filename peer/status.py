@@ -51,6 +51,7 @@ def screensaver_mark() -> Path:
     """The file the screensaver touches every second while it shows ($XDG_RUNTIME_DIR/osaas)."""
     return platformdirs.user_runtime_path("osaas") / "screensaver-showing"
 
+
 State = Literal["looking", "idle", "working", "paused"]
 
 
@@ -183,7 +184,9 @@ def status_text(document: Mapping[str, Any]) -> str:
     of_cap = f" of {format_size(int(cap))} this {budget.get('cap_period', 'day')}" if cap else " this period"
     rates = f"{format_rate(usage.get('down_rate') or 0)} down, {format_rate(usage.get('up_rate') or 0)} up"
     limits = ", ".join(
-        f"{label} {format_rate(budget[key])}" for key, label in (("max_down", "down"), ("max_up", "up")) if budget.get(key)
+        f"{label} {format_rate(budget[key])}"
+        for key, label in (("max_down", "down"), ("max_up", "up"))
+        if budget.get(key)
     )
     lines.append(f"  used {used}{of_cap}; now {rates}" + (f" (limits: {limits})" if limits else ""))
     totals = document.get("totals") or {}

@@ -61,7 +61,11 @@ class WorkloadTrust:
         """One line for the volunteer: whose code runs here, and how."""
         if self.sandbox is not None:
             return "workloads run in a sandbox (bubblewrap): no network but the peer, no view of this machine's files"
-        owners = f"{len(self.trusted_owners)} owner key(s) you trust" if self.trusted_owners else "nobody: no owner is trusted (--trust-owner KEY)"
+        owners = (
+            f"{len(self.trusted_owners)} owner key(s) you trust"
+            if self.trusted_owners
+            else "nobody: no owner is trusted (--trust-owner KEY)"
+        )
         return f"no sandbox: {self.unavailable}; running only bundles of {owners}"
 
     def advertised_owners(self) -> list[bytes] | None:

@@ -130,9 +130,9 @@ class UsageLedger:
 
     def flush(self) -> None:
         """Write the count if it changed since the last write; OSError reaches the caller."""
-        if self._count == self._saved:
-            return
         count = self._count
+        if count is None or count == self._saved:
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(self._path) as f:
             f.write(_encode(count))

@@ -83,7 +83,9 @@ def load(path: Path) -> WorkChoice:
         return WorkChoice()
     unknown = set(data) - {"coordinator", "network", "prefer"}
     if unknown:
-        raise WorkChoiceError(f"{path}: unknown key {sorted(unknown)[0]!r}; known keys are coordinator, network, prefer")
+        raise WorkChoiceError(
+            f"{path}: unknown key {sorted(unknown)[0]!r}; known keys are coordinator, network, prefer"
+        )
     try:
         return WorkChoice(
             coordinator=coordinator_url(data["coordinator"]) if "coordinator" in data else None,

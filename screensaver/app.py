@@ -31,11 +31,11 @@ from typing import Any
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import pygame  # noqa: E402
+import pygame
 
-from peer.status import STATUS_HOST, screensaver_mark  # noqa: E402
-from screensaver.draw import Painter  # noqa: E402
-from screensaver.view import scene_of  # noqa: E402
+from peer.status import STATUS_HOST, screensaver_mark
+from screensaver.draw import Painter
+from screensaver.view import scene_of
 
 FPS = 30
 POLL_SECONDS = 1.0

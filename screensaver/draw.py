@@ -12,9 +12,9 @@ import os
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import pygame  # noqa: E402  (the prompt must be hidden before the import)
+import pygame
 
-from screensaver.view import Scene, Tone  # noqa: E402
+from screensaver.view import Scene, Tone
 
 BACKGROUND_TOP = (14, 27, 42)
 BACKGROUND_BOTTOM = (27, 38, 59)
@@ -144,7 +144,8 @@ class Painter:
     def _side(self, surface: pygame.Surface, scene: Scene, area: pygame.Rect) -> None:
         u = self.unit
         y = area.top
-        for label, value, tone in (("ok", scene.ok, "good"), ("broken", scene.broken, "bad")):
+        counts: tuple[tuple[str, int, Tone], ...] = (("ok", scene.ok, "good"), ("broken", scene.broken, "bad"))
+        for label, value, tone in counts:
             x = area.left if label == "ok" else area.left + area.width // 2
             self._text(surface, self.big, f"{value:,}", TONES[tone], topleft=(x, y))
             self._text(surface, self.small, f"LINKS {label.upper()}", MUTED, topleft=(x, y + u * 3))
@@ -176,7 +177,13 @@ class Painter:
             self._text(surface, self.small, f"coordinator {scene.coordinator}", MUTED, bottomleft=area.bottomleft)
 
     @staticmethod
-    def _text(surface: pygame.Surface, font: pygame.font.Font, text: str, colour: tuple[int, int, int], **where: tuple[int, int]) -> None:
+    def _text(
+        surface: pygame.Surface,
+        font: pygame.font.Font,
+        text: str,
+        colour: tuple[int, int, int],
+        **where: tuple[int, int],
+    ) -> None:
         rendered = font.render(_drawable(text), True, colour)
         surface.blit(rendered, rendered.get_rect(**where))
 
@@ -186,14 +193,14 @@ def _gradient(size: tuple[int, int]) -> pygame.Surface:
     surface = pygame.Surface(size)
     for y in range(height):
         mix = y / max(height - 1, 1)
-        colour = tuple(round(a + (b - a) * mix) for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM))
+        colour = tuple(round(a + (b - a) * mix) for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM, strict=True))
         pygame.draw.line(surface, colour, (0, y), (width, y))
     return surface
 
 
 def _scaled(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     """`colour` faded toward the background by `factor` (1: as it is)."""
-    return tuple(round(b + (c - b) * factor) for c, b in zip(colour, BACKGROUND_TOP))  # type: ignore[return-value]
+    return tuple(round(b + (c - b) * factor) for c, b in zip(colour, BACKGROUND_TOP, strict=True))  # type: ignore[return-value]
 
 
 def _drawable(text: str) -> str:

@@ -159,9 +159,9 @@ def _gauges(usage: Mapping[str, Any], budget: Mapping[str, Any]) -> tuple[Gauge,
     max_down, max_up, cap = _limit(budget.get("max_down")), _limit(budget.get("max_up")), _limit(budget.get("cap"))
     period = _text(budget.get("cap_period")) or "period"
     return (
-        Gauge("download", down, max_down, _of(format_rate(down), max_down and format_rate(max_down))),
-        Gauge("upload", up, max_up, _of(format_rate(up), max_up and format_rate(max_up))),
-        Gauge(f"used this {period}", used, cap, _of(format_size(int(used)), cap and format_size(int(cap)))),
+        Gauge("download", down, max_down, _of(format_rate(down), format_rate(max_down) if max_down else None)),
+        Gauge("upload", up, max_up, _of(format_rate(up), format_rate(max_up) if max_up else None)),
+        Gauge(f"used this {period}", used, cap, _of(format_size(int(used)), format_size(int(cap)) if cap else None)),
     )
 
 

@@ -17,7 +17,13 @@ async def start(*args: str, log: Path, env: Mapping[str, str] | None = None) -> 
     """`osaas ARGS` in the background, its output in `log`; `env`: variables to set for it."""
     with open(log, "ab") as f:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", *args, stdin=asyncio.subprocess.DEVNULL, stdout=f, stderr=f,
+            sys.executable,
+            "-m",
+            "osaas",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=f,
+            stderr=f,
             env={**os.environ, **env} if env else None,
         )
 

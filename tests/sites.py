@@ -80,7 +80,7 @@ def hard_cases_app(log: RequestLog, other_host: str, closed_port: int) -> web.Ap
             <a href="http://no-such-host.invalid/">unresolvable</a>
             <a href="mailto:someone@example.org">mail</a> <a href="javascript:void(0)">js</a>
             <a href="#top">fragment only</a>
-            """
+            """  # noqa: UP031 - an HTML template: braces are its own
             % {"other": other_host, "closed": closed_port}
         )
 

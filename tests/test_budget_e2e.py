@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.sites import free_port, serve
 from tests.processes import job_results, job_status, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import free_port, serve
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,12 +53,34 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
     requests: list[str] = []
     processes: list[asyncio.subprocess.Process] = []
     status_port = str(free_port())
-    capped = ("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "capped"), "--allow-private",
-              "--config", str(tmp_path / "none.toml"), "--daily-cap", "300KB", "--status-port", status_port)
+    capped = (
+        "peer",
+        "run",
+        "--coordinator",
+        url,
+        "--data-dir",
+        str(tmp_path / "capped"),
+        "--allow-private",
+        "--config",
+        str(tmp_path / "none.toml"),
+        "--daily-cap",
+        "300KB",
+        "--status-port",
+        status_port,
+    )
     async with serve(padded_site(requests)) as site, stopped_on_exit(processes):
         processes.append(
-            await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
-                        "--unit-size", "5", log=tmp_path / "coordinator.log")
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(tmp_path / "c.sqlite"),
+                "--unit-size",
+                "5",
+                log=tmp_path / "coordinator.log",
+            )
         )
         await wait_until_serving(url, tmp_path / "coordinator.log")
         peer = await start(*capped, log=tmp_path / "capped.log")
@@ -90,8 +112,18 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
         assert code == 0 and out.startswith(f"{status['name']}: paused: transfer cap of 300 kB/day"), (out, err)
 
         # Another peer finishes the job: every page checked once, none lost.
-        helper = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "free"),
-                             "--allow-private", "--config", str(tmp_path / "none.toml"), log=tmp_path / "free.log")
+        helper = await start(
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(tmp_path / "free"),
+            "--allow-private",
+            "--config",
+            str(tmp_path / "none.toml"),
+            log=tmp_path / "free.log",
+        )
         processes.append(helper)
         status = await wait_until_done(url, job_id)
         assert status["state"] == "done", status

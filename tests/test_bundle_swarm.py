@@ -62,8 +62,9 @@ async def test_peers_fetch_from_the_coordinator_and_from_each_other(tmp_path: Pa
             torrents = await stack.enter_async_context(
                 TorrentSession((HOST, 0), state_dir=tmp_path / f"peer-{i}" / "torrent")
             )
-            cache = BundleCache(tmp_path / f"peer-{i}" / "bundles", torrents, identity=Identity.generate(),
-                                dht=dht, announce_host=HOST)
+            cache = BundleCache(
+                tmp_path / f"peer-{i}" / "bundles", torrents, identity=Identity.generate(), dht=dht, announce_host=HOST
+            )
             await stack.enter_async_context(cache)
             caches.append((cache, torrents))
 

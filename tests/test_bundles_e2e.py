@@ -34,7 +34,11 @@ def make_source(root: Path, version: str, *, broken: bool = False) -> Path:
     source = stage_linkcheck(root / f"source-{version}")
     toml = (source / "bundle.toml").read_text()
     toml = "\n".join(
-        f'name = "{NAME}"' if line.startswith("name =") else f'version = "{version}"' if line.startswith("version =") else line
+        f'name = "{NAME}"'
+        if line.startswith("name =")
+        else f'version = "{version}"'
+        if line.startswith("version =")
+        else line
         for line in toml.splitlines()
     )
     (source / "bundle.toml").write_text(toml + "\n")
@@ -81,9 +85,23 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
     async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=PAGES, delay=0.1)) as site:
         await procs.start("dht", "dht", "serve", "--listen", bootstrap)
         await procs.start(
-            "coordinator", "coordinator", "serve", "--listen", url.removeprefix("http://"), "--db", str(db),
-            "--unit-size", "3", "--network", "e2e", "--dht-listen", f"127.0.0.1:{free_udp_port()}",
-            "--bootstrap", bootstrap, "--torrent-listen", "127.0.0.1:0",
+            "coordinator",
+            "coordinator",
+            "serve",
+            "--listen",
+            url.removeprefix("http://"),
+            "--db",
+            str(db),
+            "--unit-size",
+            "3",
+            "--network",
+            "e2e",
+            "--dht-listen",
+            f"127.0.0.1:{free_udp_port()}",
+            "--bootstrap",
+            bootstrap,
+            "--torrent-listen",
+            "127.0.0.1:0",
         )
 
         async with aiohttp.ClientSession() as session:
@@ -101,8 +119,15 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             public_key = (await osaas_ok("bundle", "keygen", "--out", str(tmp_path / "owner.key"))).strip()
             for version in ("1.0", BROKEN):
                 source = make_source(tmp_path, version, broken=version == BROKEN)
-                out = await osaas_ok("bundle", "build", str(source), "--key", str(tmp_path / "owner.key"),
-                                     "--out", str(tmp_path / f"dist-{version}"))
+                out = await osaas_ok(
+                    "bundle",
+                    "build",
+                    str(source),
+                    "--key",
+                    str(tmp_path / "owner.key"),
+                    "--out",
+                    str(tmp_path / f"dist-{version}"),
+                )
                 assert f"built {NAME} {version}" in out
             code, _, err = await osaas_output("bundle", "publish", str(tmp_path / "dist-1.0"), "--coordinator", url)
             assert code == 2 and "is not registered here" in err and len(err.strip().splitlines()) == 1
@@ -115,12 +140,35 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             data_dirs = identities_split(tmp_path, 4, site)
             for i, data_dir in enumerate(data_dirs):
                 await procs.start(
-                    f"peer-{i}", "peer", "run", "--bootstrap", bootstrap, "--network", "e2e",
-                    "--dht-listen", "127.0.0.1:0", "--torrent-listen", "127.0.0.1:0",
-                    "--data-dir", str(data_dir), "--allow-private", "--slots", "1",
+                    f"peer-{i}",
+                    "peer",
+                    "run",
+                    "--bootstrap",
+                    bootstrap,
+                    "--network",
+                    "e2e",
+                    "--dht-listen",
+                    "127.0.0.1:0",
+                    "--torrent-listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(data_dir),
+                    "--allow-private",
+                    "--slots",
+                    "1",
                 )
-            out = await osaas_ok("bundle", "rollout", NAME, BROKEN, "--percent", "50", "--coordinator", url,
-                                 "--key", str(tmp_path / "owner.key"))
+            out = await osaas_ok(
+                "bundle",
+                "rollout",
+                NAME,
+                BROKEN,
+                "--percent",
+                "50",
+                "--coordinator",
+                url,
+                "--key",
+                str(tmp_path / "owner.key"),
+            )
             assert f"rolling out: {BROKEN} to 50% of peers" in out
 
             job_id = int(await osaas_ok("job", "submit", f"{site}/", "--coordinator", url, "--bundle", NAME))

@@ -11,15 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, hard_cases_app, other_host_app, serve
+from tests.sites import (
+    RequestLog,
+    free_port,
+    generated_site_app,
+    generated_site_urls,
+    hard_cases_app,
+    other_host_app,
+    serve,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
 
 async def osaas(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osaas", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd,
+        sys.executable,
+        "-m",
+        "osaas",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
     )
     out, err = await process.communicate()
     return process.returncode, out.decode(), err.decode()
@@ -39,8 +52,16 @@ async def test_hard_cases_are_classified_exactly(tmp_path: Path) -> None:
         async with serve(hard_cases_app(main_log, other, closed)) as base:
             out = tmp_path / "report.jsonl"
             code, _, err = await osaas(
-                "check", f"{base}/", "--peers", "2", "--format", "json", "--output", str(out),
-                "--allow-private", "--no-progress",
+                "check",
+                f"{base}/",
+                "--peers",
+                "2",
+                "--format",
+                "json",
+                "--output",
+                str(out),
+                "--allow-private",
+                "--no-progress",
             )
     assert code == 1, err
     items = read_json_lines(out)
@@ -92,8 +113,16 @@ async def test_every_page_of_a_site_reported_once_in_every_format(tmp_path: Path
         for fmt in ("json", "csv", "html", "text"):
             out = tmp_path / f"report.{fmt}"
             code, _, err = await osaas(
-                "check", f"{base}/", "--peers", "3", "--format", fmt, "--output", str(out),
-                "--allow-private", "--no-progress",
+                "check",
+                f"{base}/",
+                "--peers",
+                "3",
+                "--format",
+                fmt,
+                "--output",
+                str(out),
+                "--allow-private",
+                "--no-progress",
             )
             assert code == 1, err
             outputs[fmt] = out.read_text()
@@ -113,12 +142,29 @@ async def test_depth_limits_the_crawl(tmp_path: Path) -> None:
     async with serve(generated_site_app(RequestLog(), pages=40)) as base:
         out = tmp_path / "r.jsonl"
         code, _, err = await osaas(
-            "check", f"{base}/", "--depth", "1", "--peers", "1", "--format", "json", "--output", str(out),
-            "--allow-private", "--no-progress",
+            "check",
+            f"{base}/",
+            "--depth",
+            "1",
+            "--peers",
+            "1",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+            "--allow-private",
+            "--no-progress",
         )
     # Crawled: "/" (depth 0) and /p/0 (depth 1); the links on /p/0 are checked, not crawled.
     assert code == 1, err
-    assert set(read_json_lines(out)) == {f"{base}/", f"{base}/p/0", f"{base}/p/1", f"{base}/p/2", f"{base}/p/3", f"{base}/p/40"}
+    assert set(read_json_lines(out)) == {
+        f"{base}/",
+        f"{base}/p/0",
+        f"{base}/p/1",
+        f"{base}/p/2",
+        f"{base}/p/3",
+        f"{base}/p/40",
+    }
 
 
 async def test_nothing_broken_exits_zero(tmp_path: Path) -> None:
@@ -159,7 +205,15 @@ async def test_unreachable_or_private_seed_exits_2() -> None:
 async def test_demo_runs_and_shows_the_sample_sites_broken_links() -> None:
     code, out, err = await osaas("demo")
     assert code == 0, err
-    for expected in ("calendar.html", "team.html", "/gone", "/server-error", "seed-library.invalid", "old-guide.html", "nowhere.html"):
+    for expected in (
+        "calendar.html",
+        "team.html",
+        "/gone",
+        "/server-error",
+        "seed-library.invalid",
+        "old-guide.html",
+        "nowhere.html",
+    ):
         assert expected in out, expected
     assert "members.html" not in out  # excluded by robots.txt, not a broken link
     assert "/old-page\n" not in out  # links are listed under the page served, not the redirect to it

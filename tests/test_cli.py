@@ -58,7 +58,9 @@ def test_peer_refuses_a_data_dir_or_key_it_cannot_use(tmp_path: Path) -> None:
         osaas("peer", "run", "--coordinator", "http://127.0.0.1:9", "--data-dir", str(data_dir)), "identity key"
     )
     assert (data_dir / "identity.key").read_text() == "not a key"  # never overwritten
-    assert_one_line_error(osaas("peer", "run", "--coordinator", "not a url", "--data-dir", str(data_dir)), "--coordinator")
+    assert_one_line_error(
+        osaas("peer", "run", "--coordinator", "not a url", "--data-dir", str(data_dir)), "--coordinator"
+    )
 
 
 def test_peer_status_without_a_peer(tmp_path: Path) -> None:
@@ -81,7 +83,9 @@ def test_dht_commands_without_a_reachable_node() -> None:
     silent = f"127.0.0.1:{free_port()}"
     assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", silent), "no DHT node answered")
     assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", "127.0.0.1"), "is not HOST:PORT")
-    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--network", "No Such", "--bootstrap", silent), "network name")
+    assert_one_line_error(
+        osaas("dht", "lookup", "coordinators", "--network", "No Such", "--bootstrap", silent), "network name"
+    )
     assert_one_line_error(osaas("peer", "run", "--data-dir", "/tmp/x"), "--bootstrap")
 
 

@@ -27,12 +27,40 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
     db = tmp_path / "c.sqlite"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=60, delay=0.2)) as site, stopped_on_exit(processes):
-        processes.append(await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(db),
-                                     "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log"))
+        processes.append(
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(db),
+                "--unit-size",
+                "3",
+                "--host-min-delay",
+                "0.1",
+                log=tmp_path / "coordinator.log",
+            )
+        )
         await wait_until_serving(url, tmp_path / "coordinator.log")
-        processes.append(await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"),
-                                     "--name", "attic", "--allow-private", "--config", str(tmp_path / "none.toml"),
-                                     "--status-port", "off", log=tmp_path / "peer.log"))
+        processes.append(
+            await start(
+                "peer",
+                "run",
+                "--coordinator",
+                url,
+                "--data-dir",
+                str(tmp_path / "peer"),
+                "--name",
+                "attic",
+                "--allow-private",
+                "--config",
+                str(tmp_path / "none.toml"),
+                "--status-port",
+                "off",
+                log=tmp_path / "peer.log",
+            )
+        )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
         job_id = int(out)

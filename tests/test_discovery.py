@@ -93,14 +93,27 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         coordinators = {}
         for name, url in urls.items():
             coordinators[name] = await procs.start(
-                f"coordinator-{name}", "coordinator", "serve", "--listen", url.removeprefix("http://"),
-                "--db", str(tmp_path / f"{name}.sqlite"), "--unit-size", "5", "--network", "testnet",
-                "--dht-listen", f"127.0.0.1:{free_udp_port()}", "--bootstrap", bootstrap,
+                f"coordinator-{name}",
+                "coordinator",
+                "serve",
+                "--listen",
+                url.removeprefix("http://"),
+                "--db",
+                str(tmp_path / f"{name}.sqlite"),
+                "--unit-size",
+                "5",
+                "--network",
+                "testnet",
+                "--dht-listen",
+                f"127.0.0.1:{free_udp_port()}",
+                "--bootstrap",
+                bootstrap,
             )
 
         async def both_announced() -> bool:
-            code, out, _ = await osaas_output("dht", "lookup", "coordinators", "--network", "testnet",
-                                              "--bootstrap", bootstrap, "--json")
+            code, out, _ = await osaas_output(
+                "dht", "lookup", "coordinators", "--network", "testnet", "--bootstrap", bootstrap, "--json"
+            )
             return code == 0 and {json.loads(line)["url"] for line in out.splitlines()} == set(urls.values())
 
         await wait_for(both_announced, "both coordinators to be announced", 300)
@@ -110,9 +123,24 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
             peers = [f"peer-{i}" for i in range(3)]
             status_port = free_port()
             for i, name in enumerate(peers):
-                await procs.start(name, "peer", "run", "--bootstrap", bootstrap, "--network", "testnet",
-                                  "--dht-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / name),
-                                  "--allow-private", "--slots", "2", "--status-port", str(status_port) if i == 0 else "off")
+                await procs.start(
+                    name,
+                    "peer",
+                    "run",
+                    "--bootstrap",
+                    bootstrap,
+                    "--network",
+                    "testnet",
+                    "--dht-listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(tmp_path / name),
+                    "--allow-private",
+                    "--slots",
+                    "2",
+                    "--status-port",
+                    str(status_port) if i == 0 else "off",
+                )
 
             async def all_work_for_a() -> bool:
                 return all(f"working for {urls['a']}" in procs.log(p) for p in peers)
@@ -154,8 +182,9 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         # A clean shutdown withdraws B's announcement; killed A's stays until it expires.
         coordinators["b"].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(coordinators["b"].wait(), timeout=30) == 0
-        code, out, err = await osaas_output("dht", "lookup", "coordinators", "--network", "testnet",
-                                            "--bootstrap", bootstrap, "--json")
+        code, out, err = await osaas_output(
+            "dht", "lookup", "coordinators", "--network", "testnet", "--bootstrap", bootstrap, "--json"
+        )
         assert code == 0, err
         assert [json.loads(line)["url"] for line in out.splitlines()] == [urls["a"]]
 
@@ -171,9 +200,10 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
 async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_path: Path) -> None:
     honest, impostor, liar = Identity.generate(), Identity.generate(), Identity.generate()
     key = coordinators_key("testnet")
-    async with serve(make_app(SqliteStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url, serve(
-        make_app(SqliteStore(tmp_path / "i.sqlite"), identity=impostor)
-    ) as impostor_url:
+    async with (
+        serve(make_app(SqliteStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url,
+        serve(make_app(SqliteStore(tmp_path / "i.sqlite"), identity=impostor)) as impostor_url,
+    ):
         async with DhtNode(("127.0.0.1", 0)) as first, DhtNode(("127.0.0.1", 0), [first.address]) as second:
             now = time.time()
             # `liar` announces a URL whose server holds `impostor`'s key, not `liar`'s.

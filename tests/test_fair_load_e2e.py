@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sqlite3
 from collections import defaultdict
@@ -25,8 +26,8 @@ from aiohttp import web
 from coordinator import assignment
 from coordinator.linkcheck_jobs import unit_key
 from overlay.identity import Identity
-from tests.sites import free_port
 from tests.processes import job_results, job_status, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -134,13 +135,17 @@ def politeness_breaches(served: list[Served]) -> list[str]:
             by_host[s.host].append(s)
     for host, rows in by_host.items():
         rows.sort(key=lambda s: s.start)
-        for before, after in zip(rows, rows[1:]):
+        for before, after in itertools.pairwise(rows):
             if after.start < before.end:
                 problems.append(f"{host}: {after.path} from {after.source} overlaps {before.path} from {before.source}")
             elif before.source == after.source and after.start - before.end < CRAWL_DELAY - CRAWL_SLACK:
-                problems.append(f"{host}: {after.path} started {after.start - before.end:.3f} s after the previous ended")
+                problems.append(
+                    f"{host}: {after.path} started {after.start - before.end:.3f} s after the previous ended"
+                )
             elif before.source != after.source and after.start - before.end < MIN_HANDOVER - HANDOVER_SLACK:
-                problems.append(f"{host}: passed from {before.source} to {after.source} after {after.start - before.end:.2f} s")
+                problems.append(
+                    f"{host}: passed from {before.source} to {after.source} after {after.start - before.end:.2f} s"
+                )
     return problems
 
 
@@ -167,16 +172,38 @@ async def test_six_budgeted_peers_two_killed_every_url_once_budgets_and_politene
     sources = {f"127.0.1.{i + 1}": rate for i, rate in enumerate(RATES)}
     async with spread_site(served) as bases, stopped_on_exit(processes):
         processes.append(
-            await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
-                        "--lease-seconds", "6", log=tmp_path / "coordinator.log")
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(tmp_path / "c.sqlite"),
+                "--lease-seconds",
+                "6",
+                log=tmp_path / "coordinator.log",
+            )
         )
         await wait_until_serving(url, tmp_path / "coordinator.log")
         peer_keys_each_with_a_host([tmp_path / f"peer-{i}" for i in range(len(RATES))], RATES, list(bases.values()))
         peers = []
         for i, (source, rate) in enumerate(sources.items()):
-            peer = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / f"peer-{i}"),
-                               "--allow-private", "--config", str(tmp_path / "none.toml"), "--egress-source", source,
-                               "--max-down", str(rate), log=tmp_path / f"peer-{i}.log")
+            peer = await start(
+                "peer",
+                "run",
+                "--coordinator",
+                url,
+                "--data-dir",
+                str(tmp_path / f"peer-{i}"),
+                "--allow-private",
+                "--config",
+                str(tmp_path / "none.toml"),
+                "--egress-source",
+                source,
+                "--max-down",
+                str(rate),
+                log=tmp_path / f"peer-{i}.log",
+            )
             peers.append(peer)
             processes.append(peer)
         code, out, err = await osaas("job", "submit", *(f"{base}/p/0" for base in bases.values()), "--coordinator", url)

@@ -42,16 +42,41 @@ async def coordinator_and_idle_peer(
     """A coordinator and an `osaas peer run --only-when-idle` working for it; the coordinator's URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    processes.append(await start(
-        "coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
-        "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
-    ))
+    processes.append(
+        await start(
+            "coordinator",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(tmp_path / "c.sqlite"),
+            "--unit-size",
+            "3",
+            "--host-min-delay",
+            "0.1",
+            log=tmp_path / "coordinator.log",
+        )
+    )
     await wait_until_serving(url, tmp_path / "coordinator.log")
-    processes.append(await start(
-        "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private",
-        "--config", str(tmp_path / "none.toml"), "--only-when-idle", *peer_args,
-        "--status-port", str(status_port), log=tmp_path / "peer.log", env=env,
-    ))
+    processes.append(
+        await start(
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(tmp_path / "peer"),
+            "--allow-private",
+            "--config",
+            str(tmp_path / "none.toml"),
+            "--only-when-idle",
+            *peer_args,
+            "--status-port",
+            str(status_port),
+            log=tmp_path / "peer.log",
+            env=env,
+        )
+    )
     return url
 
 
@@ -79,6 +104,7 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
             # Nobody at the computer: it works.
             async def fetched() -> bool:
                 return len(log.requests) >= 5
+
             await until(fetched, "the idle peer fetches pages")
 
             # Someone moves the mouse, and keeps using the computer: it pauses within seconds.
@@ -86,6 +112,7 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
                 await touch()
                 status = await peer_status(status_port)
                 return status.get("state") == "paused" and status.get("units") == []
+
             await until(paused, "the peer pauses on input", seconds=10)
             status = await peer_status(status_port)
             assert status["paused"].startswith("the computer is in use")
@@ -121,6 +148,7 @@ async def test_without_x_the_peer_works_while_the_screensaver_shows(tmp_path: Pa
 
         async def paused() -> bool:
             return (await peer_status(status_port)).get("state") == "paused"
+
         await until(paused, "the peer waits for the screensaver")
         assert (await peer_status(status_port))["paused"] == (
             "the osaas screensaver is not showing (no X idle time here: working only while it shows)"
@@ -130,13 +158,22 @@ async def test_without_x_the_peer_works_while_the_screensaver_shows(tmp_path: Pa
         assert "working only while the osaas screensaver shows" in (tmp_path / "peer.log").read_text()
 
         saver = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", "screensaver", "--fullscreen", "--status-port", str(status_port),
+            sys.executable,
+            "-m",
+            "osaas",
+            "screensaver",
+            "--fullscreen",
+            "--status-port",
+            str(status_port),
             env={**os.environ, **session, "SDL_VIDEODRIVER": "dummy"},
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         processes.append(saver)
+
         async def fetched() -> bool:
             return len(log.requests) >= 10
+
         await until(fetched, "the peer works while the screensaver shows")
 
         saver.terminate()

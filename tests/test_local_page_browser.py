@@ -20,7 +20,6 @@ from tests.sites import RequestLog, free_port, generated_site_app, serve
 pytestmark = pytest.mark.timeout(240)
 
 
-
 async def peer_status(port: int) -> dict:
     code, out, err = await osaas("peer", "status", "--status-port", str(port), "--json")
     assert code == 0, err
@@ -37,26 +36,63 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
     config = tmp_path / "peer.toml"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(log, pages=80, delay=0.2)) as site, stopped_on_exit(processes):
-        processes.append(await start(
-            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
-            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "coordinator.log",
-        ))
-        processes.append(await start(
-            "coordinator", "serve", "--listen", f"127.0.0.1:{other_port}", "--db", str(tmp_path / "other.sqlite"),
-            "--unit-size", "3", "--host-min-delay", "0.1", log=tmp_path / "other.log",
-        ))
+        processes.append(
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{coordinator_port}",
+                "--db",
+                str(tmp_path / "c.sqlite"),
+                "--unit-size",
+                "3",
+                "--host-min-delay",
+                "0.1",
+                log=tmp_path / "coordinator.log",
+            )
+        )
+        processes.append(
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{other_port}",
+                "--db",
+                str(tmp_path / "other.sqlite"),
+                "--unit-size",
+                "3",
+                "--host-min-delay",
+                "0.1",
+                log=tmp_path / "other.log",
+            )
+        )
         await wait_until_serving(url, tmp_path / "coordinator.log")
         await wait_until_serving(other, tmp_path / "other.log")
-        processes.append(await start(
-            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--name", "study",
-            "--allow-private", "--config", str(config), "--status-port", str(status_port), log=tmp_path / "peer.log",
-        ))
+        processes.append(
+            await start(
+                "peer",
+                "run",
+                "--coordinator",
+                url,
+                "--data-dir",
+                str(tmp_path / "peer"),
+                "--name",
+                "study",
+                "--allow-private",
+                "--config",
+                str(config),
+                "--status-port",
+                str(status_port),
+                log=tmp_path / "peer.log",
+            )
+        )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
         job_id = int(out)
         for _ in range(100):
-            code, page_url, err = await osaas("peer", "page", "--data-dir", str(tmp_path / "peer"),
-                                              "--status-port", str(status_port))
+            code, page_url, err = await osaas(
+                "peer", "page", "--data-dir", str(tmp_path / "peer"), "--status-port", str(status_port)
+            )
             if code == 0:
                 break
             await asyncio.sleep(0.1)

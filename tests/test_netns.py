@@ -75,7 +75,10 @@ def hosts() -> Iterator[list[str]]:
 def _in(ns: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, *args], cwd=REPO, stdout=out, stderr=out,
+            ["ip", "netns", "exec", ns, sys.executable, *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=out,
             stdin=subprocess.DEVNULL,
         )
 
@@ -83,7 +86,10 @@ def _in(ns: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
 def _run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "osaas", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -102,22 +108,64 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
     site = f"http://{SUBNET}.1:8080"
     processes = [
         _in(h1, "-m", "osaas", "dht", "serve", "--listen", bootstrap, log=tmp_path / "dht.log"),
-        _in(h1, "-m", "bench.site", "--pages", str(PAGES), "--host", f"{SUBNET}.1", "--port", "8080",
-            log=tmp_path / "site.log"),
-        _in(h2, "-m", "osaas", "coordinator", "serve", "--listen", f"{SUBNET}.2:8700", "--db", str(tmp_path / "c.sqlite"),
-            "--dht-listen", f"{SUBNET}.2:4000", "--bootstrap", bootstrap, "--network", "nsnet",
-            log=tmp_path / "coordinator.log"),
+        _in(
+            h1,
+            "-m",
+            "bench.site",
+            "--pages",
+            str(PAGES),
+            "--host",
+            f"{SUBNET}.1",
+            "--port",
+            "8080",
+            log=tmp_path / "site.log",
+        ),
+        _in(
+            h2,
+            "-m",
+            "osaas",
+            "coordinator",
+            "serve",
+            "--listen",
+            f"{SUBNET}.2:8700",
+            "--db",
+            str(tmp_path / "c.sqlite"),
+            "--dht-listen",
+            f"{SUBNET}.2:4000",
+            "--bootstrap",
+            bootstrap,
+            "--network",
+            "nsnet",
+            log=tmp_path / "coordinator.log",
+        ),
     ]
     try:
+
         def announced() -> bool:
             run = _run_in(h3, "dht", "lookup", "coordinators", "--network", "nsnet", "--bootstrap", bootstrap, "--json")
-            return run.returncode == 0 and [json.loads(line)["url"] for line in run.stdout.splitlines()] == [coordinator]
+            return run.returncode == 0 and [json.loads(line)["url"] for line in run.stdout.splitlines()] == [
+                coordinator
+            ]
 
         _wait(announced, "the coordinator's announcement to reach the third host")
         processes.append(
-            _in(h3, "-m", "osaas", "peer", "run", "--bootstrap", bootstrap, "--network", "nsnet",
-                "--dht-listen", f"{SUBNET}.3:0", "--data-dir", str(tmp_path / "peer"), "--allow-private",
-                log=tmp_path / "peer.log")
+            _in(
+                h3,
+                "-m",
+                "osaas",
+                "peer",
+                "run",
+                "--bootstrap",
+                bootstrap,
+                "--network",
+                "nsnet",
+                "--dht-listen",
+                f"{SUBNET}.3:0",
+                "--data-dir",
+                str(tmp_path / "peer"),
+                "--allow-private",
+                log=tmp_path / "peer.log",
+            )
         )
         submitted = _run_in(h2, "job", "submit", f"{site}/", "--coordinator", coordinator)
         assert submitted.returncode == 0, submitted.stderr

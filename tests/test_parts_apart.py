@@ -59,8 +59,18 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
         await wait_until_serving(url, tmp_path / "coordinator.log")
         for i in range(2):
             processes.append(
-                await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / f"peer-{i}"),
-                            "--allow-private", "--slots", "2", log=tmp_path / f"peer-{i}.log")
+                await start(
+                    "peer",
+                    "run",
+                    "--coordinator",
+                    url,
+                    "--data-dir",
+                    str(tmp_path / f"peer-{i}"),
+                    "--allow-private",
+                    "--slots",
+                    "2",
+                    log=tmp_path / f"peer-{i}.log",
+                )
             )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
@@ -106,12 +116,31 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=40, delay=2.0)) as site, stopped_on_exit(processes):
         processes.append(
-            await start("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "c.sqlite"),
-                        "--unit-size", "10", log=tmp_path / "coordinator.log")
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(tmp_path / "c.sqlite"),
+                "--unit-size",
+                "10",
+                log=tmp_path / "coordinator.log",
+            )
         )
         await wait_until_serving(url, tmp_path / "coordinator.log")
-        first = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer-a"),
-                            "--allow-private", "--stop-grace", "0.2", log=tmp_path / "peer-a.log")
+        first = await start(
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(tmp_path / "peer-a"),
+            "--allow-private",
+            "--stop-grace",
+            "0.2",
+            log=tmp_path / "peer-a.log",
+        )
         processes.append(first)
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         job_id = int(out)
@@ -122,8 +151,16 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         assert await asyncio.wait_for(first.wait(), timeout=40) == 0
         assert "releasing its lease" in (tmp_path / "peer-a.log").read_text()
 
-        second = await start("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer-b"),
-                             "--allow-private", log=tmp_path / "peer-b.log")
+        second = await start(
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(tmp_path / "peer-b"),
+            "--allow-private",
+            log=tmp_path / "peer-b.log",
+        )
         processes.append(second)
         status = await wait_until_done(url, job_id, polls=600)
         ok, broken = generated_site_urls(site, 40)

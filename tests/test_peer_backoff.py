@@ -76,8 +76,20 @@ async def peer_until_done(
     """Run a real `osaas peer run` through `front_url` until the job is done (or 60 s passed)."""
     with open(tmp_path / "peer.log", "wb") as log_file:
         peer = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", "peer", "run", "--coordinator", front_url, "--status-port", "off",
-            "--data-dir", str(tmp_path / "peer"), "--allow-private", stdout=log_file, stderr=log_file,
+            sys.executable,
+            "-m",
+            "osaas",
+            "peer",
+            "run",
+            "--coordinator",
+            front_url,
+            "--status-port",
+            "off",
+            "--data-dir",
+            str(tmp_path / "peer"),
+            "--allow-private",
+            stdout=log_file,
+            stderr=log_file,
         )
     try:
         for _ in range(600):
@@ -93,9 +105,10 @@ async def peer_until_done(
 
 async def test_peer_honours_retry_after_and_keeps_reports_until_accepted(tmp_path: Path) -> None:
     refused: Counter[str] = Counter()
-    async with coordinator_at(tmp_path / "c.sqlite", unit_size=10, lease_seconds=30.0) as coordinator, serve(
-        front(coordinator, overloaded(refused))
-    ) as front_url:
+    async with (
+        coordinator_at(tmp_path / "c.sqlite", unit_size=10, lease_seconds=30.0) as coordinator,
+        serve(front(coordinator, overloaded(refused))) as front_url,
+    ):
         async with serve(generated_site_app(RequestLog(), pages=30)) as site, aiohttp.ClientSession() as session:
             job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{site}/"], "depth": None})
             status, items = await peer_until_done(tmp_path, front_url, session, coordinator, job_id)
@@ -142,7 +155,9 @@ async def test_reports_that_piled_up_go_in_one_batch(tmp_path: Path) -> None:
         # reports pile up while the front holds them back.
         sites = [await stack.enter_async_context(serve(generated_site_app(RequestLog(), pages=10))) for _ in range(4)]
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None})
+        job_id = await owner.submit(
+            session, coordinator, "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None}
+        )
         status, items = await peer_until_done(tmp_path, front_url, session, coordinator, job_id)
 
     assert status.state == "done"

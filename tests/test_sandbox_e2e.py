@@ -52,9 +52,13 @@ def fingerprint(root: Path) -> dict[str, str]:
 async def publish_hostile(tmp_path: Path, url: str, db: Path) -> str:
     """The stranger's side: a key, a bundle, admission by the operator, publishing."""
     source = stage_hostile_bundle(tmp_path / "hostile-source")
-    (source / "bundle.toml").write_text('name = "hostile"\nversion = "1.0"\nentrypoint = ["python3", "-m", "hostile"]\n')
+    (source / "bundle.toml").write_text(
+        'name = "hostile"\nversion = "1.0"\nentrypoint = ["python3", "-m", "hostile"]\n'
+    )
     key = (await osaas_ok("bundle", "keygen", "--out", str(tmp_path / "stranger.key"))).strip()
-    await osaas_ok("bundle", "build", str(source), "--key", str(tmp_path / "stranger.key"), "--out", str(tmp_path / "dist"))
+    await osaas_ok(
+        "bundle", "build", str(source), "--key", str(tmp_path / "stranger.key"), "--out", str(tmp_path / "dist")
+    )
     await osaas_ok("coordinator", "owner", "add", "stranger", key, "--db", str(db))
     await osaas_ok("bundle", "publish", str(tmp_path / "dist"), "--coordinator", url)
     return key
@@ -74,13 +78,36 @@ async def test_a_strangers_bundle_cannot_touch_the_volunteer(tmp_path: Path) -> 
     (data / "peer.toml").write_text('max_down = "1MB/s"\n')
     status_port = free_port()
     async with processes(tmp_path) as procs:
-        await procs.start("coordinator", "coordinator", "serve", "--listen", url.removeprefix("http://"), "--db", str(db),
-                          "--torrent-listen", "127.0.0.1:0")
+        await procs.start(
+            "coordinator",
+            "coordinator",
+            "serve",
+            "--listen",
+            url.removeprefix("http://"),
+            "--db",
+            str(db),
+            "--torrent-listen",
+            "127.0.0.1:0",
+        )
         await wait_until_serving(url, tmp_path / "coordinator.log")
         await publish_hostile(tmp_path, url, db)
-        peer = await procs.start("peer", "peer", "run", "--coordinator", url, "--data-dir", str(data), "--slots", "2",
-                                 "--config", str(data / "peer.toml"), "--status-port", str(status_port),
-                                 "--torrent-listen", "127.0.0.1:0")
+        peer = await procs.start(
+            "peer",
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(data),
+            "--slots",
+            "2",
+            "--config",
+            str(data / "peer.toml"),
+            "--status-port",
+            str(status_port),
+            "--torrent-listen",
+            "127.0.0.1:0",
+        )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
                 try:
@@ -106,8 +133,12 @@ async def test_a_strangers_bundle_cannot_touch_the_volunteer(tmp_path: Path) -> 
             "fork": "500",
         }
         expected = {
-            "read": "FileNotFoundError", "escape_upwards": "FileNotFoundError", "listing": "FileNotFoundError",
-            "connect": "ConnectionRefusedError", "change_budget": "Connection refused", "orphan": "orphan left behind",
+            "read": "FileNotFoundError",
+            "escape_upwards": "FileNotFoundError",
+            "listing": "FileNotFoundError",
+            "connect": "ConnectionRefusedError",
+            "change_budget": "Connection refused",
+            "orphan": "orphan left behind",
             "fork": "Resource temporarily unavailable",
         }
         urls = {attack_url(name, target): name for name, target in attacks.items()}
@@ -152,17 +183,38 @@ async def test_without_a_sandbox_only_trusted_owners_bundles_run(tmp_path: Path)
         if found := shutil.which(tool):
             (no_bwrap / tool).symlink_to(found)
     async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=6)) as site:
-        await procs.start("coordinator", "coordinator", "serve", "--listen", url.removeprefix("http://"), "--db", str(db),
-                          "--torrent-listen", "127.0.0.1:0")
+        await procs.start(
+            "coordinator",
+            "coordinator",
+            "serve",
+            "--listen",
+            url.removeprefix("http://"),
+            "--db",
+            str(db),
+            "--torrent-listen",
+            "127.0.0.1:0",
+        )
         await wait_until_serving(url, tmp_path / "coordinator.log")
         await publish_hostile(tmp_path, url, db)
         # The volunteer trusts the operator's own link checker: its owner key is public.
         linkcheck = json.loads(await osaas_ok("bundle", "status", "linkcheck", "--coordinator", url, "--json"))
         trusted_job = int(await osaas_ok("job", "submit", f"{site}/", "--coordinator", url))
         peer = await start(
-            "peer", "run", "--coordinator", url, "--data-dir", str(data), "--status-port", "off", "--allow-private",
-            "--torrent-listen", "127.0.0.1:0", "--trust-owner", linkcheck["owner_key"],
-            log=tmp_path / "peer.log", env={"PATH": str(no_bwrap)},
+            "peer",
+            "run",
+            "--coordinator",
+            url,
+            "--data-dir",
+            str(data),
+            "--status-port",
+            "off",
+            "--allow-private",
+            "--torrent-listen",
+            "127.0.0.1:0",
+            "--trust-owner",
+            linkcheck["owner_key"],
+            log=tmp_path / "peer.log",
+            env={"PATH": str(no_bwrap)},
         )
         procs.all.append(peer)
         status = await wait_until_done(url, trusted_job)
@@ -175,8 +227,17 @@ async def test_without_a_sandbox_only_trusted_owners_bundles_run(tmp_path: Path)
         assert "bwrap (bubblewrap) is not installed" in line and "1 owner key(s) you trust" in line
 
         # The stranger's job: the peer keeps asking for work, and is never given a unit of it.
-        stranger_job = int(await osaas_ok("job", "submit", attack_url("read", str(data / "identity.key")),
-                                          "--coordinator", url, "--bundle", "hostile"))
+        stranger_job = int(
+            await osaas_ok(
+                "job",
+                "submit",
+                attack_url("read", str(data / "identity.key")),
+                "--coordinator",
+                url,
+                "--bundle",
+                "hostile",
+            )
+        )
         asked = procs.log("coordinator").count("POST /v1/lease")
         for _ in range(300):
             if procs.log("coordinator").count("POST /v1/lease") >= asked + 3:

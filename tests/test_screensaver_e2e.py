@@ -15,14 +15,14 @@ import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import pygame  # noqa: E402
+import pygame
 
-from screensaver.app import ScreensaverError, status_url, window_from_environment  # noqa: E402
-from screensaver.draw import Painter  # noqa: E402
-from screensaver.view import scene_of  # noqa: E402
-from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving  # noqa: E402
-from tests.sites import RequestLog, free_port, generated_site_app, serve  # noqa: E402
-from tests.xdisplay import root_window_rgb, xvfb  # noqa: E402
+from screensaver.app import ScreensaverError, status_url, window_from_environment
+from screensaver.draw import Painter
+from screensaver.view import scene_of
+from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.sites import RequestLog, free_port, generated_site_app, serve
+from tests.xdisplay import root_window_rgb, xvfb
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,9 +31,21 @@ SIZE = (960, 540)
 
 async def screensaver(port: int, shot: Path, frames: int = 15) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osaas", "screensaver", "--status-port", str(port), "--size", f"{SIZE[0]}x{SIZE[1]}",
-        "--frames", str(frames), "--snapshot", str(shot),
-        env={**os.environ, "SDL_VIDEODRIVER": "dummy"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "osaas",
+        "screensaver",
+        "--status-port",
+        str(port),
+        "--size",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "--frames",
+        str(frames),
+        "--snapshot",
+        str(shot),
+        env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
@@ -59,16 +71,40 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
     url = f"http://127.0.0.1:{coordinator_port}"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=30)) as site, stopped_on_exit(processes):
-        processes.append(await start(
-            "coordinator", "serve", "--listen", f"127.0.0.1:{coordinator_port}", "--db", str(tmp_path / "c.sqlite"),
-            "--unit-size", "5", log=tmp_path / "coordinator.log",
-        ))
+        processes.append(
+            await start(
+                "coordinator",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{coordinator_port}",
+                "--db",
+                str(tmp_path / "c.sqlite"),
+                "--unit-size",
+                "5",
+                log=tmp_path / "coordinator.log",
+            )
+        )
         await wait_until_serving(url, tmp_path / "coordinator.log")
-        processes.append(await start(
-            "peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--name", "living-room",
-            "--allow-private", "--config", str(tmp_path / "none.toml"), "--max-down", "5MB/s",
-            "--status-port", str(status_port), log=tmp_path / "peer.log",
-        ))
+        processes.append(
+            await start(
+                "peer",
+                "run",
+                "--coordinator",
+                url,
+                "--data-dir",
+                str(tmp_path / "peer"),
+                "--name",
+                "living-room",
+                "--allow-private",
+                "--config",
+                str(tmp_path / "none.toml"),
+                "--max-down",
+                "5MB/s",
+                "--status-port",
+                str(status_port),
+                log=tmp_path / "peer.log",
+            )
+        )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
         job_id = int(out)
@@ -112,12 +148,21 @@ async def test_as_an_xscreensaver_hack_it_draws_on_the_root_window(tmp_path: Pat
         runtime = tmp_path / "run"
         mark = runtime / "osaas" / "screensaver-showing"
         env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"} | {
-            "DISPLAY": display, "XDG_RUNTIME_DIR": str(runtime),
+            "DISPLAY": display,
+            "XDG_RUNTIME_DIR": str(runtime),
         }
         port = free_port()  # no peer there: the scene does not move
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "osaas", "screensaver", "-root", "--status-port", str(port),
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "osaas",
+            "screensaver",
+            "-root",
+            "--status-port",
+            str(port),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             expected = pygame.Surface((640, 400))

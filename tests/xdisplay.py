@@ -22,7 +22,9 @@ def xvfb(size: tuple[int, int] = (800, 600)) -> Iterator[str]:
     read, write = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write), "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write)
     try:
@@ -37,10 +39,18 @@ def xvfb(size: tuple[int, int] = (800, 600)) -> Iterator[str]:
 
 class _XImage(ctypes.Structure):
     _fields_ = [
-        ("width", ctypes.c_int), ("height", ctypes.c_int), ("xoffset", ctypes.c_int), ("format", ctypes.c_int),
-        ("data", ctypes.POINTER(ctypes.c_ubyte)), ("byte_order", ctypes.c_int), ("bitmap_unit", ctypes.c_int),
-        ("bitmap_bit_order", ctypes.c_int), ("bitmap_pad", ctypes.c_int), ("depth", ctypes.c_int),
-        ("bytes_per_line", ctypes.c_int), ("bits_per_pixel", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("xoffset", ctypes.c_int),
+        ("format", ctypes.c_int),
+        ("data", ctypes.POINTER(ctypes.c_ubyte)),
+        ("byte_order", ctypes.c_int),
+        ("bitmap_unit", ctypes.c_int),
+        ("bitmap_bit_order", ctypes.c_int),
+        ("bitmap_pad", ctypes.c_int),
+        ("depth", ctypes.c_int),
+        ("bytes_per_line", ctypes.c_int),
+        ("bits_per_pixel", ctypes.c_int),
     ]
 
 
@@ -53,14 +63,24 @@ def root_window_rgb(display: str) -> tuple[tuple[int, int], bytes]:
     x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
     x11.XDisplayWidth.argtypes = x11.XDisplayHeight.argtypes = [ctypes.c_void_p, ctypes.c_int]
     x11.XGetImage.restype = ctypes.POINTER(_XImage)
-    x11.XGetImage.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int, ctypes.c_uint,
-                              ctypes.c_uint, ctypes.c_ulong, ctypes.c_int]
+    x11.XGetImage.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_ulong,
+        ctypes.c_int,
+    ]
     x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
     connection = x11.XOpenDisplay(display.encode())
     assert connection, f"cannot open {display}"
     try:
         width, height = x11.XDisplayWidth(connection, 0), x11.XDisplayHeight(connection, 0)
-        image = x11.XGetImage(connection, x11.XDefaultRootWindow(connection), 0, 0, width, height, 0xFFFFFFFF, 2).contents
+        image = x11.XGetImage(
+            connection, x11.XDefaultRootWindow(connection), 0, 0, width, height, 0xFFFFFFFF, 2
+        ).contents
         assert image.bits_per_pixel == 32, "expected a 24-bit screen stored as 32 bits per pixel"
         raw = ctypes.string_at(image.data, image.bytes_per_line * height)
         rgb = bytearray()

@@ -132,8 +132,7 @@ class Manifest:
         )
         _require(isinstance(self.limits, Limits), "limits must be a table")
         _require(
-            isinstance(self.capabilities, tuple)
-            and all(isinstance(c, str) for c in self.capabilities),
+            isinstance(self.capabilities, tuple) and all(isinstance(c, str) for c in self.capabilities),
             "capabilities must be a list of strings",
         )
         for capability in self.capabilities:
@@ -164,9 +163,7 @@ def _manifest_from_map(obj: Mapping[str, Any], where: str) -> Manifest:
             _require(key in DEFAULT_LIMITS, f"limits.{key} is not a known limit")
         entrypoint = obj["entrypoint"]
         capabilities = obj.get("capabilities", [])
-        _require(
-            isinstance(entrypoint, list), "entrypoint must be a non-empty list of non-empty strings"
-        )
+        _require(isinstance(entrypoint, list), "entrypoint must be a non-empty list of non-empty strings")
         _require(isinstance(capabilities, list), "capabilities must be a list of strings")
         return Manifest(
             name=obj["name"],
@@ -237,8 +234,7 @@ class SignedManifest:
             f"owner_key must be {PUBLIC_KEY_SIZE} bytes",
         )
         _require(
-            self.info_hash is None
-            or (isinstance(self.info_hash, bytes) and len(self.info_hash) in _INFO_HASH_SIZES),
+            self.info_hash is None or (isinstance(self.info_hash, bytes) and len(self.info_hash) in _INFO_HASH_SIZES),
             "info_hash must be None or 20 or 32 bytes",
         )
         _require(
@@ -296,9 +292,7 @@ def with_info_hash(signed: SignedManifest, info_hash: bytes, identity: Identity)
 
 
 def verify_manifest(signed: SignedManifest) -> None:
-    message = _signing_bytes(
-        signed.manifest, signed.archive_sha256, signed.files, signed.owner_key, signed.info_hash
-    )
+    message = _signing_bytes(signed.manifest, signed.archive_sha256, signed.files, signed.owner_key, signed.info_hash)
     _require(
         verify(signed.owner_key, message, signed.signature),
         f"manifest of {signed.manifest.stem}: signature does not match the owner key",
@@ -436,7 +430,7 @@ def _write_archive(entries: list[_Entry], out: IO[bytes]) -> dict[str, bytes]:
             with open(entry.source, "rb") as f:
                 reader = _HashingReader(f)
                 size = os.fstat(f.fileno()).st_size
-                tar.addfile(_tarinfo(entry, size), reader)  # type: ignore[arg-type]
+                tar.addfile(_tarinfo(entry, size), reader)
             files[entry.path] = reader.hash.digest()
     return files
 
@@ -602,9 +596,7 @@ def unpack(
     verify_archive(archive_path, signed)
     _require(not dest_dir.exists(), f"{dest_dir}: already exists")
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent)
-    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent))
     try:
         # "r:" only: the archive is never compressed, so its size already bounds what we read.
         with tarfile.open(archive_path, mode="r:") as tar:

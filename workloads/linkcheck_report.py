@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 RESULTS = ("ok", "broken", "timeout", "error", "excluded")
@@ -132,7 +132,7 @@ def _describe(item: Item) -> str:
     return line
 
 
-def to_text(items: list[Item]) -> str:
+def to_text(items: Sequence[Item]) -> str:
     lines = [summary(items)]
     grouped = problems_by_page(items)
     if not grouped:
@@ -144,13 +144,15 @@ def to_text(items: list[Item]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(items: list[Item]) -> str:
+def to_html(items: Sequence[Item]) -> str:
     def esc(value: object) -> str:
         return html.escape(capped(str(value)))
 
     rows = []
     for page, links in problems_by_page(items).items():
-        rows.append(f'<tr class="page"><th colspan="4">{link_html(page) if page != START_URLS else esc(page)}</th></tr>')
+        rows.append(
+            f'<tr class="page"><th colspan="4">{link_html(page) if page != START_URLS else esc(page)}</th></tr>'
+        )
         for link in links:
             status = link.get("status")
             rows.append(
@@ -181,7 +183,7 @@ tr.page th {{ background: #f3f3f3; padding-top: .75rem; }}
 """
 
 
-def render(items: list[Item], fmt: str) -> str:
+def render(items: Sequence[Item], fmt: str) -> str:
     if fmt == "json":
         return to_json_lines(items)
     if fmt == "csv":

@@ -15,8 +15,8 @@ from coordinator.sqlite_store import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, decode, encode, sign_request
-from workloads.bundle import BuiltBundle
 from workloads.builtin import build_linkcheck
+from workloads.bundle import BuiltBundle
 
 START = 1_700_000_000.0
 LEASE_SECONDS = 60.0
@@ -62,10 +62,18 @@ class Peer:
         assert status == 200, body
         return body["leases"]
 
-    async def report(self, lease: dict[str, Any], exit_code: int = 0, payload: Any = None, error: str | None = None) -> tuple[int, Any]:
+    async def report(
+        self, lease: dict[str, Any], exit_code: int = 0, payload: Any = None, error: str | None = None
+    ) -> tuple[int, Any]:
         return await self.post(
             "/v1/reports",
-            {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": exit_code, "payload": payload, "error": error},
+            {
+                "unit_id": lease["unit_id"],
+                "token": lease["token"],
+                "exit_code": exit_code,
+                "payload": payload,
+                "error": error,
+            },
         )
 
 
@@ -90,7 +98,9 @@ async def get(client: TestClient, path: str) -> tuple[int, Any]:
 
 
 async def submit(client: TestClient, urls: list[str], depth: int | None = None) -> int:
-    async with client.post("/v1/jobs", data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}})) as resp:
+    async with client.post(
+        "/v1/jobs", data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}})
+    ) as resp:
         body = decode(await resp.read())
         assert resp.status == 200, body
         return body["job_id"]

@@ -42,13 +42,24 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
     status, job = await get(client, f"/v1/jobs/{job_id}")
     assert status == 200
     assert job == {
-        "job_id": job_id, "workload": "linkcheck", "state": "running", "units_total": 2, "units_done": 0,
-        "items_total": 3, "items_done": 0, "counts": {}, "created_at": START, "finished_at": None,
+        "job_id": job_id,
+        "workload": "linkcheck",
+        "state": "running",
+        "units_total": 2,
+        "units_done": 0,
+        "items_total": 3,
+        "items_done": 0,
+        "counts": {},
+        "created_at": START,
+        "finished_at": None,
     }
 
     leases = await peer.lease(max_units=4)
     assert [lease["payload"] for lease in leases] == [
-        {"job_id": job_id, "items": [{"url": "http://a.test/", "crawl": True}, {"url": "http://a.test/x", "crawl": True}]},
+        {
+            "job_id": job_id,
+            "items": [{"url": "http://a.test/", "crawl": True}, {"url": "http://a.test/x", "crawl": True}],
+        },
         {"job_id": job_id, "items": [{"url": "http://b.test/", "crawl": True}]},
     ]
     assert [(lease["token"], lease["workload"], lease["expires_at"]) for lease in leases] == [
@@ -61,7 +72,8 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
     payload = {"items": [item("http://a.test/", links), item("http://a.test/x", ["http://a.test/"])]}
     assert await peer.report(a, 0, payload) == (200, {"accepted": True, "reason": ""})
     assert await peer.report(b, 0, {"items": [item("http://b.test/", result="broken")]}) == (
-        200, {"accepted": True, "reason": ""},
+        200,
+        {"accepted": True, "reason": ""},
     )
 
     assert await peer.lease(max_units=4) == []  # a.test rests; c.test waits for the next plan
@@ -78,7 +90,8 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
     await peer.report(y, 0, {"items": [item("http://a.test/y", ["http://a.test/"])]})
     await peer.report(c, 0, {"items": [item("http://c.test/", ["http://c.test/never-followed"])]})
     assert await peer.report(mail, 0, {"items": [item("mailto:z@a.test", result="excluded", crawled=False)]}) == (
-        200, {"accepted": True, "reason": ""},
+        200,
+        {"accepted": True, "reason": ""},
     )
 
     status, job = await get(client, f"/v1/jobs/{job_id}")
@@ -90,11 +103,22 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
 
     by_url = await results(client, job_id)
     assert list(by_url) == [
-        "http://a.test/", "http://a.test/x", "http://b.test/", "http://a.test/y", "http://c.test/", "mailto:z@a.test",
+        "http://a.test/",
+        "http://a.test/x",
+        "http://b.test/",
+        "http://a.test/y",
+        "http://c.test/",
+        "mailto:z@a.test",
     ]
     assert by_url["http://a.test/"] == {
-        "url": "http://a.test/", "result": "ok", "status": 200, "final_url": "http://a.test/", "redirects": [],
-        "error": None, "referrers": ["http://a.test/x", "http://a.test/y"], "depth": 0,
+        "url": "http://a.test/",
+        "result": "ok",
+        "status": 200,
+        "final_url": "http://a.test/",
+        "redirects": [],
+        "error": None,
+        "referrers": ["http://a.test/x", "http://a.test/y"],
+        "depth": 0,
     }
     assert by_url["http://a.test/x"]["referrers"] == ["http://a.test/"]
     assert by_url["http://b.test/"]["result"] == "broken"
@@ -187,7 +211,8 @@ async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, 
     (lease,) = await peer.lease()
     assert urls_of(lease) == ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
     assert await peer.report(lease, 1, {"items": [item("http://a.test/2")]}, "ran out of time") == (
-        200, {"accepted": True, "reason": ""},
+        200,
+        {"accepted": True, "reason": ""},
     )
     clock.advance(REST)
     (rest,) = await peer.lease()
@@ -236,7 +261,8 @@ async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer, cloc
     assert await peer.report(lease, 2, None, "crash 2") == (200, {"accepted": True, "reason": "duplicate"})
     by_url = await results(client, job_id)
     assert (by_url["http://a.test/"]["result"], by_url["http://a.test/"]["error"]) == (
-        "error", "gave up after 3 attempts: crash 2",
+        "error",
+        "gave up after 3 attempts: crash 2",
     )
     assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
 
@@ -257,7 +283,8 @@ async def test_exit_3_finishes_items_as_refused(client: TestClient, peer: Peer) 
     assert (await peer.report(lease, 3, None, "items missing"))[0] == 200
     by_url = await results(client, job_id)
     assert (by_url["http://a.test/"]["result"], by_url["http://a.test/"]["error"]) == (
-        "error", "workload refused the input: items missing",
+        "error",
+        "workload refused the input: items missing",
     )
 
 
@@ -281,7 +308,10 @@ async def test_depth_limit_and_scope(client: TestClient, peer: Peer, clock: Cloc
     await peer.report(d2, 0, {"items": [item("http://a.test/d2", ["http://a.test/d3"], crawled=False)]})
     by_url = await results(client, job_id)
     assert {u: r["depth"] for u, r in by_url.items()} == {
-        "http://a.test/": 0, "http://a.test/d1": 1, "https://a.test/other-scheme": 1, "http://a.test/d2": 2,
+        "http://a.test/": 0,
+        "http://a.test/d1": 1,
+        "https://a.test/other-scheme": 1,
+        "http://a.test/d2": 2,
     }
     assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
 
@@ -292,11 +322,14 @@ async def test_unlimited_depth_deduplicates_and_collects_referrers(
     job_id = await submit(client, ["http://a.test/", "http://a.test/b"])
     (lease,) = await peer.lease()
     await peer.report(
-        lease, 0,
-        {"items": [
-            item("http://a.test/", ["http://a.test/c", "http://a.test/b", "http://a.test/c"]),
-            item("http://a.test/b", ["http://a.test/c", "http://a.test/"]),
-        ]},
+        lease,
+        0,
+        {
+            "items": [
+                item("http://a.test/", ["http://a.test/c", "http://a.test/b", "http://a.test/c"]),
+                item("http://a.test/b", ["http://a.test/c", "http://a.test/"]),
+            ]
+        },
     )
     clock.advance(REST)
     (c,) = await peer.lease()
@@ -396,33 +429,55 @@ async def test_report_batch_answers_every_report_in_order(client: TestClient, pe
     job_id = await submit(client, ["http://a.test/", "http://b.test/", "http://c.test/"], depth=0)
     a, b, c = await peer.lease(max_units=3)
     done_a = {"items": [item("http://a.test/")]}
-    status, body = await peer.post("/v1/reports/batch", {"reports": [
-        report_of(a, done_a),
-        report_of(b, {"items": [item("http://b.test/")]}, token=b["token"] + 1),
-        {"unit_id": 999, "token": 1, "exit_code": 0, "payload": done_a},
-        report_of(c, {"items": [item("http://c.test/elsewhere")]}),
-        report_of(a, done_a),
-    ]})
+    status, body = await peer.post(
+        "/v1/reports/batch",
+        {
+            "reports": [
+                report_of(a, done_a),
+                report_of(b, {"items": [item("http://b.test/")]}, token=b["token"] + 1),
+                {"unit_id": 999, "token": 1, "exit_code": 0, "payload": done_a},
+                report_of(c, {"items": [item("http://c.test/elsewhere")]}),
+                report_of(a, done_a),
+            ]
+        },
+    )
     assert status == 200
-    assert body == {"results": [
-        {"unit_id": a["unit_id"], "accepted": True, "reason": "", "code": ""},
-        {"unit_id": b["unit_id"], "accepted": False, "code": "stale_lease",
-         "reason": f"unit {b['unit_id']} token {b['token'] + 1} is not the current lease"},
-        {"unit_id": 999, "accepted": False, "reason": "no unit 999", "code": "not_found"},
-        {"unit_id": c["unit_id"], "accepted": False, "code": "invalid_input",
-         "reason": "payload.items[0].url is not an item of this unit"},
-        {"unit_id": a["unit_id"], "accepted": True, "reason": "duplicate", "code": ""},
-    ]}
+    assert body == {
+        "results": [
+            {"unit_id": a["unit_id"], "accepted": True, "reason": "", "code": ""},
+            {
+                "unit_id": b["unit_id"],
+                "accepted": False,
+                "code": "stale_lease",
+                "reason": f"unit {b['unit_id']} token {b['token'] + 1} is not the current lease",
+            },
+            {"unit_id": 999, "accepted": False, "reason": "no unit 999", "code": "not_found"},
+            {
+                "unit_id": c["unit_id"],
+                "accepted": False,
+                "code": "invalid_input",
+                "reason": "payload.items[0].url is not an item of this unit",
+            },
+            {"unit_id": a["unit_id"], "accepted": True, "reason": "duplicate", "code": ""},
+        ]
+    }
     by_url = await results(client, job_id)
     assert {u: r["result"] for u, r in by_url.items()} == {
-        "http://a.test/": "ok", "http://b.test/": None, "http://c.test/": None,
+        "http://a.test/": "ok",
+        "http://b.test/": None,
+        "http://c.test/": None,
     }
 
     # The refused reports changed nothing: their leases still stand and are reported next.
-    status, body = await peer.post("/v1/reports/batch", {"reports": [
-        report_of(b, {"items": [item("http://b.test/", result="broken")]}),
-        report_of(c, {"items": [item("http://c.test/")]}),
-    ]})
+    status, body = await peer.post(
+        "/v1/reports/batch",
+        {
+            "reports": [
+                report_of(b, {"items": [item("http://b.test/", result="broken")]}),
+                report_of(c, {"items": [item("http://c.test/")]}),
+            ]
+        },
+    )
     assert (status, [r["accepted"] for r in body["results"]]) == (200, [True, True])
     status, job = await get(client, f"/v1/jobs/{job_id}")
     assert (job["state"], job["units_done"], job["counts"]) == ("done", 3, {"ok": 2, "broken": 1})
@@ -436,20 +491,31 @@ async def test_report_batch_takes_each_report_as_if_alone(client: TestClient, pe
     job_id = await submit(client, [*on_a, "http://b.test/", "http://c.test/"], depth=0)
     first = {lease["payload"]["items"][0]["url"]: lease for lease in await peer.lease(max_units=3)}
     a, b, c = first[on_a[0]], first["http://b.test/"], first["http://c.test/"]
-    status, body = await peer.post("/v1/reports/batch", {"reports": [
-        report_of(a, {"items": [item(on_a[0]), item(on_a[1], result="broken")]}),
-        {"unit_id": b["unit_id"], "token": b["token"], "exit_code": 2, "error": "crashed"},
-        report_of(b, {"items": [item("http://b.test/")]}),
-        {"unit_id": c["unit_id"], "token": c["token"], "exit_code": 3, "error": "not for me"},
-    ]})
+    status, body = await peer.post(
+        "/v1/reports/batch",
+        {
+            "reports": [
+                report_of(a, {"items": [item(on_a[0]), item(on_a[1], result="broken")]}),
+                {"unit_id": b["unit_id"], "token": b["token"], "exit_code": 2, "error": "crashed"},
+                report_of(b, {"items": [item("http://b.test/")]}),
+                {"unit_id": c["unit_id"], "token": c["token"], "exit_code": 3, "error": "not for me"},
+            ]
+        },
+    )
     assert status == 200
     assert [(r["accepted"], r["code"]) for r in body["results"]] == [
-        (True, ""), (True, ""), (False, "stale_lease"), (True, ""),
+        (True, ""),
+        (True, ""),
+        (False, "stale_lease"),
+        (True, ""),
     ]
     by_url = await results(client, job_id)
     assert {u: (r["result"], r["error"]) for u, r in by_url.items()} == {
-        on_a[0]: ("ok", None), on_a[1]: ("broken", "broken for test"), on_a[2]: (None, None),
-        "http://b.test/": (None, None), "http://c.test/": ("error", "workload refused the input: not for me"),
+        on_a[0]: ("ok", None),
+        on_a[1]: ("broken", "broken for test"),
+        on_a[2]: (None, None),
+        "http://b.test/": (None, None),
+        "http://c.test/": ("error", "workload refused the input: not for me"),
     }
     clock.advance(60)  # past every host's rest after its unit
     again = {lease["payload"]["items"][0]["url"]: lease for lease in await peer.lease(max_units=3)}
@@ -465,11 +531,14 @@ async def test_report_batch_size_is_capped(client: TestClient, peer: Peer, clock
     (lease,) = await peer.lease()
     report = report_of(lease, {"items": [item("http://a.test/")]})
     status, body = await peer.post("/v1/reports/batch", {"reports": [report] * (MAX_REPORT_BATCH + 1)})
-    assert (status, body["error"]) == (400, {
-        "code": "invalid_input",
-        "message": f"a report batch holds at most {MAX_REPORT_BATCH} reports, this one has {MAX_REPORT_BATCH + 1}; "
-                   "send the rest in another batch",
-    })
+    assert (status, body["error"]) == (
+        400,
+        {
+            "code": "invalid_input",
+            "message": f"a report batch holds at most {MAX_REPORT_BATCH} reports, this one has {MAX_REPORT_BATCH + 1}; "
+            "send the rest in another batch",
+        },
+    )
     status, body = await peer.post("/v1/reports/batch", {"reports": []})
     assert (status, body["error"]["code"]) == (400, "bad_request")
     stranger = Peer(client, clock, "stranger")

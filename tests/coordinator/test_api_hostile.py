@@ -20,15 +20,37 @@ from tests.coordinator.conftest import Clock, Peer, get, item, submit
 
 SIGNED = ["/v1/peers/register", "/v1/leases", "/v1/leases/renew", "/v1/leases/release", "/v1/reports"]
 POSTS = [*SIGNED, "/v1/jobs"]
-FIELDS = ["name", "slots", "workloads", "version", "max_units", "unit_id", "token", "exit_code", "payload",
-          "error", "workload", "input", "urls", "depth", "items"]
+FIELDS = [
+    "name",
+    "slots",
+    "workloads",
+    "version",
+    "max_units",
+    "unit_id",
+    "token",
+    "exit_code",
+    "payload",
+    "error",
+    "workload",
+    "input",
+    "urls",
+    "depth",
+    "items",
+]
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=20), st.binary(max_size=20)
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=20),
+    st.binary(max_size=20),
 )
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.sampled_from(FIELDS), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.sampled_from(FIELDS), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 _maps = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), _values, max_size=6)
@@ -106,7 +128,10 @@ async def test_hostile_report_payloads_for_a_real_lease(
         assert status == 400 or (isinstance(payload, dict) and payload.get("items") == [])
     # Whatever happened, the unit can still be finished, or is already.
     if status == 400:
-        assert await peer.report(lease, 0, {"items": [item("http://a.test/")]}) == (200, {"accepted": True, "reason": ""})
+        assert await peer.report(lease, 0, {"items": [item("http://a.test/")]}) == (
+            200,
+            {"accepted": True, "reason": ""},
+        )
 
 
 async def test_bad_signatures(client: TestClient, peer: Peer, clock: Clock) -> None:
@@ -115,7 +140,10 @@ async def test_bad_signatures(client: TestClient, peer: Peer, clock: Clock) -> N
     good = sign_request(peer.identity, "POST", path, body, clock())
     cases: dict[str, tuple[dict[str, str], bytes]] = {
         "unsigned": ({}, body),
-        "wrong key": ({**sign_request(Identity.generate(), "POST", path, body, clock()), "X-Osaas-Key": peer.identity.public_hex}, body),
+        "wrong key": (
+            {**sign_request(Identity.generate(), "POST", path, body, clock()), "X-Osaas-Key": peer.identity.public_hex},
+            body,
+        ),
         "tampered body": (good, encode({"max_units": 2, "workloads": ["linkcheck"]})),
         "other path": (sign_request(peer.identity, "POST", "/v1/reports", body, clock()), body),
         "old timestamp": (sign_request(peer.identity, "POST", path, body, clock() - 301), body),

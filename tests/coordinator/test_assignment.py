@@ -56,11 +56,12 @@ def idled(before: Plan, after: Plan, peers: dict[str, float]) -> set[str]:
 # ---- scores -------------------------------------------------------------------------------
 
 
-@given(st.text(min_size=1, max_size=30), st.lists(st.sampled_from(PEERS), min_size=1, max_size=10, unique=True),
-       st.data())
+@given(
+    st.text(min_size=1, max_size=30), st.lists(st.sampled_from(PEERS), min_size=1, max_size=10, unique=True), st.data()
+)
 def test_scalar_and_vector_scores_agree(host: str, peer_ids: list[str], data: st.DataObject) -> None:
     weights = data.draw(st.lists(st.floats(0.01, 1e6), min_size=len(peer_ids), max_size=len(peer_ids)))
-    scalar = [assignment.score(host, p, w) for p, w in zip(peer_ids, weights)]
+    scalar = [assignment.score(host, p, w) for p, w in zip(peer_ids, weights, strict=True)]
     vector = assignment.scores(host, peer_ids, weights)
     np.testing.assert_allclose(vector, scalar, rtol=1e-13)
     assert list(np.argsort(-vector, kind="stable")) == sorted(range(len(peer_ids)), key=lambda i: -scalar[i])
@@ -71,8 +72,8 @@ def test_scalar_and_vector_rankings_are_identical_on_a_large_sample() -> None:
     peer_ids = [f"{i:064x}" for i in range(300)]
     weights = [1 + (i * 7919 % 97) / 10 for i in range(300)]
     table = assignment.score_table(hosts, peer_ids, weights)
-    for host, row in zip(hosts, table):
-        scalar = [assignment.score(host, p, w) for p, w in zip(peer_ids, weights)]
+    for host, row in zip(hosts, table, strict=True):
+        scalar = [assignment.score(host, p, w) for p, w in zip(peer_ids, weights, strict=True)]
         assert list(np.argsort(-row, kind="stable")) == sorted(range(300), key=lambda i: -scalar[i])
 
 
@@ -82,9 +83,15 @@ def test_scores_are_pinned_across_processes_and_machines() -> None:
     assert assignment.score("https://example.org:443", "a1b2", 2.5) == pytest.approx(9.0766335604495, rel=1e-14)
     hosts = ["https://example.org:443", "https://example.com:443", "http://a.test:80"]
     assert assignment.hrw_assign(hosts, {"00ff": 1.0, "a1b2": 2.5, "77": 1.0}) == {
-        "https://example.org:443": "a1b2", "https://example.com:443": "a1b2", "http://a.test:80": "00ff"}
+        "https://example.org:443": "a1b2",
+        "https://example.com:443": "a1b2",
+        "http://a.test:80": "00ff",
+    }
     assert assignment.ring_assign(hosts, ["00ff", "a1b2", "77"]) == {
-        "https://example.org:443": "a1b2", "https://example.com:443": "00ff", "http://a.test:80": "77"}
+        "https://example.org:443": "a1b2",
+        "https://example.com:443": "00ff",
+        "http://a.test:80": "77",
+    }
 
 
 def test_weighted_hrw_gives_peers_hosts_in_proportion_to_their_weights() -> None:
@@ -147,8 +154,12 @@ def test_nothing_is_unassigned_when_every_host_is_at_most_eps_over_1_plus_eps_of
 @slow
 @given(previous_maps, peer_sets, demands, epsilons, st.booleans(), st.data())
 def test_a_leaving_peer_moves_only_its_own_hosts(
-    previous: dict[str, str], peers: dict[str, float], demand: dict[str, float], epsilon: float,
-    fair_first: bool, data: st.DataObject,
+    previous: dict[str, str],
+    peers: dict[str, float],
+    demand: dict[str, float],
+    epsilon: float,
+    fair_first: bool,
+    data: st.DataObject,
 ) -> None:
     before = rebalance(previous, peers, demand, epsilon, fair_first)
     leaving = data.draw(st.sampled_from(sorted(peers)))
@@ -166,8 +177,13 @@ def test_a_leaving_peer_moves_only_its_own_hosts(
 
 
 @slow
-@given(st.dictionaries(st.sampled_from(PEERS), st.floats(1, 4), min_size=2, max_size=8),
-       st.integers(150, 300), st.floats(0.25, 1.0), st.booleans(), st.data())
+@given(
+    st.dictionaries(st.sampled_from(PEERS), st.floats(1, 4), min_size=2, max_size=8),
+    st.integers(150, 300),
+    st.floats(0.25, 1.0),
+    st.booleans(),
+    st.data(),
+)
 def test_with_equal_demands_and_ample_slack_only_the_leavers_hosts_move(
     peers: dict[str, float], hosts: int, epsilon: float, fair_first: bool, data: st.DataObject
 ) -> None:
@@ -188,8 +204,12 @@ def test_with_equal_demands_and_ample_slack_only_the_leavers_hosts_move(
 @slow
 @given(previous_maps, peer_sets, demands, epsilons, st.floats(0.1, 100), st.booleans())
 def test_a_joining_peer_takes_only_hosts_whose_top_choice_it_is(
-    previous: dict[str, str], peers: dict[str, float], demand: dict[str, float], epsilon: float,
-    weight: float, fair_first: bool,
+    previous: dict[str, str],
+    peers: dict[str, float],
+    demand: dict[str, float],
+    epsilon: float,
+    weight: float,
+    fair_first: bool,
 ) -> None:
     joiner = "ffjoiner"
     before = rebalance(previous, peers, demand, epsilon, fair_first)
@@ -206,8 +226,13 @@ def test_a_joining_peer_takes_only_hosts_whose_top_choice_it_is(
 
 
 @slow
-@given(st.dictionaries(st.sampled_from(PEERS), st.floats(1, 4), min_size=1, max_size=8),
-       st.integers(150, 300), st.floats(0.25, 1.0), st.floats(1, 4), st.booleans())
+@given(
+    st.dictionaries(st.sampled_from(PEERS), st.floats(1, 4), min_size=1, max_size=8),
+    st.integers(150, 300),
+    st.floats(0.25, 1.0),
+    st.floats(1, 4),
+    st.booleans(),
+)
 def test_with_equal_demands_and_ample_slack_a_joiner_moves_hosts_only_to_itself(
     peers: dict[str, float], hosts: int, epsilon: float, weight: float, fair_first: bool
 ) -> None:
@@ -286,8 +311,12 @@ def test_a_host_whose_top_choice_is_full_goes_to_the_next_and_counts_two_probes(
 
 
 def test_an_overloaded_peer_sheds_its_smallest_hosts_when_they_move_least() -> None:
-    demand = {"https://a.test:443": 5.0, "https://b.test:443": 1.0, "https://c.test:443": 1.0,
-              "https://d.test:443": 1.0}
+    demand = {
+        "https://a.test:443": 5.0,
+        "https://b.test:443": 1.0,
+        "https://c.test:443": 1.0,
+        "https://d.test:443": 1.0,
+    }
     previous = dict.fromkeys(demand, "p")  # q just joined: p holds 8, its cap is now 5
     plan = rebalance(previous, {"p": 1.0, "q": 1.0}, demand)
     assert plan.assignment["https://a.test:443"] == "p"
@@ -305,8 +334,12 @@ def test_an_overloaded_peer_sheds_one_host_when_that_moves_least() -> None:
 
 def test_hosts_of_departed_peers_are_placed_again_and_finished_hosts_dropped() -> None:
     demand = {"https://a.test:443": 1.0, "https://b.test:443": 1.0, "https://c.test:443": 1.0}
-    previous = {"https://a.test:443": "gone", "https://b.test:443": "p", "https://c.test:443": "q",
-                "https://done.test:443": "p"}
+    previous = {
+        "https://a.test:443": "gone",
+        "https://b.test:443": "p",
+        "https://c.test:443": "q",
+        "https://done.test:443": "p",
+    }
     plan = rebalance(previous, {"p": 1.0, "q": 1.0}, demand, epsilon=1.0)
     assert set(plan.assignment) == set(demand)
     assert plan.assignment["https://b.test:443"] == "p" and plan.assignment["https://c.test:443"] == "q"

@@ -23,8 +23,8 @@ from coordinator.sqlite_store import _SCHEMA, SCHEMA_VERSION, SqliteStore
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
-from workloads import bundle
 from tests.coordinator.conftest import LEASE_SECONDS, START, Clock, Linkcheck, Peer, add_linkcheck, get, item
+from workloads import bundle
 
 OWNER_MESSAGE = "is not registered here; the operator adds it with `osaas coordinator owner add NAME PUBKEY`"
 
@@ -107,7 +107,9 @@ async def owner(coordinator: Coordinator, tmp_path: Path) -> Owner:
     return o
 
 
-async def submit(client: TestClient, urls: list[str], workload: str = "demo", version: str | None = None) -> tuple[int, Any]:
+async def submit(
+    client: TestClient, urls: list[str], workload: str = "demo", version: str | None = None
+) -> tuple[int, Any]:
     job = {"workload": workload, "input": {"urls": urls, "depth": 0}, "version": version}
     async with client.post("/v1/jobs", data=encode(job)) as resp:
         return resp.status, decode(await resp.read())
@@ -136,14 +138,22 @@ async def test_publish_is_accepted_stored_and_listed(coordinator: Coordinator, o
     assert status == 200, body
     info_hash = upload.signed.info_hash
     assert body == {
-        "name": "demo", "owner_key": owner.identity.public_hex, "stable": "1.0", "candidate": None, "percent": 0,
-        "state": "stable", "message": "demo 1.0 published",
-        "versions": [{"version": "1.0", "info_hash": info_hash, "published_at": START, "units_ok": 0, "units_failed": 0}],
+        "name": "demo",
+        "owner_key": owner.identity.public_hex,
+        "stable": "1.0",
+        "candidate": None,
+        "percent": 0,
+        "state": "stable",
+        "message": "demo 1.0 published",
+        "versions": [
+            {"version": "1.0", "info_hash": info_hash, "published_at": START, "units_ok": 0, "units_failed": 0}
+        ],
     }
     assert await get(coordinator.client, "/v1/bundles/demo") == (200, body)
     assert await get(coordinator.client, "/v1/bundles") == (200, {"bundles": [body]})
     assert await get(coordinator.client, "/v1/bundles/demo/1.0") == (
-        200, {"name": "demo", "version": "1.0", "info_hash": info_hash, "manifest": upload.manifest, "seeds": []},
+        200,
+        {"name": "demo", "version": "1.0", "info_hash": info_hash, "manifest": upload.manifest, "seeds": []},
     )
     assert coordinator.stored_files() == ["demo/1.0/demo-1.0.tar", "demo/1.0/demo-1.0.torrent"]
     assert (coordinator.bundle_dir / "demo/1.0/demo-1.0.tar").read_bytes() == upload.archive
@@ -164,7 +174,9 @@ async def test_an_upload_larger_than_other_bodies_is_accepted(coordinator: Coord
     assert (status, body["stable"]) == (200, "1.0")
 
 
-async def assert_refused(coordinator: Coordinator, owner: Owner, upload: Upload, status: int, code: str, message: str) -> None:
+async def assert_refused(
+    coordinator: Coordinator, owner: Owner, upload: Upload, status: int, code: str, message: str
+) -> None:
     before = coordinator.stored_files(), await coordinator.store.list_bundles()
     answer_status, body = await owner.publish(upload)
     assert (answer_status, body["error"]["code"]) == (status, code), body
@@ -175,24 +187,52 @@ async def assert_refused(coordinator: Coordinator, owner: Owner, upload: Upload,
 async def test_unknown_owner_is_refused(coordinator: Coordinator, tmp_path: Path) -> None:
     stranger = Owner(coordinator.client, coordinator.clock, tmp_path / "stranger")
     key = stranger.identity.public_hex
-    await assert_refused(coordinator, stranger, stranger.build("demo", "1.0"), 403, "unknown_owner",
-                         f"owner key {key[:16]}… {OWNER_MESSAGE}")
+    await assert_refused(
+        coordinator,
+        stranger,
+        stranger.build("demo", "1.0"),
+        403,
+        "unknown_owner",
+        f"owner key {key[:16]}… {OWNER_MESSAGE}",
+    )
 
 
 async def test_tampered_uploads_are_refused(coordinator: Coordinator, owner: Owner) -> None:
     upload = owner.build("demo", "1.0")
     signed = upload.signed
     forged = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
-    bad_signature = Upload(bundle.encode(bundle.SignedManifest(
-        signed.manifest, signed.archive_sha256, signed.files, signed.owner_key, signed.info_hash, forged,
-    )), upload.archive)
-    await assert_refused(coordinator, owner, bad_signature, 400, "invalid_bundle",
-                         "manifest of demo-1.0: signature does not match the owner key")
+    bad_signature = Upload(
+        bundle.encode(
+            bundle.SignedManifest(
+                signed.manifest,
+                signed.archive_sha256,
+                signed.files,
+                signed.owner_key,
+                signed.info_hash,
+                forged,
+            )
+        ),
+        upload.archive,
+    )
+    await assert_refused(
+        coordinator,
+        owner,
+        bad_signature,
+        400,
+        "invalid_bundle",
+        "manifest of demo-1.0: signature does not match the owner key",
+    )
 
     other_hash = bytes(range(20))
     wrong_hash = Upload(bundle.encode(bundle.with_info_hash(signed, other_hash, owner.identity)), upload.archive)
-    await assert_refused(coordinator, owner, wrong_hash, 400, "invalid_bundle",
-                         f"manifest names info-hash {other_hash.hex()} but the archive's torrent has {signed.info_hash.hex()}")
+    await assert_refused(
+        coordinator,
+        owner,
+        wrong_hash,
+        400,
+        "invalid_bundle",
+        f"manifest names info-hash {other_hash.hex()} but the archive's torrent has {signed.info_hash.hex()}",
+    )
 
     flipped = bytearray(upload.archive)
     flipped[600] ^= 0xFF
@@ -200,8 +240,14 @@ async def test_tampered_uploads_are_refused(coordinator: Coordinator, owner: Own
     assert (status, body["error"]["code"]) == (400, "invalid_bundle")
     assert "sha256 does not match the manifest of demo-1.0" in body["error"]["message"]
 
-    await assert_refused(coordinator, owner, Upload(b"\xc1garbage", upload.archive), 400, "invalid_bundle",
-                         "manifest: body is not valid msgpack (FormatError)")
+    await assert_refused(
+        coordinator,
+        owner,
+        Upload(b"\xc1garbage", upload.archive),
+        400,
+        "invalid_bundle",
+        "manifest: body is not valid msgpack (FormatError)",
+    )
     assert coordinator.stored_files() == []
     assert await get(coordinator.client, "/v1/bundles") == (200, {"bundles": []})
 
@@ -211,7 +257,11 @@ async def test_a_name_belongs_to_its_first_owner(coordinator: Coordinator, owner
     rival = Owner(coordinator.client, coordinator.clock, tmp_path / "rival")
     await coordinator.admit(rival, "rival")
     await assert_refused(
-        coordinator, rival, rival.build("demo", "2.0"), 403, "not_owner",
+        coordinator,
+        rival,
+        rival.build("demo", "2.0"),
+        403,
+        "not_owner",
         f"bundle name 'demo' belongs to owner key {owner.identity.public_hex[:16]}…; "
         f"key {rival.identity.public_hex[:16]}… cannot publish it: choose another name",
     )
@@ -221,7 +271,11 @@ async def test_a_version_never_changes(coordinator: Coordinator, owner: Owner) -
     first = owner.build("demo", "1.0")
     assert (await owner.publish(first))[0] == 200
     await assert_refused(
-        coordinator, owner, owner.build("demo", "1.0", b"print('changed')\n"), 409, "conflict",
+        coordinator,
+        owner,
+        owner.build("demo", "1.0", b"print('changed')\n"),
+        409,
+        "conflict",
         "demo 1.0 is already published with different content; versions never change: publish it as a new version",
     )
     assert (coordinator.bundle_dir / "demo/1.0/demo-1.0.tar").read_bytes() == first.archive
@@ -236,7 +290,10 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
 
     async with coordinator.client.post("/v1/bundles", data=chunked()) as resp:
         status, body = resp.status, decode(await resp.read())
-    assert (status, body["error"]) == (413, {"code": "body_too_large", "message": f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes"})
+    assert (status, body["error"]) == (
+        413,
+        {"code": "body_too_large", "message": f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes"},
+    )
     assert coordinator.stored_files() == []
     assert await get(coordinator.client, "/v1/health") == (200, {"ok": True})
 
@@ -255,7 +312,8 @@ async def test_publishing_needs_a_bundle_service(tmp_path: Path, clock: Clock, l
 async def test_jobs_name_published_bundles(coordinator: Coordinator, owner: Owner) -> None:
     status, body = await submit(coordinator.client, ["http://a.test/"])
     assert (status, body["error"]["message"]) == (
-        400, "no bundle named 'demo' is published on this coordinator; publish it with `osaas bundle publish`",
+        400,
+        "no bundle named 'demo' is published on this coordinator; publish it with `osaas bundle publish`",
     )
     await owner.publish(owner.build("demo", "1.0"))
     status, body = await submit(coordinator.client, ["http://a.test/"], version="2.0")
@@ -286,7 +344,10 @@ async def two_versions(coordinator: Coordinator, owner: Owner) -> tuple[Upload, 
     coordinator.clock.advance(1)
     status, body = await owner.publish(two)
     assert (status, body["stable"], body["candidate"], [v["version"] for v in body["versions"]]) == (
-        200, "1.0", None, ["1.0", "2.0"],
+        200,
+        "1.0",
+        None,
+        ["1.0", "2.0"],
     )
     return one, two
 
@@ -308,7 +369,11 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     await two_versions(coordinator, owner)
     status, body = await owner.rollout("demo", "2.0", 50)
     assert (status, body["candidate"], body["percent"], body["state"], body["message"]) == (
-        200, "2.0", 50, "rolling_out", "rolling out demo 2.0 to 50% of peers",
+        200,
+        "2.0",
+        50,
+        "rolling_out",
+        "rolling out demo 2.0 to 50% of peers",
     )
     client, clock = coordinator.client, coordinator.clock
     inside, outside = peer_in(client, clock, "demo", "2.0", 50, True), peer_in(client, clock, "demo", "2.0", 50, False)
@@ -318,7 +383,9 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     (unit,) = await lease(outside, ["demo"])
     assert unit["bundle"]["version"] == "1.0"
     ok = {"items": [item(u["url"], crawled=False) for u in unit["payload"]["items"]]}
-    assert (await outside.post("/v1/reports", {**ref(unit), "exit_code": 0, "payload": ok, "bundle_version": "1.0"}))[0] == 200
+    assert (await outside.post("/v1/reports", {**ref(unit), "exit_code": 0, "payload": ok, "bundle_version": "1.0"}))[
+        0
+    ] == 200
 
     # The outside peer falls quiet, so the host goes to the inside peer when it registers.
     clock.advance(PEER_QUIET_SECONDS + DEFAULT_MIN_DELAY)
@@ -330,14 +397,19 @@ async def test_rollout_to_half_then_roll_back_on_failures(
         assert unit["bundle"]["version"] == "2.0"
         tried.append(unit["unit_id"])
         with caplog.at_level(logging.WARNING, logger="coordinator.sqlite_store"):
-            status, _ = await inside.post("/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"})
+            status, _ = await inside.post(
+                "/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"}
+            )
         assert status == 200
         state = (await get(client, "/v1/bundles/demo"))[1]
         assert state["state"] == ("rolled_back" if n == rollout.MIN_UNITS - 1 else "rolling_out")
 
     message = "rolled back demo 2.0: 5 of 5 units failed (100%) vs 0 of 1 (0%) for 1.0"
     assert (state["stable"], state["candidate"], state["percent"], state["message"]) == ("1.0", None, 0, message)
-    assert [(v["version"], v["units_ok"], v["units_failed"]) for v in state["versions"]] == [("1.0", 1, 0), ("2.0", 0, 5)]
+    assert [(v["version"], v["units_ok"], v["units_failed"]) for v in state["versions"]] == [
+        ("1.0", 1, 0),
+        ("2.0", 0, 5),
+    ]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [message]
     clock.advance(DEFAULT_MIN_DELAY)
     (unit,) = await lease(inside, ["demo"])
@@ -355,7 +427,12 @@ async def test_percent_100_completes_the_rollout(coordinator: Coordinator, owner
     await two_versions(coordinator, owner)
     status, body = await owner.rollout("demo", "2.0", 100)
     assert (status, body["stable"], body["candidate"], body["percent"], body["state"], body["message"]) == (
-        200, "2.0", None, 0, "stable", "rolled out demo 2.0 to every peer",
+        200,
+        "2.0",
+        None,
+        0,
+        "stable",
+        "rolled out demo 2.0 to every peer",
     )
     peer = peer_in(coordinator.client, coordinator.clock, "demo", "2.0", 50, False)
     await peer.register()
@@ -373,7 +450,9 @@ async def test_only_the_owner_rolls_out(coordinator: Coordinator, owner: Owner) 
         f"only the owner key {owner.identity.public_hex[:16]}… of 'demo' may roll it out; "
         f"this request is signed by {intruder.public_hex[:16]}…"
     )
-    async with coordinator.client.post("/v1/bundles/demo/rollout", data=encode({"version": "2.0", "percent": 50})) as resp:
+    async with coordinator.client.post(
+        "/v1/bundles/demo/rollout", data=encode({"version": "2.0", "percent": 50})
+    ) as resp:
         assert (resp.status, decode(await resp.read())["error"]["code"]) == (401, "unsigned")
     status, body = await owner.rollout("demo", "3.0", 50)
     assert (status, body["error"]["message"]) == (404, "bundle 'demo' has no version '3.0'; publish it first")
@@ -391,11 +470,16 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # what osaas with schema 1 left behind: a job half done
         conn.executescript(_SCHEMA + "PRAGMA user_version=1;")
-        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
-                     " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)", (encode({"urls": ["http://a.test/"], "depth": 0}),))
+        conn.execute(
+            "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+            " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
+            (encode({"urls": ["http://a.test/"], "depth": 0}),),
+        )
         conn.execute("INSERT INTO units (id, job_id, unit_key, state) VALUES (1, 1, 'http://a.test', 'queued')")
-        conn.execute("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id)"
-                     " VALUES (1, 'http://a.test/', 'http://a.test', 0, 1, 1)")
+        conn.execute(
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id)"
+            " VALUES (1, 'http://a.test/', 'http://a.test', 0, 1, 1)"
+        )
     conn.close()
     async with SqliteStore(path) as store:
         status = await store.job_status(1)

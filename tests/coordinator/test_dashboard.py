@@ -96,8 +96,12 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
     for lease in leases:
         urls = [i["url"] for i in lease["payload"]["items"]]
         results = [
-            {**item(url, crawled=False), "status": 404 if "b.test" in url else 200,
-             "result": "broken" if "b.test" in url else "ok", "error": "HTTP 404" if "b.test" in url else None}
+            {
+                **item(url, crawled=False),
+                "status": 404 if "b.test" in url else 200,
+                "result": "broken" if "b.test" in url else "ok",
+                "error": "HTTP 404" if "b.test" in url else None,
+            }
             for url in urls
         ]
         code, _ = await peer.report(lease, payload={"items": results})

@@ -20,7 +20,12 @@ from coordinator.api import RETRY_AFTER
 from coordinator.linkcheck_jobs import unit_key
 from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION, SqliteStore
 from coordinator.store import (
-    BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, PEER_QUIET_SECONDS, REBALANCE_INTERVAL, StaleLease, StoreError,
+    BYTES_PER_ITEM,
+    DEFAULT_PEER_CAPACITY,
+    PEER_QUIET_SECONDS,
+    REBALANCE_INTERVAL,
+    StaleLease,
+    StoreError,
 )
 from overlay.wire import Lease, RegisterRequest, Report, encode
 from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
@@ -53,8 +58,12 @@ def done(lease: Lease, status: int = 200) -> dict[str, Any]:
     """An honest report payload for a unit: every URL checked, answered with `status`."""
     return {
         "items": [
-            {**item(i["url"], crawled=False), "status": status, "result": "ok" if status < 400 else "broken",
-             "error": None if status < 400 else f"HTTP {status}"}
+            {
+                **item(i["url"], crawled=False),
+                "status": status,
+                "result": "ok" if status < 400 else "broken",
+                "error": None if status < 400 else f"HTTP {status}",
+            }
             for i in lease.payload["items"]
         ]
     }
@@ -166,8 +175,10 @@ async def test_the_operator_sets_how_far_a_peer_may_go_beyond_its_share(
     weights = {"p1": 25_000.0, "p2": 25_000.0, "p3": 25_000.0}
     demand = {f"http://h{i}.test:80": size for i, size in enumerate((2, 3, 4, 2))}
     floor = sum(weights.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
-    plans = {e: assignment.rebalance({}, weights, demand, epsilon=e, demand_floor=floor).assignment
-             for e in (assignment.DEFAULT_EPSILON, 1.0)}
+    plans = {
+        e: assignment.rebalance({}, weights, demand, epsilon=e, demand_floor=floor).assignment
+        for e in (assignment.DEFAULT_EPSILON, 1.0)
+    }
     assert plans[assignment.DEFAULT_EPSILON] != plans[1.0]  # the bound decides here
     async with SqliteStore(tmp_path / "c.sqlite", unit_size=10, epsilon=epsilon) as store:
         await add_linkcheck(store, linkcheck)
@@ -342,26 +353,38 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # what osaas with schema 2 left behind: a job half done
         conn.executescript(_SCHEMA + _MIGRATIONS[2] + "PRAGMA user_version=2;")
-        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
-                     " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
-                     (encode({"urls": ["http://a.test/", "http://b.test/"], "depth": 0}),))
-        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts)"
-                         " VALUES (?, 1, ?, ?, ?, ?, ?, 0)",
-                         [(1, "http://a.test:80", "done", 1, "old", None),
-                          (2, "http://b.test:80", "leased", 1, "old", T0 - 1)])
-        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, result, status, done)"
-                         " VALUES (1, ?, ?, 0, 1, ?, ?, ?, ?)",
-                         [("http://a.test/", "http://a.test:80", 1, "ok", 200, 1),
-                          ("http://b.test/", "http://b.test:80", 2, None, None, 0)])
+        conn.execute(
+            "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+            " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
+            (encode({"urls": ["http://a.test/", "http://b.test/"], "depth": 0}),),
+        )
+        conn.executemany(
+            "INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts)"
+            " VALUES (?, 1, ?, ?, ?, ?, ?, 0)",
+            [(1, "http://a.test:80", "done", 1, "old", None), (2, "http://b.test:80", "leased", 1, "old", T0 - 1)],
+        )
+        conn.executemany(
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, result, status, done)"
+            " VALUES (1, ?, ?, 0, 1, ?, ?, ?, ?)",
+            [
+                ("http://a.test/", "http://a.test:80", 1, "ok", 200, 1),
+                ("http://b.test/", "http://b.test:80", 2, None, None, 0),
+            ],
+        )
         conn.execute("INSERT INTO peers VALUES ('old', 'old', 1, ?, '', 1.0, 1.0)", (encode(["linkcheck"]),))
     conn.close()
     async with SqliteStore(path) as store:
         status = await store.job_status(1)
         assert (status.state, status.units_total, status.units_done, status.items_total, status.counts) == (
-            "running", 2, 1, 2, {"ok": 1},
+            "running",
+            2,
+            1,
+            2,
+            {"ok": 1},
         )
         assert [(r["url"], r["result"], r["status"]) for r in await store.job_results(1, 0, 10)] == [
-            ("http://a.test/", "ok", 200), ("http://b.test/", None, None),
+            ("http://a.test/", "ok", 200),
+            ("http://b.test/", None, None),
         ]
         await add_linkcheck(store, linkcheck)
         await register(store, "new")
@@ -381,16 +404,26 @@ async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_ref
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # schema 3: a job with a done unit, a leased one, waiting items
         conn.executescript(_SCHEMA + _MIGRATIONS[2] + _MIGRATIONS[3] + "PRAGMA user_version=3;")
-        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
-                     " VALUES (1, 'linkcheck', x'80', 'running', 1.0, 100)")
-        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts,"
-                         " last_error, leased_at, renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(3, "http://a.test:80", "done", 1, "p", None, 0, None, 5.0, None),
-                          (7, "http://b.test:80", "leased", 2, "q", T0, 1, "timeout", 6.0, 8.0)])
-        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done)"
-                         " VALUES (1, ?, ?, 0, 1, ?, ?)",
-                         [("http://a.test/", "http://a.test:80", 3, 1), ("http://b.test/", "http://b.test:80", 7, 0),
-                          ("http://b.test/x", "http://b.test:80", None, 0)])
+        conn.execute(
+            "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+            " VALUES (1, 'linkcheck', x'80', 'running', 1.0, 100)"
+        )
+        conn.executemany(
+            "INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, attempts,"
+            " last_error, leased_at, renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (3, "http://a.test:80", "done", 1, "p", None, 0, None, 5.0, None),
+                (7, "http://b.test:80", "leased", 2, "q", T0, 1, "timeout", 6.0, 8.0),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done) VALUES (1, ?, ?, 0, 1, ?, ?)",
+            [
+                ("http://a.test/", "http://a.test:80", 3, 1),
+                ("http://b.test/", "http://b.test:80", 7, 0),
+                ("http://b.test/x", "http://b.test:80", None, 0),
+            ],
+        )
         units_before = conn.execute("SELECT * FROM units ORDER BY id").fetchall()
     conn.close()
     async with SqliteStore(path) as store:
@@ -400,14 +433,18 @@ async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_ref
         assert [row[:11] for row in conn.execute("SELECT * FROM units ORDER BY id")] == units_before
         # Schema 5: the open unit's items are its range; the waiting one is above its queue's cursor.
         assert conn.execute("SELECT id, first_item, last_item FROM units ORDER BY id").fetchall() == [
-            (3, None, None), (7, 2, 2),
+            (3, None, None),
+            (7, 2, 2),
         ]
         assert conn.execute("SELECT unit_key, job_id, taken_through FROM queues ORDER BY unit_key").fetchall() == [
-            ("http://a.test:80", 1, 1), ("http://b.test:80", 1, 2),
+            ("http://a.test:80", 1, 1),
+            ("http://b.test:80", 1, 2),
         ]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'units'")} == {
-            "units", "units_by_job", "units_open",
+            "units",
+            "units_by_job",
+            "units_open",
         }
         # The state rule still holds, and writing a unit builds no temporary table for it.
         with pytest.raises(sqlite3.IntegrityError):
@@ -422,14 +459,20 @@ def schema_4_file(path: Path, units: list[tuple[Any, ...]], items: list[tuple[An
     peer_id, expires_at); items (url, unit_key, unit_id, done)."""
     with sqlite3.connect(path) as conn:
         conn.executescript(_SCHEMA + "".join(_MIGRATIONS[v] for v in (2, 3, 4)) + "PRAGMA user_version=4;")
-        conn.execute("INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
-                     " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)", (encode({"urls": ["http://a.test/"], "depth": 0}),))
-        conn.executemany("INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, leased_at,"
-                         " renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, 1.0, 1.0)", units)
-        conn.executemany("INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done)"
-                         " VALUES (1, ?, ?, 0, 0, ?, ?)", items)
-        conn.execute("INSERT INTO job_progress (job_id, open_items)"
-                     " SELECT 1, COUNT(*) FROM items WHERE done = 0")
+        conn.execute(
+            "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
+            " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
+            (encode({"urls": ["http://a.test/"], "depth": 0}),),
+        )
+        conn.executemany(
+            "INSERT INTO units (id, job_id, unit_key, state, token, peer_id, expires_at, leased_at,"
+            " renewed_at) VALUES (?, 1, ?, ?, ?, ?, ?, 1.0, 1.0)",
+            units,
+        )
+        conn.executemany(
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, unit_id, done) VALUES (1, ?, ?, 0, 0, ?, ?)", items
+        )
+        conn.execute("INSERT INTO job_progress (job_id, open_items) SELECT 1, COUNT(*) FROM items WHERE done = 0")
         conn.execute("INSERT INTO hosts (key) SELECT DISTINCT unit_key FROM items")
     conn.close()
 
@@ -442,16 +485,23 @@ async def test_a_schema_4_file_keeps_each_units_items_and_what_waits(tmp_path: P
     schema_4_file(
         path,
         units=[(1, a, "done", 1, "old", None), (2, b, "leased", 1, "old", T0 - 1)],
-        items=[("http://a.test/1", a, 1, 1), ("http://a.test/2", a, 1, 1), ("http://a.test/3", a, None, 0),
-               ("http://a.test/4", a, None, 0), ("http://b.test/1", b, 2, 0), ("http://b.test/2", b, 2, 0),
-               ("http://b.test/3", b, None, 0)],
+        items=[
+            ("http://a.test/1", a, 1, 1),
+            ("http://a.test/2", a, 1, 1),
+            ("http://a.test/3", a, None, 0),
+            ("http://a.test/4", a, None, 0),
+            ("http://b.test/1", b, 2, 0),
+            ("http://b.test/2", b, 2, 0),
+            ("http://b.test/3", b, None, 0),
+        ],
     )
     async with SqliteStore(path) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "new")
         first = {lease.unit_id: lease for lease in await lease_all(store, "new", T0)}
         assert {unit_id: [i["url"] for i in lease.payload["items"]] for unit_id, lease in first.items()} == {
-            2: ["http://b.test/1", "http://b.test/2"], 3: ["http://a.test/3", "http://a.test/4"],
+            2: ["http://b.test/1", "http://b.test/2"],
+            3: ["http://a.test/3", "http://a.test/4"],
         }
         for lease in first.values():
             await report(store, "new", lease, T0 + 1)
@@ -481,6 +531,8 @@ async def test_a_file_whose_open_units_share_items_is_left_as_it_was(tmp_path: P
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         assert conn.execute("SELECT url, unit_id FROM items ORDER BY id").fetchall() == [
-            ("http://a.test/1", 1), ("http://a.test/2", 2), ("http://a.test/3", 1),
+            ("http://a.test/1", 1),
+            ("http://a.test/2", 2),
+            ("http://a.test/3", 1),
         ]
     conn.close()

@@ -51,7 +51,8 @@ def test_after_unit_waits_the_longest_of_the_delays() -> None:
     assert after_unit(HostPace(), T0, UnitSummary(crawl_delay=3600)) == HostPace(T0 + MAX_CRAWL_DELAY, 30.0, 0.0)
     assert after_unit(HostPace(), T0, UnitSummary(throttled=3)) == HostPace(T0 + BACKOFF_START, 0.0, 5.0)
     assert after_unit(HostPace(), T0, UnitSummary(throttled=1, retry_after=86400)) == HostPace(
-        T0 + MAX_RETRY_AFTER, 0.0, 5.0)
+        T0 + MAX_RETRY_AFTER, 0.0, 5.0
+    )
     assert after_unit(HostPace(), T0, UnitSummary(), min_delay=2.0).next_allowed_at == T0 + 2.0
     # A crawl delay seen once stays until robots.txt says otherwise.
     paced = after_unit(HostPace(), T0, UnitSummary(crawl_delay=4.0))

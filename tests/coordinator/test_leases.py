@@ -43,7 +43,9 @@ def test_expired_but_not_regranted_is_still_the_holders() -> None:
 def test_last_expiry_gives_up_and_makes_the_old_token_stale() -> None:
     unit = UnitLease(UnitState.LEASED, token=4, peer_id="p1", expires_at=10.0, attempts=4)
     gave_up = leases.grant(unit, "p2", 20.0, 60.0, max_attempts=5)
-    assert gave_up == UnitLease(UnitState.DONE, token=5, peer_id=None, expires_at=None, attempts=5, last_error="lease expired")
+    assert gave_up == UnitLease(
+        UnitState.DONE, token=5, peer_id=None, expires_at=None, attempts=5, last_error="lease expired"
+    )
     assert leases.give_up_message(gave_up) == "gave up after 5 attempts: lease expired"
     assert leases.judge_report(gave_up, "p1", 4) is Verdict.STALE
 

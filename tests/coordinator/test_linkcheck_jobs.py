@@ -35,7 +35,10 @@ def test_parse_job_input() -> None:
         ([], "input must be a map with 'urls' and 'depth'"),
         ({"urls": "http://a.test/"}, "input.urls must be a list of 1..1000 URLs"),
         ({"urls": ["http://a.test/", 3]}, "input.urls[1] is not an absolute http(s) URL of at most 8192 characters"),
-        ({"urls": ["http://a.test/" + "x" * 8192]}, "input.urls[0] is not an absolute http(s) URL of at most 8192 characters"),
+        (
+            {"urls": ["http://a.test/" + "x" * 8192]},
+            "input.urls[0] is not an absolute http(s) URL of at most 8192 characters",
+        ),
         ({"urls": ["http://a.test/"], "depth": 1.5}, "input.depth must be an integer 0..1000, or nil for no limit"),
         ({"urls": ["http://a.test/"], "deep": 1}, "input has unknown fields: deep"),
     ],
@@ -53,7 +56,14 @@ def crawled_page(links: list[str]) -> lj.ItemResult:
 def test_linked_items_scope_depth_and_caps() -> None:
     job = lj.JobInput(urls=("http://a.test/",), depth=2)
     page = crawled_page(
-        ["http://a.test/in", "http://b.test/out", "mailto:x@a.test", "http://a.test/in", "", "http://a.test/" + "x" * 9000]
+        [
+            "http://a.test/in",
+            "http://b.test/out",
+            "mailto:x@a.test",
+            "http://a.test/in",
+            "",
+            "http://a.test/" + "x" * 9000,
+        ]
     )
     assert lj.linked_items(page, 1, job) == [
         lj.NewItem("http://a.test/in", "http://a.test:80", 2, True),
@@ -78,8 +88,14 @@ def test_parse_report_items() -> None:
     raw["error"] = "e" * 5000
     (parsed,) = parse_report({"items": [raw]}, {"http://a.test/"})
     assert parsed == lj.ItemResult(
-        url="http://a.test/", result="ok", status=200, final_url="http://a.test/",
-        redirects=("http://a.test/old",), error="e" * 2000, links=("http://a.test/b",), crawled=True,
+        url="http://a.test/",
+        result="ok",
+        status=200,
+        final_url="http://a.test/",
+        redirects=("http://a.test/old",),
+        error="e" * 2000,
+        links=("http://a.test/b",),
+        crawled=True,
     )
 
 
@@ -91,7 +107,10 @@ def test_parse_report_items() -> None:
         ({"items": [{**item("http://a.test/"), "status": True}]}, "payload.items[0].status must be int or nil"),
         ({"items": [{**item("http://a.test/"), "status": 1000}]}, "payload.items[0].status must be 0..999 or nil"),
         ({"items": [{**item("http://a.test/"), "final_url": 1}]}, "payload.items[0].final_url must be str or nil"),
-        ({"items": [{**item("http://a.test/"), "redirects": ["a", None]}]}, "payload.items[0].redirects must be a list of strings"),
+        (
+            {"items": [{**item("http://a.test/"), "redirects": ["a", None]}]},
+            "payload.items[0].redirects must be a list of strings",
+        ),
         ({"items": [item("http://x.test/")]}, "payload.items[0].url is not an item of this unit"),
         ({"items": [item("http://a.test/"), item("http://a.test/")]}, "payload.items[1].url is reported twice"),
         ({"items": [{"url": "http://a.test/"}]}, "payload.items[0].result is missing"),
@@ -104,7 +123,10 @@ def test_bad_report_payload(payload: object, message: str) -> None:
 
 
 def test_unit_payload() -> None:
-    assert lj.unit_payload(7, [("http://a.test/", True)]) == {"job_id": 7, "items": [{"url": "http://a.test/", "crawl": True}]}
+    assert lj.unit_payload(7, [("http://a.test/", True)]) == {
+        "job_id": 7,
+        "items": [{"url": "http://a.test/", "crawl": True}],
+    }
 
 
 def test_reported_urls_beyond_the_caps_are_dropped() -> None:

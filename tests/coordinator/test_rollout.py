@@ -54,7 +54,9 @@ def test_judge_rolls_back_exactly_when_enough_units_fail_clearly_more_often(
     assert (message is not None) == (units >= MIN_UNITS and worse)
     if message is not None:
         assert message.startswith(f"rolled back linkcheck 2.0: {failed} of {units} units failed (")
-        assert message.endswith(f" vs {stable_failed} of {stable_units} ({stable_failed / stable_units if stable_units else 0:.0%}) for 1.0")
+        assert message.endswith(
+            f" vs {stable_failed} of {stable_units} ({stable_failed / stable_units if stable_units else 0:.0%}) for 1.0"
+        )
 
 
 def test_judge_message_and_boundaries() -> None:
@@ -76,7 +78,12 @@ def test_a_rollout_from_start_to_completion() -> None:
         rollout.started(r, "1.0", 50)
 
     r = rollout.started(r, "2.0", 10)
-    assert (r.candidate, r.percent, r.state, r.message) == ("2.0", 10, RolloutState.ROLLING_OUT, "rolling out demo 2.0 to 10% of peers")
+    assert (r.candidate, r.percent, r.state, r.message) == (
+        "2.0",
+        10,
+        RolloutState.ROLLING_OUT,
+        "rolling out demo 2.0 to 10% of peers",
+    )
     r = rollout.counted(r, "2.0", ok=False)
     r = rollout.counted(r, "1.0", ok=False)  # the stable version's units are not the candidate's
     assert r.since_started == Tally(0, 1)
@@ -86,8 +93,15 @@ def test_a_rollout_from_start_to_completion() -> None:
     assert (r.candidate, r.since_started) == ("3.0", Tally())
 
     done = rollout.started(r, "3.0", 100)
-    assert done == replace(r, stable="3.0", candidate=None, percent=0, state=RolloutState.STABLE,
-                           message="rolled out demo 3.0 to every peer", since_started=Tally())
+    assert done == replace(
+        r,
+        stable="3.0",
+        candidate=None,
+        percent=0,
+        state=RolloutState.STABLE,
+        message="rolled out demo 3.0 to every peer",
+        since_started=Tally(),
+    )
 
 
 @given(peer_ids, st.integers(1, 99))
@@ -100,7 +114,9 @@ def test_version_for_follows_state_and_percent(peer: str, percent: int) -> None:
 
 
 @given(st.lists(st.booleans(), max_size=30), counts, counts)
-def test_judged_rolls_back_once_and_then_leaves_the_rollout_alone(outcomes: list[bool], stable_ok: int, stable_failed: int) -> None:
+def test_judged_rolls_back_once_and_then_leaves_the_rollout_alone(
+    outcomes: list[bool], stable_ok: int, stable_failed: int
+) -> None:
     stable = Tally(stable_ok, stable_failed)
     r: Rollout = rollout.started(rollout.first("demo", "ab" * 32, "1.0"), "2.0", 50)
     for ok in outcomes:

@@ -39,16 +39,22 @@ async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool
 
 async def fetch(tmp_path: Path, info_hash: bytes, address: SwarmAddress) -> bytes:
     async with TorrentSession((HOST, 0), state_dir=tmp_path / "fetcher-state") as fetcher:
-        path = await fetcher.fetch(info_hash, tmp_path / "fetched", [(address.host, address.port)], timeout=FETCH_TIMEOUT)
+        path = await fetcher.fetch(
+            info_hash, tmp_path / "fetched", [(address.host, address.port)], timeout=FETCH_TIMEOUT
+        )
         return path.read_bytes()
 
 
 def seeder(tmp_path: Path, identity: Identity, dht: DhtNode | None = None) -> BundleSeeder:
-    return BundleSeeder((HOST, 0), identity=identity, state_dir=tmp_path / "seed-state", dht=dht, network="test", ttl=60.0)
+    return BundleSeeder(
+        (HOST, 0), identity=identity, state_dir=tmp_path / "seed-state", dht=dht, network="test", ttl=60.0
+    )
 
 
 @contextlib.asynccontextmanager
-async def published_linkcheck(tmp_path: Path, linkcheck: Linkcheck, seeding: BundleSeeder) -> AsyncIterator[SqliteStore]:
+async def published_linkcheck(
+    tmp_path: Path, linkcheck: Linkcheck, seeding: BundleSeeder
+) -> AsyncIterator[SqliteStore]:
     async with SqliteStore(tmp_path / "c.sqlite") as store:
         await store.add_owner("owner", linkcheck.owner.public_hex, START)
         await BundleService(tmp_path / "bundles", seeding).publish(store, linkcheck.manifest, linkcheck.archive, START)
@@ -72,7 +78,10 @@ async def test_a_published_bundle_is_fetched_from_the_seeder(tmp_path: Path, lin
 
 async def test_seeds_are_announced_in_the_dht_and_withdrawn(tmp_path: Path, linkcheck: Linkcheck) -> None:
     identity = Identity.generate()
-    async with DhtNode((HOST, 0), rpc_timeout=0.5) as first, DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other:
+    async with (
+        DhtNode((HOST, 0), rpc_timeout=0.5) as first,
+        DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other,
+    ):
         names, members = bundle_key("test", "linkcheck"), swarm_key(linkcheck.info_hash)
         async with seeder(tmp_path, identity, dht=first) as seeding, published_linkcheck(tmp_path, linkcheck, seeding):
             records = await eventually(lambda: other.lookup(names), bool, "the bundle announcement arrives")
@@ -111,9 +120,15 @@ async def test_serve_publishes_and_seeds_the_builtin_bundle(tmp_path: Path) -> N
                 await task
 
     status, info = await info_once()
-    assert (status["owner_key"], status["stable"], status["state"]) == (identity.public_hex, linkcheck_version(), "stable")
+    assert (status["owner_key"], status["stable"], status["state"]) == (
+        identity.public_hex,
+        linkcheck_version(),
+        "stable",
+    )
     assert info["seeds"][0]["host"] == HOST
-    assert (tmp_path / "coordinator.bundles" / "linkcheck" / linkcheck_version() / f"linkcheck-{linkcheck_version()}.tar").is_file()
+    assert (
+        tmp_path / "coordinator.bundles" / "linkcheck" / linkcheck_version() / f"linkcheck-{linkcheck_version()}.tar"
+    ).is_file()
     again, _ = await info_once()  # a restart publishes the same version again: nothing changes
     assert again == status
     async with SqliteStore(db) as store:

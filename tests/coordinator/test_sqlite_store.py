@@ -36,7 +36,9 @@ SITE = {  # page -> its links; everything under http://a.test plus one outside
 
 def answer(payload: dict[str, Any]) -> dict[str, Any]:
     """What an honest workload reports for a unit of the SITE."""
-    return {"items": [item(i["url"], SITE[i["url"]] if i["crawl"] else [], crawled=i["crawl"]) for i in payload["items"]]}
+    return {
+        "items": [item(i["url"], SITE[i["url"]] if i["crawl"] else [], crawled=i["crawl"]) for i in payload["items"]]
+    }
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +110,12 @@ asyncio.run(serve("127.0.0.1", 0, Path(sys.argv[1]), unit_size=2, ready=lambda p
 async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _SERVER, str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-c",
+        _SERVER,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
@@ -127,10 +134,17 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
                     assert resp.status == 200, decode(await resp.read())
                     return decode(await resp.read())
 
-            job_id = (await call("/v1/jobs", {"workload": "linkcheck", "input": {"urls": ["http://a.test/"]}}))["job_id"]
+            job_id = (await call("/v1/jobs", {"workload": "linkcheck", "input": {"urls": ["http://a.test/"]}}))[
+                "job_id"
+            ]
             await call("/v1/peers/register", {"name": "p", "slots": 1, "workloads": ["linkcheck"]})
             (lease,) = (await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]}))["leases"]
-            report = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0, "payload": answer(lease["payload"])}
+            report = {
+                "unit_id": lease["unit_id"],
+                "token": lease["token"],
+                "exit_code": 0,
+                "payload": answer(lease["payload"]),
+            }
             assert await call("/v1/reports", report) == {"accepted": True, "reason": ""}
             await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]})
     finally:

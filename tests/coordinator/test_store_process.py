@@ -116,8 +116,12 @@ asyncio.run(main())
 
 async def test_the_store_process_ends_when_its_coordinator_is_killed(tmp_path: Path) -> None:
     owner = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _OWNER, str(tmp_path / "c.sqlite"),
-        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
+        sys.executable,
+        "-c",
+        _OWNER,
+        str(tmp_path / "c.sqlite"),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert owner.stdout is not None
     child_pid = int(await asyncio.wait_for(owner.stdout.readline(), 60))

@@ -35,7 +35,9 @@ async def test_calls_queued_behind_a_busy_thread_share_one_commit(tmp_path: Path
     release = threading.Event()
     try:
         blocker = asyncio.ensure_future(thread.call(release.wait, 30, alone=True))
-        inserts = [asyncio.ensure_future(thread.call(conn.execute, f"INSERT INTO parent VALUES ({i})")) for i in range(10)]
+        inserts = [
+            asyncio.ensure_future(thread.call(conn.execute, f"INSERT INTO parent VALUES ({i})")) for i in range(10)
+        ]
         await asyncio.sleep(0.1)  # all ten are queued behind the blocker
         release.set()
         await blocker

@@ -143,7 +143,7 @@ def _forge(who: Identity, key: str, record: SignedRecord, **changes: Any) -> Sig
 async def test_three_signers_every_node_finds_exactly_the_three(network, clock):
     signers = [Identity.generate() for _ in range(3)]
     published = [_sign(s, clock, ago=i, rank=i) for i, s in enumerate(signers)]
-    stored = [await network[n].publish(KEY, r) for n, r in zip((3, 10, 20), published)]
+    stored = [await network[n].publish(KEY, r) for n, r in zip((3, 10, 20), published, strict=True)]
     assert stored == [K, K, K]
     for found in await _everyone_finds(network):
         assert found == published  # newest first
@@ -274,10 +274,12 @@ async def test_forged_stores_are_refused_and_honest_records_survive(network, raw
     forgeries = {
         "tampered": dataclasses.replace(honest, payload=records.wire.encode({"addr": "6.6.6.6:1"}), **newer),
         "signer not the one named": _forge(mallory, KEY, honest, **newer),
-        "expired": _forge(mallory, KEY, honest, signer=mallory.public_key, issued_at=clock.now - 700.0,
-                          expires_at=clock.now - 100.0),
-        "far future": _forge(mallory, KEY, honest, signer=mallory.public_key, issued_at=clock.now + 3600.0,
-                             expires_at=clock.now + 4000.0),
+        "expired": _forge(
+            mallory, KEY, honest, signer=mallory.public_key, issued_at=clock.now - 700.0, expires_at=clock.now - 100.0
+        ),
+        "far future": _forge(
+            mallory, KEY, honest, signer=mallory.public_key, issued_at=clock.now + 3600.0, expires_at=clock.now + 4000.0
+        ),
         "signed for another key": _forge(mallory, "other", honest, signer=mallory.public_key, **newer),
     }
     values: dict[str, Any] = {name: records.encode_set(KEY, [r]) for name, r in forgeries.items()}
@@ -285,8 +287,7 @@ async def test_forged_stores_are_refused_and_honest_records_survive(network, raw
     values["not a set"] = b"\x93\x01\x02\x03"
     for name, value in values.items():
         answers = await asyncio.gather(
-            *(asyncio.wait_for(raw.request(n.address, "store", [raw.node_id, _dkey(KEY), value]), 5)
-              for n in network)
+            *(asyncio.wait_for(raw.request(n.address, "store", [raw.node_id, _dkey(KEY), value]), 5) for n in network)
         )
         assert answers == [False] * NODES, name
     # A plain list is not even a well-typed store request: it gets no answer at all.
@@ -306,8 +307,12 @@ async def test_forged_stores_are_refused_and_honest_records_survive(network, raw
 class _Liar(asyncio.DatagramProtocol):
     """A node that answers every request promptly, with an answer of the wrong shape."""
 
-    LIES = {"ping": "not an id", "find_node": [[b"short", "not an ip", -1]], "find_value": {"value": [1, 2]},
-            "store": True}
+    LIES = {
+        "ping": "not an id",
+        "find_node": [[b"short", "not an ip", -1]],
+        "find_value": {"value": [1, 2]},
+        "store": True,
+    }
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None

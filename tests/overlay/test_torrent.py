@@ -88,13 +88,11 @@ async def test_downloaders_trade_pieces_and_get_identical_bytes(
 
     async with AsyncExitStack() as stack:
         downloaders = [
-            await stack.enter_async_context(_session(tmp_path, f"downloader{i}"))
-            for i in range(DOWNLOADERS)
+            await stack.enter_async_context(_session(tmp_path, f"downloader{i}")) for i in range(DOWNLOADERS)
         ]
         paths = await asyncio.gather(
             *(
-                d.fetch(info_hash, tmp_path / f"downloader{i}" / "data", [seed_address],
-                        timeout=FETCH_TIMEOUT)
+                d.fetch(info_hash, tmp_path / f"downloader{i}" / "data", [seed_address], timeout=FETCH_TIMEOUT)
                 for i, d in enumerate(downloaders)
             )
         )
@@ -111,9 +109,7 @@ async def test_downloaders_trade_pieces_and_get_identical_bytes(
         assert seed.stats(info_hash).total_upload < DOWNLOADERS * FILE_SIZE
 
 
-async def test_corrupt_source_is_refused_and_never_complete(
-    tmp_path: Path, bundle: Path, seed: TorrentSession
-) -> None:
+async def test_corrupt_source_is_refused_and_never_complete(tmp_path: Path, bundle: Path, seed: TorrentSession) -> None:
     torrent = make_torrent(bundle)
     info_hash = info_hash_of(torrent)
     await seed.seed(torrent, bundle.parent)
@@ -125,16 +121,13 @@ async def test_corrupt_source_is_refused_and_never_complete(
         # libtorrent either bans the source and stalls, or (hybrid v1+v2 torrents) notices that
         # the piece's v1 and v2 hashes disagree and fails the torrent: both refuse the data.
         with pytest.raises(TorrentError, match="made no progress|hashes do not describe the same data"):
-            await downloader.fetch(info_hash, save_dir, [(HOST, seed.listen_port)],
-                                   timeout=STALL_TIMEOUT)
+            await downloader.fetch(info_hash, save_dir, [(HOST, seed.listen_port)], timeout=STALL_TIMEOUT)
         with pytest.raises(TorrentError, match="not in this session"):
             downloader.stats(info_hash)
     assert seed.stats(info_hash).total_upload > 0
 
 
-async def test_seed_refuses_data_that_fails_its_hash_check(
-    tmp_path: Path, bundle: Path, seed: TorrentSession
-) -> None:
+async def test_seed_refuses_data_that_fails_its_hash_check(tmp_path: Path, bundle: Path, seed: TorrentSession) -> None:
     torrent = make_torrent(bundle)
     _flip_byte(bundle, 0)
     with pytest.raises(TorrentError, match=r"does not match torrent .*: \d+ of 2097152 bytes"):
@@ -162,8 +155,9 @@ async def test_removed_torrent_is_no_longer_seeded_and_can_come_back(
         seed.remove(info_hash)
     async with _session(tmp_path, "downloader") as downloader:
         with pytest.raises(TorrentTimeout):
-            await downloader.fetch(info_hash, tmp_path / "downloader" / "data", [(HOST, seed.listen_port)],
-                                   timeout=STALL_TIMEOUT)
+            await downloader.fetch(
+                info_hash, tmp_path / "downloader" / "data", [(HOST, seed.listen_port)], timeout=STALL_TIMEOUT
+            )
 
     await seed.seed(torrent, bundle.parent)
     assert seed.torrents() == [info_hash]
@@ -181,14 +175,12 @@ async def test_closed_session_refuses_use(tmp_path: Path, bundle: Path) -> None:
     torrent = make_torrent(bundle)
     session = _session(tmp_path, "closing")
     async with session:
-        waiting = asyncio.create_task(
-            session.fetch(UNKNOWN_HASH, tmp_path / "data", [], timeout=FETCH_TIMEOUT)
-        )
+        waiting = asyncio.create_task(session.fetch(UNKNOWN_HASH, tmp_path / "data", [], timeout=FETCH_TIMEOUT))
         await asyncio.sleep(0.2)
     with pytest.raises(SessionClosed):
         await waiting
     with pytest.raises(SessionClosed):
-        session.listen_port
+        _ = session.listen_port
     with pytest.raises(SessionClosed):
         await session.seed(torrent, bundle.parent)
     with pytest.raises(SessionClosed):

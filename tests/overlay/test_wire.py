@@ -74,8 +74,11 @@ def test_parse_validates_every_field():
         wire.parse(wire.RegisterRequest, {"name": "p", "slots": 0, "workloads": []})
     with pytest.raises(wire.WireError, match="exit_code"):
         wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 9})
-    for delay, message in ((-1.0, "crawl_delay must be at least 0"), (float("nan"), "must be a finite number"),
-                           ("1", "must be a finite number")):
+    for delay, message in (
+        (-1.0, "crawl_delay must be at least 0"),
+        (float("nan"), "must be a finite number"),
+        ("1", "must be a finite number"),
+    ):
         with pytest.raises(wire.WireError, match=message):
             wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 0, "crawl_delay": delay})
     assert wire.parse(wire.Report, {"unit_id": 1, "token": 1, "exit_code": 0, "crawl_delay": 2}).crawl_delay == 2.0
@@ -99,7 +102,15 @@ def test_garbage_bytes_never_escape_as_anything_but_wire_error(data):
 @given(
     st.dictionaries(
         st.sampled_from(["unit_id", "token", "exit_code", "payload", "error", "extra"]),
-        st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1), st.text(), st.binary(), st.lists(st.integers(0, 9)), st.floats(), st.booleans()),
+        st.one_of(
+            st.none(),
+            st.integers(-(2**63), 2**64 - 1),
+            st.text(),
+            st.binary(),
+            st.lists(st.integers(0, 9)),
+            st.floats(),
+            st.booleans(),
+        ),
     )
 )
 def test_wrong_types_are_wire_errors(obj):

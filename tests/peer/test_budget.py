@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -123,8 +123,14 @@ def test_rates_parse_in_bytes_and_bits_per_second(text, expected):
         ("200kb/s", "'200kb/s' is ambiguous: write 200kB/s for bytes or 200kbit/s for bits"),
         ("100b/s", "'100b/s' is ambiguous: write 100B/s for bytes or 100bit/s for bits"),
         ("2mb", "'2mb' is ambiguous: write 2mB/s for bytes or 2mbit/s for bits"),
-        ("0MB/s", "'0MB/s' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)"),
-        ("0.4B/s", "'0.4B/s' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)"),
+        (
+            "0MB/s",
+            "'0MB/s' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)",
+        ),
+        (
+            "0.4B/s",
+            "'0.4B/s' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)",
+        ),
         ("-1MB/s", "'-1MB/s' is negative; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
         ("2PB/s", "'2PB/s' is more than 1 PB/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
         ("1MB/day", "'1MB/day' is not a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
@@ -161,7 +167,10 @@ def test_caps_parse_with_their_period(text, expected):
         ("2GB", "'2GB' is not a cap like 2GB/day, 10GB/week or 50GB/month"),
         ("2GB/year", "'2GB/year' is not a cap like 2GB/day, 10GB/week or 50GB/month"),
         ("2GB/s", "'2GB/s' is not a cap like 2GB/day, 10GB/week or 50GB/month"),
-        ("0GB/day", "'0GB/day' is a cap of nothing; give a cap like 2GB/day, 10GB/week or 50GB/month (to stop, pause the peer)"),
+        (
+            "0GB/day",
+            "'0GB/day' is a cap of nothing; give a cap like 2GB/day, 10GB/week or 50GB/month (to stop, pause the peer)",
+        ),
         ("-2GB/day", "'-2GB' is negative; give a size like 2GB, 500MB, 1.5GiB or 100000 (bytes)"),
         ("lots/day", "'lots' is not a size like 2GB, 500MB, 1.5GiB or 100000 (bytes)"),
     ],
@@ -227,10 +236,22 @@ def test_window_parses_and_prints_back():
     [
         ("8-18", "'8-18' is not active hours like 08:00-18:00 or 22:00-06:30"),
         ("", "'' is not active hours like 08:00-18:00 or 22:00-06:30"),
-        ("25:00-26:00", "'25:00-26:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30"),
-        ("08:60-09:00", "'08:60-09:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30"),
-        ("24:00-06:00", "'24:00-06:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30"),
-        ("20:00-24:30", "'20:00-24:30' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30"),
+        (
+            "25:00-26:00",
+            "'25:00-26:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30",
+        ),
+        (
+            "08:60-09:00",
+            "'08:60-09:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30",
+        ),
+        (
+            "24:00-06:00",
+            "'24:00-06:00' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30",
+        ),
+        (
+            "20:00-24:30",
+            "'20:00-24:30' has a time that is not on a 24-hour clock; give active hours like 08:00-18:00 or 22:00-06:30",
+        ),
         ("08:00-08:00", "active hours 08:00-08:00 are empty; for all day give no active hours (or 00:00-24:00)"),
         ("00:00-00:00", "active hours 00:00-00:00 are empty; for all day give no active hours (or 00:00-24:00)"),
     ],
@@ -244,14 +265,24 @@ def test_bad_windows_say_what_is_wrong(text, message):
 def test_day_window_contains_its_start_but_not_its_end():
     hours = ActiveHours.parse(["08:00-18:00"])
     assert [hours.contains(_at(h, m)) for h, m in [(7, 59), (8, 0), (12, 0), (17, 59), (18, 0), (23, 0)]] == [
-        False, True, True, True, False, False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
     ]
 
 
 def test_window_wrapping_past_midnight():
     hours = ActiveHours.parse(["22:00-06:30"])
     assert [hours.contains(_at(h, m)) for h, m in [(21, 59), (22, 0), (0, 0), (6, 29), (6, 30), (12, 0)]] == [
-        False, True, True, True, False, False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
     ]
 
 
@@ -310,8 +341,8 @@ def test_next_change_keeps_the_volunteers_time_zone():
     switch = hours.next_change(before)
     assert switch == datetime(2024, 3, 31, 8, 0, tzinfo=berlin)
     assert switch is not None and switch.utcoffset() == timedelta(hours=2)
-    aware_utc = datetime(2024, 5, 6, 7, 59, tzinfo=timezone.utc)
-    assert hours.next_change(aware_utc) == datetime(2024, 5, 6, 8, 0, tzinfo=timezone.utc)
+    aware_utc = datetime(2024, 5, 6, 7, 59, tzinfo=UTC)
+    assert hours.next_change(aware_utc) == datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 
 
 @given(
@@ -396,10 +427,19 @@ def test_file_with_every_key(tmp_path):
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        ('speed = "1MB/s"\n', "unknown key 'speed'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners"),
-        ("[peer]\nmax_down = 1\n", "unknown key 'peer'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners"),
+        (
+            'speed = "1MB/s"\n',
+            "unknown key 'speed'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners",
+        ),
+        (
+            "[peer]\nmax_down = 1\n",
+            "unknown key 'peer'; known keys are max_down, max_up, cap, max_fetches, active_hours, trusted_owners",
+        ),
         ('max_down = "fast"\n', "max_down: 'fast' is not a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
-        ("max_down = 0\n", "max_down: 0 bytes/s is not from 1 to 1000000000000000; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s"),
+        (
+            "max_down = 0\n",
+            "max_down: 0 bytes/s is not from 1 to 1000000000000000; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s",
+        ),
         ("max_down = 1.5\n", 'max_down: must be "1MB/s" or a whole number of bytes per second, not a float'),
         ("max_up = true\n", 'max_up: must be "1MB/s" or a whole number of bytes per second, not a boolean'),
         ("max_up = [1]\n", 'max_up: must be "1MB/s" or a whole number of bytes per second, not an array'),
@@ -407,7 +447,10 @@ def test_file_with_every_key(tmp_path):
         ('cap = "2GB"\n', "cap: '2GB' is not a cap like 2GB/day, 10GB/week or 50GB/month"),
         ('max_fetches = "8"\n', "max_fetches: '8' is not a whole number of concurrent fetches from 1 to 1000"),
         ("max_fetches = 0\n", "max_fetches: 0 is not a whole number of concurrent fetches from 1 to 1000"),
-        ('active_hours = "08:00-18:00"\n', 'active_hours: must be an array of strings like ["08:00-18:00"], not a string'),
+        (
+            'active_hours = "08:00-18:00"\n',
+            'active_hours: must be an array of strings like ["08:00-18:00"], not a string',
+        ),
         ("active_hours = [8]\n", 'active_hours: must be an array of strings like ["08:00-18:00"], not an integer'),
         ('active_hours = ["8 to 6"]\n', "active_hours: '8 to 6' is not active hours like 08:00-18:00 or 22:00-06:30"),
         ("max_down = \n", "not valid TOML: Invalid value (at line 1, column 12)"),
@@ -547,9 +590,15 @@ def test_no_config_path_means_flags_only(tmp_path):
     ("flags", "message"),
     [
         ({"max_down": "200kb/s"}, "--max-down: '200kb/s' is ambiguous: write 200kB/s for bytes or 200kbit/s for bits"),
-        ({"max_up": "0"}, "--max-up: '0' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)"),
+        (
+            {"max_up": "0"},
+            "--max-up: '0' is less than 1 B/s; give a rate like 1MB/s, 200kB/s, 1.5MiB/s or 8Mbit/s (to stop, pause the peer)",
+        ),
         ({"daily_cap": "2GB/week"}, "--daily-cap: '2GB/week' is not a size like 2GB, 500MB, 1.5GiB or 100000 (bytes)"),
-        ({"daily_cap": "0"}, "--daily-cap: '0/day' is a cap of nothing; give a cap like 2GB/day, 10GB/week or 50GB/month (to stop, pause the peer)"),
+        (
+            {"daily_cap": "0"},
+            "--daily-cap: '0/day' is a cap of nothing; give a cap like 2GB/day, 10GB/week or 50GB/month (to stop, pause the peer)",
+        ),
         ({"cap": "2GB"}, "--cap: '2GB' is not a cap like 2GB/day, 10GB/week or 50GB/month"),
         ({"cap": "2GB/day", "daily_cap": "1GB"}, "give --daily-cap or --cap, not both"),
         ({"max_fetches": "many"}, "--max-fetches: 'many' is not a whole number of concurrent fetches from 1 to 1000"),

@@ -160,7 +160,11 @@ def _assert_nothing_kept(cache: BundleCache, torrents: TorrentSession) -> None:
 
 async def _run(ready: ReadyBundle, payload: dict, fetch=None):  # type: ignore[no-untyped-def]
     return await run_workload(
-        ready.argv, Unit(unit_id=7, payload=payload), fetch, timeout=ready.timeout, limits=ready.limits,
+        ready.argv,
+        Unit(unit_id=7, payload=payload),
+        fetch,
+        timeout=ready.timeout,
+        limits=ready.limits,
         env=ready.env,
     )
 
@@ -186,9 +190,7 @@ async def test_caches_fetch_one_bundle_and_trade_pieces(
     assert sum(uploaded) > 0, f"every piece came from the seed: caches uploaded {uploaded}"
 
 
-async def test_concurrent_ensures_share_one_fetch(
-    tmp_path: Path, seed: TorrentSession, make_cache: CacheMaker
-) -> None:
+async def test_concurrent_ensures_share_one_fetch(tmp_path: Path, seed: TorrentSession, make_cache: CacheMaker) -> None:
     built = _build(tmp_path, "flight", "1.0", data_bytes=256 * 1024)
     await _serve(seed, built)
     cache, torrents = await make_cache("peer")
@@ -490,8 +492,9 @@ async def test_a_restarted_cache_seeds_what_it_kept(
     assert again.root == first.root
 
     async with _session(tmp_path, "newcomer") as newcomer:
-        path = await newcomer.fetch(info_hash, tmp_path / "newcomer" / "data", [(HOST, torrents.listen_port)],
-                                    timeout=FETCH_TIMEOUT)
+        path = await newcomer.fetch(
+            info_hash, tmp_path / "newcomer" / "data", [(HOST, torrents.listen_port)], timeout=FETCH_TIMEOUT
+        )
         assert path.read_bytes() == built.archive_path.read_bytes()
         assert torrents.stats(info_hash).total_upload >= len(path.read_bytes())
 

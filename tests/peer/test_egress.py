@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -252,7 +253,7 @@ async def test_crawl_delay_spaces_requests_in_order(sites: tuple[Site, Site]) ->
         )
     assert [r.status for r in results] == [200] * 8
     assert slow.paths == ["/robots.txt", "/ok?n=0", "/ok?n=1", "/ok?n=2", "/ok?n=3"]
-    for (_, _, previous_end), (_, start, _) in zip(slow.log, slow.log[1:]):
+    for (_, _, previous_end), (_, start, _) in itertools.pairwise(slow.log):
         assert start >= previous_end  # one at a time
         assert start - previous_end >= 0.2  # the delay counts from the previous one's end
     # The other host has no delay and is not held up by this one.

@@ -15,7 +15,9 @@ from tests.xdisplay import xvfb
 
 
 def test_the_peer_works_after_enough_quiet_or_while_a_screensaver_is_on() -> None:
-    assert active_reason(299.0, False, False, 300.0) == "the computer is in use (working only after 5 min without input)"
+    assert (
+        active_reason(299.0, False, False, 300.0) == "the computer is in use (working only after 5 min without input)"
+    )
     assert active_reason(300.0, False, False, 300.0) is None
     assert active_reason(0.0, True, False, 300.0) is None  # the X server's own screensaver
     assert active_reason(0.0, False, True, 300.0) is None  # the osaas screensaver shows

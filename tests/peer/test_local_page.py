@@ -22,10 +22,14 @@ from peer.work_choice import load as load_work_choice
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Agent:
-    return Agent(PeerSettings(
-        data_dir=tmp_path / "peer", coordinator="http://127.0.0.1:9", config_path=tmp_path / "peer.toml",
-        budget=Budget(max_down=parse_rate("1MB/s")),
-    ))
+    return Agent(
+        PeerSettings(
+            data_dir=tmp_path / "peer",
+            coordinator="http://127.0.0.1:9",
+            config_path=tmp_path / "peer.toml",
+            budget=Budget(max_down=parse_rate("1MB/s")),
+        )
+    )
 
 
 @pytest.fixture
@@ -63,7 +67,13 @@ async def test_the_page_and_status_are_served_to_this_server_only(page: tuple[st
         async with session.get(base + "/status") as response:
             assert (await response.json())["state"] == "looking" and response.headers["Cache-Control"] == "no-store"
         async with session.get(base + "/budget") as response:
-            assert await response.json() == {"max_down": "1MB/s", "max_up": "", "cap": "", "max_fetches": "", "active_hours": ""}
+            assert await response.json() == {
+                "max_down": "1MB/s",
+                "max_up": "",
+                "cap": "",
+                "max_fetches": "",
+                "active_hours": "",
+            }
         # A site whose name was pointed at 127.0.0.1 (DNS rebinding) reads nothing.
         async with session.get(base + "/status", headers={"Host": "attacker.test:80"}) as response:
             assert response.status == 403 and "answers only as 127.0.0.1" in (await response.json())["error"]
@@ -90,12 +100,22 @@ async def test_a_budget_is_applied_and_saved_and_bad_forms_change_nothing(page: 
     base, token = page
     config = agent.settings.config_path
     assert config is not None
-    form = {"max_down": "300KB/s", "max_up": "", "cap": "2GB/week", "max_fetches": "4", "active_hours": "08:00-12:00, 13:00-18:00"}
+    form = {
+        "max_down": "300KB/s",
+        "max_up": "",
+        "cap": "2GB/week",
+        "max_fetches": "4",
+        "active_hours": "08:00-12:00, 13:00-18:00",
+    }
     code, answer = await post(base, "/control/budget", token, form)
     assert (code, answer["message"]) == (200, "budget saved")
     budget = agent.allowance.budget
     assert (budget.max_down, budget.max_up, budget.cap_bytes, budget.cap_period, budget.max_fetches) == (
-        300_000, None, 2_000_000_000, "week", 4,
+        300_000,
+        None,
+        2_000_000_000,
+        "week",
+        4,
     )
     assert budget.active_hours.to_strings() == ["08:00-12:00", "13:00-18:00"]
     assert agent.allowance.down.rate == 300_000
@@ -117,9 +137,13 @@ async def test_a_budget_is_applied_and_saved_and_bad_forms_change_nothing(page: 
     code, answer = await post(base, "/control/budget", token, None, **{})
     assert code == 400
     async with aiohttp.ClientSession() as session:
-        for data, content_type, status in ((b"\xff{", "application/json", 400), (b"max_down=1", "application/x-www-form-urlencoded", 415)):
-            async with session.post(base + "/control/budget", data=data,
-                                    headers={TOKEN_HEADER: token, "Content-Type": content_type}) as response:
+        for data, content_type, status in (
+            (b"\xff{", "application/json", 400),
+            (b"max_down=1", "application/x-www-form-urlencoded", 415),
+        ):
+            async with session.post(
+                base + "/control/budget", data=data, headers={TOKEN_HEADER: token, "Content-Type": content_type}
+            ) as response:
                 assert response.status == status
     assert agent.allowance.budget == budget and config.read_text() == saved
 
@@ -150,7 +174,12 @@ async def test_whom_to_work_for_is_changed_with_the_token_and_kept(page: tuple[s
     base, token = page
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/work") as response:
-            assert await response.json() == {"by_url": True, "coordinator": "http://127.0.0.1:9", "network": "public", "prefer": ""}
+            assert await response.json() == {
+                "by_url": True,
+                "coordinator": "http://127.0.0.1:9",
+                "network": "public",
+                "prefer": "",
+            }
     assert (await post(base, "/control/work", None, {"coordinator": "http://127.0.0.1:10"}))[0] == 403
     code, answer = await post(base, "/control/work", token, {"network": "lab"})
     assert code == 400 and "works for one coordinator by its URL" in answer["error"]

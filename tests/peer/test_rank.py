@@ -4,7 +4,9 @@ from overlay.announcements import CoordinatorAnnouncement, coordinators_key, val
 from peer.discovery import Candidate, newest_per_key, rank
 
 
-def candidate(url: str, *, load: int, peers: int = 0, rtt: float = 0.01, key: str = "", workloads=("linkcheck",)) -> Candidate:
+def candidate(
+    url: str, *, load: int, peers: int = 0, rtt: float = 0.01, key: str = "", workloads=("linkcheck",)
+) -> Candidate:
     return Candidate(CoordinatorAnnouncement(key or url, url, "public", load, peers, tuple(workloads), 1.0), rtt)
 
 
@@ -16,14 +18,21 @@ def test_work_waiting_and_fewest_peers_per_unit_come_first():
     idle = candidate("http://idle", load=0)
     crowded = candidate("http://crowded", load=10, peers=20)
     needy = candidate("http://needy", load=100, peers=2)
-    assert urls(rank([idle, crowded, needy], workloads=["linkcheck"])) == ["http://needy", "http://crowded", "http://idle"]
+    assert urls(rank([idle, crowded, needy], workloads=["linkcheck"])) == [
+        "http://needy",
+        "http://crowded",
+        "http://idle",
+    ]
 
 
 def test_preference_beats_need_and_failures_rank_last():
     a = candidate("http://a", load=100)
     b = candidate("http://b", load=0)
     assert urls(rank([a, b], workloads=["linkcheck"], preferred="http://b")) == ["http://b", "http://a"]
-    assert urls(rank([a, b], workloads=["linkcheck"], preferred="http://b", avoid={"http://b"})) == ["http://a", "http://b"]
+    assert urls(rank([a, b], workloads=["linkcheck"], preferred="http://b", avoid={"http://b"})) == [
+        "http://a",
+        "http://b",
+    ]
 
 
 def test_nearest_wins_between_equals_and_workloads_must_match():

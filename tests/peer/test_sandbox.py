@@ -69,7 +69,11 @@ def volunteer(tmp_path: Path) -> Path:
 
 
 def fingerprint(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 async def attack(
@@ -87,11 +91,25 @@ async def attack(
         stage_hostile_bundle(bundle)
     unit = Unit(unit_id=5, payload={"attack": name, "target": target})
     if sandbox is None:  # the control: how the peer ran workloads before the sandbox
-        return await run_workload(ARGV, unit, None, timeout=timeout, limits=limits, env={"PYTHONPATH": str(bundle)},
-                                  workdir_parent=volunteer / "work")
+        return await run_workload(
+            ARGV,
+            unit,
+            None,
+            timeout=timeout,
+            limits=limits,
+            env={"PYTHONPATH": str(bundle)},
+            workdir_parent=volunteer / "work",
+        )
     confinement = Confinement(bundle, python_runtime(), hidden=(volunteer,))
-    return await run_workload(ARGV, unit, None, timeout=timeout, limits=limits, env={"PYTHONPATH": BUNDLE_DIR},
-                              sandbox=Sandboxed(sandbox, confinement))
+    return await run_workload(
+        ARGV,
+        unit,
+        None,
+        timeout=timeout,
+        limits=limits,
+        env={"PYTHONPATH": BUNDLE_DIR},
+        sandbox=Sandboxed(sandbox, confinement),
+    )
 
 
 def assert_refused(outcome: WorkloadOutcome, attack_name: str, *errors: str) -> None:
@@ -104,9 +122,20 @@ def assert_refused(outcome: WorkloadOutcome, attack_name: str, *errors: str) -> 
 # ---- files ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", ["identity.key", "local-page.token", "outbox/http%3A%2F%2Fc/7.msgpack",
-                                      "peer.toml", "work/osaas-unit-99-abc/scratch", "bundles/unpacked/ff/other.py"])
-async def test_the_volunteers_files_cannot_be_read(sandbox: Sandbox, tmp_path: Path, volunteer: Path, relative: str) -> None:
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "identity.key",
+        "local-page.token",
+        "outbox/http%3A%2F%2Fc/7.msgpack",
+        "peer.toml",
+        "work/osaas-unit-99-abc/scratch",
+        "bundles/unpacked/ff/other.py",
+    ],
+)
+async def test_the_volunteers_files_cannot_be_read(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path, relative: str
+) -> None:
     before = fingerprint(volunteer)
     target = str(volunteer / relative)
     control = await attack("read", target, sandbox=None, tmp_path=tmp_path, volunteer=volunteer)
@@ -119,7 +148,9 @@ async def test_the_volunteers_files_cannot_be_read(sandbox: Sandbox, tmp_path: P
 
 
 @pytest.mark.parametrize("target", ["/etc/shadow", "/etc/passwd", "/root/.ssh/id_ed25519", "/home"])
-async def test_system_and_root_only_files_are_not_there(sandbox: Sandbox, tmp_path: Path, volunteer: Path, target: str) -> None:
+async def test_system_and_root_only_files_are_not_there(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path, target: str
+) -> None:
     outcome = await attack("read", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(outcome, "read", "FileNotFoundError")
 
@@ -136,13 +167,17 @@ async def test_no_process_of_the_peer_shows_its_environment(
             assert_refused(outcome, "read", "PermissionError", "FileNotFoundError")
 
 
-async def test_the_home_dir_and_the_data_dir_cannot_be_listed(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+async def test_the_home_dir_and_the_data_dir_cannot_be_listed(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path
+) -> None:
     data = await attack("listing", str(volunteer), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(data, "listing", "FileNotFoundError")
     home = Path.home()
     outcome = await attack("listing", str(home), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     # Only the way to a runtime the peer's interpreter lives under (e.g. ~/.pyenv) can be there.
-    leading = {path.relative_to(home).parts[0] for path in python_runtime() if path.is_relative_to(home) and path != home}
+    leading = {
+        path.relative_to(home).parts[0] for path in python_runtime() if path.is_relative_to(home) and path != home
+    }
     if outcome.exit_code is ExitCode.OK:
         seen = set(filter(None, outcome.payload["loot"].split(",")))
         assert seen <= leading, seen
@@ -155,7 +190,10 @@ async def test_writes_land_nowhere_outside_the_units_tmp(sandbox: Sandbox, tmp_p
     host_file = volunteer / "planted.txt"
     outcome = await attack("write", str(host_file), sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(outcome, "write", "FileNotFoundError")
-    for target, error in [(f"{BUNDLE_DIR}/hostile.py", "Read-only file system"), ("/usr/planted", "Read-only file system")]:
+    for target, error in [
+        (f"{BUNDLE_DIR}/hostile.py", "Read-only file system"),
+        ("/usr/planted", "Read-only file system"),
+    ]:
         outcome = await attack("write", target, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
         assert_refused(outcome, "write", error, "PermissionError")
     assert not host_file.exists()
@@ -191,13 +229,17 @@ async def loopback_server() -> Iterator[str]:
     await server.wait_closed()
 
 
-async def test_loopback_and_dns_are_out_of_reach(sandbox: Sandbox, tmp_path: Path, volunteer: Path, loopback_server: str) -> None:
+async def test_loopback_and_dns_are_out_of_reach(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path, loopback_server: str
+) -> None:
     control = await attack("connect", loopback_server, sandbox=None, tmp_path=tmp_path, volunteer=volunteer)
     assert control.exit_code is ExitCode.OK and "the peer's page" in control.payload["loot"]
     outcome = await attack("connect", loopback_server, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(outcome, "connect", "ConnectionRefusedError")
     # Only now that the sandbox is known to have no way out: a name lookup has nowhere to go.
-    outcome = await attack("resolve", "osaas-sandbox-test.invalid", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
+    outcome = await attack(
+        "resolve", "osaas-sandbox-test.invalid", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer
+    )
     assert_refused(outcome, "resolve", "gaierror")
 
 
@@ -234,9 +276,17 @@ def namespace_server() -> Iterator[str]:
         ip("-n", name, "link", "set", inside, "up")
         ip("-n", name, "link", "set", "lo", "up")
         server = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c",
-             "import socket,sys\ns=socket.create_server((sys.argv[1], 8080))\nprint('ready', flush=True)\n"
-             "while True:\n c,_=s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nlan secret'); c.close()", f"{net}.2"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                name,
+                sys.executable,
+                "-c",
+                "import socket,sys\ns=socket.create_server((sys.argv[1], 8080))\nprint('ready', flush=True)\n"
+                "while True:\n c,_=s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nlan secret'); c.close()",
+                f"{net}.2",
+            ],
             stdout=subprocess.PIPE,
         )
         assert server.stdout is not None and server.stdout.readline() == b"ready\n"
@@ -249,7 +299,9 @@ def namespace_server() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-async def test_an_address_on_another_host_is_out_of_reach(sandbox: Sandbox, tmp_path: Path, volunteer: Path, namespace_server: str) -> None:
+async def test_an_address_on_another_host_is_out_of_reach(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path, namespace_server: str
+) -> None:
     host, port = namespace_server.split(":")
     with socket.create_connection((host, int(port)), timeout=3) as conn:  # this host reaches it
         assert b"lan secret" in conn.recv(100)
@@ -280,7 +332,9 @@ async def test_a_process_count_limit_holds(sandbox: Sandbox, tmp_path: Path, vol
 
 async def test_a_fork_bomb_dies_with_its_unit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
     limits = ResourceLimits(processes=16)
-    outcome = await attack("fork_bomb", "", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits, timeout=3)
+    outcome = await attack(
+        "fork_bomb", "", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer, limits=limits, timeout=3
+    )
     assert (outcome.exit_code, outcome.error) == (ExitCode.FAILED, "workload did not finish within 3 s and was killed")
     await asyncio.sleep(0.2)
     assert processes_marked("hostile") == []
@@ -291,7 +345,9 @@ async def test_ten_gigabytes_cannot_be_allocated(sandbox: Sandbox, tmp_path: Pat
     assert_refused(outcome, "allocate", "MemoryError")
 
 
-async def test_an_orphan_in_its_own_session_dies_with_the_unit(sandbox: Sandbox, tmp_path: Path, volunteer: Path) -> None:
+async def test_an_orphan_in_its_own_session_dies_with_the_unit(
+    sandbox: Sandbox, tmp_path: Path, volunteer: Path
+) -> None:
     mark = f"osaas-orphan-{uuid.uuid4().hex}"
     outcome = await attack("orphan", mark, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(outcome, "orphan", "orphan left behind")
@@ -322,8 +378,9 @@ asyncio.run(run_workload([sys.executable, "-m", "hostile"], Unit(1, {"attack": "
 async def test_a_unit_dies_with_its_peer_killed_mid_unit(sandbox: Sandbox, tmp_path: Path) -> None:
     bundle = stage_hostile_bundle(tmp_path / "bundle")
     mark = f"osaas-linger-{uuid.uuid4().hex}"
-    peer = await asyncio.create_subprocess_exec(sys.executable, "-c", _PEER, str(bundle), mark,
-                                                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+    peer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PEER, str(bundle), mark, stdout=asyncio.subprocess.PIPE, start_new_session=True
+    )
     try:
         assert peer.stdout is not None and await peer.stdout.readline() == b"running\n"
         for _ in range(100):  # the workload is up, lingering
@@ -369,9 +426,14 @@ def test_a_runtime_that_holds_the_data_dir_gets_it_covered(tmp_path: Path) -> No
     box = Sandbox("bwrap", "prlimit", None)
     runtime = tmp_path / "venv"
     data = runtime / "var" / "peer"
-    command = sandbox_command(box, ["x"], Confinement(tmp_path / "b", (runtime,), hidden=(data, tmp_path / "elsewhere")),
-                              ResourceLimits(), uid=None)
-    assert command[command.index("--tmpfs") - 0: command.index("--tmpfs") + 2] == ["--tmpfs", str(data)]
+    command = sandbox_command(
+        box,
+        ["x"],
+        Confinement(tmp_path / "b", (runtime,), hidden=(data, tmp_path / "elsewhere")),
+        ResourceLimits(),
+        uid=None,
+    )
+    assert command[command.index("--tmpfs") - 0 : command.index("--tmpfs") + 2] == ["--tmpfs", str(data)]
     assert str(tmp_path / "elsewhere") not in command  # not under any bound path: nothing to cover
     assert command[-3:] == ["--nproc=32:32", "--", "x"]
     assert "--disable-userns" in command and "--cap-add" not in command
@@ -380,9 +442,21 @@ def test_a_runtime_that_holds_the_data_dir_gets_it_covered(tmp_path: Path) -> No
 def test_as_root_each_unit_runs_as_a_uid_of_its_own_without_capabilities(tmp_path: Path) -> None:
     box = Sandbox("bwrap", "prlimit", "setpriv")
     command = sandbox_command(box, ["x"], Confinement(tmp_path), ResourceLimits(processes=9), uid=2130706500)
-    tail = command[command.index("prlimit"):]
-    assert tail == ["prlimit", "--nproc=9:9", "--", "setpriv", "--reuid=2130706500", "--regid=2130706500",
-                    "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", "x"]
+    tail = command[command.index("prlimit") :]
+    assert tail == [
+        "prlimit",
+        "--nproc=9:9",
+        "--",
+        "setpriv",
+        "--reuid=2130706500",
+        "--regid=2130706500",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+        "x",
+    ]
 
 
 _AS_A_USER = """
@@ -420,8 +494,9 @@ def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Pa
         (bundle / "w.py").write_text(_AS_A_USER)
         (bundle / "w.py").chmod(0o644)
         user_box = Sandbox(sandbox.bwrap, sandbox.prlimit, None)
-        command = sandbox_command(user_box, [python, f"{BUNDLE_DIR}/w.py"], Confinement(bundle),
-                                  ResourceLimits(processes=10), uid=None)
+        command = sandbox_command(
+            user_box, [python, f"{BUNDLE_DIR}/w.py"], Confinement(bundle), ResourceLimits(processes=10), uid=None
+        )
         with socket.create_server(("127.0.0.1", 0)) as listener:
             port = listener.getsockname()[1]
             apply_limits = limits_preexec(ResourceLimits())
@@ -434,8 +509,14 @@ def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Pa
                 if apply_limits is not None:
                     apply_limits()
 
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60, preexec_fn=as_a_user,
-                                  env={"PATH": "/usr/bin:/bin", "PORT": str(port), "SECRET": str(secret)})
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                preexec_fn=as_a_user,
+                env={"PATH": "/usr/bin:/bin", "PORT": str(port), "SECRET": str(secret)},
+            )
     finally:
         shutil.rmtree(bundle)
     if done.returncode != 0 and "namespace" in done.stderr:

@@ -47,12 +47,20 @@ def test_state_follows_pause_coordinator_and_units() -> None:
 def test_the_document_and_its_text_say_what_the_peer_does() -> None:
     document = to_json(a_status())
     assert document["budget"] == {
-        "max_down": 1_000_000, "max_up": None, "cap": 2_000_000_000, "cap_period": "day", "max_fetches": None,
+        "max_down": 1_000_000,
+        "max_up": None,
+        "cap": 2_000_000_000,
+        "cap_period": "day",
+        "max_fetches": None,
         "active_hours": ["08:00-18:00"],
     }
-    assert document["units"] == [{"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}]
+    assert document["units"] == [
+        {"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}
+    ]
     assert document["recent"][1] == {"url": "http://a.test/gone", "result": "broken", "status": 404, "at": 995.0}
-    assert document["bundles"] == [{"name": "linkcheck", "version": "0.1.0", "peers": 3, "uploaded": 120_000, "capabilities": ("fetch",)}]
+    assert document["bundles"] == [
+        {"name": "linkcheck", "version": "0.1.0", "peers": 3, "uploaded": 120_000, "capabilities": ("fetch",)}
+    ]
     assert document["dht"] == {"neighbours": ["10.0.0.2:4000", "10.0.0.3:4000"]}
     assert to_json(a_status(dht_neighbours=None))["dht"] is None
     text = status_text(document)
@@ -62,20 +70,30 @@ def test_the_document_and_its_text_say_what_the_peer_does() -> None:
         "  used 1.5 MB of 2 GB this day; now 250 kB/s down, 0 B/s up (limits: down 1 MB/s)",
         "  done: 4 units, 80 URLs (70 ok, 10 broken); 1 failed",
     ]
-    paused = to_json(a_status(state="paused", paused="transfer cap of 2 GB/day used up until 2026-11-28 00:00", units=()))
-    assert status_text(paused).splitlines()[0] == "kitchen: paused: transfer cap of 2 GB/day used up until 2026-11-28 00:00"
+    paused = to_json(
+        a_status(state="paused", paused="transfer cap of 2 GB/day used up until 2026-11-28 00:00", units=())
+    )
+    assert (
+        status_text(paused).splitlines()[0]
+        == "kitchen: paused: transfer cap of 2 GB/day used up until 2026-11-28 00:00"
+    )
     assert status_text({}).splitlines()[0] == "peer: unknown, for None"  # an odd document still prints
 
 
 def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
-    payload = {"items": [
-        {"url": "http://a.test/", "result": "ok", "status": 200},
-        {"url": "http://a.test/x", "result": "timeout", "status": None},
-        {"url": "http://a.test/y", "result": "broken", "status": True},  # not a status: kept without one
-        {"url": 5, "result": "ok"}, "garbage", None,
-    ]}
+    payload = {
+        "items": [
+            {"url": "http://a.test/", "result": "ok", "status": 200},
+            {"url": "http://a.test/x", "result": "timeout", "status": None},
+            {"url": "http://a.test/y", "result": "broken", "status": True},  # not a status: kept without one
+            {"url": 5, "result": "ok"},
+            "garbage",
+            None,
+        ]
+    }
     assert checked_items(payload, 7.0) == [
-        Checked("http://a.test/", "ok", 200, 7.0), Checked("http://a.test/x", "timeout", None, 7.0),
+        Checked("http://a.test/", "ok", 200, 7.0),
+        Checked("http://a.test/x", "timeout", None, 7.0),
         Checked("http://a.test/y", "broken", None, 7.0),
     ]
     assert checked_items(None, 7.0) == checked_items({"items": "no"}, 7.0) == []

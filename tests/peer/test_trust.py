@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from overlay.identity import Identity
 from peer.budget import Budget, load_budget, save_budget
 from peer.bundles import ready_bundle
 from peer.sandbox import BUNDLE_DIR, Sandbox
 from peer.trust import TrustError, Untrusted, WorkloadTrust, load_trusted_owners, owner_key
-from overlay.identity import Identity
 from workloads import bundle
 
 OWNER = Identity.generate()
@@ -43,10 +43,15 @@ def test_with_a_sandbox_every_bundle_runs_confined(tmp_path: Path, monkeypatch: 
 def test_without_one_only_trusted_owners_run_and_the_rest_are_refused(tmp_path: Path) -> None:
     trust = WorkloadTrust(None, "bwrap (bubblewrap) is not installed", frozenset({OWNER.public_hex}))
     assert trust.confinement(ready(tmp_path, OWNER)) is None  # runs unconfined
-    with pytest.raises(Untrusted, match=r"bundle w 1: this peer has no sandbox \(bwrap \(bubblewrap\) is not installed\)"):
+    with pytest.raises(
+        Untrusted, match=r"bundle w 1: this peer has no sandbox \(bwrap \(bubblewrap\) is not installed\)"
+    ):
         trust.confinement(ready(tmp_path, STRANGER))
     assert trust.advertised_owners() == [OWNER.public_key]
-    assert trust.summary() == "no sandbox: bwrap (bubblewrap) is not installed; running only bundles of 1 owner key(s) you trust"
+    assert (
+        trust.summary()
+        == "no sandbox: bwrap (bubblewrap) is not installed; running only bundles of 1 owner key(s) you trust"
+    )
     nobody = WorkloadTrust(None, "not Linux", frozenset())
     assert nobody.advertised_owners() == [] and "no owner is trusted" in nobody.summary()
 
@@ -55,8 +60,10 @@ def test_a_missing_sandbox_is_said_at_start(tmp_path: Path, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="peer.trust"):
         trust = WorkloadTrust.detect([OWNER.public_hex], [tmp_path], program=str(tmp_path / "no-such-bwrap"))
     assert trust.sandbox is None
-    assert caplog.messages == [f"no sandbox: {tmp_path / 'no-such-bwrap'} (bubblewrap) is not installed; on Debian or "
-                               "Ubuntu: apt-get install bubblewrap; running only bundles of 1 owner key(s) you trust"]
+    assert caplog.messages == [
+        f"no sandbox: {tmp_path / 'no-such-bwrap'} (bubblewrap) is not installed; on Debian or "
+        "Ubuntu: apt-get install bubblewrap; running only bundles of 1 owner key(s) you trust"
+    ]
 
 
 def test_the_command_seen_inside_names_the_bundle_where_the_sandbox_puts_it(tmp_path: Path) -> None:

@@ -227,7 +227,9 @@ def test_a_failing_automatic_flush_logs_once_and_counting_goes_on(tmp_path, capl
         ledger.add(AUTO_FLUSH_BYTES, MONDAY)
         ledger.add(AUTO_FLUSH_BYTES, MONDAY)
     assert ledger.used(MONDAY) == 2 * AUTO_FLUSH_BYTES
-    assert [r.getMessage() for r in caplog.records] == [f"cannot save bandwidth usage to {blocker / 'usage'}: File exists"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot save bandwidth usage to {blocker / 'usage'}: File exists"
+    ]
     with pytest.raises(OSError):
         ledger.flush()
 

@@ -37,7 +37,10 @@ def test_an_empty_list_is_continued_onto_the_entry(tmp_path: Path) -> None:
     config.write_text("mode: one\nprograms:\nlock: False\n")
     assert add_entry(config, xscreensaver_entry("osaas"))
     assert config.read_text().splitlines() == [
-        "mode: one", "programs: \\", '  "osaas peer"  osaas screensaver -root \\n', "lock: False",
+        "mode: one",
+        "programs: \\",
+        '  "osaas peer"  osaas screensaver -root \\n',
+        "lock: False",
     ]
 
 

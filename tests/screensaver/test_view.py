@@ -7,14 +7,14 @@ import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import pygame  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import pygame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from peer.status import to_json  # noqa: E402
-from screensaver.draw import Painter  # noqa: E402
-from screensaver.view import RECENT_SHOWN, CheckedLine, scene_of  # noqa: E402
-from tests.peer.test_status import a_status  # noqa: E402
+from peer.status import to_json
+from screensaver.draw import Painter
+from screensaver.view import RECENT_SHOWN, CheckedLine, scene_of
+from tests.peer.test_status import a_status
 
 URL = "http://127.0.0.1:8701/status"
 
@@ -29,12 +29,23 @@ def test_the_scene_takes_its_figures_from_the_document() -> None:
     assert scene.coordinator == "http://coordinator.test:8700"
     # Newest first, the status code when there was an answer.
     assert scene.checked == (
-        CheckedLine("http://a.test/gone", "404", "bad"), CheckedLine("http://a.test/", "200", "good"),
+        CheckedLine("http://a.test/gone", "404", "bad"),
+        CheckedLine("http://a.test/", "200", "good"),
     )
     download, upload, used = scene.gauges
-    assert (download.value, download.limit, download.fraction, download.text) == (250_000, 1_000_000, 0.25, "250 kB/s of 1 MB/s")
+    assert (download.value, download.limit, download.fraction, download.text) == (
+        250_000,
+        1_000_000,
+        0.25,
+        "250 kB/s of 1 MB/s",
+    )
     assert (upload.limit, upload.fraction, upload.text) == (None, None, "0 B/s (no limit)")
-    assert (used.label, used.value, used.limit, used.text) == ("used this day", 1_500_000, 2_000_000_000, "1.5 MB of 2 GB")
+    assert (used.label, used.value, used.limit, used.text) == (
+        "used this day",
+        1_500_000,
+        2_000_000_000,
+        "1.5 MB of 2 GB",
+    )
 
 
 def test_a_paused_peer_says_why_and_no_peer_says_how_to_start_one() -> None:

@@ -361,9 +361,7 @@ GOOD_FILES = {"x.py": _sha(b"x")}
         ([GOOD, _reg("X.py", b"x")], {**GOOD_FILES, "X.py": _sha(b"x")}, "'X.py': duplicate name"),
     ],
 )
-def test_hostile_archives_are_refused(
-    tmp_path: Path, members: list, files: dict[str, bytes], message: str
-) -> None:
+def test_hostile_archives_are_refused(tmp_path: Path, members: list, files: dict[str, bytes], message: str) -> None:
     archive, signed = _hostile(tmp_path, members, files)
     dest = tmp_path / "cache" / "b"
     dest.parent.mkdir()

@@ -10,8 +10,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest

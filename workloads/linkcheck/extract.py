@@ -104,7 +104,7 @@ def srcset_urls(srcset: str) -> list[str]:
     A URL runs to the next whitespace, so URLs may contain commas; a URL ending in commas
     has no descriptors; descriptors run to the next comma outside parentheses.
     """
-    urls = []
+    urls: list[str] = []
     position, end = 0, len(srcset)
     while True:
         while position < end and (srcset[position] in _ASCII_WHITESPACE or srcset[position] == ","):

@@ -173,7 +173,7 @@ def main() -> None:
     attack, target = (payload["attack"], payload["target"]) if "attack" in payload else _from_items(payload)
     try:
         loot = ATTACKS[attack](target)
-    except BaseException as exc:  # noqa: BLE001 - every way an attack fails is reported
+    except BaseException as exc:
         reason = f"attack {attack} failed: {type(exc).__name__}: {exc}"
         _send(Result(status=3, payload={}, error=reason).to_frame())
         sys.exit(3)
