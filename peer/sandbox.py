@@ -106,10 +106,14 @@ def sandbox_command(
         elif os.path.isdir(link):
             command += ["--ro-bind", link, link]
     bound = [path for path in _outermost(confinement.runtime) if not path.is_relative_to("/usr")]
+    # The unit's tmp first: a runtime that lives under /tmp (a venv there) is bound inside it,
+    # not covered by it.
+    command += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", TMP_DIR]
     # bubblewrap makes the directories on the way to a bind mode 0700, which a unit's own uid
     # could not pass: they are made first, empty and open to read.
     for directory in _ancestors([*map(Path, _SYSTEM_FILES), *bound]):
-        command += ["--perms", "0755", "--dir", str(directory)]
+        if directory != Path(TMP_DIR):
+            command += ["--perms", "0755", "--dir", str(directory)]
     for system_file in _SYSTEM_FILES:
         command += ["--ro-bind-try", system_file, system_file]
     for runtime in bound:
@@ -125,12 +129,6 @@ def sandbox_command(
         "/proc",
         "--dev",
         "/dev",
-        "--perms",
-        "1777",
-        "--size",
-        str(limits.tmp_bytes),
-        "--tmpfs",
-        TMP_DIR,
         "--chdir",
         TMP_DIR,
         "--",

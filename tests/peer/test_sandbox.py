@@ -433,7 +433,8 @@ def test_a_runtime_that_holds_the_data_dir_gets_it_covered(tmp_path: Path) -> No
         ResourceLimits(),
         uid=None,
     )
-    assert command[command.index("--tmpfs") - 0 : command.index("--tmpfs") + 2] == ["--tmpfs", str(data)]
+    covered = [command[i + 1] for i, arg in enumerate(command) if arg == "--tmpfs"]
+    assert covered == ["/tmp", str(data)]
     assert str(tmp_path / "elsewhere") not in command  # not under any bound path: nothing to cover
     assert command[-3:] == ["--nproc=32:32", "--", "x"]
     assert "--disable-userns" in command and "--cap-add" not in command
@@ -526,3 +527,36 @@ def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Pa
     assert lines[0] == "fork stopped: Resource temporarily unavailable"
     assert lines[1] in {"connect: Connection refused", "connect: Network is unreachable"}
     assert lines[2:] == ["home: False", f"uid: {os.geteuid() if os.geteuid() else 65534}"]
+
+
+async def test_a_runtime_under_tmp_is_bound_inside_the_units_own_tmp(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A peer whose Python lives under /tmp (a venv in a clone there, as in CI) still runs its
+    bundles: the unit's tmpfs must not cover the runtime."""
+    runtime = Path(tempfile.mkdtemp(prefix="osaas-runtime-", dir="/tmp"))
+    try:
+        runtime.chmod(0o755)
+        (runtime / "lib.txt").write_text("the runtime")
+        (runtime / "lib.txt").chmod(0o644)
+        bundle = stage_hostile_bundle(tmp_path / "bundle")
+        confinement = Confinement(bundle, (*python_runtime(), runtime))
+        outcome = await run_workload(
+            ARGV,
+            Unit(1, {"attack": "read", "target": str(runtime / "lib.txt")}),
+            None,
+            env={"PYTHONPATH": BUNDLE_DIR},
+            sandbox=Sandboxed(sandbox, confinement),
+        )
+        assert outcome.exit_code is ExitCode.OK, outcome
+        assert bytes.fromhex(outcome.payload["loot"]) == b"the runtime"
+        # ...and the unit can still write its own tmp around it.
+        mark = f"/tmp/unit-{uuid.uuid4().hex}"
+        wrote = await run_workload(
+            ARGV,
+            Unit(2, {"attack": "write", "target": mark}),
+            None,
+            env={"PYTHONPATH": BUNDLE_DIR},
+            sandbox=Sandboxed(sandbox, confinement),
+        )
+        assert wrote.exit_code is ExitCode.OK, wrote
+    finally:
+        shutil.rmtree(runtime)
