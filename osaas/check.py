@@ -21,10 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from yarl import URL
 
-from coordinator.api import serve as serve_coordinator
 from osaas import owner
 from overlay import http
-from overlay.dht import DhtNode
 from overlay.identity import Identity
 from workloads import linkcheck_report as report
 
@@ -99,6 +97,9 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[int] = loop.create_future()
     identity = Identity.generate()
+    from coordinator.api import serve as serve_coordinator  # heavy: only when a check runs
+    from overlay.dht import DhtNode
+
     async with DhtNode(("127.0.0.1", 0)) as dht:
         task = asyncio.create_task(
             serve_coordinator(

@@ -3,13 +3,15 @@ watch it, fetch results."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from overlay import http, wire
 from overlay.identity import Identity
-from workloads.bundle import BuiltBundle
+
+if TYPE_CHECKING:  # the bundle module pulls in libtorrent: a type is all that is needed here
+    from workloads.bundle import BuiltBundle
 
 RESULTS_PAGE = 5000
 # An upload of up to 200 MB at a slow link's pace.

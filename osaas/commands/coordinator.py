@@ -1,0 +1,226 @@
+"""`osaas coordinator serve | dashboard | owner add`: running a coordinator and admitting owners."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from coordinator.assignment import DEFAULT_EPSILON
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
+from osaas.commands._shared import (
+    EXIT_OK,
+    UsageError,
+    _coordinator_url,
+    _epsilon,
+    _host_delay,
+    _host_port,
+    _host_port_list,
+    _network,
+    _positive,
+    _rate,
+    _run_until_signal,
+    _setup_logging,
+    log,
+)
+from overlay.identity import Identity, IdentityError
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    coordinator = commands.add_parser("coordinator", help="run a coordinator").add_subparsers(metavar="ACTION")
+    serve = coordinator.add_parser("serve", help="serve the coordinator API")
+    serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
+    serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
+    serve.add_argument("--lease-seconds", type=float, default=60.0)
+    serve.add_argument(
+        "--unit-size",
+        type=_positive,
+        default=DEFAULT_UNIT_SIZE,
+        help=f"most URLs per work unit; units are sized to about 30 s of each peer's measured work (default {DEFAULT_UNIT_SIZE})",
+    )
+    serve.add_argument(
+        "--host-min-delay",
+        type=_host_delay,
+        default=DEFAULT_MIN_DELAY,
+        metavar="SECONDS",
+        help=f"pause every website gets between two work units, across all peers (default {DEFAULT_MIN_DELAY:g})",
+    )
+    serve.add_argument(
+        "--epsilon",
+        type=_epsilon,
+        default=DEFAULT_EPSILON,
+        metavar="E",
+        help=f"how far above its capacity-weighted share of the work a peer's load may go: at most (1+E) times it (default {DEFAULT_EPSILON:g})",
+    )
+    serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
+    serve.add_argument(
+        "--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator"
+    )
+    serve.add_argument(
+        "--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through"
+    )
+    serve.add_argument("--network", type=_network, default="public", help="the network to announce in (default public)")
+    serve.add_argument(
+        "--public-url",
+        type=_coordinator_url,
+        metavar="URL",
+        help="the URL peers should use (default: the --listen address)",
+    )
+    serve.add_argument(
+        "--torrent-listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="where bundles are seeded over BitTorrent (default: the --listen host, any port)",
+    )
+    serve.add_argument(
+        "--bundle-upload-rate",
+        type=_rate,
+        metavar="BYTES/S",
+        help="cap on bundle seeding upload, e.g. 2MB (default: none)",
+    )
+    serve.add_argument(
+        "--public-dashboard",
+        action="store_true",
+        help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)",
+    )
+    serve.set_defaults(run=_cmd_coordinator_serve)
+    board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
+    board.add_argument(
+        "--db", type=Path, required=True, help="the coordinator's SQLite database (the token lies beside it)"
+    )
+    board.add_argument(
+        "--url",
+        type=_coordinator_url,
+        default="http://127.0.0.1:8700",
+        metavar="URL",
+        help="where the coordinator serves (default http://127.0.0.1:8700)",
+    )
+    board.add_argument(
+        "--owner", metavar="NAME", help="the address for this bundle owner (owner token) instead of the operator's"
+    )
+    board.set_defaults(run=_cmd_coordinator_dashboard)
+    owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(
+        metavar="ACTION"
+    )
+    owner_add = owners.add_parser("add", help="accept bundles signed by this owner key")
+    owner_add.add_argument("name", metavar="NAME", help="who the owner is, for people")
+    owner_add.add_argument(
+        "public_key", metavar="PUBKEY", help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)"
+    )
+    owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
+    owner_add.set_defaults(run=_cmd_owner_add)
+
+
+def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
+    from coordinator.api import serve
+    from overlay.dht import DhtNode
+    from overlay.torrent import TorrentError
+    from workloads.bundle import BundleError
+
+    _setup_logging(logging.INFO)
+    host, port = args.listen
+    if not args.db.parent.is_dir():
+        raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
+    try:
+        identity = Identity.load_or_create(args.key or args.db.with_suffix(".key"))
+    except (IdentityError, OSError) as exc:
+        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
+
+    async def main_coro(stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            dht = None
+            if args.dht_listen:
+                dht = await stack.enter_async_context(
+                    DhtNode(args.dht_listen, args.bootstrap, state_path=args.db.with_suffix(".dht"))
+                )
+                log.info("DHT node listening on %s:%d", *dht.address)
+            task = asyncio.create_task(
+                serve(
+                    host,
+                    port,
+                    args.db,
+                    identity=identity,
+                    lease_seconds=args.lease_seconds,
+                    unit_size=args.unit_size,
+                    host_min_delay=args.host_min_delay,
+                    epsilon=args.epsilon,
+                    dht=dht,
+                    network=args.network,
+                    public_url=args.public_url,
+                    torrent_listen=args.torrent_listen,
+                    bundle_upload_rate=args.bundle_upload_rate,
+                    public_dashboard=args.public_dashboard,
+                )
+            )
+            await _until_stopped(task, stop)
+
+    try:
+        _run_until_signal(main_coro)
+    except (StoreError, TorrentError, BundleError) as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Wait for `task` or `stop`; then cancel the task and let it clean up."""
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
+    from coordinator.dashboard import PREFIX, DashboardAccess, operator_token
+    from coordinator.sqlite_store import SqliteStore
+
+    if not args.db.exists():
+        raise UsageError(f"{args.db} does not exist (give the --db of `osaas coordinator serve`)")
+    try:
+        access = DashboardAccess(operator_token(args.db))
+    except OSError as exc:
+        raise UsageError(f"cannot read the dashboard token beside {args.db}: {exc.strerror or exc}") from exc
+    token = access.operator_token
+    if args.owner is not None:
+
+        async def owners() -> list:
+            async with SqliteStore(args.db) as store:
+                return await store.owners()
+
+        try:
+            found = [o for o in asyncio.run(owners()) if o.name == args.owner]
+        except StoreError as exc:
+            raise UsageError(str(exc)) from exc
+        if not found:
+            raise UsageError(f"no owner {args.owner!r} in {args.db}; add one with `osaas coordinator owner add`")
+        token = access.owner_token(found[0].public_key)
+    print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
+    return EXIT_OK
+
+
+def _cmd_owner_add(args: argparse.Namespace) -> int:
+    from coordinator.sqlite_store import SqliteStore
+
+    key = args.public_key.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise UsageError(f"{args.public_key!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
+    if not args.db.is_file():
+        raise UsageError(f"no coordinator database at {args.db}")
+
+    async def add() -> None:
+        async with SqliteStore(args.db) as store:
+            await store.add_owner(args.name, key, time.time())
+
+    try:
+        asyncio.run(add())
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"owner {args.name} ({key[:16]}…) may now publish bundles to this coordinator")
+    return EXIT_OK
