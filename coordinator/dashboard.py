@@ -30,6 +30,7 @@ from aiohttp import web
 
 from coordinator.store import HostOverview, NotFound, PeerOverview, Store
 from overlay.files import secret_token
+from overlay.units import format_size
 from overlay.wire import JobStatus
 from workloads import linkcheck_report
 
@@ -226,7 +227,7 @@ def _share_plot(peers: list[PeerOverview]) -> str:
             f'<rect x="{label_width}" y="{y + 4}" width="{offered:.1f}" height="14" class="offered"/>'
             f'<rect x="{label_width}" y="{y + 7}" width="{used:.1f}" height="8" class="{"over" if over else "used"}"/>'
             f'<text x="{label_width + bar_width + 8}" y="{y + 15}" class="label">'
-            f"{esc(_size(_rate(peer)))}/s of {esc(_size(peer.capacity))}/s</text>"
+            f"{esc(format_size(_rate(peer)))}/s of {esc(format_size(peer.capacity))}/s</text>"
         )
     height = len(shown) * row + 4
     return (
@@ -243,11 +244,13 @@ def _peers_table(peers: list[PeerOverview], now: float) -> str:
         return ""
     rows = []
     for peer in peers:
-        used = "" if peer.used is None else _size(peer.used) + (f" of {_size(peer.cap)}" if peer.cap else "")
+        used = (
+            "" if peer.used is None else format_size(peer.used) + (f" of {format_size(peer.cap)}" if peer.cap else "")
+        )
         rows.append(
             f"<tr><td>{esc(peer.name)}</td><td><code>{esc(peer.peer_id[:12])}</code></td>"
-            f"<td>{esc(_size(peer.capacity))}/s</td><td>{esc(_size(peer.down_rate or 0))}/s</td>"
-            f"<td>{esc(_size(peer.up_rate or 0))}/s</td><td>{esc(used)}</td><td>{peer.hosts}</td>"
+            f"<td>{esc(format_size(peer.capacity))}/s</td><td>{esc(format_size(peer.down_rate or 0))}/s</td>"
+            f"<td>{esc(format_size(peer.up_rate or 0))}/s</td><td>{esc(used)}</td><td>{peer.hosts}</td>"
             f"<td>{'' if peer.throughput is None else f'{peer.throughput:.1f}'}</td><td>{now - peer.last_seen:.0f} s ago</td></tr>"
         )
     return (
@@ -295,17 +298,6 @@ def _problems(items: list[dict[str, Any]]) -> str:
 
 def _rate(peer: PeerOverview) -> float:
     return (peer.down_rate or 0.0) + (peer.up_rate or 0.0)
-
-
-def _size(n: float) -> str:
-    n = float(n)
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}"
-    return f"{n:.3g} TB"
 
 
 def _page(status: int, title: str, body: str, *, refresh: bool = False, back: bool = False) -> web.Response:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from peer.budget import Budget, format_size
+from overlay.units import format_size
+from peer.budget import Budget
 from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
 

@@ -41,7 +41,8 @@ from typing import Any, Literal
 
 import platformdirs
 
-from peer.budget import Budget, format_rate, format_size
+from overlay.units import format_rate, format_size
+from peer.budget import Budget
 
 DEFAULT_STATUS_PORT = 8701
 STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer's own business

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from peer.budget import format_rate, format_size
+from overlay.units import format_rate, format_size
 
 START_COMMAND = "osaas peer run --coordinator URL --data-dir DIR"
 RECENT_SHOWN = 30  # URLs in the scrolling list

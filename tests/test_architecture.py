@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"osaas": 3, "screensaver": 2, "peer": 2, "coordinator": 2, "workloads": 1, "overlay": 0}
 # Same layer, but one may lean on the other's documented surface.
-ALLOWED_ACROSS = {"screensaver": {"peer.status", "peer.budget"}}
+ALLOWED_ACROSS = {"screensaver": {"peer.status"}}
 SANDBOXED = "workloads.linkcheck"
 SANDBOXED_MAY_IMPORT = {"workloads.process_api", "workloads"}
 

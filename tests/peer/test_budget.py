@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from overlay.units import format_rate, format_size
 from peer.budget import (
     DEFAULT_SUSTAINABLE_RATE,
     MAX_RATE,
@@ -22,8 +23,6 @@ from peer.budget import (
     Window,
     budget_from,
     default_config_path,
-    format_rate,
-    format_size,
     load_budget,
     parse_cap,
     parse_rate,
@@ -179,29 +178,6 @@ def test_bad_caps_say_what_is_wrong(text, message):
     with pytest.raises(BudgetError) as caught:
         parse_cap(text)
     assert str(caught.value) == message
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0 B"),
-        (999, "999 B"),
-        (1000, "1 kB"),
-        (1499, "1.5 kB"),
-        (12_345_678, "12.3 MB"),
-        (999_499, "999 kB"),
-        (999_600, "1 MB"),  # rounds up into the next unit, never "1000 kB"
-        (1_500_000_000, "1.5 GB"),
-        (10**18, "1 EB"),
-    ],
-)
-def test_format_size_gives_three_significant_digits(n, text):
-    assert format_size(n) == text
-
-
-def test_format_rate_appends_per_second():
-    assert format_rate(1_500_000) == "1.5 MB/s"
-    assert format_rate(999.6) == "1 kB/s"
 
 
 @given(st.integers(min_value=0, max_value=MAX_SIZE))
