@@ -45,18 +45,13 @@ from coordinator.sqlite_store import SqliteStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     REBALANCE_INTERVAL,
-    Conflict,
     InvalidInput,
-    NotFound,
-    NotOwner,
-    StaleLease,
     Store,
     StoreError,
-    UnknownOwner,
-    UnknownPeer,
 )
 from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.dht import DhtNode
+from overlay.errors import OsaasError
 from overlay.identity import Identity
 from overlay.wire import (
     ANY_WORKLOAD,
@@ -86,7 +81,7 @@ from overlay.wire import (
     verify_request,
 )
 from workloads import builtin
-from workloads.bundle import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES, BundleError
+from workloads.bundle import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -305,25 +300,8 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), _http_message(request, exc))
-    except WireError as exc:
-        status = 401 if exc.code in ("unsigned", "bad_signature") else 400
-        return _error(status, exc.code, str(exc))
-    except InvalidInput as exc:
-        return _error(400, "invalid_input", str(exc))
-    except UnknownPeer as exc:
-        return _error(403, "unknown_peer", str(exc))
-    except NotFound as exc:
-        return _error(404, "not_found", str(exc))
-    except StaleLease as exc:
-        return _error(409, "stale_lease", str(exc))
-    except BundleError as exc:
-        return _error(400, "invalid_bundle", str(exc))
-    except UnknownOwner as exc:
-        return _error(403, "unknown_owner", str(exc))
-    except NotOwner as exc:
-        return _error(403, "not_owner", str(exc))
-    except Conflict as exc:
-        return _error(409, "conflict", str(exc))
+    except OsaasError as exc:  # the tree says what each kind becomes (overlay.errors)
+        return _error(exc.http_status, exc.code, str(exc))
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; the coordinator logged the details")

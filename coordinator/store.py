@@ -21,6 +21,7 @@ from typing import Any, Protocol, Self
 
 from coordinator import unit_sizing
 from overlay import wire
+from overlay.errors import OsaasError
 from overlay.wire import (
     BundleStatus,
     JobStatus,
@@ -52,36 +53,57 @@ PEER_QUIET_SECONDS = 10.0
 RENEWS_PER_LEASE = 3  # peers renew a lease every third of its length (peer.agent)
 
 
-class StoreError(Exception):
+class StoreError(OsaasError):
     """Base of the errors a store raises on purpose."""
 
 
 class InvalidInput(StoreError):
     """A job or report whose content cannot be used; the message says what is wrong."""
 
+    http_status = 400
+    code = "invalid_input"
+
 
 class NotFound(StoreError):
     """An unknown job or unit id."""
+
+    http_status = 404
+    code = "not_found"
 
 
 class UnknownPeer(StoreError):
     """A signed request from a peer that has not registered."""
 
+    http_status = 403
+    code = "unknown_peer"
+
 
 class StaleLease(StoreError):
     """A renew, release or report naming a lease that is not the unit's current one."""
+
+    http_status = 409
+    code = "stale_lease"
 
 
 class UnknownOwner(StoreError):
     """A bundle signed by a key that the operator never registered as an owner."""
 
+    http_status = 403
+    code = "unknown_owner"
+
 
 class NotOwner(StoreError):
     """A bundle name is bound to another owner key: only that key may publish or roll it out."""
 
+    http_status = 403
+    code = "not_owner"
+
 
 class Conflict(StoreError):
     """A bundle version that is already published with different content: versions are immutable."""
+
+    http_status = 409
+    code = "conflict"
 
 
 def unknown_owner(public_key: str) -> UnknownOwner:

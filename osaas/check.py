@@ -23,13 +23,14 @@ from yarl import URL
 
 from osaas import owner
 from overlay import http
+from overlay.errors import OsaasError
 from overlay.identity import Identity
 from workloads import linkcheck_report as report
 
 CHECK_NETWORK = "check"  # the embedded network's name in its own DHT
 
 
-class CheckError(Exception):
+class CheckError(OsaasError):
     """A usage or runtime problem: one line for the user, exit code 2."""
 
 

@@ -9,10 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from osaas.check import CheckError
 from osaas.commands import bundle, check, coordinator, dht, job, peer, screensaver
 from osaas.commands._shared import EXIT_ERROR, UsageError
-from overlay import http
+from overlay.errors import OsaasError
 
 __all__ = ["UsageError", "main"]
 
@@ -25,9 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return args.run(args)
-    except (UsageError, CheckError, http.Rejected, http.Unavailable) as exc:
+    except OsaasError as exc:  # every kind of bad input or unreachable other side: one line
         print(f"osaas: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         print("osaas: interrupted", file=sys.stderr)
         return EXIT_ERROR

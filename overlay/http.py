@@ -13,12 +13,16 @@ from typing import Any
 import aiohttp
 
 from overlay import wire
+from overlay.errors import OsaasError
 from overlay.identity import Identity
 
 _RETRYABLE = {429, 500, 502, 503, 504}
 
 
-class Unavailable(Exception):
+class Unavailable(OsaasError):
+    http_status = 503
+    code = "unavailable"
+
     """The coordinator is unreachable or asked us to come back later."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -26,7 +30,7 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-class Rejected(Exception):
+class Rejected(OsaasError):
     """The coordinator refused the request (4xx); `code` is its machine-readable reason."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

@@ -11,13 +11,14 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from overlay.errors import OsaasError
 from overlay.files import atomic_file
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
 
-class IdentityError(Exception):
+class IdentityError(OsaasError):
     """A key file that cannot be read or holds no valid key."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from overlay import wire
+from overlay.errors import OsaasError
 from overlay.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ DEFAULT_MAX_RECORDS = 16
 _FIELDS = frozenset({"signer", "payload", "issued_at", "expires_at", "signature"})
 
 
-class RecordError(Exception):
+class RecordError(OsaasError):
     """A record or record set that is malformed, wrongly signed, expired or not yet valid."""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import libtorrent as lt
 
+from overlay.errors import OsaasError
+
 log = logging.getLogger(__name__)
 _MAX_RATE = 2**31 - 1
 
@@ -50,7 +52,7 @@ _CHECKING = {
 }
 
 
-class TorrentError(Exception):
+class TorrentError(OsaasError):
     """libtorrent refused an operation or reported a torrent as failed."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from overlay.errors import OsaasError
 from overlay.identity import Identity, verify
 
 CONTENT_TYPE = "application/msgpack"
@@ -29,12 +30,13 @@ MAX_CLOCK_SKEW = 300.0
 MAX_BODY = 8 * 1024 * 1024
 
 
-class WireError(Exception):
+class WireError(OsaasError):
     """The other side sent something malformed: bad msgpack, wrong types, bad signature."""
 
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
+        self.http_status = 401 if code in ("unsigned", "bad_signature") else 400
 
 
 # ---- msgpack ---------------------------------------------------------------------------

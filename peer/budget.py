@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar, get_args
 import platformdirs
 
 from overlay import wire
+from overlay.errors import OsaasError
 from overlay.files import atomic_file
 
 Period = Literal["day", "week", "month"]
@@ -58,7 +59,7 @@ _CAP_EXAMPLE = "a cap like 2GB/day, 10GB/week or 50GB/month"
 _HOURS_EXAMPLE = "active hours like 08:00-18:00 or 22:00-06:30"
 
 
-class BudgetError(ValueError):
+class BudgetError(OsaasError, ValueError):
     """A budget setting a person gave is wrong; the message is one line saying what and how."""
 
 

@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from overlay.errors import OsaasError
 from peer.status import screensaver_mark
 
 DEFAULT_IDLE_AFTER = 300.0  # seconds without input before the peer works
@@ -24,7 +25,7 @@ MARK_FRESH = 3.0  # seconds a mark counts after its last touch (the screensaver 
 _SCREEN_SAVER_ON = 1  # XScreenSaverInfo.state
 
 
-class IdleError(Exception):
+class IdleError(OsaasError):
     """Idle time cannot be read here: one line for the user."""
 
 

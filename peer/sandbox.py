@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from overlay.errors import OsaasError
 from peer.platform import ResourceLimits
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _UID_SPAN = 0x00FFFFFF
 _PROBE_TIMEOUT = 10.0
 
 
-class SandboxError(Exception):
+class SandboxError(OsaasError):
     """No sandbox can be built here; the message says why, in one line."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from overlay.errors import OsaasError
 from overlay.files import read_toml
 from peer.bundles import ReadyBundle
 from peer.runner import Sandboxed
@@ -24,11 +25,11 @@ TRUSTED_OWNERS_KEY = "trusted_owners"  # in peer.toml
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
 
 
-class TrustError(Exception):
+class TrustError(OsaasError):
     """A trusted-owner key that is not one: one line for the volunteer."""
 
 
-class Untrusted(Exception):
+class Untrusted(OsaasError):
     """This bundle may not run on this peer; the message is the one-line reason."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from yarl import URL
 
 from overlay.announcements import valid_network
+from overlay.errors import OsaasError
 from overlay.files import atomic_file, read_toml
 
 WORK_FILE = "work.toml"
@@ -23,7 +24,7 @@ DEFAULT_NETWORK = "public"
 MAX_URL = 2000
 
 
-class WorkChoiceError(ValueError):
+class WorkChoiceError(OsaasError, ValueError):
     """A choice that cannot be used: one line for the volunteer."""
 
 

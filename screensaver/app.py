@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overlay.errors import OsaasError
+
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import pygame
@@ -43,7 +45,7 @@ MAX_STATUS_BYTES = 1 << 20  # a status document is a few kB; more is not a peer'
 DEFAULT_SIZE = (1280, 720)
 
 
-class ScreensaverError(Exception):
+class ScreensaverError(OsaasError):
     """The screensaver cannot start: one line for the user."""
 
 

@@ -14,11 +14,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from overlay.errors import OsaasError
+
 NAME = "osaas peer"
 MARK = "screensaver -root"
 
 
-class InstallError(Exception):
+class InstallError(OsaasError):
     """The entry cannot be added: one line for the user."""
 
 

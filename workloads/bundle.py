@@ -43,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from overlay import torrent, wire
+from overlay.errors import OsaasError
 from overlay.files import atomic_file
 from overlay.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
 
@@ -74,7 +75,9 @@ _TOML_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities
 _SIGNED_KEYS = _TOML_KEYS | {"archive_sha256", "files", "owner_key", "info_hash", "signature"}
 
 
-class BundleError(Exception):
+class BundleError(OsaasError):
+    code = "invalid_bundle"
+
     """A bundle, manifest, archive or pin file that is malformed, tampered with or unsafe."""
 
 

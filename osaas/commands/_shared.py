@@ -20,6 +20,7 @@ from coordinator.host_pacing import MAX_MIN_DELAY
 from osaas import owner
 from osaas.check import CheckError, validate_url
 from overlay.announcements import valid_network
+from overlay.errors import OsaasError
 from peer.budget import BudgetError, parse_rate
 
 _T = TypeVar("_T")
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("osaas")
 
 
-class UsageError(Exception):
+class UsageError(OsaasError):
     """A command line that cannot work: one line for the user, exit code 2."""
 
 
