@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean debian-test-packages sandbox
+.PHONY: demo test test-fast lint bench install clean debian-test-packages sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ demo: $(STAMP) sandbox
 # workload runs in (bubblewrap).
 DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
 
+# Four workers on two cores: most tests wait on sockets, subprocesses and browsers, not on CPU.
+# The slowest tests are listed at the end of every run.
 test: $(STAMP) debian-test-packages lint
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n 4 --durations=15
+
+# The tiers without whole-system runs: pure rules, real parts on loopback, the sandbox.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -n 4 tests/coordinator tests/workloads tests/overlay tests/peer tests/screensaver tests/test_architecture.py
 
 # The gates: lint, format and types (configured in pyproject.toml). `ruff format .` and
 # `ruff check --fix .` mend most of what they find.
