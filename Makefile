@@ -25,7 +25,7 @@ DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
 # Four workers on two cores: most tests wait on sockets, subprocesses and browsers, not on CPU.
 # The slowest tests are listed at the end of every run.
 test: $(STAMP) debian-test-packages lint
-	$(BIN)/python -m pytest -p no:cacheprovider -n 4 --durations=15
+	$(BIN)/python -m pytest -p no:cacheprovider -n 4 --dist worksteal --durations=15
 
 # The tiers without whole-system runs: pure rules, real parts on loopback, the sandbox.
 test-fast: $(STAMP)

@@ -393,7 +393,7 @@ def test_nearest_contacts_come_from_every_bucket():
     from kademlia.node import Node
     from kademlia.routing import RoutingTable
 
-    from overlay.dht import _RoutingTable
+    from overlay.dht.protocol import _RoutingTable
 
     me = Node(bytes(20))
     contacts = [Node(bytes([0, 0, i]) + bytes(17), HOST, 4000 + i) for i in range(1, 11)]

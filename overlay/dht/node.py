@@ -1,0 +1,264 @@
+"""`DhtNode`: lifecycle, bootstrap, periodic pings and saves around the guarded kademlia pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kademlia.crawling import NodeSpiderCrawl
+from kademlia.node import Node
+from kademlia.utils import digest
+
+from overlay.dht.checks import (
+    BOOTSTRAP_CONCURRENCY,
+    MAX_SAVED_CONTACTS,
+    PING_INTERVAL,
+    SAVE_INTERVAL,
+    Address,
+)
+from overlay.dht.lookups import (
+    Lookup,
+    _RecordCrawl,
+)
+from overlay.dht.protocol import (
+    _Server,
+)
+from overlay.dht.state import (
+    _load_state,
+    _Saved,
+    _write_state,
+)
+from overlay.dht.storage import (
+    _RecordStorage,
+)
+from overlay.records import (
+    DEFAULT_MAX_RECORDS,
+    SignedRecord,
+    check,
+    encode_set,
+    is_withdrawn,
+    merge,
+)
+
+log = logging.getLogger("overlay.dht")  # one logger for the whole node
+
+_bootstrap_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _bootstrap_slot() -> asyncio.Semaphore:
+    # One semaphore per event loop: an asyncio.Semaphore is bound to the loop it first waits in.
+    loop = asyncio.get_running_loop()
+    slot = _bootstrap_slots.get(loop)
+    if slot is None:
+        slot = _bootstrap_slots[loop] = asyncio.Semaphore(BOOTSTRAP_CONCURRENCY)
+    return slot
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DhtNode:
+    """One DHT node on `listen` (an IP address and port; port 0 picks one).
+
+    Use as `async with DhtNode(...) as node:`, or `await start()` and `await close()`. A closed
+    node cannot be started again. Bootstrap addresses must be IP addresses, not host names.
+    """
+
+    def __init__(
+        self,
+        listen: Address,
+        bootstrap: Sequence[Address] = (),
+        *,
+        state_path: Path | None = None,
+        rpc_timeout: float = 1.0,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        clock: Callable[[], float] = time.time,
+        ping_interval: float = PING_INTERVAL,
+        save_interval: float = SAVE_INTERVAL,
+    ) -> None:
+        self._listen = listen
+        self._bootstrap = tuple(bootstrap)
+        self._state_path = state_path
+        self._rpc_timeout = rpc_timeout
+        self._max_records = max_records
+        self._clock = clock
+        self._ping_interval = ping_interval
+        self._save_interval = save_interval
+        self._state = _State.NEW
+        self._server: _Server | None = None
+        self._saved: _Saved = _Saved(None, ())
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> DhtNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Listen, then join through the saved contacts and the bootstrap addresses."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"DhtNode is {self._state.value}; it can be started once")
+        self._state = _State.OPEN
+        if self._state_path is not None:
+            self._saved = _load_state(self._state_path)
+        storage = _RecordStorage(self._clock, self._max_records)
+        self._server = _Server(storage, self._saved.node_id, self._rpc_timeout)
+        try:
+            await self._server.listen(self._listen[1], interface=self._listen[0])
+        except OSError:
+            await self.close()
+            raise
+        await self._join()
+        self._tasks = [
+            asyncio.create_task(self._every(self._ping_interval, self._maintain)),
+            asyncio.create_task(self._every(self._save_interval, self._save_state)),
+        ]
+
+    async def close(self) -> None:
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._server is not None and self._server.protocol is not None:
+            await self._save_state()
+            self._server.protocol.shutdown()
+        if self._server is not None:
+            self._server.stop()
+
+    @property
+    def address(self) -> Address:
+        server = self._open()
+        host, port = server.transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+    def neighbours(self) -> list[Address]:
+        """Every contact in the routing table, closest to this node first."""
+        server = self._open()
+        return [(n.ip, n.port) for n in self._contacts(server)]
+
+    async def bootstrap_again(self) -> int:
+        """Rejoin through current, saved and bootstrap contacts; the number of nodes found."""
+        self._open()
+        return await self._join()
+
+    async def publish(self, key: str, record: SignedRecord) -> int:
+        """Store `record` on the k nodes closest to `key`; how many accepted it (0: none did).
+
+        Raises `RecordError` if `record` is not valid for `key` now: that is the caller's bug.
+        """
+        server = self._open()
+        check(record, key, self._clock())
+        dkey = digest(key)
+        target = Node(dkey)
+        value = encode_set(key, [record])
+        nearest = server.protocol.router.find_neighbors(target)
+        if not nearest:
+            # Alone (the first node of a network): keep it here, where joining nodes will look.
+            server.storage.store(dkey, value)
+            log.info("no other DHT node known yet: %r kept on this node only", key)
+            return 0
+        closest = await NodeSpiderCrawl(server.protocol, target, nearest, server.ksize, server.alpha).find()
+        # As kademlia's set(): keep a copy here too when this node is among the closest.
+        if not closest or server.node.distance_to(target) < max(n.distance_to(target) for n in closest):
+            server.storage.store(dkey, value)
+        answers = await asyncio.gather(*(server.protocol.call_store(n, dkey, value) for n in closest))
+        stored = sum(1 for answered, accepted in answers if answered and accepted is True)
+        log.info("published %r by %s to %d of %d nodes", key, record.signer.hex()[:16], stored, len(closest))
+        return stored
+
+    async def lookup(self, key: str) -> list[SignedRecord]:
+        """The valid, unexpired, not withdrawn records under `key`, merged from every node asked."""
+        return list((await self.lookup_detailed(key)).records)
+
+    async def lookup_detailed(self, key: str) -> Lookup:
+        server = self._open()
+        now = self._clock()
+        dkey = digest(key)
+        target = Node(dkey)
+        nearest = server.protocol.router.find_neighbors(target)
+        crawl = _RecordCrawl(server.protocol, target, nearest, server.ksize, server.alpha, key)
+        if nearest:
+            await crawl.find()
+        merged = merge(server.storage.records_at(dkey), list(crawl.found), key, now, self._max_records)
+        # As kademlia's get(): give the nearest node that lacked the set a copy.
+        nearest_without = crawl.nearest_without_value.popleft()
+        if merged and nearest_without is not None:
+            await server.protocol.call_store(nearest_without, dkey, encode_set(key, merged))
+        live = tuple(r for r in merged if not is_withdrawn(r))
+        return Lookup(live, crawl.rounds, crawl.rpcs, crawl.holders)
+
+    async def ping_contacts(self) -> int:
+        """Ping every contact; kademlia drops those that do not answer. How many were dropped."""
+        server = self._open()
+        answers = await asyncio.gather(*(server.protocol.call_ping(n) for n in self._contacts(server)))
+        return sum(1 for answered, _ in answers if not answered)
+
+    async def _maintain(self) -> None:
+        """Evict dead contacts; a node left with none (its bootstrap node was not up yet, or
+        the network went away) keeps trying to join."""
+        await self.ping_contacts()
+        if not self.neighbours():
+            await self._join()
+
+    # -- helpers
+
+    def _open(self) -> _Server:
+        if self._state is not _State.OPEN or self._server is None:
+            raise RuntimeError(f"DhtNode is {self._state.value}")
+        return self._server
+
+    @staticmethod
+    def _contacts(server: _Server) -> list[Node]:
+        return server.protocol.router.find_neighbors(server.node, k=MAX_SAVED_CONTACTS)
+
+    async def _join(self) -> int:
+        server = self._open()
+        me = self.address
+        candidates = [*self.neighbours(), *self._saved.contacts, *self._bootstrap]
+        addresses = list(dict.fromkeys(a for a in candidates if a != me))
+        if not addresses:
+            return 0
+        async with _bootstrap_slot():
+            found = await server.bootstrap(addresses)
+        if not found:
+            log.warning("DHT bootstrap through %d addresses found no nodes", len(addresses))
+        return len(found)
+
+    async def _save_state(self) -> None:
+        if self._state_path is None or self._server is None:
+            return
+        contacts = tuple((n.ip, n.port) for n in self._contacts(self._server))
+        if not contacts:
+            # An isolated moment must not erase the contacts a restart would need.
+            return
+        self._saved = _Saved(self._server.node.id, contacts)
+        try:
+            _write_state(self._state_path, self._saved)
+        except OSError as exc:
+            log.warning("cannot save DHT state to %s: %s", self._state_path, exc)
+
+    @staticmethod
+    async def _every(interval: float, action: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await action()
+            except Exception:  # one failed round must not end the maintenance
+                log.exception("DHT maintenance failed; will try again")
