@@ -12,6 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
+from osaas import owner
+from workloads import linkcheck_report
+
 
 async def start(*args: str, log: Path, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
     """`osaas ARGS` in the background, its output in `log`; `env`: variables to set for it."""
@@ -48,6 +51,14 @@ async def wait_until_serving(url: str, log: Path) -> None:
 
 
 async def job_status(url: str, job_id: int) -> dict:
+    """A job's status as `osaas job status --json` prints it, asked in-process: an `osaas`
+    process per poll kept a third of a core busy. `job_status_command` runs the command."""
+    async with aiohttp.ClientSession() as session:
+        status = await owner.status(session, url, job_id)
+    return json.loads(json.dumps({name: getattr(status, name) for name in status.__slots__}))
+
+
+async def job_status_command(url: str, job_id: int) -> dict:
     code, out, err = await osaas("job", "status", str(job_id), "--coordinator", url, "--json")
     assert code == 0, err
     return json.loads(out)
@@ -75,6 +86,14 @@ async def wait_until_done(url: str, job_id: int, polls: int = 900) -> dict:
 
 
 async def job_results(url: str, job_id: int) -> list[dict]:
+    """A job's results as `osaas job results --format json` prints them, asked in-process;
+    `job_results_command` runs the command."""
+    async with aiohttp.ClientSession() as session:
+        items = await owner.results(session, url, job_id)
+    return [json.loads(line) for line in linkcheck_report.to_json_lines(items).splitlines()]
+
+
+async def job_results_command(url: str, job_id: int) -> list[dict]:
     code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]

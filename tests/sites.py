@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,11 +24,29 @@ class RequestLog:
         return {path for _, path in self.requests}
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (used for 'connection refused')."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+# Ports a test picks for a server it starts later come from a range of its xdist worker's own,
+# below the kernel's ephemeral range (32768-60999 by default, where every bind to port 0 draws
+# from): no other worker, and no port-0 bind anywhere, can take one between the pick and the bind.
+_FIRST_PORT = 20_000
+_PORTS_PER_WORKER = 2_000
+_picked = itertools.count()
+
+
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on right now, for a server the test starts (or for 'connection
+    refused'), never the same one twice in a run of one worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base = _FIRST_PORT + (int(worker[2:]) if worker[2:].isdigit() else 0) % 6 * _PORTS_PER_WORKER
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(_PORTS_PER_WORKER):
+        port = base + next(_picked) % _PORTS_PER_WORKER
+        with socket.socket(family, kind) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # taken (or lingering): the next one
+            return port
+    raise AssertionError(f"no free port in {base}..{base + _PORTS_PER_WORKER - 1}")
 
 
 @contextlib.asynccontextmanager

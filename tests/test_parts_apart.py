@@ -16,7 +16,9 @@ import pytest
 
 from tests.processes import (
     job_results,
+    job_results_command,
     job_status,
+    job_status_command,
     osaas,
     start,
     stopped_on_exit,
@@ -97,6 +99,9 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
         assert status["state"] == "done", status
 
         items = await job_results(url, job_id)
+        # The owner's commands say the same as the API the other tests ask in-process.
+        assert await job_results_command(url, job_id) == items
+        assert await job_status_command(url, job_id) == await job_status(url, job_id)
         ok, broken = generated_site_urls(site, PAGES)
         urls = [i["url"] for i in items]
         assert sorted(urls) == sorted(ok | broken)  # every URL, each exactly once
