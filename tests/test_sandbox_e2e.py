@@ -26,7 +26,7 @@ from peer.sandbox import SandboxError, detect
 from tests.peer.test_sandbox import processes_marked, stage_hostile_bundle
 from tests.processes import job_results, job_status, start, wait_until_done, wait_until_serving
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
-from tests.test_discovery import osaas_output, processes
+from tests.test_discovery import Processes, osaas_output, processes
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -47,6 +47,16 @@ def fingerprint(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.parts[len(root.parts)] in {"identity.key", "local-page.token", "peer.toml"}
     }
+
+
+async def serve_with_a_stranger(procs: Processes, tmp_path: Path, url: str, db: Path) -> None:
+    """A coordinator at `url` whose operator admitted a stranger, who published the hostile bundle."""
+    listen = url.removeprefix("http://")
+    await procs.start(
+        "coordinator", "coordinator", "serve", "--listen", listen, "--db", str(db), "--torrent-listen", "127.0.0.1:0"
+    )
+    await wait_until_serving(url, tmp_path / "coordinator.log")
+    await publish_hostile(tmp_path, url, db)
 
 
 async def publish_hostile(tmp_path: Path, url: str, db: Path) -> str:
@@ -78,19 +88,7 @@ async def test_a_strangers_bundle_cannot_touch_the_volunteer(tmp_path: Path) -> 
     (data / "peer.toml").write_text('max_down = "1MB/s"\n')
     status_port = free_port()
     async with processes(tmp_path) as procs:
-        await procs.start(
-            "coordinator",
-            "coordinator",
-            "serve",
-            "--listen",
-            url.removeprefix("http://"),
-            "--db",
-            str(db),
-            "--torrent-listen",
-            "127.0.0.1:0",
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        await publish_hostile(tmp_path, url, db)
+        await serve_with_a_stranger(procs, tmp_path, url, db)
         peer = await procs.start(
             "peer",
             "peer",
@@ -183,19 +181,7 @@ async def test_without_a_sandbox_only_trusted_owners_bundles_run(tmp_path: Path)
         if found := shutil.which(tool):
             (no_bwrap / tool).symlink_to(found)
     async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=6)) as site:
-        await procs.start(
-            "coordinator",
-            "coordinator",
-            "serve",
-            "--listen",
-            url.removeprefix("http://"),
-            "--db",
-            str(db),
-            "--torrent-listen",
-            "127.0.0.1:0",
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        await publish_hostile(tmp_path, url, db)
+        await serve_with_a_stranger(procs, tmp_path, url, db)
         # The volunteer trusts the operator's own link checker: its owner key is public.
         linkcheck = json.loads(await osaas_ok("bundle", "status", "linkcheck", "--coordinator", url, "--json"))
         trusted_job = int(await osaas_ok("job", "submit", f"{site}/", "--coordinator", url))
