@@ -234,10 +234,13 @@ async def coordinator(db_path: Path, **options: Any) -> AsyncIterator[str]:
 
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve_coordinator("127.0.0.1", 0, db_path, ready=lambda port: ready.done() or ready.set_result(port), **options)
+        serve_coordinator(
+            "127.0.0.1", 0, db_path, ready=lambda port: None if ready.done() else ready.set_result(port), **options
+        )
     )
     try:
-        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        waited: set[asyncio.Future[Any]] = {task, ready}
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             task.result()  # raises what stopped it
         yield f"http://127.0.0.1:{ready.result()}"

@@ -35,6 +35,7 @@ async def osaas(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
         cwd=cwd,
     )
     out, err = await process.communicate()
+    assert process.returncode is not None  # communicate() waited for it
     return process.returncode, out.decode(), err.decode()
 
 

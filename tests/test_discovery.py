@@ -79,6 +79,7 @@ async def osaas_output(*args: str) -> tuple[int, str, str]:
         sys.executable, "-m", "osaas", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await process.communicate()
+    assert process.returncode is not None  # communicate() waited for it
     return process.returncode, out.decode(), err.decode()
 
 

@@ -28,7 +28,7 @@ async def peer_status(port: int) -> dict:
     return json.loads(out) if code == 0 else {}
 
 
-async def until(check, what: str, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def until(check, what: str, seconds: float = 30.0) -> None:
     for _ in range(int(seconds / 0.2)):
         if await check():
             return

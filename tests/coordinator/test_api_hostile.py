@@ -80,7 +80,7 @@ async def test_garbage_bytes(client: TestClient, peer: Peer, path: str, body: by
     assert_error(*await post_signed(client, peer, path, body))
 
 
-TEMPLATES = {
+TEMPLATES: dict[str, dict[str, Any]] = {
     "/v1/peers/register": {"name": "p", "slots": 1, "workloads": ["linkcheck"], "version": "1"},
     "/v1/leases": {"max_units": 1, "workloads": ["linkcheck"]},
     "/v1/leases/renew": {"unit_id": 1, "token": 1},

@@ -231,7 +231,7 @@ async def test_tampered_uploads_are_refused(coordinator: Coordinator, owner: Own
         wrong_hash,
         400,
         "invalid_bundle",
-        f"manifest names info-hash {other_hash.hex()} but the archive's torrent has {signed.info_hash.hex()}",
+        f"manifest names info-hash {other_hash.hex()} but the archive's torrent has {(signed.info_hash or b'').hex()}",
     )
 
     flipped = bytearray(upload.archive)

@@ -122,7 +122,7 @@ def test_a_schedule_driven_by_these_rules_is_polite(ops: list[tuple[str, object,
                 crawl_delay = min(arg.crawl_delay, MAX_CRAWL_DELAY)
             throttled_in_a_row = throttled_in_a_row + 1 if arg.throttled > 0 else 0
             sane_retry = arg.retry_after is not None and math.isfinite(arg.retry_after) and arg.retry_after >= 0
-            retry_after = min(arg.retry_after, MAX_RETRY_AFTER) if sane_retry else 0.0  # type: ignore[type-var]
+            retry_after = min(arg.retry_after, MAX_RETRY_AFTER) if sane_retry and arg.retry_after is not None else 0.0
         elif live and op == "abandon":
             live -= 1
             pace = after_abandoned(pace, now)

@@ -204,10 +204,10 @@ async def test_any_schedule_reports_every_url_exactly_once(
                 assert {u: _outcome(rows[u]) for u in finished} == {u: _outcome(r) for u, r in finished.items()}
                 finished = rows
         await finish(store, "p1", now + 10 * LEASE)
-        rows = await store.job_results(job_id, 0, 5000)
-        urls = [r["url"] for r in rows]
+        results = await store.job_results(job_id, 0, 5000)
+        urls = [r["url"] for r in results]
         assert len(urls) == len(set(urls))
-        assert all(r["result"] is not None for r in rows)
+        assert all(r["result"] is not None for r in results)
         assert (await store.job_status(job_id)).state == "done"
 
 

@@ -23,7 +23,7 @@ from tests.coordinator.test_sqlite_store import SITE, T0, assert_site_checked_on
 PEER = "a" * 64
 
 
-def _store_processes() -> list[multiprocessing.Process]:
+def _store_processes() -> list[multiprocessing.process.BaseProcess]:
     return [p for p in multiprocessing.active_children() if p.name == "sqlite-store"]
 
 
@@ -67,7 +67,7 @@ async def test_a_call_that_cannot_cross_over_fails_alone(tmp_path: Path, linkche
         # Sent together: the one whose input cannot be pickled fails, the others go on.
         outcomes = await asyncio.gather(
             store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 0}, T0),
-            store.create_job("linkcheck", {"urls": [lambda: None], "depth": 0}, T0),  # type: ignore[list-item]
+            store.create_job("linkcheck", {"urls": [lambda: None], "depth": 0}, T0),
             store.list_jobs(),
             return_exceptions=True,
         )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def _record(who: Identity = ALICE, now: float = NOW, ttl: float = 600.0, **paylo
     return records.sign(who, KEY, payload or {"addr": "10.0.0.1:7000"}, now, ttl)
 
 
-def _forge(who: Identity, key: str, record: SignedRecord, **changes: object) -> SignedRecord:
+def _forge(who: Identity, key: str, record: SignedRecord, **changes: Any) -> SignedRecord:
     """`record` with `changes` applied and then signed by `who`, as a liar with a key would do."""
     fields = dataclasses.replace(record, **changes)
     signed = records._signed_bytes(key, fields.signer, fields.payload, fields.issued_at, fields.expires_at)

@@ -158,7 +158,7 @@ def _assert_nothing_kept(cache: BundleCache, torrents: TorrentSession) -> None:
     assert torrents.torrents() == []
 
 
-async def _run(ready: ReadyBundle, payload: dict, fetch=None):  # type: ignore[no-untyped-def]
+async def _run(ready: ReadyBundle, payload: dict, fetch=None):
     return await run_workload(
         ready.argv,
         Unit(unit_id=7, payload=payload),

@@ -50,7 +50,8 @@ def test_without_a_display_the_sense_goes_by_the_screensaver_mark(tmp_path: Path
     mark = tmp_path / "run" / "screensaver-showing"
     sense = AwaySense(300.0, mark, display="")
     assert sense.without_x == "no X display to read idle time from (DISPLAY is not set)"
-    assert sense.reason() is not None and sense.reason().startswith("the osaas screensaver is not showing")
+    reason = sense.reason()
+    assert reason is not None and reason.startswith("the osaas screensaver is not showing")
     mark.parent.mkdir()
     mark.touch()
     assert sense.reason() is None

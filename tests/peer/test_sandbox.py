@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +116,12 @@ async def attack(
     )
 
 
+def loot(outcome: WorkloadOutcome) -> str:
+    """What an attack that succeeded took."""
+    assert outcome.payload is not None, outcome
+    return str(outcome.payload["loot"])
+
+
 def assert_refused(outcome: WorkloadOutcome, attack_name: str, *errors: str) -> None:
     assert outcome.exit_code is ExitCode.BAD_INPUT, outcome
     assert outcome.error is not None and outcome.error.startswith(f"attack {attack_name} failed: "), outcome.error
@@ -166,7 +172,7 @@ async def test_no_process_of_the_peer_shows_its_environment(
     for pid in ("1", "2", "self"):
         outcome = await attack("read", f"/proc/{pid}/environ", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
         if outcome.exit_code is ExitCode.OK:  # the sandbox's own processes: the workload's environment
-            assert b"hunter2" not in bytes.fromhex(outcome.payload["loot"])
+            assert b"hunter2" not in bytes.fromhex(loot(outcome))
         else:
             assert_refused(outcome, "read", "PermissionError", "FileNotFoundError")
 
@@ -183,7 +189,7 @@ async def test_the_home_dir_and_the_data_dir_cannot_be_listed(
         path.relative_to(home).parts[0] for path in python_runtime() if path.is_relative_to(home) and path != home
     }
     if outcome.exit_code is ExitCode.OK:
-        seen = set(filter(None, outcome.payload["loot"].split(",")))
+        seen = set(filter(None, loot(outcome).split(",")))
         assert seen <= leading, seen
         assert len(os.listdir(home)) > len(seen)  # the real home has more: it is not what was seen
     else:
@@ -220,7 +226,7 @@ async def test_filling_its_tmp_stops_at_the_limit(sandbox: Sandbox, tmp_path: Pa
 
 
 @pytest.fixture
-async def loopback_server() -> Iterator[str]:
+async def loopback_server() -> AsyncIterator[str]:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.0 200 OK\r\n\r\nthe peer's page")
         await writer.drain()
@@ -237,7 +243,7 @@ async def test_loopback_and_dns_are_out_of_reach(
     sandbox: Sandbox, tmp_path: Path, volunteer: Path, loopback_server: str
 ) -> None:
     control = await attack("connect", loopback_server, sandbox=None, tmp_path=tmp_path, volunteer=volunteer)
-    assert control.exit_code is ExitCode.OK and "the peer's page" in control.payload["loot"]
+    assert control.exit_code is ExitCode.OK and "the peer's page" in loot(control)
     outcome = await attack("connect", loopback_server, sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
     assert_refused(outcome, "connect", "ConnectionRefusedError")
     # Only now that the sandbox is known to have no way out: a name lookup has nowhere to go.
@@ -419,9 +425,9 @@ async def test_the_runtime_it_needs_is_all_it_sees(sandbox: Sandbox, tmp_path: P
     assert outcome.exit_code is ExitCode.OK
     top = {path.parts[1] for path in python_runtime()}
     allowed = {"bundle", "tmp", "proc", "dev", "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"} | top
-    assert set(outcome.payload["loot"].split(",")) <= allowed
+    assert set(loot(outcome).split(",")) <= allowed
     etc = await attack("listing", "/etc", sandbox=sandbox, tmp_path=tmp_path, volunteer=volunteer)
-    assert etc.exit_code is ExitCode.OK and set(etc.payload["loot"].split(",")) <= {"ld.so.cache"}
+    assert etc.exit_code is ExitCode.OK and set(loot(etc).split(",")) <= {"ld.so.cache"}
 
 
 # ---- the command line (pure) ----------------------------------------------------------------
@@ -552,7 +558,7 @@ async def test_a_runtime_under_tmp_is_bound_inside_the_units_own_tmp(sandbox: Sa
             sandbox=Sandboxed(sandbox, confinement),
         )
         assert outcome.exit_code is ExitCode.OK, outcome
-        assert bytes.fromhex(outcome.payload["loot"]) == b"the runtime"
+        assert bytes.fromhex(loot(outcome)) == b"the runtime"
         # ...and the unit can still write its own tmp around it.
         mark = f"/tmp/unit-{uuid.uuid4().hex}"
         wrote = await run_workload(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from peer.budget import ActiveHours, Budget
 from peer.status import (
     BundleView,
@@ -18,7 +20,7 @@ from peer.status import (
 
 
 def a_status(**changes: object) -> PeerStatus:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         peer_id="ab" * 32,
         name="kitchen",
         state="working",
@@ -34,7 +36,7 @@ def a_status(**changes: object) -> PeerStatus:
         dht_neighbours=("10.0.0.2:4000", "10.0.0.3:4000"),
     )
     fields.update(changes)
-    return PeerStatus(**fields)  # type: ignore[arg-type]
+    return PeerStatus(**fields)
 
 
 def test_state_follows_pause_coordinator_and_units() -> None:

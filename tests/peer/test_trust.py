@@ -19,7 +19,7 @@ OWNER = Identity.generate()
 STRANGER = Identity.generate()
 
 
-def ready(tmp_path: Path, signer: Identity, entrypoint: str = '["python3", "-m", "w"]'):  # type: ignore[no-untyped-def]
+def ready(tmp_path: Path, signer: Identity, entrypoint: str = '["python3", "-m", "w"]'):
     source = tmp_path / f"src-{signer.public_hex[:6]}"
     source.mkdir()
     (source / "w.py").write_text("print('hi')\n")

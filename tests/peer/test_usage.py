@@ -64,11 +64,11 @@ def test_period_end_keeps_the_volunteers_time_zone():
 
 
 def test_unknown_periods_are_refused(tmp_path):
-    for call in (lambda: period_key(MONDAY, "year"), lambda: period_end(MONDAY, "year")):
+    for call in (lambda: period_key(MONDAY, "year"), lambda: period_end(MONDAY, "year")):  # type: ignore[arg-type]  # no such period, on purpose
         with pytest.raises(ValueError, match=r"^period must be one of day, week, month, not 'year'$"):
             call()
     with pytest.raises(ValueError, match=r"^period must be one of day, week, month, not 'year'$"):
-        UsageLedger(tmp_path / "usage", 1000, "year")
+        UsageLedger(tmp_path / "usage", 1000, "year")  # type: ignore[arg-type]  # no such period, on purpose
 
 
 @given(

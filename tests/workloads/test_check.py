@@ -117,7 +117,9 @@ def test_item_url_is_sent_in_canonical_form() -> None:
 def test_verdict_as_a_result_item() -> None:
     machine = check()
     machine.start()
-    assert machine.receive(response(404)).to_dict() == {
+    answer = machine.receive(response(404))
+    assert isinstance(answer, Verdict)
+    assert answer.to_dict() == {
         "url": URL,
         "result": "broken",
         "status": 404,
@@ -407,7 +409,8 @@ def test_default_port_is_the_same_site() -> None:
     machine = check(crawl=True)
     machine.start()
     machine.receive(redirect("http://site.test:80/x"))
-    assert machine.receive(response(200, HTML, b'<a href="y">')).links == ("http://site.test/y",)
+    answer = machine.receive(response(200, HTML, b'<a href="y">'))
+    assert isinstance(answer, Verdict) and answer.links == ("http://site.test/y",)
 
 
 @pytest.mark.parametrize(

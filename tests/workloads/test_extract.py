@@ -8,7 +8,7 @@ PAGE = "http://site.test/dir/page.html"
 HTML = "text/html; charset=utf-8"
 
 
-def links(html: str, content_type: str = HTML, page: str = PAGE) -> list[str]:
+def links(html: str, content_type: str | None = HTML, page: str = PAGE) -> list[str]:
     return extract_links(html.encode("utf-8"), content_type, page)
 
 

@@ -4,12 +4,13 @@ import csv
 import io
 import json
 import re
+from typing import Any
 
 import pytest
 
 from workloads import linkcheck_report as report
 
-ITEMS = [
+ITEMS: list[dict[str, Any]] = [
     {
         "url": "http://s/",
         "result": "ok",
@@ -102,7 +103,7 @@ def test_html_escapes_hostile_urls():
         report.render(ITEMS, "pdf")
 
 
-HOSTILE = [
+HOSTILE: list[dict[str, Any]] = [
     {
         "url": "javascript:alert(document.cookie)",
         "result": "broken",

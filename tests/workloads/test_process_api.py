@@ -2,6 +2,7 @@
 
 import asyncio
 import struct
+from typing import Any
 
 import msgpack
 import pytest
@@ -29,7 +30,7 @@ MESSAGES = [
     Result(0, {"items": []}),
     Result(3, {}, "bad input: items[0]: 'url' must be a string"),
 ]
-FROM_FRAME = {"unit": Unit, "fetch": FetchRequest, "fetch_result": FetchResult, "result": Result}
+FROM_FRAME: dict[str, Any] = {"unit": Unit, "fetch": FetchRequest, "fetch_result": FetchResult, "result": Result}
 
 
 def decode(frame: dict) -> object:
@@ -109,7 +110,7 @@ def test_garbage_bodies(body: bytes) -> None:
         (Result, {"type": "result", "status": 0, "payload": {}, "error": 1}),
     ],
 )
-def test_wrong_field_types(cls: type, frame: dict) -> None:
+def test_wrong_field_types(cls: Any, frame: dict) -> None:
     with pytest.raises(ProtocolError):
         cls.from_frame(frame)
 
