@@ -7,7 +7,7 @@ libtorrent is wrapped here and nowhere else; its errors and alerts become our ex
      │                      source serves corrupt data: libtorrent bans it, then waits forever)
      └── SessionClosed      the session was used after it closed, or ended a waiting call
 
-Facts this module is built on are measured in /work/shared/LIBRARIES.md: loopback swarms need
+Facts this module is built on were measured on this kind of machine: loopback swarms need
 `allow_multiple_connections_per_ip`; rate limits skip local peers unless
 `ignore_limits_on_local_network` is off; torrents are added neither paused nor auto-managed so
 that no queue limit (3 active downloads by default) holds them back; alert objects are copied
