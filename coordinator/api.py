@@ -41,7 +41,7 @@ from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     REBALANCE_INTERVAL,

@@ -102,3 +102,38 @@ def failed(unit: UnitLease, error: str, max_attempts: int) -> UnitLease:
 
 def give_up_message(unit: UnitLease) -> str:
     return f"gave up after {unit.attempts} attempts: {unit.last_error}"
+
+
+class AfterReport(NamedTuple):
+    """What an accepted report does to its unit."""
+
+    lease: UnitLease
+    # Set when the unit's open items can no longer be done: finish them with this error.
+    give_up: str | None = None
+
+
+def after_report(
+    unit: UnitLease, exit_code: int, results: int, error: str | None, on_trial: bool, max_attempts: int
+) -> AfterReport:
+    """The unit after its holder's report: `results` items came back (exit 0 or 1); `on_trial`:
+    the report's bundle version is a rollout's candidate.
+
+    exit 0/1 with items: done (items it left out become a unit of their own, the store's part);
+    exit 0/1 without items: nothing done is no progress, a failed attempt, so a unit cannot loop
+    for ever; exit 2: a failed attempt, unless the version on trial failed and not the unit
+    (queued again without using up an attempt, or a broken candidate could exhaust a unit
+    before it rolls back); exit 3: the workload refused the input, done with that error."""
+    if exit_code in (0, 1):
+        if results:
+            return AfterReport(completed(unit))
+        return _failed_attempt(unit, error or "workload reported no items", max_attempts)
+    if exit_code == 2 and on_trial:
+        return AfterReport(released(unit)._replace(last_error=error or "workload failed (exit 2)"))
+    if exit_code == 2:
+        return _failed_attempt(unit, error or "workload failed (exit 2)", max_attempts)
+    return AfterReport(completed(unit), f"workload refused the input: {error or 'no reason given'}")
+
+
+def _failed_attempt(unit: UnitLease, error: str, max_attempts: int) -> AfterReport:
+    after = failed(unit, error, max_attempts)
+    return AfterReport(after, give_up_message(after) if after.state is UnitState.DONE else None)

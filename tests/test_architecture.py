@@ -85,3 +85,37 @@ def test_the_check_catches_an_import_against_the_arrows(tmp_path: Path) -> None:
         "screensaver/look.py:2 imports peer.agent.Agent",
         "workloads/linkcheck/escape.py:1 imports workloads.bundle.unpack",
     ]
+
+
+# The scheduling rules every store applies: pure, so a second store (PostgreSQL) reuses them.
+PURE_RULES = [
+    "coordinator/assignment.py",
+    "coordinator/host_planning.py",
+    "coordinator/host_leasing.py",
+    "coordinator/leases.py",
+    "coordinator/host_pacing.py",
+    "coordinator/unit_sizing.py",
+    "coordinator/rollout.py",
+    "coordinator/linkcheck_jobs.py",
+]
+IMPURE = ("sqlite3", "psycopg", "aiohttp", "asyncio", "time", "coordinator.sqlite", "coordinator.api")
+
+
+def impure_imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return sorted({name for name in names if any(name == bad or name.startswith(bad + ".") for bad in IMPURE)})
+
+
+def test_the_scheduling_rules_touch_no_database_network_or_clock() -> None:
+    assert {path: impure_imports(ROOT / path) for path in PURE_RULES} == dict.fromkeys(PURE_RULES, [])
+
+
+def test_the_purity_check_catches_a_database_in_the_rules(tmp_path: Path) -> None:
+    rule = tmp_path / "rule.py"
+    rule.write_text("import time\nfrom coordinator.sqlite import leasing\nfrom coordinator import leases\n")
+    assert impure_imports(rule) == ["coordinator.sqlite", "coordinator.sqlite.leasing", "time"]

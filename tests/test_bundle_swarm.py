@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from osaas import owner
 from overlay.dht import DhtNode
 from overlay.identity import Identity

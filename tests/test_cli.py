@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.api import make_app
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from tests.sites import free_port, serve
 
 

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from coordinator.api import make_app
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from osaas import owner
 from overlay import records
 from overlay.announcements import CoordinatorAnnouncement, coordinators_key

@@ -179,7 +179,7 @@ async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
 
 def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
     from coordinator.dashboard import PREFIX, DashboardAccess, operator_token
-    from coordinator.sqlite_store import SqliteStore
+    from coordinator.sqlite import SqliteStore
 
     if not args.db.exists():
         raise UsageError(f"{args.db} does not exist (give the --db of `osaas coordinator serve`)")
@@ -206,7 +206,7 @@ def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_owner_add(args: argparse.Namespace) -> int:
-    from coordinator.sqlite_store import SqliteStore
+    from coordinator.sqlite import SqliteStore
 
     key = args.public_key.strip().lower()
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import make_app
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, decode, encode, sign_request

@@ -267,6 +267,26 @@ async def test_exit_2_retries_then_gives_up(client: TestClient, peer: Peer, cloc
     assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
 
 
+async def test_reports_without_items_use_attempts_and_then_finish_the_job(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
+    # A workload that exits 0 but reports nothing made no progress: each such report uses an
+    # attempt, and the last one finishes the unit's items with the error, so the job ends
+    # (before, the unit was done but its items stayed open and the job ran for ever).
+    job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
+    for _ in range(3):
+        (lease,) = await peer.lease()
+        assert await peer.report(lease, 0, {"items": []}) == (200, {"accepted": True, "reason": ""})
+        clock.advance(REST)
+    assert await peer.lease() == []
+    by_url = await results(client, job_id)
+    assert (by_url["http://a.test/"]["result"], by_url["http://a.test/"]["error"]) == (
+        "error",
+        "gave up after 3 attempts: workload reported no items",
+    )
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done"
+
+
 async def test_expired_leases_count_as_attempts(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/"])
     for _ in range(3):

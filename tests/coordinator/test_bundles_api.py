@@ -19,7 +19,8 @@ from coordinator import rollout
 from coordinator.api import MAX_BUNDLE_UPLOAD, make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.seeder import BundleService
-from coordinator.sqlite_store import _SCHEMA, SCHEMA_VERSION, SqliteStore
+from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
+from coordinator.sqlite.schema import SCHEMA
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
@@ -396,7 +397,7 @@ async def test_rollout_to_half_then_roll_back_on_failures(
         (unit,) = await lease(inside, ["demo"])
         assert unit["bundle"]["version"] == "2.0"
         tried.append(unit["unit_id"])
-        with caplog.at_level(logging.WARNING, logger="coordinator.sqlite_store"):
+        with caplog.at_level(logging.WARNING, logger="coordinator.sqlite"):
             status, _ = await inside.post(
                 "/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"}
             )
@@ -469,7 +470,7 @@ async def test_only_the_owner_rolls_out(coordinator: Coordinator, owner: Owner) 
 async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # what osaas with schema 1 left behind: a job half done
-        conn.executescript(_SCHEMA + "PRAGMA user_version=1;")
+        conn.executescript(SCHEMA + "PRAGMA user_version=1;")
         conn.execute(
             "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
             " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",

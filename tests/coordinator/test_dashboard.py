@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import make_app
 from coordinator.dashboard import COOKIE, DashboardAccess, operator_token
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from overlay.identity import Identity
 from tests.coordinator.conftest import LEASE_SECONDS, Clock, Linkcheck, Peer, add_linkcheck, item, submit
 

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestClient
 from coordinator import assignment, host_pacing, unit_sizing
 from coordinator.api import RETRY_AFTER
 from coordinator.linkcheck_jobs import unit_key
-from coordinator.sqlite_store import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION, SqliteStore
+from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
+from coordinator.sqlite.schema import MIGRATIONS, SCHEMA
 from coordinator.store import (
     BYTES_PER_ITEM,
     DEFAULT_PEER_CAPACITY,
@@ -352,7 +353,7 @@ async def test_a_silent_straggler_is_granted_again_and_its_old_token_is_stale(st
 async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # what osaas with schema 2 left behind: a job half done
-        conn.executescript(_SCHEMA + _MIGRATIONS[2] + "PRAGMA user_version=2;")
+        conn.executescript(SCHEMA + MIGRATIONS[2] + "PRAGMA user_version=2;")
         conn.execute(
             "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
             " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",
@@ -403,7 +404,7 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
 async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_reference(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # schema 3: a job with a done unit, a leased one, waiting items
-        conn.executescript(_SCHEMA + _MIGRATIONS[2] + _MIGRATIONS[3] + "PRAGMA user_version=3;")
+        conn.executescript(SCHEMA + MIGRATIONS[2] + MIGRATIONS[3] + "PRAGMA user_version=3;")
         conn.execute(
             "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
             " VALUES (1, 'linkcheck', x'80', 'running', 1.0, 100)"
@@ -458,7 +459,7 @@ def schema_4_file(path: Path, units: list[tuple[Any, ...]], items: list[tuple[An
     """A file as osaas with schema 4 left it: one job; units (id, unit_key, state, token,
     peer_id, expires_at); items (url, unit_key, unit_id, done)."""
     with sqlite3.connect(path) as conn:
-        conn.executescript(_SCHEMA + "".join(_MIGRATIONS[v] for v in (2, 3, 4)) + "PRAGMA user_version=4;")
+        conn.executescript(SCHEMA + "".join(MIGRATIONS[v] for v in (2, 3, 4)) + "PRAGMA user_version=4;")
         conn.execute(
             "INSERT INTO jobs (id, workload, input, state, created_at, unit_size)"
             " VALUES (1, 'linkcheck', ?, 'running', 1.0, 100)",

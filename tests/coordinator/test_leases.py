@@ -124,3 +124,46 @@ def test_no_sequence_of_operations_finishes_a_unit_twice(ops: list[tuple], max_a
         assert unit.attempts <= max_attempts
         # Tokens only grow, so a token once superseded can never become current again.
         assert all(t <= unit.token for _, t in issued)
+
+
+# ---- what a report does to its unit ------------------------------------------------------------
+
+LEASED = leases.grant(QUEUED, "p1", 0.0, 60.0, 5)
+
+
+def test_a_report_with_items_completes_the_unit() -> None:
+    assert leases.after_report(LEASED, 0, 3, None, False, 5) == (leases.completed(LEASED), None)
+    assert leases.after_report(LEASED, 1, 1, "some broken", False, 5).lease.state is UnitState.DONE
+
+
+def test_exit_2_uses_an_attempt_unless_the_version_is_on_trial() -> None:
+    failed = leases.after_report(LEASED, 2, 0, "crash", False, 5)
+    assert failed.lease == UnitLease(UnitState.QUEUED, 1, None, None, attempts=1, last_error="crash")
+    assert failed.give_up is None
+    on_trial = leases.after_report(LEASED, 2, 0, "crash", True, 5)
+    assert on_trial.lease == UnitLease(UnitState.QUEUED, 1, None, None, attempts=0, last_error="crash")
+
+
+def test_exit_3_finishes_the_units_items_as_refused() -> None:
+    refused = leases.after_report(LEASED, 3, 0, None, False, 5)
+    assert refused.lease.state is UnitState.DONE
+    assert refused.give_up == "workload refused the input: no reason given"
+
+
+@settings(max_examples=100)
+@given(
+    exit_code=st.sampled_from([0, 1, 2]),
+    attempts=st.integers(0, 10),
+    max_attempts=st.integers(1, 10),
+    on_trial=st.booleans(),
+)
+def test_a_unit_done_without_results_always_gives_its_items_up(
+    exit_code: int, attempts: int, max_attempts: int, on_trial: bool
+) -> None:
+    # Whatever ends a unit without its items coming back must finish them with an error,
+    # or its job would never end.
+    after = leases.after_report(LEASED._replace(attempts=attempts), exit_code, 0, None, on_trial, max_attempts)
+    if after.lease.state is UnitState.DONE:
+        assert after.give_up is not None and after.give_up.startswith("gave up after")
+    else:
+        assert after.give_up is None and after.lease.state is UnitState.QUEUED

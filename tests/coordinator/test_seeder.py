@@ -13,7 +13,7 @@ import aiohttp
 
 from coordinator.api import serve
 from coordinator.seeder import BundleSeeder, BundleService
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY as REST
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from coordinator.store import StaleLease, StoreError
 from overlay.identity import Identity
 from overlay.wire import RegisterRequest, Report, decode, encode, sign_request

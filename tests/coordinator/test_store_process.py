@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 from coordinator.store import InvalidInput, StaleLease, StoreError
 from overlay.wire import Report
 from tests.coordinator.conftest import Linkcheck, add_linkcheck
@@ -72,7 +72,7 @@ async def test_a_call_that_cannot_cross_over_fails_alone(tmp_path: Path, linkche
             return_exceptions=True,
         )
         assert isinstance(outcomes[0], int)
-        assert isinstance(outcomes[1], StoreError) and "store call _create_job" in str(outcomes[1])
+        assert isinstance(outcomes[1], StoreError) and "store call create_job" in str(outcomes[1])
         assert isinstance(outcomes[2], list)
         assert [job.job_id for job in await store.list_jobs()] == [outcomes[0]]
 
@@ -99,7 +99,7 @@ async def test_a_killed_store_process_fails_every_call_clearly(tmp_path: Path, l
 
 _OWNER = """
 import asyncio, sys
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
 import multiprocessing
 
 async def main():

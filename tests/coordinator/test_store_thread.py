@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite_store import SqliteStore
+from coordinator.sqlite import SqliteStore
+from coordinator.sqlite.database import Database
+from coordinator.sqlite.thread import StoreThread
 from coordinator.store import InvalidInput
-from coordinator.store_thread import StoreThread
 from tests.coordinator.conftest import Linkcheck, add_linkcheck
 
 
@@ -94,6 +95,9 @@ async def test_the_savepoints_of_a_group_keep_their_undo_journal_in_memory(tmp_p
     # Each call of a group is a savepoint; past 64 KiB (a lease touches hundreds of pages) its
     # undo journal would spill to a temporary file unless temporary data stays in memory.
     async with SqliteStore(tmp_path / "c.sqlite") as store:
-        conn = store._conn
-        assert conn is not None
-        assert await store._run(lambda: conn.execute("PRAGMA temp_store").fetchone()[0]) == 2  # MEMORY
+        assert await store._run(_temp_store) == 2  # MEMORY
+
+
+def _temp_store(db: Database) -> int:
+    assert db.conn is not None
+    return int(db.conn.execute("PRAGMA temp_store").fetchone()[0])

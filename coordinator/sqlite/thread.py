@@ -4,13 +4,13 @@ Calls run one at a time in the order they arrive. The calls that queued up while
 go together as the next group: one `BEGIN IMMEDIATE`, each call in turn, one `COMMIT`, so many
 requests share one fsync (with `synchronous=FULL` the fsync is most of a small transaction's
 cost). A call's own transaction becomes a savepoint inside the group (see
-`SqliteStore._transaction`): a call that fails takes back only its own changes. No caller
+`Database.transaction`): a call that fails takes back only its own changes. No caller
 hears back before the commit that holds its changes returned, so an answer a peer got is on
 disk, as it was with a transaction per call.
 
 A lone call runs without a group around it, exactly as before; calls marked `alone` (opening
 and closing the database) never share one. `take_group` and `run_group` are the rules;
-`store_process` applies them too, when the store runs in a process of its own.
+`process` applies them too, when the store runs in a process of its own.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ report waits for, waits for the HTTP side's turn. In a process of its own the st
 to itself.
 
 The parent keeps the store's interface: `SqliteStore` hands every call to `call` as it hands
-it to a `StoreThread`, and the call runs here as the same method of the child's own
-`SqliteStore`, by name. The child groups the calls that queued up and commits them together
-exactly as the thread does (`store_thread.take_group`, `run_group`), and answers each group
+it to a `StoreThread`, and the call runs here as the same function (a module-level function
+crosses by its name) on the child's own database. The child groups the calls that queued up and commits them together
+exactly as the thread does (`thread.take_group`, `run_group`), and answers each group
 with one message after its commit, so an answer a peer got is on disk as before.
 
-Messages are pickled over a pipe: a list of calls `(call id, method name, args, alone)` to
+Messages are pickled over a pipe: a list of calls `(call id, function, args, alone)` to
 the child (a sender thread batches what queued up, so the event loop never blocks on a full
 pipe), a list of `(call id, result, error)` back (a receiver thread settles the futures).
 The child ends when told to, or when the pipe closes (the coordinator died); if the child
@@ -36,8 +36,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
+from coordinator.sqlite.thread import Outcome, run_group, settle, take_group
 from coordinator.store import StoreError
-from coordinator.store_thread import Outcome, run_group, settle, take_group
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,22 @@ class _Message(NamedTuple):
     """One call for the child (a tuple: cheap to pickle, one per call)."""
 
     call_id: int
-    name: str
+    fn: Callable[..., Any]
     args: tuple[Any, ...]
     alone: bool
 
 
-_STOP = _Message(-1, "", (), alone=True)
+def _never(*_: Any) -> None:
+    """The stop mark's function: never called (the child ends at the mark)."""
+
+
+_STOP = _Message(-1, _never, (), alone=True)
 
 
 class Hosted(NamedTuple):
     """What the child needs of the store it hosts."""
 
-    method: Callable[[str], Callable[..., Any]]  # a call's method name -> what to run
+    target: Any  # what every call's function is called with first (the child's database)
     connection: Callable[[], sqlite3.Connection | None]  # for group commits
     on_rollback: Callable[[], None]  # a group's commit failed (`StoreThread`'s on_rollback)
     close: Callable[[], None]  # the coordinator is gone: close the database
@@ -71,7 +75,8 @@ class StoreProcess:
     """Runs a store's methods in a child process; `call` is `StoreThread.call`'s twin.
 
     `host` must be picklable (a module-level function, through functools.partial): the child
-    calls it to build its own store, whose calls it then runs as the store's thread would."""
+    calls it to build what it hosts, and runs each call as `fn(target, *args)`, as the
+    store's thread would run `fn(database, *args)`."""
 
     def __init__(self, host: Callable[[], Hosted], *, name: str = "sqlite-store") -> None:
         context = multiprocessing.get_context("spawn")  # the parent has threads: never fork it
@@ -96,7 +101,7 @@ class StoreProcess:
         self._receiver.start()
 
     async def call(self, fn: Callable[..., T], *args: Any, alone: bool = False) -> T:
-        """Run the child's method named like `fn` (a method of the parent's store) with args."""
+        """Run `fn(target, *args)` in the child (`fn` is module-level: it crosses by name)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         call_id = next(self._ids)
@@ -104,7 +109,7 @@ class StoreProcess:
             if self._ended is not None:
                 raise StoreError(self._ended)
             self._waiting[call_id] = (future, loop)
-        self._outbox.put(_Message(call_id, fn.__name__, args, alone))
+        self._outbox.put(_Message(call_id, fn, args, alone))
         return await future
 
     async def failure(self) -> str:
@@ -155,7 +160,7 @@ class StoreProcess:
             try:
                 pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
-                self._settle(message.call_id, None, StoreError(f"store call {message.name}: {exc}"))
+                self._settle(message.call_id, None, StoreError(f"store call {message.fn.__qualname__}: {exc}"))
             else:
                 kept.append(message)
         return kept, pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL)
@@ -235,7 +240,9 @@ def _serve(pipe: Connection, host: Callable[[], Hosted], level: int, formatter: 
             group, leftover = take_group(first, next_queued)
             if leftover is not None:
                 queued.appendleft(leftover)
-            outcomes = run_group(store.connection(), [(store.method(m.name), m.args) for m in group], store.on_rollback)
+            outcomes = run_group(
+                store.connection(), [(m.fn, (store.target, *m.args)) for m in group], store.on_rollback
+            )
             pipe.send_bytes(_answers(group, outcomes))
     except (EOFError, OSError):
         pass  # the coordinator is gone: nobody waits for an answer

@@ -1,0 +1,149 @@
+"""Which peer works on which host, and when to plan again: the rules a store applies.
+
+Pure: a store (SQLite today, PostgreSQL later) reads the active peers, the running jobs'
+bundles, each host's demand and the current assignment, calls `plan_hosts`, and writes what
+it says; `Replanning` and `plan_is_due` say when a lease should plan first.
+
+Weights are capacities in bytes/s (DEFAULT_PEER_CAPACITY for a peer that did not say); demand
+is a host's unfinished items (waiting, queued or leased). The demand floor is the items the
+active peers get through in one planning interval, at BYTES_PER_ITEM. A peer that does not run
+every bundle of the running jobs gets no host: it could be given one whose work it never
+leases, and that host would wait as long as the peer is active.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from coordinator import assignment
+from coordinator.store import BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, REBALANCE_INTERVAL
+from overlay.wire import ANY_WORKLOAD
+
+# A lease replans at most this often (seconds of its `now`); the API's task replans anyway.
+MIN_REPLAN = REBALANCE_INTERVAL / 2
+# Planning takes at most this share of the store's time: after a plan that took c seconds the
+# next waits c / PLAN_SHARE seconds (real time), unless a peer the last plan did not know asks.
+# Plans under CHEAP_PLAN seconds (a few thousand hosts) are never held back.
+PLAN_SHARE = 0.1
+CHEAP_PLAN = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePeer:
+    """A peer heard from lately, or holding a live lease."""
+
+    capacity: float  # bytes/s it said it sustains; 0 or less: it did not say
+    workloads: object  # the bundle names it registered, as decoded (anything: a peer said it)
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    """What a plan decided, and what a store writes of it."""
+
+    chosen: dict[str, str]  # every host with work -> its peer
+    changed: list[tuple[str, str]]  # (host, peer) newly placed or moved
+    dropped: list[str]  # hosts that had a peer and now have none (no work left)
+    moved: int  # of `changed`, hosts taken from one peer to another
+    overflow: int  # hosts beyond every peer's cap, placed anyway (`overflow`)
+    eligible: int  # peers that run every running bundle: those given hosts
+
+
+def plan_hosts(
+    previous: Mapping[str, str],
+    active: Mapping[str, ActivePeer],
+    running: Collection[str],
+    demand: Mapping[str, int],
+    epsilon: float = assignment.DEFAULT_EPSILON,
+) -> HostPlan:
+    """Assign every host with work to an active peer; sticky, so only what must move moves."""
+    bundles = set(running)
+    peers = {peer_id: weight(peer) for peer_id, peer in active.items() if runs_all(peer.workloads, bundles)}
+    floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
+    plan = assignment.rebalance(previous, peers, demand, epsilon=epsilon, demand_floor=floor)
+    placed = overflow(plan, demand, previous)
+    chosen = {**plan.assignment, **placed}
+    return HostPlan(
+        chosen=chosen,
+        changed=[(host, peer) for host, peer in chosen.items() if previous.get(host) != peer],
+        dropped=[host for host in previous if host not in chosen],
+        moved=len(plan.moved),
+        overflow=len(placed),
+        eligible=len(peers),
+    )
+
+
+def weight(peer: ActivePeer) -> float:
+    return peer.capacity if peer.capacity > 0 else DEFAULT_PEER_CAPACITY
+
+
+def runs_all(workloads: object, bundles: Collection[str]) -> bool:
+    """Does a peer that registered `workloads` run every one of `bundles`?"""
+    names = set(workloads) if isinstance(workloads, list) else set()
+    return ANY_WORKLOAD in names or set(bundles) <= names
+
+
+def overflow(plan: assignment.Plan, demand: Mapping[str, float], previous: Mapping[str, str]) -> dict[str, str]:
+    """Hosts the bounded loads left without a peer, largest first: each stays with the active
+    peer that had it, unless that peer already keeps a larger one of them, else goes to the
+    peer with the most room left under its cap. Work is never stranded: a host larger than any
+    peer's room (typically the last big host of a job, when the caps have shrunk with the work
+    left) would otherwise wait for nobody. Moving it would not bring it under a cap, only cost
+    a handover (a pause at the host, a bundle fetch on the new peer). Caps bound shares of the
+    backlog, not a volunteer's rate, which its own egress enforces."""
+    room = {peer: plan.caps[peer] - plan.loads[peer] for peer in plan.caps}
+    placed: dict[str, str] = {}
+    keeping: set[str] = set()
+    for host in sorted(plan.unassigned, key=lambda h: (-demand[h], h)):
+        if not room:
+            break
+        peer = previous.get(host)
+        if peer not in room or peer in keeping:
+            peer = max(sorted(room), key=lambda p: room[p])
+        keeping.add(peer)
+        placed[host] = peer
+        room[peer] -= demand[host]
+    return placed
+
+
+@dataclass(frozen=True, slots=True)
+class Replanning:
+    """The last plan, as the next one's timing needs it."""
+
+    at: float = -math.inf  # the store's `now` it was made at
+    peers: frozenset[str] = frozenset()  # the active peers it knew
+    seconds: float = 0.0  # what it took (monotonic clock)
+    ended: float = -math.inf  # when it ended (monotonic clock)
+
+
+def planned(now: float, started: float, ended: float, active: Collection[str]) -> Replanning:
+    """The record of a plan made at `now` that ran from `started` to `ended` (monotonic)."""
+    return Replanning(now, frozenset(active), ended - started, ended)
+
+
+def rested(last: Replanning, monotonic_now: float) -> bool:
+    """Has the store rested long enough since the last plan (PLAN_SHARE)?"""
+    if last.seconds < CHEAP_PLAN:
+        return True
+    return monotonic_now - last.ended >= last.seconds / PLAN_SHARE
+
+
+def plan_is_due(
+    last: Replanning,
+    needed: bool,
+    peer_id: str,
+    now: float,
+    monotonic_now: float,
+    holds_a_host: Callable[[], bool],
+) -> bool:
+    """Should this peer's lease replan first? Yes at once when the asking peer was not active
+    at the last plan (the set of active peers changed). Else at most every MIN_REPLAN seconds,
+    and not before the store rested from the last plan (PLAN_SHARE): when a plan is `needed`
+    (hosts without a peer got work, peers registered), or when the asking peer holds no host
+    (another peer may have gone quiet). `holds_a_host` is asked only when that decides."""
+    if peer_id not in last.peers:
+        return True
+    if 0 <= now - last.at < MIN_REPLAN or not rested(last, monotonic_now):
+        return False
+    return needed or not holds_a_host()

@@ -1,0 +1,20 @@
+"""The coordinator's store on SQLite, one module per concept behind the `Store` protocol.
+
+store       SqliteStore: the protocol's methods, each handed to the store's thread or process
+thread      the one thread that owns the connection, with group commit
+process     that thread's work in a process of its own (no GIL shared with the HTTP side)
+database    the connection, settings and caches every call gets; one transaction per call
+schema      tables, migrations, opening a file
+peers       registration, last seen, usage, throughput
+jobs        jobs and their items, waiting per host and job
+planning    which peer works on which host (rules: coordinator.host_planning)
+leasing     grant, renew, release (rules: coordinator.host_leasing, leases, host_pacing)
+reports     judging and merging reports (rules: leases.after_report, host_pacing, rollout)
+queries     status, results and the dashboard's overviews
+bundles     owners, bundles, rollouts (rules: coordinator.rollout)
+"""
+
+from coordinator.sqlite.schema import SCHEMA_VERSION
+from coordinator.sqlite.store import SqliteStore
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]

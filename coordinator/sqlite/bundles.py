@@ -1,0 +1,203 @@
+"""Owners, their bundles and each bundle name's rollout, as the SQLite store keeps them.
+
+An owner's key may publish only under names it holds; a version, once published, never
+changes. The rules of rollouts are `coordinator.rollout`'s; this loads and saves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+
+from coordinator import rollout
+from coordinator.rollout import Rollout, RolloutState, Tally
+from coordinator.sqlite.database import Database
+from coordinator.store import Conflict, InvalidInput, NotFound, NotOwner, Owner, PublishedBundle, unknown_owner
+from overlay.wire import BundleStatus, VersionStats
+
+log = logging.getLogger(__name__)
+
+_OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
+_MAX_OWNER_NAME = 64
+_BUNDLE_COLUMNS = "name, version, owner_key, info_hash, archive_sha256, manifest, published_at"
+
+
+def add_owner(db: Database, name: str, public_key: str, now: float) -> None:
+    if not 0 < len(name) <= _MAX_OWNER_NAME or not name.isprintable():
+        raise InvalidInput(f"owner name must be 1..{_MAX_OWNER_NAME} printable characters")
+    if not _OWNER_KEY_RE.fullmatch(public_key):
+        raise InvalidInput("owner key must be an Ed25519 public key: 64 lowercase hex digits")
+    with db.transaction() as conn:
+        bound = conn.execute(
+            "SELECT name, public_key FROM owners WHERE name = ? OR public_key = ?", (name, public_key)
+        ).fetchall()
+        if bound == [(name, public_key)]:
+            return  # the same owner again
+        if bound:
+            other_name, other_key = next(row for row in bound if row != (name, public_key))
+            raise InvalidInput(
+                f"owner {other_name!r} is already registered with key {other_key[:16]}…; "
+                f"key {public_key[:16]}… cannot also be registered as {name!r}"
+            )
+        conn.execute("INSERT INTO owners (name, public_key, added_at) VALUES (?, ?, ?)", (name, public_key, now))
+    log.info("owner %r added with key %s", name, public_key)
+
+
+def owners(db: Database) -> list[Owner]:
+    with db.transaction(write=False) as conn:
+        rows = conn.execute("SELECT name, public_key, added_at FROM owners ORDER BY name").fetchall()
+    return [Owner(*row) for row in rows]
+
+
+def is_owner_key(db: Database, public_key: str) -> bool:
+    with db.transaction(write=False) as conn:
+        return conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (public_key,)).fetchone() is not None
+
+
+def add_bundle(db: Database, bundle: PublishedBundle, stable: bool) -> bool:
+    name, version = bundle.name, bundle.version
+    with db.transaction() as conn:
+        if not conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (bundle.owner_key,)).fetchone():
+            raise unknown_owner(bundle.owner_key)
+        current = load_rollout(conn, name)
+        if current is not None and current.owner_key != bundle.owner_key:
+            raise NotOwner(
+                f"bundle name {name!r} belongs to owner key {current.owner_key[:16]}…; "
+                f"key {bundle.owner_key[:16]}… cannot publish it: choose another name"
+            )
+        row = conn.execute("SELECT manifest FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
+        if row is not None and row[0] != bundle.manifest:
+            raise Conflict(
+                f"{name} {version} is already published with different content; "
+                "versions never change: publish it as a new version"
+            )
+        if row is None:
+            conn.execute(
+                "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    version,
+                    bundle.owner_key,
+                    bundle.info_hash,
+                    bundle.archive_sha256,
+                    bundle.manifest,
+                    bundle.published_at,
+                ),
+            )
+        if current is None:
+            save_rollout(conn, rollout.first(name, bundle.owner_key, version))
+        elif stable and current.stable != version:
+            save_rollout(conn, rollout.made_stable(current, version, f"{name} {version} is the stable version"))
+    if row is None:
+        log.info("bundle %s %s published by %s…", name, version, bundle.owner_key[:16])
+    return row is None
+
+
+def bundle_info(db: Database, name: str, version: str) -> PublishedBundle:
+    with db.transaction(write=False) as conn:
+        row = conn.execute(
+            f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"bundle {name!r} has no version {version!r} on this coordinator")
+    return PublishedBundle(*row)
+
+
+def published_bundles(db: Database) -> list[PublishedBundle]:
+    with db.transaction(write=False) as conn:
+        rows = conn.execute(f"SELECT {_BUNDLE_COLUMNS} FROM bundles ORDER BY published_at, rowid").fetchall()
+    return [PublishedBundle(*row) for row in rows]
+
+
+def bundle_status(db: Database, name: str) -> BundleStatus:
+    with db.transaction(write=False) as conn:
+        return status_of_bundle(conn, name)
+
+
+def list_bundles(db: Database) -> list[BundleStatus]:
+    with db.transaction(write=False) as conn:
+        names = [name for (name,) in conn.execute("SELECT name FROM rollouts ORDER BY name")]
+        return [status_of_bundle(conn, name) for name in names]
+
+
+def set_rollout(db: Database, name: str, version: str, percent: int, signer_key: str) -> BundleStatus:
+    with db.transaction() as conn:
+        current = load_rollout(conn, name)
+        if current is None:
+            raise NotFound(f"no bundle named {name!r} is published on this coordinator")
+        if signer_key != current.owner_key:
+            raise NotOwner(
+                f"only the owner key {current.owner_key[:16]}… of {name!r} may roll it out; "
+                f"this request is signed by {signer_key[:16]}…"
+            )
+        if not conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone():
+            raise NotFound(f"bundle {name!r} has no version {version!r}; publish it first")
+        updated = rollout.started(current, version, percent)
+        save_rollout(conn, updated)
+        status = status_of_bundle(conn, name)
+    log.info("%s", updated.message)
+    return status
+
+
+def load_rollout(conn: sqlite3.Connection, name: str) -> Rollout | None:
+    row = conn.execute(
+        "SELECT owner_key, stable, candidate, percent, state, message, candidate_ok, candidate_failed"
+        " FROM rollouts WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    owner_key, stable, candidate, percent, state, message, ok, failed = row
+    return Rollout(name, owner_key, stable, candidate, percent, RolloutState(state), message, Tally(ok, failed))
+
+
+def save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
+    conn.execute(
+        "INSERT INTO rollouts (name, owner_key, stable, candidate, percent, state, message, candidate_ok,"
+        " candidate_failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET owner_key = excluded.owner_key, stable = excluded.stable,"
+        " candidate = excluded.candidate, percent = excluded.percent, state = excluded.state,"
+        " message = excluded.message, candidate_ok = excluded.candidate_ok,"
+        " candidate_failed = excluded.candidate_failed",
+        (
+            r.name,
+            r.owner_key,
+            r.stable,
+            r.candidate,
+            r.percent,
+            r.state.value,
+            r.message,
+            r.since_started.ok,
+            r.since_started.failed,
+        ),
+    )
+
+
+def tally(conn: sqlite3.Connection, name: str, version: str) -> Tally:
+    row = conn.execute(
+        "SELECT units_ok, units_failed FROM bundles WHERE name = ? AND version = ?", (name, version)
+    ).fetchone()
+    return Tally() if row is None else Tally(*row)
+
+
+def status_of_bundle(conn: sqlite3.Connection, name: str) -> BundleStatus:
+    r = load_rollout(conn, name)
+    if r is None:
+        raise NotFound(f"no bundle named {name!r} is published on this coordinator")
+    rows = conn.execute(
+        "SELECT version, info_hash, published_at, units_ok, units_failed FROM bundles WHERE name = ?"
+        " ORDER BY published_at, rowid",
+        (name,),
+    ).fetchall()
+    return BundleStatus(
+        name=name,
+        owner_key=r.owner_key,
+        stable=r.stable,
+        candidate=r.candidate,
+        percent=r.percent,
+        state=r.state.value,
+        message=r.message,
+        versions=[VersionStats(*row) for row in rows],
+    )

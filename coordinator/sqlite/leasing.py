@@ -1,0 +1,370 @@
+"""Leases, as the SQLite store grants, renews and releases them.
+
+`lease` walks the asking peer's hosts, longest-rested first; each gives at most one unit,
+chosen by `coordinator.host_leasing` (reclaimed, straggling or new) and granted by
+`coordinator.leases`. A host's units hold ranges of its queue's items (`schema.UNIT_ITEMS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from coordinator import host_leasing, host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
+from coordinator.host_pacing import HostPace
+from coordinator.leases import UnitLease, UnitState
+from coordinator.sqlite import bundles, jobs, peers, planning, schema
+from coordinator.sqlite.database import Database, JobFacts, placeholders
+from coordinator.store import NotFound, StaleLease
+from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage
+
+log = logging.getLogger(__name__)
+
+
+class Span(NamedTuple):
+    """Where a unit's items are: its host's items of its job with ids from first to last
+    (those not done are its open items; `schema.UNIT_ITEMS`). None for an empty range."""
+
+    key: str
+    job_id: int
+    first: int | None
+    last: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUnit:
+    job_id: int
+    unit_key: str
+    leased_at: float | None
+    lease: UnitLease
+
+
+@dataclass(slots=True)
+class Asking:
+    """One lease call: who asks, for what, and what the call has looked up so far."""
+
+    peer_id: str
+    now: float
+    lease_seconds: float
+    throughput: float | None
+    names: tuple[str, ...] | None  # the bundle names the peer runs; None: any
+    bundles: dict[tuple[str, str | None], BundleRef | None] = field(default_factory=dict)
+
+    def runs(self, job: JobFacts) -> bool:
+        return self.names is None or job.workload in self.names
+
+
+class Granted(NamedTuple):
+    """A lease as the store's thread (or process) hands it over: plain values, cheap to pass
+    on; the caller's side builds the `Lease` and its payload (`lease`)."""
+
+    unit_id: int
+    token: int
+    job_id: int
+    workload: str
+    items: list[tuple[str, bool]]  # (url, crawl) in the unit's order
+    expires_at: float
+    bundle: BundleRef | None
+    host: str | None
+
+    def lease(self) -> Lease:
+        return Lease(
+            unit_id=self.unit_id,
+            token=self.token,
+            job_id=self.job_id,
+            workload=self.workload,
+            payload=linkcheck_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items)),
+            expires_at=self.expires_at,
+            bundle=self.bundle,
+            host=self.host,
+        )
+
+
+# ---- rows ------------------------------------------------------------------------------------
+
+
+def unit_lease(row: sqlite3.Row | Sequence[Any]) -> UnitLease:
+    state, token, peer_id, expires_at, attempts, last_error = row
+    return UnitLease(UnitState(state), token, peer_id, expires_at, attempts, last_error)
+
+
+def save_unit(conn: sqlite3.Connection, unit_id: int, unit: UnitLease) -> None:
+    conn.execute(
+        "UPDATE units SET state = ?, token = ?, peer_id = ?, expires_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+        (unit.state.value, unit.token, unit.peer_id, unit.expires_at, unit.attempts, unit.last_error, unit_id),
+    )
+
+
+def load_unit(conn: sqlite3.Connection, unit_id: int) -> StoredUnit:
+    row = None
+    if 0 <= unit_id <= schema.MAX_ID:
+        row = conn.execute(
+            "SELECT job_id, unit_key, leased_at, state, token, peer_id, expires_at, attempts, last_error"
+            " FROM units WHERE id = ?",
+            (unit_id,),
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no unit {unit_id}")
+    return StoredUnit(row[0], row[1], row[2], unit_lease(row[3:]))
+
+
+def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, now: float) -> None:
+    finished = conn.execute(
+        f"UPDATE items SET result = 'error', error = ?, done = 1 WHERE {schema.UNIT_ITEMS}",
+        (message[: linkcheck_jobs.MAX_TEXT], *span),
+    ).rowcount
+    jobs.items_closed(conn, span.job_id, finished, now)
+
+
+def load_pace(conn: sqlite3.Connection, key: str) -> HostPace:
+    row = conn.execute("SELECT next_allowed_at, crawl_delay, backoff FROM hosts WHERE key = ?", (key,)).fetchone()
+    return HostPace() if row is None else HostPace(*row)
+
+
+def save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
+    values = (pace.next_allowed_at, pace.crawl_delay, pace.backoff, key)
+    if not conn.execute(
+        "UPDATE hosts SET next_allowed_at = ?, crawl_delay = ?, backoff = ? WHERE key = ?", values
+    ).rowcount:
+        conn.execute("INSERT INTO hosts (next_allowed_at, crawl_delay, backoff, key) VALUES (?, ?, ?, ?)", values)
+
+
+def pace_host(conn: sqlite3.Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
+    """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
+    reach no website: nothing to pace."""
+    if key == linkcheck_jobs.NOT_HTTP_KEY:
+        return
+    before = load_pace(conn, key)
+    after = change(before)
+    if after != before:
+        save_pace(conn, key, after)
+
+
+# ---- leasing ---------------------------------------------------------------------------------
+
+
+def lease(
+    db: Database,
+    peer_id: str,
+    max_units: int,
+    workloads: list[str],
+    now: float,
+    lease_seconds: float,
+    usage: PeerUsage | None,
+) -> list[Granted]:
+    granted: list[Granted] = []
+    with db.transaction() as conn:
+        peers.touch(conn, peer_id, now)
+        if usage is not None:
+            peers.record_usage(db, conn, peer_id, usage, now)
+        if planning.plan_is_due(db, conn, peer_id, now):
+            planning.plan(db, conn, now)
+        if not workloads:
+            return granted
+        ask = Asking(
+            peer_id,
+            now,
+            lease_seconds,
+            peers.throughput(conn, peer_id),
+            None if ANY_WORKLOAD in workloads else tuple(workloads),
+        )
+        # Only hosts with something to lease: waiting items or a unit not done. A host keeps
+        # its peer until the next plan after its work ran out; asking for its items on
+        # every lease until then cost a statement per host.
+        hosts = conn.execute(
+            "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
+            " WHERE peer_id = ? AND next_allowed_at <= ?"
+            f" AND (EXISTS (SELECT 1 FROM queues q WHERE q.unit_key = hosts.key AND {schema.WAITING})"
+            " OR EXISTS (SELECT 1 FROM units WHERE unit_key = hosts.key AND state != 'done'))"
+            " ORDER BY next_allowed_at, rowid",
+            (peer_id, now),
+        ).fetchall()
+        # The open units of all those hosts in one query, not one per host.
+        open_units: dict[str, list[tuple[Any, ...]]] = {}
+        for key, *unit_row in conn.execute(
+            "SELECT units.unit_key, units.id, units.job_id, units.first_item, units.last_item, units.leased_at,"
+            " units.renewed_at, units.state, units.token, units.peer_id, units.expires_at, units.attempts,"
+            " units.last_error"
+            " FROM hosts JOIN units ON units.unit_key = hosts.key AND units.state != 'done'"
+            " WHERE hosts.peer_id = ? AND hosts.next_allowed_at <= ? ORDER BY units.id",
+            (peer_id, now),
+        ):
+            open_units.setdefault(key, []).append(tuple(unit_row))
+        for key, *pace in hosts:
+            if len(granted) >= max_units:
+                break
+            one = _lease_host(db, conn, key, HostPace(*pace), ask, open_units.get(key, []))
+            if one is not None:
+                granted.append(one)
+    return granted
+
+
+def _lease_host(
+    db: Database, conn: sqlite3.Connection, key: str, pace: HostPace, ask: Asking, rows: list[tuple[Any, ...]]
+) -> Granted | None:
+    """At most one unit of host `key` for the asking peer (`host_leasing`). `rows`: the
+    host's units that are not done (id, job_id, first_item, last_item, leased_at,
+    renewed_at, then the lease's columns)."""
+    spans: dict[int, Span] = {}
+    units: list[OpenUnit] = []
+    for unit_id, job_id, first, last, leased_at, renewed_at, *lease_row in rows:
+        spans[unit_id] = Span(key, job_id, first, last)
+        units.append(OpenUnit(unit_id, job_id, unit_lease(lease_row), leased_at, renewed_at))
+    reclaimed = host_leasing.reclaim(
+        key,
+        pace,
+        units,
+        ask.now,
+        db.settings.min_delay,
+        lambda unit: _straggler(conn, unit, spans[unit.unit_id], ask),
+    )
+    if reclaimed is None:
+        return None  # a live lease: never two peers on one host
+    if reclaimed.pace != pace:
+        save_pace(conn, key, reclaimed.pace)
+    if not reclaimed.may_lease:
+        return None
+    for unit in reclaimed.units:
+        span = spans[unit.unit_id]
+        if not ask.runs(jobs.job(db, conn, span.job_id)):
+            continue
+        granted = leases.grant(unit.lease, ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
+        save_unit(conn, unit.unit_id, granted)
+        if granted.state is UnitState.DONE:
+            log.warning("unit %d of job %d: %s", unit.unit_id, span.job_id, leases.give_up_message(granted))
+            finish_items_with_error(conn, span, leases.give_up_message(granted), ask.now)
+            continue
+        conn.execute("UPDATE units SET leased_at = ?, renewed_at = ? WHERE id = ?", (ask.now, ask.now, unit.unit_id))
+        items = conn.execute(f"SELECT url, crawl FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span).fetchall()
+        return _lease_of(db, conn, ask, key, unit.unit_id, span.job_id, granted, items)
+    return _form_unit(db, conn, key, ask)
+
+
+def _form_unit(db: Database, conn: sqlite3.Connection, key: str, ask: Asking) -> Granted | None:
+    """A new unit of the host's waiting items (`host_leasing.form_unit`), of its oldest job
+    the peer runs, sized for the peer: about unit_sizing.TARGET_SECONDS of its work."""
+    # The waiting items of the host's queues, oldest job first, in one statement.
+    only = ""
+    if ask.names is not None:
+        only = f" AND q.job_id IN (SELECT id FROM jobs WHERE workload IN ({placeholders(list(ask.names))}))"
+    waiting = [
+        WaitingItem(job_id, item_id, url, bool(crawl))
+        for job_id, item_id, url, crawl in conn.execute(
+            f"SELECT q.job_id, items.id, items.url, items.crawl FROM {schema.QUEUED_ITEMS}"
+            f" WHERE q.unit_key = ?{only} ORDER BY q.job_id, items.id LIMIT ?",
+            (key, *(ask.names or ()), unit_sizing.unit_size(ask.throughput)),
+        )
+    ]
+    formed = host_leasing.form_unit(waiting, lambda job_id: jobs.job(db, conn, job_id).unit_size)
+    if formed is None:
+        return None
+    unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
+    unit_id = conn.execute(
+        "INSERT INTO units (job_id, unit_key, state, token, peer_id, expires_at, leased_at, renewed_at,"
+        " first_item, last_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            formed.job_id,
+            key,
+            unit.state.value,
+            unit.token,
+            unit.peer_id,
+            unit.expires_at,
+            ask.now,
+            ask.now,
+            formed.first_item,
+            formed.last_item,
+        ),
+    ).lastrowid
+    assert unit_id is not None
+    conn.execute(
+        "UPDATE queues SET taken_through = ? WHERE unit_key = ? AND job_id = ?", (formed.last_item, key, formed.job_id)
+    )
+    return _lease_of(db, conn, ask, key, unit_id, formed.job_id, unit, formed.items)
+
+
+def _lease_of(
+    db: Database,
+    conn: sqlite3.Connection,
+    ask: Asking,
+    key: str,
+    unit_id: int,
+    job_id: int,
+    unit: UnitLease,
+    items: list[tuple[str, bool]],
+) -> Granted:
+    job = jobs.job(db, conn, job_id)
+    assert unit.expires_at is not None
+    workload, pinned = job.workload, job.pinned
+    if (workload, pinned) not in ask.bundles:
+        ask.bundles[workload, pinned] = bundle_ref(conn, workload, pinned, ask.peer_id)
+    host = None if key == linkcheck_jobs.NOT_HTTP_KEY else key
+    return Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host)
+
+
+def _straggler(conn: sqlite3.Connection, unit: OpenUnit, span: Span, ask: Asking) -> TakenBack | None:
+    """Is this live lease a straggler's, to take back (`host_leasing.taken_back`)? Its items,
+    its holder's throughput and its job's waiting work are looked up only once its holder
+    went silent."""
+    if not host_leasing.silent(unit, ask.now, ask.lease_seconds):
+        return None  # its holder renews: it is alive and may still be fetching
+    (items,) = conn.execute(f"SELECT COUNT(*) FROM items WHERE {schema.UNIT_ITEMS}", span).fetchone()
+    waiting = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM queues q WHERE job_id = ? AND {schema.WAITING})"
+        " OR EXISTS (SELECT 1 FROM units WHERE job_id = ? AND state = 'queued')",
+        (span.job_id, span.job_id),
+    ).fetchone()[0]
+    back = host_leasing.taken_back(
+        unit, ask.now, ask.lease_seconds, items, peers.throughput(conn, unit.lease.peer_id), bool(waiting)
+    )
+    if back is not None:
+        assert unit.leased_at is not None and unit.renewed_at is not None
+        log.info(
+            "unit %d of job %d: holder %s… silent for %.0f s, %.0f s into an expected %.0f s; granting it again",
+            unit.unit_id,
+            span.job_id,
+            (unit.lease.peer_id or "")[:12],
+            ask.now - unit.renewed_at,
+            ask.now - unit.leased_at,
+            back.expected_seconds,
+        )
+    return back
+
+
+def bundle_ref(conn: sqlite3.Connection, name: str, pinned: str | None, peer_id: str) -> BundleRef | None:
+    """The version a peer runs a job's unit with: the job's pin, else the rollout's choice.
+    None only for a job stored before bundles existed whose bundle was never published."""
+    version = pinned
+    if version is None:
+        the_rollout = bundles.load_rollout(conn, name)
+        if the_rollout is None:
+            return None
+        version = rollout.version_for(the_rollout, peer_id)
+    row = conn.execute("SELECT info_hash FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
+    return None if row is None else BundleRef(name, version, row[0])
+
+
+def renew(db: Database, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
+    with db.transaction() as conn:
+        peers.touch(conn, peer_id, now)
+        unit = load_unit(conn, unit_id).lease
+        if not leases.holds(unit, peer_id, token):
+            raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
+        unit = leases.renewed(unit, now, lease_seconds)
+        conn.execute("UPDATE units SET expires_at = ?, renewed_at = ? WHERE id = ?", (unit.expires_at, now, unit_id))
+    assert unit.expires_at is not None
+    return unit.expires_at
+
+
+def release(db: Database, peer_id: str, unit_id: int, token: int, now: float) -> None:
+    with db.transaction() as conn:
+        peers.touch(conn, peer_id, now)
+        stored = load_unit(conn, unit_id)
+        if not leases.holds(stored.lease, peer_id, token):
+            raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
+        save_unit(conn, unit_id, leases.released(stored.lease))
+        min_delay = db.settings.min_delay
+        pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))

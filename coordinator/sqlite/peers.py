@@ -1,0 +1,56 @@
+"""Peers: who registered, when each was last heard from, what it says of its budget, and
+how fast it gets through items (its throughput estimate, fed by its reports)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from coordinator.sqlite.database import Database
+from coordinator.store import UnknownPeer
+from overlay.wire import PeerUsage, RegisterRequest, encode
+
+
+def register_peer(db: Database, peer_id: str, request: RegisterRequest, now: float) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO peers (id, name, slots, workloads, version, registered_at, last_seen, capacity)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET name = excluded.name, slots = excluded.slots,"
+            " workloads = excluded.workloads, version = excluded.version, last_seen = excluded.last_seen,"
+            " capacity = excluded.capacity",
+            (
+                peer_id,
+                request.name,
+                request.slots,
+                encode(request.workloads),
+                request.version,
+                now,
+                now,
+                request.capacity,
+            ),
+        )
+    db.replan = True
+
+
+def touch(conn: sqlite3.Connection, peer_id: str, now: float) -> None:
+    """The peer was heard from; it must have registered."""
+    if conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id)).rowcount == 0:
+        raise UnknownPeer("register first (POST /v1/peers/register)")
+
+
+def record_usage(db: Database, conn: sqlite3.Connection, peer_id: str, usage: PeerUsage, now: float) -> None:
+    """Keep what the peer says of its budget; a new capacity is a new weight: replan."""
+    (capacity,) = conn.execute("SELECT capacity FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    if usage.capacity > 0 and usage.capacity != capacity:
+        capacity = usage.capacity
+        db.replan = True
+    conn.execute(
+        "UPDATE peers SET capacity = ?, used = ?, cap = ?, down_rate = ?, up_rate = ?, usage_at = ? WHERE id = ?",
+        (capacity, usage.used, usage.cap, usage.down_rate, usage.up_rate, now, peer_id),
+    )
+
+
+def throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
+    """The peer's items/s estimate; None before its first report."""
+    row = conn.execute("SELECT throughput FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    return None if row is None else row[0]

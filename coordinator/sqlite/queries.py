@@ -1,0 +1,145 @@
+"""What the store answers without changing anything: a job's status and results, peers and
+hosts for the dashboard."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from coordinator import unit_sizing
+from coordinator.sqlite import schema
+from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.store import HostOverview, NotFound, PeerOverview
+from overlay.wire import JobStatus, decode
+
+
+def job_status(db: Database, job_id: int) -> JobStatus:
+    with db.transaction(write=False) as conn:
+        return job_status_of(conn, job_id)
+
+
+def list_jobs(db: Database) -> list[JobStatus]:
+    with db.transaction(write=False) as conn:
+        ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]
+        return [job_status_of(conn, job_id) for job_id in ids]
+
+
+def peer_count(db: Database, seen_since: float) -> int:
+    with db.transaction(write=False) as conn:
+        return conn.execute("SELECT COUNT(*) FROM peers WHERE last_seen >= ?", (seen_since,)).fetchone()[0]
+
+
+def peers_overview(db: Database, seen_since: float, limit: int) -> list[PeerOverview]:
+    with db.transaction(write=False) as conn:
+        rows = conn.execute(
+            "SELECT peers.id, name, capacity, used, cap, down_rate, up_rate, last_seen,"
+            " (SELECT COUNT(*) FROM hosts WHERE hosts.peer_id = peers.id), throughput"
+            " FROM peers WHERE last_seen >= ? ORDER BY capacity DESC, peers.id LIMIT ?",
+            (seen_since, limit),
+        ).fetchall()
+    return [PeerOverview(*row) for row in rows]
+
+
+def hosts_overview(db: Database, now: float, limit: int) -> list[HostOverview]:
+    with db.transaction(write=False) as conn:
+        rows = conn.execute(
+            "SELECT key, peer_id, next_allowed_at, crawl_delay, backoff,"
+            " EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
+            "         AND units.expires_at > ?) AS leased"
+            " FROM hosts WHERE next_allowed_at > ? OR backoff > 0 OR leased"
+            " ORDER BY next_allowed_at DESC, key LIMIT ?",
+            (now, now, limit),
+        ).fetchall()
+    return [HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows]
+
+
+def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
+    row = None
+    if 0 <= job_id <= schema.MAX_ID:
+        row = conn.execute(
+            "SELECT workload, state, created_at, finished_at, unit_size FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return row
+
+
+def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
+    workload, state, created_at, finished_at, unit_size = check_job(conn, job_id)
+    units_total, units_done = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    if state == "running":
+        # Units of the waiting items are formed when leased; count them at a new peer's size.
+        size = min(unit_sizing.DEFAULT_UNIT, unit_size)
+        (to_form,) = conn.execute(
+            "SELECT COALESCE(SUM((n + ? - 1) / ?), 0)"
+            f" FROM (SELECT COUNT(*) AS n FROM {schema.QUEUED_ITEMS} WHERE q.job_id = ? GROUP BY q.unit_key)",
+            (size, size, job_id),
+        ).fetchone()
+        units_total += to_form
+    (items_total,) = conn.execute("SELECT COUNT(*) FROM items WHERE job_id = ?", (job_id,)).fetchone()
+    counts = dict(
+        conn.execute(
+            "SELECT result, COUNT(*) FROM items WHERE job_id = ? AND done = 1 GROUP BY result ORDER BY result",
+            (job_id,),
+        ).fetchall()
+    )
+    return JobStatus(
+        job_id=job_id,
+        workload=workload,
+        state=state,
+        units_total=units_total,
+        units_done=units_done,
+        items_total=items_total,
+        items_done=sum(counts.values()),
+        counts=counts,
+        created_at=created_at,
+        finished_at=finished_at,
+    )
+
+
+def job_results(
+    db: Database, job_id: int, offset: int, limit: int, problems_only: bool = False
+) -> list[dict[str, Any]]:
+    with db.transaction(write=False) as conn:
+        check_job(conn, job_id)
+        rows = conn.execute(
+            "SELECT id, url, result, status, final_url, redirects, error, depth FROM items WHERE job_id = ?"
+            + (" AND result IN ('broken', 'timeout', 'error')" if problems_only else "")
+            + " ORDER BY id LIMIT ? OFFSET ?",
+            (job_id, limit, offset),
+        ).fetchall()
+        if not rows:
+            return []
+        referrers: dict[int, list[str]] = {}
+        if problems_only:  # few items far apart: look them up by id
+            found: list[tuple[int, str]] = []
+            for chunk in chunks([row[0] for row in rows]):
+                found += conn.execute(
+                    f"SELECT item_id, referrer_url FROM referrers WHERE item_id IN ({placeholders(chunk)})"
+                    " ORDER BY referrer_url",
+                    chunk,
+                ).fetchall()
+            found.sort(key=lambda pair: pair[1])
+        else:
+            found = conn.execute(
+                "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
+                " ORDER BY referrer_url",
+                (job_id, rows[0][0], rows[-1][0]),
+            ).fetchall()
+        for item_id, url in found:
+            referrers.setdefault(item_id, []).append(url)
+    return [
+        {
+            "url": url,
+            "result": result,
+            "status": status,
+            "final_url": final_url,
+            "redirects": [] if redirects is None else decode(redirects),
+            "error": error,
+            "referrers": referrers.get(item_id, []),
+            "depth": depth,
+        }
+        for item_id, url, result, status, final_url, redirects, error, depth in rows
+    ]

@@ -1,0 +1,329 @@
+"""Reports, as the SQLite store takes them.
+
+A call's reports are taken in two steps: every report is judged against the rows it touches,
+loaded for the whole call at once (its unit, the unit's open items, its host's pace), and what
+it changes is collected in a `Reported`; the collected changes are then written with one
+statement per kind of row. A report is refused before it changes anything, so a refused
+report of a batch takes nothing else with it. What a report does to its unit is
+`leases.after_report`'s rule; to its host, `host_pacing.after_unit`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from coordinator import host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator.host_pacing import HostPace, UnitSummary
+from coordinator.leases import UnitLease, UnitState, Verdict
+from coordinator.linkcheck_jobs import ItemResult, JobInput
+from coordinator.rollout import Rollout, RolloutState
+from coordinator.sqlite import bundles, jobs, leasing, peers, schema
+from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.sqlite.leasing import Span
+from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
+from overlay.wire import Report, ReportResponse, encode
+
+log = logging.getLogger(__name__)
+
+_THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
+
+
+class Incoming(NamedTuple):
+    """A report as the store's thread (or process) takes it: its link-check items already
+    parsed on the caller's side, so the store's own time goes to its rows. `items` is the
+    refusal's message when the payload is malformed (raised only where it was before: after
+    the lease is judged); empty when the exit code says there are none."""
+
+    unit_id: int
+    token: int
+    exit_code: int
+    items: list[ItemResult] | str
+    error: str | None
+    bundle_version: str | None
+    crawl_delay: float | None
+
+
+def incoming(report: Report) -> Incoming:
+    items: list[ItemResult] | str = []
+    if report.exit_code in (0, 1):
+        try:
+            items = linkcheck_jobs.parse_items(report.payload)
+        except InvalidInput as exc:
+            items = str(exc)
+    return Incoming(
+        report.unit_id, report.token, report.exit_code, items, report.error, report.bundle_version, report.crawl_delay
+    )
+
+
+@dataclass(slots=True)
+class ReportedUnit:
+    """A unit a call's reports name, as loaded for the call and changed by its reports."""
+
+    job_id: int
+    key: str  # its host (unit_key)
+    leased_at: float | None
+    lease: UnitLease
+    items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
+
+
+@dataclass(slots=True)
+class Reported:
+    """The rows one call's reports touch, loaded once, and what the reports change in them,
+    written once at the end of the call (`write_reported`): a batch of a hundred
+    reports of one job then updates its progress once, not a hundred times."""
+
+    peer_id: str
+    throughput_before: float | None
+    throughput: float | None = None  # the peer's items/s estimate after the reports taken so far
+    units: dict[int, ReportedUnit] = field(default_factory=dict)
+    paces: dict[str, HostPace] = field(default_factory=dict)  # hosts' paces, as changed so far
+    stored_paces: dict[str, HostPace] = field(default_factory=dict)  # as loaded
+    leases: dict[int, UnitLease] = field(default_factory=dict)  # units changed: id -> lease after
+    finished: list[tuple[Any, ...]] = field(default_factory=list)  # item results, by item id
+    failed: list[tuple[str, int]] = field(default_factory=list)  # (error, item id): finished unchecked
+    left_out: list[Span] = field(default_factory=list)  # what partial reports left undone: new units
+    outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
+    closed: dict[int, int] = field(default_factory=dict)  # items finished per job
+    rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
+
+    def __post_init__(self) -> None:
+        self.throughput = self.throughput_before
+
+    def pace(self, key: str, change: Callable[[HostPace], HostPace]) -> None:
+        """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
+        reach no website: nothing to pace."""
+        if key != linkcheck_jobs.NOT_HTTP_KEY:
+            self.paces[key] = change(self.paces.get(key, HostPace()))
+
+
+def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportResponse:
+    with db.transaction() as conn:
+        peers.touch(conn, peer_id, now)
+        reported = load_reported(conn, peer_id, [report])
+        response = _take_report(db, conn, report, now, reported)
+        write_reported(conn, reported, now)
+    return response
+
+
+def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float) -> list[tuple[int, bool, str, str]]:
+    """The verdicts as plain tuples (unit_id, accepted, reason, code): cheaper to hand over
+    than dataclasses, which pickle field by field."""
+    verdicts: list[tuple[int, bool, str, str]] = []
+    with db.transaction() as conn:
+        peers.touch(conn, peer_id, now)
+        reported = load_reported(conn, peer_id, reports)
+        for report in reports:
+            try:
+                response = _take_report(db, conn, report, now, reported)
+            except (StaleLease, NotFound, InvalidInput) as exc:
+                verdicts.append((report.unit_id, False, str(exc), refusal_code(exc)))
+            else:
+                verdicts.append((report.unit_id, True, response.reason, ""))
+        write_reported(conn, reported, now)
+    return verdicts
+
+
+def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming]) -> Reported:
+    """The rows the reports touch: their units (if any), the units' open items and their
+    hosts' paces, in a few queries for the whole call."""
+    reported = Reported(peer_id, peers.throughput(conn, peer_id))
+    ids = sorted({r.unit_id for r in reports if 0 <= r.unit_id <= schema.MAX_ID})
+    for chunk in chunks(ids):
+        for unit_id, job_id, key, first, last, leased_at, *lease_row in conn.execute(
+            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, state, token, peer_id, expires_at,"
+            f" attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
+            chunk,
+        ):
+            reported.units[unit_id] = ReportedUnit(job_id, key, leased_at, leasing.unit_lease(lease_row))
+            # A unit done has no open items: what its range holds undone is another unit's
+            # (a partial report left it out).
+            if reported.units[unit_id].lease.state is not UnitState.DONE:
+                reported.units[unit_id].items = {
+                    url: (item_id, depth, bool(crawl))
+                    for item_id, url, depth, crawl in conn.execute(
+                        f"SELECT id, url, depth, crawl FROM items WHERE {schema.UNIT_ITEMS}", (key, job_id, first, last)
+                    )
+                }
+    keys = sorted({unit.key for unit in reported.units.values()} - {linkcheck_jobs.NOT_HTTP_KEY})
+    for some_keys in chunks(keys):
+        for key, *pace in conn.execute(
+            f"SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts WHERE key IN ({placeholders(some_keys)})",
+            some_keys,
+        ):
+            reported.paces[key] = HostPace(*pace)
+    reported.stored_paces = dict(reported.paces)
+    return reported
+
+
+def _take_report(
+    db: Database, conn: sqlite3.Connection, report: Incoming, now: float, reported: Reported
+) -> ReportResponse:
+    """Judge one report and collect what it changes in `reported`; raise before changing
+    anything if it is refused. Only the links it found are written at once (new items).
+    What it does to the unit is `leases.after_report`'s rule."""
+    unit = reported.units.get(report.unit_id)
+    if unit is None:
+        raise NotFound(f"no unit {report.unit_id}")
+    verdict = leases.judge_report(unit.lease, reported.peer_id, report.token)
+    if verdict is Verdict.STALE:
+        raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
+    if verdict is Verdict.DUPLICATE:
+        return ReportResponse(accepted=True, reason="duplicate")
+    name = jobs.job(db, conn, unit.job_id).workload
+    counted = report.bundle_version is not None and report.exit_code != 3
+    on_trial = counted and _on_trial(conn, name, report.bundle_version, reported)
+    error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
+    results: list[ItemResult] = []
+    if report.exit_code in (0, 1):
+        if isinstance(report.items, str):
+            raise InvalidInput(report.items)
+        results = report.items
+        linkcheck_jobs.check_unit_items(results, unit.items)  # the last refusal
+    after = leases.after_report(unit.lease, report.exit_code, len(results), error, on_trial, db.settings.max_attempts)
+    if results:
+        _merge_results(db, conn, unit, results, reported)
+    if after.give_up is not None:
+        _finish_with_error(unit, after.give_up, reported)
+    lease = after.lease
+    unit.lease = reported.leases[report.unit_id] = lease
+    if results:
+        summary = UnitSummary(
+            throttled=sum(1 for r in results if r.status in _THROTTLED), crawl_delay=report.crawl_delay
+        )
+        reported.pace(unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, db.settings.min_delay))
+        if unit.leased_at is not None:
+            reported.throughput = unit_sizing.observe(reported.throughput, len(results), now - unit.leased_at)
+    else:
+        # No item came back, so nothing was learned about the host.
+        reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, db.settings.min_delay))
+    if counted:
+        assert report.bundle_version is not None
+        reported.outcomes.append((name, report.bundle_version, report.exit_code in (0, 1)))
+    return ReportResponse(accepted=True)
+
+
+def _merge_results(
+    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, results: list[ItemResult], reported: Reported
+) -> None:
+    """Collect a (partial) result: the items it reports are finished, the rest go back to
+    waiting; add the links it found."""
+    for r in results:
+        item_id, depth, crawl = unit.items.pop(r.url)
+        reported.finished.append(
+            (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, item_id)
+        )
+        if crawl and r.crawled:
+            _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id))
+    if unit.items:
+        left = [item_id for item_id, _, _ in unit.items.values()]
+        reported.left_out.append(Span(unit.key, unit.job_id, min(left), max(left)))
+    unit.items.clear()
+    reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(results)
+
+
+def _finish_with_error(unit: ReportedUnit, message: str, reported: Reported) -> None:
+    """The unit's open items are finished with an error (its work cannot be done)."""
+    message = message[: linkcheck_jobs.MAX_TEXT]
+    reported.failed.extend((message, item_id) for item_id, _, _ in unit.items.values())
+    reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(unit.items)
+    unit.items.clear()
+
+
+def _on_trial(conn: sqlite3.Connection, name: str, version: str | None, reported: Reported) -> bool:
+    """Was `version` the candidate of a rollout in progress (its unit on trial)?"""
+    if name not in reported.rollouts:
+        reported.rollouts[name] = bundles.load_rollout(conn, name)
+    the_rollout = reported.rollouts[name]
+    return (
+        the_rollout is not None and the_rollout.state is RolloutState.ROLLING_OUT and the_rollout.candidate == version
+    )
+
+
+def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> None:
+    """Write what the call's reports changed: items, units and host paces; then count the
+    finished units for the versions that ran them, judge each rollout they touched (rolling
+    a failing candidate back) once, close the finished items of each job and keep the
+    peer's new throughput estimate."""
+    conn.executemany(
+        "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
+        reported.finished,
+    )
+    conn.executemany(
+        "UPDATE items SET result = 'error', error = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
+    )
+    conn.executemany(
+        "INSERT INTO units (unit_key, job_id, first_item, last_item, state) VALUES (?, ?, ?, ?, 'queued')",
+        reported.left_out,
+    )
+    conn.executemany(
+        "UPDATE units SET state = ?, token = ?, peer_id = ?, expires_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+        [
+            (u.state.value, u.token, u.peer_id, u.expires_at, u.attempts, u.last_error, unit_id)
+            for unit_id, u in reported.leases.items()
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO hosts (key, next_allowed_at, crawl_delay, backoff) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET next_allowed_at = excluded.next_allowed_at, crawl_delay = excluded.crawl_delay,"
+        " backoff = excluded.backoff",
+        [
+            (key, pace.next_allowed_at, pace.crawl_delay, pace.backoff)
+            for key, pace in reported.paces.items()
+            if reported.stored_paces.get(key) != pace
+        ],
+    )
+    counts: dict[tuple[str, str, bool], int] = {}
+    for outcome in reported.outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    published: set[tuple[str, str]] = set()
+    for (name, version, ok), count in counts.items():
+        column = "units_ok" if ok else "units_failed"
+        if conn.execute(
+            f"UPDATE bundles SET {column} = {column} + ? WHERE name = ? AND version = ?", (count, name, version)
+        ).rowcount:
+            published.add((name, version))  # else never published here: nothing to learn from it
+    for name in {name for name, _ in published}:
+        before = bundles.load_rollout(conn, name)
+        if before is None:
+            continue
+        after = before
+        for of, version, ok in reported.outcomes:
+            if of == name and (name, version) in published:
+                after = rollout.counted(after, version, ok)
+        if after == before:
+            continue
+        after = rollout.judged(after, bundles.tally(conn, name, after.stable))
+        bundles.save_rollout(conn, after)
+        if after.state is RolloutState.ROLLED_BACK:
+            log.warning("%s", after.message)
+    for job_id, count in reported.closed.items():
+        jobs.items_closed(conn, job_id, count, now)
+    if reported.throughput != reported.throughput_before:
+        conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
+
+
+def _add_links(
+    db: Database, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput
+) -> None:
+    found = linkcheck_jobs.linked_items(page, depth, job)
+    jobs.insert_items(db, conn, job_id, found)
+    # The links are on the page that was finally served, not on a redirect leading to it.
+    containing_page = page.final_url or page.url
+    conn.executemany(
+        "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url)"
+        " SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
+        [(job_id, containing_page, job_id, item.url) for item in found],
+    )
+
+
+def refusal_code(exc: StoreError) -> str:
+    """The error code a refused report of a batch gets: the one its own request would get."""
+    if isinstance(exc, StaleLease):
+        return "stale_lease"
+    if isinstance(exc, NotFound):
+        return "not_found"
+    return "invalid_input"

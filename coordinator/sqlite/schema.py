@@ -1,0 +1,300 @@
+"""The SQLite store's schema, its migrations, and how a connection is opened.
+
+Schema history (PRAGMA user_version); an older file is migrated in one transaction on open:
+    1  jobs, units, items, referrers, peers
+    2  owners, bundles (per-version unit counters), rollouts (per bundle name),
+       jobs.bundle_version (NULL: the job follows its bundle's rollout)
+    3  hosts (assigned peer and pace per unit key); peers.capacity, usage (used, cap,
+       down_rate, up_rate, usage_at) and throughput; units.leased_at and renewed_at;
+       job_progress (open items per job); items wait with unit_id NULL until a lease forms
+       their unit;
+       indexes for per-host leasing
+    4  units built again with its state rule as comparisons (no temporary table per write)
+    5  queues (per host and job: up to which item units took); units.first_item and
+       last_item (a unit's items are that range) instead of items.unit_id
+
+A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
+job whose cursor says up to which item they were taken into units.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from coordinator.store import StoreError
+
+log = logging.getLogger(__name__)
+
+# sqlite3 looks for an adapter for every parameter that is not an int, float or str, and an
+# unregistered type costs it two failed attribute lookups with formatted error messages. NULLs
+# and blobs are most of a result row's parameters: register them as they are.
+sqlite3.register_adapter(type(None), lambda value: value)
+sqlite3.register_adapter(bytes, bytes)
+
+SCHEMA_VERSION = 5
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
+
+# ---- what the schema means, as SQL fragments the store's queries share ------------------------
+
+# A unit's open items: the items of its host and job in its range not done yet (parameters:
+# unit_key, job_id, first_item, last_item). An item is finished only as part of a unit.
+UNIT_ITEMS = "unit_key = ? AND job_id = ? AND id BETWEEN ? AND ? AND done = 0"
+# Does queue `q` hold items not taken into a unit yet? (Done items above a cursor are left by
+# files of schema 4 only.)
+WAITING = "EXISTS (SELECT 1 FROM items WHERE unit_key = q.unit_key AND job_id = q.job_id AND id > q.taken_through AND done = 0)"
+# The waiting items themselves, each beside its queue `q`.
+QUEUED_ITEMS = (
+    "queues q JOIN items ON items.unit_key = q.unit_key AND items.job_id = q.job_id"
+    " AND items.id > q.taken_through AND items.done = 0"
+)
+
+SCHEMA = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    workload TEXT NOT NULL,
+    input BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'done')),
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    unit_size INTEGER NOT NULL
+);
+CREATE TABLE units (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    unit_key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'done')),
+    token INTEGER NOT NULL DEFAULT 0,
+    peer_id TEXT,
+    expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX units_by_state ON units(state, id);
+CREATE INDEX units_by_job ON units(job_id, state);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    url TEXT NOT NULL,
+    unit_key TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    crawl INTEGER NOT NULL,
+    unit_id INTEGER REFERENCES units(id),
+    result TEXT,
+    status INTEGER,
+    final_url TEXT,
+    redirects BLOB,
+    error TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (job_id, url)
+);
+CREATE INDEX items_by_unit ON items(unit_id);
+CREATE INDEX items_unassigned ON items(job_id, id) WHERE unit_id IS NULL AND done = 0;
+CREATE TABLE referrers (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    referrer_url TEXT NOT NULL,
+    UNIQUE (job_id, item_id, referrer_url)
+);
+CREATE TABLE peers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    workloads BLOB NOT NULL,
+    version TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+"""
+
+# Schema version -> the statements that lift the previous version to it.
+MIGRATIONS = {
+    2: """
+CREATE TABLE owners (
+    name TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL
+);
+CREATE TABLE bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    owner_key TEXT NOT NULL,
+    info_hash BLOB NOT NULL,
+    archive_sha256 BLOB NOT NULL,
+    manifest BLOB NOT NULL,
+    published_at REAL NOT NULL,
+    units_ok INTEGER NOT NULL DEFAULT 0,
+    units_failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE rollouts (
+    name TEXT PRIMARY KEY,
+    owner_key TEXT NOT NULL,
+    stable TEXT NOT NULL,
+    candidate TEXT,
+    percent INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),
+    state TEXT NOT NULL CHECK (state IN ('stable', 'rolling_out', 'rolled_back')),
+    message TEXT NOT NULL,
+    candidate_ok INTEGER NOT NULL DEFAULT 0,
+    candidate_failed INTEGER NOT NULL DEFAULT 0
+);
+ALTER TABLE jobs ADD COLUMN bundle_version TEXT;
+""",
+    # Units are formed at lease time now: items wait with unit_id NULL. Units and items a
+    # schema 2 file holds stay as they are: its queued units are leased as they are. Every
+    # index costs a page write per unit at each commit, so there are few: a job counts its
+    # open items instead of indexing them (in a table of its own: a jobs row holds the job's
+    # input, which an update would rewrite), and hosts are indexed by peer, not by pace.
+    3: """
+ALTER TABLE peers ADD COLUMN capacity REAL NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN used INTEGER;
+ALTER TABLE peers ADD COLUMN cap INTEGER;
+ALTER TABLE peers ADD COLUMN down_rate REAL;
+ALTER TABLE peers ADD COLUMN up_rate REAL;
+ALTER TABLE peers ADD COLUMN usage_at REAL;
+ALTER TABLE peers ADD COLUMN throughput REAL;
+CREATE INDEX peers_by_last_seen ON peers(last_seen);
+CREATE TABLE hosts (
+    key TEXT PRIMARY KEY,
+    peer_id TEXT REFERENCES peers(id),
+    next_allowed_at REAL NOT NULL DEFAULT 0,
+    crawl_delay REAL NOT NULL DEFAULT 0,
+    backoff REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX hosts_by_peer ON hosts(peer_id) WHERE peer_id IS NOT NULL;
+ALTER TABLE units ADD COLUMN leased_at REAL;
+ALTER TABLE units ADD COLUMN renewed_at REAL;
+DROP INDEX units_by_state;
+CREATE INDEX units_open ON units(unit_key, id) WHERE state != 'done';
+DROP INDEX items_unassigned;
+CREATE INDEX items_waiting ON items(unit_key, job_id, id) WHERE unit_id IS NULL AND done = 0;
+CREATE TABLE job_progress (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+    open_items INTEGER NOT NULL
+);
+INSERT INTO job_progress (job_id, open_items)
+    SELECT jobs.id, (SELECT COUNT(*) FROM items WHERE items.job_id = jobs.id AND items.done = 0) FROM jobs;
+INSERT INTO hosts (key) SELECT DISTINCT unit_key FROM items WHERE done = 0;
+""",
+    # `state IN (...)` in a CHECK builds a temporary table each time a units row is written
+    # (every lease and report); the same rule as comparisons does not. SQLite cannot change a
+    # constraint in place: the table is built again and its rows copied, ids and all (foreign
+    # keys are off around a migration, so items keep pointing at the same units).
+    4: """
+CREATE TABLE units_4 (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    unit_key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'queued' OR state = 'leased' OR state = 'done'),
+    token INTEGER NOT NULL DEFAULT 0,
+    peer_id TEXT,
+    expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    leased_at REAL,
+    renewed_at REAL
+);
+INSERT INTO units_4 (id, job_id, unit_key, state, token, peer_id, expires_at, attempts, last_error,
+                     leased_at, renewed_at)
+    SELECT id, job_id, unit_key, state, token, peer_id, expires_at, attempts, last_error,
+           leased_at, renewed_at FROM units;
+DROP TABLE units;
+ALTER TABLE units_4 RENAME TO units;
+CREATE INDEX units_by_job ON units(job_id, state);
+CREATE INDEX units_open ON units(unit_key, id) WHERE state != 'done';
+""",
+    # Marking each item with its unit cost a lease, per item, the row and two index entries
+    # (and the report the same again): most of the store's time. Now a host's items of a job
+    # are taken in id order: a queue row per (host, job) says up to which item they were
+    # taken, and a unit is the range of them it took (the items of its range not done). New
+    # items always get higher ids, so a range never gains an item. Items a partial report
+    # left out form a unit of their own.
+    5: """
+ALTER TABLE units ADD COLUMN first_item INTEGER;
+ALTER TABLE units ADD COLUMN last_item INTEGER;
+UPDATE units SET first_item = (SELECT MIN(id) FROM items WHERE unit_id = units.id AND done = 0),
+                 last_item = (SELECT MAX(id) FROM items WHERE unit_id = units.id AND done = 0)
+    WHERE state != 'done';
+CREATE TABLE queues (
+    unit_key TEXT NOT NULL,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    taken_through INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (unit_key, job_id)
+) WITHOUT ROWID;
+INSERT INTO queues (unit_key, job_id, taken_through)
+    SELECT unit_key, job_id, COALESCE(MIN(CASE WHEN unit_id IS NULL AND done = 0 THEN id END) - 1, MAX(id))
+    FROM items GROUP BY unit_key, job_id;
+DROP INDEX items_by_unit;
+DROP INDEX items_waiting;
+ALTER TABLE items DROP COLUMN unit_id;
+CREATE INDEX items_by_host ON items(unit_key, job_id, id);
+""",
+}
+
+# After migration 5, the ranges must hold what unit_id said: no open unit reaches above its
+# queue's cursor (its items would be taken again) and no two open units of a host's job
+# overlap. Coordinators of schema 3 and 4 keep one open unit per host and job, so this holds
+# for their files; a file it fails for is left as it was.
+RANGES_OVERLAPPING = """
+SELECT COUNT(*) FROM units JOIN queues ON queues.unit_key = units.unit_key AND queues.job_id = units.job_id
+    WHERE units.state != 'done' AND units.last_item > queues.taken_through
+UNION ALL
+SELECT COUNT(*) FROM units a JOIN units b ON b.unit_key = a.unit_key AND b.job_id = a.job_id AND b.id > a.id
+    WHERE a.state != 'done' AND b.state != 'done' AND a.first_item <= b.last_item AND b.first_item <= a.last_item
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the database at `path`, created or migrated to SCHEMA_VERSION."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged report must survive a power cut, since the peer then drops it.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        # Leasing and reporting touch items, units and hosts all over the file: keep its hot
+        # pages in memory (the default cache is 2 MB), up to 64 MB, and map up to 256 MB.
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA mmap_size=268435456")
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        # Each call inside a group commit is a savepoint, whose undo journal would spill
+        # to a temporary file past 64 KiB (a lease touches hundreds of pages): keep it,
+        # and SQLite's other temporary data, in memory.
+        conn.execute("PRAGMA temp_store=MEMORY")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path} was written by a newer osaas (schema {version}); upgrade osaas")
+        if version < SCHEMA_VERSION:
+            migrate(conn, path, version)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Create the schema, or lift an older file to the current one, in one transaction."""
+    steps = [SCHEMA] if version == 0 else []
+    steps += [MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+    # Foreign keys off while tables are built again (a drop would check them); the copy
+    # keeps every id, and the check before commit makes sure of it.
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version={SCHEMA_VERSION};")
+        broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+        if broken is not None:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{path}: migration to schema {SCHEMA_VERSION} broke a reference in {broken[0]}")
+        overlapping = sum(count for (count,) in conn.execute(RANGES_OVERLAPPING))
+        if overlapping:
+            conn.execute("ROLLBACK")
+            raise StoreError(
+                f"{path}: cannot migrate to schema {SCHEMA_VERSION}: {overlapping} open units share items;"
+                " finish its jobs with the osaas that wrote it"
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+    if version:
+        log.info("migrated %s from schema %d to %d", path, version, SCHEMA_VERSION)

@@ -1,0 +1,109 @@
+"""Which peer works on which host, and when to plan again: pure, no SQLite, no clock."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator import host_planning
+from coordinator.host_planning import ActivePeer, Replanning
+from coordinator.store import DEFAULT_PEER_CAPACITY
+from overlay.wire import ANY_WORKLOAD
+
+ANY = ActivePeer(1_000_000.0, [ANY_WORKLOAD])
+
+
+def test_every_host_with_work_gets_a_peer_and_hosts_without_work_are_dropped() -> None:
+    plan = host_planning.plan_hosts({"gone.test": "p1"}, {"p1": ANY, "p2": ANY}, {"linkcheck"}, {"a.test": 5})
+    assert set(plan.chosen) == {"a.test"}
+    assert plan.chosen["a.test"] in {"p1", "p2"}
+    assert plan.dropped == ["gone.test"]
+    assert plan.changed == [("a.test", plan.chosen["a.test"])]
+    assert plan.eligible == 2
+
+
+def test_a_peer_that_does_not_run_every_running_bundle_gets_no_host() -> None:
+    only_other = ActivePeer(1_000_000.0, ["other"])
+    plan = host_planning.plan_hosts({}, {"p1": only_other, "p2": ANY}, {"linkcheck"}, {"a.test": 5, "b.test": 5})
+    assert set(plan.chosen.values()) == {"p2"}
+    assert plan.eligible == 1
+    nobody = host_planning.plan_hosts({}, {"p1": only_other}, {"linkcheck"}, {"a.test": 5})
+    assert nobody.chosen == {} and nobody.eligible == 0
+
+
+def test_runs_all_reads_what_a_peer_registered_defensively() -> None:
+    assert host_planning.runs_all([ANY_WORKLOAD], {"a", "b"})
+    assert host_planning.runs_all(["a", "b", "c"], {"a", "b"})
+    assert not host_planning.runs_all(["a"], {"a", "b"})
+    assert not host_planning.runs_all("a", {"a"})  # not a list: a peer said something odd
+    assert host_planning.runs_all(None, set())
+
+
+def test_a_peer_that_did_not_say_its_capacity_weighs_the_default() -> None:
+    assert host_planning.weight(ActivePeer(0, [])) == DEFAULT_PEER_CAPACITY
+    assert host_planning.weight(ActivePeer(-5, [])) == DEFAULT_PEER_CAPACITY
+    assert host_planning.weight(ActivePeer(123.0, [])) == 123.0
+
+
+def test_a_stable_plan_moves_nothing() -> None:
+    peers = {"p1": ANY, "p2": ANY, "p3": ANY}
+    demand = {f"h{i}.test": 1 + i % 4 for i in range(30)}
+    first = host_planning.plan_hosts({}, peers, {"linkcheck"}, demand)
+    again = host_planning.plan_hosts(first.chosen, peers, {"linkcheck"}, demand)
+    assert again.chosen == first.chosen
+    assert again.changed == [] and again.dropped == [] and again.moved == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    peers=st.dictionaries(st.sampled_from(["p1", "p2", "p3", "p4"]), st.floats(0, 1e7), min_size=1),
+    demand=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=3), st.integers(1, 10_000), max_size=40),
+    previous_peer=st.sampled_from(["p1", "p2", "p3", "p4", "gone"]),
+)
+def test_work_is_never_stranded_while_an_eligible_peer_is_active(
+    peers: dict[str, float], demand: dict[str, int], previous_peer: str
+) -> None:
+    # Even hosts larger than any peer's cap get a peer (the overflow rule): nobody else would take them.
+    active = {peer: ActivePeer(capacity, [ANY_WORKLOAD]) for peer, capacity in peers.items()}
+    previous = dict.fromkeys(list(demand)[::2], previous_peer)
+    plan = host_planning.plan_hosts(previous, active, {"linkcheck"}, demand)
+    assert set(plan.chosen) == set(demand)
+    assert set(plan.chosen.values()) <= set(peers)
+    assert {host for host, _ in plan.changed} == {h for h in demand if previous.get(h) != plan.chosen[h]}
+
+
+def test_a_plan_is_due_at_once_for_a_peer_the_last_plan_did_not_know() -> None:
+    last = host_planning.planned(now=100.0, started=5.0, ended=5.01, active={"p1"})
+    assert host_planning.plan_is_due(last, False, "p2", 100.0, 5.02, _not_asked)
+
+
+def test_a_plan_waits_for_min_replan_then_for_need_or_a_peer_without_hosts() -> None:
+    last = host_planning.planned(now=100.0, started=5.0, ended=5.01, active={"p1"})
+    soon = 100.0 + host_planning.MIN_REPLAN / 2
+    later = 100.0 + host_planning.MIN_REPLAN
+    assert not host_planning.plan_is_due(last, True, "p1", soon, 6.0, lambda: False)
+    assert host_planning.plan_is_due(last, True, "p1", later, 6.0, lambda: True)
+    assert not host_planning.plan_is_due(last, False, "p1", later, 6.0, lambda: True)
+    assert host_planning.plan_is_due(last, False, "p1", later, 6.0, lambda: False)
+
+
+def test_an_expensive_plan_rests_the_store_for_its_share() -> None:
+    cheap = host_planning.planned(now=0.0, started=10.0, ended=10.0 + host_planning.CHEAP_PLAN / 2, active=())
+    assert host_planning.rested(cheap, 10.0 + host_planning.CHEAP_PLAN)
+    costly = host_planning.planned(now=0.0, started=10.0, ended=11.0, active={"p1"})
+    rest = 1.0 / host_planning.PLAN_SHARE
+    assert not host_planning.rested(costly, 11.0 + rest / 2)
+    assert host_planning.rested(costly, 11.0 + rest)
+    # Not rested: no plan for a known peer, even when one is needed.
+    assert not host_planning.plan_is_due(costly, True, "p1", 100.0, 11.0 + rest / 2, lambda: False)
+
+
+def test_no_plan_yet_means_every_peer_is_new() -> None:
+    assert Replanning().at == -math.inf
+    assert host_planning.plan_is_due(Replanning(), False, "p1", 0.0, 0.0, lambda: True)
+
+
+def _not_asked() -> bool:
+    raise AssertionError("whether the peer holds a host does not decide here")
