@@ -13,16 +13,15 @@ never seeds what peers would refuse. Files live at
     bundle_dir/builtin/                            scratch space where `serve` builds the built-in bundle
 
 `BundleSeeder` owns one `TorrentSession` and, with a DHT node, announces every name it seeds as
-a `BundleAnnouncement` under `bundle_key(network, name)` and itself as a `SwarmMember` under
-`swarm_key(info_hash)` of each version, re-published every third of the records' lifetime and
-withdrawn on a clean stop.
+a `BundleAnnouncement` under `bundle_key(network, name)` and itself as a member of the swarm of
+each version (`overlay.swarm`, as every peer that holds a bundle does), re-published every third
+of the records' lifetime and withdrawn on a clean stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import shutil
@@ -33,9 +32,10 @@ from pathlib import Path
 
 from coordinator.store import PublishedBundle, Store, unknown_owner
 from overlay import records
-from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
+from overlay.announcements import BundleAnnouncement, bundle_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
+from overlay.swarm import SwarmMembership, is_unspecified
 from overlay.torrent import (
     Address,
     TorrentError,
@@ -70,13 +70,6 @@ BUILTIN_DIR = "builtin"
 _RESERVED_NAMES = frozenset({".", "..", INCOMING_DIR, BUILTIN_DIR})
 
 
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False  # a host name
-
-
 class BundleSeeder:
     """Seeds bundle archives from one torrent session; announces them when given a DHT node.
 
@@ -105,11 +98,19 @@ class BundleSeeder:
         self._identity = identity
         self._dht = dht
         self._network = network
-        self._announce_host = announce_host or listen[0]
+        self._swarm = SwarmMembership(
+            self._session,
+            identity,
+            dht=dht,
+            host=announce_host or listen[0],
+            ttl=ttl,
+            withdrawal_ttl=WITHDRAWAL_TTL,
+            clock=clock,
+        )
         self._ttl = ttl
         self._clock = clock
         self._seeding: dict[bytes, PublishedBundle] = {}
-        self._announced: set[str] = set()
+        self._announced: set[str] = set()  # DHT keys of the bundle announcements, to withdraw
         self._changed = asyncio.Event()
         self._announcing: asyncio.Task[None] | None = None
 
@@ -135,7 +136,7 @@ class BundleSeeder:
     def address(self, request_host: str) -> SwarmAddress:
         """Where peers fetch from: the listen address, or for a session listening on every
         address, the host the peer's HTTP request came to (it reached us there)."""
-        host = request_host if _is_unspecified(self._listen_host) else self._listen_host
+        host = request_host if is_unspecified(self._listen_host) else self._listen_host
         return SwarmAddress(host, self.listen_port)
 
     def is_seeding(self, info_hash: bytes) -> bool:
@@ -156,8 +157,8 @@ class BundleSeeder:
 
     # -- announcing --
 
-    def _announcements(self) -> list[tuple[str, dict[str, object]]]:
-        """(DHT key, payload) of every record this seeder stands behind now."""
+    def _bundle_announcements(self) -> list[tuple[str, dict[str, object]]]:
+        """(DHT key, payload) of the announcement of each name seeded now: its newest versions."""
         by_name: dict[str, list[PublishedBundle]] = {}
         for published in self._seeding.values():
             by_name.setdefault(published.name, []).append(published)
@@ -167,39 +168,45 @@ class BundleSeeder:
             newest = sorted(versions, key=lambda p: p.published_at)[-MAX_ANNOUNCED_VERSIONS:]
             pairs = tuple((p.version, p.info_hash) for p in newest)
             found.append((bundle_key(self._network, name), BundleAnnouncement(me, name, pairs).payload()))
-        if not _is_unspecified(self._announce_host):
-            member = SwarmMember(me, self._announce_host, self.listen_port).payload()
-            found += [(swarm_key(info_hash), member) for info_hash in sorted(self._seeding)]
         return found
+
+    def _swarms(self) -> list[bytes]:
+        """The info-hashes whose swarm this seeder announces itself in now."""
+        return sorted(self._seeding) if self._swarm.can_announce else []
+
+    def _record_count(self) -> int:
+        return len(self._bundle_announcements()) + len(self._swarms())
 
     async def announce_once(self) -> int:
         """Publish every record once; how many of them at least one DHT node stored."""
         assert self._dht is not None, "announcing needs a DHT node"
         now = self._clock()
-        announcements = self._announcements()
+        announcements = self._bundle_announcements()
+        swarms = self._swarms()
         stored = await asyncio.gather(
             *(
                 self._dht.publish(key, records.sign(self._identity, key, payload, now, self._ttl))
                 for key, payload in announcements
-            )
+            ),
+            *(self._swarm.announce(info_hash) for info_hash in swarms),
         )
         self._announced.update(key for key, _ in announcements)
         published = sum(1 for count in stored if count)
-        if announcements and not published:
+        if (announcements or swarms) and not published:
             log.info("bundle announcements reached no other DHT node yet (will retry)")
         return published
 
     async def _announce_forever(self) -> None:
-        if _is_unspecified(self._announce_host):
+        if not self._swarm.can_announce:
             log.warning(
                 "bundle seeds are not announced in the DHT: the torrent session listens on %s; "
                 "give the coordinator a public URL",
-                self._announce_host,
+                self._swarm.host,
             )
         while True:
             self._changed.clear()
             try:
-                announced_all = await self.announce_once() == len(self._announcements())
+                announced_all = await self.announce_once() == self._record_count()
             except Exception:  # a failed round must not end announcing
                 log.exception("announcing bundles failed")
                 announced_all = False
@@ -211,10 +218,13 @@ class BundleSeeder:
         assert self._dht is not None, "withdrawing needs a DHT node"
         now = self._clock()
         keys = sorted(self._announced)
-        await asyncio.gather(
-            *(self._dht.publish(key, records.withdrawal(self._identity, key, now, WITHDRAWAL_TTL)) for key in keys)
+        _, swarms = await asyncio.gather(
+            asyncio.gather(
+                *(self._dht.publish(key, records.withdrawal(self._identity, key, now, WITHDRAWAL_TTL)) for key in keys)
+            ),
+            self._swarm.withdraw_all(),
         )
-        log.info("withdrew %d bundle announcements", len(keys))
+        log.info("withdrew %d bundle announcements", len(keys) + swarms)
 
 
 class BundleService:

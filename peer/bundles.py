@@ -18,9 +18,10 @@ Layout under `root`:
 the bundle the lease asked for, and the owner key pin are checked before a byte is fetched; the
 archive's hash and every entry are checked (by `bundle.unpack`) before anything is extracted;
 the entrypoint is checked before the bundle is kept. A refusal at any step leaves nothing behind
-and drops the torrent. Everything kept is seeded to other peers and announced in the DHT under
-`swarm_key(info_hash)`, so that a new version spreads peer to peer rather than all from the
-coordinator. Only the `keep_versions` most recently used versions of each bundle are kept.
+and drops the torrent. Everything kept is seeded to other peers and announced in the DHT as a
+member of its swarm (`overlay.swarm`, which also finds the other members to fetch from), so that
+a new version spreads peer to peer rather than all from the coordinator. Only the
+`keep_versions` most recently used versions of each bundle are kept.
 
 The index and the `archives/` directory are the same truth told twice: `start()` rebuilds the
 index from what still verifies on disk and deletes the rest, so a crash at any point leaves a
@@ -30,7 +31,6 @@ store that the next start cleans up.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import shutil
@@ -41,13 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from overlay import records, wire
-from overlay.announcements import SwarmMember, swarm_key
+from overlay import wire
 from overlay.dht import DhtNode
 from overlay.files import atomic_file
 from overlay.identity import Identity
-from overlay.records import RecordError
-from overlay.torrent import Address, TorrentError, TorrentSession, info_hash_of, make_torrent
+from overlay.swarm import SwarmMembership
+from overlay.torrent import TorrentError, TorrentSession, info_hash_of, make_torrent
 from overlay.wire import BundleInfo, BundleRef
 from peer import sandbox
 from peer.platform import VOLUNTEER_CEILING, ResourceLimits
@@ -66,7 +65,6 @@ _DATA_DIR = "data"
 _MANIFEST_FILE = "manifest"
 _TORRENT_FILE = "torrent"
 SWARM_TTL = 1800.0  # seconds a swarm record lives; re-announced every third of it
-_DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the fetch goes on without it
 _PYTHON_NAMES = ("python", "python3")
 _MEGABYTE = 1024 * 1024
 
@@ -190,15 +188,11 @@ class BundleCache:
             raise ValueError("keep_versions must be at least 1: the version in use is kept")
         if fetch_timeout <= 0:
             raise ValueError("fetch_timeout must be a positive number of seconds")
-        if not 0 < announce_ttl <= records.MAX_TTL:
-            raise ValueError(f"announce_ttl must be in (0, {records.MAX_TTL:g}] seconds")
         self._root = root
         self._archives = root / ARCHIVES_DIR
         self._unpacked = root / UNPACKED_DIR
         self._torrents = torrents
-        self._identity = identity
-        self._dht = dht
-        self._announce_host = announce_host
+        self._swarm = SwarmMembership(torrents, identity, dht=dht, host=announce_host, ttl=announce_ttl, clock=clock)
         self._keep_versions = keep_versions
         self._fetch_timeout = fetch_timeout
         self._clock = clock
@@ -206,8 +200,6 @@ class BundleCache:
         self._pins: dict[str, KeyPins] = {}  # scope -> pins, loaded on first use
         self._index: dict[bytes, _Entry] = {}
         self._flights: dict[bytes, asyncio.Task[Path]] = {}
-        # info-hash -> issued_at of our last swarm record, so a withdrawal is always newer.
-        self._announced: dict[bytes, float] = {}
         self._announcer: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -245,8 +237,8 @@ class BundleCache:
         self._remove_unreferenced_unpacked()
         self._save_index()
         log.info("bundle cache %s: %d cached versions seeded", self._root, len(self._index))
-        await asyncio.gather(*(self._announce(info_hash) for info_hash in list(self._index)))
-        if self._can_announce():
+        await asyncio.gather(*(self._swarm.announce(info_hash) for info_hash in list(self._index)))
+        if self._swarm.can_announce:
             self._announcer = asyncio.create_task(self._reannounce(), name=f"bundle announcer {self._root}")
 
     async def close(self) -> None:
@@ -259,7 +251,7 @@ class BundleCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(self._withdraw(info_hash) for info_hash in list(self._announced)))
+        await self._swarm.withdraw_all()
 
     def _open(self) -> None:
         if not self._started:
@@ -398,50 +390,21 @@ class BundleCache:
         except BaseException:
             self._drop(info_hash, where, unpacked if created else None)
             raise
-        await self._announce(info_hash)
+        await self._swarm.announce(info_hash)
         for gone in self._collect_garbage(signed.manifest.name):
-            await self._withdraw(gone)
+            await self._swarm.withdraw(gone)
         return unpacked
 
     async def _fetch(self, signed: SignedManifest, info: BundleInfo, data_dir: Path) -> Path:
         assert signed.info_hash is not None
         manifest = signed.manifest
         try:
-            peers = await self._sources(signed.info_hash, info)
-            path = await self._torrents.fetch(signed.info_hash, data_dir, peers, timeout=self._fetch_timeout)
+            path = await self._swarm.fetch(signed.info_hash, data_dir, info.seeds, timeout=self._fetch_timeout)
         except TorrentError as exc:
             raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {exc}") from None
         if path.parent != data_dir or path.is_symlink() or not path.is_file():
             raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {path} is not a plain file")
         return path
-
-    async def _sources(self, info_hash: bytes, info: BundleInfo) -> list[Address]:
-        """The coordinator's seeds, then every swarm member the DHT knows, without us."""
-        peers: list[Address] = []
-        for seed in info.seeds:
-            peers.extend(await _resolve(seed.host, seed.port))
-        peers.extend(await self._swarm_members(info_hash))
-        me = {(self._announce_host, self._torrents.listen_port)} if self._announce_host else set()
-        return [peer for peer in dict.fromkeys(peers) if peer not in me]
-
-    async def _swarm_members(self, info_hash: bytes) -> list[Address]:
-        if self._dht is None:
-            return []
-        try:
-            async with asyncio.timeout(_DHT_TIMEOUT):
-                found = await self._dht.lookup(swarm_key(info_hash))
-        except (TimeoutError, RuntimeError, OSError) as exc:
-            log.warning("cannot look up the swarm of %s in the DHT: %s", info_hash.hex(), exc or "timed out")
-            return []
-        members = []
-        for record in found:
-            if record.signer == self._identity.public_key:
-                continue  # our own record, perhaps from before a restart
-            member = SwarmMember.from_record(record)
-            # Literal addresses only: a record must not make the peer resolve names it chose.
-            if member is not None and _is_ip(member.host):
-                members.append((member.host, member.port))
-        return members
 
     def _keep(self, signed: SignedManifest, where: Path, torrent_bytes: bytes | None) -> None:
         """Make a checked bundle part of the cache. Synchronous: no other task sees half of it."""
@@ -601,56 +564,13 @@ class BundleCache:
 
     # -- the swarm --
 
-    def _can_announce(self) -> bool:
-        return self._dht is not None and self._announce_host is not None
-
-    async def _announce(self, info_hash: bytes) -> None:
-        """Tell the DHT that we seed `info_hash`; best effort, a failure costs only sharing."""
-        if self._dht is None or self._announce_host is None:
-            return
-        key = swarm_key(info_hash)
-        try:
-            port = self._torrents.listen_port
-        except TorrentError as exc:
-            log.warning("cannot announce %s: %s", info_hash.hex(), exc)
-            return
-        member = SwarmMember(self._identity.public_hex, self._announce_host, port)
-        now = self._issue_time(info_hash)
-        record = records.sign(self._identity, key, member.payload(), now, self._announce_ttl)
-        if await self._publish(key, record):
-            self._announced[info_hash] = now
-
-    async def _withdraw(self, info_hash: bytes) -> None:
-        if self._dht is None or info_hash not in self._announced:
-            return
-        key = swarm_key(info_hash)
-        record = records.withdrawal(self._identity, key, self._issue_time(info_hash))
-        if await self._publish(key, record):
-            self._announced.pop(info_hash, None)
-
-    def _issue_time(self, info_hash: bytes) -> float:
-        # Records of one signer are ranked by issued_at: the next one must be strictly newer.
-        previous = self._announced.get(info_hash)
-        now = self._clock()
-        return now if previous is None or now > previous else previous + 0.001
-
-    async def _publish(self, key: str, record: records.SignedRecord) -> bool:
-        assert self._dht is not None
-        try:
-            async with asyncio.timeout(_DHT_TIMEOUT):
-                await self._dht.publish(key, record)
-        except (TimeoutError, RecordError, RuntimeError, OSError) as exc:
-            log.warning("cannot publish %r in the DHT: %s", key, exc or "timed out")
-            return False
-        return True
-
     async def _reannounce(self) -> None:
         while True:
             await asyncio.sleep(self._announce_ttl / 3)
             try:
                 seeding = set(self._torrents.torrents())
                 for info_hash in [h for h in self._index if h in seeding]:
-                    await self._announce(info_hash)
+                    await self._swarm.announce(info_hash)
             except TorrentError as exc:  # the session closed before the cache did
                 log.warning("bundle announcements stopped: %s", exc)
                 return
@@ -671,26 +591,6 @@ def _torrent_of(archive: Path, info_hash: bytes) -> bytes | None:
         )
         return None
     return torrent_bytes
-
-
-async def _resolve(host: str, port: int) -> list[Address]:
-    """`host` as IP addresses (libtorrent connects to addresses only); [] if it does not resolve."""
-    if _is_ip(host):
-        return [(host, port)]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=0, proto=6)
-    except OSError as exc:
-        log.warning("cannot resolve bundle seed %s: %s", host, exc)
-        return []
-    return list(dict.fromkeys((str(info[4][0]), port) for info in infos))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_hex_hash(name: str) -> bool:
