@@ -51,6 +51,27 @@ async def wait_until_serving(url: str, log: Path) -> None:
     raise AssertionError("coordinator did not start: " + log.read_text()[-2000:])
 
 
+async def start_coordinator(
+    processes: list[asyncio.subprocess.Process],
+    workdir: Path,
+    port: int,
+    *args: str,
+    db: str = "c.sqlite",
+    log: str = "coordinator.log",
+) -> str:
+    """`osaas coordinator serve` on 127.0.0.1:`port`, its database and log in `workdir`, with
+    more options in `args`; added to `processes` (for `stopped_on_exit`) and serving when this
+    returns. Its URL."""
+    url = f"http://127.0.0.1:{port}"
+    processes.append(
+        await start(
+            "coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(workdir / db), *args, log=workdir / log
+        )
+    )
+    await wait_until_serving(url, workdir / log)
+    return url
+
+
 async def job_status(url: str, job_id: int) -> dict:
     """A job's status as `osaas job status --json` prints it, asked in-process: an `osaas`
     process per poll kept a third of a core busy. `job_status_command` runs the command."""

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.processes import job_results, job_status, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import (
+    job_results,
+    job_status,
+    osaas,
+    start,
+    start_coordinator,
+    stopped_on_exit,
+    wait_until_done,
+)
 from tests.sites import free_port, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -69,20 +77,7 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
         status_port,
     )
     async with serve(padded_site(requests)) as site, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--db",
-                str(tmp_path / "c.sqlite"),
-                "--unit-size",
-                "5",
-                log=tmp_path / "coordinator.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
+        await start_coordinator(processes, tmp_path, port, "--unit-size", "5")
         peer = await start(*capped, log=tmp_path / "capped.log")
         processes.append(peer)
         code, out, err = await osaas("job", "submit", f"{site}/p/0", "--coordinator", url)

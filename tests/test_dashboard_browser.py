@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import CHROMIUM_ARGS, chromium_path
-from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import osaas, start, start_coordinator, stopped_on_exit, wait_until_done
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,22 +27,7 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
     db = tmp_path / "c.sqlite"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=60, delay=0.2)) as site, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--db",
-                str(db),
-                "--unit-size",
-                "3",
-                "--host-min-delay",
-                "0.1",
-                log=tmp_path / "coordinator.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
+        await start_coordinator(processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1")
         processes.append(
             await start(
                 "peer",

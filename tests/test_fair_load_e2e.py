@@ -26,7 +26,15 @@ from aiohttp import web
 from coordinator import assignment
 from coordinator.linkcheck_jobs import unit_key
 from overlay.identity import Identity
-from tests.processes import job_results, job_status, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import (
+    job_results,
+    job_status,
+    osaas,
+    start,
+    start_coordinator,
+    stopped_on_exit,
+    wait_until_done,
+)
 from tests.sites import free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -171,20 +179,7 @@ async def test_six_budgeted_peers_two_killed_every_url_once_budgets_and_politene
     processes: list[asyncio.subprocess.Process] = []
     sources = {f"127.0.1.{i + 1}": rate for i, rate in enumerate(RATES)}
     async with spread_site(served) as bases, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--db",
-                str(tmp_path / "c.sqlite"),
-                "--lease-seconds",
-                "6",
-                log=tmp_path / "coordinator.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
+        await start_coordinator(processes, tmp_path, port, "--lease-seconds", "6")
         peer_keys_each_with_a_host([tmp_path / f"peer-{i}" for i in range(len(RATES))], RATES, list(bases.values()))
         peers = []
         for i, (source, rate) in enumerate(sources.items()):

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import (
+    job_results,
+    osaas,
+    start,
+    start_coordinator,
+    stopped_on_exit,
+    wait_until_done,
+)
 from tests.sites import RequestLog, free_port, generated_site_app, serve
 from tests.xdisplay import xvfb
 
@@ -42,22 +49,7 @@ async def coordinator_and_idle_peer(
     """A coordinator and an `osaas peer run --only-when-idle` working for it; the coordinator's URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    processes.append(
-        await start(
-            "coordinator",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--db",
-            str(tmp_path / "c.sqlite"),
-            "--unit-size",
-            "3",
-            "--host-min-delay",
-            "0.1",
-            log=tmp_path / "coordinator.log",
-        )
-    )
-    await wait_until_serving(url, tmp_path / "coordinator.log")
+    await start_coordinator(processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1")
     processes.append(
         await start(
             "peer",

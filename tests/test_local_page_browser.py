@@ -14,7 +14,7 @@ import pytest
 
 from peer.agent import PAUSED_BY_VOLUNTEER
 from tests.browser import CHROMIUM_ARGS, chromium_path
-from tests.processes import osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import osaas, start, start_coordinator, stopped_on_exit, wait_until_done
 from tests.sites import RequestLog, free_port, generated_site_app, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,38 +36,18 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
     config = tmp_path / "peer.toml"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(log, pages=80, delay=0.2)) as site, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{coordinator_port}",
-                "--db",
-                str(tmp_path / "c.sqlite"),
-                "--unit-size",
-                "3",
-                "--host-min-delay",
-                "0.1",
-                log=tmp_path / "coordinator.log",
-            )
+        await start_coordinator(processes, tmp_path, coordinator_port, "--unit-size", "3", "--host-min-delay", "0.1")
+        await start_coordinator(
+            processes,
+            tmp_path,
+            other_port,
+            "--unit-size",
+            "3",
+            "--host-min-delay",
+            "0.1",
+            db="other.sqlite",
+            log="other.log",
         )
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{other_port}",
-                "--db",
-                str(tmp_path / "other.sqlite"),
-                "--unit-size",
-                "3",
-                "--host-min-delay",
-                "0.1",
-                log=tmp_path / "other.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        await wait_until_serving(other, tmp_path / "other.log")
         processes.append(
             await start(
                 "peer",

@@ -21,6 +21,7 @@ from tests.processes import (
     job_status_command,
     osaas,
     start,
+    start_coordinator,
     stopped_on_exit,
     wait_until_done,
     wait_until_serving,
@@ -120,20 +121,7 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
     url = f"http://127.0.0.1:{port}"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=40, delay=2.0)) as site, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--db",
-                str(tmp_path / "c.sqlite"),
-                "--unit-size",
-                "10",
-                log=tmp_path / "coordinator.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
+        await start_coordinator(processes, tmp_path, port, "--unit-size", "10")
         first = await start(
             "peer",
             "run",

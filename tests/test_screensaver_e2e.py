@@ -20,7 +20,14 @@ import pygame
 from screensaver.app import ScreensaverError, status_url, window_from_environment
 from screensaver.draw import Painter
 from screensaver.view import scene_of
-from tests.processes import job_results, osaas, start, stopped_on_exit, wait_until_done, wait_until_serving
+from tests.processes import (
+    job_results,
+    osaas,
+    start,
+    start_coordinator,
+    stopped_on_exit,
+    wait_until_done,
+)
 from tests.sites import RequestLog, free_port, generated_site_app, serve
 from tests.xdisplay import root_window_rgb, xvfb
 
@@ -71,20 +78,7 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
     url = f"http://127.0.0.1:{coordinator_port}"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=30)) as site, stopped_on_exit(processes):
-        processes.append(
-            await start(
-                "coordinator",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{coordinator_port}",
-                "--db",
-                str(tmp_path / "c.sqlite"),
-                "--unit-size",
-                "5",
-                log=tmp_path / "coordinator.log",
-            )
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
+        await start_coordinator(processes, tmp_path, coordinator_port, "--unit-size", "5")
         processes.append(
             await start(
                 "peer",
