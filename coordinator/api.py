@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
 from coordinator import dashboard
@@ -135,9 +136,9 @@ def make_app(
     app.router.add_post("/v1/reports/batch", _report_batch)
     app.router.add_post("/v1/jobs", _submit_job)
     app.router.add_get("/v1/jobs", _list_jobs)
-    # At most 19 digits: an id beyond SQLite's range is simply unknown, never a crash.
-    app.router.add_get(r"/v1/jobs/{job_id:\d{1,19}}", _job_status)
-    app.router.add_get(r"/v1/jobs/{job_id:\d{1,19}}/results", _job_results)
+    # At most 19 ASCII digits: an id beyond SQLite's range is simply unknown, never a crash.
+    app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}", _job_status)
+    app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/results", _job_results)
     app.router.add_get("/v1/health", _health)
     app.router.add_post("/v1/hello", _hello)
     app.router.add_post("/v1/bundles", _publish_bundle)
@@ -199,7 +200,8 @@ async def serve(
     async with seeder:
         access = dashboard.DashboardAccess(dashboard.operator_token(db_path), public=public_dashboard)
         runner = web.AppRunner(
-            make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles, dashboard_access=access)
+            make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles, dashboard_access=access),
+            access_log_class=AccessLog,
         )
         await runner.setup()
         announcer = None
@@ -212,7 +214,12 @@ async def serve(
             shown_host = f"[{host}]" if ":" in host else host
             url = public_url or f"http://{shown_host}:{actual_port}"
             log.info("coordinator %s… listening on http://%s:%d", identity.public_hex[:12], shown_host, actual_port)
-            log.info("dashboard: %s/dashboard/%s", url, "" if public_dashboard else f"?token={access.operator_token}")
+            # Never the token itself: logs are read by more people than the operator.
+            log.info(
+                "dashboard: %s/dashboard/%s",
+                url,
+                "" if public_dashboard else " (its address with the token: `osaas coordinator dashboard`)",
+            )
             if dht is not None:
                 announcer = Announcer(dht, identity, store, url=url, network=network)
                 announcing = asyncio.create_task(announcer.run())
@@ -284,6 +291,22 @@ async def _keep_hosts_assigned(store: Store, clock: Callable[[], float]) -> None
 # ---- edge helpers ----------------------------------------------------------------------
 
 
+class AccessLog(AbstractAccessLogger):
+    """One line per request without its query string: a dashboard login carries its token
+    there (`?token=`), and tokens never reach a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %d %.3fs",
+            request.remote,
+            request.method,
+            request.rel_url.path,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
 def _reply(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=encode(obj), status=status, content_type=CONTENT_TYPE)
 
@@ -329,7 +352,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not low <= int(raw) <= high:
         raise InvalidInput(f"query parameter {name} must be an integer {low}..{high}")
     return int(raw)
 

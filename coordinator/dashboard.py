@@ -170,8 +170,8 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
 
     app = web.Application(middlewares=[guarded])
     app.router.add_get("/", overview)
-    app.router.add_get(r"/jobs/{job_id:\d{1,18}}", job)
-    app.router.add_get(r"/jobs/{job_id:\d{1,18}}/report.{fmt:json|csv|html}", report)
+    app.router.add_get(r"/jobs/{job_id:[0-9]{1,18}}", job)
+    app.router.add_get(r"/jobs/{job_id:[0-9]{1,18}}/report.{fmt:json|csv|html}", report)
     return app
 
 

@@ -224,11 +224,11 @@ async def serve_local_page(port: int, controls: PeerControls, token: str) -> Asy
             yield None
             return
         actual = runner.addresses[0][1]
+        # Never the token itself: logs are read by more people than the volunteer.
         log.info(
-            "status served on http://%s:%d/status; the volunteer's page (with its token): %s",
+            "status served on http://%s:%d/status; the volunteer's page: the address `osaas peer page` prints",
             STATUS_HOST,
             actual,
-            page_url(actual, token),
         )
         yield actual
     finally:

@@ -87,3 +87,7 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
                 assert all(link in saved.read_text() for link in broken)
             finally:
                 await browser.close()
+        # The login reached the coordinator's access log, but not its token: tokens never reach a log.
+        token = address.strip().rsplit("?token=", 1)[1]
+        coordinator_log = (tmp_path / "coordinator.log").read_text()
+        assert "GET /dashboard/" in coordinator_log and token not in coordinator_log

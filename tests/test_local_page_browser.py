@@ -143,3 +143,5 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
                 assert f'coordinator = "{other}"' in (tmp_path / "work.toml").read_text()
             finally:
                 await browser.close()
+        token = page_url.strip().rsplit("#token=", 1)[1]
+        assert token not in (tmp_path / "peer.log").read_text()  # tokens never reach a log

@@ -20,6 +20,7 @@ job whose cursor says up to which item they were taken into units.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 
 from coordinator.store import StoreError
@@ -245,7 +246,15 @@ SELECT COUNT(*) FROM units a JOIN units b ON b.unit_key = a.unit_key AND b.job_i
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open the database at `path`, created or migrated to SCHEMA_VERSION."""
+    """Open the database at `path`, created or migrated to SCHEMA_VERSION. A file that is
+    there but empty or damaged is refused, never replaced: it may be all that is left of the
+    jobs (a full disk, a bad copy), and the operator decides."""
+    existed = os.path.exists(path) and path != ":memory:"
+    if existed and os.path.getsize(path) == 0:
+        raise StoreError(
+            f"{path} is empty (0 bytes), not an osaas database: restore it from a backup, "
+            "or move it away to start a new one"
+        )
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -262,6 +271,8 @@ def connect(path: str) -> sqlite3.Connection:
         # to a temporary file past 64 KiB (a lease touches hundreds of pages): keep it,
         # and SQLite's other temporary data, in memory.
         conn.execute("PRAGMA temp_store=MEMORY")
+        if existed:
+            check_integrity(conn, path)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{path} was written by a newer osaas (schema {version}); upgrade osaas")
@@ -271,6 +282,21 @@ def connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """SQLite's quick check of every page (not of index contents: that is `integrity_check`,
+    far slower on a large file). Raises a one-line StoreError saying what to do."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        found = " ".join(" ".join(problems).replace("*** in database main ***", "").split())
+        raise StoreError(
+            f"{path} is damaged ({found}): restore it from a backup "
+            f"(`sqlite3 {path} .recover` may save what is left); it was not changed"
+        )
 
 
 def migrate(conn: sqlite3.Connection, path: str, version: int) -> None:

@@ -374,9 +374,22 @@ async def test_results_pagination(client: TestClient, peer: Peer) -> None:
     assert [r["url"] for r in page["items"]] == urls[6:]
     status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=7")
     assert (status, page) == (200, {"items": [], "total": 7})
-    for query in ("limit=0", "limit=5001", "offset=-1", "offset=x", "limit=99999999999999999999999"):
+    # Digits that are not ASCII (superscript two, Arabic-Indic three) are bad values, not a crash.
+    bad = (
+        "limit=0",
+        "limit=5001",
+        "offset=-1",
+        "offset=x",
+        "limit=99999999999999999999999",
+        "offset=%C2%B2",
+        "limit=%D9%A3",
+    )
+    for query in bad:
         status, body = await get(client, f"/v1/jobs/{job_id}/results?{query}")
         assert (status, body["error"]["code"]) == (400, "invalid_input"), query
+    for path in ("/v1/jobs/%C2%B2", "/v1/jobs/%D9%A3/results"):
+        status, body = await get(client, path)
+        assert status == 404, path
 
 
 async def test_report_validation(client: TestClient, peer: Peer) -> None:

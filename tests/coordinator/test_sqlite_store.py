@@ -226,6 +226,28 @@ async def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
         await SqliteStore(newer).open()
 
 
+async def test_an_empty_or_damaged_file_is_refused_and_left_as_it_was(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(StoreError, match=r"empty\.sqlite is empty \(0 bytes\), not an osaas database: restore"):
+        await SqliteStore(empty).open()
+    assert empty.stat().st_size == 0  # never replaced by a new database
+
+    damaged = tmp_path / "damaged.sqlite"
+    async with SqliteStore(damaged) as store:
+        await add_linkcheck(store, linkcheck)
+        for _ in range(3):
+            await store.create_job("linkcheck", {"urls": [f"http://a.test/{i}" for i in range(1000)]}, T0)
+    size = damaged.stat().st_size
+    with damaged.open("r+b") as f:  # a page in the middle overwritten, as by a bad disk or copy
+        f.seek(size // 2)
+        f.write(bytes(range(256)) * 16)
+    before = damaged.read_bytes()
+    with pytest.raises(StoreError, match=r"damaged\.sqlite is damaged \(.+\): restore it from a backup"):
+        await SqliteStore(damaged).open()
+    assert damaged.read_bytes() == before
+
+
 async def test_reopening_keeps_everything(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
     async with SqliteStore(path) as store:
