@@ -28,16 +28,16 @@ import logging
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
-from coordinator import dashboard
+from coordinator import dashboard, request_checks
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
@@ -90,6 +90,7 @@ STORE = web.AppKey("store", Store)
 IDENTITY = web.AppKey("identity", Identity)
 LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
+ALLOWED_HOSTS = web.AppKey[frozenset[str]]("allowed_hosts")
 BUNDLES = web.AppKey("bundles", BundleService)
 
 RETRY_AFTER = 1.0  # seconds a peer waits before asking again when there is no work
@@ -115,11 +116,14 @@ def make_app(
     clock: Callable[[], float] = time.time,
     bundles: BundleService | None = None,
     dashboard_access: dashboard.DashboardAccess | None = None,
+    allowed_hosts: Collection[str] = (),
 ) -> web.Application:
     """The API over `store`. Without `bundles` the app serves what the store knows of bundles
     but refuses uploads (503), and offers peers no seed address. With `dashboard_access`, the
-    operator's dashboard is served under /dashboard/ (coordinator.dashboard)."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors])
+    operator's dashboard is served under /dashboard/ (coordinator.dashboard). Requests must
+    name an IP address, localhost or one of `allowed_hosts` as their host (`request_checks`)."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors, _checked])
+    app[ALLOWED_HOSTS] = frozenset(host.lower() for host in allowed_hosts)
     app[STORE] = store
     app[IDENTITY] = identity or Identity.generate()
     app[LEASE_SECONDS] = lease_seconds
@@ -169,6 +173,7 @@ async def serve(
     torrent_listen: tuple[str, int] | None = None,
     bundle_upload_rate: int | None = None,
     public_dashboard: bool = False,
+    allowed_hosts: Collection[str] = (),
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
     announce the coordinator in `network` under `public_url` (default: the address served).
@@ -200,7 +205,14 @@ async def serve(
     async with seeder:
         access = dashboard.DashboardAccess(dashboard.operator_token(db_path), public=public_dashboard)
         runner = web.AppRunner(
-            make_app(store, identity=identity, lease_seconds=lease_seconds, bundles=bundles, dashboard_access=access),
+            make_app(
+                store,
+                identity=identity,
+                lease_seconds=lease_seconds,
+                bundles=bundles,
+                dashboard_access=access,
+                allowed_hosts={host, *allowed_hosts, *([URL(public_url).host or ""] if public_url else [])},
+            ),
             access_log_class=AccessLog,
         )
         await runner.setup()
@@ -328,6 +340,23 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; the coordinator logged the details")
+
+
+@web.middleware
+async def _checked(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Refuse what `request_checks` refuses before the handler reads a byte of it."""
+    allowed: frozenset[str] = request.config_dict[ALLOWED_HOSTS]
+    refusal = request_checks.check(
+        request.method,
+        request.headers.get(hdrs.HOST),
+        request.headers.get(hdrs.ORIGIN),
+        request.content_type if hdrs.CONTENT_TYPE in request.headers else "",
+        request.body_exists,
+        allowed,
+    )
+    if refusal is not None:
+        return _error(*refusal)
+    return await handler(request)
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:

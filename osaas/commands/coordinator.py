@@ -87,6 +87,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)",
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name requests may address the coordinator by, besides IP addresses, localhost and the"
+        " --listen and --public-url hosts (repeatable); other names are refused (DNS rebinding)",
+    )
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
     board.add_argument(
@@ -154,6 +162,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     torrent_listen=args.torrent_listen,
                     bundle_upload_rate=args.bundle_upload_rate,
                     public_dashboard=args.public_dashboard,
+                    allowed_hosts=args.allowed_host,
                 )
             )
             await _until_stopped(task, stop)

@@ -20,6 +20,7 @@ from workloads.bundle import BuiltBundle
 
 START = 1_700_000_000.0
 LEASE_SECONDS = 60.0
+MSGPACK = {"Content-Type": CONTENT_TYPE}  # what every program talking to the API sends with a body
 
 
 class Clock:
@@ -99,7 +100,9 @@ async def get(client: TestClient, path: str) -> tuple[int, Any]:
 
 async def submit(client: TestClient, urls: list[str], depth: int | None = None) -> int:
     async with client.post(
-        "/v1/jobs", data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}})
+        "/v1/jobs",
+        data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}}),
+        headers=MSGPACK,
     ) as resp:
         body = decode(await resp.read())
         assert resp.status == 200, body

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import MAX_REPORT_BATCH, decode, encode
-from tests.coordinator.conftest import LEASE_SECONDS, START, Clock, Peer, get, item, submit
+from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Peer, get, item, submit
 
 # A host rests this long after each unit before its next one (coordinator.host_pacing).
 REST = DEFAULT_MIN_DELAY
@@ -425,7 +425,7 @@ async def test_bad_job_submissions(client: TestClient) -> None:
         {"workload": "linkcheck", "input": {"urls": ["http://a.test/"], "scope": "all"}},
     ]
     for case in cases:
-        async with client.post("/v1/jobs", data=encode(case)) as resp:
+        async with client.post("/v1/jobs", data=encode(case), headers=MSGPACK) as resp:
             body = decode(await resp.read())
             assert (resp.status, body["error"]["code"]) == (400, "invalid_input"), case
     assert (await get(client, "/v1/jobs")) == (200, {"jobs": []})

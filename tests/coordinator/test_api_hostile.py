@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, MAX_BODY, SIGNATURE_HEADER, decode, encode, sign_request
-from tests.coordinator.conftest import Clock, Peer, get, item, submit
+from tests.coordinator.conftest import MSGPACK, Clock, Peer, get, item, submit
 
 SIGNED = ["/v1/peers/register", "/v1/leases", "/v1/leases/renew", "/v1/leases/release", "/v1/reports"]
 POSTS = [*SIGNED, "/v1/jobs"]
@@ -60,7 +60,7 @@ _hostile_settings = settings(
 
 
 async def post_signed(client: TestClient, peer: Peer, path: str, body: bytes) -> tuple[int, Any]:
-    headers = sign_request(peer.identity, "POST", path, body, peer.clock())
+    headers = sign_request(peer.identity, "POST", path, body, peer.clock()) | MSGPACK
     async with client.post(path, data=body, headers=headers) as resp:
         assert resp.content_type == CONTENT_TYPE
         return resp.status, decode(await resp.read())
@@ -153,11 +153,11 @@ async def test_bad_signatures(client: TestClient, peer: Peer, clock: Clock) -> N
         "nan timestamp": ({**good, "X-Osaas-Timestamp": "nan"}, body),
     }
     for name, (headers, data) in cases.items():
-        async with client.post(path, data=data, headers=headers) as resp:
+        async with client.post(path, data=data, headers=headers | MSGPACK) as resp:
             status, answer = resp.status, decode(await resp.read())
         assert status == 401, name
         assert_error(status, answer)
-    async with client.post(path, data=body, headers=good) as resp:
+    async with client.post(path, data=body, headers=good | MSGPACK) as resp:
         assert resp.status == 200
 
 
@@ -170,7 +170,7 @@ async def test_oversized_body(client: TestClient, peer: Peer) -> None:
 
     for path in ("/v1/jobs", "/v1/reports"):
         for data in (io.BytesIO(huge), chunked()):
-            headers = sign_request(peer.identity, "POST", path, huge, peer.clock())
+            headers = sign_request(peer.identity, "POST", path, huge, peer.clock()) | MSGPACK
             async with client.post(path, data=data, headers=headers) as resp:
                 status, body = resp.status, decode(await resp.read())
             assert (status, body["error"]["code"]) == (413, "body_too_large")
@@ -179,6 +179,6 @@ async def test_oversized_body(client: TestClient, peer: Peer) -> None:
 
 async def test_owner_endpoints_reject_wrong_shapes(client: TestClient) -> None:
     for obj in ({"workload": 1, "input": {}}, {"workload": "linkcheck"}, {"workload": "linkcheck", "input": []}, [1]):
-        async with client.post("/v1/jobs", data=encode(obj)) as resp:
+        async with client.post("/v1/jobs", data=encode(obj), headers=MSGPACK) as resp:
             assert resp.status == 400
             assert_error(resp.status, decode(await resp.read()))

@@ -24,7 +24,7 @@ from coordinator.sqlite.schema import SCHEMA
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
-from tests.coordinator.conftest import LEASE_SECONDS, START, Clock, Linkcheck, Peer, add_linkcheck, get, item
+from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Linkcheck, Peer, add_linkcheck, get, item
 from workloads import bundle
 
 OWNER_MESSAGE = "is not registered here; the operator adds it with `osaas coordinator owner add NAME PUBKEY`"
@@ -67,13 +67,13 @@ class Owner:
         return build(self.tmp, self.identity, name, version, content)
 
     async def publish(self, upload: Upload) -> tuple[int, Any]:
-        async with self.client.post("/v1/bundles", data=upload.body()) as resp:
+        async with self.client.post("/v1/bundles", data=upload.body(), headers=MSGPACK) as resp:
             return resp.status, decode(await resp.read())
 
     async def rollout(self, name: str, version: str, percent: int, signer: Identity | None = None) -> tuple[int, Any]:
         path = f"/v1/bundles/{name}/rollout"
         body = encode({"version": version, "percent": percent})
-        headers = sign_request(signer or self.identity, "POST", path, body, self.clock())
+        headers = sign_request(signer or self.identity, "POST", path, body, self.clock()) | MSGPACK
         async with self.client.post(path, data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
 
@@ -112,7 +112,7 @@ async def submit(
     client: TestClient, urls: list[str], workload: str = "demo", version: str | None = None
 ) -> tuple[int, Any]:
     job = {"workload": workload, "input": {"urls": urls, "depth": 0}, "version": version}
-    async with client.post("/v1/jobs", data=encode(job)) as resp:
+    async with client.post("/v1/jobs", data=encode(job), headers=MSGPACK) as resp:
         return resp.status, decode(await resp.read())
 
 
@@ -289,7 +289,7 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
         for _ in range(MAX_BUNDLE_UPLOAD // len(chunk) + 1):
             yield chunk
 
-    async with coordinator.client.post("/v1/bundles", data=chunked()) as resp:
+    async with coordinator.client.post("/v1/bundles", data=chunked(), headers=MSGPACK) as resp:
         status, body = resp.status, decode(await resp.read())
     assert (status, body["error"]) == (
         413,
@@ -303,7 +303,7 @@ async def test_publishing_needs_a_bundle_service(tmp_path: Path, clock: Clock, l
     app = make_app(SqliteStore(tmp_path / "c.sqlite"), clock=clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         upload = Upload(linkcheck.manifest, linkcheck.archive)
-        async with client.post("/v1/bundles", data=upload.body()) as resp:
+        async with client.post("/v1/bundles", data=upload.body(), headers=MSGPACK) as resp:
             assert (resp.status, decode(await resp.read())["error"]["code"]) == (503, "no_bundles")
 
 
@@ -452,7 +452,7 @@ async def test_only_the_owner_rolls_out(coordinator: Coordinator, owner: Owner) 
         f"this request is signed by {intruder.public_hex[:16]}…"
     )
     async with coordinator.client.post(
-        "/v1/bundles/demo/rollout", data=encode({"version": "2.0", "percent": 50})
+        "/v1/bundles/demo/rollout", data=encode({"version": "2.0", "percent": 50}), headers=MSGPACK
     ) as resp:
         assert (resp.status, decode(await resp.read())["error"]["code"]) == (401, "unsigned")
     status, body = await owner.rollout("demo", "3.0", 50)
