@@ -41,6 +41,7 @@ from coordinator import dashboard, request_checks
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.replays import SeenNonces
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite import SqliteStore
 from coordinator.store import (
@@ -78,6 +79,7 @@ from overlay.wire import (
     encode,
     error_body,
     parse,
+    signed_by,
     to_obj,
     verify_request,
 )
@@ -91,6 +93,7 @@ IDENTITY = web.AppKey("identity", Identity)
 LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 ALLOWED_HOSTS = web.AppKey[frozenset[str]]("allowed_hosts")
+NONCES = web.AppKey("nonces", SeenNonces)
 BUNDLES = web.AppKey("bundles", BundleService)
 
 RETRY_AFTER = 1.0  # seconds a peer waits before asking again when there is no work
@@ -128,6 +131,7 @@ def make_app(
     app[IDENTITY] = identity or Identity.generate()
     app[LEASE_SECONDS] = lease_seconds
     app[CLOCK] = clock
+    app[NONCES] = SeenNonces()
     app.cleanup_ctx.append(_open_store)
     if bundles is not None:
         app[BUNDLES] = bundles
@@ -370,11 +374,18 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 
 async def _signed_body(request: web.Request) -> tuple[str, Any]:
-    """The verified signer's peer id and the decoded body. The signature covers the path
-    without its query string, as `overlay.http` signs it."""
+    """The verified signer's key (a peer's id) and the decoded body. The headers are checked
+    before the body is read (signed, for this coordinator, in the clock window); the signature
+    covers method, path without its query string (as `overlay.http` signs it), this
+    coordinator's key, the time, a nonce and the body; a nonce is taken once."""
+    now = request.app[CLOCK]()
+    audience = request.app[IDENTITY].public_hex
+    signed_by(request.headers, audience, now)
     body = await request.read()
-    peer_id = verify_request(request.headers, request.method, request.rel_url.raw_path, body, request.app[CLOCK]())
-    return peer_id, decode(body)
+    signed = verify_request(request.headers, request.method, request.rel_url.raw_path, body, now, audience)
+    if not request.app[NONCES].first_time(signed.signer, signed.nonce, signed.sent_at, now):
+        raise WireError("this signed request was already taken (a replay)", "replayed")
+    return signed.signer, decode(body)
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -490,7 +501,8 @@ async def _job_results(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    return _reply({"ok": True})
+    """Up, and the key signed requests must name as their audience."""
+    return _reply({"ok": True, "public_key": request.app[IDENTITY].public_hex})
 
 
 async def _hello(request: web.Request) -> web.Response:

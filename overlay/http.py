@@ -50,6 +50,28 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds < 86400 else None
 
 
+# The key each coordinator signs as, by base URL: what signed requests to it name as their
+# audience. Learned from GET /v1/health and forgotten when a coordinator says it is not the
+# one named (it came back with another key); bounded, oldest forgotten first.
+_audiences: dict[str, str] = {}
+_AUDIENCES_KEPT = 64
+
+
+async def coordinator_key(session: aiohttp.ClientSession, base_url: str, *, timeout: float = 30.0) -> str:
+    """The public key (hex) of the coordinator at `base_url`, as its health check says."""
+    known = _audiences.get(base_url)
+    if known is not None:
+        return known
+    answer = await call(session, "GET", base_url, "/v1/health", timeout=timeout)
+    key = answer.get("public_key") if isinstance(answer, dict) else None
+    if not isinstance(key, str) or len(key) != 64:
+        raise Unavailable(f"coordinator at {base_url} does not say which key it signs as (an older osaas?)")
+    if len(_audiences) >= _AUDIENCES_KEPT:
+        _audiences.pop(next(iter(_audiences)))
+    _audiences[base_url] = key
+    return key
+
+
 async def call(
     session: aiohttp.ClientSession,
     method: str,
@@ -60,17 +82,41 @@ async def call(
     identity: Identity | None = None,
     timeout: float = 30.0,
 ) -> Any:
-    """Send `message` (a wire dataclass, a plain object or None) and return the decoded answer."""
+    """Send `message` (a wire dataclass, a plain object or None) and return the decoded answer.
+    With `identity` the request is signed for that coordinator (its key is asked for once)."""
+    if identity is None:
+        return await _send(session, method, base_url, path, _body(message), {}, timeout)
+    body = _body(message)
+    for attempt in range(2):
+        audience = await coordinator_key(session, base_url, timeout=timeout)
+        signature = wire.sign_request(identity, method, path.split("?", 1)[0], body, time.time(), audience)
+        try:
+            return await _send(session, method, base_url, path, body, signature, timeout)
+        except Rejected as exc:
+            if exc.code != "wrong_audience" or attempt:
+                raise
+            _audiences.pop(base_url, None)  # the coordinator has a new key: ask again, once
+    raise AssertionError("unreachable")
+
+
+def _body(message: Any) -> bytes:
     if message is None:
-        body = b""
-    elif isinstance(message, dict):
-        body = wire.encode(message)
-    else:
-        body = wire.encode(wire.to_obj(message))
-    headers = {"Content-Type": wire.CONTENT_TYPE}
-    if identity is not None:
-        request_path = path.split("?", 1)[0]
-        headers |= wire.sign_request(identity, method, request_path, body, time.time())
+        return b""
+    if isinstance(message, dict):
+        return wire.encode(message)
+    return wire.encode(wire.to_obj(message))
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    method: str,
+    base_url: str,
+    path: str,
+    body: bytes,
+    signature: dict[str, str],
+    timeout: float,
+) -> Any:
+    headers = {"Content-Type": wire.CONTENT_TYPE, **signature}
     url = base_url.rstrip("/") + path
     try:
         async with session.request(

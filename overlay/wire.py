@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import secrets
 import types
 import typing
 from collections.abc import Callable
@@ -26,7 +27,13 @@ CONTENT_TYPE = "application/msgpack"
 KEY_HEADER = "X-Osaas-Key"
 SIGNATURE_HEADER = "X-Osaas-Signature"
 TIMESTAMP_HEADER = "X-Osaas-Timestamp"
-MAX_CLOCK_SKEW = 300.0
+NONCE_HEADER = "X-Osaas-Nonce"
+AUDIENCE_HEADER = "X-Osaas-Audience"
+SIGNATURE_VERSION = "osaas-v2"  # v2 signs the audience and a nonce: no replay, not elsewhere
+NONCE_BYTES = 16
+# A signed request is good this long either side of the coordinator's clock; the coordinator
+# remembers every nonce it saw for as long, so a request is taken once.
+MAX_CLOCK_SKEW = 60.0
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -36,7 +43,7 @@ class WireError(OsaasError):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
-        self.http_status = 401 if code in ("unsigned", "bad_signature") else 400
+        self.http_status = 401 if code in ("unsigned", "bad_signature", "wrong_audience", "replayed") else 400
 
 
 # ---- msgpack ---------------------------------------------------------------------------
@@ -60,40 +67,81 @@ def error_body(code: str, message: str) -> bytes:
 # ---- signatures ------------------------------------------------------------------------
 
 
-def _signed_bytes(method: str, path: str, timestamp: str, body: bytes) -> bytes:
+def _signed_bytes(method: str, path: str, audience: str, timestamp: str, nonce: str, body: bytes) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join(["osaas-v1", method.upper(), path, timestamp, digest]).encode()
+    return "\n".join([SIGNATURE_VERSION, method.upper(), path, audience, timestamp, nonce, digest]).encode()
 
 
-def sign_request(identity: Identity, method: str, path: str, body: bytes, now: float) -> dict[str, str]:
-    """Headers that prove `identity` sent this request at `now`."""
+class SignedRequest(typing.NamedTuple):
+    """Who signed a request, for which coordinator, when, and its one-time nonce."""
+
+    signer: str  # the signer's public key, hex (a peer's id, an owner's key)
+    audience: str  # the public key (hex) of the coordinator it was signed for
+    sent_at: float
+    nonce: str
+
+
+def sign_request(
+    identity: Identity, method: str, path: str, body: bytes, now: float, audience: str
+) -> dict[str, str]:
+    """Headers that prove `identity` sent this request at `now` to the coordinator whose
+    public key (hex) is `audience`, once: a fresh random nonce rides along."""
     timestamp = f"{now:.3f}"
-    signature = identity.sign(_signed_bytes(method, path, timestamp, body))
+    nonce = secrets.token_hex(NONCE_BYTES)
+    signature = identity.sign(_signed_bytes(method, path, audience, timestamp, nonce, body))
     return {
         KEY_HEADER: identity.public_hex,
         SIGNATURE_HEADER: signature.hex(),
         TIMESTAMP_HEADER: timestamp,
+        NONCE_HEADER: nonce,
+        AUDIENCE_HEADER: audience,
     }
 
 
-def verify_request(headers: typing.Mapping[str, str], method: str, path: str, body: bytes, now: float) -> str:
-    """Return the signer's public key (hex) or raise `WireError` (code `bad_signature`)."""
-    key_hex = headers.get(KEY_HEADER)
-    sig_hex = headers.get(SIGNATURE_HEADER)
-    timestamp = headers.get(TIMESTAMP_HEADER)
-    if not key_hex or not sig_hex or not timestamp:
-        raise WireError("request is not signed (X-Osaas-Key/-Signature/-Timestamp)", "unsigned")
+def signed_by(headers: typing.Mapping[str, str], audience: str, now: float) -> SignedRequest:
+    """What the signature headers claim, checked before the body is read: present and well
+    formed, addressed to `audience`, sent within MAX_CLOCK_SKEW of `now`. The signature itself
+    is checked against the body by `verify_request`. Raises `WireError` (401)."""
+    values = [headers.get(name) for name in (KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER)]
+    if not all(values):
+        raise WireError(
+            "request is not signed (X-Osaas-Key/-Signature/-Timestamp/-Nonce/-Audience)", "unsigned"
+        )
+    key_hex, sig_hex, timestamp, nonce = typing.cast(list[str], values)
     try:
-        key = bytes.fromhex(key_hex)
-        signature = bytes.fromhex(sig_hex)
-        sent_at = float(timestamp)
+        key, signature, sent_at = bytes.fromhex(key_hex), bytes.fromhex(sig_hex), float(timestamp)
     except ValueError as exc:
         raise WireError("signature headers are malformed", "bad_signature") from exc
+    if len(key) != 32 or len(signature) != 64 or len(nonce) != 2 * NONCE_BYTES or not _is_hex(nonce):
+        raise WireError("signature headers are malformed", "bad_signature")
+    if headers.get(AUDIENCE_HEADER) != audience:
+        raise WireError(
+            f"request was signed for coordinator {str(headers.get(AUDIENCE_HEADER))[:16]}…, not this one"
+            f" ({audience[:16]}…)",
+            "wrong_audience",
+        )
     if not math.isfinite(sent_at) or abs(now - sent_at) > MAX_CLOCK_SKEW:
-        raise WireError("request timestamp is too far from the coordinator's clock", "bad_signature")
-    if not verify(key, _signed_bytes(method, path, timestamp, body), signature):
+        raise WireError(
+            f"request timestamp is more than {MAX_CLOCK_SKEW:g} s from the coordinator's clock", "bad_signature"
+        )
+    return SignedRequest(key.hex(), audience, sent_at, nonce)
+
+
+def verify_request(
+    headers: typing.Mapping[str, str], method: str, path: str, body: bytes, now: float, audience: str
+) -> SignedRequest:
+    """The request's signer, or `WireError` (401): unsigned, malformed, for another coordinator,
+    out of the clock window, or a signature that does not cover this method, path and body.
+    A replayed nonce is the caller's to refuse (it remembers the nonces it saw)."""
+    signed = signed_by(headers, audience, now)
+    message = _signed_bytes(method, path, audience, headers[TIMESTAMP_HEADER], signed.nonce, body)
+    if not verify(bytes.fromhex(signed.signer), message, bytes.fromhex(headers[SIGNATURE_HEADER])):
         raise WireError("signature does not match the request", "bad_signature")
-    return key.hex()
+    return signed
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 # ---- typed messages --------------------------------------------------------------------

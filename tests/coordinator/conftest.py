@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.api import make_app
+from coordinator.api import IDENTITY, make_app
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
@@ -47,7 +47,7 @@ class Peer:
 
     async def post(self, path: str, obj: Any) -> tuple[int, Any]:
         body = encode(obj)
-        headers = sign_request(self.identity, "POST", path, body, self.clock())
+        headers = sign_request(self.identity, "POST", path, body, self.clock(), audience(self.client))
         headers["Content-Type"] = CONTENT_TYPE
         async with self.client.post(path, data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
@@ -96,6 +96,13 @@ async def get(client: TestClient, path: str) -> tuple[int, Any]:
     async with client.get(path) as resp:
         assert resp.content_type == CONTENT_TYPE
         return resp.status, decode(await resp.read())
+
+
+def audience(client: TestClient) -> str:
+    """The key of the coordinator behind `client`: what signed requests to it name."""
+    app = client.app
+    assert app is not None
+    return app[IDENTITY].public_hex
 
 
 async def submit(client: TestClient, urls: list[str], depth: int | None = None) -> int:

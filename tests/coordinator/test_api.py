@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import MAX_REPORT_BATCH, decode, encode
-from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Peer, get, item, submit
+from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Peer, audience, get, item, submit
 
 # A host rests this long after each unit before its next one (coordinator.host_pacing).
 REST = DEFAULT_MIN_DELAY
@@ -28,7 +28,7 @@ async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
 
 
 async def test_health(client: TestClient) -> None:
-    assert await get(client, "/v1/health") == (200, {"ok": True})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
 
 
 async def test_register_answers_peer_id_and_lease_seconds(client: TestClient, clock: Clock) -> None:

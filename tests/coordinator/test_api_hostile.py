@@ -15,8 +15,18 @@ from hypothesis import strategies as st
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from overlay.identity import Identity
-from overlay.wire import CONTENT_TYPE, MAX_BODY, SIGNATURE_HEADER, decode, encode, sign_request
-from tests.coordinator.conftest import MSGPACK, Clock, Peer, get, item, submit
+from overlay.wire import (
+    AUDIENCE_HEADER,
+    CONTENT_TYPE,
+    MAX_BODY,
+    MAX_CLOCK_SKEW,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    decode,
+    encode,
+    sign_request,
+)
+from tests.coordinator.conftest import MSGPACK, Clock, Peer, audience, get, item, submit
 
 SIGNED = ["/v1/peers/register", "/v1/leases", "/v1/leases/renew", "/v1/leases/release", "/v1/reports"]
 POSTS = [*SIGNED, "/v1/jobs"]
@@ -60,7 +70,7 @@ _hostile_settings = settings(
 
 
 async def post_signed(client: TestClient, peer: Peer, path: str, body: bytes) -> tuple[int, Any]:
-    headers = sign_request(peer.identity, "POST", path, body, peer.clock()) | MSGPACK
+    headers = sign_request(peer.identity, "POST", path, body, peer.clock(), audience(client)) | MSGPACK
     async with client.post(path, data=body, headers=headers) as resp:
         assert resp.content_type == CONTENT_TYPE
         return resp.status, decode(await resp.read())
@@ -109,7 +119,7 @@ async def test_wrong_typed_maps(client: TestClient, peer: Peer, data: st.DataObj
     status, body = await post_signed(client, peer, path, encode(obj))
     if status != 200:  # a random map may by chance be valid; all else must be a clean 4xx
         assert_error(status, body)
-    assert await get(client, "/v1/health") == (200, {"ok": True})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
 
 
 @_hostile_settings
@@ -137,17 +147,23 @@ async def test_hostile_report_payloads_for_a_real_lease(
 async def test_bad_signatures(client: TestClient, peer: Peer, clock: Clock) -> None:
     path = "/v1/leases"
     body = encode({"max_units": 1, "workloads": ["linkcheck"]})
-    good = sign_request(peer.identity, "POST", path, body, clock())
+    us = audience(client)
+
+    def signed(at: float, *, by: Identity = peer.identity, on: str = path, to: str = us) -> dict[str, str]:
+        return sign_request(by, "POST", on, body, at, to)
+
+    good = signed(clock())
     cases: dict[str, tuple[dict[str, str], bytes]] = {
         "unsigned": ({}, body),
-        "wrong key": (
-            {**sign_request(Identity.generate(), "POST", path, body, clock()), "X-Osaas-Key": peer.identity.public_hex},
-            body,
-        ),
+        "wrong key": ({**signed(clock(), by=Identity.generate()), "X-Osaas-Key": peer.identity.public_hex}, body),
         "tampered body": (good, encode({"max_units": 2, "workloads": ["linkcheck"]})),
-        "other path": (sign_request(peer.identity, "POST", "/v1/reports", body, clock()), body),
-        "old timestamp": (sign_request(peer.identity, "POST", path, body, clock() - 301), body),
-        "future timestamp": (sign_request(peer.identity, "POST", path, body, clock() + 301), body),
+        "other path": (signed(clock(), on="/v1/reports"), body),
+        "old timestamp": (signed(clock() - MAX_CLOCK_SKEW - 1), body),
+        "future timestamp": (signed(clock() + MAX_CLOCK_SKEW + 1), body),
+        "another coordinator": (signed(clock(), to=Identity.generate().public_hex), body),
+        "no audience": ({k: v for k, v in good.items() if k != AUDIENCE_HEADER}, body),
+        "no nonce": ({k: v for k, v in good.items() if k != NONCE_HEADER}, body),
+        "short nonce": ({**good, NONCE_HEADER: "00"}, body),
         "not hex": ({**good, SIGNATURE_HEADER: "zz"}, body),
         "short signature": ({**good, SIGNATURE_HEADER: "00" * 10}, body),
         "nan timestamp": ({**good, "X-Osaas-Timestamp": "nan"}, body),
@@ -170,11 +186,11 @@ async def test_oversized_body(client: TestClient, peer: Peer) -> None:
 
     for path in ("/v1/jobs", "/v1/reports"):
         for data in (io.BytesIO(huge), chunked()):
-            headers = sign_request(peer.identity, "POST", path, huge, peer.clock()) | MSGPACK
+            headers = sign_request(peer.identity, "POST", path, huge, peer.clock(), audience(client)) | MSGPACK
             async with client.post(path, data=data, headers=headers) as resp:
                 status, body = resp.status, decode(await resp.read())
             assert (status, body["error"]["code"]) == (413, "body_too_large")
-    assert await get(client, "/v1/health") == (200, {"ok": True})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
 
 
 async def test_owner_endpoints_reject_wrong_shapes(client: TestClient) -> None:
@@ -182,3 +198,15 @@ async def test_owner_endpoints_reject_wrong_shapes(client: TestClient) -> None:
         async with client.post("/v1/jobs", data=encode(obj), headers=MSGPACK) as resp:
             assert resp.status == 400
             assert_error(resp.status, decode(await resp.read()))
+
+
+async def test_a_signed_request_is_taken_once(client: TestClient, peer: Peer) -> None:
+    # Captured on the way and sent again within the clock window: it used to be taken again.
+    await submit(client, ["http://a.test/"])
+    body = encode({"max_units": 1, "workloads": ["linkcheck"]})
+    headers = sign_request(peer.identity, "POST", "/v1/leases", body, peer.clock(), audience(client)) | MSGPACK
+    async with client.post("/v1/leases", data=body, headers=headers) as resp:
+        assert resp.status == 200
+    async with client.post("/v1/leases", data=body, headers=headers) as resp:
+        status, answer = resp.status, decode(await resp.read())
+    assert (status, answer["error"]["code"]) == (401, "replayed")

@@ -24,7 +24,18 @@ from coordinator.sqlite.schema import SCHEMA
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
-from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Linkcheck, Peer, add_linkcheck, get, item
+from tests.coordinator.conftest import (
+    LEASE_SECONDS,
+    MSGPACK,
+    START,
+    Clock,
+    Linkcheck,
+    Peer,
+    add_linkcheck,
+    audience,
+    get,
+    item,
+)
 from workloads import bundle
 
 OWNER_MESSAGE = "is not registered here; the operator adds it with `osaas coordinator owner add NAME PUBKEY`"
@@ -73,7 +84,8 @@ class Owner:
     async def rollout(self, name: str, version: str, percent: int, signer: Identity | None = None) -> tuple[int, Any]:
         path = f"/v1/bundles/{name}/rollout"
         body = encode({"version": version, "percent": percent})
-        headers = sign_request(signer or self.identity, "POST", path, body, self.clock()) | MSGPACK
+        headers = sign_request(signer or self.identity, "POST", path, body, self.clock(), audience(self.client))
+        headers |= MSGPACK
         async with self.client.post(path, data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
 
@@ -296,7 +308,10 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
         {"code": "body_too_large", "message": f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes"},
     )
     assert coordinator.stored_files() == []
-    assert await get(coordinator.client, "/v1/health") == (200, {"ok": True})
+    assert await get(coordinator.client, "/v1/health") == (
+        200,
+        {"ok": True, "public_key": audience(coordinator.client)},
+    )
 
 
 async def test_publishing_needs_a_bundle_service(tmp_path: Path, clock: Clock, linkcheck: Linkcheck) -> None:

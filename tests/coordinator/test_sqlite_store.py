@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from coordinator.host_pacing import DEFAULT_MIN_DELAY as REST
 from coordinator.sqlite import SqliteStore
 from coordinator.store import StaleLease, StoreError
+from overlay import http
 from overlay.identity import Identity
-from overlay.wire import CONTENT_TYPE, RegisterRequest, Report, decode, encode, sign_request
+from overlay.wire import RegisterRequest, Report
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, item
 
 T0 = 1000.0
@@ -128,11 +129,7 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
         async with aiohttp.ClientSession() as session:
 
             async def call(path: str, obj: Any) -> Any:
-                body = encode(obj)
-                headers = sign_request(identity, "POST", path, body, time.time()) | {"Content-Type": CONTENT_TYPE}
-                async with session.post(base + path, data=body, headers=headers) as resp:
-                    assert resp.status == 200, decode(await resp.read())
-                    return decode(await resp.read())
+                return await http.call(session, "POST", base, path, obj, identity=identity)
 
             job_id = (await call("/v1/jobs", {"workload": "linkcheck", "input": {"urls": ["http://a.test/"]}}))[
                 "job_id"

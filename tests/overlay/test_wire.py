@@ -32,10 +32,15 @@ def test_corrupt_identity_file_is_a_clear_error(tmp_path):
         Identity.load(path)
 
 
+COORDINATOR = Identity.generate().public_hex
+
+
 def test_signed_request_round_trip_and_tampering():
     me = Identity.generate()
-    headers = wire.sign_request(me, "POST", "/v1/reports", b"body", now=1000.0)
-    assert wire.verify_request(headers, "POST", "/v1/reports", b"body", now=1010.0) == me.public_hex
+    headers = wire.sign_request(me, "POST", "/v1/reports", b"body", 1000.0, COORDINATOR)
+    signed = wire.verify_request(headers, "POST", "/v1/reports", b"body", 1010.0, COORDINATOR)
+    assert (signed.signer, signed.audience, signed.sent_at) == (me.public_hex, COORDINATOR, 1000.0)
+    assert signed.nonce == headers[wire.NONCE_HEADER] and len(signed.nonce) == 2 * wire.NONCE_BYTES
     for method, path, body, now in [
         ("POST", "/v1/reports", b"bodY", 1000.0),
         ("POST", "/v1/leases", b"body", 1000.0),
@@ -43,16 +48,33 @@ def test_signed_request_round_trip_and_tampering():
         ("POST", "/v1/reports", b"body", 1000.0 + wire.MAX_CLOCK_SKEW + 1),
     ]:
         with pytest.raises(wire.WireError) as exc:
-            wire.verify_request(headers, method, path, body, now)
+            wire.verify_request(headers, method, path, body, now, COORDINATOR)
         assert exc.value.code == "bad_signature"
     with pytest.raises(wire.WireError) as exc:
-        wire.verify_request({}, "POST", "/v1/reports", b"body", 1000.0)
+        wire.verify_request({}, "POST", "/v1/reports", b"body", 1000.0, COORDINATOR)
     assert exc.value.code == "unsigned"
     forged = dict(headers) | {wire.KEY_HEADER: Identity.generate().public_hex}
     with pytest.raises(wire.WireError):
-        wire.verify_request(forged, "POST", "/v1/reports", b"body", 1000.0)
+        wire.verify_request(forged, "POST", "/v1/reports", b"body", 1000.0, COORDINATOR)
     with pytest.raises(wire.WireError):
-        wire.verify_request(dict(headers) | {wire.TIMESTAMP_HEADER: "nan"}, "POST", "/v1/reports", b"body", 1000.0)
+        wire.verify_request(
+            dict(headers) | {wire.TIMESTAMP_HEADER: "nan"}, "POST", "/v1/reports", b"body", 1000.0, COORDINATOR
+        )
+
+
+def test_a_signature_names_its_coordinator_and_a_fresh_nonce():
+    me = Identity.generate()
+    other = Identity.generate().public_hex
+    headers = wire.sign_request(me, "POST", "/v1/jobs", b"body", 1000.0, COORDINATOR)
+    with pytest.raises(wire.WireError) as exc:
+        wire.verify_request(headers, "POST", "/v1/jobs", b"body", 1000.0, other)
+    assert (exc.value.code, exc.value.http_status) == ("wrong_audience", 401)
+    # Naming the other coordinator in the header does not help: the signature covers it.
+    with pytest.raises(wire.WireError) as exc:
+        wire.verify_request(headers | {wire.AUDIENCE_HEADER: other}, "POST", "/v1/jobs", b"body", 1000.0, other)
+    assert exc.value.code == "bad_signature"
+    again = wire.sign_request(me, "POST", "/v1/jobs", b"body", 1000.0, COORDINATOR)
+    assert again[wire.NONCE_HEADER] != headers[wire.NONCE_HEADER]
 
 
 def test_parse_validates_every_field():
