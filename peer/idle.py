@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from overlay.errors import OsaasError
@@ -98,8 +99,16 @@ class AwaySense:
     """Both signs of an absent person, read when asked. `without_x` says why there is no X
     idle time here (None when there is)."""
 
-    def __init__(self, idle_after: float, mark: Path | None = None, display: str | None = None) -> None:
+    def __init__(
+        self,
+        idle_after: float,
+        mark: Path | None = None,
+        display: str | None = None,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.idle_after = idle_after
+        self._now = now  # Unix seconds, to tell the mark's age by
         self.mark = mark if mark is not None else screensaver_mark()
         self.without_x: str | None = None
         self._clock: XIdleClock | None = None
@@ -115,7 +124,7 @@ class AwaySense:
             touched_at: float | None = self.mark.stat().st_mtime
         except OSError:
             touched_at = None
-        return active_reason(idle, saver_on, mark_fresh(touched_at, time.time()), self.idle_after)
+        return active_reason(idle, saver_on, mark_fresh(touched_at, self._now()), self.idle_after)
 
 
 def _library(name: str, package: str) -> ctypes.CDLL:

@@ -37,12 +37,14 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import platformdirs
 
 from overlay.units import format_rate, format_size
 from peer.budget import Budget
+from peer.states import State as State  # the peer's states live in peer.states
+from peer.states import state_of as state_of
 
 DEFAULT_STATUS_PORT = 8701
 STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer's own business
@@ -51,9 +53,6 @@ STATUS_HOST = "127.0.0.1"  # never another address: the status is the volunteer'
 def screensaver_mark() -> Path:
     """The file the screensaver touches every second while it shows ($XDG_RUNTIME_DIR/osaas)."""
     return platformdirs.user_runtime_path("osaas") / "screensaver-showing"
-
-
-State = Literal["looking", "idle", "working", "paused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +134,6 @@ class PeerStatus:
     dht_neighbours: tuple[str, ...] | None = None  # host:port; None: the peer does not use the DHT
     sandbox: str = ""  # one line: whether workloads run confined, and if not whose run (peer.trust)
     sandboxed: bool = False
-
-
-def state_of(paused: str | None, coordinator: str | None, running: int) -> State:
-    if paused is not None:
-        return "paused"
-    if coordinator is None:
-        return "looking"
-    return "working" if running else "idle"
 
 
 def to_json(status: PeerStatus) -> dict[str, Any]:
