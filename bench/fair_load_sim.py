@@ -38,9 +38,9 @@ the coordinator: they fetch on until their unit ends or they have gone SELF_FENC
 intervals without a renewal, then stop, and deliver a finished unit's report when they
 reconnect, up to two minutes later. Leases of silent holders are taken back when they expire
 or when unit_sizing.is_straggler says so, and other peers redo the units; fencing
-(leases.judge_report) refuses a late report once its unit was granted again. The peer agent
-does not self-fence yet (peer/agent.py keeps working when renewals fail): the simulation
-assumes it, because the straggler rule's politeness argument needs it. The churn falls in the first
+(leases.judge_report) refuses a late report once its unit was granted again. Peers self-fence
+as simulated (peer/unit_work.py stops a unit STOP_UNRENEWED renew intervals after its last
+renewal), which the straggler rule's politeness argument needs. The churn falls in the first
 20 minutes, while units are queued, so the straggler rule cannot fire then; `--late-leavers`
 holders vanish the moment the job's last unit is leased, which is its case. In this job, though,
 that moment finds one or two units in flight, just leased (the tail is the largest hosts'

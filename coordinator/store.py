@@ -50,7 +50,7 @@ REBALANCE_INTERVAL = 2.0  # seconds between assignments of hosts to peers: the p
 # peer with free slots asks for work every second or so (RETRY_AFTER), so ten seconds of
 # silence means it stopped, paused on its budget, or went to another coordinator.
 PEER_QUIET_SECONDS = 10.0
-RENEWS_PER_LEASE = 3  # peers renew a lease every third of its length (peer.agent)
+RENEWS_PER_LEASE = 3  # peers renew a lease every third of its length (peer.unit_work)
 
 
 class StoreError(OsaasError):

@@ -81,9 +81,7 @@ class SignedRequest(typing.NamedTuple):
     nonce: str
 
 
-def sign_request(
-    identity: Identity, method: str, path: str, body: bytes, now: float, audience: str
-) -> dict[str, str]:
+def sign_request(identity: Identity, method: str, path: str, body: bytes, now: float, audience: str) -> dict[str, str]:
     """Headers that prove `identity` sent this request at `now` to the coordinator whose
     public key (hex) is `audience`, once: a fresh random nonce rides along."""
     timestamp = f"{now:.3f}"
@@ -104,9 +102,7 @@ def signed_by(headers: typing.Mapping[str, str], audience: str, now: float) -> S
     is checked against the body by `verify_request`. Raises `WireError` (401)."""
     values = [headers.get(name) for name in (KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER)]
     if not all(values):
-        raise WireError(
-            "request is not signed (X-Osaas-Key/-Signature/-Timestamp/-Nonce/-Audience)", "unsigned"
-        )
+        raise WireError("request is not signed (X-Osaas-Key/-Signature/-Timestamp/-Nonce/-Audience)", "unsigned")
     key_hex, sig_hex, timestamp, nonce = typing.cast(list[str], values)
     try:
         key, signature, sent_at = bytes.fromhex(key_hex), bytes.fromhex(sig_hex), float(timestamp)
