@@ -27,9 +27,10 @@ DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
 test: $(STAMP) debian-test-packages lint
 	$(BIN)/python -m pytest -p no:cacheprovider -n 4 --dist worksteal --durations=15
 
-# The tiers without whole-system runs: pure rules, real parts on loopback, the sandbox.
+# The tiers without whole-system runs: pure rules, real parts on loopback, the sandbox; less
+# the tests that move bundles through libtorrent swarms (marked swarm), which `make test` runs.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -n 4 tests/coordinator tests/workloads tests/overlay tests/peer tests/screensaver tests/test_architecture.py
+	$(BIN)/python -m pytest -p no:cacheprovider -n 4 -m "not swarm" tests/coordinator tests/workloads tests/overlay tests/peer tests/screensaver tests/test_architecture.py
 
 # The gates: lint, format and types (configured in pyproject.toml). `ruff format .` and
 # `ruff check --fix .` mend most of what they find.

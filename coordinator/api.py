@@ -23,30 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
-from coordinator import dashboard, request_checks
+from coordinator import dashboard, request_checks, roles
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.replays import SeenNonces
+from coordinator.roles import AccessRefused, Action, Role
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite import SqliteStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     REBALANCE_INTERVAL,
+    OPERATOR,
     InvalidInput,
     Store,
     StoreError,
@@ -63,6 +67,7 @@ from overlay.wire import (
     BundleInfo,
     BundlePublish,
     JobCreated,
+    JobStatus,
     JobSubmit,
     LeaseRef,
     LeaseRequest,
@@ -81,6 +86,7 @@ from overlay.wire import (
     parse,
     signed_by,
     to_obj,
+    verify_digest,
     verify_request,
 )
 from workloads import builtin
@@ -94,6 +100,8 @@ LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 ALLOWED_HOSTS = web.AppKey[frozenset[str]]("allowed_hosts")
 NONCES = web.AppKey("nonces", SeenNonces)
+UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
+MAX_UPLOADS_AT_ONCE = 2  # bundle uploads checked at once: each may hold an archive in memory
 BUNDLES = web.AppKey("bundles", BundleService)
 
 RETRY_AFTER = 1.0  # seconds a peer waits before asking again when there is no work
@@ -132,6 +140,7 @@ def make_app(
     app[LEASE_SECONDS] = lease_seconds
     app[CLOCK] = clock
     app[NONCES] = SeenNonces()
+    app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
     app.cleanup_ctx.append(_open_store)
     if bundles is not None:
         app[BUNDLES] = bundles
@@ -147,6 +156,7 @@ def make_app(
     # At most 19 ASCII digits: an id beyond SQLite's range is simply unknown, never a crash.
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}", _job_status)
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/results", _job_results)
+    app.router.add_post(r"/v1/jobs/{job_id:[0-9]{1,19}}/cancel", _cancel_job)
     app.router.add_get("/v1/health", _health)
     app.router.add_post("/v1/hello", _hello)
     app.router.add_post("/v1/bundles", _publish_bundle)
@@ -178,6 +188,7 @@ async def serve(
     bundle_upload_rate: int | None = None,
     public_dashboard: bool = False,
     allowed_hosts: Collection[str] = (),
+    operator_keys: Collection[str] = (),
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
     announce the coordinator in `network` under `public_url` (default: the address served).
@@ -224,6 +235,8 @@ async def serve(
         announcing = None
         try:
             await _publish_builtin(store, bundles, identity, bundle_dir / BUILTIN_DIR)
+            for key in operator_keys:  # the operator's own keys, named on its command line
+                await store.grant(f"operator {key[:12]}", key, Role.OPERATOR, OPERATOR, time.time())
             site = web.TCPSite(runner, host, port)
             await site.start()
             actual_port = runner.addresses[0][1]
@@ -263,8 +276,9 @@ async def _publish_builtin(store: Store, bundles: BundleService, identity: Ident
     finally:
         await asyncio.to_thread(shutil.rmtree, work_dir, True)
     now = time.time()
-    if not await store.is_owner_key(identity.public_hex):
-        await store.add_owner(BUILTIN_OWNER, identity.public_hex, now)
+    # The coordinator's own key is the operator's: it signs the built-in bundle, and the
+    # operator signs requests with it (`--key` the .key beside the database).
+    await store.grant(BUILTIN_OWNER, identity.public_hex, Role.OPERATOR, OPERATOR, now)
     status = await bundles.publish(store, manifest, archive, now, stable=True)
     log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
 
@@ -385,7 +399,7 @@ async def _signed_body(request: web.Request) -> tuple[str, Any]:
     signed = verify_request(request.headers, request.method, request.rel_url.raw_path, body, now, audience)
     if not request.app[NONCES].first_time(signed.signer, signed.nonce, signed.sent_at, now):
         raise WireError("this signed request was already taken (a replay)", "replayed")
-    return signed.signer, decode(body)
+    return signed.signer, decode(body) if body else None
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -470,34 +484,72 @@ async def _report_batch(request: web.Request) -> web.Response:
 
 
 # ---- owner endpoints -------------------------------------------------------------------
+#
+# Every owner request is signed by the owner's key (the one that signs its bundles), and the
+# key's role (`roles`) decides: an owner sees and changes its own jobs, an operator all, a
+# viewer reads all.
+
+
+async def _owner_request(request: web.Request, action: Action) -> tuple[str, Role | None, Any]:
+    """The signer, its role and the decoded body (None without one), refused unless the role
+    may `action` at all (on something of its own)."""
+    signer, body = await _signed_body(request)
+    role = await _role(request, signer)
+    _allow(signer, role, action)
+    return signer, role, body
+
+
+async def _role(request: web.Request, signer: str) -> Role | None:
+    found = await request.app[STORE].role_of(signer)
+    return None if found is None else Role(found)
+
+
+def _allow(signer: str, role: Role | None, action: Action, own: bool = True) -> None:
+    refusal = roles.refusal(signer, role, action, own)
+    if refusal is not None:
+        raise AccessRefused(refusal)
+
+
+async def _own_job(request: web.Request, action: Action) -> tuple[str, JobStatus]:
+    """The signer and the job the path names, if the signer's role may `action` on it."""
+    signer, role, _ = await _owner_request(request, action)
+    status = await request.app[STORE].job_status(int(request.match_info["job_id"]))
+    _allow(signer, role, action, own=status.owner == signer)
+    return signer, status
 
 
 async def _submit_job(request: web.Request) -> web.Response:
-    submit = parse(JobSubmit, decode(await request.read()))
+    signer, _, obj = await _owner_request(request, Action.SUBMIT_JOB)
+    submit = parse(JobSubmit, obj)
     store = request.app[STORE]
-    job_id = await store.create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version)
+    job_id = await store.create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version, signer)
     await store.rebalance(request.app[CLOCK](), only_if_needed=True, paced=True)
     return _reply(to_obj(JobCreated(job_id=job_id)))
 
 
+async def _cancel_job(request: web.Request) -> web.Response:
+    signer, status = await _own_job(request, Action.CANCEL_JOB)
+    cancelled = await request.app[STORE].cancel_job(status.job_id, signer, request.app[CLOCK]())
+    return _reply(to_obj(cancelled))
+
+
 async def _list_jobs(request: web.Request) -> web.Response:
-    jobs = await request.app[STORE].list_jobs()
+    signer, role, _ = await _owner_request(request, Action.LIST_JOBS)
+    jobs = await request.app[STORE].list_jobs(None if roles.sees_everything(role) else signer)
     return _reply({"jobs": [to_obj(job) for job in jobs]})
 
 
 async def _job_status(request: web.Request) -> web.Response:
-    status = await request.app[STORE].job_status(int(request.match_info["job_id"]))
+    _, status = await _own_job(request, Action.READ_JOB)
     return _reply(to_obj(status))
 
 
 async def _job_results(request: web.Request) -> web.Response:
-    job_id = int(request.match_info["job_id"])
+    _, status = await _own_job(request, Action.READ_JOB)
     offset = _query_int(request, "offset", 0, 0, 2**62)
     limit = _query_int(request, "limit", MAX_RESULTS_PAGE, 1, MAX_RESULTS_PAGE)
-    store = request.app[STORE]
-    items = await store.job_results(job_id, offset, limit)
-    total = (await store.job_status(job_id)).items_total
-    return _reply({"items": items, "total": total})
+    items = await request.app[STORE].job_results(status.job_id, offset, limit)
+    return _reply({"items": items, "total": status.items_total})
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -532,29 +584,48 @@ async def _seed_stored_bundles(app: web.Application) -> None:
     await app[BUNDLES].start(app[STORE])
 
 
-async def _read_upload(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than `limit`. Read by hand because bundle uploads
-    may be far larger than the app's `client_max_size`, which holds for every other route."""
+async def _stream_upload(request: web.Request, limit: int, into: BinaryIO) -> str | None:
+    """Write the body into `into` as it arrives; its sha256 (hex), or None past `limit` bytes.
+    Read by hand because bundle uploads may be far larger than the app's `client_max_size`,
+    which holds for every other route; never held whole in memory while it arrives."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = bytearray()
+    digest = hashlib.sha256()
+    size = 0
     async for chunk in request.content.iter_chunked(1 << 20):
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             return None
-    return bytes(body)
+        digest.update(chunk)
+        await asyncio.to_thread(into.write, chunk)
+    return digest.hexdigest()
 
 
 async def _publish_bundle(request: web.Request) -> web.Response:
+    """An owner's upload: who sends it is known from the headers before a byte of the body is
+    read (signed for this coordinator, in the clock window, a key with a role that publishes),
+    so a stranger's upload costs nothing; the body then streams to a temp file, capped at the
+    owner's bundle size limit, and the signature is checked against its hash."""
     bundles = request.app.get(BUNDLES)
     if bundles is None:
         return _error(503, "no_bundles", "this coordinator does not accept bundle uploads")
-    body = await _read_upload(request, MAX_BUNDLE_UPLOAD)
-    if body is None:
-        return _error(413, "body_too_large", f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes")
-    upload = parse(BundlePublish, decode(body))
-    del body  # up to hundreds of MB: do not keep two copies while the upload is checked
-    status = await bundles.publish(request.app[STORE], upload.manifest, upload.archive, request.app[CLOCK]())
+    now = request.app[CLOCK]()
+    audience = request.app[IDENTITY].public_hex
+    signer = signed_by(request.headers, audience, now).signer
+    _allow(signer, await _role(request, signer), Action.PUBLISH_BUNDLE)
+    store = request.app[STORE]
+    limit = min(MAX_BUNDLE_UPLOAD, (await store.limits_of(signer)).bundle_bytes + MAX_MANIFEST_BYTES + 64 * 1024)
+    async with request.app[UPLOADS]:
+        with tempfile.TemporaryFile() as spool:
+            digest = await _stream_upload(request, limit, spool)
+            if digest is None:
+                return _error(413, "body_too_large", f"bundle upload is larger than this key's limit of {limit} bytes")
+            signed = verify_digest(request.headers, request.method, request.rel_url.raw_path, digest, now, audience)
+            if not request.app[NONCES].first_time(signed.signer, signed.nonce, signed.sent_at, now):
+                raise WireError("this signed request was already taken (a replay)", "replayed")
+            spool.seek(0)
+            upload = parse(BundlePublish, decode(await asyncio.to_thread(spool.read)))
+        status = await bundles.publish(store, upload.manifest, upload.archive, now, uploader=signer)
     return _reply(to_obj(status))
 
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.store import PublishedBundle, Store, unknown_owner
+from coordinator.store import NotOwner, PublishedBundle, Store, unknown_owner
 from overlay import records
 from overlay.announcements import BundleAnnouncement, bundle_key
 from overlay.dht import DhtNode
@@ -259,9 +259,17 @@ class BundleService:
         await self._seeder.seed(published, directory, torrent_bytes)
 
     async def publish(
-        self, store: Store, manifest: bytes, archive: bytes, now: float, *, stable: bool = False
+        self,
+        store: Store,
+        manifest: bytes,
+        archive: bytes,
+        now: float,
+        *,
+        stable: bool = False,
+        uploader: str | None = None,
     ) -> BundleStatus:
         """Check, keep, record and seed one uploaded version; the name's status after it.
+        `uploader`: the key that signed the upload request, which must have signed the bundle.
 
         Refusals: `BundleError` (the upload is malformed, tampered with or unsafe), and the
         store's `UnknownOwner`, `NotOwner` and `Conflict`. Nothing is stored for a refusal.
@@ -269,6 +277,11 @@ class BundleService:
         signed = bundle.decode(manifest)
         bundle.verify_manifest(signed)
         owner_key = signed.owner_key.hex()
+        if uploader is not None and uploader != owner_key:
+            raise NotOwner(
+                f"the bundle is signed by owner key {owner_key[:16]}… but uploaded by key {uploader[:16]}…;"
+                " upload it with the key that signed it"
+            )
         if not await store.is_owner_key(owner_key):
             raise unknown_owner(owner_key)
         name, version = signed.manifest.name, signed.manifest.version

@@ -10,7 +10,9 @@ same `Store` protocol. Errors are drawn here so the API maps them to HTTP once:
     ├── UnknownOwner   a bundle signed by a key the operator has not registered        -> 403
     ├── NotOwner       a bundle name, or its rollout, belongs to another owner key     -> 403
     ├── StaleLease     the lease named is not (or no longer) the caller's              -> 409
-    └── Conflict       a bundle version already published with other content           -> 409
+    ├── LimitReached   an owner's limit (jobs at once, URLs per job or day, bundle size) -> 429
+    └── Conflict       a bundle version already published with other content, or a
+                       job that already finished                                       -> 409
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from coordinator import unit_sizing
+from coordinator.owner_limits import Limits
 from overlay import wire
 from overlay.errors import OsaasError
 from overlay.wire import (
@@ -50,6 +53,9 @@ REBALANCE_INTERVAL = 2.0  # seconds between assignments of hosts to peers: the p
 # peer with free slots asks for work every second or so (RETRY_AFTER), so ten seconds of
 # silence means it stopped, paused on its budget, or went to another coordinator.
 PEER_QUIET_SECONDS = 10.0
+# Who changed something, in the audit log, when it was the command line on the coordinator's
+# host (which reaches the database directly) rather than a signed request.
+OPERATOR = "operator"
 RENEWS_PER_LEASE = 3  # peers renew a lease every third of its length (peer.unit_work)
 
 
@@ -99,6 +105,14 @@ class NotOwner(StoreError):
     code = "not_owner"
 
 
+class LimitReached(StoreError):
+    """An owner asked for more than its limits allow (`owner_limits`); the message says which
+    limit and when it resets."""
+
+    http_status = 429
+    code = "limit_reached"
+
+
 class Conflict(StoreError):
     """A bundle version that is already published with different content: versions are immutable."""
 
@@ -121,6 +135,28 @@ class Owner:
     name: str
     public_key: str  # hex
     added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A key's role on this coordinator (`coordinator.roles`), granted by the operator."""
+
+    name: str
+    public_key: str  # hex
+    role: str  # operator | owner | viewer
+    added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change: who (a key, or "operator" for the command line on the coordinator's host),
+    what, when."""
+
+    at: float
+    actor: str
+    action: str  # grant, revoke, limits, submit, cancel, publish, rollout
+    subject: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +226,22 @@ class Store(Protocol):
         hosts without a peer got work since the last one. `paced`: skip it while the last plan
         is recent for what it cost (a large store plans less often than a small one)."""
 
-    async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
+    async def create_job(
+        self,
+        workload: str,
+        input: dict[str, Any],
+        now: float,
+        version: str | None = None,
+        owner_key: str | None = None,
+    ) -> int:
         """Validate the input, store the job, its items and units; return the job id. `workload`
-        names a published bundle; `version` pins one of its versions (None follows its rollout)."""
+        names a published bundle; `version` pins one of its versions (None follows its rollout).
+        The job belongs to `owner_key` (None: the operator's), within that key's limits
+        (`LimitReached`)."""
+
+    async def cancel_job(self, job_id: int, actor: str, now: float) -> JobStatus:
+        """Stop a running job: nothing more is leased, its holders' reports are taken as
+        duplicates; `Conflict` if it already finished."""
 
     async def lease(
         self,
@@ -232,7 +281,8 @@ class Store(Protocol):
         referrers (sorted), depth. Unfinished items have result None. `problems_only`: only
         the items found broken, timed out or in error."""
 
-    async def list_jobs(self) -> list[JobStatus]: ...
+    async def list_jobs(self, owner_key: str | None = None) -> list[JobStatus]:
+        """Every job, or only those of `owner_key`."""
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         """Registered peers last heard from at or after `seen_since`."""
@@ -246,14 +296,37 @@ class Store(Protocol):
     # ---- owners and bundles ------------------------------------------------------------
 
     async def add_owner(self, name: str, public_key: str, now: float) -> None:
-        """Admit owner key `public_key` (hex) as `name`; again with the same pair is a no-op."""
+        """Admit owner key `public_key` (hex) as `name` (`grant` with the owner role, by the
+        operator); again with the same pair is a no-op."""
 
     async def owners(self) -> list[Owner]: ...
 
-    async def is_owner_key(self, public_key: str) -> bool: ...
+    async def is_owner_key(self, public_key: str) -> bool:
+        """May this key publish bundles (the owner or operator role)?"""
+
+    # ---- who may do what ---------------------------------------------------------------
+
+    async def grant(self, name: str, public_key: str, role: str, actor: str, now: float) -> bool:
+        """Give a key a role (`coordinator.roles`) under a name; False if it had just that."""
+
+    async def revoke(self, public_key: str, actor: str, now: float) -> None:
+        """Take a key's role away (`NotFound` if it had none)."""
+
+    async def grants(self) -> list[Grant]: ...
+
+    async def role_of(self, public_key: str) -> str | None: ...
+
+    async def set_limits(self, public_key: str, limits: Limits, actor: str, now: float) -> None: ...
+
+    async def limits_of(self, public_key: str) -> Limits:
+        """The key's limits: the operator's choice, else the defaults (an operator has none)."""
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest `limit` changes, oldest first."""
 
     async def add_bundle(self, bundle: PublishedBundle, *, stable: bool = False) -> bool:
-        """Publish a version; False when the very same version was already published. The first
+        """Publish a version (its owner key must have the owner or operator role); False when the very same version was already
+        published. The first
         version of a name binds the name to its owner key and becomes its stable version;
         `stable=True` makes a later version stable at once (the operator's built-in bundles)."""
 

@@ -68,11 +68,11 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
             async with aiohttp.ClientSession() as session:
                 job_input = {"urls": seeds, "depth": options.depth}
                 try:
-                    job_id = await owner.submit(session, coordinator_url, "linkcheck", job_input)
+                    job_id = await owner.submit(session, coordinator_url, network.operator, "linkcheck", job_input)
                 except http.Rejected as exc:
                     raise CheckError(f"the job was refused: {exc}") from exc
-                await _watch(session, coordinator_url, job_id, peers, workdir, console, options.progress)
-                items = await owner.results(session, coordinator_url, job_id)
+                await _watch(session, network, job_id, peers, workdir, console, options.progress)
+                items = await owner.results(session, coordinator_url, network.operator, job_id)
     _refuse_unreachable_seeds(seeds, items)
     return items
 
@@ -89,7 +89,7 @@ def _refuse_unreachable_seeds(seeds: list[str], items: list[dict[str, Any]]) -> 
 class _Network:
     coordinator_url: str
     bootstrap: str  # HOST:PORT of the embedded coordinator's DHT node
-    owner_key: str  # hex: the embedded coordinator's, which signs the link-check bundle
+    operator: Identity  # the embedded coordinator's key: it signs the link-check bundle and the job
 
 
 @contextlib.asynccontextmanager
@@ -125,7 +125,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                     raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
                 raise CheckError("the embedded coordinator did not start within 30 s")
             host, port = dht.address
-            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity.public_hex)
+            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -161,7 +161,7 @@ async def _peers(
                 # The bundle is this installation's own link checker: it may run even where
                 # no sandbox can be built (the peer then says so in its log).
                 "--trust-owner",
-                network.owner_key,
+                network.operator.public_hex,
             ]
             if options.allow_private:
                 argv.append("--allow-private")
@@ -192,7 +192,7 @@ async def _stop_all(processes: list[asyncio.subprocess.Process]) -> None:
 
 async def _watch(
     session: aiohttp.ClientSession,
-    coordinator_url: str,
+    network: _Network,
     job_id: int,
     peers: list[asyncio.subprocess.Process],
     workdir: Path,
@@ -203,7 +203,7 @@ async def _watch(
     with Progress(*columns, console=console, transient=False, disable=not show_progress) as progress:
         bar = progress.add_task("check", total=None)
         while True:
-            status = await owner.status(session, coordinator_url, job_id)
+            status = await owner.status(session, network.coordinator_url, network.operator, job_id)
             progress.update(bar, total=max(status.items_total, 1), completed=status.items_done)
             if status.state == "done":
                 return

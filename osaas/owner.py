@@ -1,5 +1,6 @@
 """What a project owner does against a coordinator: publish and roll out bundles, submit a job,
-watch it, fetch results."""
+watch it, cancel it, fetch results. Every request is signed with the owner's key: the
+coordinator knows the key's role (`coordinator.roles`) and each job's owner."""
 
 from __future__ import annotations
 
@@ -21,13 +22,28 @@ PUBLISH_TIMEOUT = 900.0
 async def submit(
     session: aiohttp.ClientSession,
     coordinator: str,
+    key: Identity,
     workload: str,
     job_input: dict[str, Any],
     version: str | None = None,
 ) -> int:
     message = wire.JobSubmit(workload, job_input, version)
-    answer = await http.call(session, "POST", coordinator, "/v1/jobs", message)
+    answer = await http.call(session, "POST", coordinator, "/v1/jobs", message, identity=key)
     return _parse(wire.JobCreated, answer).job_id
+
+
+async def cancel(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> wire.JobStatus:
+    answer = await http.call(session, "POST", coordinator, f"/v1/jobs/{job_id}/cancel", identity=key)
+    return _parse(wire.JobStatus, answer)
+
+
+async def jobs(session: aiohttp.ClientSession, coordinator: str, key: Identity) -> list[wire.JobStatus]:
+    """The key's jobs (every job, for an operator or a viewer)."""
+    answer = await http.call(session, "GET", coordinator, "/v1/jobs", identity=key)
+    listed = answer.get("jobs") if isinstance(answer, dict) else None
+    if not isinstance(listed, list):
+        raise http.Unavailable("coordinator sent a malformed job list")
+    return [_parse(wire.JobStatus, job) for job in listed]
 
 
 def split_bundle(text: str) -> tuple[str, str | None]:
@@ -38,10 +54,13 @@ def split_bundle(text: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-async def publish(session: aiohttp.ClientSession, coordinator: str, built: BuiltBundle) -> wire.BundleStatus:
-    """Upload a built bundle; the coordinator checks it as a peer would before seeding it."""
+async def publish(
+    session: aiohttp.ClientSession, coordinator: str, key: Identity, built: BuiltBundle
+) -> wire.BundleStatus:
+    """Upload a built bundle, signed with the key that signed it; the coordinator checks it as
+    a peer would before seeding it."""
     message = wire.BundlePublish(built.manifest_path.read_bytes(), built.archive_path.read_bytes())
-    await http.call(session, "POST", coordinator, "/v1/bundles", message, timeout=PUBLISH_TIMEOUT)
+    await http.call(session, "POST", coordinator, "/v1/bundles", message, identity=key, timeout=PUBLISH_TIMEOUT)
     return await bundle_status(session, coordinator, built.signed.manifest.name)
 
 
@@ -73,15 +92,15 @@ def describe(status: wire.BundleStatus) -> str:
     return "\n".join(lines)
 
 
-async def status(session: aiohttp.ClientSession, coordinator: str, job_id: int) -> wire.JobStatus:
-    return _parse(wire.JobStatus, await http.call(session, "GET", coordinator, f"/v1/jobs/{job_id}"))
+async def status(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> wire.JobStatus:
+    return _parse(wire.JobStatus, await http.call(session, "GET", coordinator, f"/v1/jobs/{job_id}", identity=key))
 
 
-async def results(session: aiohttp.ClientSession, coordinator: str, job_id: int) -> list[dict[str, Any]]:
+async def results(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     while True:
         path = f"/v1/jobs/{job_id}/results?offset={len(items)}&limit={RESULTS_PAGE}"
-        answer = await http.call(session, "GET", coordinator, path, timeout=120.0)
+        answer = await http.call(session, "GET", coordinator, path, identity=key, timeout=120.0)
         page = answer.get("items") if isinstance(answer, dict) else None
         if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
             raise http.Unavailable("coordinator sent malformed results")

@@ -67,9 +67,8 @@ def error_body(code: str, message: str) -> bytes:
 # ---- signatures ------------------------------------------------------------------------
 
 
-def _signed_bytes(method: str, path: str, audience: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    digest = hashlib.sha256(body).hexdigest()
-    return "\n".join([SIGNATURE_VERSION, method.upper(), path, audience, timestamp, nonce, digest]).encode()
+def _signed_bytes(method: str, path: str, audience: str, timestamp: str, nonce: str, body_sha256: str) -> bytes:
+    return "\n".join([SIGNATURE_VERSION, method.upper(), path, audience, timestamp, nonce, body_sha256]).encode()
 
 
 class SignedRequest(typing.NamedTuple):
@@ -86,7 +85,7 @@ def sign_request(identity: Identity, method: str, path: str, body: bytes, now: f
     public key (hex) is `audience`, once: a fresh random nonce rides along."""
     timestamp = f"{now:.3f}"
     nonce = secrets.token_hex(NONCE_BYTES)
-    signature = identity.sign(_signed_bytes(method, path, audience, timestamp, nonce, body))
+    signature = identity.sign(_signed_bytes(method, path, audience, timestamp, nonce, hashlib.sha256(body).hexdigest()))
     return {
         KEY_HEADER: identity.public_hex,
         SIGNATURE_HEADER: signature.hex(),
@@ -129,8 +128,15 @@ def verify_request(
     """The request's signer, or `WireError` (401): unsigned, malformed, for another coordinator,
     out of the clock window, or a signature that does not cover this method, path and body.
     A replayed nonce is the caller's to refuse (it remembers the nonces it saw)."""
+    return verify_digest(headers, method, path, hashlib.sha256(body).hexdigest(), now, audience)
+
+
+def verify_digest(
+    headers: typing.Mapping[str, str], method: str, path: str, body_sha256: str, now: float, audience: str
+) -> SignedRequest:
+    """`verify_request` for a body that was hashed as it streamed (a bundle upload)."""
     signed = signed_by(headers, audience, now)
-    message = _signed_bytes(method, path, audience, headers[TIMESTAMP_HEADER], signed.nonce, body)
+    message = _signed_bytes(method, path, audience, headers[TIMESTAMP_HEADER], signed.nonce, body_sha256)
     if not verify(bytes.fromhex(signed.signer), message, bytes.fromhex(headers[SIGNATURE_HEADER])):
         raise WireError("signature does not match the request", "bad_signature")
     return signed
@@ -423,7 +429,7 @@ class JobCreated:
 class JobStatus:
     job_id: int
     workload: str
-    state: str  # "running" | "done"
+    state: str  # "running" | "done" | "cancelled"
     units_total: int
     units_done: int
     items_total: int
@@ -431,6 +437,8 @@ class JobStatus:
     counts: dict = field(default_factory=dict)  # result -> number of items
     created_at: float = 0.0
     finished_at: float | None = None
+    owner: str | None = None  # the key (hex) that submitted it; None: the operator's
+    limited: str | None = None  # why it stopped adding links (an owner's URL limit), if it did
 
 
 # ---- bundles ---------------------------------------------------------------------------

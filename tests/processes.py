@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 
 from osaas import owner
+from osaas.commands._shared import default_owner_key
+from overlay.identity import Identity
 from workloads import linkcheck_report
 
 
@@ -63,20 +65,37 @@ async def start_coordinator(
     more options in `args`; added to `processes` (for `stopped_on_exit`) and serving when this
     returns. Its URL."""
     url = f"http://127.0.0.1:{port}"
+    listen = f"127.0.0.1:{port}"
+    operator = operator_key().public_hex
     processes.append(
         await start(
-            "coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(workdir / db), *args, log=workdir / log
+            "coordinator",
+            "serve",
+            "--listen",
+            listen,
+            "--db",
+            str(workdir / db),
+            "--operator-key",
+            operator,
+            *args,
+            log=workdir / log,
         )
     )
     await wait_until_serving(url, workdir / log)
     return url
 
 
-async def job_status(url: str, job_id: int) -> dict:
+def operator_key() -> Identity:
+    """The key the tests' `osaas` commands sign with by default (tests/conftest.py made it, in a
+    config dir of the test process's own); coordinators the tests start make it an operator."""
+    return Identity.load(default_owner_key())
+
+
+async def job_status(url: str, job_id: int, key: Identity | None = None) -> dict:
     """A job's status as `osaas job status --json` prints it, asked in-process: an `osaas`
     process per poll kept a third of a core busy. `job_status_command` runs the command."""
     async with aiohttp.ClientSession() as session:
-        status = await owner.status(session, url, job_id)
+        status = await owner.status(session, url, key or operator_key(), job_id)
     return json.loads(json.dumps({name: getattr(status, name) for name in status.__slots__}))
 
 
@@ -97,21 +116,21 @@ async def stopped_on_exit(processes: list[asyncio.subprocess.Process]) -> AsyncI
                 await p.wait()
 
 
-async def wait_until_done(url: str, job_id: int, polls: int = 900) -> dict:
-    """The job's status once it is done (or the last one seen, after `polls` looks 0.2 s apart)."""
+async def wait_until_done(url: str, job_id: int, polls: int = 900, key: Identity | None = None) -> dict:
+    """The job's status once it ended (or the last one seen, after `polls` looks 0.2 s apart)."""
     for _ in range(polls):
-        status = await job_status(url, job_id)
-        if status["state"] == "done":
+        status = await job_status(url, job_id, key)
+        if status["state"] in ("done", "cancelled"):
             break
         await asyncio.sleep(0.2)
     return status
 
 
-async def job_results(url: str, job_id: int) -> list[dict]:
+async def job_results(url: str, job_id: int, key: Identity | None = None) -> list[dict]:
     """A job's results as `osaas job results --format json` prints them, asked in-process;
     `job_results_command` runs the command."""
     async with aiohttp.ClientSession() as session:
-        items = await owner.results(session, url, job_id)
+        items = await owner.results(session, url, key or operator_key(), job_id)
     return [json.loads(line) for line in linkcheck_report.to_json_lines(items).splitlines()]
 
 

@@ -229,9 +229,11 @@ def generated_site_urls(base: str, pages: int) -> tuple[set[str], set[str]]:
 @contextlib.asynccontextmanager
 async def coordinator(db_path: Path, **options: Any) -> AsyncIterator[str]:
     """A real coordinator (`coordinator.api.serve`: API, store, bundle seeder with the built-in
-    link-check bundle) on 127.0.0.1; yields its URL."""
+    link-check bundle) on 127.0.0.1, the tests' own key one of its operators; yields its URL."""
     from coordinator.api import serve as serve_coordinator
+    from tests.processes import operator_key
 
+    options.setdefault("operator_keys", [operator_key().public_hex])
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve_coordinator(

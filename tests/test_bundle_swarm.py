@@ -53,7 +53,7 @@ async def test_peers_fetch_from_the_coordinator_and_from_each_other(tmp_path: Pa
         async with SqliteStore(db) as store:
             await store.add_owner("owner", key.public_hex, time.time())
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        status = await owner.publish(session, url, built)
+        status = await owner.publish(session, url, key, built)
         assert status.stable == "1.0"
 
         caches: list[tuple[BundleCache, TorrentSession]] = []

@@ -18,6 +18,7 @@ from coordinator.linkcheck_jobs import unit_key
 from coordinator.rollout import picks_candidate
 from osaas import owner
 from overlay.identity import Identity
+from tests.processes import operator_key
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 from tests.test_discovery import free_udp_port, osaas_output, processes, wait_for
 from workloads.builtin import stage_linkcheck
@@ -88,6 +89,8 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             "coordinator",
             "coordinator",
             "serve",
+            "--operator-key",
+            operator_key().public_hex,
             "--listen",
             url.removeprefix("http://"),
             "--db",
@@ -129,11 +132,14 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
                     str(tmp_path / f"dist-{version}"),
                 )
                 assert f"built {NAME} {version}" in out
-            code, _, err = await osaas_output("bundle", "publish", str(tmp_path / "dist-1.0"), "--coordinator", url)
-            assert code == 2 and "is not registered here" in err and len(err.strip().splitlines()) == 1
+            owner_key = ("--key", str(tmp_path / "owner.key"))
+            code, _, err = await osaas_output(
+                "bundle", "publish", str(tmp_path / "dist-1.0"), "--coordinator", url, *owner_key
+            )
+            assert code == 2 and "is not admitted on this coordinator" in err and len(err.strip().splitlines()) == 1
             await osaas_ok("coordinator", "owner", "add", "alice", public_key, "--db", str(db))
             for version in ("1.0", BROKEN):
-                await osaas_ok("bundle", "publish", str(tmp_path / f"dist-{version}"), "--coordinator", url)
+                await osaas_ok("bundle", "publish", str(tmp_path / f"dist-{version}"), "--coordinator", url, *owner_key)
             status = await owner.bundle_status(session, url, NAME)
             assert (status.stable, status.candidate, status.owner_key) == ("1.0", None, public_key)
 
@@ -174,10 +180,10 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             job_id = int(await osaas_ok("job", "submit", f"{site}/", "--coordinator", url, "--bundle", NAME))
 
             async def job_done() -> bool:
-                return (await owner.status(session, url, job_id)).state == "done"
+                return (await owner.status(session, url, operator_key(), job_id)).state == "done"
 
             await wait_for(job_done, "the job to complete", 2000)
-            items = await owner.results(session, url, job_id)
+            items = await owner.results(session, url, operator_key(), job_id)
             status = json.loads(await osaas_ok("bundle", "status", NAME, "--coordinator", url, "--json"))
 
     assert status["state"] == "rolled_back"

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from coordinator.api import make_app
 from coordinator.sqlite import SqliteStore
+from tests.processes import operator_key
 from tests.sites import free_port, serve
 
 
@@ -92,8 +93,10 @@ def test_dht_commands_without_a_reachable_node() -> None:
 async def test_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
     import asyncio
 
-    app: web.Application = make_app(SqliteStore(tmp_path / "c.sqlite"))
+    store = SqliteStore(tmp_path / "c.sqlite")
+    app: web.Application = make_app(store)
     async with serve(app) as coordinator:
+        await store.grant("operator", operator_key().public_hex, "operator", "operator", 0.0)
         run = await asyncio.to_thread(osaas, "job", "status", "42", "--coordinator", coordinator)
         assert_one_line_error(run, "42")
         assert "404" in run.stderr

@@ -28,6 +28,7 @@ from overlay.announcements import CoordinatorAnnouncement, coordinators_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from peer.discovery import find_coordinators
+from tests.processes import operator_key
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -94,6 +95,8 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
                 f"coordinator-{name}",
                 "coordinator",
                 "serve",
+                "--operator-key",
+                operator_key().public_hex,
                 "--listen",
                 url.removeprefix("http://"),
                 "--db",
@@ -117,7 +120,9 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         await wait_for(both_announced, "both coordinators to be announced", 300)
 
         async with aiohttp.ClientSession() as session:
-            job_a = await owner.submit(session, urls["a"], "linkcheck", {"urls": [f"{site}/"], "depth": None})
+            job_a = await owner.submit(
+                session, urls["a"], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
+            )
             peers = [f"peer-{i}" for i in range(3)]
             status_port = free_port()
             for i, name in enumerate(peers):
@@ -160,20 +165,22 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
             await wait_for(status_shows_the_network, "peer-0's status to show its DHT neighbours and coordinator")
 
             async def a_made_progress() -> bool:
-                return (await owner.status(session, urls["a"], job_a)).items_done >= 10
+                return (await owner.status(session, urls["a"], operator_key(), job_a)).items_done >= 10
 
             await wait_for(a_made_progress, "progress on coordinator A")
-            assert (await owner.status(session, urls["a"], job_a)).state == "running"
+            assert (await owner.status(session, urls["a"], operator_key(), job_a)).state == "running"
             coordinators["a"].send_signal(signal.SIGKILL)
             await coordinators["a"].wait()
 
-            job_b = await owner.submit(session, urls["b"], "linkcheck", {"urls": [f"{site}/"], "depth": None})
+            job_b = await owner.submit(
+                session, urls["b"], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
+            )
 
             async def b_done() -> bool:
-                return (await owner.status(session, urls["b"], job_b)).state == "done"
+                return (await owner.status(session, urls["b"], operator_key(), job_b)).state == "done"
 
             await wait_for(b_done, "the job to complete on coordinator B", 1200)
-            items = await owner.results(session, urls["b"], job_b)
+            items = await owner.results(session, urls["b"], operator_key(), job_b)
             if "workloads.linkcheck: unit" in procs.log("peer-0"):  # it ran units: it seeds their bundle
                 assert {b["name"] for b in (await peer_0_status())["bundles"]} == {"linkcheck"}
 

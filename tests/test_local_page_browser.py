@@ -126,8 +126,9 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
                 stranger = await browser.new_page()
                 await stranger.goto(f"http://127.0.0.1:{status_port}/")
                 await expect(stranger.locator("#tokenless")).to_be_visible(timeout=10_000)
-                assert await stranger.locator("#pause").is_disabled() and await stranger.locator("#save").is_disabled()
-                assert await stranger.locator("#switch").is_disabled()
+                # The page disables its controls once it read the status: wait for it, do not race it.
+                for control in ("#pause", "#save", "#switch"):
+                    await expect(stranger.locator(control)).to_be_disabled(timeout=10_000)
 
                 # Its job done, the volunteer sends the peer to work for another coordinator.
                 assert (await wait_until_done(url, job_id))["state"] == "done"

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench.site import build_site
+from tests.processes import operator_key
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -136,6 +137,8 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
             bootstrap,
             "--network",
             "nsnet",
+            "--operator-key",
+            operator_key().public_hex,
             log=tmp_path / "coordinator.log",
         ),
     ]

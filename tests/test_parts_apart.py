@@ -19,6 +19,7 @@ from tests.processes import (
     job_results_command,
     job_status,
     job_status_command,
+    operator_key,
     osaas,
     start,
     start_coordinator,
@@ -56,8 +57,10 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
     db = tmp_path / "coordinator.sqlite"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=PAGES, delay=0.02)) as site, stopped_on_exit(processes):
-        serve_args = ("coordinator", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--unit-size", "5")
-        coordinator = await start(*serve_args, log=tmp_path / "coordinator.log")
+        operator = operator_key().public_hex
+        listen = f"127.0.0.1:{port}"
+        serve_args = ("coordinator", "serve", "--listen", listen, "--db", str(db), "--operator-key", operator)
+        coordinator = await start(*serve_args, "--unit-size", "5", log=tmp_path / "coordinator.log")
         processes.append(coordinator)
         await wait_until_serving(url, tmp_path / "coordinator.log")
         for i in range(2):
@@ -92,7 +95,7 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
             last = (tmp_path / "coordinator.log").read_text().strip().splitlines()[-1]
             assert last == "osaas: error: the store process ended (exit code -9)", last
         await asyncio.sleep(1.0)  # peers finish units meanwhile and must keep their reports
-        coordinator = await start(*serve_args, log=tmp_path / "coordinator.log")
+        coordinator = await start(*serve_args, "--unit-size", "5", log=tmp_path / "coordinator.log")
         processes.append(coordinator)
         await wait_until_serving(url, tmp_path / "coordinator.log")
 

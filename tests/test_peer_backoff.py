@@ -20,6 +20,7 @@ from aiohttp import web
 
 from osaas import owner
 from overlay import wire
+from tests.processes import operator_key
 from tests.sites import RequestLog, generated_site_app, generated_site_urls, serve
 from tests.sites import coordinator as coordinator_at
 
@@ -93,11 +94,11 @@ async def peer_until_done(
         )
     try:
         for _ in range(600):
-            status = await owner.status(session, coordinator, job_id)
+            status = await owner.status(session, coordinator, operator_key(), job_id)
             if status.state == "done":
                 break
             await asyncio.sleep(0.1)
-        return status, await owner.results(session, coordinator, job_id)
+        return status, await owner.results(session, coordinator, operator_key(), job_id)
     finally:
         peer.terminate()
         await peer.wait()
@@ -110,7 +111,9 @@ async def test_peer_honours_retry_after_and_keeps_reports_until_accepted(tmp_pat
         serve(front(coordinator, overloaded(refused))) as front_url,
     ):
         async with serve(generated_site_app(RequestLog(), pages=30)) as site, aiohttp.ClientSession() as session:
-            job_id = await owner.submit(session, coordinator, "linkcheck", {"urls": [f"{site}/"], "depth": None})
+            job_id = await owner.submit(
+                session, coordinator, operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
+            )
             status, items = await peer_until_done(tmp_path, front_url, session, coordinator, job_id)
 
     assert status.state == "done"
@@ -156,7 +159,7 @@ async def test_reports_that_piled_up_go_in_one_batch(tmp_path: Path) -> None:
         sites = [await stack.enter_async_context(serve(generated_site_app(RequestLog(), pages=10))) for _ in range(4)]
         session = await stack.enter_async_context(aiohttp.ClientSession())
         job_id = await owner.submit(
-            session, coordinator, "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None}
+            session, coordinator, operator_key(), "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None}
         )
         status, items = await peer_until_done(tmp_path, front_url, session, coordinator, job_id)
 

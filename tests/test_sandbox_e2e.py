@@ -24,7 +24,7 @@ import pytest
 
 from peer.sandbox import SandboxError, detect
 from tests.peer.test_sandbox import processes_marked, stage_hostile_bundle
-from tests.processes import job_results, job_status, start, wait_until_done, wait_until_serving
+from tests.processes import job_results, job_status, operator_key, start, wait_until_done, wait_until_serving
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 from tests.test_discovery import Processes, osaas_output, processes
 
@@ -53,7 +53,17 @@ async def serve_with_a_stranger(procs: Processes, tmp_path: Path, url: str, db: 
     """A coordinator at `url` whose operator admitted a stranger, who published the hostile bundle."""
     listen = url.removeprefix("http://")
     await procs.start(
-        "coordinator", "coordinator", "serve", "--listen", listen, "--db", str(db), "--torrent-listen", "127.0.0.1:0"
+        "coordinator",
+        "coordinator",
+        "serve",
+        "--listen",
+        listen,
+        "--db",
+        str(db),
+        "--torrent-listen",
+        "127.0.0.1:0",
+        "--operator-key",
+        operator_key().public_hex,
     )
     await wait_until_serving(url, tmp_path / "coordinator.log")
     await publish_hostile(tmp_path, url, db)
@@ -70,7 +80,9 @@ async def publish_hostile(tmp_path: Path, url: str, db: Path) -> str:
         "bundle", "build", str(source), "--key", str(tmp_path / "stranger.key"), "--out", str(tmp_path / "dist")
     )
     await osaas_ok("coordinator", "owner", "add", "stranger", key, "--db", str(db))
-    await osaas_ok("bundle", "publish", str(tmp_path / "dist"), "--coordinator", url)
+    await osaas_ok(
+        "bundle", "publish", str(tmp_path / "dist"), "--coordinator", url, "--key", str(tmp_path / "stranger.key")
+    )
     return key
 
 

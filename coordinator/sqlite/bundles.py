@@ -1,64 +1,31 @@
-"""Owners, their bundles and each bundle name's rollout, as the SQLite store keeps them.
+"""Bundles and each bundle name's rollout, as the SQLite store keeps them.
 
-An owner's key may publish only under names it holds; a version, once published, never
+Only a key with the owner (or operator) role publishes; it may publish only under names it holds; a version, once published, never
 changes. The rules of rollouts are `coordinator.rollout`'s; this loads and saves them.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 
 from coordinator import rollout
+from coordinator.roles import Role
 from coordinator.rollout import Rollout, RolloutState, Tally
+from coordinator.sqlite import access
 from coordinator.sqlite.database import Database
-from coordinator.store import Conflict, InvalidInput, NotFound, NotOwner, Owner, PublishedBundle, unknown_owner
+from coordinator.store import Conflict, NotFound, NotOwner, PublishedBundle, unknown_owner
 from overlay.wire import BundleStatus, VersionStats
 
 log = logging.getLogger(__name__)
 
-_OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")
-_MAX_OWNER_NAME = 64
 _BUNDLE_COLUMNS = "name, version, owner_key, info_hash, archive_sha256, manifest, published_at"
-
-
-def add_owner(db: Database, name: str, public_key: str, now: float) -> None:
-    if not 0 < len(name) <= _MAX_OWNER_NAME or not name.isprintable():
-        raise InvalidInput(f"owner name must be 1..{_MAX_OWNER_NAME} printable characters")
-    if not _OWNER_KEY_RE.fullmatch(public_key):
-        raise InvalidInput("owner key must be an Ed25519 public key: 64 lowercase hex digits")
-    with db.transaction() as conn:
-        bound = conn.execute(
-            "SELECT name, public_key FROM owners WHERE name = ? OR public_key = ?", (name, public_key)
-        ).fetchall()
-        if bound == [(name, public_key)]:
-            return  # the same owner again
-        if bound:
-            other_name, other_key = next(row for row in bound if row != (name, public_key))
-            raise InvalidInput(
-                f"owner {other_name!r} is already registered with key {other_key[:16]}…; "
-                f"key {public_key[:16]}… cannot also be registered as {name!r}"
-            )
-        conn.execute("INSERT INTO owners (name, public_key, added_at) VALUES (?, ?, ?)", (name, public_key, now))
-    log.info("owner %r added with key %s", name, public_key)
-
-
-def owners(db: Database) -> list[Owner]:
-    with db.transaction(write=False) as conn:
-        rows = conn.execute("SELECT name, public_key, added_at FROM owners ORDER BY name").fetchall()
-    return [Owner(*row) for row in rows]
-
-
-def is_owner_key(db: Database, public_key: str) -> bool:
-    with db.transaction(write=False) as conn:
-        return conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (public_key,)).fetchone() is not None
 
 
 def add_bundle(db: Database, bundle: PublishedBundle, stable: bool) -> bool:
     name, version = bundle.name, bundle.version
     with db.transaction() as conn:
-        if not conn.execute("SELECT 1 FROM owners WHERE public_key = ?", (bundle.owner_key,)).fetchone():
+        if access.role(conn, bundle.owner_key) not in (Role.OWNER, Role.OPERATOR):
             raise unknown_owner(bundle.owner_key)
         current = load_rollout(conn, name)
         if current is not None and current.owner_key != bundle.owner_key:
@@ -86,6 +53,8 @@ def add_bundle(db: Database, bundle: PublishedBundle, stable: bool) -> bool:
                     bundle.published_at,
                 ),
             )
+        if row is None:
+            access.audit(conn, bundle.published_at, bundle.owner_key, "publish", f"bundle {name} {version}")
         if current is None:
             save_rollout(conn, rollout.first(name, bundle.owner_key, version))
         elif stable and current.stable != version:
@@ -122,7 +91,7 @@ def list_bundles(db: Database) -> list[BundleStatus]:
         return [status_of_bundle(conn, name) for name in names]
 
 
-def set_rollout(db: Database, name: str, version: str, percent: int, signer_key: str) -> BundleStatus:
+def set_rollout(db: Database, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
     with db.transaction() as conn:
         current = load_rollout(conn, name)
         if current is None:
@@ -136,6 +105,7 @@ def set_rollout(db: Database, name: str, version: str, percent: int, signer_key:
             raise NotFound(f"bundle {name!r} has no version {version!r}; publish it first")
         updated = rollout.started(current, version, percent)
         save_rollout(conn, updated)
+        access.audit(conn, now, signer_key, "rollout", f"bundle {name} {version}", f"{percent}%")
         status = status_of_bundle(conn, name)
     log.info("%s", updated.message)
     return status

@@ -51,6 +51,7 @@ class JobFacts:
     workload: str  # its bundle's name
     pinned: str | None  # its bundle version; None: follows the rollout
     unit_size: int  # the most items in one of its units
+    owner_key: str | None  # who submitted it; None: the operator, or before roles
 
 
 @dataclass(slots=True)

@@ -8,14 +8,16 @@ needs its own splitter here first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from typing import Any
 
-from coordinator import linkcheck_jobs
+from coordinator import linkcheck_jobs, owner_limits
 from coordinator.linkcheck_jobs import JobInput, NewItem
+from coordinator.sqlite import access
 from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
-from coordinator.store import InvalidInput
+from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
 from overlay.wire import decode, encode
 
 log = logging.getLogger(__name__)
@@ -24,17 +26,31 @@ _JOB_INPUTS_KEPT = 64  # parsed job inputs kept in memory: they never change
 _JOBS_KEPT = 4096  # (bundle name, pinned version, unit size) of jobs kept in memory: same
 
 
-def create_job(db: Database, workload: str, input: dict[str, Any], now: float, version: str | None) -> int:
+def create_job(
+    db: Database, workload: str, input: dict[str, Any], now: float, version: str | None, owner_key: str | None
+) -> int:
     with db.transaction() as conn:
         check_job_bundle(conn, workload, version)
         job = linkcheck_jobs.parse_job_input(input)
+        seeds = linkcheck_jobs.seed_items(job)
+        limits = access.limits(conn, owner_key)
+        if owner_key is not None:
+            (running,) = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner_key = ? AND state = 'running'", (owner_key,)
+            ).fetchone()
+            refused = owner_limits.submit_refusal(
+                limits, running, len(seeds), access.urls_today(conn, owner_key, now), now
+            )
+            if refused is not None:
+                raise LimitReached(refused)
         job_id = conn.execute(
-            "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version)"
-            " VALUES (?, ?, 'running', ?, ?, ?)",
-            (workload, encode(job.to_obj()), now, db.settings.unit_size, version),
+            "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, owner_key, max_urls)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            (workload, encode(job.to_obj()), now, db.settings.unit_size, version, owner_key, limits.urls_per_job),
         ).lastrowid
         assert job_id is not None
-        insert_items(db, conn, job_id, linkcheck_jobs.seed_items(job))
+        insert_items(db, conn, job_id, seeds, now)
+        access.audit(conn, now, owner_key or "operator", "submit", f"job {job_id}", f"{workload}, {len(seeds)} URLs")
     log.info(
         "job %d created: %s %s, %d seeds, depth %s",
         job_id,
@@ -58,15 +74,51 @@ def check_job_bundle(conn: sqlite3.Connection, name: str, version: str | None) -
         raise InvalidInput(f"bundle {name!r} has no version {version!r} on this coordinator")
 
 
-def insert_items(db: Database, conn: sqlite3.Connection, job_id: int, items: list[NewItem]) -> None:
-    """Add items, waiting for a lease to form their units; a host without a peer that now
-    has work calls for a replan."""
+def within_limits(
+    db: Database, conn: sqlite3.Connection, job_id: int, found: list[NewItem], now: float
+) -> list[NewItem]:
+    """The links a crawled page found that its job may still add: its owner's URL limits
+    (per job, per day) hold; a job that reaches one stops adding links and says so."""
+    owner_key = job(db, conn, job_id).owner_key
+    urls, max_urls = conn.execute("SELECT urls, max_urls FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    limits = access.limits(conn, owner_key)
+    if max_urls is not None:
+        limits = dataclasses.replace(limits, urls_per_job=min(limits.urls_per_job, max_urls))
+    today = 0 if owner_key is None else access.urls_today(conn, owner_key, now)
+    room = owner_limits.links_allowed(limits, urls, today)
+    if len(found) <= room:
+        return found
+    # Near a limit: links the job already has cost nothing, so count only the new ones.
+    known: set[str] = set()
+    for chunk in chunks([item.url for item in found]):
+        known.update(
+            url
+            for (url,) in conn.execute(
+                f"SELECT url FROM items WHERE job_id = ? AND url IN ({placeholders(chunk)})", (job_id, *chunk)
+            )
+        )
+    new = [item for item in found if item.url not in known]
+    if len(new) > room:
+        conn.execute(
+            "UPDATE jobs SET limited = ? WHERE id = ? AND limited IS NULL",
+            (owner_limits.links_limited(limits, urls, today, now), job_id),
+        )
+    return new[:room]
+
+
+def insert_items(db: Database, conn: sqlite3.Connection, job_id: int, items: list[NewItem], now: float) -> None:
+    """Add items, waiting for a lease to form their units, counted for the job and its owner's
+    day; a host without a peer that now has work calls for a replan."""
     if not items:
         return
     added = conn.executemany(
         "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl) VALUES (?, ?, ?, ?, ?)",
         [(job_id, i.url, i.unit_key, i.depth, i.crawl) for i in items],
     ).rowcount
+    conn.execute("UPDATE jobs SET urls = urls + ? WHERE id = ?", (added, job_id))
+    owner_key = job(db, conn, job_id).owner_key
+    if owner_key is not None:
+        access.count_urls(conn, owner_key, added, now)
     conn.execute(
         "INSERT INTO job_progress (job_id, open_items) VALUES (?, ?)"
         " ON CONFLICT (job_id) DO UPDATE SET open_items = open_items + excluded.open_items",
@@ -101,12 +153,36 @@ def job_input(db: Database, conn: sqlite3.Connection, job_id: int) -> JobInput:
 def job(db: Database, conn: sqlite3.Connection, job_id: int) -> JobFacts:
     job = db.jobs.get(job_id)
     if job is None:
-        row = conn.execute("SELECT workload, bundle_version, unit_size FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = conn.execute(
+            "SELECT workload, bundle_version, unit_size, owner_key FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         job = JobFacts(*row)
         if len(db.jobs) >= _JOBS_KEPT:
             db.jobs.pop(next(iter(db.jobs)))
         db.jobs[job_id] = job
     return job
+
+
+def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
+    """Stop a running job: its queues go, its open units are done as they stand (a holder's
+    late report is then a duplicate; its renewals fail, so it stops), no item is lost."""
+    with db.transaction() as conn:
+        row = conn.execute("SELECT state, cancelled_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        if row[0] != "running":
+            raise Conflict(f"job {job_id} is already {'cancelled' if row[1] is not None else 'done'}")
+        conn.execute(
+            "UPDATE jobs SET state = 'done', finished_at = ?, cancelled_at = ? WHERE id = ?", (now, now, job_id)
+        )
+        conn.execute("DELETE FROM queues WHERE job_id = ?", (job_id,))
+        conn.execute(
+            "UPDATE units SET state = 'done', expires_at = NULL WHERE job_id = ? AND state != 'done'", (job_id,)
+        )
+        conn.execute("UPDATE job_progress SET open_items = 0 WHERE job_id = ?", (job_id,))
+        access.audit(conn, now, actor, "cancel", f"job {job_id}")
+    db.replan = True  # its hosts may have no work left
+    log.info("job %d cancelled by %s", job_id, actor[:16])
 
 
 def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) -> None:

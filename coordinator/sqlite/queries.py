@@ -18,9 +18,15 @@ def job_status(db: Database, job_id: int) -> JobStatus:
         return job_status_of(conn, job_id)
 
 
-def list_jobs(db: Database) -> list[JobStatus]:
+def list_jobs(db: Database, owner_key: str | None = None) -> list[JobStatus]:
     with db.transaction(write=False) as conn:
-        ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]
+        if owner_key is None:
+            ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]
+        else:
+            ids = [
+                job_id
+                for (job_id,) in conn.execute("SELECT id FROM jobs WHERE owner_key = ? ORDER BY id", (owner_key,))
+            ]
         return [job_status_of(conn, job_id) for job_id in ids]
 
 
@@ -57,7 +63,9 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
     row = None
     if 0 <= job_id <= schema.MAX_ID:
         row = conn.execute(
-            "SELECT workload, state, created_at, finished_at, unit_size FROM jobs WHERE id = ?", (job_id,)
+            "SELECT workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited"
+            " FROM jobs WHERE id = ?",
+            (job_id,),
         ).fetchone()
     if row is None:
         raise NotFound(f"no job {job_id}")
@@ -65,7 +73,7 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
 
 
 def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
-    workload, state, created_at, finished_at, unit_size = check_job(conn, job_id)
+    workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited = check_job(conn, job_id)
     units_total, units_done = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
     ).fetchone()
@@ -88,7 +96,7 @@ def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
     return JobStatus(
         job_id=job_id,
         workload=workload,
-        state=state,
+        state="cancelled" if cancelled_at is not None else state,
         units_total=units_total,
         units_done=units_done,
         items_total=items_total,
@@ -96,6 +104,8 @@ def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
         counts=counts,
         created_at=created_at,
         finished_at=finished_at,
+        owner=owner_key,
+        limited=limited,
     )
 
 

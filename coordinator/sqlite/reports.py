@@ -185,7 +185,7 @@ def _take_report(
         linkcheck_jobs.check_unit_items(results, unit.items)  # the last refusal
     after = leases.after_report(unit.lease, report.exit_code, len(results), error, on_trial, db.settings.max_attempts)
     if results:
-        _merge_results(db, conn, unit, results, reported)
+        _merge_results(db, conn, unit, results, reported, now)
     if after.give_up is not None:
         _finish_with_error(unit, after.give_up, reported)
     lease = after.lease
@@ -207,7 +207,12 @@ def _take_report(
 
 
 def _merge_results(
-    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, results: list[ItemResult], reported: Reported
+    db: Database,
+    conn: sqlite3.Connection,
+    unit: ReportedUnit,
+    results: list[ItemResult],
+    reported: Reported,
+    now: float,
 ) -> None:
     """Collect a (partial) result: the items it reports are finished, the rest go back to
     waiting; add the links it found."""
@@ -217,7 +222,7 @@ def _merge_results(
             (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, item_id)
         )
         if crawl and r.crawled:
-            _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id))
+            _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
     if unit.items:
         left = [item_id for item_id, _, _ in unit.items.values()]
         reported.left_out.append(Span(unit.key, unit.job_id, min(left), max(left)))
@@ -307,10 +312,10 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
 
 
 def _add_links(
-    db: Database, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput
+    db: Database, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput, now: float
 ) -> None:
-    found = linkcheck_jobs.linked_items(page, depth, job)
-    jobs.insert_items(db, conn, job_id, found)
+    found = jobs.within_limits(db, conn, job_id, linkcheck_jobs.linked_items(page, depth, job), now)
+    jobs.insert_items(db, conn, job_id, found, now)
     # The links are on the page that was finally served, not on a redirect leading to it.
     containing_page = page.final_url or page.url
     conn.executemany(

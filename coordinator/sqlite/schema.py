@@ -12,6 +12,10 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     4  units built again with its state rule as comparisons (no temporary table per write)
     5  queues (per host and job: up to which item units took); units.first_item and
        last_item (a unit's items are that range) instead of items.unit_id
+    6  grants (a key's role: operator, owner or viewer) instead of owners; audit (who changed
+       what, when); limits (per key, set by the operator) and daily_urls (URLs a key's jobs
+       added per UTC day); jobs.owner_key (NULL: before roles), cancelled_at, max_urls, urls
+       and limited (why a job stopped adding links)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -229,6 +233,44 @@ DROP INDEX items_by_unit;
 DROP INDEX items_waiting;
 ALTER TABLE items DROP COLUMN unit_id;
 CREATE INDEX items_by_host ON items(unit_key, job_id, id);
+""",
+    6: """
+CREATE TABLE grants (
+    public_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'owner', 'viewer')),
+    added_at REAL NOT NULL
+);
+INSERT INTO grants (public_key, name, role, added_at) SELECT public_key, name, 'owner', added_at FROM owners;
+DROP TABLE owners;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE limits (
+    public_key TEXT PRIMARY KEY,
+    jobs_at_once INTEGER NOT NULL,
+    urls_per_job INTEGER NOT NULL,
+    urls_per_day INTEGER NOT NULL,
+    bundle_bytes INTEGER NOT NULL
+);
+CREATE TABLE daily_urls (
+    public_key TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    urls INTEGER NOT NULL,
+    PRIMARY KEY (public_key, day)
+);
+ALTER TABLE jobs ADD COLUMN owner_key TEXT;
+ALTER TABLE jobs ADD COLUMN cancelled_at REAL;
+ALTER TABLE jobs ADD COLUMN max_urls INTEGER;
+ALTER TABLE jobs ADD COLUMN urls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN limited TEXT;
+UPDATE jobs SET urls = (SELECT COUNT(*) FROM items WHERE items.job_id = jobs.id);
+CREATE INDEX jobs_by_owner ON jobs(owner_key, state);
 """,
 }
 

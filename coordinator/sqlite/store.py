@@ -22,11 +22,22 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from coordinator import assignment, host_pacing
-from coordinator.sqlite import bundles, jobs, leasing, peers, planning, queries, reports
+from coordinator.owner_limits import Limits
+from coordinator.roles import Role
+from coordinator.sqlite import access, bundles, jobs, leasing, peers, planning, queries, reports
 from coordinator.sqlite.database import Database, Settings
 from coordinator.sqlite.process import Hosted, StoreProcess
 from coordinator.sqlite.thread import StoreThread
-from coordinator.store import DEFAULT_UNIT_SIZE, HostOverview, Owner, PeerOverview, PublishedBundle
+from coordinator.store import (
+    DEFAULT_UNIT_SIZE,
+    OPERATOR,
+    AuditEntry,
+    Grant,
+    HostOverview,
+    Owner,
+    PeerOverview,
+    PublishedBundle,
+)
 from overlay.wire import (
     BundleStatus,
     JobStatus,
@@ -128,8 +139,19 @@ class SqliteStore:
 
     # ---- jobs, leases and reports ------------------------------------------------------------
 
-    async def create_job(self, workload: str, input: dict[str, Any], now: float, version: str | None = None) -> int:
-        return await self._run(jobs.create_job, workload, input, now, version)
+    async def create_job(
+        self,
+        workload: str,
+        input: dict[str, Any],
+        now: float,
+        version: str | None = None,
+        owner_key: str | None = None,
+    ) -> int:
+        return await self._run(jobs.create_job, workload, input, now, version, owner_key)
+
+    async def cancel_job(self, job_id: int, actor: str, now: float) -> JobStatus:
+        await self._run(jobs.cancel_job, job_id, actor, now)
+        return await self.job_status(job_id)
 
     async def lease(
         self,
@@ -161,8 +183,8 @@ class SqliteStore:
     async def job_status(self, job_id: int) -> JobStatus:
         return await self._run(queries.job_status, job_id)
 
-    async def list_jobs(self) -> list[JobStatus]:
-        return await self._run(queries.list_jobs)
+    async def list_jobs(self, owner_key: str | None = None) -> list[JobStatus]:
+        return await self._run(queries.list_jobs, owner_key)
 
     async def job_results(
         self, job_id: int, offset: int, limit: int, *, problems_only: bool = False
@@ -181,13 +203,36 @@ class SqliteStore:
     # ---- owners and bundles ------------------------------------------------------------------
 
     async def add_owner(self, name: str, public_key: str, now: float) -> None:
-        await self._run(bundles.add_owner, name, public_key, now)
+        await self.grant(name, public_key, Role.OWNER, OPERATOR, now)
 
     async def owners(self) -> list[Owner]:
-        return await self._run(bundles.owners)
+        return [Owner(g.name, g.public_key, g.added_at) for g in await self.grants() if g.role == Role.OWNER]
 
     async def is_owner_key(self, public_key: str) -> bool:
-        return await self._run(bundles.is_owner_key, public_key)
+        return await self.role_of(public_key) in (Role.OWNER, Role.OPERATOR)
+
+    # ---- who may do what ---------------------------------------------------------------------
+
+    async def grant(self, name: str, public_key: str, role: str, actor: str, now: float) -> bool:
+        return await self._run(access.grant, name, public_key, role, actor, now)
+
+    async def revoke(self, public_key: str, actor: str, now: float) -> None:
+        await self._run(access.revoke, public_key, actor, now)
+
+    async def grants(self) -> list[Grant]:
+        return await self._run(access.grants)
+
+    async def role_of(self, public_key: str) -> str | None:
+        return await self._run(access.role_of, public_key)
+
+    async def set_limits(self, public_key: str, limits: Limits, actor: str, now: float) -> None:
+        await self._run(access.set_limits, public_key, limits, actor, now)
+
+    async def limits_of(self, public_key: str) -> Limits:
+        return await self._run(access.limits_of, public_key)
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        return await self._run(access.audit_log, limit)
 
     async def add_bundle(self, bundle: PublishedBundle, *, stable: bool = False) -> bool:
         return await self._run(bundles.add_bundle, bundle, stable)
@@ -205,7 +250,7 @@ class SqliteStore:
         return await self._run(bundles.list_bundles)
 
     async def set_rollout(self, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
-        return await self._run(bundles.set_rollout, name, version, percent, signer_key)
+        return await self._run(bundles.set_rollout, name, version, percent, signer_key, now)
 
 
 def _hosted(path: str, settings: Settings) -> Hosted:

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
@@ -21,6 +23,7 @@ from osaas import owner
 from osaas.check import CheckError, validate_url
 from overlay.announcements import valid_network
 from overlay.errors import OsaasError
+from overlay.identity import Identity, IdentityError
 from peer.budget import BudgetError, parse_rate
 
 _T = TypeVar("_T")
@@ -31,6 +34,36 @@ log = logging.getLogger("osaas")
 
 class UsageError(OsaasError):
     """A command line that cannot work: one line for the user, exit code 2."""
+
+
+def default_owner_key() -> Path:
+    """Where an owner's key lives unless `--key` says otherwise: the owner's config dir."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "osaas" / "owner.key"
+
+
+def _add_key_argument(parser: argparse.ArgumentParser, what: str = "the owner's key") -> None:
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="KEYFILE",
+        help=f"{what}, which signs the request (default: {default_owner_key()}, made by `osaas bundle keygen`)",
+    )
+
+
+def _load_key(path: Path | None) -> Identity:
+    """The key at `path` (default: the owner's config dir), or one line saying what to do."""
+    chosen = path or default_owner_key()
+    if path is None and not chosen.exists():
+        raise UsageError(
+            f"no owner key at {chosen}: make one with `osaas bundle keygen`, have the operator grant it a role"
+            " (`osaas coordinator grant add`), or give --key"
+        )
+    try:
+        return Identity.load(chosen)
+    except IdentityError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

@@ -11,11 +11,14 @@ from osaas import owner
 from osaas.commands._shared import (
     EXIT_OK,
     UsageError,
+    _add_key_argument,
     _coordinator_url,
+    _load_key,
     _percent,
     _with_session,
+    default_owner_key,
 )
-from overlay.identity import Identity, IdentityError
+from overlay.identity import Identity
 from overlay.wire import to_obj
 
 
@@ -24,23 +27,26 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="ACTION"
     )
     keygen = bundles.add_parser("keygen", help="create an owner key; prints its public key")
-    keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
+    keygen.add_argument(
+        "--out", type=Path, default=None, metavar="KEYFILE", help=f"where (default: {default_owner_key()})"
+    )
     keygen.set_defaults(run=_cmd_bundle_keygen)
     build = bundles.add_parser("build", help="build and sign a bundle from a directory with a bundle.toml")
     build.add_argument("source", type=Path, metavar="DIR")
-    build.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    _add_key_argument(build, "the owner's key, which signs the bundle")
     build.add_argument("--out", type=Path, required=True, metavar="OUTDIR")
     build.set_defaults(run=_cmd_bundle_build)
     publish = bundles.add_parser("publish", help="upload a built bundle to a coordinator, which seeds it")
     publish.add_argument("out", type=Path, metavar="OUTDIR")
     publish.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    _add_key_argument(publish, "the key that signed the bundle")
     publish.set_defaults(run=_cmd_bundle_publish)
     rollout = bundles.add_parser("rollout", help="send a version to a share of peers (100 completes the rollout)")
     rollout.add_argument("name", metavar="NAME")
     rollout.add_argument("version", metavar="VERSION")
     rollout.add_argument("--percent", type=_percent, required=True)
     rollout.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
-    rollout.add_argument("--key", type=Path, required=True, metavar="KEYFILE", help="the bundle owner's key")
+    _add_key_argument(rollout, "the bundle owner's key")
     rollout.set_defaults(run=_cmd_bundle_rollout)
     bundle_status = bundles.add_parser("status", help="a bundle's versions, rollout and failure rates")
     bundle_status.add_argument("name", metavar="NAME")
@@ -49,20 +55,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bundle_status.set_defaults(run=_cmd_bundle_status)
 
 
-def _load_key(path: Path) -> Identity:
-    try:
-        return Identity.load(path)
-    except IdentityError as exc:
-        raise UsageError(str(exc)) from exc
-
-
 def _cmd_bundle_keygen(args: argparse.Namespace) -> int:
-    if args.out.exists():
-        raise UsageError(f"{args.out} already exists; an owner key is never overwritten")
+    out = args.out or default_owner_key()
+    if out.exists():
+        raise UsageError(f"{out} already exists; an owner key is never overwritten")
     try:
-        identity = Identity.load_or_create(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        identity = Identity.load_or_create(out)
     except OSError as exc:
-        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(identity.public_hex)
     return EXIT_OK
 
@@ -94,7 +95,8 @@ def _cmd_bundle_publish(args: argparse.Namespace) -> int:
         built = load_built(args.out)
     except BundleError as exc:
         raise UsageError(str(exc)) from exc
-    status = asyncio.run(_with_session(lambda s: owner.publish(s, args.coordinator, built)))
+    key = _load_key(args.key)
+    status = asyncio.run(_with_session(lambda s: owner.publish(s, args.coordinator, key, built)))
     print(f"published {built.signed.manifest.name} {built.signed.manifest.version}")
     print(owner.describe(status))
     return EXIT_OK

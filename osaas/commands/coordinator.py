@@ -1,4 +1,5 @@
-"""`osaas coordinator serve | dashboard | owner add`: running a coordinator and admitting owners."""
+"""`osaas coordinator serve | dashboard | owner add` (and, from `access`, `grant`, `limits`,
+`audit`): running a coordinator and saying who may do what on it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
+from osaas.commands import access
 from osaas.commands._shared import (
     EXIT_OK,
     UsageError,
@@ -95,6 +97,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a host name requests may address the coordinator by, besides IP addresses, localhost and the"
         " --listen and --public-url hosts (repeatable); other names are refused (DNS rebinding)",
     )
+    serve.add_argument(
+        "--operator-key",
+        action="append",
+        default=[],
+        type=_public_key,
+        metavar="PUBKEY",
+        help="a key that has the operator role (repeatable), besides the coordinator's own (--key);"
+        " the operator signs requests with it from elsewhere (`osaas job list --key`)",
+    )
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
     board.add_argument(
@@ -121,6 +132,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
     owner_add.set_defaults(run=_cmd_owner_add)
+    access.add_commands(coordinator)
+
+
+def _public_key(text: str) -> str:
+    key = text.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
+    return key
 
 
 def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
@@ -163,6 +182,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     bundle_upload_rate=args.bundle_upload_rate,
                     public_dashboard=args.public_dashboard,
                     allowed_hosts=args.allowed_host,
+                    operator_keys=args.operator_key,
                 )
             )
             await _until_stopped(task, stop)

@@ -1,4 +1,5 @@
-"""`osaas job submit | status | results`: a project owner's jobs."""
+"""`osaas job submit | list | status | results | cancel`: a project owner's jobs, each request
+signed with the owner's key (`--key`, default in the owner's config dir)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from osaas import owner
 from osaas.check import CheckError, validate_url, write_report
 from osaas.commands._shared import (
     EXIT_OK,
     UsageError,
+    _add_key_argument,
     _bundle_spec,
     _coordinator_url,
+    _load_key,
     _non_negative,
     _positive,
     _with_session,
 )
+from overlay.wire import JobStatus
 from workloads import linkcheck_report as report
 
 
@@ -34,12 +39,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the bundle that runs the job (default linkcheck, following its rollout)",
     )
     submit.add_argument("--depth", type=_non_negative, default=None)
+    _add_key_argument(submit)
     submit.set_defaults(run=_cmd_job_submit)
+
+    listing = job.add_parser("list", help="your jobs (every job for an operator or a viewer)")
+    listing.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    listing.add_argument("--json", action="store_true")
+    _add_key_argument(listing)
+    listing.set_defaults(run=_cmd_job_list)
 
     status = job.add_parser("status", help="show a job's progress")
     status.add_argument("job_id", type=_positive, metavar="ID")
     status.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     status.add_argument("--json", action="store_true")
+    _add_key_argument(status)
     status.set_defaults(run=_cmd_job_status)
 
     results = job.add_parser("results", help="download a job's report")
@@ -47,7 +60,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     results.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     results.add_argument("--format", choices=report.FORMATS, default="text", dest="fmt")
     results.add_argument("--output", type=Path)
+    _add_key_argument(results)
     results.set_defaults(run=_cmd_job_results)
+
+    cancel = job.add_parser("cancel", help="stop a running job (what it checked so far stays)")
+    cancel.add_argument("job_id", type=_positive, metavar="ID")
+    cancel.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    _add_key_argument(cancel)
+    cancel.set_defaults(run=_cmd_job_cancel)
 
 
 def _cmd_job_submit(args: argparse.Namespace) -> int:
@@ -57,26 +77,50 @@ def _cmd_job_submit(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     job_input = {"urls": urls, "depth": args.depth}
     name, version = args.bundle
-    job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, name, job_input, version)))
+    key = _load_key(args.key)
+    job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, key, name, job_input, version)))
     print(job_id)
     return EXIT_OK
 
 
-def _cmd_job_status(args: argparse.Namespace) -> int:
-    status = asyncio.run(_with_session(lambda s: owner.status(s, args.coordinator, args.job_id)))
-    if args.json:
-        print(json.dumps({f: getattr(status, f) for f in status.__slots__}))
-    else:
-        counts = ", ".join(f"{n} {r}" for r, n in sorted(status.counts.items()))
-        print(
-            f"job {status.job_id} ({status.workload}) {status.state}: {status.items_done}/{status.items_total} URLs checked, "
-            f"{status.units_done}/{status.units_total} units" + (f"; {counts}" if counts else "")
-        )
+def _cmd_job_list(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    jobs = asyncio.run(_with_session(lambda s: owner.jobs(s, args.coordinator, key)))
+    for status in jobs:
+        print(json.dumps(_as_json(status)) if args.json else _describe(status))
     return EXIT_OK
 
 
+def _cmd_job_status(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    status = asyncio.run(_with_session(lambda s: owner.status(s, args.coordinator, key, args.job_id)))
+    print(json.dumps(_as_json(status)) if args.json else _describe(status))
+    return EXIT_OK
+
+
+def _cmd_job_cancel(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    status = asyncio.run(_with_session(lambda s: owner.cancel(s, args.coordinator, key, args.job_id)))
+    print(_describe(status))
+    return EXIT_OK
+
+
+def _as_json(status: JobStatus) -> dict[str, Any]:
+    return {f: getattr(status, f) for f in status.__slots__}
+
+
+def _describe(status: JobStatus) -> str:
+    counts = ", ".join(f"{n} {r}" for r, n in sorted(status.counts.items()))
+    line = (
+        f"job {status.job_id} ({status.workload}) {status.state}: {status.items_done}/{status.items_total} URLs checked, "
+        f"{status.units_done}/{status.units_total} units" + (f"; {counts}" if counts else "")
+    )
+    return line + (f" ({status.limited})" if status.limited else "")
+
+
 def _cmd_job_results(args: argparse.Namespace) -> int:
-    items = asyncio.run(_with_session(lambda s: owner.results(s, args.coordinator, args.job_id)))
+    key = _load_key(args.key)
+    items = asyncio.run(_with_session(lambda s: owner.results(s, args.coordinator, key, args.job_id)))
     try:
         write_report(items, args.fmt, args.output)
     except CheckError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.api import IDENTITY, make_app
+from coordinator.api import CLOCK, IDENTITY, make_app
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
@@ -92,10 +92,13 @@ def item(url: str, links: list[str] | tuple[str, ...] = (), result: str = "ok", 
     }
 
 
-async def get(client: TestClient, path: str) -> tuple[int, Any]:
-    async with client.get(path) as resp:
-        assert resp.content_type == CONTENT_TYPE
-        return resp.status, decode(await resp.read())
+# The operator of every coordinator these tests serve (granted by `as_operator`); owner
+# requests are signed by it unless a test signs as someone else.
+OPERATOR_KEY = Identity.generate()
+
+
+async def as_operator(store: Store, now: float = START) -> None:
+    await store.grant("operator", OPERATOR_KEY.public_hex, "operator", "operator", now)
 
 
 def audience(client: TestClient) -> str:
@@ -105,15 +108,36 @@ def audience(client: TestClient) -> str:
     return app[IDENTITY].public_hex
 
 
-async def submit(client: TestClient, urls: list[str], depth: int | None = None) -> int:
-    async with client.post(
-        "/v1/jobs",
-        data=encode({"workload": "linkcheck", "input": {"urls": urls, "depth": depth}}),
-        headers=MSGPACK,
-    ) as resp:
-        body = decode(await resp.read())
-        assert resp.status == 200, body
-        return body["job_id"]
+def signed(
+    client: TestClient, method: str, path: str, body: bytes = b"", key: Identity = OPERATOR_KEY
+) -> dict[str, str]:
+    """Headers of a request signed by `key` for the coordinator behind `client`, at its clock."""
+    app = client.app
+    assert app is not None
+    return sign_request(key, method, path.split("?", 1)[0], body, app[CLOCK](), audience(client)) | MSGPACK
+
+
+async def get(client: TestClient, path: str, key: Identity | None = OPERATOR_KEY) -> tuple[int, Any]:
+    """GET `path`, signed by `key` (None: unsigned)."""
+    headers = {} if key is None else signed(client, "GET", path, key=key)
+    async with client.get(path, headers=headers) as resp:
+        assert resp.content_type == CONTENT_TYPE
+        return resp.status, decode(await resp.read())
+
+
+async def post(client: TestClient, path: str, obj: Any, key: Identity = OPERATOR_KEY) -> tuple[int, Any]:
+    """POST `obj` to `path`, signed by `key`."""
+    body = encode(obj)
+    async with client.post(path, data=body, headers=signed(client, "POST", path, body, key)) as resp:
+        return resp.status, decode(await resp.read())
+
+
+async def submit(client: TestClient, urls: list[str], depth: int | None = None, key: Identity = OPERATOR_KEY) -> int:
+    status, body = await post(
+        client, "/v1/jobs", {"workload": "linkcheck", "input": {"urls": urls, "depth": depth}}, key
+    )
+    assert status == 200, body
+    return body["job_id"]
 
 
 class Linkcheck:
@@ -170,6 +194,7 @@ async def client(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIter
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         await add_linkcheck(store, linkcheck, clock())
+        await as_operator(store, clock())
         yield test_client
 
 

@@ -8,8 +8,19 @@ from aiohttp.test_utils import TestClient
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.store import PEER_QUIET_SECONDS
-from overlay.wire import MAX_REPORT_BATCH, decode, encode
-from tests.coordinator.conftest import LEASE_SECONDS, MSGPACK, START, Clock, Peer, audience, get, item, submit
+from overlay.wire import MAX_REPORT_BATCH
+from tests.coordinator.conftest import (
+    LEASE_SECONDS,
+    OPERATOR_KEY,
+    START,
+    Clock,
+    Peer,
+    audience,
+    get,
+    item,
+    post,
+    submit,
+)
 
 # A host rests this long after each unit before its next one (coordinator.host_pacing).
 REST = DEFAULT_MIN_DELAY
@@ -52,6 +63,8 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
         "counts": {},
         "created_at": START,
         "finished_at": None,
+        "owner": OPERATOR_KEY.public_hex,
+        "limited": None,
     }
 
     leases = await peer.lease(max_units=4)
@@ -425,9 +438,8 @@ async def test_bad_job_submissions(client: TestClient) -> None:
         {"workload": "linkcheck", "input": {"urls": ["http://a.test/"], "scope": "all"}},
     ]
     for case in cases:
-        async with client.post("/v1/jobs", data=encode(case), headers=MSGPACK) as resp:
-            body = decode(await resp.read())
-            assert (resp.status, body["error"]["code"]) == (400, "invalid_input"), case
+        status, body = await post(client, "/v1/jobs", case)
+        assert (status, body["error"]["code"]) == (400, "invalid_input"), case
     assert (await get(client, "/v1/jobs")) == (200, {"jobs": []})
 
 

@@ -26,7 +26,7 @@ from overlay.wire import (
     encode,
     sign_request,
 )
-from tests.coordinator.conftest import MSGPACK, Clock, Peer, audience, get, item, submit
+from tests.coordinator.conftest import MSGPACK, Clock, Peer, audience, get, item, post, submit
 
 SIGNED = ["/v1/peers/register", "/v1/leases", "/v1/leases/renew", "/v1/leases/release", "/v1/reports"]
 POSTS = [*SIGNED, "/v1/jobs"]
@@ -195,9 +195,9 @@ async def test_oversized_body(client: TestClient, peer: Peer) -> None:
 
 async def test_owner_endpoints_reject_wrong_shapes(client: TestClient) -> None:
     for obj in ({"workload": 1, "input": {}}, {"workload": "linkcheck"}, {"workload": "linkcheck", "input": []}, [1]):
-        async with client.post("/v1/jobs", data=encode(obj), headers=MSGPACK) as resp:
-            assert resp.status == 400
-            assert_error(resp.status, decode(await resp.read()))
+        status, answer = await post(client, "/v1/jobs", obj)
+        assert status == 400
+        assert_error(status, answer)
 
 
 async def test_a_signed_request_is_taken_once(client: TestClient, peer: Peer) -> None:

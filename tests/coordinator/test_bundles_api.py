@@ -32,13 +32,14 @@ from tests.coordinator.conftest import (
     Linkcheck,
     Peer,
     add_linkcheck,
+    as_operator,
     audience,
     get,
     item,
+    post,
+    signed,
 )
 from workloads import bundle
-
-OWNER_MESSAGE = "is not registered here; the operator adds it with `osaas coordinator owner add NAME PUBKEY`"
 
 
 @dataclass
@@ -77,8 +78,10 @@ class Owner:
     def build(self, name: str, version: str, content: bytes = b"print('hi')\n") -> Upload:
         return build(self.tmp, self.identity, name, version, content)
 
-    async def publish(self, upload: Upload) -> tuple[int, Any]:
-        async with self.client.post("/v1/bundles", data=upload.body(), headers=MSGPACK) as resp:
+    async def publish(self, upload: Upload, signer: Identity | None = None) -> tuple[int, Any]:
+        body = upload.body()
+        headers = signed(self.client, "POST", "/v1/bundles", body, signer or self.identity)
+        async with self.client.post("/v1/bundles", data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
 
     async def rollout(self, name: str, version: str, percent: int, signer: Identity | None = None) -> tuple[int, Any]:
@@ -110,6 +113,7 @@ async def coordinator(tmp_path: Path, clock: Clock) -> AsyncIterator[Coordinator
     bundle_dir = tmp_path / "bundles"
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, bundles=BundleService(bundle_dir))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await as_operator(store, clock())
         yield Coordinator(client, store, bundle_dir, clock)
 
 
@@ -124,8 +128,7 @@ async def submit(
     client: TestClient, urls: list[str], workload: str = "demo", version: str | None = None
 ) -> tuple[int, Any]:
     job = {"workload": workload, "input": {"urls": urls, "depth": 0}, "version": version}
-    async with client.post("/v1/jobs", data=encode(job), headers=MSGPACK) as resp:
-        return resp.status, decode(await resp.read())
+    return await post(client, "/v1/jobs", job)
 
 
 async def lease(peer: Peer, workloads: list[str], max_units: int = 1) -> list[dict[str, Any]]:
@@ -205,9 +208,22 @@ async def test_unknown_owner_is_refused(coordinator: Coordinator, tmp_path: Path
         stranger,
         stranger.build("demo", "1.0"),
         403,
-        "unknown_owner",
-        f"owner key {key[:16]}… {OWNER_MESSAGE}",
+        "not_admitted",
+        f"key {key[:16]}… is not admitted on this coordinator; to publish bundles it needs a role,"
+        f" which the operator grants: osaas coordinator grant add NAME {key[:16]}… --role owner",
     )
+
+
+async def test_an_owner_uploads_only_bundles_it_signed(coordinator: Coordinator, owner: Owner, tmp_path: Path) -> None:
+    stranger = Owner(coordinator.client, coordinator.clock, tmp_path / "stranger")
+    theirs = stranger.build("demo", "1.0")
+    answer_status, body = await owner.publish(theirs, signer=owner.identity)
+    assert (answer_status, body["error"]["code"]) == (403, "not_owner")
+    assert body["error"]["message"] == (
+        f"the bundle is signed by owner key {stranger.identity.public_hex[:16]}… but uploaded by key"
+        f" {owner.identity.public_hex[:16]}…; upload it with the key that signed it"
+    )
+    assert coordinator.stored_files() == []
 
 
 async def test_tampered_uploads_are_refused(coordinator: Coordinator, owner: Owner) -> None:
@@ -301,12 +317,21 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
         for _ in range(MAX_BUNDLE_UPLOAD // len(chunk) + 1):
             yield chunk
 
+    # A stranger's upload is refused from its headers, before its body is read (it used to be
+    # buffered whole, hundreds of MB, before anything was checked).
     async with coordinator.client.post("/v1/bundles", data=chunked(), headers=MSGPACK) as resp:
         status, body = resp.status, decode(await resp.read())
-    assert (status, body["error"]) == (
-        413,
-        {"code": "body_too_large", "message": f"bundle upload is larger than {MAX_BUNDLE_UPLOAD} bytes"},
-    )
+    assert (status, body["error"]["code"]) == (401, "unsigned")
+    stranger = signed(coordinator.client, "POST", "/v1/bundles", key=Identity.generate())
+    async with coordinator.client.post("/v1/bundles", data=chunked(), headers=stranger) as resp:
+        status, body = resp.status, decode(await resp.read())
+    assert (status, body["error"]["code"]) == (403, "not_admitted")
+    # An owner's upload is read up to its limit, never further.
+    headers = signed(coordinator.client, "POST", "/v1/bundles", key=owner.identity)
+    async with coordinator.client.post("/v1/bundles", data=chunked(), headers=headers) as resp:
+        status, body = resp.status, decode(await resp.read())
+    limit = f"bundle upload is larger than this key's limit of {MAX_BUNDLE_UPLOAD} bytes"
+    assert (status, body["error"]) == (413, {"code": "body_too_large", "message": limit})
     assert coordinator.stored_files() == []
     assert await get(coordinator.client, "/v1/health") == (
         200,

@@ -17,7 +17,7 @@ from coordinator.api import make_app
 from coordinator.dashboard import COOKIE, DashboardAccess, operator_token
 from coordinator.sqlite import SqliteStore
 from overlay.identity import Identity
-from tests.coordinator.conftest import LEASE_SECONDS, Clock, Linkcheck, Peer, add_linkcheck, item, submit
+from tests.coordinator.conftest import LEASE_SECONDS, Clock, Linkcheck, Peer, add_linkcheck, as_operator, item, submit
 
 TOKEN = "operator-" + "x" * 40
 
@@ -32,6 +32,7 @@ async def dashboard_client(store: SqliteStore, clock: Clock, linkcheck: Linkchec
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     await add_linkcheck(store, linkcheck, clock())
+    await as_operator(store, clock())
     return client
 
 

@@ -526,7 +526,9 @@ async def test_a_file_whose_open_units_share_items_is_left_as_it_was(tmp_path: P
         units=[(1, a, "queued", 1, None, None), (2, a, "queued", 1, None, None)],
         items=[("http://a.test/1", a, 1, 0), ("http://a.test/2", a, 2, 0), ("http://a.test/3", a, 1, 0)],
     )
-    with pytest.raises(StoreError, match=r"cannot migrate to schema 5: 1 open units share items; finish its jobs"):
+    with pytest.raises(
+        StoreError, match=rf"cannot migrate to schema {SCHEMA_VERSION}: 1 open units share items; finish its jobs"
+    ):
         async with SqliteStore(path):
             pass
     with sqlite3.connect(path) as conn:

@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient
 
 from coordinator import request_checks
 from overlay.wire import decode, encode
-from tests.coordinator.conftest import MSGPACK, submit
+from tests.coordinator.conftest import MSGPACK, get, signed, submit
 
 ALLOWED = frozenset({"coordinator.example"})
 
@@ -66,13 +66,12 @@ async def test_a_web_page_on_another_site_cannot_submit_a_job(client: TestClient
         assert decode(await resp.read())["error"]["code"] in ("foreign_origin", "unsupported_media_type")
     async with client.post("/v1/jobs", data=body, headers=MSGPACK | {"Origin": "http://attacker.example"}) as resp:
         assert (resp.status, decode(await resp.read())["error"]["code"]) == (403, "foreign_origin")
-    async with client.get("/v1/jobs") as resp:
-        assert decode(await resp.read()) == {"jobs": []}
+    assert await get(client, "/v1/jobs") == (200, {"jobs": []})
 
 
 async def test_a_rebound_name_cannot_read_the_coordinator(client: TestClient) -> None:
     job_id = await submit(client, ["http://a.test/"])
-    async with client.get(f"/v1/jobs/{job_id}/results", headers={"Host": "attacker.example"}) as resp:
+    path = f"/v1/jobs/{job_id}/results"
+    async with client.get(path, headers=signed(client, "GET", path) | {"Host": "attacker.example"}) as resp:
         assert (resp.status, decode(await resp.read())["error"]["code"]) == (421, "unknown_host")
-    async with client.get(f"/v1/jobs/{job_id}/results") as resp:
-        assert resp.status == 200
+    assert (await get(client, path))[0] == 200

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
+import pytest
 
 from coordinator.api import serve
 from coordinator.seeder import BundleSeeder, BundleService
@@ -21,6 +22,8 @@ from overlay.torrent import TorrentSession
 from overlay.wire import SwarmAddress, decode
 from tests.coordinator.conftest import START, Linkcheck
 from workloads.builtin import linkcheck_version
+
+pytestmark = pytest.mark.swarm
 
 HOST = "127.0.0.1"
 FETCH_TIMEOUT = 30.0  # a stall fails the test instead of hanging it; never asserted as speed
@@ -132,4 +135,5 @@ async def test_serve_publishes_and_seeds_the_builtin_bundle(tmp_path: Path) -> N
     again, _ = await info_once()  # a restart publishes the same version again: nothing changes
     assert again == status
     async with SqliteStore(db) as store:
-        assert [(o.name, o.public_key) for o in await store.owners()] == [("coordinator", identity.public_hex)]
+        grants = [(g.name, g.public_key, g.role) for g in await store.grants()]
+        assert grants == [("coordinator", identity.public_hex, "operator")]

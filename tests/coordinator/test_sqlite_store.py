@@ -104,17 +104,21 @@ _SERVER = """
 import asyncio, sys
 from pathlib import Path
 from coordinator.api import serve
-asyncio.run(serve("127.0.0.1", 0, Path(sys.argv[1]), unit_size=2, ready=lambda port: print(port, flush=True)))
+asyncio.run(serve(
+    "127.0.0.1", 0, Path(sys.argv[1]), unit_size=2, operator_keys=[sys.argv[2]], ready=lambda port: print(port, flush=True)
+))
 """
 
 
 async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
+    identity = Identity.generate()  # a peer's, and the operator's, who submits the job
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _SERVER,
         str(path),
+        identity.public_hex,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
@@ -125,7 +129,6 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
         assert line, "coordinator subprocess did not start"
         port = int(line)
         base = f"http://127.0.0.1:{port}"
-        identity = Identity.generate()
         async with aiohttp.ClientSession() as session:
 
             async def call(path: str, obj: Any) -> Any:

@@ -19,6 +19,8 @@ from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issu
 from overlay.torrent import TorrentSession, info_hash_of, make_torrent
 from overlay.wire import SwarmAddress
 
+pytestmark = pytest.mark.swarm
+
 HOST = "127.0.0.1"
 INFO_HASH = bytes(range(1, 21))
 TTL = 60.0

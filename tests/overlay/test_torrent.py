@@ -25,6 +25,8 @@ from overlay.torrent import (
     make_torrent,
 )
 
+pytestmark = pytest.mark.swarm
+
 HOST = "127.0.0.1"
 FILE_SIZE = 2 * 1024 * 1024
 SEED_UPLOAD_RATE = 300_000

@@ -30,6 +30,8 @@ from workloads.builtin import build_linkcheck
 from workloads.bundle import BuiltBundle, BundleError, Manifest
 from workloads.process_api import ExitCode, FetchError, FetchRequest, FetchResult, Unit
 
+pytestmark = pytest.mark.swarm
+
 HOST = "127.0.0.1"
 OWNER = Identity.generate()
 OTHER = Identity.generate()

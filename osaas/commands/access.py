@@ -1,0 +1,147 @@
+"""`osaas coordinator grant add | remove | list`, `limits set | show` and `audit`: the
+operator's say over who may do what on its coordinator. They work on the coordinator's
+database directly, on its host (which is what makes them the operator's); each change is in
+the audit log, with "operator" as who."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from coordinator.store import OPERATOR, StoreError
+from osaas.commands._shared import EXIT_OK, UsageError, _non_negative
+
+if TYPE_CHECKING:
+    from coordinator.sqlite import SqliteStore
+
+T = TypeVar("T")
+ROLES = ("operator", "owner", "viewer")
+
+
+def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    grants = coordinator.add_parser("grant", help="who may do what: roles of keys").add_subparsers(metavar="ACTION")
+    add = grants.add_parser("add", help="give a key a role (owner: jobs and bundles; viewer: reads; operator: all)")
+    add.add_argument("name", metavar="NAME", help="who holds the key, for people")
+    add.add_argument("public_key", metavar="PUBKEY", help="the key (64 hex digits, as `osaas bundle keygen` prints)")
+    add.add_argument("--role", choices=ROLES, default="owner")
+    _add_db(add)
+    add.set_defaults(run=_cmd_grant_add)
+    remove = grants.add_parser("remove", help="take a key's role away")
+    remove.add_argument("public_key", metavar="PUBKEY")
+    _add_db(remove)
+    remove.set_defaults(run=_cmd_grant_remove)
+    listing = grants.add_parser("list", help="every key with a role")
+    _add_db(listing)
+    listing.set_defaults(run=_cmd_grant_list)
+
+    limits = coordinator.add_parser("limits", help="what an owner key may ask of the volunteers").add_subparsers(
+        metavar="ACTION"
+    )
+    set_limits = limits.add_parser("set", help="set a key's limits (those not given stay as they are)")
+    set_limits.add_argument("public_key", metavar="PUBKEY")
+    for name, what in (
+        ("jobs-at-once", "running jobs at once"),
+        ("urls-per-job", "URLs one job may check"),
+        ("urls-per-day", "URLs the key's jobs may add per UTC day"),
+        ("bundle-bytes", "the largest bundle it may publish"),
+    ):
+        set_limits.add_argument(f"--{name}", type=_non_negative, metavar="N", help=what)
+    _add_db(set_limits)
+    set_limits.set_defaults(run=_cmd_limits_set)
+    show = limits.add_parser("show", help="a key's limits")
+    show.add_argument("public_key", metavar="PUBKEY")
+    _add_db(show)
+    show.set_defaults(run=_cmd_limits_show)
+
+    audit = coordinator.add_parser("audit", help="who changed what, when (newest last)")
+    audit.add_argument("--last", type=_non_negative, default=50, metavar="N")
+    _add_db(audit)
+    audit.set_defaults(run=_cmd_audit)
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
+
+
+def _key(text: str) -> str:
+    key = text.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise UsageError(f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
+    return key
+
+
+def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    from coordinator.sqlite import SqliteStore
+
+    if not db.is_file():
+        raise UsageError(f"no coordinator database at {db}")
+
+    async def run() -> T:
+        async with SqliteStore(db) as store:
+            return await work(store)
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _cmd_grant_add(args: argparse.Namespace) -> int:
+    key = _key(args.public_key)
+    changed = _with_store(args.db, lambda store: store.grant(args.name, key, args.role, OPERATOR, time.time()))
+    print(f"{args.name} ({key[:16]}…) is {'now' if changed else 'already'} {args.role} on this coordinator")
+    return EXIT_OK
+
+
+def _cmd_grant_remove(args: argparse.Namespace) -> int:
+    key = _key(args.public_key)
+    _with_store(args.db, lambda store: store.revoke(key, OPERATOR, time.time()))
+    print(f"{key[:16]}… has no role on this coordinator any more")
+    return EXIT_OK
+
+
+def _cmd_grant_list(args: argparse.Namespace) -> int:
+    for grant in _with_store(args.db, lambda store: store.grants()):
+        print(f"{grant.role:9} {grant.name:24} {grant.public_key}")
+    return EXIT_OK
+
+
+def _cmd_limits_set(args: argparse.Namespace) -> int:
+    key = _key(args.public_key)
+    given = {
+        field: value
+        for field in ("jobs_at_once", "urls_per_job", "urls_per_day", "bundle_bytes")
+        if (value := getattr(args, field)) is not None
+    }
+
+    async def update(store: SqliteStore) -> None:
+        limits = dataclasses.replace(await store.limits_of(key), **given)
+        await store.set_limits(key, limits, OPERATOR, time.time())
+
+    _with_store(args.db, update)
+    return _cmd_limits_show(args)
+
+
+def _cmd_limits_show(args: argparse.Namespace) -> int:
+    key = _key(args.public_key)
+    limits = _with_store(args.db, lambda store: store.limits_of(key))
+    print(
+        f"{key[:16]}…: {limits.jobs_at_once} jobs at once, {limits.urls_per_job} URLs per job,"
+        f" {limits.urls_per_day} URLs per day, bundles up to {limits.bundle_bytes} bytes"
+    )
+    return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    for entry in _with_store(args.db, lambda store: store.audit_log(args.last)):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.at))
+        actor = entry.actor if entry.actor == OPERATOR else f"{entry.actor[:16]}…"
+        print(
+            f"{when} UTC  {actor:17} {entry.action:8} {entry.subject}" + (f"  ({entry.detail})" if entry.detail else "")
+        )
+    return EXIT_OK

@@ -1,0 +1,19 @@
+"""What every test shares: an owner key of its own in a config dir of its own.
+
+The `osaas` commands the tests run (and the in-process owner calls in tests/processes.py) sign
+with the owner's default key, in `$XDG_CONFIG_HOME/osaas/owner.key`. Each test process gets a
+fresh one in a temp dir, never the machine's own; coordinators started by the tests name it
+as an operator key (`--operator-key`), so jobs are submitted and read as by the operator.
+Tests of roles make keys of their own."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from overlay.identity import Identity
+
+_CONFIG = Path(tempfile.mkdtemp(prefix="osaas-test-config-"))
+os.environ["XDG_CONFIG_HOME"] = str(_CONFIG)
+Identity.load_or_create(_CONFIG / "osaas" / "owner.key")
