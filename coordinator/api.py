@@ -49,8 +49,8 @@ from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
 from coordinator.sqlite import SqliteStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
-    REBALANCE_INTERVAL,
     OPERATOR,
+    REBALANCE_INTERVAL,
     InvalidInput,
     Store,
     StoreError,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,14 +170,27 @@ def decode(data: bytes) -> SignedRecord:
 
 def check(record: SignedRecord, key: str, now: float) -> None:
     """Raise `RecordError` unless `record` is `record.signer`'s, made for `key`, and valid at `now`."""
+    check_times(record, now)
+    # Checked last: it is the expensive part.
+    _require(signature_matches(record, key), f"signature does not match signer and key {key!r}")
+
+
+def check_times(record: SignedRecord, now: float) -> None:
+    """Everything `check` asks but the signature: cheap, so it runs before any signature work."""
     lifetime = record.expires_at - record.issued_at
     _require(lifetime > 0, "expires_at is not after issued_at")
     _require(lifetime <= MAX_TTL, f"ttl of {lifetime:.0f} s is over the maximum {MAX_TTL:.0f} s")
     _require(record.issued_at <= now + MAX_CLOCK_SKEW, "issued_at is too far in the future")
     _require(record.expires_at > now, "record has expired")
-    signed = _signed_bytes(key, record.signer, record.payload, record.issued_at, record.expires_at)
-    # Checked last: it is the expensive part.
-    _require(verify(record.signer, signed, record.signature), f"signature does not match signer and key {key!r}")
+
+
+def signed_bytes(record: SignedRecord, key: str) -> bytes:
+    """What `record`'s signature covers when it is stored under `key`."""
+    return _signed_bytes(key, record.signer, record.payload, record.issued_at, record.expires_at)
+
+
+def signature_matches(record: SignedRecord, key: str) -> bool:
+    return verify(record.signer, signed_bytes(record, key), record.signature)
 
 
 def payload_of(record: SignedRecord) -> dict[str, Any]:
@@ -226,9 +239,13 @@ def merge(
     key: str,
     now: float,
     max_records: int = DEFAULT_MAX_RECORDS,
+    check_record: Callable[[SignedRecord, str, float], None] = check,
 ) -> list[SignedRecord]:
     """The record set `key` should hold at `now`: valid records only, the newest per signer, at
-    most `max_records` of the newest, and no more than fit in `MAX_SET_BYTES`. Newest first."""
+    most `max_records` of the newest, and no more than fit in `MAX_SET_BYTES`. Newest first.
+
+    `check_record` lets a caller that has already checked some signatures (a DHT node caches
+    them) skip checking them again; it must raise `RecordError` as `check` does."""
     if max_records < 1:
         raise ValueError("max_records must be at least 1")
     newest: dict[bytes, SignedRecord] = {}
@@ -238,7 +255,7 @@ def merge(
         if held is not None and _rank(record) <= _rank(held):
             continue
         try:
-            check(record, key, now)
+            check_record(record, key, now)
         except RecordError as exc:
             log.debug("dropping a record by %s under %r: %s", record.signer.hex()[:16], key, exc)
             continue

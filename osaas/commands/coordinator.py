@@ -138,7 +138,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _public_key(text: str) -> str:
     key = text.strip().lower()
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)"
+        )
     return key
 
 

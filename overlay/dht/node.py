@@ -22,6 +22,10 @@ from overlay.dht.checks import (
     SAVE_INTERVAL,
     Address,
 )
+from overlay.dht.limits import (
+    DhtLimits,
+    Ledger,
+)
 from overlay.dht.lookups import (
     Lookup,
     _RecordCrawl,
@@ -35,10 +39,15 @@ from overlay.dht.state import (
     _write_state,
 )
 from overlay.dht.storage import (
+    StorageUsage,
     _RecordStorage,
+)
+from overlay.dht.verifying import (
+    SignatureChecks,
 )
 from overlay.records import (
     DEFAULT_MAX_RECORDS,
+    RecordError,
     SignedRecord,
     check,
     encode_set,
@@ -71,6 +80,7 @@ class DhtNode:
 
     Use as `async with DhtNode(...) as node:`, or `await start()` and `await close()`. A closed
     node cannot be started again. Bootstrap addresses must be IP addresses, not host names.
+    `limits` bound what it stores and does for others (limits.py; docs/security.md).
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class DhtNode:
         clock: Callable[[], float] = time.time,
         ping_interval: float = PING_INTERVAL,
         save_interval: float = SAVE_INTERVAL,
+        limits: DhtLimits | None = None,
     ) -> None:
         self._listen = listen
         self._bootstrap = tuple(bootstrap)
@@ -93,6 +104,8 @@ class DhtNode:
         self._clock = clock
         self._ping_interval = ping_interval
         self._save_interval = save_interval
+        self._limits = limits or DhtLimits()
+        self._checks = SignatureChecks(self._limits)
         self._state = _State.NEW
         self._server: _Server | None = None
         self._saved: _Saved = _Saved(None, ())
@@ -112,7 +125,7 @@ class DhtNode:
         self._state = _State.OPEN
         if self._state_path is not None:
             self._saved = _load_state(self._state_path)
-        storage = _RecordStorage(self._clock, self._max_records)
+        storage = _RecordStorage(self._clock, self._max_records, Ledger(self._limits), self._checks)
         self._server = _Server(storage, self._saved.node_id, self._rpc_timeout)
         try:
             await self._server.listen(self._listen[1], interface=self._listen[0])
@@ -148,10 +161,24 @@ class DhtNode:
         host, port = server.transport.get_extra_info("sockname")[:2]
         return (host, port)
 
+    @property
+    def node_id(self) -> bytes:
+        """This node's Kademlia id: which keys it holds depends on it."""
+        return bytes(self._open().node.id)
+
     def neighbours(self) -> list[Address]:
         """Every contact in the routing table, closest to this node first."""
         server = self._open()
         return [(n.ip, n.port) for n in self._contacts(server)]
+
+    def usage(self) -> StorageUsage:
+        """What this node holds for others, and the signature checks it has made."""
+        return self._open().storage.usage()
+
+    @property
+    def handed_off(self) -> int:
+        """Stores this node has sent to newcomers it met (at most `limits.handoff_keys` each)."""
+        return self._open().protocol.handed_off
 
     async def bootstrap_again(self) -> int:
         """Rejoin through current, saved and bootstrap contacts; the number of nodes found."""
@@ -171,13 +198,13 @@ class DhtNode:
         nearest = server.protocol.router.find_neighbors(target)
         if not nearest:
             # Alone (the first node of a network): keep it here, where joining nodes will look.
-            server.storage.store(dkey, value)
+            self._keep_here(server, dkey, value, key)
             log.info("no other DHT node known yet: %r kept on this node only", key)
             return 0
         closest = await NodeSpiderCrawl(server.protocol, target, nearest, server.ksize, server.alpha).find()
         # As kademlia's set(): keep a copy here too when this node is among the closest.
         if not closest or server.node.distance_to(target) < max(n.distance_to(target) for n in closest):
-            server.storage.store(dkey, value)
+            self._keep_here(server, dkey, value, key)
         answers = await asyncio.gather(*(server.protocol.call_store(n, dkey, value) for n in closest))
         stored = sum(1 for answered, accepted in answers if answered and accepted is True)
         log.info("published %r by %s to %d of %d nodes", key, record.signer.hex()[:16], stored, len(closest))
@@ -196,7 +223,10 @@ class DhtNode:
         crawl = _RecordCrawl(server.protocol, target, nearest, server.ksize, server.alpha, key)
         if nearest:
             await crawl.find()
-        merged = merge(server.storage.records_at(dkey), list(crawl.found), key, now, self._max_records)
+        # Signatures already seen good (ours, or in earlier lookups) are not checked again.
+        merged = merge(
+            server.storage.records_at(dkey), list(crawl.found), key, now, self._max_records, self._checks.check
+        )
         # As kademlia's get(): give the nearest node that lacked the set a copy.
         nearest_without = crawl.nearest_without_value.popleft()
         if merged and nearest_without is not None:
@@ -223,6 +253,13 @@ class DhtNode:
         if self._state is not _State.OPEN or self._server is None:
             raise RuntimeError(f"DhtNode is {self._state.value}")
         return self._server
+
+    @staticmethod
+    def _keep_here(server: _Server, dkey: bytes, value: bytes, key: str) -> None:
+        try:
+            server.storage.store(dkey, value)
+        except RecordError as exc:  # full of others' keys: the record still goes to the others
+            log.warning("not keeping %r on this node: %s", key, exc)
 
     @staticmethod
     def _contacts(server: _Server) -> list[Node]:

@@ -1,18 +1,28 @@
-"""The routing table and the RPC protocol, guarded: short timeouts, every datagram and answer type-checked."""
+"""The routing table and the RPC protocol, guarded: short timeouts, every datagram and answer
+type-checked, answers no larger than three times their request, keys handed to newcomers bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+import umsgpack
 from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 
+from overlay.dht.answers import (
+    REQUEST_BYTES,
+    answer_budget,
+    fit_contacts,
+    fit_value,
+)
 from overlay.dht.checks import (
     _REQUEST,
     _RESPONSE,
@@ -25,6 +35,9 @@ from overlay.dht.checks import (
     _is_id,
     _node_triples,
     _request_problem,
+)
+from overlay.dht.handoff import (
+    handoff_keys,
 )
 from overlay.dht.storage import (
     _RecordStorage,
@@ -54,11 +67,15 @@ class _RoutingTable(RoutingTable):
 
 
 class _Protocol(KademliaProtocol):
+    storage: _RecordStorage
+
     def __init__(self, source_node: Node, storage: _RecordStorage, ksize: int, rpc_timeout: float) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = _RoutingTable(self, ksize, source_node)
         self._wait_timeout = rpc_timeout
         self._complaints = _Complaints()
+        self._handoffs: set[asyncio.Task[None]] = set()
+        self.handed_off = 0  # stores sent to newcomers, for tests and operators
 
     def _complain(self, address: Address, problem: str) -> None:
         if self._complaints.due(address[0], time.monotonic()):
@@ -68,14 +85,17 @@ class _Protocol(KademliaProtocol):
         return self.transport is None or self.transport.is_closing()
 
     def shutdown(self) -> None:
-        """Fail every call still waiting for an answer, so nothing waits out its timeout."""
+        """Stop handing keys to newcomers, and fail every call still waiting for an answer, so
+        nothing waits out its timeout."""
+        for task in self._handoffs:
+            task.cancel()
         for future, timeout in self._outstanding.values():
             timeout.cancel()
             if not future.done():
                 future.set_result((False, None))
         self._outstanding.clear()
 
-    # -- inbound: everything that arrives is checked before rpcudp or kademlia sees it
+    # -- inbound: everything that arrives is checked before kademlia sees it
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if len(data) > MAX_DATAGRAM_BYTES:
@@ -87,43 +107,110 @@ class _Protocol(KademliaProtocol):
         if len(datagram) < 1 + ID_BYTES + 1:
             self._complain(address, "datagram too short")
             return
-        kind = datagram[:1]
+        kind, msg_id = datagram[:1], datagram[1 : 1 + ID_BYTES]
         if kind not in (_REQUEST, _RESPONSE):
             self._complain(address, "unknown message type")
             return
-        if kind == _RESPONSE and datagram[1 : 1 + ID_BYTES] not in self._outstanding:
+        if kind == _RESPONSE and msg_id not in self._outstanding:
             # Late answers to timed-out calls land here too, so this is not worth a warning.
             log.debug("ignoring an unexpected response from %s:%s", *address[:2])
             return
         try:
-            await super()._solve_datagram(datagram, address)
+            # As rpcudp: the first msgpack object counts, padding after it is ignored.
+            data = umsgpack.unpackb(datagram[1 + ID_BYTES :])
         except Exception as exc:  # umsgpack raises many unrelated types on garbage
             self._complain(address, f"undecodable datagram ({type(exc).__name__})")
+            return
+        if kind == _RESPONSE:
+            self._accept_response(msg_id, data, address)
+        else:
+            self._answer(msg_id, data, address, len(datagram))
 
-    async def _accept_request(self, msg_id: bytes, data: Any, address: Address) -> None:
+    def _answer(self, msg_id: bytes, data: Any, address: Address, request_bytes: int) -> None:
         problem = _request_problem(data)
         if problem is not None:
             self._complain(address, problem)
             return
         if self._closed():
             return
-        await super()._accept_request(msg_id, data, address)
+        name, args = data
+        budget = answer_budget(request_bytes)
+        answer = self._serve(name, address, args, budget)
+        datagram = _RESPONSE + msg_id + umsgpack.packb(answer)
+        if len(datagram) > budget:  # every answer below is fitted; this would be our bug
+            log.error("not sending a %d-byte answer to a %d-byte %s request", len(datagram), request_bytes, name)
+            return
+        self.transport.sendto(datagram, address)
 
-    def rpc_store(self, sender: Address, nodeid: bytes, key: bytes, value: Any) -> bool:
-        self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
+    def _serve(self, name: str, sender: Address, args: list[Any], budget: int) -> Any:
+        self.welcome_if_new(Node(args[0], sender[0], sender[1]))
+        if name == "ping":
+            return self.source_node.id
+        if name == "store":
+            return self._store(sender, args[1], args[2])
+        if name == "find_value":
+            value = self.storage.get(args[1])
+            answer = fit_value(value, budget) if value is not None else None
+            if answer is not None:
+                return answer
+        exclude = Node(args[0], sender[0], sender[1])
+        contacts = [tuple(n) for n in self.router.find_neighbors(Node(args[1]), exclude=exclude)]
+        return fit_contacts(contacts, budget)
+
+    def _store(self, sender: Address, key: bytes, value: bytes) -> bool:
         try:
-            self.storage.store(key, value)
-        except RecordError as exc:
+            self.storage.store(key, value, sender)
+        except RecordError as exc:  # StoreRefused too: over a limit is misbehaving as well
             self._complain(sender, f"refused store: {exc}")
             return False
         return True
+
+    # -- handing keys to newcomers
+
+    def welcome_if_new(self, node: Node) -> None:
+        """Add a node not seen before to the routing table and hand it, in the background, the
+        keys it should hold from us: a bounded number, one store at a time (handoff.py)."""
+        if not self.router.is_new_node(node):
+            return
+        limits = self.storage.ledger.limits
+        if len(self._handoffs) < limits.handoffs and not self._closed():
+            keys = handoff_keys(
+                node.id,
+                self.source_node.id,
+                self.storage.stored_keys(),
+                lambda dkey: [n.id for n in self.router.find_neighbors(Node(dkey))],
+                limits.handoff_keys,
+            )
+            if keys:
+                task = asyncio.ensure_future(self._hand_off(node, keys))
+                self._handoffs.add(task)
+                task.add_done_callback(self._handoffs.discard)
+        else:
+            log.debug("not handing keys to %s:%s: busy with %d newcomers", node.ip, node.port, len(self._handoffs))
+        self.router.add_contact(node)
+
+    async def _hand_off(self, node: Node, keys: list[bytes]) -> None:
+        # The request that introduced it may have come from a forged address: a store to an
+        # address that never asked is an amplifier, a ping is not. Only the node that has the id
+        # at that address answers with it.
+        answered, node_id = await self.call_ping(node)
+        if not answered or node_id != node.id:
+            return
+        for dkey in keys:
+            value = self.storage.get(dkey)
+            if value is None:
+                continue
+            self.handed_off += 1
+            answered, _ = await self.call_store(node, dkey, value)
+            if not answered:  # gone, or never there (a forged address): stop sending it stores
+                return
 
     # -- outbound: answers are type-checked; a malformed one counts as no answer
 
     async def _call(self, node: Node, name: str, fits: Callable[[Any], Any], *args: Any) -> tuple[bool, Any]:
         if self._closed():
             return (False, None)
-        answered, answer = await getattr(self, name)((node.ip, node.port), self.source_node.id, *args)
+        answered, answer = await self._request((node.ip, node.port), name, self.source_node.id, *args)
         if answered:
             cleaned = fits(answer)
             if cleaned is None:
@@ -132,6 +219,17 @@ class _Protocol(KademliaProtocol):
             else:
                 answer = cleaned
         return self.handle_call_response((answered, answer), node)
+
+    def _request(self, address: Address, name: str, *args: Any) -> asyncio.Future[tuple[bool, Any]]:
+        """rpcudp's request, padded so that the largest answer we accept fits three times it (answers.py)."""
+        msg_id = os.urandom(ID_BYTES)
+        datagram = _REQUEST + msg_id + umsgpack.packb([name, list(args)])
+        datagram += bytes(max(0, REQUEST_BYTES.get(name, 0) - len(datagram)))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
+        self.transport.sendto(datagram, address)
+        return future
 
     async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
         return await self._call(node_to_ask, "ping", lambda a: a if _is_id(a) else None)

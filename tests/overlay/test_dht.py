@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import hashlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,39 +15,15 @@ import pytest
 
 from overlay import records
 from overlay.dht import DhtNode
+from overlay.dht.answers import REQUEST_BYTES
 from overlay.identity import Identity
 from overlay.records import SignedRecord
+from tests.overlay.conftest import HOST, Clock, first_object
 
-HOST = "127.0.0.1"
 KEY = "coordinators/linkcheck"
 NODES = 30
 K = 20  # kademlia's ksize: a publish stores on this many nodes
-
-
-class Clock:
-    """One clock for every node of a network, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def task_errors() -> list[dict[str, Any]]:
-    """Exceptions the event loop would log, e.g. "Task exception was never retrieved"."""
-    return []
-
-
-@pytest.fixture
-async def watch_loop(task_errors: list[dict[str, Any]]) -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: task_errors.append(context))
-    yield
-    gc.collect()  # unretrieved task exceptions are reported when the task is collected
-    await asyncio.sleep(0)
-    assert task_errors == []
+FIND_VALUE_BYTES = REQUEST_BYTES["find_value"]
 
 
 async def _network(clock: Clock, count: int = NODES, **options: Any) -> list[DhtNode]:
@@ -58,11 +32,6 @@ async def _network(clock: Clock, count: int = NODES, **options: Any) -> list[Dht
     rest = [DhtNode((HOST, 0), [first.address], rpc_timeout=0.5, clock=clock, **options) for _ in range(count - 1)]
     await asyncio.gather(*(node.start() for node in rest))
     return [first, *rest]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -78,53 +47,6 @@ def _sign(who: Identity, clock: Clock, ago: float = 0.0, ttl: float = 600.0, **p
 
 async def _everyone_finds(nodes: list[DhtNode], key: str = KEY) -> list[list[SignedRecord]]:
     return [await node.lookup(key) for node in nodes]
-
-
-class _RawPeer(asyncio.DatagramProtocol):
-    """A socket speaking rpcudp's wire format by hand: type byte, 20-byte id, msgpack [name, args].
-
-    Nodes it talks to add it to their routing tables, so it answers their requests as a node
-    that holds nothing; otherwise every lookup would wait for it to time out.
-    """
-
-    def __init__(self) -> None:
-        self.node_id = os.urandom(20)
-        self.answers: dict[bytes, asyncio.Future[Any]] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data[:1] == b"\x00":
-            name = msgpack.unpackb(data[21:], raw=False)[0]
-            answer = {"ping": self.node_id, "store": False}.get(name, [])
-            self.send(addr, b"\x01" + data[1:21] + msgpack.packb(answer))
-            return
-        future = self.answers.get(data[1:21])
-        if future is not None and not future.done():
-            future.set_result(msgpack.unpackb(data[21:], raw=False))
-
-    def send(self, address: tuple[str, int], datagram: bytes) -> None:
-        assert self.transport is not None
-        self.transport.sendto(datagram, address)
-
-    def request(self, address: tuple[str, int], name: Any, args: Any) -> asyncio.Future[Any]:
-        msg_id = os.urandom(20)
-        self.answers[msg_id] = asyncio.get_running_loop().create_future()
-        self.send(address, b"\x00" + msg_id + msgpack.packb([name, args], use_bin_type=True))
-        return self.answers[msg_id]
-
-    async def ping(self, address: tuple[str, int]) -> Any:
-        return await asyncio.wait_for(self.request(address, "ping", [self.node_id]), 5)
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[_RawPeer]:
-    loop = asyncio.get_running_loop()
-    transport, peer = await loop.create_datagram_endpoint(_RawPeer, local_addr=(HOST, 0))
-    yield peer
-    transport.close()
 
 
 def _dkey(key: str) -> bytes:
@@ -295,9 +217,9 @@ async def test_forged_stores_are_refused_and_honest_records_survive(network, raw
     pongs = [await raw.ping(n.address) for n in network]
     assert [f.done() for f in unanswered] == [False] * NODES
     assert [len(p) for p in pongs] == [20] * NODES
-    held = await asyncio.gather(
-        *(asyncio.wait_for(raw.request(n.address, "find_value", [raw.node_id, _dkey(KEY)]), 5) for n in network)
-    )
+    # Padded as our nodes pad theirs: an answer is at most three times its request (answers.py).
+    asked = [raw.request(n.address, "find_value", [raw.node_id, _dkey(KEY)], pad_to=FIND_VALUE_BYTES) for n in network]
+    held = await asyncio.gather(*(asyncio.wait_for(a, 5) for a in asked))
     sets = [records.decode_set(a["value"]) for a in held if isinstance(a, dict)]
     assert len(sets) >= K
     assert {s.records for s in sets} == {(honest,)}
@@ -326,7 +248,7 @@ class _Liar(asyncio.DatagramProtocol):
         if data[:1] == b"\x01":
             self.pongs += 1
         elif self.transport is not None:
-            name = msgpack.unpackb(data[21:], raw=False)[0]
+            name = first_object(data[21:])[0]
             self.asked.append(name)
             self.transport.sendto(b"\x01" + data[1:21] + msgpack.packb(self.LIES[name]), addr)
 
