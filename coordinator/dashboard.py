@@ -9,8 +9,9 @@ Everything is drawn here: HTML with inline SVG, no script, no font or stylesheet
 elsewhere. Pages refresh themselves every few seconds while they show running work.
 
 Access needs the operator's token (kept beside the database, printed by `osaas coordinator
-dashboard`) or an owner's token (derived from the operator's token and the owner's key, so
-nothing more is stored), unless the operator serves the dashboard publicly. The token comes
+dashboard`) or the token of a key with a role (derived from the operator's token and the key,
+so nothing more is stored; `--owner NAME`), unless the operator serves the dashboard publicly.
+An owner's token shows that owner's jobs only (`coordinator.roles`); a viewer's, every job. The token comes
 once in the address (`?token=`); the answer keeps it in an HttpOnly, SameSite=Strict cookie
 for /dashboard/ and sends the browser on to the same address without it.
 """
@@ -28,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator.roles import Role
 from coordinator.store import HostOverview, NotFound, PeerOverview, Store
 from overlay.files import secret_token
 from overlay.units import format_size
@@ -64,18 +66,35 @@ def operator_token(db_path: Path) -> str:
     return secret_token(db_path.with_name(db_path.name + TOKEN_SUFFIX))
 
 
+_EVERYTHING = "*"  # what the operator's token (or a public dashboard) sees: every job
+_VIEWER = web.RequestKey("viewer", str)
+
+
 def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], float] = time.time) -> web.Application:
-    async def allowed(token: str | None) -> bool:
+    async def holder(token: str | None) -> str | None:
+        """Whose token it is: _EVERYTHING for the operator or a viewer, an owner's key for an
+        owner (who sees its own jobs), None for no token of ours."""
         if access.public:
-            return True
+            return _EVERYTHING
         if not token:
-            return False
+            return None
         if hmac.compare_digest(token.encode(), access.operator_token.encode()):
-            return True
-        return any(
-            hmac.compare_digest(token.encode(), access.owner_token(owner.public_key).encode())
-            for owner in await store.owners()
-        )
+            return _EVERYTHING
+        for grant in await store.grants():
+            if hmac.compare_digest(token.encode(), access.owner_token(grant.public_key).encode()):
+                return grant.public_key if grant.role == Role.OWNER else _EVERYTHING
+        return None
+
+    def sees(request: web.Request, job: JobStatus) -> bool:
+        viewer = request[_VIEWER]
+        return viewer == _EVERYTHING or job.owner == viewer
+
+    async def visible_job(request: web.Request) -> JobStatus:
+        job_id = int(request.match_info["job_id"])
+        status = await store.job_status(job_id)
+        if not sees(request, status):
+            raise NotFound(f"no job {job_id}")  # an owner's dashboard does not show others' jobs
+        return status
 
     @web.middleware
     async def guarded(
@@ -83,20 +102,22 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
     ) -> web.StreamResponse:
         given = request.query.get("token")
         if given is not None:
-            if not await allowed(given):
+            if await holder(given) is None:
                 return _page(403, "Not allowed", "<p>That token is not this coordinator's.</p>")
             onward = web.HTTPSeeOther(
                 request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"})
             )
             onward.set_cookie(COOKIE, given, path=PREFIX, httponly=True, samesite="Strict")
             raise onward
-        if not await allowed(request.cookies.get(COOKIE)):
+        viewer = await holder(request.cookies.get(COOKIE))
+        if viewer is None:
             return _page(
                 401,
                 "Token needed",
                 "<p>This dashboard needs the operator's or an owner's token: "
                 "<code>osaas coordinator dashboard --db DB</code> prints its address.</p>",
             )
+        request[_VIEWER] = viewer
         try:
             response = await handler(request)
         except NotFound as exc:
@@ -111,7 +132,8 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
 
     async def overview(request: web.Request) -> web.Response:
         now = clock()
-        jobs = await store.list_jobs()
+        viewer = request[_VIEWER]
+        jobs = await store.list_jobs(None if viewer == _EVERYTHING else viewer)
         peers = await store.peers_overview(now - PEER_SEEN_WITHIN, PEERS_SHOWN)
         hosts = await store.hosts_overview(now, HOSTS_SHOWN)
         running = any(job.state == "running" for job in jobs)
@@ -130,8 +152,8 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
         return _page(200, "osaas coordinator", body, refresh=running or bool(peers))
 
     async def job(request: web.Request) -> web.Response:
-        job_id = int(request.match_info["job_id"])
-        status = await store.job_status(job_id)
+        status = await visible_job(request)
+        job_id = status.job_id
         problems = await store.job_results(job_id, 0, PROBLEMS_SHOWN + 1, problems_only=True)
         links = " · ".join(
             f'<a href="{PREFIX}/jobs/{job_id}/report.{fmt}">{label}</a>'
@@ -151,9 +173,8 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
         return _page(200, f"Job {job_id}", body, refresh=status.state == "running", back=True)
 
     async def report(request: web.Request) -> web.Response:
-        job_id = int(request.match_info["job_id"])
+        job_id = (await visible_job(request)).job_id  # NotFound for a job that is not there (or not theirs)
         fmt = request.match_info["fmt"]
-        await store.job_status(job_id)  # NotFound for a job that is not there
         items = await _all_results(store, job_id)
         finished = [item for item in items if item.get("result") is not None]
         text = {

@@ -119,7 +119,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="where the coordinator serves (default http://127.0.0.1:8700)",
     )
     board.add_argument(
-        "--owner", metavar="NAME", help="the address for this bundle owner (owner token) instead of the operator's"
+        "--owner",
+        metavar="NAME",
+        help="the address for this key's holder (an owner sees its own jobs, a viewer every job) instead of the operator's",
     )
     board.set_defaults(run=_cmd_coordinator_dashboard)
     owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(
@@ -221,16 +223,16 @@ def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
     token = access.operator_token
     if args.owner is not None:
 
-        async def owners() -> list:
+        async def grants() -> list:
             async with SqliteStore(args.db) as store:
-                return await store.owners()
+                return await store.grants()
 
         try:
-            found = [o for o in asyncio.run(owners()) if o.name == args.owner]
+            found = [g for g in asyncio.run(grants()) if g.name == args.owner]
         except StoreError as exc:
             raise UsageError(str(exc)) from exc
         if not found:
-            raise UsageError(f"no owner {args.owner!r} in {args.db}; add one with `osaas coordinator owner add`")
+            raise UsageError(f"no key named {args.owner!r} in {args.db}; add one with `osaas coordinator grant add`")
         token = access.owner_token(found[0].public_key)
     print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
     return EXIT_OK

@@ -72,6 +72,28 @@ async def test_looking_needs_a_token_that_then_stays_in_a_strict_cookie(board: T
     assert (await page(board, f"/dashboard/?token={access.owner_token(Identity.generate().public_hex)}"))[0] == 403
 
 
+async def test_an_owners_dashboard_shows_its_own_jobs_only(board: TestClient, store: SqliteStore) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    await store.add_owner("alice", alice.public_hex, 1.0)
+    await store.add_owner("bob", bob.public_hex, 1.0)
+    hers = await store.create_job("linkcheck", {"urls": ["http://alice.test/"]}, 2.0, owner_key=alice.public_hex)
+    his = await store.create_job("linkcheck", {"urls": ["http://bob.test/"]}, 2.0, owner_key=bob.public_hex)
+    access = DashboardAccess(TOKEN)
+    assert (await page(board, f"/dashboard/?token={access.owner_token(alice.public_hex)}"))[0] == 200
+    status, text = await page(board, "/dashboard/")
+    assert status == 200 and f'data-job="{hers}"' in text and f'data-job="{his}"' not in text
+    for path in (f"/dashboard/jobs/{his}", f"/dashboard/jobs/{his}/report.csv"):
+        status, text = await page(board, path)
+        assert status == 404 and "bob.test" not in text, path
+    assert (await page(board, f"/dashboard/jobs/{hers}"))[0] == 200
+    # A viewer's token shows every job.
+    vera = Identity.generate()
+    await store.grant("vera", vera.public_hex, "viewer", "operator", 3.0)
+    board.session.cookie_jar.clear()
+    status, text = await page(board, f"/dashboard/?token={access.owner_token(vera.public_hex)}")
+    assert status == 200 and f'data-job="{hers}"' in text and f'data-job="{his}"' in text
+
+
 async def test_a_public_dashboard_needs_no_token(store: SqliteStore, clock: Clock, linkcheck: Linkcheck) -> None:
     client = await dashboard_client(store, clock, linkcheck, public=True)
     try:
