@@ -99,6 +99,17 @@ async def call(
     raise AssertionError("unreachable")
 
 
+def _error_message(data: bytes) -> str:
+    """What an error answer says, if it is one of ours (one line, at most 500 characters)."""
+    try:
+        decoded = wire.decode(data) if data else None
+    except wire.WireError:
+        return ""
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return " ".join(message.split())[:500] if isinstance(message, str) else ""
+
+
 def _body(message: Any) -> bytes:
     if message is None:
         return b""
@@ -128,7 +139,8 @@ async def _send(
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unavailable(f"cannot reach coordinator at {base_url}: {exc or type(exc).__name__}") from exc
     if status in _RETRYABLE:
-        raise Unavailable(f"coordinator answered HTTP {status}", retry_after)
+        said = _error_message(data)
+        raise Unavailable(f"coordinator answered HTTP {status}" + (f": {said}" if said else ""), retry_after)
     try:
         decoded = wire.decode(data) if data else {}
     except wire.WireError as exc:
