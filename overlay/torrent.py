@@ -97,12 +97,13 @@ class TransferStats:
 class _Torrent:
     """What this session tracks for one torrent beside libtorrent's handle."""
 
-    __slots__ = ("handle", "checked", "finished", "error")
+    __slots__ = ("handle", "checked", "finished", "flushed", "error")
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
         self.checked = False
-        self.finished = False
+        self.finished = False  # every piece passed its hash check
+        self.flushed = False  # and was written to the file: readers see the whole of it
         self.error: str | None = None
 
 
@@ -412,7 +413,7 @@ class TorrentSession:
                         f"torrent {_key(torrent.handle).hex()} has {info.num_files()} files; "
                         "only single files are fetched"
                     )
-                if torrent.finished:
+                if torrent.finished and torrent.flushed:
                     return save_dir / info.name()
             if status.total_wanted_done > verified:
                 verified = status.total_wanted_done
@@ -489,7 +490,12 @@ class TorrentSession:
         if isinstance(alert, lt.torrent_checked_alert):
             torrent.checked = True
         elif isinstance(alert, lt.torrent_finished_alert):
+            # Finished means hashed, not written: pieces may still wait in libtorrent's store
+            # buffer, and a reader of the file would see holes. Ask for the flush and wait.
             torrent.finished = True
+            torrent.handle.flush_cache()
+        elif isinstance(alert, lt.cache_flushed_alert):
+            torrent.flushed = torrent.finished
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             torrent.error = alert.message()
             log.warning("torrent failed: %s", torrent.error)
