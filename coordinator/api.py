@@ -606,13 +606,13 @@ async def _publish_bundle(request: web.Request) -> web.Response:
     read (signed for this coordinator, in the clock window, a key with a role that publishes),
     so a stranger's upload costs nothing; the body then streams to a temp file, capped at the
     owner's bundle size limit, and the signature is checked against its hash."""
-    bundles = request.app.get(BUNDLES)
-    if bundles is None:
-        return _error(503, "no_bundles", "this coordinator does not accept bundle uploads")
     now = request.app[CLOCK]()
     audience = request.app[IDENTITY].public_hex
     signer = signed_by(request.headers, audience, now).signer
     _allow(signer, await _role(request, signer), Action.PUBLISH_BUNDLE)
+    bundles = request.app.get(BUNDLES)
+    if bundles is None:
+        return _error(503, "no_bundles", "this coordinator does not accept bundle uploads")
     store = request.app[STORE]
     limit = min(MAX_BUNDLE_UPLOAD, (await store.limits_of(signer)).bundle_bytes + MAX_MANIFEST_BYTES + 64 * 1024)
     async with request.app[UPLOADS]:
@@ -648,8 +648,9 @@ async def _bundle_info(request: web.Request) -> web.Response:
 
 
 async def _rollout(request: web.Request) -> web.Response:
-    """The owner moves a version's rollout; signed, so only the name's owner key can."""
-    signer, obj = await _signed_body(request)
+    """The owner moves a version's rollout; signed, so only the name's owner key can (the
+    store's rule), and only while the key has a role that publishes."""
+    signer, _, obj = await _owner_request(request, Action.ROLL_OUT)
     message = parse(RolloutRequest, obj)
     status = await request.app[STORE].set_rollout(
         request.match_info["name"], message.version, message.percent, signer, request.app[CLOCK]()

@@ -340,10 +340,13 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
 
 
 async def test_publishing_needs_a_bundle_service(tmp_path: Path, clock: Clock, linkcheck: Linkcheck) -> None:
-    app = make_app(SqliteStore(tmp_path / "c.sqlite"), clock=clock)
+    store = SqliteStore(tmp_path / "c.sqlite")
+    app = make_app(store, clock=clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await as_operator(store, clock())
         upload = Upload(linkcheck.manifest, linkcheck.archive)
-        async with client.post("/v1/bundles", data=upload.body(), headers=MSGPACK) as resp:
+        body = upload.body()
+        async with client.post("/v1/bundles", data=body, headers=signed(client, "POST", "/v1/bundles", body)) as resp:
             assert (resp.status, decode(await resp.read())["error"]["code"]) == (503, "no_bundles")
 
 
@@ -484,7 +487,11 @@ async def test_percent_100_completes_the_rollout(coordinator: Coordinator, owner
 
 async def test_only_the_owner_rolls_out(coordinator: Coordinator, owner: Owner) -> None:
     await two_versions(coordinator, owner)
-    intruder = Identity.generate()
+    stranger = Identity.generate()
+    status, body = await owner.rollout("demo", "2.0", 50, signer=stranger)
+    assert (status, body["error"]["code"]) == (403, "not_admitted")
+    intruder = Identity.generate()  # another owner: not this name's
+    await coordinator.store.add_owner("intruder", intruder.public_hex, coordinator.clock())
     status, body = await owner.rollout("demo", "2.0", 50, signer=intruder)
     assert (status, body["error"]["code"]) == (403, "not_owner")
     assert body["error"]["message"] == (

@@ -4,6 +4,7 @@ API on loopback (a property: whatever key asks for whatever job, the answer is t
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -15,6 +16,7 @@ from coordinator.api import STORE
 from coordinator.owner_limits import Limits
 from coordinator.roles import Action, Role
 from overlay.identity import Identity
+from overlay.wire import decode, encode
 from tests.coordinator.conftest import OPERATOR_KEY, START, get, post, submit
 
 KEYS = {
@@ -116,3 +118,55 @@ async def test_a_cancelled_job_stops_and_keeps_what_it_checked(admitted: TestCli
     assert (status, body["error"]["code"]) == (409, "conflict")
     status, body = await get(admitted, f"/v1/jobs/{job_id}/results", KEYS["alice"])
     assert status == 200 and {item["url"] for item in body["items"]} == {"http://a.test/", "http://b.test/"}
+
+
+# Every route of the API and who may call it; a route added without a line here fails the test.
+ROUTES = {
+    ("POST", "/v1/peers/register"): "signed",  # any key: anyone may volunteer
+    ("POST", "/v1/leases"): "signed",
+    ("POST", "/v1/leases/renew"): "signed",
+    ("POST", "/v1/leases/release"): "signed",
+    ("POST", "/v1/reports"): "signed",
+    ("POST", "/v1/reports/batch"): "signed",
+    ("POST", "/v1/jobs"): "role",
+    ("GET", "/v1/jobs"): "role",
+    ("GET", "/v1/jobs/{job_id}"): "role",
+    ("GET", "/v1/jobs/{job_id}/results"): "role",
+    ("POST", "/v1/jobs/{job_id}/cancel"): "role",
+    ("GET", "/v1/health"): "open",  # up, and the key requests must name
+    ("POST", "/v1/hello"): "open",  # proof of the coordinator's key, for peers that found it in the DHT
+    ("POST", "/v1/bundles"): "role",
+    ("GET", "/v1/bundles"): "open",  # bundles are public code: peers fetch them from anyone
+    ("GET", "/v1/bundles/{name}"): "open",
+    ("POST", "/v1/bundles/{name}/rollout"): "role",
+    ("GET", "/v1/bundles/{name}/{version}"): "open",
+}
+
+
+async def test_every_route_is_open_signed_or_for_a_role_and_refuses_strangers(admitted: TestClient) -> None:
+    assert admitted.app is not None
+    found = {
+        (route.method, route.resource.canonical.replace(":[0-9]{1,19}", ""))
+        for route in admitted.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None and route.resource.canonical.startswith("/v1/")
+    }
+    assert found == set(ROUTES)
+    job_id = await submit(admitted, ["http://a.test/"])
+    for (method, template), needs in ROUTES.items():
+        path = template.format(job_id=job_id, name="linkcheck", version="0")
+        if needs == "open":
+            continue
+        unsigned = await (get(admitted, path, key=None) if method == "GET" else _post_unsigned(admitted, path))
+        assert unsigned[0] == 401, (method, path)
+        if needs == "role":
+            stranger = await (
+                get(admitted, path, key=KEYS["stranger"])
+                if method == "GET"
+                else post(admitted, path, {}, KEYS["stranger"])
+            )
+            assert (stranger[0], stranger[1]["error"]["code"]) == (403, "not_admitted"), (method, path)
+
+
+async def _post_unsigned(client: TestClient, path: str) -> tuple[int, Any]:
+    async with client.post(path, data=encode({}), headers={"Content-Type": "application/msgpack"}) as resp:
+        return resp.status, decode(await resp.read())
