@@ -47,7 +47,9 @@ _SERVER = """
 import asyncio, sys
 from pathlib import Path
 from coordinator.api import serve
-asyncio.run(serve("127.0.0.1", 0, Path(sys.argv[1]), ready=lambda port: print(port, flush=True)))
+asyncio.run(serve(
+    "127.0.0.1", 0, Path(sys.argv[1]), operator_keys=[sys.argv[2]], ready=lambda port: print(port, flush=True)
+))
 """
 
 
@@ -63,13 +65,14 @@ class Outcome:
 
 
 @contextlib.asynccontextmanager
-async def coordinator(workdir: Path) -> AsyncIterator[str]:
-    """A coordinator subprocess on a fresh database; yields its URL."""
+async def coordinator(workdir: Path, operator: Identity) -> AsyncIterator[str]:
+    """A coordinator subprocess on a fresh database, `operator` one of its operators; yields its URL."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _SERVER,
         str(workdir / "coordinator.sqlite"),
+        operator.public_hex,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[1],
@@ -85,13 +88,21 @@ async def coordinator(workdir: Path) -> AsyncIterator[str]:
         await process.wait()
 
 
-async def submit_jobs(session: aiohttp.ClientSession, url: str, hosts: int, per_host: int) -> int:
-    """The link-check jobs holding every URL; returns how many URLs they hold."""
+async def submit_jobs(session: aiohttp.ClientSession, url: str, operator: Identity, hosts: int, per_host: int) -> int:
+    """The link-check jobs holding every URL, submitted by the operator (no owner limits);
+    returns how many URLs they hold."""
     urls = [f"http://h{h}.bench.test/p{n}" for h in range(hosts) for n in range(per_host)]
     jobs = [urls[i : i + SEEDS_PER_JOB] for i in range(0, len(urls), SEEDS_PER_JOB)]
     await asyncio.gather(
         *(
-            http.call(session, "POST", url, "/v1/jobs", {"workload": "linkcheck", "input": {"urls": seeds, "depth": 0}})
+            http.call(
+                session,
+                "POST",
+                url,
+                "/v1/jobs",
+                {"workload": "linkcheck", "input": {"urls": seeds, "depth": 0}},
+                identity=operator,
+            )
             for seeds in jobs
         )
     )
@@ -171,10 +182,11 @@ async def simulated_peer(
 
 
 async def one_run(workdir: Path, args: argparse.Namespace, batched: bool, limit: float | None) -> Outcome:
-    async with coordinator(workdir) as url:
+    operator = Identity.generate()
+    async with coordinator(workdir, operator) as url:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            await submit_jobs(session, url, args.hosts, args.urls_per_host)
+            await submit_jobs(session, url, operator, args.hosts, args.urls_per_host)
             peers = [Identity.generate() for _ in range(args.peers)]
             await asyncio.gather(
                 *(
