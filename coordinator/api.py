@@ -10,6 +10,7 @@ them too. Every error, including aiohttp's own 404/405/413, leaves as
     WireError (unsigned, bad signature)    401     NotFound                              404
     InvalidInput                           400     StaleLease, Conflict                  409
     BundleError (a bad upload)             400     body over the route's limit           413
+    RateLimited (with Retry-After)         429     Busy, LimitReached                    429
 
 A report batch (`POST /v1/reports/batch`) answers 200 with one verdict per report, in order: a
 report refused for its own reasons (stale lease, unknown unit, bad payload) carries that
@@ -26,6 +27,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import math
 import shutil
 import socket
 import tempfile
@@ -43,6 +45,7 @@ from coordinator import dashboard, request_checks, roles
 from coordinator.announcer import PEER_ACTIVE_WINDOW, Announcer, backlog
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.rate_limits import RateLimiter, RateLimits, Route
 from coordinator.replays import SeenNonces
 from coordinator.roles import AccessRefused, Action, Role
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
@@ -100,6 +103,7 @@ LEASE_SECONDS = web.AppKey("lease_seconds", float)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 ALLOWED_HOSTS = web.AppKey[frozenset[str]]("allowed_hosts")
 NONCES = web.AppKey("nonces", SeenNonces)
+LIMITER = web.AppKey("limiter", RateLimiter)
 UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
 MAX_UPLOADS_AT_ONCE = 2  # bundle uploads checked at once: each may hold an archive in memory
 BUNDLES = web.AppKey("bundles", BundleService)
@@ -128,11 +132,14 @@ def make_app(
     bundles: BundleService | None = None,
     dashboard_access: dashboard.DashboardAccess | None = None,
     allowed_hosts: Collection[str] = (),
+    rate_limits: RateLimits | None = None,
 ) -> web.Application:
     """The API over `store`. Without `bundles` the app serves what the store knows of bundles
     but refuses uploads (503), and offers peers no seed address. With `dashboard_access`, the
     operator's dashboard is served under /dashboard/ (coordinator.dashboard). Requests must
-    name an IP address, localhost or one of `allowed_hosts` as their host (`request_checks`)."""
+    name an IP address, localhost or one of `allowed_hosts` as their host (`request_checks`).
+    Register, lease, report and submit are rate limited per key and per address
+    (`rate_limits`, default `RateLimits()`)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors, _checked])
     app[ALLOWED_HOSTS] = frozenset(host.lower() for host in allowed_hosts)
     app[STORE] = store
@@ -140,6 +147,7 @@ def make_app(
     app[LEASE_SECONDS] = lease_seconds
     app[CLOCK] = clock
     app[NONCES] = SeenNonces()
+    app[LIMITER] = RateLimiter(rate_limits)
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
     app.cleanup_ctx.append(_open_store)
     if bundles is not None:
@@ -189,6 +197,7 @@ async def serve(
     public_dashboard: bool = False,
     allowed_hosts: Collection[str] = (),
     operator_keys: Collection[str] = (),
+    rate_limits: RateLimits | None = None,
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
     announce the coordinator in `network` under `public_url` (default: the address served).
@@ -227,6 +236,7 @@ async def serve(
                 bundles=bundles,
                 dashboard_access=access,
                 allowed_hosts={host, *allowed_hosts, *([URL(public_url).host or ""] if public_url else [])},
+                rate_limits=rate_limits,
             ),
             access_log_class=AccessLog,
         )
@@ -354,7 +364,10 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
             raise
         return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), _http_message(request, exc))
     except OsaasError as exc:  # the tree says what each kind becomes (overlay.errors)
-        return _error(exc.http_status, exc.code, str(exc))
+        response = _error(exc.http_status, exc.code, str(exc))
+        if exc.retry_after is not None:
+            response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(exc.retry_after)))
+        return response
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; the coordinator logged the details")
@@ -387,16 +400,27 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
-async def _signed_body(request: web.Request) -> tuple[str, Any]:
+async def _signed_body(request: web.Request, route: Route | None = None) -> tuple[str, Any]:
     """The verified signer's key (a peer's id) and the decoded body. The headers are checked
     before the body is read (signed, for this coordinator, in the clock window); the signature
     covers method, path without its query string (as `overlay.http` signs it), this
-    coordinator's key, the time, a nonce and the body; a nonce is taken once."""
+    coordinator's key, the time, a nonce and the body; a nonce is taken once.
+
+    On a rate-limited `route` the client's address is charged first and a key without requests
+    left is refused before its body is read; the key is charged once its signature is good
+    (`rate_limits`: so that forged headers cannot spend another key's requests)."""
     now = request.app[CLOCK]()
     audience = request.app[IDENTITY].public_hex
-    signed_by(request.headers, audience, now)
+    limiter = request.app[LIMITER]
+    if route is not None:
+        limiter.admit_address(route, request.remote, now)
+    claimed = signed_by(request.headers, audience, now)
+    if route is not None:
+        limiter.check_key(route, claimed.signer, now)
     body = await request.read()
     signed = verify_request(request.headers, request.method, request.rel_url.raw_path, body, now, audience)
+    if route is not None:
+        limiter.admit_key(route, signed.signer, now)
     if not request.app[NONCES].first_time(signed.signer, signed.nonce, signed.sent_at, now):
         raise WireError("this signed request was already taken (a replay)", "replayed")
     return signed.signer, decode(body) if body else None
@@ -415,7 +439,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 async def _register(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.REGISTER)
     message = parse(RegisterRequest, obj)
     store = request.app[STORE]
     workloads = await _runnable(store, message.workloads, message.trusted_owners)
@@ -427,7 +451,7 @@ async def _register(request: web.Request) -> web.Response:
 
 
 async def _lease(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.LEASE)
     message = parse(LeaseRequest, obj)
     store = request.app[STORE]
     workloads = await _runnable(store, message.workloads, message.trusted_owners)
@@ -448,7 +472,7 @@ async def _runnable(store: Store, workloads: list[str], trusted_owners: list[byt
 
 
 async def _renew(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.LEASE)
     ref = parse(LeaseRef, obj)
     expires_at = await request.app[STORE].renew(
         peer_id, ref.unit_id, ref.token, request.app[CLOCK](), request.app[LEASE_SECONDS]
@@ -457,21 +481,21 @@ async def _renew(request: web.Request) -> web.Response:
 
 
 async def _release(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.LEASE)
     ref = parse(LeaseRef, obj)
     await request.app[STORE].release(peer_id, ref.unit_id, ref.token, request.app[CLOCK]())
     return _reply({})
 
 
 async def _report(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.REPORT)
     report = parse(Report, obj)
     response = await request.app[STORE].report(peer_id, report, request.app[CLOCK]())
     return _reply(to_obj(response))
 
 
 async def _report_batch(request: web.Request) -> web.Response:
-    peer_id, obj = await _signed_body(request)
+    peer_id, obj = await _signed_body(request, Route.REPORT)
     reports = obj.get("reports") if isinstance(obj, dict) else None
     if isinstance(reports, list) and len(reports) > MAX_REPORT_BATCH:
         raise InvalidInput(
@@ -490,10 +514,12 @@ async def _report_batch(request: web.Request) -> web.Response:
 # viewer reads all.
 
 
-async def _owner_request(request: web.Request, action: Action) -> tuple[str, Role | None, Any]:
+async def _owner_request(
+    request: web.Request, action: Action, route: Route | None = None
+) -> tuple[str, Role | None, Any]:
     """The signer, its role and the decoded body (None without one), refused unless the role
-    may `action` at all (on something of its own)."""
-    signer, body = await _signed_body(request)
+    may `action` at all (on something of its own). `route`: its rate limit, if it has one."""
+    signer, body = await _signed_body(request, route)
     role = await _role(request, signer)
     _allow(signer, role, action)
     return signer, role, body
@@ -519,7 +545,7 @@ async def _own_job(request: web.Request, action: Action) -> tuple[str, JobStatus
 
 
 async def _submit_job(request: web.Request) -> web.Response:
-    signer, _, obj = await _owner_request(request, Action.SUBMIT_JOB)
+    signer, _, obj = await _owner_request(request, Action.SUBMIT_JOB, Route.SUBMIT)
     submit = parse(JobSubmit, obj)
     store = request.app[STORE]
     job_id = await store.create_job(submit.workload, submit.input, request.app[CLOCK](), submit.version, signer)

@@ -10,7 +10,7 @@ line at the command line (osaas/cli.py, one `except`).
     ├── workloads    BundleError (400 invalid_bundle)
     ├── coordinator  StoreError: InvalidInput (400), UnknownPeer (403), UnknownOwner (403),
     │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409);
-    │                Busy (429)
+    │                Busy (429), RateLimited (429 with Retry-After)
     ├── peer         BudgetError, WorkChoiceError, TrustError, SandboxError, IdleError
     ├── osaas        CheckError, UsageError
     └── screensaver  ScreensaverError, InstallError
@@ -30,3 +30,4 @@ class OsaasError(Exception):
     http_status: int = 400
     code: str = "bad_request"
     exit_code: int = 2
+    retry_after: float | None = None  # seconds to wait before asking again: the API's Retry-After

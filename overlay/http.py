@@ -99,17 +99,6 @@ async def call(
     raise AssertionError("unreachable")
 
 
-def _error_message(data: bytes) -> str:
-    """What an error answer says, if it is one of ours (one line, at most 500 characters)."""
-    try:
-        decoded = wire.decode(data) if data else None
-    except wire.WireError:
-        return ""
-    error = decoded.get("error") if isinstance(decoded, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return " ".join(message.split())[:500] if isinstance(message, str) else ""
-
-
 def _body(message: Any) -> bytes:
     if message is None:
         return b""
@@ -138,16 +127,27 @@ async def _send(
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unavailable(f"cannot reach coordinator at {base_url}: {exc or type(exc).__name__}") from exc
-    if status in _RETRYABLE:
-        said = _error_message(data)
-        raise Unavailable(f"coordinator answered HTTP {status}" + (f": {said}" if said else ""), retry_after)
     try:
         decoded = wire.decode(data) if data else {}
     except wire.WireError as exc:
+        if status in _RETRYABLE:  # a proxy's page, say: the status says enough
+            raise Unavailable(f"coordinator answered HTTP {status}", retry_after) from None
         raise Unavailable(f"coordinator sent an unreadable answer (HTTP {status})") from exc
+    if status in _RETRYABLE:
+        raise Unavailable(_with_message(f"coordinator answered HTTP {status}", decoded), retry_after)
     if status >= 400:
         error = decoded.get("error") if isinstance(decoded, dict) else None
         if isinstance(error, dict):
             raise Rejected(status, str(error.get("code", "error")), str(error.get("message", "")))
         raise Rejected(status, "error", f"coordinator answered HTTP {status}")
     return decoded
+
+
+def _with_message(text: str, decoded: Any) -> str:
+    """`text` and the coordinator's one-line reason from an error body, if it sent one (cut
+    short: the answer is the other side's, and may be anything)."""
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        return text
+    return f"{text}: {' '.join(message.split())[:500]}"

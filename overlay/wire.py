@@ -1,8 +1,11 @@
 """The peer <-> coordinator wire: msgpack bodies, signed requests, typed messages.
 
 Bytes become objects in exactly one place, `parse()`, which validates every field against
-the message dataclass and raises `WireError` with a one-line reason. Requests are signed
-with the sender's Ed25519 key over method, path, timestamp and the body's SHA-256.
+the message dataclass and raises `WireError` with a one-line reason. Every string is capped:
+at MAX_STRING characters unless its field says otherwise (`Capped`, e.g. `Name`, `Text`,
+`Url`), strings inside lists too, so that no field can carry more than its purpose needs into
+the coordinator's memory and database. Requests are signed with the sender's Ed25519 key over
+method, path, timestamp and the body's SHA-256.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgpack
 
@@ -150,12 +153,43 @@ def _is_hex(text: str) -> bool:
 
 M = TypeVar("M")
 
+MAX_STRING = 256  # characters: any string field that says no other cap (keys in hex, states, codes)
+
+
+@dataclass(frozen=True, slots=True)
+class Capped:
+    """A string field's cap in characters, other than MAX_STRING: `Annotated[str, Capped(n)]`."""
+
+    chars: int
+
+
+MAX_NAME = 64  # a bundle's name or version, a workload's name (as bundle manifests allow)
+MAX_PEER_NAME = 128  # the name a volunteer gives its peer (a host name is at most 64)
+MAX_TEXT = 2000  # a sentence for people: an error, a reason, a rollout's news
+MAX_URL = 8 * 1024  # a URL or an origin (as link-check jobs allow)
+Name = Annotated[str, Capped(MAX_NAME)]
+PeerName = Annotated[str, Capped(MAX_PEER_NAME)]
+Text = Annotated[str, Capped(MAX_TEXT)]
+Url = Annotated[str, Capped(MAX_URL)]
+
+
+def clip(text: str | None, chars: int = MAX_TEXT) -> str | None:
+    """`text` cut to `chars` characters (a sender's side of a cap: say less rather than be
+    refused)."""
+    return text if text is None or len(text) <= chars else text[: chars - 1] + "…"
+
 
 @functools.cache
 def _checker(hint: Any) -> Callable[[Any, str], Any]:
     """The validator of one field type, worked out once per type: a report batch checks
     thousands of fields, and looking at the type each time was most of the work."""
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *extras = typing.get_args(hint)
+        caps = [extra.chars for extra in extras if isinstance(extra, Capped)]
+        if base is not str or len(caps) != 1:
+            raise TypeError(f"unsupported field type {hint!r}")  # our bug, not theirs
+        return functools.partial(_a_string, caps[0])
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         (inner,) = [o for o in options if o is not type(None)]
@@ -185,7 +219,9 @@ def _checker(hint: Any) -> Callable[[Any, str], Any]:
         return _a_number
     if hint is int:
         return _an_integer
-    if hint in (str, bool, bytes):
+    if hint is str:
+        return functools.partial(_a_string, MAX_STRING)
+    if hint in (bool, bytes):
         return functools.partial(_of_type, hint)
     raise TypeError(f"unsupported field type {hint!r}")  # our bug, not theirs
 
@@ -208,6 +244,14 @@ def _an_integer(value: Any, where: str) -> int:
     return value
 
 
+def _a_string(cap: int, value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{where} must be of type str")
+    if len(value) > cap:
+        raise WireError(f"{where} is {len(value)} characters long; at most {cap} are allowed")
+    return value
+
+
 def _of_type(kind: type, value: Any, where: str) -> Any:
     if not isinstance(value, kind):
         raise WireError(f"{where} must be of type {kind.__name__}")
@@ -218,7 +262,7 @@ def _of_type(kind: type, value: Any, where: str) -> Any:
 def _fields(cls: type) -> tuple[tuple[str, Callable[[Any, str], Any], bool], ...]:
     """(name, validator, required) of each field of message `cls`, worked out once per class:
     `typing.get_type_hints` is slow enough to show up in the coordinator's profile."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return tuple(
         (f.name, _checker(hints[f.name]), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         for f in dataclasses.fields(cls)
@@ -273,20 +317,20 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RegisterRequest:
-    name: str
+    name: PeerName
     slots: int
-    workloads: list[str]
-    version: str = ""
+    workloads: list[Name]
+    version: Name = ""
     capacity: float = 0.0  # bytes/s the volunteer's budget sustains (0: not told)
     # None: the peer runs any admitted owner's bundle (in its sandbox); a list: it has no
     # sandbox and runs only bundles of these owner keys.
     trusted_owners: list[bytes] | None = None
 
     def __post_init__(self) -> None:
-        _require(0 < len(self.name) <= 200, "name must be 1..200 characters")
+        _require(len(self.name) > 0, "name must not be empty")
         _check_owners(self.trusted_owners)
         _require(1 <= self.slots <= 256, "slots must be 1..256")
-        _require(len(self.workloads) <= 64, "too many workloads")
+        _require(len(self.workloads) <= MAX_WORKLOADS, "too many workloads")
         _require(0 <= self.capacity <= MAX_CAPACITY, f"capacity must be 0..{MAX_CAPACITY:.0e} bytes/s")
 
 
@@ -322,16 +366,18 @@ class RegisterResponse:
 @dataclass(frozen=True, slots=True)
 class LeaseRequest:
     max_units: int
-    workloads: list[str]
+    workloads: list[Name]
     usage: PeerUsage | None = None
     trusted_owners: list[bytes] | None = None  # as in RegisterRequest
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_units <= 256, "max_units must be 1..256")
+        _require(len(self.workloads) <= MAX_WORKLOADS, "too many workloads")
         _check_owners(self.trusted_owners)
 
 
 MAX_TRUSTED_OWNERS = 64
+MAX_WORKLOADS = 64  # names in a registration or a lease request
 
 
 def _check_owners(owners: list[bytes] | None) -> None:
@@ -348,8 +394,8 @@ ANY_WORKLOAD = "*"  # in LeaseRequest.workloads: this peer runs any bundle the c
 class BundleRef:
     """Which bundle version runs a unit: the peer fetches it by `info_hash` (v1, 20 bytes)."""
 
-    name: str
-    version: str
+    name: Name
+    version: Name
     info_hash: bytes
 
     def __post_init__(self) -> None:
@@ -363,11 +409,11 @@ class Lease:
     unit_id: int
     token: int
     job_id: int
-    workload: str
+    workload: Name
     payload: dict
     expires_at: float
     bundle: BundleRef | None = None
-    host: str | None = None  # the origin every item of the unit is on (scheme://host:port); None: not one
+    host: Url | None = None  # the origin every item of the unit is on (scheme://host:port); None: not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +441,8 @@ class Report:
     token: int
     exit_code: int
     payload: dict | None = None
-    error: str | None = None
-    bundle_version: str | None = None  # the bundle version that ran the unit
+    error: Text | None = None
+    bundle_version: Name | None = None  # the bundle version that ran the unit
     crawl_delay: float | None = None  # seconds: the robots.txt Crawl-delay the peer keeps for the lease's host
 
     def __post_init__(self) -> None:
@@ -410,14 +456,14 @@ class Report:
 @dataclass(frozen=True, slots=True)
 class ReportResponse:
     accepted: bool
-    reason: str = ""
+    reason: Text = ""
 
 
 @dataclass(frozen=True, slots=True)
 class JobSubmit:
-    workload: str  # the bundle's name
+    workload: Name  # the bundle's name
     input: dict
-    version: str | None = None  # a bundle version to pin; None follows the bundle's rollout
+    version: Name | None = None  # a bundle version to pin; None follows the bundle's rollout
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +474,7 @@ class JobCreated:
 @dataclass(frozen=True, slots=True)
 class JobStatus:
     job_id: int
-    workload: str
+    workload: Name
     state: str  # "running" | "done" | "cancelled"
     units_total: int
     units_done: int
@@ -438,7 +484,7 @@ class JobStatus:
     created_at: float = 0.0
     finished_at: float | None = None
     owner: str | None = None  # the key (hex) that submitted it; None: the operator's
-    limited: str | None = None  # why it stopped adding links (an owner's URL limit), if it did
+    limited: Text | None = None  # why it stopped adding links (an owner's URL limit), if it did
 
 
 # ---- bundles ---------------------------------------------------------------------------
@@ -468,8 +514,8 @@ class BundlePublish:
 class BundleInfo:
     """What a peer needs to fetch and check one bundle version (GET /v1/bundles/NAME/VERSION)."""
 
-    name: str
-    version: str
+    name: Name
+    version: Name
     info_hash: bytes  # v1, 20 bytes; the manifest names it too
     manifest: bytes  # the owner-signed manifest, `workloads.bundle.encode` bytes
     seeds: list[SwarmAddress]  # the coordinator's own seed(s)
@@ -479,7 +525,7 @@ class BundleInfo:
 class RolloutRequest:
     """Signed by the bundle's owner: send `version` to `percent` of peers (100 completes it)."""
 
-    version: str
+    version: Name
     percent: int
 
     def __post_init__(self) -> None:
@@ -488,7 +534,7 @@ class RolloutRequest:
 
 @dataclass(frozen=True, slots=True)
 class VersionStats:
-    version: str
+    version: Name
     info_hash: bytes
     published_at: float
     units_ok: int
@@ -497,13 +543,13 @@ class VersionStats:
 
 @dataclass(frozen=True, slots=True)
 class BundleStatus:
-    name: str
+    name: Name
     owner_key: str  # hex
-    stable: str | None  # the version every peer outside the rollout runs
-    candidate: str | None  # the version being rolled out, if any
+    stable: Name | None  # the version every peer outside the rollout runs
+    candidate: Name | None  # the version being rolled out, if any
     percent: int  # share of peers (0..100) that get the candidate
     state: str  # "stable" | "rolling_out" | "rolled_back"
-    message: str  # what happened last, in words (e.g. why it rolled back)
+    message: Text  # what happened last, in words (e.g. why it rolled back)
     versions: list[VersionStats] = field(default_factory=list)
 
 
@@ -532,7 +578,7 @@ class ReportVerdict:
 
     unit_id: int
     accepted: bool
-    reason: str = ""  # "duplicate" when accepted again; the refusal's message otherwise
+    reason: Text = ""  # "duplicate" when accepted again; the refusal's message otherwise
     code: str = ""  # a refusal's error code: stale_lease, not_found or invalid_input
 
 

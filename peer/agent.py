@@ -156,7 +156,7 @@ class Agent:
     def _registration(self) -> wire.RegisterRequest:
         """What the peer registers with: its capacity follows the budget as it is now."""
         return wire.RegisterRequest(
-            name=self.settings.name[:200] or "peer",
+            name=self.settings.name[: wire.MAX_PEER_NAME] or "peer",
             slots=self.settings.slots,
             workloads=sorted(WORKLOADS),
             version=VERSION,

@@ -101,7 +101,7 @@ class UnitWork:
             token=lease.token,
             exit_code=int(outcome.exit_code),
             payload=outcome.payload,
-            error=outcome.error,
+            error=wire.clip(outcome.error),  # a workload's error may be any length; the wire's is capped
             bundle_version=lease.bundle.version if lease.bundle else None,
             # So that the coordinator rests the host that long between units, whoever runs them.
             crawl_delay=self._egress.crawl_delay(lease.host) if lease.host else None,

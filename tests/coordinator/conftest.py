@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import CLOCK, IDENTITY, make_app
+from coordinator.rate_limits import Rate, RateLimits, Route
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
@@ -21,6 +22,10 @@ from workloads.bundle import BuiltBundle
 START = 1_700_000_000.0
 LEASE_SECONDS = 60.0
 MSGPACK = {"Content-Type": CONTENT_TYPE}  # what every program talking to the API sends with a body
+# The `client` fixture's limits, out of the way: its clock stands still, so hostile tests that
+# send hundreds of requests would meet the defaults and be refused before they are parsed.
+# The limits themselves are tested by coordinators of their own (test_api_limits.py).
+UNLIMITED = RateLimits({r: Rate(1e6, 10**6) for r in Route}, {r: Rate(1e6, 10**6) for r in Route})
 
 
 class Clock:
@@ -191,7 +196,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def client(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
     store = SqliteStore(db_path, unit_size=3, max_attempts=3)
-    app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock)
+    app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, rate_limits=UNLIMITED)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         await add_linkcheck(store, linkcheck, clock())
         await as_operator(store, clock())

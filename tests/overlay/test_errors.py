@@ -9,6 +9,7 @@ import pkgutil
 
 import pytest
 
+from coordinator.rate_limits import RateLimited
 from coordinator.store import Conflict, InvalidInput, NotFound, NotOwner, StaleLease, UnknownOwner, UnknownPeer
 from overlay.errors import OsaasError
 from overlay.http import Unavailable
@@ -61,6 +62,7 @@ def test_every_error_of_ours_is_in_the_tree() -> None:
         (WireError("x", "bad_signature"), 401, "bad_signature"),
         (WireError("x", "unsigned"), 401, "unsigned"),
         (Unavailable("x"), 503, "unavailable"),
+        (RateLimited("x", 3), 429, "rate_limited"),
     ],
 )
 def test_each_kind_says_what_it_becomes_at_the_http_edge(error: OsaasError, status: int, code: str) -> None:

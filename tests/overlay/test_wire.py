@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -141,3 +144,58 @@ def test_wrong_types_are_wire_errors(obj):
     except wire.WireError:
         return
     assert isinstance(report.unit_id, int) and isinstance(report.token, int)
+
+
+def test_every_string_is_capped_with_a_one_line_refusal():
+    lease = {"unit_id": 1, "token": 2, "job_id": 3, "workload": "linkcheck", "payload": {}, "expires_at": 5}
+    url = "http://a.test/" + "p" * (wire.MAX_URL - 14)
+    assert wire.parse(wire.Lease, lease | {"host": url}).host == url  # a URL's cap
+    with pytest.raises(wire.WireError) as refused:
+        wire.parse(wire.Lease, lease | {"host": url + "p"})
+    assert str(refused.value) == f"body.host is {wire.MAX_URL + 1} characters long; at most {wire.MAX_URL} are allowed"
+    registration = {"name": "p", "slots": 1, "workloads": ["a", "b", "c", "w" * 65]}
+    with pytest.raises(wire.WireError, match=r"^body\.workloads\[3\] is 65 characters long; at most 64 are allowed$"):
+        wire.parse(wire.RegisterRequest, registration)
+    with pytest.raises(wire.WireError, match=r"^body\.name is 129 characters long; at most 128 are allowed$"):
+        wire.parse(wire.RegisterRequest, registration | {"workloads": [], "name": "n" * 129})
+    status = {"job_id": 1, "workload": "w", "units_total": 0, "units_done": 0, "items_total": 0, "items_done": 0}
+    with pytest.raises(wire.WireError, match=r"^answer\.state is 257 characters long; at most 256 are allowed$"):
+        wire.parse(wire.JobStatus, status | {"state": "s" * 257}, "answer")  # the default cap
+    report = {"unit_id": 1, "token": 1, "exit_code": 2}
+    assert wire.parse(wire.Report, report | {"error": "e" * wire.MAX_TEXT}).error == "e" * wire.MAX_TEXT
+    with pytest.raises(wire.WireError, match="body.error is 2001 characters"):
+        wire.parse(wire.Report, report | {"error": "e" * (wire.MAX_TEXT + 1)})
+    with pytest.raises(wire.WireError, match="too many workloads"):
+        wire.parse(wire.LeaseRequest, {"max_units": 1, "workloads": ["w"] * (wire.MAX_WORKLOADS + 1)})
+
+
+def _messages() -> list[type]:
+    return [
+        v
+        for v in vars(wire).values()
+        if isinstance(v, type) and dataclasses.is_dataclass(v) and v.__module__ == wire.__name__
+    ]
+
+
+@pytest.mark.parametrize("cls", _messages(), ids=lambda cls: cls.__name__)
+def test_no_message_has_an_uncapped_string(cls):
+    huge = "x" * (wire.MAX_URL + 1)  # over every cap there is
+    for field in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls, include_extras=True)[field.name]
+        check = wire._checker(hint)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        is_list = typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in inner)
+        value = [huge] if is_list else huge
+        try:
+            check(value, field.name)
+        except wire.WireError as exc:
+            assert "characters long" in str(exc) or "must be" in str(exc)
+        else:
+            raise AssertionError(f"{cls.__name__}.{field.name} takes a string of {len(huge)} characters")
+
+
+def test_a_sender_clips_what_would_be_refused():
+    assert wire.clip(None) is None
+    assert wire.clip("short") == "short"
+    clipped = wire.clip("e" * 5000)
+    assert clipped is not None and len(clipped) == wire.MAX_TEXT and clipped.endswith("…")
