@@ -1,6 +1,8 @@
 """Announcing this coordinator in the DHT: a signed record, re-published well before it
-expires, carrying the coordinator's URL, network, load and the workloads it accepts; on a
-clean shutdown a short-lived withdrawal replaces it."""
+expires, carrying the coordinator's URL, network, load, the workloads it accepts and the
+network's certificate of its key (its `Admission`); on a clean shutdown a short-lived
+withdrawal, carrying the certificate too, replaces it. Once the certificate has expired
+nothing more is announced (peers and DHT nodes would refuse it), and the log says so."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterable
 from coordinator.store import Store
 from overlay import records
 from overlay.announcements import CoordinatorAnnouncement, coordinators_key
+from overlay.certificates import Admission, encode_chain
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from overlay.wire import JobStatus
@@ -37,7 +40,7 @@ class Announcer:
         store: Store,
         *,
         url: str,
-        network: str,
+        admission: Admission,
         ttl: float = RECORD_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -45,10 +48,12 @@ class Announcer:
         self._identity = identity
         self._store = store
         self._url = url
-        self._network = network
-        self._key = coordinators_key(network)
+        self._admission = admission
+        self._network = admission.network
+        self._key = coordinators_key(admission.network, admission.network_key)
         self._ttl = ttl
         self._clock = clock
+        self._expiry_said = False
 
     async def _announcement(self) -> CoordinatorAnnouncement:
         jobs = await self._store.list_jobs()
@@ -60,11 +65,23 @@ class Announcer:
             peers=await self._store.peer_count(self._clock() - PEER_ACTIVE_WINDOW),
             workloads=WORKLOADS,
             issued_at=self._clock(),
+            chain=self._admission.chain,
         )
 
     async def announce_once(self) -> int:
+        """Publish a fresh announcement; how many DHT nodes stored it."""
+        now = self._clock()
+        if now >= self._admission.expires_at:
+            if not self._expiry_said:
+                self._expiry_said = True
+                log.error(
+                    "not announced: the network's certificate of this coordinator expired; peers no longer find"
+                    " it (`osaas network admit` a new one, then restart with --network-cert)"
+                )
+            return 0
         announcement = await self._announcement()
-        record = records.sign(self._identity, self._key, announcement.payload(), self._clock(), self._ttl)
+        ttl = min(self._ttl, self._admission.expires_at - now)
+        record = records.sign(self._identity, self._key, announcement.payload(), now, ttl)
         stored = await self._dht.publish(self._key, record)
         if stored:
             log.debug("announced %s in network %r on %d DHT nodes", self._url, self._network, stored)
@@ -87,6 +104,11 @@ class Announcer:
             await asyncio.sleep(self._ttl / 3 if stored else min(5.0, self._ttl / 3))
 
     async def withdraw(self) -> None:
-        record = records.withdrawal(self._identity, self._key, self._clock(), WITHDRAWAL_TTL)
+        now = self._clock()
+        if now >= self._admission.expires_at:
+            return
+        payload = {"withdrawn": True, "cert": encode_chain(self._admission.chain)}
+        ttl = min(WITHDRAWAL_TTL, self._admission.expires_at - now)
+        record = records.sign(self._identity, self._key, payload, now, ttl)
         stored = await self._dht.publish(self._key, record)
         log.info("withdrew the announcement of %s from %d DHT nodes", self._url, stored)

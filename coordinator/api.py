@@ -59,6 +59,7 @@ from coordinator.store import (
     StoreError,
 )
 from overlay.announcements import NONCE_SIZE, hello_message
+from overlay.certificates import Admission
 from overlay.dht import DhtNode
 from overlay.errors import OsaasError
 from overlay.identity import Identity
@@ -190,6 +191,7 @@ async def serve(
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
+    admission: Admission | None = None,
     public_url: str | None = None,
     bundle_dir: Path | None = None,
     torrent_listen: tuple[str, int] | None = None,
@@ -199,8 +201,11 @@ async def serve(
     operator_keys: Collection[str] = (),
     rate_limits: RateLimits | None = None,
 ) -> None:
-    """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node,
-    announce the coordinator in `network` under `public_url` (default: the address served).
+    """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node and
+    the network's certificate of this coordinator (`admission`), announce it in that network
+    under `public_url` (default: the address served). Without one, the DHT node still serves
+    the bundles' swarms of `network`, but the coordinator is not announced: peers find only
+    admitted coordinators.
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s.
@@ -211,6 +216,8 @@ async def serve(
     osaas, so its link-check version becomes the stable one at once.
     """
     identity = identity or Identity.generate()
+    if admission is not None:
+        network = admission.network
     store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay, epsilon=epsilon, own_process=True)
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
@@ -259,9 +266,11 @@ async def serve(
                 url,
                 "" if public_dashboard else " (its address with the token: `osaas coordinator dashboard`)",
             )
-            if dht is not None:
-                announcer = Announcer(dht, identity, store, url=url, network=network)
+            if dht is not None and admission is not None:
+                announcer = Announcer(dht, identity, store, url=url, admission=admission)
                 announcing = asyncio.create_task(announcer.run())
+            elif dht is not None:
+                log.info("not announced in the DHT: no network certificate (`osaas network admit`, --network-cert)")
             if ready is not None:
                 ready(actual_port)
             raise StoreError(await store.failure())

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from yarl import URL
 
 from osaas import owner
-from overlay import http
+from overlay import certificates, http
 from overlay.errors import OsaasError
 from overlay.identity import Identity
 from workloads import linkcheck_report as report
@@ -90,14 +91,23 @@ class _Network:
     coordinator_url: str
     bootstrap: str  # HOST:PORT of the embedded coordinator's DHT node
     operator: Identity  # the embedded coordinator's key: it signs the link-check bundle and the job
+    network_key: str  # hex: the embedded network's own key, which admitted the coordinator
 
 
 @contextlib.asynccontextmanager
 async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
-    """The embedded coordinator with its DHT node, announced in network CHECK_NETWORK."""
+    """The embedded coordinator with its DHT node, announced in network CHECK_NETWORK. The
+    network is this check's own: a network key made for it admits the coordinator (as
+    `osaas network keygen` and `osaas network admit` would) and is forgotten afterwards."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[int] = loop.create_future()
     identity = Identity.generate()
+    network_key = Identity.generate()
+    now = time.time()
+    certificate = certificates.issue(
+        network_key, identity.public_key, CHECK_NETWORK, certificates.COORDINATOR, now + 86400.0, now
+    )
+    admission = certificates.Admission(CHECK_NETWORK, network_key.public_key, (certificate,))
     from coordinator.api import serve as serve_coordinator  # heavy: only when a check runs
     from overlay.dht import DhtNode
 
@@ -113,7 +123,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                 host_min_delay=0.0,
                 dht=dht,
                 identity=identity,
-                network=CHECK_NETWORK,
+                admission=admission,
                 ready=lambda port: None if ready.done() else ready.set_result(port),
             )
         )
@@ -125,7 +135,7 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                     raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
                 raise CheckError("the embedded coordinator did not start within 30 s")
             host, port = dht.address
-            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity)
+            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity, network_key.public_hex)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -152,6 +162,10 @@ async def _peers(
                 "127.0.0.1:0",
                 "--network",
                 CHECK_NETWORK,
+                "--network-key",
+                network.network_key,
+                # The embedded coordinator listens on 127.0.0.1; the targets follow --allow-private.
+                "--allow-private-coordinators",
                 "--data-dir",
                 str(workdir / f"peer-{i}"),
                 "--name",

@@ -1,5 +1,5 @@
 """The `osaas` command: check, demo, coordinator serve/dashboard/owner add, peer run/status/page,
-screensaver (install), dht serve/lookup, bundle keygen/build/publish/rollout/status, job
+screensaver (install), dht serve/lookup, network keygen/admit/show, bundle keygen/build/publish/rollout/status, job
 submit/status/results. Each group lives in osaas/commands/; this module puts them together and
 is the one place a command's error becomes `osaas: error: ...` and an exit code."""
 
@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from osaas.commands import bundle, check, coordinator, dht, job, peer, screensaver
+from osaas.commands import bundle, check, coordinator, dht, job, network, peer, screensaver
 from osaas.commands._shared import EXIT_ERROR, UsageError
 from overlay.errors import OsaasError
 
@@ -35,6 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osaas", description="Open source as a service: volunteer-run link checking.")
     commands = parser.add_subparsers(metavar="COMMAND")
-    for group in (check, coordinator, peer, screensaver, dht, bundle, job):
+    for group in (check, coordinator, peer, screensaver, dht, network, bundle, job):
         group.add_commands(commands)
     return parser

@@ -6,7 +6,8 @@ line at the command line (osaas/cli.py, one `except`).
     OsaasError                          exit 2; HTTP 400 bad_request unless a kind says otherwise
     ├── overlay      WireError (400; 401 for a missing, bad, misaddressed or replayed
     │                signature), Unavailable (503), Rejected, IdentityError, RecordError
-    │                (StoreRefused), TorrentError (TorrentTimeout, SessionClosed)
+    │                (StoreRefused), CertificateError, TorrentError (TorrentTimeout,
+    │                SessionClosed)
     ├── workloads    BundleError (400 invalid_bundle)
     ├── coordinator  StoreError: InvalidInput (400), UnknownPeer (403), UnknownOwner (403),
     │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409);

@@ -1,8 +1,13 @@
 """Client side of the wire: one msgpack request to a coordinator, errors translated once.
 
 Every caller above (peer agent, owner commands) sees only two failures:
-    Unavailable  the coordinator could not answer now (down, 429, 503, 5xx): retry later
+    Unavailable  the coordinator could not answer now (down, 429, 503, 5xx), or sent an answer
+                 over `max_bytes` or one we cannot read: retry later (elsewhere)
     Rejected     the coordinator answered 4xx: retrying the same request will not help
+
+An answer is read with a cap (`MAX_ANSWER_BYTES` unless the caller says otherwise): one that
+says it is larger is refused before any of it is read, one that grows larger while it arrives
+is cut off there. Answers are asked for and read uncompressed, so the cap is what memory holds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from overlay.errors import OsaasError
 from overlay.identity import Identity
 
 _RETRYABLE = {429, 500, 502, 503, 504}
+MAX_ANSWER_BYTES = 16 * 2**20  # a page of results is the largest answer we expect: ~1/4 of this
+_CHUNK = 2**16
 
 
 class Unavailable(OsaasError):
@@ -81,17 +88,19 @@ async def call(
     *,
     identity: Identity | None = None,
     timeout: float = 30.0,
+    max_bytes: int = MAX_ANSWER_BYTES,
 ) -> Any:
     """Send `message` (a wire dataclass, a plain object or None) and return the decoded answer.
-    With `identity` the request is signed for that coordinator (its key is asked for once)."""
+    With `identity` the request is signed for that coordinator (its key is asked for once).
+    An answer over `max_bytes` is refused (`Unavailable`) without reading more of it."""
     if identity is None:
-        return await _send(session, method, base_url, path, _body(message), {}, timeout)
+        return await _send(session, method, base_url, path, _body(message), {}, timeout, max_bytes)
     body = _body(message)
     for attempt in range(2):
         audience = await coordinator_key(session, base_url, timeout=timeout)
         signature = wire.sign_request(identity, method, path.split("?", 1)[0], body, time.time(), audience)
         try:
-            return await _send(session, method, base_url, path, body, signature, timeout)
+            return await _send(session, method, base_url, path, body, signature, timeout, max_bytes)
         except Rejected as exc:
             if exc.code != "wrong_audience" or attempt:
                 raise
@@ -115,18 +124,26 @@ async def _send(
     body: bytes,
     signature: dict[str, str],
     timeout: float,
+    max_bytes: int,
 ) -> Any:
-    headers = {"Content-Type": wire.CONTENT_TYPE, **signature}
+    headers = {"Content-Type": wire.CONTENT_TYPE, "Accept-Encoding": "identity", **signature}
     url = base_url.rstrip("/") + path
     try:
         async with session.request(
-            method, url, data=body or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            method,
+            url,
+            data=body or None,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            auto_decompress=False,
         ) as response:
-            data = await response.read()
+            data = await _read_capped(response, base_url, max_bytes)
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unavailable(f"cannot reach coordinator at {base_url}: {exc or type(exc).__name__}") from exc
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise Unavailable(f"coordinator at {base_url} sent a compressed answer, which was not asked for")
     try:
         decoded = wire.decode(data) if data else {}
     except wire.WireError as exc:
@@ -151,3 +168,18 @@ def _with_message(text: str, decoded: Any) -> str:
     if not isinstance(message, str) or not message:
         return text
     return f"{text}: {' '.join(message.split())[:500]}"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, base_url: str, max_bytes: int) -> bytes:
+    """The answer's body, or `Unavailable` once it is (or says it is) over `max_bytes`."""
+    too_large = f"coordinator at {base_url} sent an answer over {max_bytes} bytes; not read"
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise Unavailable(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise Unavailable(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -33,7 +33,7 @@ from peer.clock import SYSTEM_CLOCK, Clock
 from peer.controls import Pauses, VolunteerControls, bundle_upload_limit
 from peer.coordinator_choice import WORKLOADS, CoordinatorChoice
 from peer.delivery import Delivery
-from peer.egress import Egress
+from peer.egress import Egress, policy_resolver
 from peer.idle import AwaySense
 from peer.leasing import LeaseEnd, Leasing
 from peer.local_page import load_or_create_token, serve_local_page
@@ -89,6 +89,8 @@ class Agent:
             self.identity,
             self._registration,
             clock,
+            network_keys=settings.network_keys,
+            allow_private=settings.allow_private_coordinators or settings.egress.allow_private,
         )
         self._controls = VolunteerControls(
             self._pauses,
@@ -168,7 +170,11 @@ class Agent:
         """Work until `stop` is set, then drain and return."""
         discovering = self.settings.coordinator is None
         async with contextlib.AsyncExitStack() as stack:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            # Coordinators found in the DHT are reached only at addresses the policy allows
+            # (peer.discovery); one the volunteer named (--coordinator) wherever it is.
+            allow_private = self.settings.allow_private_coordinators or self.settings.egress.allow_private
+            connector = None if not discovering else aiohttp.TCPConnector(resolver=policy_resolver(allow_private))
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
             egress = await stack.enter_async_context(Egress(self.settings.egress, self.allowance))
             dht = None
             if discovering:

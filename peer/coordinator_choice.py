@@ -47,8 +47,13 @@ class CoordinatorChoice:
         identity: Identity,
         registration: Callable[[], wire.RegisterRequest],
         clock: Clock,
+        *,
+        network_keys: Mapping[str, bytes] | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.wanted = wanted
+        self._network_keys = dict(network_keys or {})  # network name -> its key
+        self._allow_private = allow_private  # coordinators at private addresses too
         self._identity = identity
         self._registration = registration  # what to register with, as the peer is now
         self._clock = clock
@@ -88,14 +93,26 @@ class CoordinatorChoice:
         failures = 0
         while not stop.is_set():
             choice = self.wanted
-            candidates = await find_coordinators(
-                dht,
-                session,
-                choice.network,
-                workloads=WORKLOADS,
-                preferred=choice.prefer,
-                avoid=self.avoided_now(),
-            )
+            network_key = self._network_keys.get(choice.network)
+            if network_key is None:
+                candidates = []
+                if not failures:
+                    log.warning(
+                        "network %r: its network key is not known, so no coordinator of it is trusted;"
+                        " restart with --network-file FILE or --network-key KEY from the network's operator",
+                        choice.network,
+                    )
+            else:
+                candidates = await find_coordinators(
+                    dht,
+                    session,
+                    choice.network,
+                    network_key,
+                    workloads=WORKLOADS,
+                    preferred=choice.prefer,
+                    avoid=self.avoided_now(),
+                    allow_private=self._allow_private,
+                )
             if candidates:
                 best = candidates[0].announcement
                 if best.url == self._current:

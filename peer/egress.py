@@ -226,6 +226,12 @@ class Egress:
         return FetchError.CONNECTION, f"request to {where} failed: {type(exc).__name__}: {exc}"
 
 
+def policy_resolver(allow_private: bool) -> AbstractResolver:
+    """A resolver that passes on only the addresses the policy allows: the egress's, and the
+    one the peer's session to coordinators found in the DHT resolves their names with."""
+    return _PolicyResolver(allow_private)
+
+
 class _PolicyRefusal(OSError):
     """Every address a name resolved to is refused by the address policy."""
 

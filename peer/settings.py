@@ -5,6 +5,7 @@ the address its bundle seeding is announced at, found from it.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,12 @@ class PeerSettings:
     coordinator: str | None = None  # an explicit coordinator URL; None: find one in the DHT
     bootstrap: tuple[tuple[str, int], ...] = ()
     network: str = "public"
+    # Network name -> its network key (32 bytes): only coordinators a network's key admitted
+    # are worked for; a network whose key the peer does not know is not looked for.
+    network_keys: Mapping[str, bytes] = field(default_factory=dict)
+    # Contact coordinators announced at loopback, private or link-local addresses (a network on
+    # this machine or LAN); `egress.allow_private` allows them too.
+    allow_private_coordinators: bool = False
     prefer: str | None = None  # the volunteer's preferred coordinator URL, if it is announced
     dht_listen: tuple[str, int] = ("0.0.0.0", 0)
     name: str = field(default_factory=socket.gethostname)

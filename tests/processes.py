@@ -138,3 +138,25 @@ async def job_results_command(url: str, job_id: int) -> list[dict]:
     code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]
+
+
+async def admitted_network(workdir: Path, name: str, *dbs: str) -> tuple[Path, dict[str, Path]]:
+    """A network of the test's own, made with the commands an operator runs: `osaas network
+    keygen NAME`, then for each coordinator database in `dbs` (in `workdir`) `osaas coordinator
+    key` and `osaas network admit`. The network file (for peers' --network-file and `dht
+    lookup`) and each database's certificate (for its `serve --network-cert`)."""
+    network_file, key_file = workdir / f"{name}.network", workdir / f"{name}.key"
+    code, _, err = await osaas("network", "keygen", name, "--key", str(key_file), "--out", str(network_file))
+    assert code == 0, err
+    certificates = {}
+    for db in dbs:
+        code, out, err = await osaas("coordinator", "key", "--db", str(workdir / db))
+        assert code == 0, err
+        cert = workdir / f"{Path(db).stem}.cert"
+        code, _, err = await osaas(
+            "network", "admit", out.strip(), "--network-file", str(network_file), "--key", str(key_file),
+            "--out", str(cert),
+        )  # fmt: skip
+        assert code == 0, err
+        certificates[db] = cert
+    return network_file, certificates

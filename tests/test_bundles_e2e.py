@@ -18,7 +18,7 @@ from coordinator.linkcheck_jobs import unit_key
 from coordinator.rollout import picks_candidate
 from osaas import owner
 from overlay.identity import Identity
-from tests.processes import operator_key
+from tests.processes import admitted_network, operator_key
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 from tests.test_discovery import free_udp_port, osaas_output, processes, wait_for
 from workloads.builtin import stage_linkcheck
@@ -85,6 +85,7 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
     db = tmp_path / "coordinator.sqlite"
     async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=PAGES, delay=0.1)) as site:
         await procs.start("dht", "dht", "serve", "--listen", bootstrap)
+        network_file, certs = await admitted_network(tmp_path, "e2e", db.name)
         await procs.start(
             "coordinator",
             "coordinator",
@@ -97,8 +98,8 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
             str(db),
             "--unit-size",
             "3",
-            "--network",
-            "e2e",
+            "--network-cert",
+            str(certs[db.name]),
             "--dht-listen",
             f"127.0.0.1:{free_udp_port()}",
             "--bootstrap",
@@ -151,8 +152,8 @@ async def test_owner_publishes_peers_fetch_and_a_failing_rollout_rolls_back(tmp_
                     "run",
                     "--bootstrap",
                     bootstrap,
-                    "--network",
-                    "e2e",
+                    "--network-file",
+                    str(network_file),
                     "--dht-listen",
                     "127.0.0.1:0",
                     "--torrent-listen",

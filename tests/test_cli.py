@@ -82,7 +82,9 @@ def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> 
 
 def test_dht_commands_without_a_reachable_node() -> None:
     silent = f"127.0.0.1:{free_port()}"
-    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", silent), "no DHT node answered")
+    key = ("--network-key", "ab" * 32)
+    assert_one_line_error(osaas("dht", "lookup", "coordinators", *key, "--bootstrap", silent), "no DHT node answered")
+    assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", silent), "--network-key")
     assert_one_line_error(osaas("dht", "lookup", "coordinators", "--bootstrap", "127.0.0.1"), "is not HOST:PORT")
     assert_one_line_error(
         osaas("dht", "lookup", "coordinators", "--network", "No Such", "--bootstrap", silent), "network name"

@@ -23,12 +23,12 @@ import pytest
 from coordinator.api import make_app
 from coordinator.sqlite import SqliteStore
 from osaas import owner
-from overlay import records
+from overlay import certificates, records
 from overlay.announcements import CoordinatorAnnouncement, coordinators_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from peer.discovery import find_coordinators
-from tests.processes import operator_key
+from tests.processes import admitted_network, operator_key
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,6 +89,7 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("a", "b")}
     async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=120, delay=0.05)) as site:
         await procs.start("dht", "dht", "serve", "--listen", bootstrap)
+        network_file, certs = await admitted_network(tmp_path, "testnet", "a.sqlite", "b.sqlite")
         coordinators = {}
         for name, url in urls.items():
             coordinators[name] = await procs.start(
@@ -103,8 +104,8 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
                 str(tmp_path / f"{name}.sqlite"),
                 "--unit-size",
                 "5",
-                "--network",
-                "testnet",
+                "--network-cert",
+                str(certs[f"{name}.sqlite"]),
                 "--dht-listen",
                 f"127.0.0.1:{free_udp_port()}",
                 "--bootstrap",
@@ -113,7 +114,7 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
 
         async def both_announced() -> bool:
             code, out, _ = await osaas_output(
-                "dht", "lookup", "coordinators", "--network", "testnet", "--bootstrap", bootstrap, "--json"
+                "dht", "lookup", "coordinators", "--network-file", str(network_file), "--bootstrap", bootstrap, "--json"
             )
             return code == 0 and {json.loads(line)["url"] for line in out.splitlines()} == set(urls.values())
 
@@ -132,8 +133,8 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
                     "run",
                     "--bootstrap",
                     bootstrap,
-                    "--network",
-                    "testnet",
+                    "--network-file",
+                    str(network_file),
                     "--dht-listen",
                     "127.0.0.1:0",
                     "--data-dir",
@@ -188,7 +189,7 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         coordinators["b"].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(coordinators["b"].wait(), timeout=30) == 0
         code, out, err = await osaas_output(
-            "dht", "lookup", "coordinators", "--network", "testnet", "--bootstrap", bootstrap, "--json"
+            "dht", "lookup", "coordinators", "--network-file", str(network_file), "--bootstrap", bootstrap, "--json"
         )
         assert code == 0, err
         assert [json.loads(line)["url"] for line in out.splitlines()] == [urls["a"]]
@@ -204,7 +205,8 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
 
 async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_path: Path) -> None:
     honest, impostor, liar = Identity.generate(), Identity.generate(), Identity.generate()
-    key = coordinators_key("testnet")
+    network_key = Identity.generate()
+    key = coordinators_key("testnet", network_key.public_key)
     async with (
         serve(make_app(SqliteStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url,
         serve(make_app(SqliteStore(tmp_path / "i.sqlite"), identity=impostor)) as impostor_url,
@@ -213,9 +215,15 @@ async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_
             now = time.time()
             # `liar` announces a URL whose server holds `impostor`'s key, not `liar`'s.
             for signer, url in ((honest, honest_url), (liar, impostor_url)):
-                announcement = CoordinatorAnnouncement(signer.public_hex, url, "testnet", 3, 0, ("linkcheck",), now)
+                # Both admitted: the proof, not the certificate, is what stops `liar` here.
+                cert = certificates.issue(network_key, signer.public_key, "testnet", "coordinator", now + 600, now)
+                announcement = CoordinatorAnnouncement(
+                    signer.public_hex, url, "testnet", 3, 0, ("linkcheck",), now, (cert,)
+                )
                 assert await first.publish(key, records.sign(signer, key, announcement.payload(), now, 60)) >= 1
             assert {r.signer for r in await second.lookup(key)} == {honest.public_key, liar.public_key}
             async with aiohttp.ClientSession() as session:
-                found = await find_coordinators(second, session, "testnet", workloads=("linkcheck",))
+                found = await find_coordinators(
+                    second, session, "testnet", network_key.public_key, workloads=("linkcheck",), allow_private=True
+                )
     assert [c.announcement.url for c in found] == [honest_url]

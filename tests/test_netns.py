@@ -107,6 +107,17 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
     h1, h2, h3 = hosts
     bootstrap, coordinator = f"{SUBNET}.1:4000", f"http://{SUBNET}.2:8700"
     site = f"http://{SUBNET}.1:8080"
+    # The network's operator (on the coordinator's host): a network key, and the coordinator admitted.
+    network_file, network_key, cert = tmp_path / "nsnet.network", tmp_path / "nsnet.key", tmp_path / "c.cert"
+    steps = [
+        ("network", "keygen", "nsnet", "--key", str(network_key), "--out", str(network_file)),
+        ("coordinator", "key", "--db", str(tmp_path / "c.sqlite")),
+    ]
+    made = [_run_in(h2, *step) for step in steps]
+    assert all(run.returncode == 0 for run in made), [run.stderr for run in made]
+    admit = ("network", "admit", made[1].stdout.strip(), "--network-file", str(network_file), "--key", str(network_key))
+    admitted = _run_in(h2, *admit, "--out", str(cert))
+    assert admitted.returncode == 0, admitted.stderr
     processes = [
         _in(h1, "-m", "osaas", "dht", "serve", "--listen", bootstrap, log=tmp_path / "dht.log"),
         _in(
@@ -135,8 +146,8 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
             f"{SUBNET}.2:4000",
             "--bootstrap",
             bootstrap,
-            "--network",
-            "nsnet",
+            "--network-cert",
+            str(cert),
             "--operator-key",
             operator_key().public_hex,
             log=tmp_path / "coordinator.log",
@@ -145,7 +156,17 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
     try:
 
         def announced() -> bool:
-            run = _run_in(h3, "dht", "lookup", "coordinators", "--network", "nsnet", "--bootstrap", bootstrap, "--json")
+            run = _run_in(
+                h3,
+                "dht",
+                "lookup",
+                "coordinators",
+                "--network-file",
+                str(network_file),
+                "--bootstrap",
+                bootstrap,
+                "--json",
+            )
             return run.returncode == 0 and [json.loads(line)["url"] for line in run.stdout.splitlines()] == [
                 coordinator
             ]
@@ -160,8 +181,8 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
                 "run",
                 "--bootstrap",
                 bootstrap,
-                "--network",
-                "nsnet",
+                "--network-file",
+                str(network_file),
                 "--dht-listen",
                 f"{SUBNET}.3:0",
                 "--data-dir",

@@ -1,4 +1,4 @@
-"""`osaas coordinator serve | dashboard | owner add` (and, from `access`, `grant`, `limits`,
+"""`osaas coordinator serve | key | dashboard | owner add` (and, from `access`, `grant`, `limits`,
 `audit`): running a coordinator and saying who may do what on it."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from osaas.commands._shared import (
     _setup_logging,
     log,
 )
+from overlay.certificates import Admission, CertificateError, check_admission
 from overlay.identity import Identity, IdentityError
 
 
@@ -65,7 +66,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument(
         "--bootstrap", type=_host_port_list, default=(), metavar="HOST:PORT[,...]", help="DHT nodes to join through"
     )
-    serve.add_argument("--network", type=_network, default="public", help="the network to announce in (default public)")
+    serve.add_argument(
+        "--network",
+        type=_network,
+        help="the network whose bundles' swarms to join (default: the --network-cert's, else public)",
+    )
+    serve.add_argument(
+        "--network-cert",
+        type=Path,
+        metavar="FILE",
+        help="the network's certificate of this coordinator's key (`osaas network admit`): with --dht-listen,"
+        " the coordinator is announced in that network; without one it is not announced",
+    )
     serve.add_argument(
         "--public-url",
         type=_coordinator_url,
@@ -124,6 +136,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the address for this key's holder (an owner sees its own jobs, a viewer every job) instead of the operator's",
     )
     board.set_defaults(run=_cmd_coordinator_dashboard)
+    key = coordinator.add_parser(
+        "key", help="print the coordinator's public key (made if missing), for `osaas network admit`"
+    )
+    key.add_argument(
+        "--db", type=Path, required=True, help="the coordinator's SQLite database (the key lies beside it)"
+    )
+    key.add_argument("--key", type=Path, help="the coordinator's identity key, if not beside --db")
+    key.set_defaults(run=_cmd_coordinator_key)
     owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(
         metavar="ACTION"
     )
@@ -161,6 +181,9 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     except (IdentityError, OSError) as exc:
         raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
 
+    admission = _admission(args, identity)
+    network = admission.network if admission is not None else args.network or "public"
+
     async def main_coro(stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
             dht = None
@@ -180,7 +203,8 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     host_min_delay=args.host_min_delay,
                     epsilon=args.epsilon,
                     dht=dht,
-                    network=args.network,
+                    network=network,
+                    admission=admission,
                     public_url=args.public_url,
                     torrent_listen=args.torrent_listen,
                     bundle_upload_rate=args.bundle_upload_rate,
@@ -200,6 +224,30 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _admission(args: argparse.Namespace, identity: Identity) -> Admission | None:
+    """The certificate given with --network-cert, checked against this coordinator: one line if
+    it cannot be used, a warning when it expires within a week."""
+    from osaas.commands.network import read_certificate_file
+
+    if args.network_cert is None:
+        return None
+    admission = read_certificate_file(args.network_cert)
+    if args.network is not None and args.network != admission.network:
+        raise UsageError(f"{args.network_cert} is for network {admission.network!r}, not --network {args.network}")
+    if admission.subject != identity.public_key:
+        raise UsageError(
+            f"{args.network_cert} admits key {admission.subject.hex()[:16]}…, not this coordinator's"
+            f" {identity.public_hex[:16]}… (give its --key, or admit {identity.public_hex})"
+        )
+    try:
+        check_admission(admission, time.time())
+    except CertificateError as exc:
+        raise UsageError(f"{args.network_cert}: {exc}") from exc
+    if admission.expires_at - time.time() < 7 * 86400:
+        log.warning("%s expires within a week: have the network admit this coordinator again", args.network_cert)
+    return admission
+
+
 async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     """Wait for `task` or `stop`; then cancel the task and let it clean up."""
     stopper = asyncio.create_task(stop.wait())
@@ -208,6 +256,17 @@ async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _cmd_coordinator_key(args: argparse.Namespace) -> int:
+    if not args.db.parent.is_dir():
+        raise UsageError(f"directory {args.db.parent} does not exist")
+    try:
+        identity = Identity.load_or_create(args.key or args.db.with_suffix(".key"))
+    except (IdentityError, OSError) as exc:
+        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
+    print(identity.public_hex)
+    return EXIT_OK
 
 
 def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:

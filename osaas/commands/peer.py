@@ -52,6 +52,25 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the network whose coordinators to work for (default: as last chosen on the peer's page, else public)",
     )
     run.add_argument(
+        "--network-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a network's file from its operator (`osaas network keygen`): its name and key (repeatable);"
+        " the only one given is the network worked for unless --network says otherwise",
+    )
+    run.add_argument(
+        "--network-key",
+        metavar="PUBKEY",
+        help="the key of the --network (64 hex digits): only coordinators it admitted are worked for",
+    )
+    run.add_argument(
+        "--allow-private-coordinators",
+        action="store_true",
+        help="contact coordinators announced at loopback, private or link-local addresses (--allow-private does too)",
+    )
+    run.add_argument(
         "--prefer",
         type=_coordinator_url,
         metavar="URL",
@@ -211,11 +230,14 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         trusted_owners |= {owner_key(key) for key in args.trust_owner}
     except TrustError as exc:
         raise UsageError(f"--trust-owner: {exc}") from exc
+    network, network_keys = _networks(args, chosen.network)
     settings = PeerSettings(
         budget=budget,
         coordinator=coordinator,
         bootstrap=args.bootstrap,
-        network=args.network or chosen.network,
+        network=network,
+        network_keys=network_keys,
+        allow_private_coordinators=args.allow_private_coordinators,
         prefer=args.prefer or chosen.prefer,
         dht_listen=args.dht_listen,
         data_dir=args.data_dir,
@@ -238,6 +260,33 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     _run_until_signal(agent.run)
     return EXIT_OK
+
+
+def _networks(args: argparse.Namespace, chosen: str) -> tuple[str, dict[str, bytes]]:
+    """The network to work for, and the keys of the networks this peer knows (name -> key)."""
+    from osaas.commands.network import parse_network_key, read_network_file
+
+    keys: dict[str, bytes] = {}
+    for path in args.network_file:
+        name, key = read_network_file(path)
+        if keys.get(name, key) != key:
+            raise UsageError(f"{path} gives network {name!r} another key than a --network-file before it")
+        keys[name] = key
+    network = args.network or (next(iter(keys)) if len(keys) == 1 else chosen)
+    if args.network_key is not None:
+        try:
+            key = parse_network_key(args.network_key)
+        except ValueError as exc:
+            raise UsageError(f"--network-key: {exc}") from exc
+        if keys.get(network, key) != key:
+            raise UsageError(f"--network-key differs from the key the network file gives network {network!r}")
+        keys[network] = key
+    if args.bootstrap and network not in keys:
+        raise UsageError(
+            f"network {network!r} has no known network key: give --network-file FILE or --network-key KEY"
+            " (from the network's operator), so that only coordinators it admitted are trusted"
+        )
+    return network, keys
 
 
 def _cmd_peer_status(args: argparse.Namespace) -> int:

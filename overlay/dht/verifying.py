@@ -11,6 +11,10 @@ sending valid-looking stores as fast as it can would keep a core busy. Two thing
   total bucket bounds the work many (possibly forged) addresses can cause together.
 
 Checks the node makes for itself (its lookups, its own publishes) use the memory but no bucket.
+
+Some keys have a rule of their own besides the record's signature (overlay.announcements
+`admission_problem`: a coordinator's record must carry the network's certificate of its key).
+Its certificate signatures go through the same memory and buckets.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from overlay.announcements import admission_problem
 from overlay.dht.limits import DhtLimits, Sender, StoreRefused
-from overlay.records import RecordError, SignedRecord, check_times, signature_matches, signed_bytes
+from overlay.identity import verify
+from overlay.records import RecordError, SignedRecord, check_times, signed_bytes
 
 _MAX_BUCKETS = 4096  # senders remembered; a forgotten one starts again with a full bucket
 
@@ -65,18 +71,32 @@ class SignatureChecks:
         """Raise `RecordError` unless `record` is valid for `key` at `now`; `StoreRefused` when
         `sender` (None: this node) has used up its signature checks."""
         check_times(record, now)
-        digest = hashlib.blake2b(signed_bytes(record, key) + record.signature, digest_size=20).digest()
+        if not self._verified(record.signer, signed_bytes(record, key), record.signature, sender):
+            raise RecordError(f"signature does not match signer and key {key!r}")
+        problem = admission_problem(
+            record,
+            key,
+            now,
+            lambda public_key, message, signature: self._verified(public_key, message, signature, sender),
+        )
+        if problem is not None:
+            raise RecordError(problem)
+
+    def _verified(self, public_key: bytes, message: bytes, signature: bytes, sender: Sender | None) -> bool:
+        """`verify`, remembered when good; a check not remembered is rationed (StoreRefused)."""
+        digest = hashlib.blake2b(public_key + message + signature, digest_size=20).digest()
         if digest in self._good:
             self._good.move_to_end(digest)
-            return
+            return True
         if sender is not None:
             self._ration(sender)
         self.made += 1
-        if not signature_matches(record, key):
-            raise RecordError(f"signature does not match signer and key {key!r}")
+        if not verify(public_key, message, signature):
+            return False
         self._good[digest] = None
         if len(self._good) > self._limits.verified_cache:
             self._good.popitem(last=False)
+        return True
 
     def _ration(self, sender: Sender) -> None:
         now = self._monotonic()

@@ -49,6 +49,7 @@ def test_newest_announcement_per_coordinator_key():
 
 
 def test_network_names():
-    assert coordinators_key("public") == "osaas/v1/coordinators/public"
+    key = bytes(range(32))
+    assert coordinators_key("public", key) == f"osaas/v1/coordinators/public/{key.hex()}"
     for bad in ("", "Public", "a b", "x" * 65, "../etc"):
         assert not valid_network(bad)
