@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.api import CLOCK, IDENTITY, make_app
+from coordinator.api import make_app
+from coordinator.edge import CLOCK, IDENTITY
 from coordinator.rate_limits import Rate, RateLimits, Route
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store

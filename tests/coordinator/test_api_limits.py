@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.api import LIMITER, NONCES, STORE, make_app
+from coordinator.api import make_app
+from coordinator.edge import LIMITER, NONCES, STORE
 from coordinator.owner_limits import Limits
 from coordinator.rate_limits import DEFAULT_PER_ADDRESS, DEFAULT_PER_KEY, Rate, RateLimiter, RateLimits, Route
 from coordinator.sqlite import SqliteStore

@@ -16,8 +16,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator import rollout
-from coordinator.api import MAX_BUNDLE_UPLOAD, make_app
+from coordinator.api import make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.owner_routes import MAX_BUNDLE_UPLOAD
 from coordinator.seeder import BundleService
 from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
 from coordinator.sqlite.schema import SCHEMA

@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from coordinator import assignment, host_pacing, unit_sizing
-from coordinator.api import RETRY_AFTER
 from coordinator.linkcheck_jobs import unit_key
+from coordinator.peer_routes import RETRY_AFTER
 from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
 from coordinator.sqlite.schema import MIGRATIONS, SCHEMA
 from coordinator.store import (

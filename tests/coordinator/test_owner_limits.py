@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator import owner_limits
-from coordinator.api import STORE
+from coordinator.edge import STORE
 from coordinator.owner_limits import Limits
 from overlay.identity import Identity
 from tests.coordinator.conftest import START, Clock, Peer, get, item, post, submit

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator import roles
-from coordinator.api import STORE
+from coordinator.edge import STORE
 from coordinator.owner_limits import Limits
 from coordinator.roles import Action, Role
 from overlay.identity import Identity
