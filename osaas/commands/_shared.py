@@ -36,6 +36,16 @@ class UsageError(OsaasError):
     """A command line that cannot work: one line for the user, exit code 2."""
 
 
+def _public_key(text: str) -> str:
+    """An Ed25519 public key as a command line gives it: 64 hex digits, lower-cased."""
+    key = text.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)"
+        )
+    return key
+
+
 def default_owner_key() -> Path:
     """Where an owner's key lives unless `--key` says otherwise: the owner's config dir."""
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from coordinator.store import OPERATOR, StoreError
-from osaas.commands._shared import EXIT_OK, UsageError, _non_negative
+from osaas.commands._shared import EXIT_OK, UsageError, _non_negative, _public_key
 
 if TYPE_CHECKING:
     from coordinator.sqlite import SqliteStore
@@ -27,12 +27,17 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
     grants = coordinator.add_parser("grant", help="who may do what: roles of keys").add_subparsers(metavar="ACTION")
     add = grants.add_parser("add", help="give a key a role (owner: jobs and bundles; viewer: reads; operator: all)")
     add.add_argument("name", metavar="NAME", help="who holds the key, for people")
-    add.add_argument("public_key", metavar="PUBKEY", help="the key (64 hex digits, as `osaas bundle keygen` prints)")
+    add.add_argument(
+        "public_key",
+        type=_public_key,
+        metavar="PUBKEY",
+        help="the key (64 hex digits, as `osaas bundle keygen` prints)",
+    )
     add.add_argument("--role", choices=ROLES, default="owner")
     _add_db(add)
-    add.set_defaults(run=_cmd_grant_add)
+    add.set_defaults(run=cmd_grant_add)
     remove = grants.add_parser("remove", help="take a key's role away")
-    remove.add_argument("public_key", metavar="PUBKEY")
+    remove.add_argument("public_key", type=_public_key, metavar="PUBKEY")
     _add_db(remove)
     remove.set_defaults(run=_cmd_grant_remove)
     listing = grants.add_parser("list", help="every key with a role")
@@ -43,7 +48,7 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="ACTION"
     )
     set_limits = limits.add_parser("set", help="set a key's limits (those not given stay as they are)")
-    set_limits.add_argument("public_key", metavar="PUBKEY")
+    set_limits.add_argument("public_key", type=_public_key, metavar="PUBKEY")
     for name, what in (
         ("jobs-at-once", "running jobs at once"),
         ("urls-per-job", "URLs one job may check"),
@@ -54,7 +59,7 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
     _add_db(set_limits)
     set_limits.set_defaults(run=_cmd_limits_set)
     show = limits.add_parser("show", help="a key's limits")
-    show.add_argument("public_key", metavar="PUBKEY")
+    show.add_argument("public_key", type=_public_key, metavar="PUBKEY")
     _add_db(show)
     show.set_defaults(run=_cmd_limits_show)
 
@@ -66,13 +71,6 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
-
-
-def _key(text: str) -> str:
-    key = text.strip().lower()
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise UsageError(f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
-    return key
 
 
 def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
@@ -91,15 +89,15 @@ def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
         raise UsageError(str(exc)) from exc
 
 
-def _cmd_grant_add(args: argparse.Namespace) -> int:
-    key = _key(args.public_key)
+def cmd_grant_add(args: argparse.Namespace) -> int:
+    key = args.public_key
     changed = _with_store(args.db, lambda store: store.grant(args.name, key, args.role, OPERATOR, time.time()))
     print(f"{args.name} ({key[:16]}…) is {'now' if changed else 'already'} {args.role} on this coordinator")
     return EXIT_OK
 
 
 def _cmd_grant_remove(args: argparse.Namespace) -> int:
-    key = _key(args.public_key)
+    key = args.public_key
     _with_store(args.db, lambda store: store.revoke(key, OPERATOR, time.time()))
     print(f"{key[:16]}… has no role on this coordinator any more")
     return EXIT_OK
@@ -112,7 +110,7 @@ def _cmd_grant_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_limits_set(args: argparse.Namespace) -> int:
-    key = _key(args.public_key)
+    key = args.public_key
     given = {
         field: value
         for field in ("jobs_at_once", "urls_per_job", "urls_per_day", "bundle_bytes")
@@ -128,7 +126,7 @@ def _cmd_limits_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_limits_show(args: argparse.Namespace) -> int:
-    key = _key(args.public_key)
+    key = args.public_key
     limits = _with_store(args.db, lambda store: store.limits_of(key))
     print(
         f"{key[:16]}…: {limits.jobs_at_once} jobs at once, {limits.urls_per_job} URLs per job,"

@@ -24,6 +24,7 @@ from osaas.commands._shared import (
     _host_port_list,
     _network,
     _positive,
+    _public_key,
     _rate,
     _run_until_signal,
     _setup_logging,
@@ -150,20 +151,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     owner_add = owners.add_parser("add", help="accept bundles signed by this owner key")
     owner_add.add_argument("name", metavar="NAME", help="who the owner is, for people")
     owner_add.add_argument(
-        "public_key", metavar="PUBKEY", help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)"
+        "public_key",
+        type=_public_key,
+        metavar="PUBKEY",
+        help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)",
     )
     owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
-    owner_add.set_defaults(run=_cmd_owner_add)
+    owner_add.set_defaults(run=access.cmd_grant_add, role="owner")  # `grant add --role owner`
     access.add_commands(coordinator)
 
 
-def _public_key(text: str) -> str:
-    key = text.strip().lower()
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)"
-        )
-    return key
+def _coordinator_identity(args: argparse.Namespace) -> Identity:
+    """The coordinator's key: `--key`, else beside its database (made there if missing)."""
+    try:
+        return Identity.load_or_create(args.key or args.db.with_suffix(".key"))
+    except (IdentityError, OSError) as exc:
+        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
 
 
 def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
@@ -176,10 +179,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     host, port = args.listen
     if not args.db.parent.is_dir():
         raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
-    try:
-        identity = Identity.load_or_create(args.key or args.db.with_suffix(".key"))
-    except (IdentityError, OSError) as exc:
-        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
+    identity = _coordinator_identity(args)
 
     admission = _admission(args, identity)
     network = admission.network if admission is not None else args.network or "public"
@@ -261,10 +261,7 @@ async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
 def _cmd_coordinator_key(args: argparse.Namespace) -> int:
     if not args.db.parent.is_dir():
         raise UsageError(f"directory {args.db.parent} does not exist")
-    try:
-        identity = Identity.load_or_create(args.key or args.db.with_suffix(".key"))
-    except (IdentityError, OSError) as exc:
-        raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
+    identity = _coordinator_identity(args)
     print(identity.public_hex)
     return EXIT_OK
 
@@ -294,25 +291,4 @@ def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
             raise UsageError(f"no key named {args.owner!r} in {args.db}; add one with `osaas coordinator grant add`")
         token = access.owner_token(found[0].public_key)
     print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
-    return EXIT_OK
-
-
-def _cmd_owner_add(args: argparse.Namespace) -> int:
-    from coordinator.sqlite import SqliteStore
-
-    key = args.public_key.strip().lower()
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise UsageError(f"{args.public_key!r} is not a public key (64 hex digits, as `osaas bundle keygen` prints)")
-    if not args.db.is_file():
-        raise UsageError(f"no coordinator database at {args.db}")
-
-    async def add() -> None:
-        async with SqliteStore(args.db) as store:
-            await store.add_owner(args.name, key, time.time())
-
-    try:
-        asyncio.run(add())
-    except StoreError as exc:
-        raise UsageError(str(exc)) from exc
-    print(f"owner {args.name} ({key[:16]}…) may now publish bundles to this coordinator")
     return EXIT_OK
