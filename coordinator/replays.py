@@ -42,7 +42,9 @@ class SeenNonces:
         if (signer, nonce) in self._seen:
             return False
         if len(self._seen) >= self._capacity:
-            raise Busy("too many signed requests at once; try again shortly")
+            busy = Busy("too many signed requests at once; try again shortly")
+            busy.retry_after = max(1.0, self._expiry[0][0] - now)  # when the oldest nonce goes
+            raise busy
         self._seen.add((signer, nonce))
         # From sent_at + window on, its timestamp alone refuses it.
         heapq.heappush(self._expiry, (sent_at + self._window, signer, nonce))

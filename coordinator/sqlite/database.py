@@ -8,6 +8,7 @@ with the event loop.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ class Database:
     # work; `last_plan` says when the last one was made and what it cost.
     replan: bool = True
     last_plan: Replanning = field(default_factory=Replanning)
+    forgot_at: float = -math.inf  # when quiet peers were last looked for (`peers.forget_quiet`)
     monotonic: Callable[[], float] = time.monotonic  # times plans (PLAN_SHARE)
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
     jobs: dict[int, JobFacts] = field(default_factory=dict)

@@ -54,3 +54,21 @@ def throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
     """The peer's items/s estimate; None before its first report."""
     row = conn.execute("SELECT throughput FROM peers WHERE id = ?", (peer_id,)).fetchone()
     return None if row is None else row[0]
+
+
+# A peer quiet this long is forgotten (its row, not its work: units and results keep its id).
+FORGET_AFTER = 7 * 86_400.0
+FORGET_EVERY = 3_600.0  # seconds between two looks for such peers
+
+
+def forget_quiet(db: Database, conn: sqlite3.Connection, now: float) -> int:
+    """Delete the peers not heard from for FORGET_AFTER that hold no host, at most every
+    FORGET_EVERY seconds: keys cost nothing to make, so a table of every key that ever
+    registered would only grow. A forgotten peer that comes back registers again."""
+    if now - db.forgot_at < FORGET_EVERY:
+        return 0
+    db.forgot_at = now
+    return conn.execute(
+        "DELETE FROM peers WHERE last_seen < ? AND id NOT IN (SELECT peer_id FROM hosts WHERE peer_id IS NOT NULL)",
+        (now - FORGET_AFTER,),
+    ).rowcount

@@ -13,7 +13,7 @@ import sqlite3
 
 from coordinator import host_planning
 from coordinator.host_planning import ActivePeer
-from coordinator.sqlite import schema
+from coordinator.sqlite import peers, schema
 from coordinator.sqlite.database import Database
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import decode
@@ -67,6 +67,9 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
     conn.executemany("DELETE FROM hosts WHERE key = ?", [row for row in rested if row[0] not in demand])
     db.replan = False
     db.last_plan = host_planning.planned(now, started, db.monotonic(), active)
+    forgotten = peers.forget_quiet(db, conn, now)
+    if forgotten:
+        log.info("forgot %d peers not heard from for %.0f days", forgotten, peers.FORGET_AFTER / 86_400)
     if decided.changed or decided.dropped:
         log.log(
             logging.INFO if decided.changed else logging.DEBUG,

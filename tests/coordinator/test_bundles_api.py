@@ -544,3 +544,25 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
     conn.close()
     async with SqliteStore(path) as store:  # opening again migrates nothing and keeps everything
         assert [b.name for b in await store.list_bundles()] == ["linkcheck"]
+
+
+async def test_publishing_and_rolling_out_by_every_role(coordinator: Coordinator, tmp_path: Path) -> None:
+    store = coordinator.store
+    expected = {
+        "operator": (200, None),
+        "owner": (200, None),
+        "viewer": (403, "role_needed"),
+        None: (403, "not_admitted"),
+    }
+    keys: dict[str | None, Owner] = {}
+    for role, (status, code) in expected.items():
+        who = keys[role] = Owner(coordinator.client, coordinator.clock, tmp_path / str(role))
+        if role is not None:
+            await store.grant(f"{role} key", who.identity.public_hex, role, "operator", coordinator.clock())
+        answer_status, body = await who.publish(who.build(f"by-{role}".lower(), "1.0"))
+        assert (answer_status, None if answer_status == 200 else body["error"]["code"]) == (status, code), role
+        if answer_status == 200:
+            assert (await who.publish(who.build(f"by-{role}".lower(), "2.0")))[0] == 200
+            assert (await who.rollout(f"by-{role}".lower(), "2.0", 50))[0] == 200
+    status, body = await keys["viewer"].rollout("by-owner", "2.0", 100)
+    assert (status, body["error"]["code"]) == (403, "role_needed")

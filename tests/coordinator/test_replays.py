@@ -49,3 +49,11 @@ def test_no_replay_within_the_window_ever_gets_through(requests: list[tuple[str,
             assert not first
         if first:
             taken[nonce] = sent_at
+
+
+def test_busy_says_when_to_come_back() -> None:
+    seen = SeenNonces(capacity=1, window=60.0)
+    seen.first_time("alice", "a", sent_at=100.0, now=100.0)
+    with pytest.raises(Busy) as busy:
+        seen.first_time("alice", "b", sent_at=130.0, now=130.0)
+    assert busy.value.retry_after == 30.0  # when "a" leaves the window

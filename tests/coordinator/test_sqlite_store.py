@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY as REST
-from coordinator.sqlite import SqliteStore
-from coordinator.store import StaleLease, StoreError
+from coordinator.sqlite import SqliteStore, peers
+from coordinator.store import StaleLease, StoreError, UnknownPeer
 from overlay import http
 from overlay.identity import Identity
 from overlay.wire import RegisterRequest, Report
@@ -257,3 +257,19 @@ async def test_reopening_keeps_everything(tmp_path: Path, linkcheck: Linkcheck) 
     async with SqliteStore(path) as store:
         assert await store.job_status(job_id) == before
         assert [j.job_id for j in await store.list_jobs()] == [job_id]
+
+
+async def test_peers_quiet_for_a_week_are_forgotten_and_may_come_back(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    # Keys cost nothing: a table of every key that ever registered would only grow.
+    async with SqliteStore(tmp_path / "c.sqlite") as store:
+        await add_linkcheck(store, linkcheck)
+        await register(store, "gone")
+        week_later = T0 + peers.FORGET_AFTER + 1
+        await store.register_peer("here", RegisterRequest(name="here", slots=4, workloads=["linkcheck"]), week_later)
+        await store.rebalance(week_later)
+        assert await store.peer_count() == 1
+        assert [p.peer_id for p in await store.peers_overview(0.0, 10)] == ["here"]
+        with pytest.raises(UnknownPeer):
+            await store.lease("gone", 1, ["linkcheck"], week_later, 60.0)
+        await store.register_peer("gone", RegisterRequest(name="gone", slots=4, workloads=["linkcheck"]), week_later)
+        assert await store.peer_count() == 2
