@@ -78,7 +78,7 @@ def _cmd_dht_lookup(args: argparse.Namespace) -> int:
     listen_host = "127.0.0.1" if all(h.startswith("127.") or h == "localhost" for h, _ in args.bootstrap) else "0.0.0.0"
 
     async def lookup() -> list[CoordinatorAnnouncement]:
-        async with DhtNode((listen_host, 0), args.bootstrap) as dht:
+        async with DhtNode((listen_host, 0), args.bootstrap, client_only=True) as dht:
             if not dht.neighbours():
                 raise UsageError(f"no DHT node answered at {', '.join(f'{h}:{p}' for h, p in args.bootstrap)}")
             return await announcements(dht, network, key)

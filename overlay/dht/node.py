@@ -80,7 +80,9 @@ class DhtNode:
 
     Use as `async with DhtNode(...) as node:`, or `await start()` and `await close()`. A closed
     node cannot be started again. Bootstrap addresses must be IP addresses, not host names.
-    `limits` bound what it stores and does for others (limits.py; docs/security.md).
+    `limits` bound what it stores and does for others (limits.py; docs/security.md). A
+    `client_only` node looks things up without joining: the nodes it asks do not add it to
+    their routing tables (`osaas dht lookup`, which leaves at once).
     """
 
     def __init__(
@@ -95,8 +97,10 @@ class DhtNode:
         ping_interval: float = PING_INTERVAL,
         save_interval: float = SAVE_INTERVAL,
         limits: DhtLimits | None = None,
+        client_only: bool = False,
     ) -> None:
         self._listen = listen
+        self._client_only = client_only  # asks, never joins: others keep it out of their tables
         self._bootstrap = tuple(bootstrap)
         self._state_path = state_path
         self._rpc_timeout = rpc_timeout
@@ -126,7 +130,7 @@ class DhtNode:
         if self._state_path is not None:
             self._saved = _load_state(self._state_path)
         storage = _RecordStorage(self._clock, self._max_records, Ledger(self._limits), self._checks)
-        self._server = _Server(storage, self._saved.node_id, self._rpc_timeout)
+        self._server = _Server(storage, self._saved.node_id, self._rpc_timeout, self._client_only)
         try:
             await self._server.listen(self._listen[1], interface=self._listen[0])
         except OSError:

@@ -66,11 +66,21 @@ class _RoutingTable(RoutingTable):
         return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
 
 
+# The last bytes of a request from a client-only node (`osaas dht lookup`): it asks and leaves,
+# so the nodes it asks must not add it to their routing tables (and then ping it for ever and
+# log its departure). The mark rides in the padding, which every node ignores; a node that
+# does not know it just adds the client, as before. Faking it only keeps oneself out.
+CLIENT_ONLY_MARK = b"\x00osaas-client-only"
+
+
 class _Protocol(KademliaProtocol):
     storage: _RecordStorage
 
-    def __init__(self, source_node: Node, storage: _RecordStorage, ksize: int, rpc_timeout: float) -> None:
+    def __init__(
+        self, source_node: Node, storage: _RecordStorage, ksize: int, rpc_timeout: float, client_only: bool = False
+    ) -> None:
         super().__init__(source_node, storage, ksize)
+        self._client_only = client_only
         self.router = _RoutingTable(self, ksize, source_node)
         self._wait_timeout = rpc_timeout
         self._complaints = _Complaints()
@@ -124,9 +134,9 @@ class _Protocol(KademliaProtocol):
         if kind == _RESPONSE:
             self._accept_response(msg_id, data, address)
         else:
-            self._answer(msg_id, data, address, len(datagram))
+            self._answer(msg_id, data, address, len(datagram), datagram.endswith(CLIENT_ONLY_MARK))
 
-    def _answer(self, msg_id: bytes, data: Any, address: Address, request_bytes: int) -> None:
+    def _answer(self, msg_id: bytes, data: Any, address: Address, request_bytes: int, from_client: bool) -> None:
         problem = _request_problem(data)
         if problem is not None:
             self._complain(address, problem)
@@ -135,15 +145,16 @@ class _Protocol(KademliaProtocol):
             return
         name, args = data
         budget = answer_budget(request_bytes)
-        answer = self._serve(name, address, args, budget)
+        answer = self._serve(name, address, args, budget, from_client)
         datagram = _RESPONSE + msg_id + umsgpack.packb(answer)
         if len(datagram) > budget:  # every answer below is fitted; this would be our bug
             log.error("not sending a %d-byte answer to a %d-byte %s request", len(datagram), request_bytes, name)
             return
         self.transport.sendto(datagram, address)
 
-    def _serve(self, name: str, sender: Address, args: list[Any], budget: int) -> Any:
-        self.welcome_if_new(Node(args[0], sender[0], sender[1]))
+    def _serve(self, name: str, sender: Address, args: list[Any], budget: int, from_client: bool = False) -> Any:
+        if not from_client:
+            self.welcome_if_new(Node(args[0], sender[0], sender[1]))
         if name == "ping":
             return self.source_node.id
         if name == "store":
@@ -225,11 +236,19 @@ class _Protocol(KademliaProtocol):
         msg_id = os.urandom(ID_BYTES)
         datagram = _REQUEST + msg_id + umsgpack.packb([name, list(args)])
         datagram += bytes(max(0, REQUEST_BYTES.get(name, 0) - len(datagram)))
+        if self._client_only:
+            datagram += CLIENT_ONLY_MARK
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
         self.transport.sendto(datagram, address)
         return future
+
+    async def ping_address(self, address: Address, node_id: bytes) -> tuple[bool, Any]:
+        """A ping to an address whose node is not known yet (bootstrapping)."""
+        if self._closed():
+            return (False, None)
+        return await self._request(address, "ping", node_id)
 
     async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
         return await self._call(node_to_ask, "ping", lambda a: a if _is_id(a) else None)
@@ -245,14 +264,18 @@ class _Protocol(KademliaProtocol):
 
 
 class _Server(Server):
-    def __init__(self, storage: _RecordStorage, node_id: bytes | None, rpc_timeout: float) -> None:
+    def __init__(
+        self, storage: _RecordStorage, node_id: bytes | None, rpc_timeout: float, client_only: bool = False
+    ) -> None:
         super().__init__(storage=storage, node_id=node_id)
         self._rpc_timeout = rpc_timeout
+        self._client_only = client_only
 
     def _create_protocol(self) -> _Protocol:
-        return _Protocol(self.node, self.storage, self.ksize, self._rpc_timeout)
+        return _Protocol(self.node, self.storage, self.ksize, self._rpc_timeout, self._client_only)
 
     async def bootstrap_node(self, addr: Address) -> Node | None:
-        # kademlia's version trusts the pong to carry a node id.
-        answered, node_id = await self.protocol.ping(addr, self.node.id)
+        # kademlia's version trusts the pong to carry a node id, and sends its ping unpadded
+        # and unmarked (a client-only node would join the bootstrap node's table).
+        answered, node_id = await self.protocol.ping_address(addr, self.node.id)
         return Node(node_id, addr[0], addr[1]) if answered and _is_id(node_id) else None

@@ -333,3 +333,19 @@ def test_nearest_contacts_come_from_every_bucket():
     closest = tables[1].find_neighbors(target, k=4)
     assert closest == sorted(contacts, key=target.distance_to)[:4]
     assert tables[1].find_neighbors(target, exclude=contacts[9]) == sorted(contacts[:9], key=target.distance_to)
+
+
+async def test_a_client_only_node_finds_records_without_joining_anyones_table(network, clock):
+    # `osaas dht lookup` asks and leaves: as a full node it was added to every table it touched,
+    # pinged for ever after and its departure logged by every node.
+    publisher = Identity.generate()
+    assert await network[3].publish(KEY, _sign(publisher, clock)) > 0
+    async with DhtNode((HOST, 0), [network[0].address], rpc_timeout=0.5, clock=clock, client_only=True) as client:
+        found = await client.lookup(KEY)
+        address = client.address
+    assert [r.signer for r in found] == [publisher.public_key]
+    assert all(address not in node.neighbours() for node in network)
+    # A full node that does the same is in the tables it touched (the test can tell the two apart).
+    async with DhtNode((HOST, 0), [network[0].address], rpc_timeout=0.5, clock=clock) as full:
+        await full.lookup(KEY)
+        assert any(full.address in node.neighbours() for node in network)
