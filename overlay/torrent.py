@@ -20,6 +20,7 @@ import asyncio
 import enum
 import logging
 import secrets
+import socket
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ _LISTEN_TIMEOUT = 5.0
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
+_PORT_FILE = "listen_port"  # the port a session chose for port 0, kept for the next start
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
 _ALERT_MASK = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage | lt.alert_category.peer
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
@@ -214,6 +216,8 @@ class TorrentSession:
             raise SessionClosed("a TorrentSession can be entered only once")
         self._peer_id = self._load_peer_id()
         host, port = self._listen
+        if port == 0:
+            port = self._chosen_port(host)
         interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._session = lt.session(
             {
@@ -252,6 +256,8 @@ class TorrentSession:
         except BaseException:
             await self.close()
             raise
+        if self._listen[1] == 0:
+            (self._state_dir / _PORT_FILE).write_text(f"{self.listen_port}\n")
         log.info("torrent session listening on %s:%d", host, self.listen_port)
         return self
 
@@ -274,6 +280,22 @@ class TorrentSession:
             holder = [session]
             del session
             await asyncio.to_thread(holder.clear)
+
+    def _chosen_port(self, host: str) -> int:
+        """The port to listen on when asked for any (port 0): the one chosen last time if it is
+        free, else one the system has free now. Chosen here, not by libtorrent: on an
+        unspecified host (0.0.0.0) libtorrent opens a socket per interface, each on a random
+        port of its own, and the one port the session reports is not reachable on every
+        address; with one port named, every interface gets that port. And kept: a coordinator
+        that restarts keeps seeding where its peers were fetching from."""
+        saved = self._state_dir / _PORT_FILE
+        try:
+            remembered = int(saved.read_text().strip())
+        except (OSError, ValueError):
+            remembered = 0
+        if 0 < remembered < 65536 and _port_is_free(host, remembered):
+            return remembered
+        return _free_port(host)
 
     def _load_peer_id(self) -> bytes:
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -501,6 +523,22 @@ class TorrentSession:
             log.warning("torrent failed: %s", torrent.error)
         elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
             log.warning("%s", alert.message())
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libtorrent binds
+            probe.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _state(status: Any) -> TorrentState:

@@ -73,6 +73,21 @@ def test_peer_status_without_a_peer(tmp_path: Path) -> None:
     )
 
 
+def test_a_coordinator_on_every_address_must_say_which_one_to_announce(tmp_path: Path) -> None:
+    # It used to announce http://0.0.0.0:PORT in the DHT, which no peer can reach.
+    run = osaas(
+        "coordinator",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--db",
+        str(tmp_path / "c.sqlite"),
+        "--dht-listen",
+        "127.0.0.1:0",
+    )
+    assert_one_line_error(run, "give --public-url")
+
+
 def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(osaas("job", "status", "1", "--coordinator", closed), "cannot reach coordinator")

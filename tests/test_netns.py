@@ -216,3 +216,35 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
     assert len({i["url"] for i in items}) == len(items)
     assert {i["url"] for i in items if i["result"] == "broken"} == expected_broken
     assert all(i["result"] == "ok" for i in items if i["url"] not in expected_broken)
+
+
+_EVERY_ADDRESS = """
+import asyncio, socket, sys, tempfile
+from pathlib import Path
+from overlay.torrent import TorrentSession
+
+async def main():
+    async with TorrentSession(("0.0.0.0", 0), state_dir=Path(tempfile.mkdtemp())) as session:
+        port = session.listen_port
+        for address in sys.argv[1:]:
+            with socket.create_connection((address, port), timeout=5):
+                print(address, port, "reachable", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_torrent_session_on_every_interface_is_reachable_on_the_port_it_reports(hosts: list[str]) -> None:
+    # Bound to 0.0.0.0 with port 0, libtorrent used to open one socket per interface, each on a
+    # random port of its own: the port advertised was the loopback socket's, unreachable from
+    # other hosts, so peers could not upload to each other across real hosts.
+    h1 = hosts[0]
+    run = subprocess.run(
+        ["ip", "netns", "exec", h1, sys.executable, "-c", _EVERY_ADDRESS, "127.0.0.1", f"{SUBNET}.1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ["127.0.0.1", f"{SUBNET}.1"]

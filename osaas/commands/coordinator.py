@@ -177,6 +177,12 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
 
     _setup_logging(logging.INFO)
     host, port = args.listen
+    if args.dht_listen and not args.public_url and host in ("0.0.0.0", "::"):
+        # It would announce http://0.0.0.0:PORT: no peer can reach that.
+        raise UsageError(
+            f"listening on every address ({host}), the coordinator cannot tell which one reaches it:"
+            " give --public-url (the address peers should use) to announce it in the DHT"
+        )
     if not args.db.parent.is_dir():
         raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
     identity = _coordinator_identity(args)

@@ -218,3 +218,17 @@ async def test_peer_id_survives_a_restart(tmp_path: Path) -> None:
     async with _session(tmp_path, "node") as second:
         assert second.peer_id == peer_id
     assert len(peer_id) == 20
+
+
+async def test_a_session_keeps_its_port_across_restarts(tmp_path: Path) -> None:
+    # A coordinator that restarts keeps seeding where its peers were fetching from.
+    async with TorrentSession((HOST, 0), state_dir=tmp_path / "state") as first:
+        port = first.listen_port
+    async with TorrentSession((HOST, 0), state_dir=tmp_path / "state") as again:
+        assert again.listen_port == port
+    # Taken meanwhile by someone else: another port, no failure.
+    with socket.socket() as squatter:
+        squatter.bind((HOST, port))
+        squatter.listen()
+        async with TorrentSession((HOST, 0), state_dir=tmp_path / "state") as moved:
+            assert moved.listen_port != port
