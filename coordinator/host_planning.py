@@ -28,6 +28,9 @@ MIN_REPLAN = REBALANCE_INTERVAL / 2
 # Plans under CHEAP_PLAN seconds (a few thousand hosts) are never held back.
 PLAN_SHARE = 0.1
 CHEAP_PLAN = 0.05
+# A peer that could not work on a host (its bundle would not download there, say) leaves it to
+# other peers this long; then it may try again (the failure may have been passing).
+STEP_ASIDE_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +59,17 @@ def plan_hosts(
     running: Collection[str],
     demand: Mapping[str, int],
     epsilon: float = assignment.DEFAULT_EPSILON,
+    stepped_aside: Mapping[str, Collection[str]] | None = None,
 ) -> HostPlan:
-    """Assign every host with work to an active peer; sticky, so only what must move moves."""
+    """Assign every host with work to an active peer; sticky, so only what must move moves.
+    `stepped_aside`: host -> peers that could not work on it lately (their bundle would not
+    download, say); such a host goes to another peer while one can take it (`step_aside`)."""
     bundles = set(running)
     peers = {peer_id: weight(peer) for peer_id, peer in active.items() if runs_all(peer.workloads, bundles)}
     floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
     plan = assignment.rebalance(previous, peers, demand, epsilon=epsilon, demand_floor=floor)
     placed = overflow(plan, demand, previous)
-    chosen = {**plan.assignment, **placed}
+    chosen = step_aside({**plan.assignment, **placed}, peers, stepped_aside or {})
     return HostPlan(
         chosen=chosen,
         changed=[(host, peer) for host, peer in chosen.items() if previous.get(host) != peer],
@@ -72,6 +78,22 @@ def plan_hosts(
         overflow=len(placed),
         eligible=len(peers),
     )
+
+
+def step_aside(
+    chosen: Mapping[str, str], peers: Mapping[str, float], stepped_aside: Mapping[str, Collection[str]]
+) -> dict[str, str]:
+    """`chosen` with every host whose peer stepped aside from it given to the heaviest other
+    peer (the most capacity: the likeliest to hold a copy of what failed) that did not step
+    aside too; kept where it is when every peer did (someone must try again)."""
+    moved = dict(chosen)
+    for host, peer in chosen.items():
+        away = stepped_aside.get(host, ())
+        if peer in away:
+            others = sorted((p for p in peers if p not in away), key=lambda p: (-peers[p], p))
+            if others:
+                moved[host] = others[0]
+    return moved
 
 
 def weight(peer: ActivePeer) -> float:

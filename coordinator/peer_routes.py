@@ -92,7 +92,7 @@ async def _renew(request: web.Request) -> web.Response:
 async def _release(request: web.Request) -> web.Response:
     peer_id, obj = await signed_body(request, Route.LEASE)
     ref = parse(LeaseRef, obj)
-    await request.app[STORE].release(peer_id, ref.unit_id, ref.token, request.app[CLOCK]())
+    await request.app[STORE].release(peer_id, ref.unit_id, ref.token, request.app[CLOCK](), ref.unable)
     return reply({})
 
 

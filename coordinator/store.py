@@ -259,8 +259,9 @@ class Store(Protocol):
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         """Extend the caller's current lease; return the new expiry."""
 
-    async def release(self, peer_id: str, unit_id: int, token: int, now: float) -> None:
-        """Give the caller's current lease back: the unit is queued again, no attempt counted."""
+    async def release(self, peer_id: str, unit_id: int, token: int, now: float, unable: str | None = None) -> None:
+        """Give the caller's current lease back: the unit is queued again, no attempt counted.
+        `unable`: why the peer cannot work on it; its host then goes to other peers for a while."""
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         """Merge a unit's outcome, or answer a duplicate; raise `StaleLease` otherwise. The

@@ -424,10 +424,13 @@ class LeaseResponse:
 
 @dataclass(frozen=True, slots=True)
 class LeaseRef:
-    """Names one lease: used to renew or release it."""
+    """Names one lease: used to renew or release it. A release may say the peer cannot run the
+    unit (`unable`: why, e.g. its bundle would not download here): the unit goes back without
+    using an attempt, and the host goes to another peer for a while."""
 
     unit_id: int
     token: int
+    unable: Text | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,11 @@ _PYTHON_NAMES = ("python", "python3")
 _MEGABYTE = 1024 * 1024
 
 
+class FetchFailed(BundleError):
+    """The bundle could not be downloaded here (no seed answered, the fetch stalled): the
+    peer's trouble, or the network's, not the version's."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReadyBundle:
     """A checked, unpacked bundle and how to run it (see `run_workload`)."""
@@ -401,7 +406,7 @@ class BundleCache:
         try:
             path = await self._swarm.fetch(signed.info_hash, data_dir, info.seeds, timeout=self._fetch_timeout)
         except TorrentError as exc:
-            raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {exc}") from None
+            raise FetchFailed(f"could not fetch bundle {manifest.name} {manifest.version}: {exc}") from None
         if path.parent != data_dir or path.is_symlink() or not path.is_file():
             raise BundleError(f"could not fetch bundle {manifest.name} {manifest.version}: {path} is not a plain file")
         return path

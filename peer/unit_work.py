@@ -17,7 +17,7 @@ from pathlib import Path
 
 from overlay import wire
 from overlay.http import Rejected, Unavailable
-from peer.bundles import BundleCache, ReadyBundle
+from peer.bundles import BundleCache, FetchFailed, ReadyBundle
 from peer.client import CoordinatorClient
 from peer.clock import Clock
 from peer.delivery import Delivery
@@ -78,11 +78,14 @@ class UnitWork:
         self._tally.started(lease, self._clock.time())
         try:
             outcome = await self._run(client, lease)
-        except Untrusted as exc:
-            # Not the version's fault nor the unit's: give it back for a peer that may run it.
+        except (Untrusted, FetchFailed) as exc:
+            # Not the version's fault nor the unit's but this peer's (it may not run the bundle,
+            # or could not download it): give the unit back, no attempt used, and let its host
+            # go to another peer for a while.
             log.warning("unit %d given back: %s", lease.unit_id, exc)
+            unable = wire.LeaseRef(unit_id=lease.unit_id, token=lease.token, unable=wire.clip(str(exc)))
             with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
-                await asyncio.wait_for(client.release(ref), timeout=RELEASE_TIMEOUT)
+                await asyncio.wait_for(client.release(unable), timeout=RELEASE_TIMEOUT)
             return
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
             log.exception("unit %d: the peer could not run its workload", lease.unit_id)
@@ -115,6 +118,8 @@ class UnitWork:
             return WorkloadOutcome(ExitCode.FAILED, None, "the coordinator named no bundle for this unit", "")
         try:
             ready = await self._ready_bundle(client, lease.bundle)
+        except FetchFailed:
+            raise  # the peer's trouble: the unit is given back (`work`)
         except (BundleError, Unavailable, Rejected) as exc:
             # Counted against this version by the coordinator: a version peers cannot fetch or
             # trust is a failing version.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_leasing, host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator import host_leasing, host_pacing, host_planning, leases, linkcheck_jobs, rollout, unit_sizing
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
@@ -180,8 +180,11 @@ def lease(
             " WHERE peer_id = ? AND next_allowed_at <= ?"
             f" AND (EXISTS (SELECT 1 FROM queues q WHERE q.unit_key = hosts.key AND {schema.WAITING})"
             " OR EXISTS (SELECT 1 FROM units WHERE unit_key = hosts.key AND state != 'done'))"
+            # Until the next plan hands it on, not to the peer that stepped aside from it.
+            " AND NOT EXISTS (SELECT 1 FROM stepped_aside s WHERE s.unit_key = hosts.key AND s.peer_id = ?"
+            " AND s.until > ?)"
             " ORDER BY next_allowed_at, rowid",
-            (peer_id, now),
+            (peer_id, now, peer_id, now),
         ).fetchall()
         # The open units of all those hosts in one query, not one per host.
         open_units: dict[str, list[tuple[Any, ...]]] = {}
@@ -359,12 +362,22 @@ def renew(db: Database, peer_id: str, unit_id: int, token: int, now: float, leas
     return unit.expires_at
 
 
-def release(db: Database, peer_id: str, unit_id: int, token: int, now: float) -> None:
+def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, unable: str | None = None) -> None:
+    """Give a lease back (no attempt used). `unable`: the peer could not work on the unit (its
+    bundle would not download here, say): its host goes to other peers for a while."""
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
         stored = load_unit(conn, unit_id)
         if not leases.holds(stored.lease, peer_id, token):
             raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
         save_unit(conn, unit_id, leases.released(stored.lease))
+        if unable is not None:
+            conn.execute(
+                "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
+                " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
+                (stored.unit_key, peer_id, now + host_planning.STEP_ASIDE_SECONDS),
+            )
+            log.info("peer %s… stepped aside from %s: %s", peer_id[:12], stored.unit_key, unable)
+            db.replan = True
         min_delay = db.settings.min_delay
         pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))

@@ -54,7 +54,11 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
     ):
         demand[key] = demand.get(key, 0) + count
     previous = dict(conn.execute("SELECT key, peer_id FROM hosts WHERE peer_id IS NOT NULL"))
-    decided = host_planning.plan_hosts(previous, active, running, demand, db.settings.epsilon)
+    conn.execute("DELETE FROM stepped_aside WHERE until <= ?", (now,))
+    stepped_aside: dict[str, set[str]] = {}
+    for key, peer_id in conn.execute("SELECT unit_key, peer_id FROM stepped_aside"):
+        stepped_aside.setdefault(key, set()).add(peer_id)
+    decided = host_planning.plan_hosts(previous, active, running, demand, db.settings.epsilon, stepped_aside)
     conn.executemany(
         "INSERT INTO hosts (key, peer_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET peer_id = excluded.peer_id",
         decided.changed,

@@ -16,6 +16,7 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        what, when); limits (per key, set by the operator) and daily_urls (URLs a key's jobs
        added per UTC day); jobs.owner_key (NULL: before roles), cancelled_at, max_urls, urls
        and limited (why a job stopped adding links)
+    7  stepped_aside (a host a peer could not work on, and until when it goes to others)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -271,6 +272,14 @@ ALTER TABLE jobs ADD COLUMN urls INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN limited TEXT;
 UPDATE jobs SET urls = (SELECT COUNT(*) FROM items WHERE items.job_id = jobs.id);
 CREATE INDEX jobs_by_owner ON jobs(owner_key, state);
+""",
+    7: """
+CREATE TABLE stepped_aside (
+    unit_key TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (unit_key, peer_id)
+);
 """,
 }
 

@@ -168,8 +168,8 @@ class SqliteStore:
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         return await self._run(leasing.renew, peer_id, unit_id, token, now, lease_seconds)
 
-    async def release(self, peer_id: str, unit_id: int, token: int, now: float) -> None:
-        await self._run(leasing.release, peer_id, unit_id, token, now)
+    async def release(self, peer_id: str, unit_id: int, token: int, now: float, unable: str | None = None) -> None:
+        await self._run(leasing.release, peer_id, unit_id, token, now, unable)
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         return await self._run(reports.report, peer_id, reports.incoming(report), now)

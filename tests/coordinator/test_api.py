@@ -219,6 +219,35 @@ async def test_renew_and_release(client: TestClient, peer: Peer, clock: Clock) -
     assert (status, body["error"]["code"]) == (404, "not_found")
 
 
+async def test_a_peer_that_cannot_work_on_a_unit_hands_its_host_on(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
+    # Its bundle would not download here, say: that is the peer's trouble, not the unit's or the
+    # version's. It used to be reported as a failure: an attempt used, the version charged, and
+    # the same peer kept the host through every attempt.
+    other = Peer(client, clock, "bob")
+    await other.register()
+    job_id = await submit(client, ["http://a.test/"])
+    holder, bystander = peer, other
+    leases = await holder.lease()
+    if not leases:  # the plan gave the host to bob
+        holder, bystander = other, peer
+        leases = await holder.lease()
+    (lease,) = leases
+    unable = {"unit_id": lease["unit_id"], "token": lease["token"], "unable": "bundle fetch stalled"}
+    assert await holder.post("/v1/leases/release", unable) == (200, {})
+    clock.advance(REST + 1)
+    assert await holder.lease() == []  # it stepped aside: not its host for a while
+    (again,) = await bystander.lease()
+    assert (again["unit_id"], again["token"]) == (lease["unit_id"], lease["token"] + 1)
+    assert await bystander.report(again, 0, {"items": [item("http://a.test/")]}) == (
+        200,
+        {"accepted": True, "reason": ""},
+    )
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (status, job["state"], job["counts"]) == (200, "done", {"ok": 1})
+
+
 async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
     (lease,) = await peer.lease()

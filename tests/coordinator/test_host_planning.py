@@ -107,3 +107,38 @@ def test_no_plan_yet_means_every_peer_is_new() -> None:
 
 def _not_asked() -> bool:
     raise AssertionError("whether the peer holds a host does not decide here")
+
+
+def test_a_host_a_peer_stepped_aside_from_goes_to_another_peer() -> None:
+    peers = {"p1": ANY, "p2": ActivePeer(2_000_000.0, [ANY_WORKLOAD]), "p3": ANY}
+    first = host_planning.plan_hosts({}, peers, {"linkcheck"}, {"a.test": 5})
+    holder = first.chosen["a.test"]
+    moved = host_planning.plan_hosts(
+        first.chosen, peers, {"linkcheck"}, {"a.test": 5}, stepped_aside={"a.test": {holder}}
+    )
+    assert moved.chosen["a.test"] != holder
+    # Every peer stepped aside: someone must try again, the host stays where it is.
+    stuck = host_planning.plan_hosts(
+        first.chosen, peers, {"linkcheck"}, {"a.test": 5}, stepped_aside={"a.test": set(peers)}
+    )
+    assert stuck.chosen["a.test"] == holder
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chosen=st.dictionaries(st.sampled_from(["h1", "h2", "h3", "h4"]), st.sampled_from(["p1", "p2", "p3"]), max_size=4),
+    aside=st.dictionaries(
+        st.sampled_from(["h1", "h2", "h3", "h4"]), st.sets(st.sampled_from(["p1", "p2", "p3"])), max_size=4
+    ),
+)
+def test_step_aside_never_gives_a_host_to_a_peer_that_stepped_aside_while_another_can_take_it(
+    chosen: dict[str, str], aside: dict[str, set[str]]
+) -> None:
+    peers = {"p1": 1.0, "p2": 2.0, "p3": 3.0}
+    moved = host_planning.step_aside(chosen, peers, aside)
+    assert set(moved) == set(chosen)
+    for host, peer in moved.items():
+        away = aside.get(host, set())
+        assert peer not in away or away >= set(peers)
+        if chosen[host] not in away:
+            assert peer == chosen[host]  # only what must move moves
