@@ -37,7 +37,7 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
-from coordinator import dashboard, owner_routes, peer_routes
+from coordinator import dashboard, host_planning, owner_routes, peer_routes
 from coordinator.announcer import Announcer
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.edge import (
@@ -161,7 +161,16 @@ async def serve(
     identity = identity or Identity.generate()
     if admission is not None:
         network = admission.network
-    store = SqliteStore(db_path, unit_size=unit_size, host_min_delay=host_min_delay, epsilon=epsilon, own_process=True)
+    # The first plan settles a moment (host_planning.SETTLE_SECONDS): peers started together all
+    # get hosts, not the first to register all of them.
+    store = SqliteStore(
+        db_path,
+        unit_size=unit_size,
+        host_min_delay=host_min_delay,
+        epsilon=epsilon,
+        settle=host_planning.SETTLE_SECONDS,
+        own_process=True,
+    )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
     bundle_dir = bundle_dir or db_path.with_suffix(".bundles")

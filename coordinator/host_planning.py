@@ -28,6 +28,10 @@ MIN_REPLAN = REBALANCE_INTERVAL / 2
 # Plans under CHEAP_PLAN seconds (a few thousand hosts) are never held back.
 PLAN_SHARE = 0.1
 CHEAP_PLAN = 0.05
+# A coordinator's first plan waits this long after it first hears from a peer (`settled`), so
+# that peers started together all get hosts, not the first one to register all of them.
+SETTLE_SECONDS = 3.0
+MAX_SETTLE = 60.0
 # A peer that could not work on a host (its bundle would not download there, say) leaves it to
 # other peers this long; then it may try again (the failure may have been passing).
 STEP_ASIDE_SECONDS = 120.0
@@ -69,7 +73,7 @@ def plan_hosts(
     floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
     plan = assignment.rebalance(previous, peers, demand, epsilon=epsilon, demand_floor=floor)
     placed = overflow(plan, demand, previous)
-    chosen = step_aside({**plan.assignment, **placed}, peers, stepped_aside or {})
+    chosen = spread(step_aside({**plan.assignment, **placed}, peers, stepped_aside or {}), peers, demand)
     return HostPlan(
         chosen=chosen,
         changed=[(host, peer) for host, peer in chosen.items() if previous.get(host) != peer],
@@ -93,6 +97,28 @@ def step_aside(
             others = sorted((p for p in peers if p not in away), key=lambda p: (-peers[p], p))
             if others:
                 moved[host] = others[0]
+    return moved
+
+
+def spread(chosen: Mapping[str, str], peers: Mapping[str, float], demand: Mapping[str, float]) -> dict[str, str]:
+    """`chosen` with no eligible peer left idle while another holds two hosts or more: the
+    smallest host of the peer holding most moves to the idle peer of most capacity. The
+    bounded loads leave this to chance when the work is small beside the peers' capacity (the
+    demand floor makes every cap loose): six peers and six websites could leave three peers
+    with nothing. Sticky like the rest: once spread, the next plan keeps it."""
+    moved = dict(chosen)
+    held: dict[str, list[str]] = {peer: [] for peer in peers}
+    for host, peer in moved.items():
+        held.setdefault(peer, []).append(host)
+    idle = sorted((p for p in peers if not held[p]), key=lambda p: (-peers[p], p))
+    for newcomer in idle:
+        busiest = max(sorted(held), key=lambda p: len(held[p]))
+        if len(held[busiest]) < 2:
+            break
+        host = min(sorted(held[busiest]), key=lambda h: demand.get(h, 0))
+        held[busiest].remove(host)
+        held[newcomer].append(host)
+        moved[host] = newcomer
     return moved
 
 
@@ -137,6 +163,14 @@ class Replanning:
     peers: frozenset[str] = frozenset()  # the active peers it knew
     seconds: float = 0.0  # what it took (monotonic clock)
     ended: float = -math.inf  # when it ended (monotonic clock)
+
+
+def settled(first_peer_at: float | None, now: float, settle: float) -> bool:
+    """May the store make its first plan? Not before `settle` seconds after it first heard from
+    a peer: the first peer to register would otherwise be given every host, lease a unit of
+    each and keep them, while the peers that came a second later waited a unit's length (half
+    a minute) for work. After the first plan a newcomer gets hosts at the next one."""
+    return first_peer_at is not None and now - first_peer_at >= settle
 
 
 def planned(now: float, started: float, ended: float, active: Collection[str]) -> Replanning:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from coordinator import assignment, host_pacing
-from coordinator.host_planning import Replanning
+from coordinator.host_planning import MAX_SETTLE, Replanning
 from coordinator.linkcheck_jobs import JobInput
 from coordinator.sqlite import schema
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
@@ -35,6 +35,7 @@ class Settings:
     max_attempts: int = 5  # failed attempts before a unit's items are given up on
     min_delay: float = host_pacing.DEFAULT_MIN_DELAY  # the pause every host gets between units
     epsilon: float = assignment.DEFAULT_EPSILON  # a peer's load stays within (1 + ε) x its share
+    settle: float = 0.0  # seconds the first plan waits after the first peer (host_planning.settled)
 
     def __post_init__(self) -> None:
         if self.unit_size < 1 or self.max_attempts < 1:
@@ -43,6 +44,8 @@ class Settings:
             raise ValueError(f"host_min_delay must be 0..{host_pacing.MAX_MIN_DELAY:g} seconds")
         if not 0 < self.epsilon <= assignment.MAX_EPSILON:
             raise ValueError(f"epsilon must be above 0 and at most {assignment.MAX_EPSILON:g}")
+        if not 0 <= self.settle <= MAX_SETTLE:
+            raise ValueError(f"settle must be 0..{MAX_SETTLE:g} seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class Database:
     # work; `last_plan` says when the last one was made and what it cost.
     replan: bool = True
     last_plan: Replanning = field(default_factory=Replanning)
+    first_peer_at: float | None = None  # when a peer was first heard from since open (settle)
+    planned_once: bool = False
     forgot_at: float = -math.inf  # when quiet peers were last looked for (`peers.forget_quiet`)
     monotonic: Callable[[], float] = time.monotonic  # times plans (PLAN_SHARE)
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
@@ -76,6 +81,8 @@ class Database:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self.replan = True
         self.last_plan = Replanning()
+        self.first_peer_at = None
+        self.planned_once = False
 
     def close(self) -> None:
         if self.conn is not None:

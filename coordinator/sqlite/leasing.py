@@ -159,6 +159,7 @@ def lease(
     granted: list[Granted] = []
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
+        peers.heard(db, now)  # after a restart, peers lease without registering again
         if usage is not None:
             peers.record_usage(db, conn, peer_id, usage, now)
         if planning.plan_is_due(db, conn, peer_id, now):

@@ -30,6 +30,13 @@ def register_peer(db: Database, peer_id: str, request: RegisterRequest, now: flo
             ),
         )
     db.replan = True
+    heard(db, now)
+
+
+def heard(db: Database, now: float) -> None:
+    """A peer was heard from: the first one since open starts the settle time of the first plan."""
+    if db.first_peer_at is None:
+        db.first_peer_at = now
 
 
 def touch(conn: sqlite3.Connection, peer_id: str, now: float) -> None:

@@ -33,7 +33,12 @@ def rebalance(db: Database, now: float, only_if_needed: bool, paced: bool = Fals
 
 
 def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
-    """Assign every host with work to an active peer (`host_planning.plan_hosts`)."""
+    """Assign every host with work to an active peer (`host_planning.plan_hosts`), once the
+    first plan has settled (`host_planning.settled`)."""
+    if not db.planned_once:
+        if not host_planning.settled(db.first_peer_at, now, db.settings.settle):
+            return  # a plan stays due (db.replan): the next lease or rebalance tries again
+        db.planned_once = True
     started = db.monotonic()
     running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
     active = {

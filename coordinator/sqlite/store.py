@@ -65,9 +65,10 @@ class SqliteStore:
         max_attempts: int = 5,
         host_min_delay: float = host_pacing.DEFAULT_MIN_DELAY,
         epsilon: float = assignment.DEFAULT_EPSILON,
+        settle: float = 0.0,
         own_process: bool = False,
     ) -> None:
-        self._settings = Settings(unit_size, max_attempts, host_min_delay, epsilon)
+        self._settings = Settings(unit_size, max_attempts, host_min_delay, epsilon, settle)
         self._path = str(path)
         # own_process: the calls run in a child process (`process`), else on a thread.
         self._own_process = own_process

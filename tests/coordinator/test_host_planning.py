@@ -142,3 +142,18 @@ def test_step_aside_never_gives_a_host_to_a_peer_that_stepped_aside_while_anothe
         assert peer not in away or away >= set(peers)
         if chosen[host] not in away:
             assert peer == chosen[host]  # only what must move moves
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    chosen=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=2), st.sampled_from(["p1", "p2", "p3", "p4"])),
+    idle=st.sets(st.sampled_from(["p5", "p6", "p7"])),
+)
+def test_spread_leaves_no_peer_idle_while_another_holds_two(chosen: dict[str, str], idle: set[str]) -> None:
+    peers = {p: 1.0 for p in ["p1", "p2", "p3", "p4", *idle]}
+    demand = {host: len(host) for host in chosen}
+    moved = host_planning.spread(chosen, peers, demand)
+    assert set(moved) == set(chosen) and set(moved.values()) <= set(peers)
+    counts = {p: sum(1 for peer in moved.values() if peer == p) for p in peers}
+    assert not (min(counts.values()) == 0 and max(counts.values()) >= 2)
+    assert host_planning.spread(moved, peers, demand) == moved  # stable

@@ -138,7 +138,12 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
                 "job_id"
             ]
             await call("/v1/peers/register", {"name": "p", "slots": 1, "workloads": ["linkcheck"]})
-            (lease,) = (await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]}))["leases"]
+            for _ in range(100):  # the coordinator's first plan settles a moment (host_planning.settled)
+                leases = (await call("/v1/leases", {"max_units": 1, "workloads": ["linkcheck"]}))["leases"]
+                if leases:
+                    break
+                await asyncio.sleep(0.1)
+            (lease,) = leases
             report = {
                 "unit_id": lease["unit_id"],
                 "token": lease["token"],
@@ -273,3 +278,27 @@ async def test_peers_quiet_for_a_week_are_forgotten_and_may_come_back(tmp_path: 
             await store.lease("gone", 1, ["linkcheck"], week_later, 60.0)
         await store.register_peer("gone", RegisterRequest(name="gone", slots=4, workloads=["linkcheck"]), week_later)
         assert await store.peer_count() == 2
+
+
+@pytest.mark.parametrize("settle", [0.0, 3.0])
+async def test_peers_started_together_all_get_work_once_the_first_plan_settled(
+    tmp_path: Path, linkcheck: Linkcheck, settle: float
+) -> None:
+    # Measured across hosts: the first of six peers to register was given every website, leased
+    # a unit of each and kept them; three others waited 34-44 s for their first unit.
+    async with SqliteStore(tmp_path / "c.sqlite", settle=settle) as store:
+        await add_linkcheck(store, linkcheck)
+        await store.create_job("linkcheck", {"urls": [f"http://site{i}.test/" for i in range(6)]}, T0)
+        first: list[int] = []
+        for i in range(6):  # they register a third of a second apart, each asking for work at once
+            now = T0 + i / 3
+            peer = f"peer-{i}"
+            await store.register_peer(peer, RegisterRequest(name=peer, slots=6, workloads=["linkcheck"]), now)
+            first.append(len(await store.lease(peer, 6, ["linkcheck"], now, 60.0)))
+        later = T0 + 3.5
+        await store.rebalance(later)
+        second = [len(await store.lease(f"peer-{i}", 6, ["linkcheck"], later, 60.0)) for i in range(6)]
+    if settle:
+        assert first == [0] * 6 and second == [1] * 6  # every peer has a website within seconds
+    else:
+        assert first[0] == 6 and sum(second) == 0  # the first peer took them all (as before)
