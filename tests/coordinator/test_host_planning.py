@@ -157,3 +157,20 @@ def test_spread_leaves_no_peer_idle_while_another_holds_two(chosen: dict[str, st
     counts = {p: sum(1 for peer in moved.values() if peer == p) for p in peers}
     assert not (min(counts.values()) == 0 and max(counts.values()) >= 2)
     assert host_planning.spread(moved, peers, demand) == moved  # stable
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacities=st.lists(st.sampled_from([1e6, 5e6, 1e7]), min_size=2, max_size=8),
+    demand=st.lists(st.sampled_from([1, 5, 50, 500, 5000, 20000]), min_size=1, max_size=12),
+)
+def test_plans_settle_spread_and_bounded_loads_agree(capacities: list[float], demand: list[int]) -> None:
+    # spread fills idle peers and the bounded loads cap shares: plan after plan, the two must
+    # not move hosts back and forth.
+    peers = {f"p{i}": ActivePeer(c, [ANY_WORKLOAD]) for i, c in enumerate(capacities)}
+    hosts = {f"h{j}.test": d for j, d in enumerate(demand)}
+    previous: dict[str, str] = {}
+    for _ in range(3):
+        previous = host_planning.plan_hosts(previous, peers, {"linkcheck"}, hosts).chosen
+    again = host_planning.plan_hosts(previous, peers, {"linkcheck"}, hosts)
+    assert again.chosen == previous and again.changed == []
