@@ -85,6 +85,36 @@ async def start_coordinator(
     return url
 
 
+async def start_peer(
+    processes: list[asyncio.subprocess.Process],
+    url: str,
+    data_dir: Path,
+    *args: str,
+    config: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """`osaas peer run` for the coordinator at `url` with its data in `data_dir`, its config
+    file `config`, allowed to reach the test's loopback sites (--allow-private), more options
+    in `args`; added to `processes` (for `stopped_on_exit`)."""
+    peer = await start(
+        "peer",
+        "run",
+        "--coordinator",
+        url,
+        "--data-dir",
+        str(data_dir),
+        "--allow-private",
+        "--config",
+        str(config),
+        *args,
+        log=log,
+        env=env,
+    )
+    processes.append(peer)
+    return peer
+
+
 def operator_key() -> Identity:
     """The key the tests' `osaas` commands sign with by default (tests/conftest.py made it, in a
     config dir of the test process's own); coordinators the tests start make it an operator."""

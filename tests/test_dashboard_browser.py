@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import CHROMIUM_ARGS, chromium_path
-from tests.processes import osaas, start, start_coordinator, stopped_on_exit, wait_until_done
+from tests.processes import osaas, start_coordinator, start_peer, stopped_on_exit, wait_until_done
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -28,23 +28,16 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=60, delay=0.2)) as site, stopped_on_exit(processes):
         await start_coordinator(processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1")
-        processes.append(
-            await start(
-                "peer",
-                "run",
-                "--coordinator",
-                url,
-                "--data-dir",
-                str(tmp_path / "peer"),
-                "--name",
-                "attic",
-                "--allow-private",
-                "--config",
-                str(tmp_path / "none.toml"),
-                "--status-port",
-                "off",
-                log=tmp_path / "peer.log",
-            )
+        await start_peer(
+            processes,
+            url,
+            tmp_path / "peer",
+            "--name",
+            "attic",
+            "--status-port",
+            "off",
+            config=tmp_path / "none.toml",
+            log=tmp_path / "peer.log",
         )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err

@@ -17,8 +17,8 @@ import pytest
 from tests.processes import (
     job_results,
     osaas,
-    start,
     start_coordinator,
+    start_peer,
     stopped_on_exit,
     wait_until_done,
 )
@@ -50,24 +50,17 @@ async def coordinator_and_idle_peer(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     await start_coordinator(processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1")
-    processes.append(
-        await start(
-            "peer",
-            "run",
-            "--coordinator",
-            url,
-            "--data-dir",
-            str(tmp_path / "peer"),
-            "--allow-private",
-            "--config",
-            str(tmp_path / "none.toml"),
-            "--only-when-idle",
-            *peer_args,
-            "--status-port",
-            str(status_port),
-            log=tmp_path / "peer.log",
-            env=env,
-        )
+    await start_peer(
+        processes,
+        url,
+        tmp_path / "peer",
+        "--only-when-idle",
+        *peer_args,
+        "--status-port",
+        str(status_port),
+        config=tmp_path / "none.toml",
+        log=tmp_path / "peer.log",
+        env=env,
     )
     return url
 

@@ -14,7 +14,7 @@ import pytest
 
 from peer.agent import PAUSED_BY_VOLUNTEER
 from tests.browser import CHROMIUM_ARGS, chromium_path
-from tests.processes import osaas, start, start_coordinator, stopped_on_exit, wait_until_done
+from tests.processes import osaas, start_coordinator, start_peer, stopped_on_exit, wait_until_done
 from tests.sites import RequestLog, free_port, generated_site_app, serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -48,23 +48,16 @@ async def test_the_volunteer_pauses_resumes_and_sets_a_budget_in_the_browser(tmp
             db="other.sqlite",
             log="other.log",
         )
-        processes.append(
-            await start(
-                "peer",
-                "run",
-                "--coordinator",
-                url,
-                "--data-dir",
-                str(tmp_path / "peer"),
-                "--name",
-                "study",
-                "--allow-private",
-                "--config",
-                str(config),
-                "--status-port",
-                str(status_port),
-                log=tmp_path / "peer.log",
-            )
+        await start_peer(
+            processes,
+            url,
+            tmp_path / "peer",
+            "--name",
+            "study",
+            "--status-port",
+            str(status_port),
+            config=config,
+            log=tmp_path / "peer.log",
         )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err

@@ -23,8 +23,8 @@ from screensaver.view import scene_of
 from tests.processes import (
     job_results,
     osaas,
-    start,
     start_coordinator,
+    start_peer,
     stopped_on_exit,
     wait_until_done,
 )
@@ -79,25 +79,18 @@ async def test_the_screensaver_paints_what_the_live_peer_reports(tmp_path: Path)
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=30)) as site, stopped_on_exit(processes):
         await start_coordinator(processes, tmp_path, coordinator_port, "--unit-size", "5")
-        processes.append(
-            await start(
-                "peer",
-                "run",
-                "--coordinator",
-                url,
-                "--data-dir",
-                str(tmp_path / "peer"),
-                "--name",
-                "living-room",
-                "--allow-private",
-                "--config",
-                str(tmp_path / "none.toml"),
-                "--max-down",
-                "5MB/s",
-                "--status-port",
-                str(status_port),
-                log=tmp_path / "peer.log",
-            )
+        await start_peer(
+            processes,
+            url,
+            tmp_path / "peer",
+            "--name",
+            "living-room",
+            "--max-down",
+            "5MB/s",
+            "--status-port",
+            str(status_port),
+            config=tmp_path / "none.toml",
+            log=tmp_path / "peer.log",
         )
         code, out, err = await osaas("job", "submit", f"{site}/", "--coordinator", url)
         assert code == 0, err
