@@ -10,100 +10,35 @@ Addresses are those of the test's own namespaces (10.231.0.0/24), created and re
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench.site import build_site
+from tests import netns
+from tests.netns import REPO, SUBNET4, Host, stop, wait_for
 from tests.processes import operator_key
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[1]
-SUBNET = "10.231.0"
+SUBNET = SUBNET4
 PAGES = 40
 
 
-def _netns_works() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespace test needs root"
-    if shutil.which("ip") is None:
-        return "network namespace test needs iproute2 (`ip`)"
-    probe = f"osaas-probe-{uuid.uuid4().hex[:6]}"
-    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
-        return "`ip netns add` is not permitted here"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
-def hosts() -> Iterator[list[str]]:
+def hosts() -> Iterator[list[Host]]:
     """Three namespaces on one bridge: host i has address 10.231.0.(i+1)."""
-    reason = _netns_works()
+    reason = netns.netns_reason()
     if reason:
         pytest.skip(reason)
-    tag = uuid.uuid4().hex[:6]
-    hub, names = f"osaas-hub-{tag}", [f"osaas-h{i}-{tag}" for i in range(3)]
-    try:
-        _ip("netns", "add", hub)
-        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
-        _ip("-n", hub, "link", "set", "br0", "up")
-        for i, name in enumerate(names):
-            _ip("netns", "add", name)
-            _ip("link", "add", f"v{i}{tag}", "netns", name, "type", "veth", "peer", "name", f"b{i}{tag}", "netns", hub)
-            _ip("-n", hub, "link", "set", f"b{i}{tag}", "master", "br0", "up")
-            _ip("-n", name, "link", "set", f"v{i}{tag}", "name", "eth0")
-            _ip("-n", name, "addr", "add", f"{SUBNET}.{i + 1}/24", "dev", "eth0")
-            _ip("-n", name, "link", "set", "eth0", "up")
-            _ip("-n", name, "link", "set", "lo", "up")
-        yield names
-    finally:
-        for name in [*names, hub]:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    with netns.hosts(3) as made:
+        yield made
 
 
-def _in(ns: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, *args],
-            cwd=REPO,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "osaas", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def _wait(predicate, what: str, seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts: list[str], tmp_path: Path) -> None:
+def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts: list[Host], tmp_path: Path) -> None:
     h1, h2, h3 = hosts
     bootstrap, coordinator = f"{SUBNET}.1:4000", f"http://{SUBNET}.2:8700"
     site = f"http://{SUBNET}.1:8080"
@@ -113,15 +48,14 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
         ("network", "keygen", "nsnet", "--key", str(network_key), "--out", str(network_file)),
         ("coordinator", "key", "--db", str(tmp_path / "c.sqlite")),
     ]
-    made = [_run_in(h2, *step) for step in steps]
+    made = [h2.osaas(*step) for step in steps]
     assert all(run.returncode == 0 for run in made), [run.stderr for run in made]
     admit = ("network", "admit", made[1].stdout.strip(), "--network-file", str(network_file), "--key", str(network_key))
-    admitted = _run_in(h2, *admit, "--out", str(cert))
+    admitted = h2.osaas(*admit, "--out", str(cert))
     assert admitted.returncode == 0, admitted.stderr
     processes = [
-        _in(h1, "-m", "osaas", "dht", "serve", "--listen", bootstrap, log=tmp_path / "dht.log"),
-        _in(
-            h1,
+        h1.python("-m", "osaas", "dht", "serve", "--listen", bootstrap, log=tmp_path / "dht.log"),
+        h1.python(
             "-m",
             "bench.site",
             "--pages",
@@ -132,8 +66,7 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
             "8080",
             log=tmp_path / "site.log",
         ),
-        _in(
-            h2,
+        h2.python(
             "-m",
             "osaas",
             "coordinator",
@@ -156,8 +89,7 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
     try:
 
         def announced() -> bool:
-            run = _run_in(
-                h3,
+            run = h3.osaas(
                 "dht",
                 "lookup",
                 "coordinators",
@@ -171,10 +103,9 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
                 coordinator
             ]
 
-        _wait(announced, "the coordinator's announcement to reach the third host")
+        wait_for(announced, "the coordinator's announcement to reach the third host")
         processes.append(
-            _in(
-                h3,
+            h3.python(
                 "-m",
                 "osaas",
                 "peer",
@@ -191,25 +122,19 @@ def test_peer_in_its_own_namespace_finds_the_coordinator_and_checks_a_site(hosts
                 log=tmp_path / "peer.log",
             )
         )
-        submitted = _run_in(h2, "job", "submit", f"{site}/", "--coordinator", coordinator)
+        submitted = h2.osaas("job", "submit", f"{site}/", "--coordinator", coordinator)
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.strip()
 
         def done() -> bool:
-            run = _run_in(h2, "job", "status", job_id, "--coordinator", coordinator, "--json")
+            run = h2.osaas("job", "status", job_id, "--coordinator", coordinator, "--json")
             return run.returncode == 0 and json.loads(run.stdout)["state"] == "done"
 
-        _wait(done, "the job to finish", 120)
-        results = _run_in(h2, "job", "results", job_id, "--coordinator", coordinator, "--format", "json")
+        wait_for(done, "the job to finish", 120)
+        results = h2.osaas("job", "results", job_id, "--coordinator", coordinator, "--format", "json")
         items = [json.loads(line) for line in results.stdout.splitlines()]
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(processes)
 
     assert f"working for {coordinator}" in (tmp_path / "peer.log").read_text()
     expected_broken = build_site(PAGES).broken_urls(site)
@@ -234,13 +159,13 @@ asyncio.run(main())
 """
 
 
-def test_a_torrent_session_on_every_interface_is_reachable_on_the_port_it_reports(hosts: list[str]) -> None:
+def test_a_torrent_session_on_every_interface_is_reachable_on_the_port_it_reports(hosts: list[Host]) -> None:
     # Bound to 0.0.0.0 with port 0, libtorrent used to open one socket per interface, each on a
     # random port of its own: the port advertised was the loopback socket's, unreachable from
     # other hosts, so peers could not upload to each other across real hosts.
     h1 = hosts[0]
     run = subprocess.run(
-        ["ip", "netns", "exec", h1, sys.executable, "-c", _EVERY_ADDRESS, "127.0.0.1", f"{SUBNET}.1"],
+        [*h1.command(sys.executable), "-c", _EVERY_ADDRESS, "127.0.0.1", f"{SUBNET}.1"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,0 +1,171 @@
+"""Hosts of a test's own: network namespaces on one bridge, each with an IPv4 and an IPv6
+address, optionally shaped links, and the interface's byte counters.
+
+`hosts(n)` is a context manager that creates the namespaces (a hub namespace holding the
+bridge, and one namespace per host joined to it by a veth pair) and removes them on exit.
+Host i (from 0) has 10.231.0.(i+1)/24 and fd31:5a::(i+1)/64. Addresses live inside the test's
+namespaces only, so tests running side by side never meet. `netns_reason()` says why the
+machine cannot do this (not root, no `ip`), for pytest.skip.
+
+Used by tests (tests/test_netns*.py) and by bench/net_swarm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUBNET4 = "10.231.0"
+SUBNET6 = "fd31:5a:"
+INTERFACE = "eth0"
+
+
+def netns_reason() -> str | None:
+    """Why namespaces cannot be made here, or None when they can."""
+    if os.geteuid() != 0:
+        return "network namespace test needs root"
+    if shutil.which("ip") is None:
+        return "network namespace test needs iproute2 (`ip`)"
+    probe = f"osaas-probe-{uuid.uuid4().hex[:6]}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
+        return "`ip netns add` is not permitted here"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One namespace on the bridge."""
+
+    namespace: str
+    index: int
+
+    @property
+    def ipv4(self) -> str:
+        return f"{SUBNET4}.{self.index + 1}"
+
+    @property
+    def ipv6(self) -> str:
+        return f"{SUBNET6}:{self.index + 1}"
+
+    def command(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace, *args]
+
+    def python(self, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `python ARGS` inside the namespace, output to `log`."""
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                self.command(sys.executable, *args),
+                cwd=REPO,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+
+    def osaas(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `osaas ARGS` inside the namespace to its end."""
+        return subprocess.run(
+            self.command(sys.executable, "-m", "osaas", *args),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def counters(self) -> tuple[int, int]:
+        """Bytes received and sent on the host's interface so far, as the kernel counts them
+        (every frame: headers, retransmissions and acknowledgements included)."""
+        read = subprocess.run(
+            self.command(
+                "cat",
+                f"/sys/class/net/{INTERFACE}/statistics/rx_bytes",
+                f"/sys/class/net/{INTERFACE}/statistics/tx_bytes",
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rx, tx = read.stdout.split()
+        return int(rx), int(tx)
+
+    def shape(self, *, rate_kbit: int) -> None:
+        """Limit what the host sends to `rate_kbit` kbit/s (a token bucket filter on its
+        interface; this kernel has no netem, so no added delay). Shape every host to shape
+        both directions of each link."""
+        burst = max(rate_kbit * 1000 // 8 // 50, 3200)  # 20 ms of the rate, at least two frames
+        _ip_tc(self.namespace, "qdisc", "replace", "dev", INTERFACE, "root", "tbf",
+               "rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", "100ms")  # fmt: skip
+
+
+def _ip_tc(namespace: str, *args: str) -> None:
+    done = subprocess.run(["ip", "netns", "exec", namespace, "tc", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"tc {' '.join(args)}: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def hosts(count: int) -> Iterator[list[Host]]:
+    """`count` namespaces on one bridge, removed on exit."""
+    tag = uuid.uuid4().hex[:6]
+    hub = f"osaas-hub-{tag}"
+    made: list[Host] = []
+    try:
+        _ip("netns", "add", hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        for i in range(count):
+            host = Host(f"osaas-h{i}-{tag}", i)
+            _ip("netns", "add", host.namespace)
+            made.append(host)
+            _ip(
+                "link", "add", f"v{i}{tag}", "netns", host.namespace, "type", "veth",
+                "peer", "name", f"b{i}{tag}", "netns", hub,
+            )  # fmt: skip
+            _ip("-n", hub, "link", "set", f"b{i}{tag}", "master", "br0", "up")
+            _ip("-n", host.namespace, "link", "set", f"v{i}{tag}", "name", INTERFACE)
+            _ip("-n", host.namespace, "addr", "add", f"{host.ipv4}/24", "dev", INTERFACE)
+            # nodad: the address is usable at once instead of after duplicate detection.
+            _ip("-n", host.namespace, "addr", "add", f"{host.ipv6}/64", "dev", INTERFACE, "nodad")
+            _ip("-n", host.namespace, "link", "set", INTERFACE, "up")
+            _ip("-n", host.namespace, "link", "set", "lo", "up")
+        yield made
+    finally:
+        for host in made:
+            subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
+        subprocess.run(["ip", "netns", "del", hub], capture_output=True)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
