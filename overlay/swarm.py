@@ -20,7 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from overlay import records
@@ -200,11 +200,32 @@ class SwarmMembership:
         me = {(self._host, self._torrents.listen_port)} if self._host else set()
         return [peer for peer in dict.fromkeys(peers) if peer not in me]
 
-    async def fetch(self, info_hash: bytes, save_dir: Path, seeds: Iterable[SwarmAddress], *, timeout: float) -> Path:
+    async def fetch(
+        self,
+        info_hash: bytes,
+        save_dir: Path,
+        seeds: Iterable[SwarmAddress],
+        *,
+        timeout: float,
+        seeds_again: Callable[[], Awaitable[Iterable[SwarmAddress]]] | None = None,
+        metadata_file: Path | None = None,
+    ) -> Path:
         """Fetch the single-file torrent `info_hash` into `save_dir` from its `sources`; the
-        file's path. Raises TorrentError as `TorrentSession.fetch` does."""
+        file's path. While the fetch is stalled it asks again, every few seconds, for the
+        sources: the DHT's members and the seeds `seeds_again` gives (the `seeds` given first
+        when there is no `seeds_again`), so that a seed that went away and came back, on
+        another port perhaps, is found. `metadata_file`: see `TorrentSession.fetch`. Raises
+        TorrentError as `TorrentSession.fetch` does."""
+        seeds = list(seeds)
+
+        async def more_peers() -> list[Address]:
+            again = list(await seeds_again()) if seeds_again is not None else seeds
+            return await self.sources(info_hash, again)
+
         peers = await self.sources(info_hash, seeds)
-        return await self._torrents.fetch(info_hash, save_dir, peers, timeout=timeout)
+        return await self._torrents.fetch(
+            info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
+        )
 
 
 async def resolve(host: str, port: int) -> list[Address]:

@@ -22,7 +22,7 @@ import logging
 import secrets
 import socket
 import string
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 import libtorrent as lt
 
 from overlay.errors import OsaasError
+from overlay.files import atomic_file
 
 log = logging.getLogger(__name__)
 _MAX_RATE = 2**31 - 1
@@ -37,6 +38,7 @@ _MAX_RATE = 2**31 - 1
 Address = tuple[str, int]
 
 _POLL_INTERVAL = 0.05
+ASK_AGAIN = 5.0  # seconds a fetch may make no verified progress before it asks for peers again
 _LISTEN_TIMEOUT = 5.0
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
@@ -99,7 +101,7 @@ class TransferStats:
 class _Torrent:
     """What this session tracks for one torrent beside libtorrent's handle."""
 
-    __slots__ = ("handle", "checked", "finished", "flushed", "error")
+    __slots__ = ("handle", "checked", "finished", "flushed", "error", "moved")
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
@@ -107,6 +109,7 @@ class _Torrent:
         self.finished = False  # every piece passed its hash check
         self.flushed = False  # and was written to the file: readers see the whole of it
         self.error: str | None = None
+        self.moved: str | None = None  # "" once its files moved, else why they could not
 
 
 # ---- torrent files ----------------------------------------------------------------------
@@ -364,8 +367,28 @@ class TorrentSession:
             raise
         log.info("seeding %s (%s) from %s", key.hex(), info.name(), data_dir)
 
-    async def fetch(self, info_hash: bytes, save_dir: Path, peers: list[Address], *, timeout: float) -> Path:
+    async def fetch(
+        self,
+        info_hash: bytes,
+        save_dir: Path,
+        peers: list[Address],
+        *,
+        timeout: float,
+        more_peers: Callable[[], Awaitable[list[Address]]] | None = None,
+        ask_again: float = ASK_AGAIN,
+        metadata_file: Path | None = None,
+    ) -> Path:
         """Download a single-file torrent by v1 info-hash from `peers`; return the file's path.
+
+        While no piece has passed its hash check for `ask_again` seconds, `more_peers` is asked
+        for addresses, again every `ask_again` seconds until progress resumes, and each address
+        is connected to, known or not: libtorrent itself waits a minute or more before it tries
+        a peer that went away again, and a seed that came back on another port is found only so.
+
+        `metadata_file` keeps the torrent's info dict once it is known, so that a later fetch of
+        the same info-hash into the same `save_dir` goes on from what is there: the file is
+        hashed when the torrent is added, and only pieces that pass count. A metadata file of
+        another torrent, or one that does not parse, is ignored.
 
         Raises TorrentTimeout when no piece passes its hash check for `timeout` seconds (metadata
         included). On any failure the torrent leaves the session; partial data stays in save_dir.
@@ -374,21 +397,42 @@ class TorrentSession:
         session = self._open()
         if len(info_hash) != 20:
             raise ValueError("info_hash must be the 20-byte v1 info-hash")
+        if ask_again <= 0:
+            raise ValueError("ask_again must be a positive number of seconds")
         if info_hash in self._torrents:
             raise TorrentError(f"torrent {info_hash.hex()} is already in this session")
         params = lt.add_torrent_params()
-        params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
+        known = _read_metadata(metadata_file, info_hash) if metadata_file is not None else None
+        if known is not None:
+            params.ti = known  # libtorrent checks the pieces already in save_dir
+        else:
+            params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
         params.save_path = str(save_dir)
         params.flags &= ~_STARTED
         torrent = self._add(session, params, info_hash)
+        asker = _Asker(self, info_hash, more_peers, ask_again)
         try:
             self.add_peers(info_hash, peers)
-            path = await self._until_complete(torrent, save_dir, timeout)
+            path = await self._until_complete(
+                torrent, save_dir, timeout, asker, None if known is not None else metadata_file
+            )
         except BaseException:
             self._remove(info_hash)
             raise
+        finally:
+            await asker.close()
         log.info("fetched %s to %s", info_hash.hex(), path)
         return path
+
+    async def move(self, info_hash: bytes, save_dir: Path) -> None:
+        """Move a torrent's file into `save_dir`; it goes on seeding from there."""
+        self._open()
+        torrent = self._get(info_hash)
+        torrent.moved = None
+        torrent.handle.move_storage(str(save_dir), lt.move_flags_t.always_replace_files)
+        await self._wait(lambda: torrent.moved is not None, _CHECK_TIMEOUT, f"moving {info_hash.hex()}")
+        if torrent.moved:
+            raise TorrentError(f"cannot move torrent {info_hash.hex()} to {save_dir}: {torrent.moved}")
 
     def remove(self, info_hash: bytes) -> None:
         """Stop seeding or fetching a torrent and forget it; its files stay where they are."""
@@ -420,7 +464,9 @@ class TorrentSession:
             num_peers=status.num_peers,
         )
 
-    async def _until_complete(self, torrent: _Torrent, save_dir: Path, timeout: float) -> Path:
+    async def _until_complete(
+        self, torrent: _Torrent, save_dir: Path, timeout: float, asker: _Asker, metadata_file: Path | None
+    ) -> Path:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         verified = -1
@@ -435,16 +481,28 @@ class TorrentSession:
                         f"torrent {_key(torrent.handle).hex()} has {info.num_files()} files; "
                         "only single files are fetched"
                     )
+                if metadata_file is not None:
+                    _write_metadata(metadata_file, info)
+                    metadata_file = None
+                if status.is_seeding and not torrent.finished:
+                    # Whole at its check (a resumed fetch whose last piece had come): no
+                    # torrent_finished_alert comes for it, but the flush is still asked for.
+                    torrent.finished = True
+                    torrent.handle.flush_cache()
                 if torrent.finished and torrent.flushed:
                     return save_dir / info.name()
+            now = loop.time()
             if status.total_wanted_done > verified:
                 verified = status.total_wanted_done
-                deadline = loop.time() + timeout
-            elif loop.time() >= deadline:
+                deadline = now + timeout
+                asker.progressed(now)
+            elif now >= deadline:
                 raise TorrentTimeout(
                     f"torrent {_key(torrent.handle).hex()} made no progress for {timeout:g} s "
                     f"({verified} of {status.total_wanted} bytes verified)"
                 )
+            else:
+                asker.stalled(now)
             await asyncio.sleep(_POLL_INTERVAL)
 
     def _add(self, session: Any, params: Any, key: bytes) -> _Torrent:
@@ -518,11 +576,91 @@ class TorrentSession:
             torrent.handle.flush_cache()
         elif isinstance(alert, lt.cache_flushed_alert):
             torrent.flushed = torrent.finished
+        elif isinstance(alert, lt.storage_moved_alert):
+            torrent.moved = ""
+        elif isinstance(alert, lt.storage_moved_failed_alert):
+            torrent.moved = alert.message() or "libtorrent gave no reason"
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             torrent.error = alert.message()
             log.warning("torrent failed: %s", torrent.error)
         elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
             log.warning("%s", alert.message())
+
+
+class _Asker:
+    """Asks a fetch's `more_peers` for addresses while the fetch is stalled: first `every`
+    seconds after its last progress, then every `every` seconds, one question at a time, each
+    in a task of its own so that the fetch's own timeout keeps running meanwhile."""
+
+    def __init__(
+        self,
+        session: TorrentSession,
+        info_hash: bytes,
+        more_peers: Callable[[], Awaitable[list[Address]]] | None,
+        every: float,
+    ) -> None:
+        self._session = session
+        self._info_hash = info_hash
+        self._more_peers = more_peers
+        self._every = every
+        self._next: float | None = None  # when to ask next; None until the first progress check
+        self._task: asyncio.Task[None] | None = None
+
+    def progressed(self, now: float) -> None:
+        self._next = now + self._every
+
+    def stalled(self, now: float) -> None:
+        if self._next is None:
+            self._next = now + self._every
+        if self._more_peers is None or now < self._next or (self._task is not None and not self._task.done()):
+            return
+        self._next = now + self._every
+        self._task = asyncio.create_task(self._ask(self._more_peers), name=f"more peers {self._info_hash.hex()}")
+
+    async def _ask(self, more_peers: Callable[[], Awaitable[list[Address]]]) -> None:
+        try:
+            peers = await more_peers()
+        except Exception:  # a bug of the caller's; the fetch goes on with the peers it has
+            log.exception("asking for more peers of %s failed", self._info_hash.hex())
+            return
+        try:
+            self._session.add_peers(self._info_hash, peers)
+        except TorrentError:
+            return  # the fetch ended meanwhile
+        log.info("fetch of %s stalled; connecting to %d peer(s) again", self._info_hash.hex(), len(peers))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _read_metadata(path: Path, info_hash: bytes) -> Any:
+    """The torrent_info kept in `path` by an earlier fetch of `info_hash`; None when there is
+    none, or it is not that torrent's (it is then deleted)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("ignoring kept metadata %s: %s", path, exc)
+        return None
+    try:
+        info = lt.torrent_info(data)
+        matches = info.info_hashes().v1.to_bytes() == info_hash and info.num_files() == 1
+    except RuntimeError:
+        matches = False
+    if not matches:
+        log.warning("ignoring kept metadata %s: not the single-file torrent %s", path, info_hash.hex())
+        path.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def _write_metadata(path: Path, info: Any) -> None:
+    """Keep a torrent's info dict, byte for byte (its SHA-1 is the info-hash), as a .torrent."""
+    with atomic_file(path) as f:
+        f.write(b"d4:info" + bytes(info.info_section()) + b"e")
 
 
 def _port_is_free(host: str, port: int) -> bool:
