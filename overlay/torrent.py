@@ -101,7 +101,7 @@ class TransferStats:
 class _Torrent:
     """What this session tracks for one torrent beside libtorrent's handle."""
 
-    __slots__ = ("handle", "checked", "finished", "flushed", "error", "moved")
+    __slots__ = ("handle", "checked", "finished", "flushed", "error", "moved", "carried")
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
@@ -110,6 +110,13 @@ class _Torrent:
         self.flushed = False  # and was written to the file: readers see the whole of it
         self.error: str | None = None
         self.moved: str | None = None  # "" once its files moved, else why they could not
+        # Payload (down, up) counted before a pause, which zeroes libtorrent's counters.
+        self.carried = (0, 0)
+
+    def moved_payload(self, status: Any) -> tuple[int, int]:
+        """Payload bytes (down, up) since the torrent was added, across reconnects."""
+        down, up = self.carried
+        return down + status.total_payload_download, up + status.total_payload_upload
 
 
 # ---- torrent files ----------------------------------------------------------------------
@@ -380,10 +387,11 @@ class TorrentSession:
     ) -> Path:
         """Download a single-file torrent by v1 info-hash from `peers`; return the file's path.
 
-        While no piece has passed its hash check for `ask_again` seconds, `more_peers` is asked
-        for addresses, again every `ask_again` seconds until progress resumes, and each address
-        is connected to, known or not: libtorrent itself waits a minute or more before it tries
-        a peer that went away again, and a seed that came back on another port is found only so.
+        While neither a byte nor a verified piece has come for `ask_again` seconds, `more_peers`
+        is asked for addresses, again every `ask_again` seconds until progress resumes, and the
+        fetch connects anew (`reconnect`) to each of them, known or not: libtorrent itself waits
+        a minute or more before it tries a peer that went away again, keeps a connection to a
+        seed that was killed until its peer timeout, and never learns of a seed's new port.
 
         `metadata_file` keeps the torrent's info dict once it is known, so that a later fetch of
         the same info-hash into the same `save_dir` goes on from what is there: the file is
@@ -452,16 +460,26 @@ class TorrentSession:
         for peer in peers:
             torrent.handle.connect_peer(peer)
 
+    def reconnect(self, info_hash: bytes, peers: list[Address]) -> None:
+        """Drop a torrent's connections and connect to `peers`: for a stalled fetch, whose
+        connections may lead to a peer that is gone (measured: a seed killed mid-transfer stayed
+        connected, unread, with requests outstanding). What it has stays."""
+        self._open()
+        torrent = self._get(info_hash)
+        handle = torrent.handle
+        torrent.carried = torrent.moved_payload(handle.status())  # the pause zeroes the counters
+        handle.pause()  # libtorrent carries these out in order: drop, go on, connect
+        handle.resume()
+        for peer in peers:
+            handle.connect_peer(peer)
+
     def stats(self, info_hash: bytes) -> TransferStats:
         self._open()
         torrent = self._get(info_hash)
         status = torrent.handle.status()
+        down, up = torrent.moved_payload(status)
         return TransferStats(
-            info_hash=info_hash,
-            state=_state(status),
-            total_upload=status.total_payload_upload,
-            total_download=status.total_payload_download,
-            num_peers=status.num_peers,
+            info_hash=info_hash, state=_state(status), total_upload=up, total_download=down, num_peers=status.num_peers
         )
 
     async def _until_complete(
@@ -469,7 +487,7 @@ class TorrentSession:
     ) -> Path:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        verified = -1
+        verified = received = -1
         while True:
             self._open()
             self._raise_if_failed(torrent)
@@ -492,6 +510,9 @@ class TorrentSession:
                 if torrent.finished and torrent.flushed:
                     return save_dir / info.name()
             now = loop.time()
+            if (down := torrent.moved_payload(status)[0]) > received:
+                received = down
+                asker.progressed(now)
             if status.total_wanted_done > verified:
                 verified = status.total_wanted_done
                 deadline = now + timeout
@@ -588,9 +609,9 @@ class TorrentSession:
 
 
 class _Asker:
-    """Asks a fetch's `more_peers` for addresses while the fetch is stalled: first `every`
-    seconds after its last progress, then every `every` seconds, one question at a time, each
-    in a task of its own so that the fetch's own timeout keeps running meanwhile."""
+    """Asks a fetch's `more_peers` for addresses while the fetch is stalled (`TorrentSession.fetch`):
+    first `every` seconds after its last progress, then every `every` seconds, one question at
+    a time, each in a task of its own so that the fetch's own timeout keeps running meanwhile."""
 
     def __init__(
         self,
@@ -624,10 +645,10 @@ class _Asker:
             log.exception("asking for more peers of %s failed", self._info_hash.hex())
             return
         try:
-            self._session.add_peers(self._info_hash, peers)
+            self._session.reconnect(self._info_hash, peers)
         except TorrentError:
             return  # the fetch ended meanwhile
-        log.info("fetch of %s stalled; connecting to %d peer(s) again", self._info_hash.hex(), len(peers))
+        log.info("fetch of %s stalled; connecting to %d peer(s) anew", self._info_hash.hex(), len(peers))
 
     async def close(self) -> None:
         if self._task is not None:
