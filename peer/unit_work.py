@@ -54,6 +54,11 @@ async def _release(client: CoordinatorClient, lease: wire.Lease, unable: str | N
         await asyncio.wait_for(client.release(ref), timeout=RELEASE_TIMEOUT)
 
 
+def _paused_reason(paused: str) -> str:
+    """Why a unit a pause interrupted was given back, as its coordinator logs it."""
+    return paused if paused.startswith("paused") else f"paused: {paused}"
+
+
 def unrenewed_too_long(since_renewal: float, interval: float) -> bool:
     """Whether a unit whose lease was last renewed `since_renewal` seconds ago must stop."""
     return since_renewal >= STOP_UNRENEWED * interval
@@ -113,7 +118,7 @@ class UnitWork:
             # as it is.
             paused = self._paused()
             log.info("unit %d interrupted%s; releasing its lease", lease.unit_id, f" ({paused})" if paused else "")
-            await _release(client, lease, f"paused: {paused}" if paused else None)
+            await _release(client, lease, _paused_reason(paused) if paused else None)
             raise
         finally:
             renewer.cancel()

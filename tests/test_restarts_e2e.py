@@ -6,6 +6,8 @@ unit no attempt and its bundle's version no failure.
   again, and the job finishes without a unit given back, retried or failed.
 - A peer whose bubblewrap builds its start-up probe but no unit's sandbox gives its unit back
   as unable; another peer finishes the job.
+- A peer paused mid-unit by its volunteer gives the unit back as unable, its website goes to
+  another peer, which finishes the job.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.processes import job_results, osaas, start_coordinator, start_peer, stopped_on_exit, wait_until_done
@@ -137,4 +140,50 @@ async def test_a_peer_whose_sandbox_does_not_build_hands_its_unit_on(tmp_path: P
         assert {i["url"] for i in items if i["result"] == "ok"} == ok
         assert {i["url"] for i in items if i["result"] == "broken"} == broken
     assert "failed (exit" not in broken_log.read_text()  # it reported no failure
+    assert all(attempts == 0 for _, attempts in units_of(tmp_path / "c.sqlite", job_id))
+
+
+async def test_a_peer_paused_mid_unit_hands_its_unit_on(tmp_path: Path) -> None:
+    processes: list[asyncio.subprocess.Process] = []
+    status_port = free_port()
+    paused_log = tmp_path / "paused.log"
+    async with serve(generated_site_app(RequestLog(), pages=40, delay=0.5)) as site, stopped_on_exit(processes):
+        url = await start_coordinator(processes, tmp_path, free_port(), "--host-min-delay", "0.1")
+        job_id = await submit(url, site)
+        await start_peer(
+            processes, url, tmp_path / "paused", "--torrent-listen", "127.0.0.1:0",
+            "--status-port", str(status_port), config=tmp_path / "none.toml", log=paused_log,
+        )  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+
+            async def status() -> dict:
+                try:
+                    async with session.get(f"http://127.0.0.1:{status_port}/status") as response:
+                        return await response.json()
+                except aiohttp.ClientError:
+                    return {}
+
+            for _ in range(600):
+                if (await status()).get("units"):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the peer never ran a unit: " + paused_log.read_text()[-2000:])
+            token = (tmp_path / "paused" / "local-page.token").read_text().strip()
+            async with session.post(
+                f"http://127.0.0.1:{status_port}/control/pause", headers={"X-Osaas-Token": token}
+            ) as response:
+                assert response.status == 200, await response.text()
+        await until(lambda: "giving back 1 running unit" in paused_log.read_text(), "the pause gives the unit back")
+        # The volunteer's pause is the peer's, not the unit's: given back as unable, no attempt
+        # used, and the website goes to another peer meanwhile.
+        await until(lambda: "stepped aside" in (tmp_path / "coordinator.log").read_text(), "the host is handed on")
+        (aside,) = [line for line in (tmp_path / "coordinator.log").read_text().splitlines() if "stepped aside" in line]
+        assert aside.endswith(": paused by the volunteer (resume on the local page)"), aside
+        await start_peer(
+            processes, url, tmp_path / "working", "--torrent-listen", "127.0.0.1:0", "--status-port", "off",
+            config=tmp_path / "none.toml", log=tmp_path / "working.log",
+        )  # fmt: skip
+        final = await wait_until_done(url, job_id)
+        assert final["state"] == "done", (final, (tmp_path / "working.log").read_text()[-3000:])
     assert all(attempts == 0 for _, attempts in units_of(tmp_path / "c.sqlite", job_id))
