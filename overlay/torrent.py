@@ -644,6 +644,9 @@ class _Asker:
         except Exception:  # a bug of the caller's; the fetch goes on with the peers it has
             log.exception("asking for more peers of %s failed", self._info_hash.hex())
             return
+        if not peers:
+            log.info("fetch of %s stalled; no peer to connect to anew yet", self._info_hash.hex())
+            return  # the connections it has stay: nothing better is known
         try:
             self._session.reconnect(self._info_hash, peers)
         except TorrentError:

@@ -149,3 +149,23 @@ def test_partial_fetches_are_bounded_in_number_and_age() -> None:
     assert partial_fetches.to_remove(found, now, keep=2, max_age=3 * day) == {"c", "old"}
     assert partial_fetches.to_remove(found, now, keep=0, max_age=3 * day) == {"a", "b", "c", "old"}
     assert partial_fetches.to_remove([], now) == set()
+
+
+async def test_a_partial_fetch_holding_a_link_is_deleted_not_followed(tmp_path: Path, stack: AsyncExitStack) -> None:
+    built = _build(tmp_path, "linked", "1.0", data_bytes=64 * 1024)
+    root = tmp_path / "peer" / "bundles"
+    partial = root / "partial" / _ref(built).info_hash.hex()
+    (partial / "data").mkdir(parents=True)
+    (partial / "torrent").write_bytes(built.torrent_path.read_bytes())
+    victim = tmp_path / "victim"
+    victim.write_text("the volunteer's file")
+    (partial / "data" / built.archive_path.name).symlink_to(victim)  # libtorrent would write through it
+    seed = await stack.enter_async_context(_session(tmp_path, "seed"))
+    await seed.seed(built.torrent_path.read_bytes(), built.archive_path.parent)
+    torrents = await stack.enter_async_context(_session(tmp_path, "peer"))
+    cache = await stack.enter_async_context(
+        BundleCache(root, torrents, identity=Identity.generate(), fetch_timeout=FETCH_TIMEOUT)
+    )
+    ready = await cache.ensure(_ref(built), _info(built, [seed]))
+    assert ready.root.name == built.signed.archive_sha256.hex()
+    assert victim.read_text() == "the volunteer's file"
