@@ -20,7 +20,6 @@ import asyncio
 import enum
 import logging
 import secrets
-import socket
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,8 +28,10 @@ from typing import Any
 
 import libtorrent as lt
 
+from overlay import listen_ports
 from overlay.errors import OsaasError
-from overlay.files import atomic_file
+from overlay.fetch_stalls import StallAsker
+from overlay.torrent_metadata import read_metadata, write_metadata
 
 log = logging.getLogger(__name__)
 _MAX_RATE = 2**31 - 1
@@ -43,7 +44,6 @@ _LISTEN_TIMEOUT = 5.0
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
-_PORT_FILE = "listen_port"  # the port a session chose for port 0, kept for the next start
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
 _ALERT_MASK = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage | lt.alert_category.peer
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
@@ -227,7 +227,7 @@ class TorrentSession:
         self._peer_id = self._load_peer_id()
         host, port = self._listen
         if port == 0:
-            port = self._chosen_port(host)
+            port = listen_ports.chosen(self._state_dir, host)
         interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._session = lt.session(
             {
@@ -267,7 +267,7 @@ class TorrentSession:
             await self.close()
             raise
         if self._listen[1] == 0:
-            (self._state_dir / _PORT_FILE).write_text(f"{self.listen_port}\n")
+            listen_ports.remember(self._state_dir, self.listen_port)
         log.info("torrent session listening on %s:%d", host, self.listen_port)
         return self
 
@@ -290,22 +290,6 @@ class TorrentSession:
             holder = [session]
             del session
             await asyncio.to_thread(holder.clear)
-
-    def _chosen_port(self, host: str) -> int:
-        """The port to listen on when asked for any (port 0): the one chosen last time if it is
-        free, else one the system has free now. Chosen here, not by libtorrent: on an
-        unspecified host (0.0.0.0) libtorrent opens a socket per interface, each on a random
-        port of its own, and the one port the session reports is not reachable on every
-        address; with one port named, every interface gets that port. And kept: a coordinator
-        that restarts keeps seeding where its peers were fetching from."""
-        saved = self._state_dir / _PORT_FILE
-        try:
-            remembered = int(saved.read_text().strip())
-        except (OSError, ValueError):
-            remembered = 0
-        if 0 < remembered < 65536 and _port_is_free(host, remembered):
-            return remembered
-        return _free_port(host)
 
     def _load_peer_id(self) -> bytes:
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -410,7 +394,7 @@ class TorrentSession:
         if info_hash in self._torrents:
             raise TorrentError(f"torrent {info_hash.hex()} is already in this session")
         params = lt.add_torrent_params()
-        known = _read_metadata(metadata_file, info_hash) if metadata_file is not None else None
+        known = read_metadata(metadata_file, info_hash) if metadata_file is not None else None
         if known is not None:
             params.ti = known  # libtorrent checks the pieces already in save_dir
         else:
@@ -418,7 +402,9 @@ class TorrentSession:
         params.save_path = str(save_dir)
         params.flags &= ~_STARTED
         torrent = self._add(session, params, info_hash)
-        asker = _Asker(self, info_hash, more_peers, ask_again)
+        asker = StallAsker(
+            info_hash.hex(), more_peers, lambda peers: self._reconnect_if_there(info_hash, peers), ask_again
+        )
         try:
             self.add_peers(info_hash, peers)
             path = await self._until_complete(
@@ -473,6 +459,13 @@ class TorrentSession:
         for peer in peers:
             handle.connect_peer(peer)
 
+    def _reconnect_if_there(self, info_hash: bytes, peers: list[Address]) -> bool:
+        try:
+            self.reconnect(info_hash, peers)
+        except TorrentError:
+            return False  # the fetch ended meanwhile
+        return True
+
     def stats(self, info_hash: bytes) -> TransferStats:
         self._open()
         torrent = self._get(info_hash)
@@ -483,7 +476,7 @@ class TorrentSession:
         )
 
     async def _until_complete(
-        self, torrent: _Torrent, save_dir: Path, timeout: float, asker: _Asker, metadata_file: Path | None
+        self, torrent: _Torrent, save_dir: Path, timeout: float, asker: StallAsker, metadata_file: Path | None
     ) -> Path:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -500,7 +493,7 @@ class TorrentSession:
                         "only single files are fetched"
                     )
                 if metadata_file is not None:
-                    _write_metadata(metadata_file, info)
+                    write_metadata(metadata_file, info)
                     metadata_file = None
                 if status.is_seeding and not torrent.finished:
                     # Whole at its check (a resumed fetch whose last piece had come): no
@@ -606,101 +599,6 @@ class TorrentSession:
             log.warning("torrent failed: %s", torrent.error)
         elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
             log.warning("%s", alert.message())
-
-
-class _Asker:
-    """Asks a fetch's `more_peers` for addresses while the fetch is stalled (`TorrentSession.fetch`):
-    first `every` seconds after its last progress, then every `every` seconds, one question at
-    a time, each in a task of its own so that the fetch's own timeout keeps running meanwhile."""
-
-    def __init__(
-        self,
-        session: TorrentSession,
-        info_hash: bytes,
-        more_peers: Callable[[], Awaitable[list[Address]]] | None,
-        every: float,
-    ) -> None:
-        self._session = session
-        self._info_hash = info_hash
-        self._more_peers = more_peers
-        self._every = every
-        self._next: float | None = None  # when to ask next; None until the first progress check
-        self._task: asyncio.Task[None] | None = None
-
-    def progressed(self, now: float) -> None:
-        self._next = now + self._every
-
-    def stalled(self, now: float) -> None:
-        if self._next is None:
-            self._next = now + self._every
-        if self._more_peers is None or now < self._next or (self._task is not None and not self._task.done()):
-            return
-        self._next = now + self._every
-        self._task = asyncio.create_task(self._ask(self._more_peers), name=f"more peers {self._info_hash.hex()}")
-
-    async def _ask(self, more_peers: Callable[[], Awaitable[list[Address]]]) -> None:
-        try:
-            peers = await more_peers()
-        except Exception:  # a bug of the caller's; the fetch goes on with the peers it has
-            log.exception("asking for more peers of %s failed", self._info_hash.hex())
-            return
-        if not peers:
-            log.info("fetch of %s stalled; no peer to connect to anew yet", self._info_hash.hex())
-            return  # the connections it has stay: nothing better is known
-        try:
-            self._session.reconnect(self._info_hash, peers)
-        except TorrentError:
-            return  # the fetch ended meanwhile
-        log.info("fetch of %s stalled; connecting to %d peer(s) anew", self._info_hash.hex(), len(peers))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-def _read_metadata(path: Path, info_hash: bytes) -> Any:
-    """The torrent_info kept in `path` by an earlier fetch of `info_hash`; None when there is
-    none, or it is not that torrent's (it is then deleted)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        log.warning("ignoring kept metadata %s: %s", path, exc)
-        return None
-    try:
-        info = lt.torrent_info(data)
-        matches = info.info_hashes().v1.to_bytes() == info_hash and info.num_files() == 1
-    except RuntimeError:
-        matches = False
-    if not matches:
-        log.warning("ignoring kept metadata %s: not the single-file torrent %s", path, info_hash.hex())
-        path.unlink(missing_ok=True)
-        return None
-    return info
-
-
-def _write_metadata(path: Path, info: Any) -> None:
-    """Keep a torrent's info dict, byte for byte (its SHA-1 is the info-hash), as a .torrent."""
-    with atomic_file(path) as f:
-        f.write(b"d4:info" + bytes(info.info_section()) + b"e")
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libtorrent binds
-            probe.bind((host, port))
-    except OSError:
-        return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _state(status: Any) -> TorrentState:
