@@ -39,7 +39,7 @@ _MAX_RATE = 2**31 - 1
 Address = tuple[str, int]
 
 _POLL_INTERVAL = 0.05
-ASK_AGAIN = 5.0  # seconds a fetch may make no verified progress before it asks for peers again
+ASK_AGAIN = 5.0  # seconds a fetch may get neither a byte nor a piece before it asks for peers again
 _LISTEN_TIMEOUT = 5.0
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
@@ -113,7 +113,7 @@ class _Torrent:
         # Payload (down, up) counted before a pause, which zeroes libtorrent's counters.
         self.carried = (0, 0)
 
-    def moved_payload(self, status: Any) -> tuple[int, int]:
+    def payload(self, status: Any) -> tuple[int, int]:
         """Payload bytes (down, up) since the torrent was added, across reconnects."""
         down, up = self.carried
         return down + status.total_payload_download, up + status.total_payload_upload
@@ -453,7 +453,7 @@ class TorrentSession:
         self._open()
         torrent = self._get(info_hash)
         handle = torrent.handle
-        torrent.carried = torrent.moved_payload(handle.status())  # the pause zeroes the counters
+        torrent.carried = torrent.payload(handle.status())  # the pause zeroes the counters
         handle.pause()  # libtorrent carries these out in order: drop, go on, connect
         handle.resume()
         for peer in peers:
@@ -470,7 +470,7 @@ class TorrentSession:
         self._open()
         torrent = self._get(info_hash)
         status = torrent.handle.status()
-        down, up = torrent.moved_payload(status)
+        down, up = torrent.payload(status)
         return TransferStats(
             info_hash=info_hash, state=_state(status), total_upload=up, total_download=down, num_peers=status.num_peers
         )
@@ -503,7 +503,7 @@ class TorrentSession:
                 if torrent.finished and torrent.flushed:
                     return save_dir / info.name()
             now = loop.time()
-            if (down := torrent.moved_payload(status)[0]) > received:
+            if (down := torrent.payload(status)[0]) > received:
                 received = down
                 asker.progressed(now)
             if status.total_wanted_done > verified:
