@@ -79,7 +79,8 @@ def members_in(found: Iterable[SignedRecord], me: bytes) -> list[Address]:
 
 
 class SwarmMembership:
-    """This holder's swarm records in `dht`, for torrents seeded by `torrents` at `host`.
+    """This holder's swarm records in `dht`, for torrents seeded by `torrents` at `host` (and
+    `port`, where a NAT forwards another port to ours; default: the session's listen port).
 
     `torrents` and `dht` belong to the caller (neither is started nor closed here). With no
     `dht`, or a `host` that is None or unspecified, nothing is announced and no member is found;
@@ -94,6 +95,7 @@ class SwarmMembership:
         dht: DhtNode | None,
         host: str | None,
         ttl: float,
+        port: int | None = None,
         withdrawal_ttl: float = records.WITHDRAWAL_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,6 +106,7 @@ class SwarmMembership:
         self._identity = identity
         self._dht = dht
         self._host = host
+        self._port = port
         self._ttl = ttl
         self._withdrawal_ttl = withdrawal_ttl
         self._clock = clock
@@ -138,7 +141,7 @@ class SwarmMembership:
         if host is None:
             return 0
         try:
-            port = self._torrents.listen_port
+            port = self._port or self._torrents.listen_port
         except TorrentError as exc:
             log.warning("cannot announce %s: %s", info_hash.hex(), exc)
             return 0
@@ -197,7 +200,7 @@ class SwarmMembership:
         for seed in seeds:
             peers.extend(await resolve(seed.host, seed.port))
         peers.extend(await self.members(info_hash))
-        me = {(self._host, self._torrents.listen_port)} if self._host else set()
+        me = {(self._host, self._port or self._torrents.listen_port)} if self._host else set()
         return [peer for peer in dict.fromkeys(peers) if peer not in me]
 
     async def fetch(self, info_hash: bytes, save_dir: Path, seeds: Iterable[SwarmAddress], *, timeout: float) -> Path:

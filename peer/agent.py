@@ -204,6 +204,7 @@ class Agent:
                 identity=self.identity,
                 dht=dht,
                 announce_host=announce_host(self.settings),
+                announce_port=self.settings.public_address[1] if self.settings.public_address else None,
                 fetch_timeout=self.settings.bundle_fetch_timeout,
             )
             self._bundles = bundles

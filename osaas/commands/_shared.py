@@ -100,6 +100,32 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _public_address(text: str) -> tuple[str, int | None]:
+    """ADDR or ADDR:PORT ([ADDR]:PORT for IPv6): the IP address (and port, when a NAT forwards
+    another one) at which other machines reach this one's bundle seeding."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not ADDR[:PORT] (e.g. 203.0.113.7:6881 or [2001:db8::7]:6881)"
+            )
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an IP address (swarm records name addresses, not host names)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise argparse.ArgumentTypeError(f"{text!r}: {address} is not an address other machines can reach")
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be 1-65535")
+    return str(address), int(port) if port else None
+
+
 def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:
     """HOST:PORT[,HOST:PORT...] with names resolved: DHT nodes are addressed by IP."""
     addresses: list[tuple[str, int]] = []

@@ -96,6 +96,18 @@ async def test_a_member_is_announced_found_by_others_and_withdrawn(tmp_path: Pat
     assert await node_b.lookup(swarm_key(INFO_HASH)) == []
 
 
+async def test_a_forwarded_port_is_the_one_announced(tmp_path: Path, stack: AsyncExitStack) -> None:
+    # Behind NAT (--public-address ADDR:PORT) others reach the session at the forwarded port.
+    node_a, node_b = await _dht_pair(stack)
+    torrents = await _session(stack, tmp_path, "a")
+    forwarded = torrents.listen_port + 1 if torrents.listen_port < 65535 else 1024
+    a = SwarmMembership(torrents, Identity.generate(), dht=node_a, host=HOST, port=forwarded, ttl=TTL)
+    assert await a.announce(INFO_HASH) >= 1
+    b = SwarmMembership(await _session(stack, tmp_path, "b"), Identity.generate(), dht=node_b, host=HOST, ttl=TTL)
+    assert await b.members(INFO_HASH) == [(HOST, forwarded)]
+    assert await a.sources(INFO_HASH, [SwarmAddress(HOST, forwarded)]) == []  # itself, not a source
+
+
 async def test_nothing_is_announced_without_a_dht_or_a_reachable_host(tmp_path: Path, stack: AsyncExitStack) -> None:
     node, other = await _dht_pair(stack)
     torrents = await _session(stack, tmp_path, "a")
