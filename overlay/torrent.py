@@ -17,7 +17,9 @@ into plain values as soon as they are popped, because touching one later can seg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import ipaddress
 import logging
 import secrets
 import socket
@@ -38,6 +40,8 @@ Address = tuple[str, int]
 
 _POLL_INTERVAL = 0.05
 _LISTEN_TIMEOUT = 5.0
+_LISTEN_GRACE = 0.5  # after one address failed to listen, how long another may still succeed
+_FREE_PORT_TRIES = 20
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
@@ -218,7 +222,7 @@ class TorrentSession:
         host, port = self._listen
         if port == 0:
             port = self._chosen_port(host)
-        interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        interface = _interfaces(host, port)
         self._session = lt.session(
             {
                 "listen_interfaces": interface,
@@ -251,6 +255,9 @@ class TorrentSession:
             await self._wait(
                 lambda: self._listening or self._listen_error is not None, _LISTEN_TIMEOUT, f"listening on {interface}"
             )
+            if not self._listening:  # one address failed: did another (the other family) listen?
+                with contextlib.suppress(TorrentTimeout):
+                    await self._wait(lambda: self._listening, _LISTEN_GRACE, f"listening on {interface}")
             if not self._listening:
                 raise TorrentError(f"cannot listen on {interface}: {self._listen_error}")
         except BaseException:
@@ -503,6 +510,7 @@ class TorrentSession:
         if isinstance(alert, lt.listen_failed_alert):
             if self._listen_error is None:
                 self._listen_error = alert.message()
+            log.warning("%s", alert.message())
             return
         if not isinstance(alert, lt.torrent_alert):
             return
@@ -525,7 +533,43 @@ class TorrentSession:
             log.warning("%s", alert.message())
 
 
+def _interfaces(host: str, port: int) -> str:
+    """libtorrent's listen_interfaces for `host`: an unspecified host of either family means
+    both families (where this machine has IPv6), on the one port: a peer on "0.0.0.0" could
+    neither be reached over IPv6 nor connect out to an IPv6 seed."""
+    if _is_unspecified(host):
+        return f"0.0.0.0:{port},[::]:{port}" if _has_ipv6() else f"0.0.0.0:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _hosts_of(host: str) -> list[str]:
+    """The addresses a session on `host` binds: both families' for an unspecified one."""
+    if _is_unspecified(host):
+        return ["0.0.0.0", "::"] if _has_ipv6() else ["0.0.0.0"]
+    return [host]
+
+
 def _port_is_free(host: str, port: int) -> bool:
+    return all(_bind_works(each, port) for each in _hosts_of(host))
+
+
+def _bind_works(host: str, port: int) -> bool:
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libtorrent binds
@@ -536,9 +580,15 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port free on every address a session on `host` binds."""
+    first = _hosts_of(host)[0]
+    for _ in range(_FREE_PORT_TRIES):
+        with socket.socket(socket.AF_INET6 if ":" in first else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((first, 0))
+            port = int(probe.getsockname()[1])
+        if _port_is_free(host, port):
+            return port
+    raise TorrentError(f"no port is free on every address of {host}")
 
 
 def _state(status: Any) -> TorrentState:

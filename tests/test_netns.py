@@ -162,14 +162,15 @@ asyncio.run(main())
 def test_a_torrent_session_on_every_interface_is_reachable_on_the_port_it_reports(hosts: list[Host]) -> None:
     # Bound to 0.0.0.0 with port 0, libtorrent used to open one socket per interface, each on a
     # random port of its own: the port advertised was the loopback socket's, unreachable from
-    # other hosts, so peers could not upload to each other across real hosts.
+    # other hosts, so peers could not upload to each other across real hosts. And it listened on
+    # IPv4 only: a peer on the default 0.0.0.0 could not reach an IPv6 seed, nor be reached.
     h1 = hosts[0]
     run = subprocess.run(
-        [*h1.command(sys.executable), "-c", _EVERY_ADDRESS, "127.0.0.1", f"{SUBNET}.1"],
+        [*h1.command(sys.executable), "-c", _EVERY_ADDRESS, "127.0.0.1", h1.ipv4, "::1", h1.ipv6],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert [line.split()[0] for line in run.stdout.splitlines()] == ["127.0.0.1", f"{SUBNET}.1"]
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ["127.0.0.1", h1.ipv4, "::1", h1.ipv6]

@@ -52,13 +52,13 @@ def default_owner_key() -> Path:
     return Path(config) / "osaas" / "owner.key"
 
 
-def _add_key_argument(parser: argparse.ArgumentParser, what: str = "the owner's key") -> None:
+def _add_key_argument(parser: argparse.ArgumentParser, what: str = "the owner's key, which signs the request") -> None:
     parser.add_argument(
         "--key",
         type=Path,
         default=None,
         metavar="KEYFILE",
-        help=f"{what}, which signs the request (default: {default_owner_key()}, made by `osaas bundle keygen`)",
+        help=f"{what} (default: {default_owner_key()}, made by `osaas bundle keygen`)",
     )
 
 
