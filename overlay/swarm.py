@@ -141,10 +141,12 @@ class SwarmMembership:
         if host is None:
             return 0
         try:
-            port = self._port or self._torrents.listen_port
+            listen_port = self._torrents.listen_port
         except TorrentError as exc:
             log.warning("cannot announce %s: %s", info_hash.hex(), exc)
             return 0
+        mapped = self._torrents.mapped_port, self._torrents.external_ip
+        host, port = reachable_at(host, self._port, listen_port, mapped)
         key = swarm_key(info_hash)
         member = SwarmMember(self._identity.public_hex, host, port)
         issued_at = next_issue_time(self._announced.get(info_hash), self._clock())
@@ -200,7 +202,11 @@ class SwarmMembership:
         for seed in seeds:
             peers.extend(await resolve(seed.host, seed.port))
         peers.extend(await self.members(info_hash))
-        me = {(self._host, self._port or self._torrents.listen_port)} if self._host else set()
+        me: set[Address] = set()
+        if self._host:
+            listen_port = self._torrents.listen_port
+            mapped = self._torrents.mapped_port, self._torrents.external_ip
+            me = {(self._host, listen_port), reachable_at(self._host, self._port, listen_port, mapped)}
         return [peer for peer in dict.fromkeys(peers) if peer not in me]
 
     async def fetch(self, info_hash: bytes, save_dir: Path, seeds: Iterable[SwarmAddress], *, timeout: float) -> Path:
@@ -208,6 +214,28 @@ class SwarmMembership:
         file's path. Raises TorrentError as `TorrentSession.fetch` does."""
         peers = await self.sources(info_hash, seeds)
         return await self._torrents.fetch(info_hash, save_dir, peers, timeout=timeout)
+
+
+def reachable_at(
+    host: str, port: int | None, listen_port: int, mapped: tuple[int | None, str | None] = (None, None)
+) -> Address:
+    """Where others reach a holder configured at `host` (and `port`, a forwarded one, if
+    given) whose session listens on `listen_port`: a port the router forwards (`mapped`: the
+    port and the router's outside address, from UPnP or NAT-PMP) replaces a private address
+    and the listen port; an address and port the volunteer named are kept."""
+    mapped_port, external_ip = mapped
+    if port is not None:
+        return host, port
+    if mapped_port is not None and external_ip is not None and not _is_global(host) and _is_global(external_ip):
+        return external_ip, mapped_port
+    return host, listen_port
+
+
+def _is_global(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
 
 
 async def resolve(host: str, port: int) -> list[Address]:

@@ -194,6 +194,7 @@ class Agent:
                     upload_rate=bundle_upload_limit(self.settings.bundle_upload_rate, budget),
                     download_rate=budget.max_down,
                     state_dir=self.settings.data_dir / "torrent",
+                    port_mapping=self.settings.port_mapping,
                 )
             )
             self._controls.torrents = torrents

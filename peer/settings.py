@@ -41,6 +41,7 @@ class PeerSettings:
     torrent_listen: tuple[str, int] = ("0.0.0.0", 0)
     # Behind NAT: the IP (and forwarded port) others reach this peer's seeding at; None: found.
     public_address: tuple[str, int | None] | None = None
+    port_mapping: bool = False  # ask the router to forward the torrent port (UPnP, NAT-PMP)
     bundle_upload_rate: int | None = DEFAULT_BUNDLE_UPLOAD_RATE
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
     budget: Budget = field(default_factory=Budget)

@@ -124,6 +124,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         " reach this one's bundle seeding at (default: the address of the route to the network)",
     )
     run.add_argument(
+        "--port-mapping",
+        action="store_true",
+        help="ask the router to forward the torrent port (UPnP, NAT-PMP; off by default): other"
+        " peers then fetch bundles from this one at the router's address",
+    )
+    run.add_argument(
         "--bundle-upload-rate",
         type=_rate,
         metavar="BYTES/S",
@@ -254,6 +260,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
         public_address=args.public_address,
+        port_mapping=args.port_mapping,
         status_port=args.status_port,
         config_path=config_path,
         idle_after=args.idle_after if args.only_when_idle else None,

@@ -15,7 +15,7 @@ from overlay import records
 from overlay.announcements import SwarmMember, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
-from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issue_time
+from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issue_time, reachable_at
 from overlay.torrent import TorrentSession, info_hash_of, make_torrent
 from overlay.wire import SwarmAddress
 
@@ -162,3 +162,16 @@ def test_a_ttl_records_cannot_carry_is_refused(tmp_path: Path) -> None:
     for ttl, withdrawal_ttl in ((0.0, TTL), (records.MAX_TTL + 1, TTL), (TTL, -1.0)):
         with pytest.raises(ValueError, match="ttl must be in"):
             SwarmMembership(torrents, Identity.generate(), dht=None, host=HOST, ttl=ttl, withdrawal_ttl=withdrawal_ttl)
+
+
+def test_a_holder_is_reachable_where_it_was_named_else_where_its_router_forwards() -> None:
+    # Named by the volunteer (--public-address ADDR:PORT): kept, whatever the router says.
+    assert reachable_at("81.2.69.160", 7000, 6881, (40000, "93.184.216.34")) == ("81.2.69.160", 7000)
+    # A private address with a port the router forwards (UPnP/NAT-PMP): the router's outside.
+    assert reachable_at("192.168.1.20", None, 6881, (40000, "93.184.216.34")) == ("93.184.216.34", 40000)
+    # No mapping, or a router that says nothing useful: the address and the listen port.
+    assert reachable_at("192.168.1.20", None, 6881) == ("192.168.1.20", 6881)
+    assert reachable_at("192.168.1.20", None, 6881, (40000, None)) == ("192.168.1.20", 6881)
+    assert reachable_at("192.168.1.20", None, 6881, (40000, "10.0.0.1")) == ("192.168.1.20", 6881)
+    # A public address of its own needs no router's help.
+    assert reachable_at("81.2.69.160", None, 6881, (40000, "93.184.216.34")) == ("81.2.69.160", 6881)
