@@ -17,6 +17,7 @@ into plain values as soon as they are popped, because touching one later can seg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import secrets
@@ -41,6 +42,8 @@ Address = tuple[str, int]
 _POLL_INTERVAL = 0.05
 ASK_AGAIN = 5.0  # seconds a fetch may get neither a byte nor a piece before it asks for peers again
 _LISTEN_TIMEOUT = 5.0
+_LISTEN_GRACE = 0.5  # after one address failed to listen, how long another may still succeed
+_FREE_PORT_TRIES = 20
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
@@ -169,6 +172,8 @@ class TorrentSession:
     `upload_rate` and `download_rate` are bytes per second for the whole session and also hold
     for peers on the local network. `upload_slots` caps how many peers are sent data at once
     (libtorrent's unchoke slots; default 8). `state_dir` keeps the session's peer id across restarts.
+    `port_mapping` asks the local router to forward the listen port (UPnP and NAT-PMP, off by
+    default): `mapped_port` and `external_ip` then say what the router reported.
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class TorrentSession:
         download_rate: int | None = None,
         upload_slots: int | None = None,
         state_dir: Path,
+        port_mapping: bool = False,
     ) -> None:
         for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
             if rate is not None and rate <= 0:
@@ -186,6 +192,9 @@ class TorrentSession:
         if upload_slots is not None and upload_slots < 1:
             raise ValueError("upload_slots must be at least 1")
         self._upload_slots = upload_slots
+        self._port_mapping = port_mapping
+        self._mapped_port: int | None = None
+        self._external_ip: str | None = None
         self._listen = listen
         # libtorrent keeps rates in a C int; 0 means unlimited, and so does anything above it.
         self._upload_rate = min(upload_rate or 0, _MAX_RATE)
@@ -227,8 +236,11 @@ class TorrentSession:
         self._peer_id = self._load_peer_id()
         host, port = self._listen
         if port == 0:
-            port = listen_ports.chosen(self._state_dir, host)
-        interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            try:
+                port = listen_ports.chosen(self._state_dir, host)
+            except OSError as exc:
+                raise TorrentError(str(exc)) from None
+        interface = listen_ports.interfaces(host, port)
         self._session = lt.session(
             {
                 "listen_interfaces": interface,
@@ -238,8 +250,8 @@ class TorrentSession:
                 "listen_system_port_fallback": False,
                 "enable_dht": False,
                 "enable_lsd": False,
-                "enable_upnp": False,
-                "enable_natpmp": False,
+                "enable_upnp": self._port_mapping,
+                "enable_natpmp": self._port_mapping,
                 "allow_multiple_connections_per_ip": True,
                 "ignore_limits_on_local_network": False,
                 "upload_rate_limit": self._upload_rate,
@@ -253,7 +265,7 @@ class TorrentSession:
                 # A fingerprint of 20 characters is used as the whole peer id, so peers can
                 # be told apart in stats whichever side opened the connection.
                 "peer_fingerprint": self._peer_id.decode("ascii"),
-                "alert_mask": _ALERT_MASK,
+                "alert_mask": _ALERT_MASK | (lt.alert_category.port_mapping if self._port_mapping else 0),
             }
         )
         self._pump = asyncio.create_task(self._pump_alerts(), name=f"torrent-alerts {interface}")
@@ -261,6 +273,9 @@ class TorrentSession:
             await self._wait(
                 lambda: self._listening or self._listen_error is not None, _LISTEN_TIMEOUT, f"listening on {interface}"
             )
+            if not self._listening:  # one address failed: did another (the other family) listen?
+                with contextlib.suppress(TorrentTimeout):
+                    await self._wait(lambda: self._listening, _LISTEN_GRACE, f"listening on {interface}")
             if not self._listening:
                 raise TorrentError(f"cannot listen on {interface}: {self._listen_error}")
         except BaseException:
@@ -310,6 +325,22 @@ class TorrentSession:
     @property
     def listen_port(self) -> int:
         return int(self._open().listen_port())
+
+    @property
+    def port_mapping_enabled(self) -> bool:
+        """Whether libtorrent asks the router for port forwarding (UPnP, NAT-PMP)."""
+        settings = self._open().get_settings()
+        return bool(settings["enable_upnp"] and settings["enable_natpmp"])
+
+    @property
+    def mapped_port(self) -> int | None:
+        """The TCP port the router forwards to ours (port mapping on and granted), else None."""
+        return self._mapped_port
+
+    @property
+    def external_ip(self) -> str | None:
+        """The address the router says it has outside (port mapping on), else None."""
+        return self._external_ip
 
     @property
     def peer_id(self) -> bytes:
@@ -566,6 +597,21 @@ class TorrentSession:
                     log.exception("cannot handle libtorrent alert %s", type(alert).__name__)
             await asyncio.sleep(_POLL_INTERVAL)
 
+    def _on_port_mapping(self, alert: Any) -> bool:
+        """Keep what the router reported; whether `alert` was about port mapping."""
+        if isinstance(alert, lt.portmap_alert):
+            if alert.map_protocol == lt.portmap_protocol.tcp and alert.external_port > 0:
+                self._mapped_port = int(alert.external_port)
+                log.info("the router forwards port %d to this session", self._mapped_port)
+            return True
+        if isinstance(alert, lt.portmap_error_alert):
+            log.warning("port mapping failed: %s", alert.message())
+            return True
+        if isinstance(alert, lt.external_ip_alert):
+            self._external_ip = str(alert.external_address)
+            return True
+        return False
+
     def _on_alert(self, alert: Any) -> None:
         """Copy what is needed out of one alert; the alert itself must not be kept."""
         if isinstance(alert, lt.listen_succeeded_alert):
@@ -575,6 +621,9 @@ class TorrentSession:
         if isinstance(alert, lt.listen_failed_alert):
             if self._listen_error is None:
                 self._listen_error = alert.message()
+            log.warning("%s", alert.message())
+            return
+        if self._port_mapping and self._on_port_mapping(alert):
             return
         if not isinstance(alert, lt.torrent_alert):
             return

@@ -30,8 +30,8 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
         yield stack
 
 
-def _session(tmp_path: Path, name: str, **limits: int) -> TorrentSession:
-    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "torrent", **limits)
+def _session(tmp_path: Path, name: str, upload_rate: int | None = None) -> TorrentSession:
+    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "torrent", upload_rate=upload_rate)
 
 
 async def _until_part_came(torrents: TorrentSession, info_hash: bytes, size: int) -> None:
