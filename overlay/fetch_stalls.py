@@ -1,5 +1,5 @@
 """What a fetch does while it is stalled (`overlay.torrent` `TorrentSession.fetch`): ask for
-addresses again and connect to them anew, first `every` seconds after its last progress, then
+addresses again and connect to them again, first `every` seconds after its last progress, then
 every `every` seconds while it stays stalled. The clock is the caller's (it says `now`); one
 question runs at a time, in a task of its own, so the fetch's own timeout keeps running.
 """
@@ -16,19 +16,19 @@ Address = tuple[str, int]
 
 
 class StallAsker:
-    """Asks `more_peers` for addresses while a fetch is stalled and hands them to `reconnect`
+    """Asks `more_peers` for addresses while a fetch is stalled and hands them to `connect`
     (which says whether the fetch was still there to take them). None: nobody to ask."""
 
     def __init__(
         self,
         name: str,
         more_peers: Callable[[], Awaitable[list[Address]]] | None,
-        reconnect: Callable[[list[Address]], bool],
+        connect: Callable[[list[Address]], bool],
         every: float,
     ) -> None:
         self._name = name
         self._more_peers = more_peers
-        self._reconnect = reconnect
+        self._connect = connect
         self._every = every
         self._next: float | None = None  # when to ask next; None until the first look
         self._task: asyncio.Task[None] | None = None
@@ -51,10 +51,10 @@ class StallAsker:
             log.exception("asking for more peers of %s failed", self._name)
             return
         if not peers:
-            log.info("fetch of %s stalled; no peer to connect to anew yet", self._name)
-            return  # the connections it has stay: nothing better is known
-        if self._reconnect(peers):
-            log.info("fetch of %s stalled; connecting to %d peer(s) anew", self._name, len(peers))
+            log.info("fetch of %s stalled; no peer to connect to yet", self._name)
+            return
+        if self._connect(peers):
+            log.info("fetch of %s stalled; connecting to %d peer(s) again", self._name, len(peers))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -404,9 +404,10 @@ class TorrentSession:
 
         While neither a byte nor a verified piece has come for `ask_again` seconds, `more_peers`
         is asked for addresses, again every `ask_again` seconds until progress resumes, and the
-        fetch connects anew (`reconnect`) to each of them, known or not: libtorrent itself waits
-        a minute or more before it tries a peer that went away again, keeps a connection to a
-        seed that was killed until its peer timeout, and never learns of a seed's new port.
+        fetch connects again to each of them (`connect_again`, which also drops stuck
+        connections): libtorrent itself waits a minute or more before it tries a peer that
+        went away again, keeps a connection to a seed that was killed until its peer timeout,
+        and never learns of a seed's new port.
 
         `metadata_file` keeps the torrent's info dict once it is known, so that a later fetch of
         the same info-hash into the same `save_dir` goes on from what is there: the file is
@@ -434,7 +435,10 @@ class TorrentSession:
         params.flags &= ~_STARTED
         torrent = self._add(session, params, info_hash)
         asker = StallAsker(
-            info_hash.hex(), more_peers, lambda peers: self._reconnect_if_there(info_hash, peers), ask_again
+            info_hash.hex(),
+            more_peers,
+            lambda peers: self._connect_again_if_there(info_hash, peers, ask_again),
+            ask_again,
         )
         try:
             self.add_peers(info_hash, peers)
@@ -477,24 +481,34 @@ class TorrentSession:
         for peer in peers:
             torrent.handle.connect_peer(peer)
 
-    def reconnect(self, info_hash: bytes, peers: list[Address]) -> None:
-        """Drop a torrent's connections and connect to `peers`: for a stalled fetch, whose
-        connections may lead to a peer that is gone (measured: a seed killed mid-transfer stayed
-        connected, unread, with requests outstanding). What it has stays."""
+    def connect_again(self, info_hash: bytes, peers: list[Address], *, idle: float) -> bool:
+        """Connect to `peers` again, known or not: libtorrent waits a minute or more before it
+        retries a peer that went away. First drop the torrent's connections when one of them is
+        stuck: it unchoked us, has requests of ours outstanding and sent nothing for `idle`
+        seconds (measured: a seed killed mid-transfer stayed so, its socket unread, until
+        libtorrent's peer timeout, and connecting to its address again did nothing meanwhile).
+        Only then: a peer that merely chokes us keeps its place in the queue (dropping every
+        connection each few seconds kept peers of a super-seeding coordinator from ever being
+        unchoked). Whether connections were dropped; what the torrent has stays either way."""
         self._open()
         torrent = self._get(info_hash)
         handle = torrent.handle
-        torrent.carried = torrent.payload(handle.status())  # the pause zeroes the counters
-        handle.pause()  # libtorrent carries these out in order: drop, go on, connect
-        handle.resume()
+        stuck = any(_stuck(peer, idle) for peer in handle.get_peer_info())
+        if stuck:
+            torrent.carried = torrent.payload(handle.status())  # the pause zeroes the counters
+            handle.pause()  # libtorrent carries these out in order: drop, go on, connect
+            handle.resume()
         for peer in peers:
             handle.connect_peer(peer)
+        return stuck
 
-    def _reconnect_if_there(self, info_hash: bytes, peers: list[Address]) -> bool:
+    def _connect_again_if_there(self, info_hash: bytes, peers: list[Address], idle: float) -> bool:
         try:
-            self.reconnect(info_hash, peers)
+            dropped = self.connect_again(info_hash, peers, idle=idle)
         except TorrentError:
             return False  # the fetch ended meanwhile
+        if dropped:
+            log.info("fetch of %s: dropped its connections, one was stuck", info_hash.hex())
         return True
 
     def stats(self, info_hash: bytes) -> TransferStats:
@@ -648,6 +662,13 @@ class TorrentSession:
             log.warning("torrent failed: %s", torrent.error)
         elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
             log.warning("%s", alert.message())
+
+
+def _stuck(peer: Any, idle: float) -> bool:
+    """Whether a connection unchoked us, has our requests outstanding, and was silent `idle` s."""
+    last = peer.last_active
+    silent = last.total_seconds() if hasattr(last, "total_seconds") else float(last)
+    return not peer.flags & lt.peer_info.remote_choked and peer.download_queue_length > 0 and silent >= idle
 
 
 def _state(status: Any) -> TorrentState:
