@@ -1,10 +1,15 @@
 """The volunteer's budget at run time, enforced where the bytes flow.
 
 One `Allowance` per peer holds a token bucket for each direction (peer.rate_limit), a limit on
-concurrent fetches, and the period ledger (peer.usage). The egress takes a fetch slot for each
-request, pays for the request and for a typical response before sending it, and pays for every
-byte beyond that as it reads, so a workload can never outrun the budget by more than the bucket's
-burst and the misjudged part of a response.
+concurrent fetches, and the period ledger (peer.usage). Everything is counted as the interface
+counts it, headers and acknowledgements included (peer.wire_cost). The egress takes a fetch
+slot for each request, pays for the request and a deposit before sending it (the most the
+kernel and the HTTP client can receive for it before it reads: its window), and pays for every
+byte it reads, and for the acknowledgements those bytes cost upstream, before it reads more.
+The deposit is given back once the response was read to its end; a response abandoned midway
+keeps it, since its window most likely arrived. So the bytes at the interface never run ahead
+of what was paid, and over any stretch exceed the rate by at most the bucket's burst and the
+windows that fill in that stretch.
 Bundle traffic is limited by libtorrent itself at the same rates; the agent then `charge`s what
 libtorrent moved to the same buckets and ledger, so the two together stay within one budget.
 
@@ -27,10 +32,9 @@ from overlay.units import format_size
 from peer.budget import Budget
 from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
+from peer.wire_cost import WORST, Framing, acks_on_wire, connection_frames, on_wire
 
 USAGE_FILE = "usage.msgpack"
-TYPICAL_RESPONSE = 16 * 1024  # bytes reserved for a response before any has been seen
-TYPICAL_SMOOTHING = 0.2  # weight of the newest response size in the running estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +49,41 @@ class AllowanceStatus:
 
 
 class Receipt:
-    """What one response has brought so far, against what was reserved for it."""
+    """What one response has cost so far at the interface, and its deposit.
 
-    def __init__(self, allowance: Allowance, reserved: int) -> None:
+    `framing` is the connection's (peer.wire_cost.IPV4 or IPV6) once known; until then bytes
+    are counted as the costlier IPv6 ones. `started` once any of the response arrived,
+    `complete` once it was read to its end (nothing more of it can arrive)."""
+
+    def __init__(self, allowance: Allowance, deposit: int) -> None:
         self._allowance = allowance
-        self.unused = reserved
-        self.total = 0
+        self.deposit = deposit
+        self.framing: Framing = WORST
+        self.payload = 0  # bytes of the response read
+        self.down = 0  # bytes paid for downstream, frames and all
+        self.up = 0  # bytes of acknowledgements paid for upstream
+        self.started = False
+        self.complete = False
 
     async def received(self, n: int) -> None:
-        """Count `n` bytes of the response; wait for those the reservation does not cover."""
-        covered = min(n, self.unused)
-        self.unused -= covered
-        self.total += n
-        if n > covered:
-            await self._allowance.down.acquire(n - covered)
+        """Pay for `n` more bytes of the response, read from the connection: the frames that
+        carried them, and the acknowledgements they cost the other way."""
+        if n < 0:
+            raise ValueError(f"cannot receive a negative number of bytes ({n})")
+        self.started = True
+        before, self.payload = self.payload, self.payload + n
+        down = on_wire(self.payload, self.framing) - on_wire(before, self.framing)
+        up = acks_on_wire(self.payload, self.framing) - acks_on_wire(before, self.framing)
+        self.down += down
+        self.up += up
+        if up:
+            await self._allowance.up.acquire(up)
+        await self._allowance.down.acquire(down)
+
+    def kept_deposit(self) -> int:
+        """The part of the deposit that stays paid: all of it when the response was abandoned
+        midway (its window most likely arrived and was thrown away), none otherwise."""
+        return self.deposit if self.started and not self.complete else 0
 
 
 class Allowance:
@@ -71,7 +96,6 @@ class Allowance:
         self.up = RateLimiter(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
-        self._typical_response = float(TYPICAL_RESPONSE)
 
     def reconfigure(self, budget: Budget) -> None:
         """Apply a budget the volunteer changed while the peer runs: new rates at once, the
@@ -87,27 +111,30 @@ class Allowance:
         """Hold one of the volunteer's concurrent fetches (`async with`)."""
         return self._fetches if self._fetches is not None else nullcontext()
 
-    async def sent(self, n: int) -> None:
-        """Count `n` bytes about to be sent and wait until the upload rate allows them."""
-        self._ledger.add(n, self._clock())
-        await self.up.acquire(n)
+    async def request(self, n: int) -> None:
+        """Count a request of `n` bytes about to be sent, with its frames and its connection's
+        header-only ones, and wait until the upload rate allows them."""
+        wire = on_wire(n) + connection_frames()
+        self._ledger.add(wire, self._clock())
+        await self.up.acquire(wire)
 
     @contextlib.asynccontextmanager
-    async def response(self) -> AsyncIterator[Receipt]:
-        """Pay for a response before asking for it: the bytes a typical response has are
-        reserved first, so that fetches started together wait their turn before their
-        requests go out, instead of all being answered at once and paying afterwards (the
-        server has sent those bytes by then). The receipt pays for what comes beyond the
-        reservation; what was reserved and did not come is given back at the end."""
-        reserved = round(self._typical_response)
-        await self.down.acquire(reserved)
-        receipt = Receipt(self, reserved)
+    async def response(self, deposit: int) -> AsyncIterator[Receipt]:
+        """Pay for a response before asking for it: `deposit` (what can arrive for it before it
+        is read) and the header-only frames of its connection are paid first, so that fetches
+        started together wait their turn before their requests go out, instead of all being
+        answered at once and paying afterwards (the kernel has received those bytes by then).
+        The receipt pays for every byte read; the deposit is given back at the end unless the
+        response was abandoned midway."""
+        frames = connection_frames()
+        await self.down.acquire(deposit + frames)
+        receipt = Receipt(self, deposit)
         try:
             yield receipt
         finally:
-            self.down.refund(receipt.unused)
-            self._ledger.add(receipt.total, self._clock())
-            self._typical_response += TYPICAL_SMOOTHING * (receipt.total - self._typical_response)
+            kept = receipt.kept_deposit()
+            self.down.refund(deposit - kept)
+            self._ledger.add(frames + kept + receipt.down + receipt.up, self._clock())
 
     def charge(self, *, down: int, up: int) -> None:
         """Count bytes that already moved elsewhere (bundle traffic): later callers wait for them."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from peer.allowance import Allowance
 from peer.budget import ActiveHours, Budget
 from peer.egress import Egress, EgressConfig
+from peer.wire_cost import IPV4, IPV6, acks_on_wire, connection_frames, fetch_window, on_wire
 from tests.sites import serve
 from workloads.process_api import FetchRequest
 
@@ -58,10 +59,19 @@ async def test_every_byte_moved_is_counted_against_rates_and_the_cap(tmp_path: P
         result = await egress.fetch(FetchRequest(id=1, method="GET", url=f"{base}/big", want_body=True))
         unwanted = await egress.fetch(FetchRequest(id=2, method="GET", url=f"{base}/big", want_body=False))
     assert result.body == BODY and unwanted.status == 200
-    # Both bodies were read (the second drained up to its limit), plus two response heads.
+    # Both bodies were read (the second drained up to its limit) with two response heads,
+    # counted with the frames that carried them; the second was abandoned, so its deposit (the
+    # window that most likely arrived unread) stays paid.
     drained = min(len(BODY), 64 * 1024)
-    assert len(BODY) + drained < allowance.down.used < len(BODY) + drained + 1000
-    assert 0 < allowance.up.used < 1000  # two request heads
+    window = fetch_window(10_000_000, None)
+    # (as IPv4 frames when the connection was still there to ask, else as the costlier IPv6 ones).
+    least = on_wire(len(BODY), IPV4) + on_wire(drained, IPV4) + window.unread
+    most = on_wire(len(BODY) + 1000, IPV6) + on_wire(drained + 1000, IPV6) + 2 * connection_frames() + window.unread
+    assert least < allowance.down.used < most
+    # Two request heads, and the acknowledgements of what was read.
+    acks = acks_on_wire(len(BODY), IPV4) + acks_on_wire(drained, IPV4)
+    most_acks = acks_on_wire(len(BODY) + 1000, IPV6) + acks_on_wire(drained + 1000, IPV6)
+    assert acks < allowance.up.used < most_acks + 2 * on_wire(400) + 2 * connection_frames()
     assert allowance.status().used == allowance.down.used + allowance.up.used
 
 
