@@ -207,7 +207,8 @@ class TorrentSession:
             self._session.apply_settings(_wire_settings(self._upload_rate, self._download_rate))
 
     def rates(self) -> tuple[int, int]:
-        """(upload, download) rate limits in bytes/s as libtorrent holds them; 0: unlimited."""
+        """(upload, download) rate limits in bytes/s as libtorrent holds them (WIRE_SHARE under
+        the rates given, see `_wire_settings`); 0: unlimited."""
         if self._session is None or self._closed:
             return self._upload_rate, self._download_rate
         settings = self._session.get_settings()
@@ -223,32 +224,32 @@ class TorrentSession:
         if port == 0:
             port = self._chosen_port(host)
         interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._session = lt.session(
-            {
-                "listen_interfaces": interface,
-                # Listen where asked or fail: libtorrent would otherwise try the next ports,
-                # then any port the system gives.
-                "max_retry_port_bind": 0,
-                "listen_system_port_fallback": False,
-                "enable_dht": False,
-                "enable_lsd": False,
-                "enable_upnp": False,
-                "enable_natpmp": False,
-                "allow_multiple_connections_per_ip": True,
-                "ignore_limits_on_local_network": False,
-                **_wire_settings(self._upload_rate, self._download_rate),
-                **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
-                # A seed unchokes the peers that have least or nearly all of the torrent
-                # rather than the fastest: pieces reach more hands sooner and are passed on,
-                # so the seed sends fewer of them twice (bench/bundle_swarm.py at N=16:
-                # 1.47-1.52x -> 1.24-1.44x of the bundle from the coordinator).
-                "seed_choking_algorithm": int(lt.seed_choking_algorithm_t.anti_leech),
-                # A fingerprint of 20 characters is used as the whole peer id, so peers can
-                # be told apart in stats whichever side opened the connection.
-                "peer_fingerprint": self._peer_id.decode("ascii"),
-                "alert_mask": _ALERT_MASK,
-            }
-        )
+        settings: lt.settings_pack = {
+            "listen_interfaces": interface,
+            # Listen where asked or fail: libtorrent would otherwise try the next ports,
+            # then any port the system gives.
+            "max_retry_port_bind": 0,
+            "listen_system_port_fallback": False,
+            "enable_dht": False,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "allow_multiple_connections_per_ip": True,
+            "ignore_limits_on_local_network": False,
+            **_wire_settings(self._upload_rate, self._download_rate),
+            **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
+            # A seed unchokes the peers that have least or nearly all of the torrent
+            # rather than the fastest: pieces reach more hands sooner and are passed on,
+            # so the seed sends fewer of them twice (bench/bundle_swarm.py at N=16:
+            # 1.47-1.52x -> 1.24-1.44x of the bundle from the coordinator).
+            "seed_choking_algorithm": int(lt.seed_choking_algorithm_t.anti_leech),
+            # A fingerprint of 20 characters is used as the whole peer id, so peers can
+            # be told apart in stats whichever side opened the connection.
+            "peer_fingerprint": self._peer_id.decode("ascii"),
+            "alert_mask": _ALERT_MASK,
+        }
+        settings.update(_wire_settings(self._upload_rate, self._download_rate))
+        self._session = lt.session(settings)
         self._pump = asyncio.create_task(self._pump_alerts(), name=f"torrent-alerts {interface}")
         try:
             await self._wait(
@@ -528,7 +529,7 @@ class TorrentSession:
             log.warning("%s", alert.message())
 
 
-def _wire_settings(upload_rate: int, download_rate: int) -> dict[str, Any]:
+def _wire_settings(upload_rate: int, download_rate: int) -> lt.settings_pack:
     """libtorrent's settings for rates that must hold at the network interface (0: unlimited).
 
     libtorrent's limiter counts BitTorrent's bytes and an estimate of the IP headers, while
@@ -540,14 +541,15 @@ def _wire_settings(upload_rate: int, download_rate: int) -> dict[str, Any]:
     namespaces at 250 kB/s from three peers: 1.16-1.25x of the download rate over 10 s with
     the defaults, 0.94-0.98x with these.
     """
-    buffer = socket_buffer(max(upload_rate, download_rate))
+    buffer = socket_buffer(max(upload_rate, download_rate))  # 0: the kernel's own
     return {
         "upload_rate_limit": int(upload_rate / WIRE_SHARE),
         "download_rate_limit": int(download_rate / WIRE_SHARE),
         "rate_limit_ip_overhead": True,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
-        **({"recv_socket_buffer_size": buffer, "send_socket_buffer_size": buffer} if buffer else {}),
+        "recv_socket_buffer_size": buffer,
+        "send_socket_buffer_size": buffer,
     }
 
 
