@@ -32,7 +32,7 @@ from overlay.units import format_size
 from peer.budget import Budget
 from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
-from peer.wire_cost import WORST, Framing, acks_on_wire, connection_frames, on_wire
+from peer.wire_cost import WORST, FetchWindow, Framing, acks_on_wire, connection_frames, on_wire
 
 USAGE_FILE = "usage.msgpack"
 
@@ -55,15 +55,17 @@ class Receipt:
     are counted as the costlier IPv6 ones. `started` once any of the response arrived,
     `complete` once it was read to its end (nothing more of it can arrive)."""
 
-    def __init__(self, allowance: Allowance, deposit: int) -> None:
+    def __init__(self, allowance: Allowance, window: FetchWindow) -> None:
         self._allowance = allowance
-        self.deposit = deposit
+        self.window = window
+        self.deposit = window.unread
         self.framing: Framing = WORST
         self.payload = 0  # bytes of the response read
         self.down = 0  # bytes paid for downstream, frames and all
         self.up = 0  # bytes of acknowledgements paid for upstream
         self.started = False
         self.complete = False
+        self.left_unread: int | None = None  # bytes in the client's buffer when it was abandoned
 
     async def received(self, n: int) -> None:
         """Pay for `n` more bytes of the response, read from the connection: the frames that
@@ -80,10 +82,20 @@ class Receipt:
             await self._allowance.up.acquire(up)
         await self._allowance.down.acquire(down)
 
+    def abandon(self, buffered: int) -> None:
+        """The response is given up midway with `buffered` bytes received and not read."""
+        self.left_unread = buffered
+
     def kept_deposit(self) -> int:
-        """The part of the deposit that stays paid: all of it when the response was abandoned
-        midway (its window most likely arrived and was thrown away), none otherwise."""
-        return self.deposit if self.started and not self.complete else 0
+        """The part of the deposit that stays paid: none for a response read to its end or
+        never begun; for one abandoned midway, what may have arrived unread: the client's
+        buffer as it was, and the kernel's (what it held, and what was under way to it when the
+        connection closed, at most the whole of it); all of it when that is not known."""
+        if self.complete or not self.started:
+            return 0
+        if self.left_unread is None or self.window.receive_buffer is None:
+            return self.deposit
+        return min(self.deposit, self.left_unread + 2 * self.window.receive_buffer)
 
 
 class Allowance:
@@ -119,21 +131,21 @@ class Allowance:
         await self.up.acquire(wire)
 
     @contextlib.asynccontextmanager
-    async def response(self, deposit: int) -> AsyncIterator[Receipt]:
-        """Pay for a response before asking for it: `deposit` (what can arrive for it before it
-        is read) and the header-only frames of its connection are paid first, so that fetches
+    async def response(self, window: FetchWindow) -> AsyncIterator[Receipt]:
+        """Pay for a response before asking for it: a deposit of what can arrive for it before it
+        is read (`window.unread`) and the header-only frames of its connection are paid first, so that fetches
         started together wait their turn before their requests go out, instead of all being
         answered at once and paying afterwards (the kernel has received those bytes by then).
         The receipt pays for every byte read; the deposit is given back at the end unless the
         response was abandoned midway."""
         frames = connection_frames()
-        await self.down.acquire(deposit + frames)
-        receipt = Receipt(self, deposit)
+        await self.down.acquire(window.unread + frames)
+        receipt = Receipt(self, window)
         try:
             yield receipt
         finally:
             kept = receipt.kept_deposit()
-            self.down.refund(deposit - kept)
+            self.down.refund(window.unread - kept)
             self._ledger.add(frames + kept + receipt.down + receipt.up, self._clock())
 
     def charge(self, *, down: int, up: int) -> None:

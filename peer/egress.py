@@ -209,7 +209,7 @@ class Egress:
             if self._allowance is not None:
                 await stack.enter_async_context(self._allowance.fetch_slot())
                 await self._allowance.request(_request_size(request, url, self.config.user_agent))
-                receipt = await stack.enter_async_context(self._allowance.response(window.unread))
+                receipt = await stack.enter_async_context(self._allowance.response(window))
             if polite_to is not None:
                 await stack.enter_async_context(self._politeness.slot(polite_to))
             return await self._request(request, url, receipt, window.read_chunk)
@@ -375,6 +375,8 @@ async def _read_capped(
             await receipt.received(len(chunk))
         body += chunk
     if await response.content.read(1):
+        if receipt is not None:
+            receipt.abandon(response.content.total_bytes - len(body))
         response.close()
         return bytes(body), True
     return bytes(body), False

@@ -30,6 +30,9 @@ import math
 from dataclasses import dataclass
 
 WINDOW_SECONDS = 0.25  # the rate's worth of bytes that all fetches' buffers together may hold
+# and one fetch's at most: its deposit must stay well under the rate bucket's burst (0.2 s,
+# peer.rate_limit), or the time spent waiting for the part beyond it is lost to every fetch
+FETCH_SECONDS = 0.1
 DEFAULT_FETCHES = 8  # concurrent fetches assumed when the volunteer set no limit
 MIN_RECEIVE_BUFFER = 4096  # SO_RCVBUF; the kernel doubles it and has a floor of its own
 MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -93,7 +96,8 @@ def fetch_window(rate: float | None, fetches: int | None) -> FetchWindow:
     """Buffers for a download `rate` (bytes/s, None: unlimited) shared by up to `fetches`
     concurrent fetches (None: DEFAULT_FETCHES). A buffer caps one connection at about
     buffer/RTT: a quarter second of the rate over all fetches keeps the rate reachable up to
-    that round trip, and a generous rate gets buffers as large as the kernel's own default."""
+    that round trip when several fetch at once; one fetch alone holds at most FETCH_SECONDS of
+    the rate, which still lets it reach its rate up to a round trip of about half that."""
     if rate is None:
         return FetchWindow(None, UNLIMITED_READ_BUFFER, MAX_READ_CHUNK, 0)
     if rate <= 0:
@@ -101,7 +105,7 @@ def fetch_window(rate: float | None, fetches: int | None) -> FetchWindow:
     count = fetches if fetches is not None else DEFAULT_FETCHES
     if count < 1:
         raise ValueError(f"fetches must be at least 1, not {count}")
-    share = rate * WINDOW_SECONDS / count  # what one fetch may hold
+    share = rate * min(WINDOW_SECONDS / count, FETCH_SECONDS)  # what one fetch may hold
     receive = _clamp(share / 4, MIN_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER)
     read_buffer = _clamp(share / 4, MIN_READ, MAX_READ_BUFFER)
     chunk = _clamp(share / 4, MIN_READ, MAX_READ_CHUNK)

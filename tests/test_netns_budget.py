@@ -101,20 +101,23 @@ from peer.egress import Egress, EgressConfig
 from workloads.process_api import FetchRequest
 
 site, down, up, fetches, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+max_body = int(sys.argv[6]) if len(sys.argv) > 6 else 600_000
 
 async def worker(egress, n, deadline):
     i = 0
     while time.monotonic() < deadline:
-        # Every other body is longer than max_body: read to the cap, then abandoned.
+        # Every other body is longer than max_body (as the test sets it): read to the cap, then abandoned.
         size = 1_500_000 if (n + i) % 2 else 300_000
         result = await egress.fetch(FetchRequest(id=n * 1000 + i, method="GET", url=f"{site}/bytes/{size}", want_body=True))
-        assert result.error is None, result.message
+        if result.error is not None:  # the test asserts that the budget was used
+            print(result.error, result.message, flush=True)
+            await asyncio.sleep(0.2)
         i += 1
 
 async def main():
     budget = Budget(max_down=down, max_up=up, max_fetches=fetches)
     allowance = Allowance(budget, Path(tempfile.mkdtemp()))
-    config = EgressConfig(allow_private=True, respect_robots=False, max_body=600_000, per_host_concurrency=fetches)
+    config = EgressConfig(allow_private=True, respect_robots=False, max_body=max_body, per_host_concurrency=fetches)
     async with Egress(config, allowance) as egress:
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(worker(egress, n, deadline) for n in range(fetches)))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from peer.allowance import Allowance
+from peer.allowance import Allowance, Receipt
 from peer.budget import ActiveHours, Budget
 from peer.egress import Egress, EgressConfig
 from peer.wire_cost import IPV4, IPV6, acks_on_wire, connection_frames, fetch_window, on_wire
@@ -60,12 +60,13 @@ async def test_every_byte_moved_is_counted_against_rates_and_the_cap(tmp_path: P
         unwanted = await egress.fetch(FetchRequest(id=2, method="GET", url=f"{base}/big", want_body=False))
     assert result.body == BODY and unwanted.status == 200
     # Both bodies were read (the second drained up to its limit) with two response heads,
-    # counted with the frames that carried them; the second was abandoned, so its deposit (the
-    # window that most likely arrived unread) stays paid.
+    # counted with the frames that carried them (as IPv4 frames when the connection was still
+    # there to ask, else as the costlier IPv6 ones). The second was abandoned: of its deposit,
+    # what may have arrived unread stays paid (what the client held, and the kernel's buffer).
     drained = min(len(BODY), 64 * 1024)
     window = fetch_window(10_000_000, None)
-    # (as IPv4 frames when the connection was still there to ask, else as the costlier IPv6 ones).
-    least = on_wire(len(BODY), IPV4) + on_wire(drained, IPV4) + window.unread
+    assert window.receive_buffer is not None
+    least = on_wire(len(BODY), IPV4) + on_wire(drained, IPV4) + 2 * window.receive_buffer
     most = on_wire(len(BODY) + 1000, IPV6) + on_wire(drained + 1000, IPV6) + 2 * connection_frames() + window.unread
     assert least < allowance.down.used < most
     # Two request heads, and the acknowledgements of what was read.
@@ -133,3 +134,17 @@ async def test_bundle_traffic_charged_to_the_budget_makes_the_egress_wait_for_it
 def test_capacity_reported_to_coordinators_is_the_sustainable_rate(tmp_path: Path) -> None:
     budget = Budget(max_down=1_000_000, cap_bytes=864_000_000, cap_period="day")  # 10 kB/s over a day
     assert Allowance(budget, tmp_path, clock=Clock(NOON)).status().capacity == 10_000
+
+
+def test_a_response_keeps_of_its_deposit_only_what_may_have_arrived_unread(tmp_path: Path) -> None:
+    allowance = Allowance(Budget(max_down=1_000_000), tmp_path, clock=Clock(NOON))
+    window = fetch_window(1_000_000, 4)
+    assert window.receive_buffer is not None
+    receipt = Receipt(allowance, window)
+    assert receipt.kept_deposit() == 0  # nothing of it arrived (e.g. the connection was refused)
+    receipt.started = True
+    assert receipt.kept_deposit() == window.unread  # given up midway, how much was left unknown
+    receipt.abandon(1000)
+    assert receipt.kept_deposit() == 1000 + 2 * window.receive_buffer
+    receipt.complete = True
+    assert receipt.kept_deposit() == 0
