@@ -201,8 +201,10 @@ class TorrentSession:
         for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
             if rate is not None and rate <= 0:
                 raise ValueError(f"{name} must be a positive number of bytes per second")
-        self._upload_rate = min(upload_rate or 0, _MAX_RATE)
-        self._download_rate = min(download_rate or 0, _MAX_RATE)
+        rates = min(upload_rate or 0, _MAX_RATE), min(download_rate or 0, _MAX_RATE)
+        if rates == (self._upload_rate, self._download_rate):
+            return
+        self._upload_rate, self._download_rate = rates
         if self._session is not None and not self._closed:
             self._session.apply_settings(_wire_settings(self._upload_rate, self._download_rate))
 
