@@ -16,22 +16,21 @@ Needs root and `ip netns`; skipped otherwise, with the reason shown by pytest -r
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from bench.wire_budget import FETCHER_SCRIPT, SITE_SCRIPT
 from tests import netns
-from tests.netns import Host, stop, wait_for
+from tests.netns import Host, sample_while, stop, wait_for
 from tests.wire_windows import Sample, window_maxima
 
 pytestmark = pytest.mark.timeout(180)
 
 LONG, SHORT = 10.0, 1.0  # seconds of the windows
 LONG_LIMIT, SHORT_LIMIT = 1.05, 1.5  # the most of the budget any window may carry
-SAMPLE_EVERY = 0.25
 RUN_SECONDS = 16.0
 
 
@@ -42,85 +41,6 @@ def hosts() -> Iterator[list[Host]]:
         pytest.skip(reason)
     with netns.hosts(4) as made:
         yield made
-
-
-def sample_while(hosts: list[Host], processes: list[subprocess.Popen[bytes]], seconds: float) -> list[list[Sample]]:
-    """Each host's (time, rx bytes, tx bytes) every SAMPLE_EVERY, from just before its traffic
-    began until `seconds` after that or until `processes` have all ended."""
-    series: list[list[Sample]] = [[] for _ in hosts]
-    started: float | None = None
-    while True:
-        now = time.monotonic()
-        for host, samples in zip(hosts, series, strict=True):
-            rx, tx = host.counters()
-            samples.append(Sample(now, rx, tx))
-        if started is None and any(s[-1].rx - s[0].rx + s[-1].tx - s[0].tx > 64_000 for s in series):
-            started = now
-            for samples in series:  # windows start at the last quiet sample
-                del samples[:-2]
-        if started is not None and (now - started >= seconds or all(p.poll() is not None for p in processes)):
-            return series
-        if started is None and all(p.poll() is not None for p in processes):
-            raise AssertionError("the traffic never began")
-        time.sleep(max(0.0, now + SAMPLE_EVERY - time.monotonic()))
-
-
-_SITE = """
-import asyncio, sys
-from aiohttp import web
-
-CHUNK = b"x" * 65536
-
-async def body(request):
-    size = int(request.match_info["size"])
-    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-    await response.prepare(request)
-    sent = 0
-    while sent < size:
-        piece = CHUNK[: min(len(CHUNK), size - sent)]
-        await response.write(piece)
-        sent += len(piece)
-    return response
-
-app = web.Application()
-app.router.add_get("/bytes/{size}", body)
-web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), print=None)
-"""
-
-_FETCHER = """
-import asyncio, sys, tempfile, time
-from pathlib import Path
-from typing import Literal
-from peer.allowance import Allowance
-from peer.budget import Budget
-from peer.egress import Egress, EgressConfig
-from workloads.process_api import FetchRequest
-
-site, down, up, fetches, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-max_body = int(sys.argv[6]) if len(sys.argv) > 6 else 600_000
-
-async def worker(egress, n, deadline):
-    i = 0
-    while time.monotonic() < deadline:
-        # Every other body is longer than max_body (as the test sets it): read to the cap, then abandoned.
-        size = 1_500_000 if (n + i) % 2 else 300_000
-        result = await egress.fetch(FetchRequest(id=n * 1000 + i, method="GET", url=f"{site}/bytes/{size}", want_body=True))
-        if result.error is not None:  # the test asserts that the budget was used
-            print(result.error, result.message, flush=True)
-            await asyncio.sleep(0.2)
-        i += 1
-
-async def main():
-    budget = Budget(max_down=down, max_up=up, max_fetches=fetches)
-    allowance = Allowance(budget, Path(tempfile.mkdtemp()))
-    config = EgressConfig(allow_private=True, respect_robots=False, max_body=max_body, per_host_concurrency=fetches)
-    async with Egress(config, allowance) as egress:
-        deadline = time.monotonic() + seconds
-        await asyncio.gather(*(worker(egress, n, deadline) for n in range(fetches)))
-    print("down", allowance.down.used, "up", allowance.up.used, flush=True)
-
-asyncio.run(main())
-"""
 
 
 def _report(name: str, rate: int, samples: list[Sample], direction: Literal["rx", "tx"]) -> tuple[float, float]:
@@ -136,12 +56,12 @@ def test_web_traffic_stays_within_the_download_and_upload_rates_at_the_interface
     site_host, peer_host = hosts[0], hosts[1]
     down, up = 250_000, 15_000  # acknowledgements of the download take most of the upload rate
     site = f"http://{site_host.ipv4}:8080"
-    processes = [site_host.python("-c", _SITE, site_host.ipv4, "8080", log=tmp_path / "site.log")]
+    processes = [site_host.python("-c", SITE_SCRIPT, site_host.ipv4, "8080", log=tmp_path / "site.log")]
     try:
         wait_for(lambda: "8080" in subprocess.run(site_host.command("ss", "-ltn"), capture_output=True, text=True).stdout,
                  "the site to listen", 20)  # fmt: skip
         fetcher = peer_host.python(
-            "-c", _FETCHER, site, str(down), str(up), "4", str(RUN_SECONDS + 4), log=tmp_path / "fetcher.log"
+            "-c", FETCHER_SCRIPT, site, str(down), str(up), "4", str(RUN_SECONDS + 4), log=tmp_path / "fetcher.log"
         )
         processes.append(fetcher)
         (samples,) = sample_while([peer_host], [fetcher], RUN_SECONDS)
@@ -280,7 +200,7 @@ async def main():
     budget = Budget(max_down=down, max_up=up, max_fetches=4)
     allowance = Allowance(budget, state)
     keeper = BudgetKeeper(allowance, Pauses(allowance, None, set()))
-    config = EgressConfig(allow_private=True, respect_robots=False, per_host_concurrency=4)
+    config = EgressConfig(allow_private=True, respect_robots=False, per_host_concurrency=4, connect_timeout=15)
     async with Egress(config, allowance) as egress, TorrentSession(
         (address, 6881), upload_rate=up, download_rate=down, state_dir=state / "torrent"
     ) as torrents:
@@ -299,7 +219,7 @@ def test_web_and_bundle_traffic_together_stay_within_one_budget(hosts: list[Host
     server, peer = hosts[0], hosts[1]
     down, up = 250_000, 50_000
     processes = [
-        server.python("-c", _SITE, server.ipv4, "8080", log=tmp_path / "site.log"),
+        server.python("-c", SITE_SCRIPT, server.ipv4, "8080", log=tmp_path / "site.log"),
         _torrent_peer(server, "seed", tmp_path, 0, 0, str(down), log=tmp_path / "seed.log"),
     ]
     try:
