@@ -73,7 +73,7 @@ async def main():
     async with Egress(config, allowance) as egress:
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(worker(egress, n, deadline) for n in range(fetches)))
-    print("down", allowance.down.used, "up", allowance.up.used, flush=True)
+    print("down", allowance.down.used, "up", allowance.up.used, "seconds", round(time.monotonic() - deadline + seconds, 1), flush=True)
 
 asyncio.run(main())
 """

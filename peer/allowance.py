@@ -32,7 +32,7 @@ from overlay.units import format_size
 from peer.budget import Budget
 from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
-from peer.wire_cost import WORST, FetchWindow, Framing, acks_on_wire, connection_frames, on_wire
+from peer.wire_cost import WORST, FetchWindow, Framing, acks_on_wire, connection_frames, on_wire, windows_capacity
 
 USAGE_FILE = "usage.msgpack"
 
@@ -98,6 +98,32 @@ class Receipt:
         return min(self.deposit, self.left_unread + 2 * self.window.receive_buffer)
 
 
+class WindowPool:
+    """What the windows of the fetches under way may hold together (`capacity` bytes; None: no
+    limit). A fetch waits until its window fits beside the others'; into an empty pool one
+    always fits, however large."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._fits(n))
+            self.held += n
+        try:
+            yield
+        finally:
+            self.held -= n
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _fits(self, n: int) -> bool:
+        return self.capacity is None or self.held == 0 or self.held + n <= self.capacity
+
+
 class Allowance:
     """The budget of one running peer; `clock` gives the volunteer's local time."""
 
@@ -107,6 +133,7 @@ class Allowance:
         self.down = RateLimiter(budget.max_down)
         self.up = RateLimiter(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
+        self._windows = WindowPool(windows_capacity(budget.max_down))
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
 
     def reconfigure(self, budget: Budget) -> None:
@@ -117,6 +144,7 @@ class Allowance:
         self.down.set_rate(budget.max_down)
         self.up.set_rate(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
+        self._windows.capacity = windows_capacity(budget.max_down)  # waiting fetches see it at the next release
         self._ledger.reconfigure(budget.cap_bytes, budget.cap_period)
 
     def fetch_slot(self) -> asyncio.Semaphore | nullcontext[None]:
@@ -137,16 +165,19 @@ class Allowance:
         started together wait their turn before their requests go out, instead of all being
         answered at once and paying afterwards (the kernel has received those bytes by then).
         The receipt pays for every byte read; the deposit is given back at the end unless the
-        response was abandoned midway."""
+        response was abandoned midway. First it waits until its window fits beside those of the
+        fetches under way (`WindowPool`), so that however many fetch at once, what can be on its
+        way unread stays about WINDOW_SECONDS of the rate (peer.wire_cost)."""
         frames = connection_frames()
-        await self.down.acquire(window.unread + frames)
-        receipt = Receipt(self, window)
-        try:
-            yield receipt
-        finally:
-            kept = receipt.kept_deposit()
-            self.down.refund(window.unread - kept)
-            self._ledger.add(frames + kept + receipt.down + receipt.up, self._clock())
+        async with self._windows.hold(window.unread):
+            await self.down.acquire(window.unread + frames)
+            receipt = Receipt(self, window)
+            try:
+                yield receipt
+            finally:
+                kept = receipt.kept_deposit()
+                self.down.refund(window.unread - kept)
+                self._ledger.add(frames + kept + receipt.down + receipt.up, self._clock())
 
     def charge(self, *, down: int, up: int) -> None:
         """Count bytes that already moved elsewhere (bundle traffic): later callers wait for them."""

@@ -6,14 +6,13 @@ the edge and the allowance (peer.allowance) pays them.
 A volunteer's rates are about their link, and the link carries frames, not payload. Each TCP
 segment of up to an MSS of payload also carries Ethernet (14 bytes), IP (20, or 40 for IPv6)
 and TCP headers (20, plus 12 of timestamps); the receiver answers with acknowledgements, frames
-of headers only that travel the other way: one for every two full segments at least (delayed
-ACK), and a window update each time the reader frees a small receive buffer: measured through
-small buffers, about one acknowledgement per 1.3 segments. Connections open and close with a
-few header-only frames each way. So `on_wire` turns a payload into the bytes the interface
-counts (about 4.6% more over IPv4 at MTU 1500, 6% over IPv6) and `acks_on_wire` says what
-receiving it costs in the other direction, counted as one acknowledgement per segment. The
-model is meant to err high: where the kernel coalesces segments and acknowledgements (large
-buffers, GRO) it sends fewer.
+of headers only that travel the other way: one for every two full segments (delayed ACK),
+more when a tiny receive buffer makes the receiver send a window update at every read
+(measured through 4 kB buffers: one per 1.3 segments; through 8 kB, the smallest used here,
+one per 4.5, the kernel coalescing segments). Connections open and close with a few
+header-only frames each way. So `on_wire` turns a payload into the bytes the interface counts
+(about 4.6% more over IPv4 at MTU 1500, 6% over IPv6) and `acks_on_wire` says what receiving
+it costs in the other direction (2.3%, 3% over IPv6).
 
 And the kernel receives before the peer reads: whatever fits the socket's receive buffer and
 the HTTP client's own buffer has crossed the link while the peer still waits to pay for it.
@@ -21,7 +20,10 @@ With autotuning (tcp_rmem) a receive buffer grows to megabytes, so a server coul
 seconds of the volunteer's rate that nobody paid for. `fetch_window` sizes those buffers from
 the rate and the number of concurrent fetches, so that all of them together hold at most about
 WINDOW_SECONDS of the rate, and says how much one fetch may have unread (`unread`): what the
-fetch pays as a deposit before it sends its request.
+fetch pays as a deposit before it sends its request. `windows_capacity` is what the windows
+of all fetches under way may hold together: a fetch waits for room before its deposit
+(peer.allowance.WindowPool), so many concurrent fetches at a small rate, whose windows are at
+their floors, do not together let in more than that.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ WINDOW_SECONDS = 0.25  # the rate's worth of bytes that all fetches' buffers tog
 # peer.rate_limit), or the time spent waiting for the part beyond it is lost to every fetch
 FETCH_SECONDS = 0.1
 DEFAULT_FETCHES = 8  # concurrent fetches assumed when the volunteer set no limit
-MIN_RECEIVE_BUFFER = 4096  # SO_RCVBUF; the kernel doubles it and has a floor of its own
+# SO_RCVBUF at its smallest (the kernel doubles it). Smaller buffers drop segments: the kernel
+# charges each its whole memory, more than its payload, so a window of a few segments overflows
+# and the sender sends again what the interface already counted (4 kB: one segment in eight
+# dropped, 7-9% more at the interface than was paid for; 8 kB: within the budget).
+MIN_RECEIVE_BUFFER = 8192
 MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
 MIN_READ = 2048  # the HTTP client's buffer and the egress's read size, at their smallest
 MAX_READ_BUFFER = 256 * 1024  # aiohttp's default read_bufsize
@@ -64,9 +70,10 @@ def on_wire(payload: int, framing: Framing = WORST) -> int:
 
 
 def acks_on_wire(payload: int, framing: Framing = WORST) -> int:
-    """The bytes of acknowledgements the receiver of `payload` bytes sends back."""
+    """The bytes of acknowledgements the receiver of `payload` bytes sends back: one frame of
+    headers per two segments."""
     _check(payload)
-    return math.ceil(payload / framing.mss) * framing.header
+    return math.ceil(payload / (2 * framing.mss)) * framing.header
 
 
 def connection_frames(framing: Framing = WORST) -> int:
@@ -110,6 +117,13 @@ def fetch_window(rate: float | None, fetches: int | None) -> FetchWindow:
     read_buffer = _clamp(share / 4, MIN_READ, MAX_READ_BUFFER)
     chunk = _clamp(share / 4, MIN_READ, MAX_READ_CHUNK)
     return FetchWindow(receive, read_buffer, chunk, 2 * (2 * receive) + 2 * read_buffer + chunk)
+
+
+def windows_capacity(rate: float | None) -> int | None:
+    """The most bytes the windows of all fetches under way may hold together: WINDOW_SECONDS
+    of the download rate (None: no limit, for an unlimited rate). At small rates the buffers'
+    floors make each window larger than its share, and fewer fetches fit at once."""
+    return None if rate is None else round(rate * WINDOW_SECONDS)
 
 
 def _clamp(value: float, low: int, high: int) -> int:

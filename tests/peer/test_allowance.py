@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from peer.allowance import Allowance, Receipt
+from peer.allowance import Allowance, Receipt, WindowPool
 from peer.budget import ActiveHours, Budget
 from peer.egress import Egress, EgressConfig
 from peer.wire_cost import IPV4, IPV6, acks_on_wire, connection_frames, fetch_window, on_wire
@@ -148,3 +148,27 @@ def test_a_response_keeps_of_its_deposit_only_what_may_have_arrived_unread(tmp_p
     assert receipt.kept_deposit() == 1000 + 2 * window.receive_buffer
     receipt.complete = True
     assert receipt.kept_deposit() == 0
+
+
+async def test_fetches_wait_until_their_window_fits_beside_those_under_way() -> None:
+    pool = WindowPool(100)
+    order: list[str] = []
+
+    async def fetch(name: str, window: int, hold: float) -> None:
+        async with pool.hold(window):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+        order.append(f"{name} out")
+
+    # a and b fit together; c waits for room; d is larger than the pool and goes in alone.
+    await asyncio.gather(fetch("a", 60, 0.05), fetch("b", 40, 0.1), fetch("c", 50, 0.01), fetch("d", 500, 0.01))
+    assert order[:2] == ["a in", "b in"]
+    assert order.index("c in") > order.index("a out")
+    assert order.index("d in") > max(order.index("b out"), order.index("c out"))
+    assert pool.held == 0
+
+
+async def test_without_a_rate_every_window_fits() -> None:
+    pool = WindowPool(None)
+    async with pool.hold(10**9), pool.hold(10**9):
+        assert pool.held == 2 * 10**9
