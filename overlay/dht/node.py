@@ -96,7 +96,9 @@ class DhtNode:
 
     Use as `async with DhtNode(...) as node:`, or `await start()` and `await close()`. A closed
     node cannot be started again. Bootstrap addresses must be IP addresses, not host names.
-    `limits` bound what it stores and does for others (limits.py; docs/security.md). A
+    `stall_after`: how long a lookup waits for one node's answer before it stops holding the
+    lookup up (traversal.py); `rpc_timeout`: when it counts as silent and leaves the routing
+    table. `limits` bound what it stores and does for others (limits.py; docs/security.md). A
     `client_only` node looks things up without joining: the nodes it asks do not add it to
     their routing tables (`osaas dht lookup`, which leaves at once).
     """
