@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import html
 import logging
 import random
@@ -88,6 +89,7 @@ def content_links(paths: list[str], rng: random.Random) -> dict[str, list[str]]:
     for path in paths:
         wanted = rng.randint(MIN_LINKS, MAX_LINKS) - len(nav)
         chosen = set(links[path]) | set(nav) | {path}
+        wanted = min(wanted, len(links[path]) + len(paths) - len(chosen))  # a small site has fewer
         while len(links[path]) < wanted:
             candidate = rng.choice(paths)
             if candidate not in chosen:
@@ -209,15 +211,18 @@ async def serve(site: Site, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
         tcp = web.TCPSite(runner, host, port, backlog=1024)
         await tcp.start()
         bound_port = runner.addresses[0][1]
-        yield f"http://{host}:{bound_port}"
+        yield f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
     finally:
         await runner.cleanup()
 
 
-async def serve_forever(site: Site, host: str, port: int) -> None:
-    """Serve until cancelled, printing the base URL once listening."""
-    async with serve(site, host, port) as base_url:
-        print(f"serving {len(site.pages)} pages, {len(site.broken)} broken targets at {base_url}/", flush=True)
+async def serve_forever(site: Site, host: str, ports: list[int]) -> None:
+    """Serve until cancelled on each of `ports` (each its own website to a crawler), printing
+    each base URL once listening."""
+    async with contextlib.AsyncExitStack() as stack:
+        for port in ports:
+            base_url = await stack.enter_async_context(serve(site, host, port))
+            print(f"serving {len(site.pages)} pages, {len(site.broken)} broken targets at {base_url}/", flush=True)
         await asyncio.Event().wait()
 
 
@@ -227,7 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broken-ratio", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, action="append", help="repeatable: one website per port (default: any)")
     return parser.parse_args(argv)
 
 
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     site = build_site(args.pages, args.broken_ratio, args.seed)
     try:
-        asyncio.run(serve_forever(site, args.host, args.port))
+        asyncio.run(serve_forever(site, args.host, args.port or [0]))
     except KeyboardInterrupt:
         pass
 

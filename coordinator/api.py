@@ -138,6 +138,7 @@ async def serve(
     public_url: str | None = None,
     bundle_dir: Path | None = None,
     torrent_listen: tuple[str, int] | None = None,
+    public_address: tuple[str, int | None] | None = None,
     bundle_upload_rate: int | None = None,
     public_dashboard: bool = False,
     allowed_hosts: Collection[str] = (),
@@ -151,7 +152,8 @@ async def serve(
     admitted coordinators.
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
-    `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s.
+    `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s,
+    and named to peers at `public_address` when given (behind NAT).
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
     far above its capacity-weighted share a peer's load may go (`assignment`). The dashboard
     needs the token kept beside the database unless `public_dashboard`. The built-in link-check bundle
@@ -183,6 +185,7 @@ async def serve(
         dht=dht,
         network=network,
         announce_host=URL(public_url).host if public_url else None,
+        public_address=public_address,
     )
     bundles = BundleService(bundle_dir, seeder)
     async with seeder:

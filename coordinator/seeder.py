@@ -76,6 +76,8 @@ class BundleSeeder:
     `announce_host` is the address other machines reach the session at (default: its listen
     host); a session listening on every address with no announce host seeds but is not
     announced as a swarm member, since "0.0.0.0" means nothing to anyone else.
+    `public_address` (an IP and, behind a NAT that forwards another port, that port) wins over
+    both: it is what the swarm records name and what peers are told to fetch from.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class BundleSeeder:
         dht: DhtNode | None = None,
         network: str = "public",
         announce_host: str | None = None,
+        public_address: tuple[str, int | None] | None = None,
         ttl: float = RECORD_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -95,6 +98,7 @@ class BundleSeeder:
             listen, upload_rate=upload_rate, upload_slots=ORIGIN_UPLOAD_SLOTS, state_dir=state_dir
         )
         self._listen_host = listen[0]
+        self._public = public_address
         self._identity = identity
         self._dht = dht
         self._network = network
@@ -102,7 +106,8 @@ class BundleSeeder:
             self._session,
             identity,
             dht=dht,
-            host=announce_host or listen[0],
+            host=public_address[0] if public_address else announce_host or listen[0],
+            port=public_address[1] if public_address else None,
             ttl=ttl,
             withdrawal_ttl=WITHDRAWAL_TTL,
             clock=clock,
@@ -134,8 +139,12 @@ class BundleSeeder:
         return self._session.listen_port
 
     def address(self, request_host: str) -> SwarmAddress:
-        """Where peers fetch from: the listen address, or for a session listening on every
-        address, the host the peer's HTTP request came to (it reached us there)."""
+        """Where peers fetch from: the public address, else the listen address, or for a
+        session listening on every address, the host the peer's HTTP request came to (it
+        reached us there)."""
+        if self._public is not None:
+            host, port = self._public
+            return SwarmAddress(host, port or self.listen_port)
         host = request_host if is_unspecified(self._listen_host) else self._listen_host
         return SwarmAddress(host, self.listen_port)
 

@@ -79,7 +79,8 @@ def members_in(found: Iterable[SignedRecord], me: bytes) -> list[Address]:
 
 
 class SwarmMembership:
-    """This holder's swarm records in `dht`, for torrents seeded by `torrents` at `host`.
+    """This holder's swarm records in `dht`, for torrents seeded by `torrents` at `host` (and
+    `port`, where a NAT forwards another port to ours; default: the session's listen port).
 
     `torrents` and `dht` belong to the caller (neither is started nor closed here). With no
     `dht`, or a `host` that is None or unspecified, nothing is announced and no member is found;
@@ -94,6 +95,7 @@ class SwarmMembership:
         dht: DhtNode | None,
         host: str | None,
         ttl: float,
+        port: int | None = None,
         withdrawal_ttl: float = records.WITHDRAWAL_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,6 +106,7 @@ class SwarmMembership:
         self._identity = identity
         self._dht = dht
         self._host = host
+        self._port = port
         self._ttl = ttl
         self._withdrawal_ttl = withdrawal_ttl
         self._clock = clock
@@ -138,10 +141,12 @@ class SwarmMembership:
         if host is None:
             return 0
         try:
-            port = self._torrents.listen_port
+            listen_port = self._torrents.listen_port
         except TorrentError as exc:
             log.warning("cannot announce %s: %s", info_hash.hex(), exc)
             return 0
+        mapped = self._torrents.mapped_port, self._torrents.external_ip
+        host, port = reachable_at(host, self._port, listen_port, mapped)
         key = swarm_key(info_hash)
         member = SwarmMember(self._identity.public_hex, host, port)
         issued_at = next_issue_time(self._announced.get(info_hash), self._clock())
@@ -197,7 +202,11 @@ class SwarmMembership:
         for seed in seeds:
             peers.extend(await resolve(seed.host, seed.port))
         peers.extend(await self.members(info_hash))
-        me = {(self._host, self._torrents.listen_port)} if self._host else set()
+        me: set[Address] = set()
+        if self._host:
+            listen_port = self._torrents.listen_port
+            mapped = self._torrents.mapped_port, self._torrents.external_ip
+            me = {(self._host, listen_port), reachable_at(self._host, self._port, listen_port, mapped)}
         return [peer for peer in dict.fromkeys(peers) if peer not in me]
 
     async def fetch(self, info_hash: bytes, save_dir: Path, seeds: Iterable[SwarmAddress], *, timeout: float) -> Path:
@@ -205,6 +214,28 @@ class SwarmMembership:
         file's path. Raises TorrentError as `TorrentSession.fetch` does."""
         peers = await self.sources(info_hash, seeds)
         return await self._torrents.fetch(info_hash, save_dir, peers, timeout=timeout)
+
+
+def reachable_at(
+    host: str, port: int | None, listen_port: int, mapped: tuple[int | None, str | None] = (None, None)
+) -> Address:
+    """Where others reach a holder configured at `host` (and `port`, a forwarded one, if
+    given) whose session listens on `listen_port`: a port the router forwards (`mapped`: the
+    port and the router's outside address, from UPnP or NAT-PMP) replaces a private address
+    and the listen port; an address and port the volunteer named are kept."""
+    mapped_port, external_ip = mapped
+    if port is not None:
+        return host, port
+    if mapped_port is not None and external_ip is not None and not _is_global(host) and _is_global(external_ip):
+        return external_ip, mapped_port
+    return host, listen_port
+
+
+def _is_global(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
 
 
 async def resolve(host: str, port: int) -> list[Address]:

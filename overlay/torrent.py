@@ -18,7 +18,9 @@ into plain values as soon as they are popped, because touching one later can seg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import ipaddress
 import logging
 import secrets
 import socket
@@ -44,6 +46,8 @@ Address = tuple[str, int]
 
 _POLL_INTERVAL = 0.05
 _LISTEN_TIMEOUT = 5.0
+_LISTEN_GRACE = 0.5  # after one address failed to listen, how long another may still succeed
+_FREE_PORT_TRIES = 20
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
@@ -165,6 +169,8 @@ class TorrentSession:
     `upload_rate` and `download_rate` are bytes per second for the whole session and also hold
     for peers on the local network. `upload_slots` caps how many peers are sent data at once
     (libtorrent's unchoke slots; default 8). `state_dir` keeps the session's peer id across restarts.
+    `port_mapping` asks the local router to forward the listen port (UPnP and NAT-PMP, off by
+    default): `mapped_port` and `external_ip` then say what the router reported.
     """
 
     def __init__(
@@ -175,6 +181,7 @@ class TorrentSession:
         download_rate: int | None = None,
         upload_slots: int | None = None,
         state_dir: Path,
+        port_mapping: bool = False,
     ) -> None:
         for name, rate in (("upload_rate", upload_rate), ("download_rate", download_rate)):
             if rate is not None and rate <= 0:
@@ -182,6 +189,9 @@ class TorrentSession:
         if upload_slots is not None and upload_slots < 1:
             raise ValueError("upload_slots must be at least 1")
         self._upload_slots = upload_slots
+        self._port_mapping = port_mapping
+        self._mapped_port: int | None = None
+        self._external_ip: str | None = None
         self._listen = listen
         # libtorrent keeps rates in a C int; 0 means unlimited, and so does anything above it.
         self._upload_rate = min(upload_rate or 0, _MAX_RATE)
@@ -225,7 +235,7 @@ class TorrentSession:
         host, port = self._listen
         if port == 0:
             port = self._chosen_port(host)
-        interface = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        interface = _interfaces(host, port)
         settings: lt.settings_pack = {
             "listen_interfaces": interface,
             # Listen where asked or fail: libtorrent would otherwise try the next ports,
@@ -234,11 +244,10 @@ class TorrentSession:
             "listen_system_port_fallback": False,
             "enable_dht": False,
             "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
+            "enable_upnp": self._port_mapping,
+            "enable_natpmp": self._port_mapping,
             "allow_multiple_connections_per_ip": True,
             "ignore_limits_on_local_network": False,
-            **_wire_settings(self._upload_rate, self._download_rate),
             **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
             # A seed unchokes the peers that have least or nearly all of the torrent
             # rather than the fastest: pieces reach more hands sooner and are passed on,
@@ -248,7 +257,7 @@ class TorrentSession:
             # A fingerprint of 20 characters is used as the whole peer id, so peers can
             # be told apart in stats whichever side opened the connection.
             "peer_fingerprint": self._peer_id.decode("ascii"),
-            "alert_mask": _ALERT_MASK,
+            "alert_mask": _ALERT_MASK | (lt.alert_category.port_mapping if self._port_mapping else 0),
         }
         settings.update(_wire_settings(self._upload_rate, self._download_rate))
         self._session = lt.session(settings)
@@ -257,6 +266,9 @@ class TorrentSession:
             await self._wait(
                 lambda: self._listening or self._listen_error is not None, _LISTEN_TIMEOUT, f"listening on {interface}"
             )
+            if not self._listening:  # one address failed: did another (the other family) listen?
+                with contextlib.suppress(TorrentTimeout):
+                    await self._wait(lambda: self._listening, _LISTEN_GRACE, f"listening on {interface}")
             if not self._listening:
                 raise TorrentError(f"cannot listen on {interface}: {self._listen_error}")
         except BaseException:
@@ -322,6 +334,22 @@ class TorrentSession:
     @property
     def listen_port(self) -> int:
         return int(self._open().listen_port())
+
+    @property
+    def port_mapping_enabled(self) -> bool:
+        """Whether libtorrent asks the router for port forwarding (UPnP, NAT-PMP)."""
+        settings = self._open().get_settings()
+        return bool(settings["enable_upnp"] and settings["enable_natpmp"])
+
+    @property
+    def mapped_port(self) -> int | None:
+        """The TCP port the router forwards to ours (port mapping on and granted), else None."""
+        return self._mapped_port
+
+    @property
+    def external_ip(self) -> str | None:
+        """The address the router says it has outside (port mapping on), else None."""
+        return self._external_ip
 
     @property
     def peer_id(self) -> bytes:
@@ -500,6 +528,21 @@ class TorrentSession:
                     log.exception("cannot handle libtorrent alert %s", type(alert).__name__)
             await asyncio.sleep(_POLL_INTERVAL)
 
+    def _on_port_mapping(self, alert: Any) -> bool:
+        """Keep what the router reported; whether `alert` was about port mapping."""
+        if isinstance(alert, lt.portmap_alert):
+            if alert.map_protocol == lt.portmap_protocol.tcp and alert.external_port > 0:
+                self._mapped_port = int(alert.external_port)
+                log.info("the router forwards port %d to this session", self._mapped_port)
+            return True
+        if isinstance(alert, lt.portmap_error_alert):
+            log.warning("port mapping failed: %s", alert.message())
+            return True
+        if isinstance(alert, lt.external_ip_alert):
+            self._external_ip = str(alert.external_address)
+            return True
+        return False
+
     def _on_alert(self, alert: Any) -> None:
         """Copy what is needed out of one alert; the alert itself must not be kept."""
         if isinstance(alert, lt.listen_succeeded_alert):
@@ -509,6 +552,9 @@ class TorrentSession:
         if isinstance(alert, lt.listen_failed_alert):
             if self._listen_error is None:
                 self._listen_error = alert.message()
+            log.warning("%s", alert.message())
+            return
+        if self._port_mapping and self._on_port_mapping(alert):
             return
         if not isinstance(alert, lt.torrent_alert):
             return
@@ -529,6 +575,38 @@ class TorrentSession:
             log.warning("torrent failed: %s", torrent.error)
         elif isinstance(alert, (lt.hash_failed_alert, lt.peer_ban_alert)):
             log.warning("%s", alert.message())
+
+
+def _interfaces(host: str, port: int) -> str:
+    """libtorrent's listen_interfaces for `host`: an unspecified host of either family means
+    both families (where this machine has IPv6), on the one port: a peer on "0.0.0.0" could
+    neither be reached over IPv6 nor connect out to an IPv6 seed."""
+    if _is_unspecified(host):
+        return f"0.0.0.0:{port},[::]:{port}" if _has_ipv6() else f"0.0.0.0:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _hosts_of(host: str) -> list[str]:
+    """The addresses a session on `host` binds: both families' for an unspecified one."""
+    if _is_unspecified(host):
+        return ["0.0.0.0", "::"] if _has_ipv6() else ["0.0.0.0"]
+    return [host]
 
 
 def _wire_settings(upload_rate: int, download_rate: int) -> lt.settings_pack:
@@ -566,6 +644,10 @@ def socket_buffer(rate: int) -> int:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    return all(_bind_works(each, port) for each in _hosts_of(host))
+
+
+def _bind_works(host: str, port: int) -> bool:
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libtorrent binds
@@ -576,9 +658,15 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port free on every address a session on `host` binds."""
+    first = _hosts_of(host)[0]
+    for _ in range(_FREE_PORT_TRIES):
+        with socket.socket(socket.AF_INET6 if ":" in first else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((first, 0))
+            port = int(probe.getsockname()[1])
+        if _port_is_free(host, port):
+            return port
+    raise TorrentError(f"no port is free on every address of {host}")
 
 
 def _state(status: Any) -> TorrentState:

@@ -194,6 +194,7 @@ class Agent:
                     upload_rate=bundle_upload_limit(self.settings.bundle_upload_rate, budget),
                     download_rate=budget.max_down,
                     state_dir=self.settings.data_dir / "torrent",
+                    port_mapping=self.settings.port_mapping,
                 )
             )
             self._controls.torrents = torrents
@@ -204,6 +205,7 @@ class Agent:
                 identity=self.identity,
                 dht=dht,
                 announce_host=announce_host(self.settings),
+                announce_port=self.settings.public_address[1] if self.settings.public_address else None,
                 fetch_timeout=self.settings.bundle_fetch_timeout,
             )
             self._bundles = bundles

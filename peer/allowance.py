@@ -7,9 +7,10 @@ slot for each request, pays for the request and a deposit before sending it (the
 kernel and the HTTP client can receive for it before it reads: its window), and pays for every
 byte it reads, and for the acknowledgements those bytes cost upstream, before it reads more.
 The deposit is given back once the response was read to its end; a response abandoned midway
-keeps it, since its window most likely arrived. So the bytes at the interface never run ahead
-of what was paid, and over any stretch exceed the rate by at most the bucket's burst and the
-windows that fill in that stretch.
+keeps what may have arrived unread. And the windows of all fetches under way together hold at
+most a quarter second of the rate (`WindowPool`). So the bytes at the interface never run
+ahead of what was paid, and over any stretch exceed the rate by at most the bucket's burst and
+the windows that fill in that stretch.
 Bundle traffic is limited by libtorrent itself at the same rates; the agent then `charge`s what
 libtorrent moved to the same buckets and ledger, so the two together stay within one budget.
 
@@ -160,10 +161,11 @@ class Allowance:
 
     @contextlib.asynccontextmanager
     async def response(self, window: FetchWindow) -> AsyncIterator[Receipt]:
-        """Pay for a response before asking for it: a deposit of what can arrive for it before it
-        is read (`window.unread`) and the header-only frames of its connection are paid first, so that fetches
-        started together wait their turn before their requests go out, instead of all being
-        answered at once and paying afterwards (the kernel has received those bytes by then).
+        """Pay for a response before asking for it: a deposit of what can arrive for it before
+        it is read (`window.unread`) and the header-only frames of its connection are paid
+        first, so that fetches started together wait their turn before their requests go out,
+        instead of all being answered at once and paying afterwards (the kernel has received
+        those bytes by then).
         The receipt pays for every byte read; the deposit is given back at the end unless the
         response was abandoned midway. First it waits until its window fits beside those of the
         fetches under way (`WindowPool`), so that however many fetch at once, what can be on its

@@ -25,8 +25,8 @@ from peer.retrying import wait_any
 from peer.wire_cost import acks_on_wire, on_wire
 
 # Seconds between charging bundle traffic to the budget and checking for a pause: short, since
-# the egress can make up for bundle bytes only once they are charged (at 1 s, three budgeted
-# peers' interfaces saw 1.07x of the rate over 10 s with web and bundle traffic together).
+# the egress can make up for bundle bytes only once they are charged (at 1 s, a peer fetching
+# web pages and a bundle together saw 1.07x of its rate over 10 s at its interface).
 BUDGET_TICK = 0.25
 RATE_TICKS = 4  # the recent rates are measured over this many ticks
 BUNDLE_FLOOR = 0.1  # of each rate, what bundle traffic keeps however much web traffic uses

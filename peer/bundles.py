@@ -184,6 +184,7 @@ class BundleCache:
         identity: Identity,
         dht: DhtNode | None = None,
         announce_host: str | None = None,
+        announce_port: int | None = None,
         keep_versions: int = 2,
         fetch_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
@@ -197,7 +198,9 @@ class BundleCache:
         self._archives = root / ARCHIVES_DIR
         self._unpacked = root / UNPACKED_DIR
         self._torrents = torrents
-        self._swarm = SwarmMembership(torrents, identity, dht=dht, host=announce_host, ttl=announce_ttl, clock=clock)
+        self._swarm = SwarmMembership(
+            torrents, identity, dht=dht, host=announce_host, port=announce_port, ttl=announce_ttl, clock=clock
+        )
         self._keep_versions = keep_versions
         self._fetch_timeout = fetch_timeout
         self._clock = clock

@@ -39,6 +39,9 @@ class PeerSettings:
     drain_grace: float = 10.0
     egress: EgressConfig = field(default_factory=EgressConfig)
     torrent_listen: tuple[str, int] = ("0.0.0.0", 0)
+    # Behind NAT: the IP (and forwarded port) others reach this peer's seeding at; None: found.
+    public_address: tuple[str, int | None] | None = None
+    port_mapping: bool = False  # ask the router to forward the torrent port (UPnP, NAT-PMP)
     bundle_upload_rate: int | None = DEFAULT_BUNDLE_UPLOAD_RATE
     bundle_fetch_timeout: float = 60.0  # seconds without progress before a bundle fetch fails
     budget: Budget = field(default_factory=Budget)
@@ -60,7 +63,9 @@ def announce_host(settings: PeerSettings) -> str | None:
     """The address other peers can reach this peer's bundle seeding at: the listen address if
     one was given, else the local address of the route towards the network (behind NAT this is
     the private address; peers elsewhere then reach this one only through their own
-    connections). None when there is no way to tell."""
+    connections; --public-address says better). None when there is no way to tell."""
+    if settings.public_address is not None:
+        return settings.public_address[0]
     for host, _ in (settings.torrent_listen, settings.dht_listen):
         if host not in _UNSPECIFIED:
             return host

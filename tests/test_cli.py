@@ -88,6 +88,26 @@ def test_a_coordinator_on_every_address_must_say_which_one_to_announce(tmp_path:
     assert_one_line_error(run, "give --public-url")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("seed.example:6881", "give an IP address"),
+        ("0.0.0.0", "not an address other machines can reach"),
+        ("203.0.113.7:0", "the port must be 1-65535"),
+        ("[2001:db8::7]6881", "is not ADDR[:PORT]"),
+    ],
+)
+def test_a_public_address_must_be_one_others_can_reach(tmp_path: Path, value: str, message: str) -> None:
+    peer = osaas(
+        "peer", "run", "--data-dir", str(tmp_path), "--coordinator", "http://127.0.0.1:1", "--public-address", value
+    )
+    assert_one_line_error(peer, message)
+    coordinator = osaas(
+        "coordinator", "serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "c.sqlite"), "--public-address", value
+    )
+    assert_one_line_error(coordinator, message)
+
+
 def test_job_commands_against_no_coordinator_or_unknown_jobs(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(osaas("job", "status", "1", "--coordinator", closed), "cannot reach coordinator")

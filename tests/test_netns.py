@@ -162,14 +162,39 @@ asyncio.run(main())
 def test_a_torrent_session_on_every_interface_is_reachable_on_the_port_it_reports(hosts: list[Host]) -> None:
     # Bound to 0.0.0.0 with port 0, libtorrent used to open one socket per interface, each on a
     # random port of its own: the port advertised was the loopback socket's, unreachable from
-    # other hosts, so peers could not upload to each other across real hosts.
+    # other hosts, so peers could not upload to each other across real hosts. And it listened on
+    # IPv4 only: a peer on the default 0.0.0.0 could not reach an IPv6 seed, nor be reached.
     h1 = hosts[0]
     run = subprocess.run(
-        [*h1.command(sys.executable), "-c", _EVERY_ADDRESS, "127.0.0.1", f"{SUBNET}.1"],
+        [*h1.command(sys.executable), "-c", _EVERY_ADDRESS, "127.0.0.1", h1.ipv4, "::1", h1.ipv6],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert [line.split()[0] for line in run.stdout.splitlines()] == ["127.0.0.1", f"{SUBNET}.1"]
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ["127.0.0.1", h1.ipv4, "::1", h1.ipv6]
+
+
+_PORT_MAPPING = """
+import asyncio, sys, tempfile
+from pathlib import Path
+from overlay.torrent import TorrentSession
+
+async def main():
+    async with TorrentSession(("0.0.0.0", 0), state_dir=Path(tempfile.mkdtemp())) as default:
+        print("default", default.port_mapping_enabled)
+    async with TorrentSession(("0.0.0.0", 0), state_dir=Path(tempfile.mkdtemp()), port_mapping=True) as asked:
+        print("asked", asked.port_mapping_enabled, asked.mapped_port)
+
+asyncio.run(main())
+"""
+
+
+def test_port_mapping_is_off_unless_the_volunteer_asks(hosts: list[Host]) -> None:
+    # In a namespace of the test's own: the router search (UPnP, NAT-PMP) must not leave it.
+    run = subprocess.run(
+        [*hosts[0].command(sys.executable), "-c", _PORT_MAPPING], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:2] == ["default False", "asked True None"]  # no router on this bridge

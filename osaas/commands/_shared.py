@@ -52,13 +52,13 @@ def default_owner_key() -> Path:
     return Path(config) / "osaas" / "owner.key"
 
 
-def _add_key_argument(parser: argparse.ArgumentParser, what: str = "the owner's key") -> None:
+def _add_key_argument(parser: argparse.ArgumentParser, what: str = "the owner's key, which signs the request") -> None:
     parser.add_argument(
         "--key",
         type=Path,
         default=None,
         metavar="KEYFILE",
-        help=f"{what}, which signs the request (default: {default_owner_key()}, made by `osaas bundle keygen`)",
+        help=f"{what} (default: {default_owner_key()}, made by `osaas bundle keygen`)",
     )
 
 
@@ -98,6 +98,32 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8700)")
     return host.strip("[]"), int(port)
+
+
+def _public_address(text: str) -> tuple[str, int | None]:
+    """ADDR or ADDR:PORT ([ADDR]:PORT for IPv6): the IP address (and port, when a NAT forwards
+    another one) at which other machines reach this one's bundle seeding."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not ADDR[:PORT] (e.g. 203.0.113.7:6881 or [2001:db8::7]:6881)"
+            )
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an IP address (swarm records name addresses, not host names)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise argparse.ArgumentTypeError(f"{text!r}: {address} is not an address other machines can reach")
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be 1-65535")
+    return str(address), int(port) if port else None
 
 
 def _host_port_list(text: str) -> tuple[tuple[str, int], ...]:

@@ -24,6 +24,7 @@ from osaas.commands._shared import (
     _host_port_list,
     _network,
     _positive,
+    _public_address,
     _public_key,
     _rate,
     _run_until_signal,
@@ -90,6 +91,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=_host_port,
         metavar="HOST:PORT",
         help="where bundles are seeded over BitTorrent (default: the --listen host, any port)",
+    )
+    serve.add_argument(
+        "--public-address",
+        type=_public_address,
+        metavar="ADDR[:PORT]",
+        help="the IP (and port, where a NAT forwards another) peers reach bundle seeding at"
+        " (default: the --torrent-listen or --public-url host)",
     )
     serve.add_argument(
         "--bundle-upload-rate",
@@ -213,6 +221,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     admission=admission,
                     public_url=args.public_url,
                     torrent_listen=args.torrent_listen,
+                    public_address=args.public_address,
                     bundle_upload_rate=args.bundle_upload_rate,
                     public_dashboard=args.public_dashboard,
                     allowed_hosts=args.allowed_host,

@@ -23,6 +23,7 @@ from osaas.commands._shared import (
     _network,
     _port,
     _positive,
+    _public_address,
     _rate,
     _run_until_signal,
     _setup_logging,
@@ -114,6 +115,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=("0.0.0.0", 0),
         metavar="HOST:PORT",
         help="where this peer fetches and seeds bundles (default 0.0.0.0:0)",
+    )
+    run.add_argument(
+        "--public-address",
+        type=_public_address,
+        metavar="ADDR[:PORT]",
+        help="behind NAT: the IP (and the port the NAT forwards to --torrent-listen's) other peers"
+        " reach this one's bundle seeding at (default: the address of the route to the network)",
+    )
+    run.add_argument(
+        "--port-mapping",
+        action="store_true",
+        help="ask the router to forward the torrent port (UPnP, NAT-PMP; off by default): other"
+        " peers then fetch bundles from this one at the router's address",
     )
     run.add_argument(
         "--bundle-upload-rate",
@@ -245,6 +259,8 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
         drain_grace=max(args.stop_grace, 0.0),
         egress=EgressConfig(allow_private=args.allow_private, source_address=args.egress_source),
         torrent_listen=args.torrent_listen,
+        public_address=args.public_address,
+        port_mapping=args.port_mapping,
         status_port=args.status_port,
         config_path=config_path,
         idle_after=args.idle_after if args.only_when_idle else None,

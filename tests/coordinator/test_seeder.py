@@ -137,3 +137,60 @@ async def test_serve_publishes_and_seeds_the_builtin_bundle(tmp_path: Path) -> N
     async with SqliteStore(db) as store:
         grants = [(g.name, g.public_key, g.role) for g in await store.grants()]
         assert grants == [("coordinator", identity.public_hex, "operator")]
+
+
+@contextlib.asynccontextmanager
+async def port_forward(to_port: int) -> AsyncIterator[int]:
+    """A TCP relay on HOST forwarding to `to_port`, as a NAT's port forward would: the port
+    outsiders use differs from the one the seeder listens on."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        inner_reader, inner_writer = await asyncio.open_connection(HOST, to_port)
+        await asyncio.gather(pipe(reader, inner_writer), pipe(inner_reader, writer))
+
+    server = await asyncio.start_server(relay, HOST, 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_a_public_address_is_what_peers_are_told_and_what_the_dht_names(
+    tmp_path: Path, linkcheck: Linkcheck
+) -> None:
+    # Behind NAT the seeder listens on every address at one port, and the NAT forwards another:
+    # peers must be told the forwarded one (--public-address), in answers and in the DHT.
+    identity = Identity.generate()
+    async with (
+        DhtNode((HOST, 0), rpc_timeout=0.5) as first,
+        DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other,
+    ):
+        hidden = BundleSeeder(("0.0.0.0", 0), identity=identity, state_dir=tmp_path / "s", dht=first, network="test")
+        async with hidden as probe:
+            listen_port = probe.listen_port  # kept in the state dir: the next start binds it again
+        async with port_forward(listen_port) as forwarded:
+            seeding = BundleSeeder(
+                ("0.0.0.0", 0),
+                identity=identity,
+                state_dir=tmp_path / "s",
+                dht=first,
+                network="test",
+                public_address=(HOST, forwarded),
+                ttl=60.0,
+            )
+            async with seeding, published_linkcheck(tmp_path, linkcheck, seeding):
+                assert seeding.listen_port == listen_port != forwarded
+                address = seeding.address("10.9.8.7")  # the host a request came to no longer decides
+                assert address == SwarmAddress(HOST, forwarded)
+                records = await eventually(
+                    lambda: other.lookup(swarm_key(linkcheck.info_hash)), bool, "the swarm member arrives"
+                )
+                assert [SwarmMember.from_record(r) for r in records] == [
+                    SwarmMember(identity.public_hex, HOST, forwarded)
+                ]
+                assert await fetch(tmp_path / "through", linkcheck.info_hash, address) == linkcheck.archive

@@ -15,7 +15,7 @@ from overlay import records
 from overlay.announcements import SwarmMember, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
-from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issue_time
+from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issue_time, reachable_at
 from overlay.torrent import TorrentSession, info_hash_of, make_torrent
 from overlay.wire import SwarmAddress
 
@@ -96,6 +96,18 @@ async def test_a_member_is_announced_found_by_others_and_withdrawn(tmp_path: Pat
     assert await node_b.lookup(swarm_key(INFO_HASH)) == []
 
 
+async def test_a_forwarded_port_is_the_one_announced(tmp_path: Path, stack: AsyncExitStack) -> None:
+    # Behind NAT (--public-address ADDR:PORT) others reach the session at the forwarded port.
+    node_a, node_b = await _dht_pair(stack)
+    torrents = await _session(stack, tmp_path, "a")
+    forwarded = torrents.listen_port + 1 if torrents.listen_port < 65535 else 1024
+    a = SwarmMembership(torrents, Identity.generate(), dht=node_a, host=HOST, port=forwarded, ttl=TTL)
+    assert await a.announce(INFO_HASH) >= 1
+    b = SwarmMembership(await _session(stack, tmp_path, "b"), Identity.generate(), dht=node_b, host=HOST, ttl=TTL)
+    assert await b.members(INFO_HASH) == [(HOST, forwarded)]
+    assert await a.sources(INFO_HASH, [SwarmAddress(HOST, forwarded)]) == []  # itself, not a source
+
+
 async def test_nothing_is_announced_without_a_dht_or_a_reachable_host(tmp_path: Path, stack: AsyncExitStack) -> None:
     node, other = await _dht_pair(stack)
     torrents = await _session(stack, tmp_path, "a")
@@ -150,3 +162,16 @@ def test_a_ttl_records_cannot_carry_is_refused(tmp_path: Path) -> None:
     for ttl, withdrawal_ttl in ((0.0, TTL), (records.MAX_TTL + 1, TTL), (TTL, -1.0)):
         with pytest.raises(ValueError, match="ttl must be in"):
             SwarmMembership(torrents, Identity.generate(), dht=None, host=HOST, ttl=ttl, withdrawal_ttl=withdrawal_ttl)
+
+
+def test_a_holder_is_reachable_where_it_was_named_else_where_its_router_forwards() -> None:
+    # Named by the volunteer (--public-address ADDR:PORT): kept, whatever the router says.
+    assert reachable_at("81.2.69.160", 7000, 6881, (40000, "93.184.216.34")) == ("81.2.69.160", 7000)
+    # A private address with a port the router forwards (UPnP/NAT-PMP): the router's outside.
+    assert reachable_at("192.168.1.20", None, 6881, (40000, "93.184.216.34")) == ("93.184.216.34", 40000)
+    # No mapping, or a router that says nothing useful: the address and the listen port.
+    assert reachable_at("192.168.1.20", None, 6881) == ("192.168.1.20", 6881)
+    assert reachable_at("192.168.1.20", None, 6881, (40000, None)) == ("192.168.1.20", 6881)
+    assert reachable_at("192.168.1.20", None, 6881, (40000, "10.0.0.1")) == ("192.168.1.20", 6881)
+    # A public address of its own needs no router's help.
+    assert reachable_at("81.2.69.160", None, 6881, (40000, "93.184.216.34")) == ("81.2.69.160", 6881)

@@ -37,8 +37,8 @@ STALL_TIMEOUT = 3.0
 UNKNOWN_HASH = bytes(range(1, 21))  # libtorrent refuses the all-zero info-hash itself
 
 
-def _session(tmp_path: Path, name: str, **limits: int) -> TorrentSession:
-    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "state", **limits)
+def _session(tmp_path: Path, name: str, upload_rate: int | None = None) -> TorrentSession:
+    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "state", upload_rate=upload_rate)
 
 
 @pytest.fixture

@@ -113,8 +113,8 @@ async def _serve(seed: TorrentSession, built: BuiltBundle) -> None:
     await seed.seed(built.torrent_path.read_bytes(), built.archive_path.parent)
 
 
-def _session(tmp_path: Path, name: str, **limits: int) -> TorrentSession:
-    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "torrent", **limits)
+def _session(tmp_path: Path, name: str, upload_rate: int | None = None) -> TorrentSession:
+    return TorrentSession((HOST, 0), state_dir=tmp_path / name / "torrent", upload_rate=upload_rate)
 
 
 def _flip_byte(path: Path, offset: int) -> None:
