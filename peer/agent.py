@@ -83,7 +83,7 @@ class Agent:
             log.warning("--only-when-idle: %s; working only while the osaas screensaver shows", away.without_x)
         self._running: set[asyncio.Task[None]] = set()  # the units under way
         self._pauses = Pauses(self.allowance, away, self._running)
-        self._budget_keeper = BudgetKeeper(self.allowance, self._pauses)
+        self._budget_keeper = BudgetKeeper(self.allowance, self._pauses, bundle_upload_rate=settings.bundle_upload_rate)
         self._choice = CoordinatorChoice(
             WorkChoice(settings.coordinator, settings.network, settings.prefer),
             self.identity,

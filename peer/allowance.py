@@ -1,10 +1,16 @@
 """The volunteer's budget at run time, enforced where the bytes flow.
 
 One `Allowance` per peer holds a token bucket for each direction (peer.rate_limit), a limit on
-concurrent fetches, and the period ledger (peer.usage). The egress takes a fetch slot for each
-request, pays for the request and for a typical response before sending it, and pays for every
-byte beyond that as it reads, so a workload can never outrun the budget by more than the bucket's
-burst and the misjudged part of a response.
+concurrent fetches, and the period ledger (peer.usage). Everything is counted as the interface
+counts it, headers and acknowledgements included (peer.wire_cost). The egress takes a fetch
+slot for each request, pays for the request and a deposit before sending it (the most the
+kernel and the HTTP client can receive for it before it reads: its window), and pays for every
+byte it reads, and for the acknowledgements those bytes cost upstream, before it reads more.
+The deposit is given back once the response was read to its end; a response abandoned midway
+keeps what may have arrived unread. And the windows of all fetches under way together hold at
+most a quarter second of the rate (`WindowPool`). So the bytes at the interface never run
+ahead of what was paid, and over any stretch exceed the rate by at most the bucket's burst and
+the windows that fill in that stretch.
 Bundle traffic is limited by libtorrent itself at the same rates; the agent then `charge`s what
 libtorrent moved to the same buckets and ledger, so the two together stay within one budget.
 
@@ -27,10 +33,9 @@ from overlay.units import format_size
 from peer.budget import Budget
 from peer.rate_limit import RateLimiter
 from peer.usage import UsageLedger, period_end
+from peer.wire_cost import WORST, FetchWindow, Framing, acks_on_wire, connection_frames, on_wire, windows_capacity
 
 USAGE_FILE = "usage.msgpack"
-TYPICAL_RESPONSE = 16 * 1024  # bytes reserved for a response before any has been seen
-TYPICAL_SMOOTHING = 0.2  # weight of the newest response size in the running estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +50,79 @@ class AllowanceStatus:
 
 
 class Receipt:
-    """What one response has brought so far, against what was reserved for it."""
+    """What one response has cost so far at the interface, and its deposit.
 
-    def __init__(self, allowance: Allowance, reserved: int) -> None:
+    `framing` is the connection's (peer.wire_cost.IPV4 or IPV6) once known; until then bytes
+    are counted as the costlier IPv6 ones. `started` once any of the response arrived,
+    `complete` once it was read to its end (nothing more of it can arrive)."""
+
+    def __init__(self, allowance: Allowance, window: FetchWindow) -> None:
         self._allowance = allowance
-        self.unused = reserved
-        self.total = 0
+        self.window = window
+        self.deposit = window.unread
+        self.framing: Framing = WORST
+        self.payload = 0  # bytes of the response read
+        self.down = 0  # bytes paid for downstream, frames and all
+        self.up = 0  # bytes of acknowledgements paid for upstream
+        self.started = False
+        self.complete = False
+        self.left_unread: int | None = None  # bytes in the client's buffer when it was abandoned
 
     async def received(self, n: int) -> None:
-        """Count `n` bytes of the response; wait for those the reservation does not cover."""
-        covered = min(n, self.unused)
-        self.unused -= covered
-        self.total += n
-        if n > covered:
-            await self._allowance.down.acquire(n - covered)
+        """Pay for `n` more bytes of the response, read from the connection: the frames that
+        carried them, and the acknowledgements they cost the other way."""
+        if n < 0:
+            raise ValueError(f"cannot receive a negative number of bytes ({n})")
+        self.started = True
+        before, self.payload = self.payload, self.payload + n
+        down = on_wire(self.payload, self.framing) - on_wire(before, self.framing)
+        up = acks_on_wire(self.payload, self.framing) - acks_on_wire(before, self.framing)
+        self.down += down
+        self.up += up
+        if up:
+            await self._allowance.up.acquire(up)
+        await self._allowance.down.acquire(down)
+
+    def abandon(self, buffered: int) -> None:
+        """The response is given up midway with `buffered` bytes received and not read."""
+        self.left_unread = buffered
+
+    def kept_deposit(self) -> int:
+        """The part of the deposit that stays paid: none for a response read to its end or
+        never begun; for one abandoned midway, what may have arrived unread: the client's
+        buffer as it was, and the kernel's (what it held, and what was under way to it when the
+        connection closed, at most the whole of it); all of it when that is not known."""
+        if self.complete or not self.started:
+            return 0
+        if self.left_unread is None or self.window.receive_buffer is None:
+            return self.deposit
+        return min(self.deposit, self.left_unread + 2 * self.window.receive_buffer)
+
+
+class WindowPool:
+    """What the windows of the fetches under way may hold together (`capacity` bytes; None: no
+    limit). A fetch waits until its window fits beside the others'; into an empty pool one
+    always fits, however large."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._fits(n))
+            self.held += n
+        try:
+            yield
+        finally:
+            self.held -= n
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _fits(self, n: int) -> bool:
+        return self.capacity is None or self.held == 0 or self.held + n <= self.capacity
 
 
 class Allowance:
@@ -70,8 +134,8 @@ class Allowance:
         self.down = RateLimiter(budget.max_down)
         self.up = RateLimiter(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
+        self._windows = WindowPool(windows_capacity(budget.max_down))
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
-        self._typical_response = float(TYPICAL_RESPONSE)
 
     def reconfigure(self, budget: Budget) -> None:
         """Apply a budget the volunteer changed while the peer runs: new rates at once, the
@@ -81,33 +145,41 @@ class Allowance:
         self.down.set_rate(budget.max_down)
         self.up.set_rate(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
+        self._windows.capacity = windows_capacity(budget.max_down)  # waiting fetches see it at the next release
         self._ledger.reconfigure(budget.cap_bytes, budget.cap_period)
 
     def fetch_slot(self) -> asyncio.Semaphore | nullcontext[None]:
         """Hold one of the volunteer's concurrent fetches (`async with`)."""
         return self._fetches if self._fetches is not None else nullcontext()
 
-    async def sent(self, n: int) -> None:
-        """Count `n` bytes about to be sent and wait until the upload rate allows them."""
-        self._ledger.add(n, self._clock())
-        await self.up.acquire(n)
+    async def request(self, n: int) -> None:
+        """Count a request of `n` bytes about to be sent, with its frames and its connection's
+        header-only ones, and wait until the upload rate allows them."""
+        wire = on_wire(n) + connection_frames()
+        self._ledger.add(wire, self._clock())
+        await self.up.acquire(wire)
 
     @contextlib.asynccontextmanager
-    async def response(self) -> AsyncIterator[Receipt]:
-        """Pay for a response before asking for it: the bytes a typical response has are
-        reserved first, so that fetches started together wait their turn before their
-        requests go out, instead of all being answered at once and paying afterwards (the
-        server has sent those bytes by then). The receipt pays for what comes beyond the
-        reservation; what was reserved and did not come is given back at the end."""
-        reserved = round(self._typical_response)
-        await self.down.acquire(reserved)
-        receipt = Receipt(self, reserved)
-        try:
-            yield receipt
-        finally:
-            self.down.refund(receipt.unused)
-            self._ledger.add(receipt.total, self._clock())
-            self._typical_response += TYPICAL_SMOOTHING * (receipt.total - self._typical_response)
+    async def response(self, window: FetchWindow) -> AsyncIterator[Receipt]:
+        """Pay for a response before asking for it: a deposit of what can arrive for it before
+        it is read (`window.unread`) and the header-only frames of its connection are paid
+        first, so that fetches started together wait their turn before their requests go out,
+        instead of all being answered at once and paying afterwards (the kernel has received
+        those bytes by then).
+        The receipt pays for every byte read; the deposit is given back at the end unless the
+        response was abandoned midway. First it waits until its window fits beside those of the
+        fetches under way (`WindowPool`), so that however many fetch at once, what can be on its
+        way unread stays about WINDOW_SECONDS of the rate (peer.wire_cost)."""
+        frames = connection_frames()
+        async with self._windows.hold(window.unread):
+            await self.down.acquire(window.unread + frames)
+            receipt = Receipt(self, window)
+            try:
+                yield receipt
+            finally:
+                kept = receipt.kept_deposit()
+                self.down.refund(window.unread - kept)
+                self._ledger.add(frames + kept + receipt.down + receipt.up, self._clock())
 
     def charge(self, *, down: int, up: int) -> None:
         """Count bytes that already moved elsewhere (bundle traffic): later callers wait for them."""

@@ -31,6 +31,7 @@ from yarl import URL
 from peer.address_policy import describe_refusal, is_allowed
 from peer.allowance import Allowance, Receipt
 from peer.politeness import Origin, Politeness
+from peer.wire_cost import IPV4, IPV6, FetchWindow, Framing, fetch_window
 from workloads.process_api import FetchError, FetchRequest, FetchResult
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ KEPT_HEADERS = ("content-type", "location", "retry-after", "content-length")
 # A GET that did not ask for the body is drained up to this much so its connection can be
 # reused; a longer body is cheaper to abandon with the connection.
 _DRAIN_LIMIT = 64 * 1024
-_READ_CHUNK = 16 * 1024  # small enough that paying per chunk keeps a slow rate smooth
 # Request headers besides the line, host and user agent: Accept, Accept-Encoding, Connection...
 _REQUEST_HEADERS = 100
 _MAX_MESSAGE = 300
@@ -69,13 +69,23 @@ class Egress:
     """An HTTP client for workloads, used as `async with Egress(config) as egress:`.
     One connection pool for its lifetime; once closed it cannot be reopened. With an
     `allowance`, every request holds one of the volunteer's concurrent fetches and every byte
-    sent or received is paid for at the volunteer's rates before the next one moves."""
+    sent or received is paid for at the volunteer's rates before the next one moves.
+
+    Its sockets' receive buffers and the client's read buffer are sized from the download rate
+    and the number of concurrent fetches (peer.wire_cost.fetch_window), so the kernel cannot
+    take in much more than has been paid for; each fetch pays that window as a deposit before
+    its request goes out."""
 
     def __init__(self, config: EgressConfig, allowance: Allowance | None = None) -> None:
         self.config = config
         self._allowance = allowance
         self._state = _State.NEW
         self._session: aiohttp.ClientSession | None = None
+        budget = allowance.budget if allowance is not None else None
+        # The client's read buffer is fixed for the session's lifetime: sized for the budget at the start.
+        self._read_buffer = (
+            fetch_window(budget.max_down, budget.max_fetches) if budget is not None else fetch_window(None, None)
+        ).read_buffer
         self._politeness = Politeness(
             self._fetch_unscheduled,
             user_agent=config.user_agent,
@@ -91,6 +101,7 @@ class Egress:
             resolver=_PolicyResolver(self.config.allow_private),
             limit_per_host=self.config.per_host_concurrency,
             local_addr=(self.config.source_address, 0) if self.config.source_address else None,
+            socket_factory=self._socket,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -98,6 +109,7 @@ class Egress:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=self.config.connect_timeout),
             trust_env=False,
+            read_bufsize=self._read_buffer,
         )
         self._state = _State.OPEN
         return self
@@ -138,6 +150,33 @@ class Egress:
             return None
         return self._politeness.crawl_delay(Origin.of(url))
 
+    def _window(self) -> FetchWindow:
+        """The buffers a fetch's connection gets under the budget as it is now."""
+        if self._allowance is None:
+            return fetch_window(None, None)
+        budget = self._allowance.budget
+        window = fetch_window(budget.max_down, budget.max_fetches)
+        # The client's buffer was sized when the session opened; a budget changed since then
+        # leaves it as it was, and the deposit counts the buffer actually used.
+        unread = window.unread - 2 * window.read_buffer + 2 * self._read_buffer
+        return FetchWindow(window.receive_buffer, self._read_buffer, window.read_chunk, unread)
+
+    def _socket(
+        self, addr_info: tuple[int | socket.AddressFamily, int | socket.SocketKind, int, str, tuple[object, ...]]
+    ) -> socket.socket:
+        """A socket for a new connection, its receive buffer set before it connects (the window
+        it offers, and its scaling, are agreed in the handshake)."""
+        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        receive_buffer = self._window().receive_buffer
+        if receive_buffer is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            except OSError:
+                sock.close()
+                raise
+        return sock
+
     async def _fetch_unscheduled(self, request: FetchRequest) -> FetchResult:
         """Fetch with the address policy but without politeness (which calls this)."""
         url_or_error = self._preflight(request)
@@ -166,27 +205,31 @@ class Egress:
         the host closer together."""
         async with contextlib.AsyncExitStack() as stack:
             receipt = None
+            window = self._window()
             if self._allowance is not None:
                 await stack.enter_async_context(self._allowance.fetch_slot())
-                await self._allowance.sent(_request_size(request, url, self.config.user_agent))
-                receipt = await stack.enter_async_context(self._allowance.response())
+                await self._allowance.request(_request_size(request, url, self.config.user_agent))
+                receipt = await stack.enter_async_context(self._allowance.response(window))
             if polite_to is not None:
                 await stack.enter_async_context(self._politeness.slot(polite_to))
-            return await self._request(request, url, receipt)
+            return await self._request(request, url, receipt, window.read_chunk)
 
-    async def _request(self, request: FetchRequest, url: URL, receipt: Receipt | None) -> FetchResult:
+    async def _request(self, request: FetchRequest, url: URL, receipt: Receipt | None, chunk: int) -> FetchResult:
         assert self._session is not None
         try:
             async with self._session.request(request.method, url, allow_redirects=False) as response:
                 if receipt is not None:
+                    receipt.framing = _framing(response)
                     await receipt.received(_head_size(response))
                 headers = _kept_headers(response)
                 body, truncated = b"", False
                 if request.method == "GET":
                     if request.want_body:
-                        body, truncated = await _read_capped(response, self.config.max_body, receipt)
+                        body, truncated = await _read_capped(response, self.config.max_body, receipt, chunk)
                     else:
-                        await _drain_or_abandon(response, receipt)
+                        truncated = await _drain_or_abandon(response, receipt, chunk)
+                if receipt is not None:
+                    receipt.complete = not truncated
                 return FetchResult(
                     id=request.id,
                     url=request.url,
@@ -305,33 +348,46 @@ def _request_size(request: FetchRequest, url: URL, user_agent: str) -> int:
     return len(request.method) + len(url.raw_path_qs) + len(url.raw_host or "") + len(user_agent) + _REQUEST_HEADERS
 
 
+def _framing(response: aiohttp.ClientResponse) -> Framing:
+    """How the response's connection frames its bytes: IPv4 or IPv6."""
+    connection = response.connection
+    sock = None if connection is None or connection.transport is None else connection.transport.get_extra_info("socket")
+    return IPV4 if sock is not None and sock.family == socket.AF_INET else IPV6
+
+
 def _head_size(response: aiohttp.ClientResponse) -> int:
     """The bytes of a response's status line and headers."""
     return len(response.reason or "") + 15 + sum(len(k) + len(v) + 4 for k, v in response.raw_headers)
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int, receipt: Receipt | None) -> tuple[bytes, bool]:
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int, receipt: Receipt | None, chunk_size: int
+) -> tuple[bytes, bool]:
     """Up to `limit` bytes of the body, and whether there was more (then the connection is
     closed rather than read to the end). Each chunk is paid for before the next is read, so
     the socket is read no faster than the volunteer's download rate."""
     body = bytearray()
     while len(body) < limit:
-        chunk = await response.content.read(min(_READ_CHUNK, limit - len(body)))
+        chunk = await response.content.read(min(chunk_size, limit - len(body)))
         if not chunk:
             return bytes(body), False
         if receipt is not None:
             await receipt.received(len(chunk))
         body += chunk
     if await response.content.read(1):
+        if receipt is not None:
+            receipt.abandon(response.content.total_bytes - len(body))
         response.close()
         return bytes(body), True
     return bytes(body), False
 
 
-async def _drain_or_abandon(response: aiohttp.ClientResponse, receipt: Receipt | None) -> None:
-    _, more = await _read_capped(response, _DRAIN_LIMIT, receipt)
+async def _drain_or_abandon(response: aiohttp.ClientResponse, receipt: Receipt | None, chunk_size: int) -> bool:
+    """Read an unwanted body to its end, up to _DRAIN_LIMIT; whether it was abandoned."""
+    _, more = await _read_capped(response, _DRAIN_LIMIT, receipt, chunk_size)
     if more:
         log.debug("abandoned an unwanted body of more than %d bytes from %s", _DRAIN_LIMIT, response.url)
+    return more
 
 
 def _os_reason(exc: OSError | BaseException | None) -> str:

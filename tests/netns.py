@@ -7,7 +7,9 @@ Host i (from 0) has 10.231.0.(i+1)/24 and fd31:5a::(i+1)/64. Addresses live insi
 namespaces only, so tests running side by side never meet. `netns_reason()` says why the
 machine cannot do this (not root, no `ip`), for pytest.skip.
 
-Used by tests (tests/test_netns*.py) and by bench/net_swarm.
+`sample_while` reads hosts' counters every SAMPLE_EVERY while their traffic flows.
+
+Used by tests (tests/test_netns*.py) and by bench/wire_budget.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.wire_windows import Sample
+
 REPO = Path(__file__).resolve().parents[1]
 SUBNET4 = "10.231.0"
 SUBNET6 = "fd31:5a:"
 INTERFACE = "eth0"
+SAMPLE_EVERY = 0.25  # seconds between two readings of the interface counters
 
 
 def netns_reason() -> str | None:
@@ -149,6 +154,27 @@ def hosts(count: int) -> Iterator[list[Host]]:
         for host in made:
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
         subprocess.run(["ip", "netns", "del", hub], capture_output=True)
+
+
+def sample_while(hosts: list[Host], processes: list[subprocess.Popen[bytes]], seconds: float) -> list[list[Sample]]:
+    """Each host's (time, rx bytes, tx bytes) every SAMPLE_EVERY, from just before its traffic
+    began until `seconds` after that or until `processes` have all ended."""
+    series: list[list[Sample]] = [[] for _ in hosts]
+    started: float | None = None
+    while True:
+        now = time.monotonic()
+        for host, samples in zip(hosts, series, strict=True):
+            rx, tx = host.counters()
+            samples.append(Sample(now, rx, tx))
+        if started is None and any(s[-1].rx - s[0].rx + s[-1].tx - s[0].tx > 64_000 for s in series):
+            started = now
+            for samples in series:  # windows start at the last quiet sample
+                del samples[:-2]
+        if started is not None and (now - started >= seconds or all(p.poll() is not None for p in processes)):
+            return series
+        if started is None and all(p.poll() is not None for p in processes):
+            raise RuntimeError("the traffic never began")
+        time.sleep(max(0.0, now + SAMPLE_EVERY - time.monotonic()))
 
 
 def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 90.0) -> None:

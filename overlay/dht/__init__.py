@@ -12,14 +12,20 @@ kademlia trusts whatever arrives. The pieces here wrap it rather than replace it
   dropped, every request's arguments and every response type-checked; complaints are logged at
   most once a minute per sender address. Answers are at most three times their request
   (answers.py); a newcomer is handed a bounded number of keys, one store at a time (handoff.py).
-- `_RecordCrawl` (a `ValueSpiderCrawl`): asks all of the k closest nodes and merges every record
-  set it is given, instead of stopping at the first answer and keeping the most common value.
-- `DhtNode`: lifecycle, bootstrap through a per-loop semaphore, routing contacts saved as
-  msgpack and reused on restart, the routing table pinged periodically so dead contacts go.
+  It remembers which contacts went silent lately and which it heard from lately.
+- `Traversal` (traversal.py) instead of kademlia's SpiderCrawl: alpha requests in flight at any
+  time, not rounds that wait for their slowest; a request unanswered for `STALL_AFTER` stops
+  holding the lookup up; nodes that went silent lately are not asked again. lookups.py drives
+  it: the k closest nodes (publish, bootstrap), or every record set they hold, merged (a
+  lookup goes on past the first holder, instead of keeping the most common value).
+- `DhtNode`: lifecycle, a larger UDP receive buffer, bootstrap through a per-loop semaphore
+  and tried again soon when it finds nobody, routing contacts saved as msgpack and reused on
+  restart, the contacts silent longest pinged, a few each (jittered) round, so dead ones go.
 
 One module per piece, each using only those before it: checks, limits (the ledger), verifying
-(signature checks), answers (sizes), handoff, storage, protocol (routing and RPCs), lookups,
-state (saved contacts), node. limits, verifying, answers and handoff are pure rules.
+(signature checks), answers (sizes), handoff, storage, protocol (routing and RPCs), traversal,
+lookups, state (saved contacts), node. limits, verifying, answers, handoff and traversal are
+pure rules.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from overlay.dht.checks import (
     MAX_DATAGRAM_BYTES,
     MAX_SAVED_CONTACTS,
     PING_INTERVAL,
+    PINGS_PER_ROUND,
     SAVE_INTERVAL,
+    STALL_AFTER,
     Address,
 )
 from overlay.dht.limits import (
@@ -53,6 +61,8 @@ __all__ = [
     "MAX_DATAGRAM_BYTES",
     "BOOTSTRAP_CONCURRENCY",
     "PING_INTERVAL",
+    "PINGS_PER_ROUND",
+    "STALL_AFTER",
     "SAVE_INTERVAL",
     "MAX_SAVED_CONTACTS",
     "Lookup",

@@ -19,7 +19,19 @@ MAX_DATAGRAM_BYTES = 1 + ID_BYTES + 8192
 # Hundreds of simultaneous bootstraps overflow the UDP receive buffer and leave nodes with
 # empty routing tables, silently (LIBRARIES.md); 20 at a time gave no failures.
 BOOTSTRAP_CONCURRENCY = 20
+BOOTSTRAP_ATTEMPTS = 4  # a join that finds no node tries again after 1, 2 and 4 RPC timeouts
+RECEIVE_BUFFER_BYTES = 1024 * 1024
+PING_CONCURRENCY = 16  # pings in flight at once
+# Contacts pinged each maintenance round (every PING_INTERVAL, jittered), the longest silent
+# first: a table of ~150 contacts is gone through in about ten minutes.
+PINGS_PER_ROUND = 8
 PING_INTERVAL = 30.0
+# A request unanswered this long stops holding up a lookup (traversal.py); it may still answer.
+STALL_AFTER = 0.25
+# How long lookups skip a node that did not answer, unless it is heard from again; and how
+# many nodes a node remembers as silent lately, and as heard from lately.
+FAILED_MEMORY = 120.0
+MAX_REMEMBERED_NODES = 4096
 SAVE_INTERVAL = 60.0
 MAX_SAVED_CONTACTS = 200
 _COMPLAINT_INTERVAL = 60.0

@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
+import socket
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kademlia.crawling import NodeSpiderCrawl
 from kademlia.node import Node
 from kademlia.utils import digest
 
 from overlay.dht.checks import (
+    BOOTSTRAP_ATTEMPTS,
     BOOTSTRAP_CONCURRENCY,
     MAX_SAVED_CONTACTS,
+    PING_CONCURRENCY,
     PING_INTERVAL,
+    PINGS_PER_ROUND,
+    RECEIVE_BUFFER_BYTES,
     SAVE_INTERVAL,
+    STALL_AFTER,
     Address,
 )
 from overlay.dht.limits import (
@@ -28,7 +34,8 @@ from overlay.dht.limits import (
 )
 from overlay.dht.lookups import (
     Lookup,
-    _RecordCrawl,
+    find_nodes,
+    find_records,
 )
 from overlay.dht.protocol import (
     _Server,
@@ -69,6 +76,15 @@ def _bootstrap_slot() -> asyncio.Semaphore:
     return slot
 
 
+def _widen_receive_buffer(server: _Server) -> None:
+    """Ask for a larger UDP receive buffer (the kernel caps it at net.core.rmem_max): the ~200 kB
+    default holds only a few hundred datagrams, and a node that many others ask at once (a
+    bootstrap node in a flash crowd) drops the rest."""
+    sock = server.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -80,7 +96,9 @@ class DhtNode:
 
     Use as `async with DhtNode(...) as node:`, or `await start()` and `await close()`. A closed
     node cannot be started again. Bootstrap addresses must be IP addresses, not host names.
-    `limits` bound what it stores and does for others (limits.py; docs/security.md). A
+    `stall_after`: how long a lookup waits for one node's answer before it stops holding the
+    lookup up (traversal.py); `rpc_timeout`: when it counts as silent and leaves the routing
+    table. `limits` bound what it stores and does for others (limits.py; docs/security.md). A
     `client_only` node looks things up without joining: the nodes it asks do not add it to
     their routing tables (`osaas dht lookup`, which leaves at once).
     """
@@ -92,6 +110,7 @@ class DhtNode:
         *,
         state_path: Path | None = None,
         rpc_timeout: float = 1.0,
+        stall_after: float = STALL_AFTER,
         max_records: int = DEFAULT_MAX_RECORDS,
         clock: Callable[[], float] = time.time,
         ping_interval: float = PING_INTERVAL,
@@ -104,6 +123,7 @@ class DhtNode:
         self._bootstrap = tuple(bootstrap)
         self._state_path = state_path
         self._rpc_timeout = rpc_timeout
+        self._stall_after = min(stall_after, rpc_timeout)
         self._max_records = max_records
         self._clock = clock
         self._ping_interval = ping_interval
@@ -136,6 +156,7 @@ class DhtNode:
         except OSError:
             await self.close()
             raise
+        _widen_receive_buffer(self._server)
         await self._join()
         self._tasks = [
             asyncio.create_task(self._every(self._ping_interval, self._maintain)),
@@ -205,7 +226,7 @@ class DhtNode:
             self._keep_here(server, dkey, value, key)
             log.info("no other DHT node known yet: %r kept on this node only", key)
             return 0
-        closest = await NodeSpiderCrawl(server.protocol, target, nearest, server.ksize, server.alpha).find()
+        closest, _ = await find_nodes(server.protocol, dkey, nearest, server.ksize, server.alpha, self._stall_after)
         # As kademlia's set(): keep a copy here too when this node is among the closest.
         if not closest or server.node.distance_to(target) < max(n.distance_to(target) for n in closest):
             self._keep_here(server, dkey, value, key)
@@ -224,30 +245,44 @@ class DhtNode:
         dkey = digest(key)
         target = Node(dkey)
         nearest = server.protocol.router.find_neighbors(target)
-        crawl = _RecordCrawl(server.protocol, target, nearest, server.ksize, server.alpha, key)
-        if nearest:
-            await crawl.find()
+        found, traversal = await find_records(
+            server.protocol, dkey, key, nearest, server.ksize, server.alpha, self._stall_after
+        )
         # Signatures already seen good (ours, or in earlier lookups) are not checked again.
         merged = merge(
-            server.storage.records_at(dkey), list(crawl.found), key, now, self._max_records, self._checks.check
+            server.storage.records_at(dkey), list(found.records), key, now, self._max_records, self._checks.check
         )
         # As kademlia's get(): give the nearest node that lacked the set a copy.
-        nearest_without = crawl.nearest_without_value.popleft()
-        if merged and nearest_without is not None:
+        if merged and found.without:
+            nearest_without = min(found.without, key=target.distance_to)
             await server.protocol.call_store(nearest_without, dkey, encode_set(key, merged))
         live = tuple(r for r in merged if not is_withdrawn(r))
-        return Lookup(live, crawl.rounds, crawl.rpcs, crawl.holders)
+        return Lookup(live, traversal.rounds, traversal.rpcs, found.holders)
 
-    async def ping_contacts(self) -> int:
-        """Ping every contact; kademlia drops those that do not answer. How many were dropped."""
+    async def ping_contacts(self, quiet_for: float = 0.0, at_most: int | None = None) -> int:
+        """Ping the contacts not heard from in the last `quiet_for` seconds (all of them by
+        default), the longest silent first, at most `at_most` of them, a few at a time; kademlia
+        drops those that do not answer. How many were dropped."""
         server = self._open()
-        answers = await asyncio.gather(*(server.protocol.call_ping(n) for n in self._contacts(server)))
-        return sum(1 for answered, _ in answers if not answered)
+        protocol = server.protocol
+        quiet = [n for n in self._contacts(server) if not (quiet_for and protocol.heard_lately(n.id, quiet_for))]
+        quiet.sort(key=lambda n: protocol.last_heard(n.id))
+        quiet = quiet[:at_most]
+        dropped = 0
+        # All at once, a node's answers would arrive together and could overflow its buffer.
+        for batch in range(0, len(quiet), PING_CONCURRENCY):
+            answers = await asyncio.gather(*(protocol.call_ping(n) for n in quiet[batch : batch + PING_CONCURRENCY]))
+            dropped += sum(1 for answered, _ in answers if not answered)
+        return dropped
 
     async def _maintain(self) -> None:
-        """Evict dead contacts; a node left with none (its bootstrap node was not up yet, or
-        the network went away) keeps trying to join."""
-        await self.ping_contacts()
+        """Evict dead contacts, a few each round: those silent longest. Contacts also go when a
+        lookup finds them silent, and a silent one costs a lookup little (traversal.py), so the
+        whole table need not be pinged every round: with thousands of nodes on one machine, or
+        a flash crowd whose nodes all got their contacts at once, that was most of the traffic.
+        A node left with none (its bootstrap node was not up yet, or the network went away)
+        keeps trying to join."""
+        await self.ping_contacts(quiet_for=self._ping_interval, at_most=PINGS_PER_ROUND)
         if not self.neighbours():
             await self._join()
 
@@ -276,11 +311,25 @@ class DhtNode:
         addresses = list(dict.fromkeys(a for a in candidates if a != me))
         if not addresses:
             return 0
-        async with _bootstrap_slot():
-            found = await server.bootstrap(addresses)
-        if not found:
-            log.warning("DHT bootstrap through %d addresses found no nodes", len(addresses))
-        return len(found)
+        pause = self._rpc_timeout
+        for attempt in range(1, BOOTSTRAP_ATTEMPTS + 1):
+            async with _bootstrap_slot():
+                # As kademlia's bootstrap(), through our lookup: ping every address, then look
+                # ourselves up through those that answered.
+                answering = await asyncio.gather(*(server.bootstrap_node(a) for a in addresses))
+                start = [node for node in answering if node is not None]
+                found, _ = await find_nodes(
+                    server.protocol, server.node.id, start, server.ksize, server.alpha, self._stall_after
+                )
+            if found:
+                return len(found)
+            if attempt < BOOTSTRAP_ATTEMPTS:
+                # A flash crowd of newcomers can swamp the bootstrap nodes: come back soon, not
+                # all at once, rather than at the next maintenance round.
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+                pause *= 2
+        log.warning("DHT bootstrap through %d addresses found no nodes", len(addresses))
+        return 0
 
     async def _save_state(self) -> None:
         if self._state_path is None or self._server is None:
@@ -298,7 +347,8 @@ class DhtNode:
     @staticmethod
     async def _every(interval: float, action: Callable[[], Any]) -> None:
         while True:
-            await asyncio.sleep(interval)
+            # Jittered, so that nodes started together (a flash crowd) do not ping in step.
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
             try:
                 await action()
             except Exception:  # one failed round must not end the maintenance

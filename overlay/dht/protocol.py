@@ -8,6 +8,7 @@ import heapq
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,10 @@ from overlay.dht.answers import (
 from overlay.dht.checks import (
     _REQUEST,
     _RESPONSE,
+    FAILED_MEMORY,
     ID_BYTES,
     MAX_DATAGRAM_BYTES,
+    MAX_REMEMBERED_NODES,
     Address,
     _Complaints,
     _found_value,
@@ -86,6 +89,12 @@ class _Protocol(KademliaProtocol):
         self._complaints = _Complaints()
         self._handoffs: set[asyncio.Task[None]] = set()
         self.handed_off = 0  # stores sent to newcomers, for tests and operators
+        # Node id -> when a call to it went unanswered, oldest first: lookups do not ask these
+        # again for a while, though other nodes, which have not noticed yet, name them.
+        self._failed: OrderedDict[bytes, float] = OrderedDict()
+        self._leftovers: set[asyncio.Future[Any]] = set()  # lookups' requests still out
+        # Node id -> when it last answered us or asked us something, least recent first.
+        self._heard: OrderedDict[bytes, float] = OrderedDict()
 
     def _complain(self, address: Address, problem: str) -> None:
         if self._complaints.due(address[0], time.monotonic()):
@@ -93,6 +102,51 @@ class _Protocol(KademliaProtocol):
 
     def _closed(self) -> bool:
         return self.transport is None or self.transport.is_closing()
+
+    # -- contacts that went silent
+
+    def failed_lately(self, node_id: bytes) -> bool:
+        """True when a call to `node_id` went unanswered in the last `FAILED_MEMORY` seconds and
+        nothing has been heard from it since."""
+        failed_at = self._failed.get(node_id)
+        if failed_at is None:
+            return False
+        if time.monotonic() - failed_at < FAILED_MEMORY:
+            return True
+        del self._failed[node_id]
+        return False
+
+    def heard_lately(self, node_id: bytes, seconds: float) -> bool:
+        """True when `node_id` answered us or asked us something in the last `seconds`."""
+        heard_at = self._heard.get(node_id)
+        return heard_at is not None and time.monotonic() - heard_at < seconds
+
+    def last_heard(self, node_id: bytes) -> float:
+        """When `node_id` last answered us or asked us something (monotonic; -inf: never)."""
+        return self._heard.get(node_id, float("-inf"))
+
+    def heard_from(self, node_id: bytes) -> None:
+        """`node_id` answered us or asked us something: it is alive (not to be skipped)."""
+        self._failed.pop(node_id, None)
+        self._heard[node_id] = time.monotonic()
+        self._heard.move_to_end(node_id)
+        while len(self._heard) > MAX_REMEMBERED_NODES:
+            self._heard.popitem(last=False)
+
+    def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
+        if result[0]:
+            self.heard_from(node.id)
+        else:
+            self._failed[node.id] = time.monotonic()
+            self._failed.move_to_end(node.id)
+            while len(self._failed) > MAX_REMEMBERED_NODES:
+                self._failed.popitem(last=False)
+        return super().handle_call_response(result, node)
+
+    def keep_until_done(self, request: asyncio.Future[Any]) -> None:
+        """Hold a request a finished lookup left out, so it is not collected before it ends."""
+        self._leftovers.add(request)
+        request.add_done_callback(self._leftovers.discard)
 
     def shutdown(self) -> None:
         """Stop handing keys to newcomers, and fail every call still waiting for an answer, so
@@ -153,6 +207,9 @@ class _Protocol(KademliaProtocol):
         self.transport.sendto(datagram, address)
 
     def _serve(self, name: str, sender: Address, args: list[Any], budget: int, from_client: bool = False) -> Any:
+        # Back (or never gone: an answer was lost). A forged request can only keep a silent node
+        # in our table a while longer, where a lookup that asks it stalls briefly (traversal.py).
+        self.heard_from(args[0])
         if not from_client:
             self.welcome_if_new(Node(args[0], sender[0], sender[1]))
         if name == "ping":
@@ -278,4 +335,7 @@ class _Server(Server):
         # kademlia's version trusts the pong to carry a node id, and sends its ping unpadded
         # and unmarked (a client-only node would join the bootstrap node's table).
         answered, node_id = await self.protocol.ping_address(addr, self.node.id)
-        return Node(node_id, addr[0], addr[1]) if answered and _is_id(node_id) else None
+        if not (answered and _is_id(node_id)):
+            return None
+        self.protocol.heard_from(node_id)  # a lookup that found it silent before may ask it now
+        return Node(node_id, addr[0], addr[1])

@@ -65,6 +65,7 @@ class RawPeer(asyncio.DatagramProtocol):
         self.answers: dict[bytes, asyncio.Future[Any]] = {}
         self.answer_bytes: dict[bytes, int] = {}  # message id -> size of the answer datagram
         self.stores_received = 0
+        self.pings_received = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,6 +75,7 @@ class RawPeer(asyncio.DatagramProtocol):
         if data[:1] == b"\x00":
             name = first_object(data[21:])[0]
             self.stores_received += name == "store"
+            self.pings_received += name == "ping"
             answer = {"ping": self.node_id, "store": False}.get(name, [])
             self.send(addr, b"\x01" + data[1:21] + msgpack.packb(answer))
             return

@@ -1,18 +1,21 @@
-"""The DHT's pure rules, without sockets: the ledger, token buckets, answer sizes, the handoff."""
+"""The DHT's pure rules, without sockets: the ledger, token buckets, answer sizes, the handoff, the
+lookup's traversal."""
 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import umsgpack
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from overlay import records
 from overlay.dht.answers import AMPLIFICATION, REQUEST_BYTES, answer_budget, fit_contacts, fit_value
 from overlay.dht.handoff import distance, handoff_keys
 from overlay.dht.limits import DhtLimits, Ledger
+from overlay.dht.traversal import Traversal
 from overlay.dht.verifying import TokenBucket
 from overlay.identity import Identity
 
@@ -140,3 +143,63 @@ def test_a_newcomer_is_handed_at_most_the_limit_of_the_keys_held(held, limit):
     # Alone (no contacts), a node hands over the `limit` keys nearest the newcomer.
     alone = handoff_keys(newcomer, me, held, lambda _: [], limit)
     assert alone == sorted(held, key=lambda k: distance(newcomer, k))[:limit]
+
+
+# ---- the lookup's traversal -----------------------------------------------------------------
+
+
+@given(st.integers(5, 120), st.floats(0.0, 0.5), st.integers(0, 2**32))
+@settings(max_examples=60, deadline=None)
+def test_a_traversal_finds_the_k_closest_live_nodes_and_never_waits_for_a_dead_one(count, dead_share, seed):
+    """Every live node knows every node (dead ones too) and answers with the closest to the
+    target; dead nodes never answer. The traversal ends with exactly the k closest live nodes,
+    with never more than alpha requests holding lanes, and once any node has answered it does
+    not wait for a dead node's timeout."""
+    k, alpha = 20, 3
+    rng = random.Random(seed)
+    ids = list({rng.randbytes(20) for _ in range(count)})
+    dead = set(rng.sample(ids, int(dead_share * len(ids))))
+    target = rng.randbytes(20)
+    nearest = sorted(ids, key=lambda node_id: distance(node_id, target))
+    contact = lambda node_id: (node_id, "10.0.0.1", 4000)  # noqa: E731
+    start = [contact(node_id) for node_id in rng.sample(ids, min(k, len(ids)))]
+    assume(any(node_id not in dead for node_id, _, _ in start))  # or nobody could be reached
+    traversal = Traversal(target, b"\xff" * 20, start, k, alpha)
+    holding: list[bytes] = []  # asked, neither answered nor stalled
+    stalled: list[bytes] = []
+    answered = False
+    while not traversal.done():
+        holding += [node_id for node_id, _, _ in traversal.next()]
+        assert len(holding) <= alpha
+        if not holding:  # every request out has stalled and nobody answered: their timeouts come
+            assert not answered
+            for node_id in stalled:
+                traversal.failed(node_id)
+            stalled.clear()
+            continue
+        node_id = holding.pop(rng.randrange(len(holding)))
+        if node_id in dead:
+            traversal.stalled(node_id)
+            stalled.append(node_id)
+        else:
+            traversal.answered(node_id, [contact(n) for n in nearest[: k + len(dead)]])
+            answered = True
+    live = [node_id for node_id in nearest if node_id not in dead]
+    assert [node_id for node_id, _, _ in traversal.closest()] == live[:k]
+    assert traversal.rounds <= 2  # the start, then the nodes every answer names
+
+
+def test_a_traversal_waits_for_stalled_requests_only_while_nobody_has_answered():
+    one, two = bytes([1]) * 20, bytes([2]) * 20
+    traversal = Traversal(bytes(20), b"\xff" * 20, [(one, "10.0.0.1", 1), (two, "10.0.0.2", 1)], 20, 3)
+    assert len(traversal.next()) == 2
+    traversal.stalled(one)
+    traversal.stalled(two)
+    assert not traversal.done()  # a slow moment must not end a lookup with nothing
+    traversal.answered(two)  # late, but it counts
+    assert traversal.done()
+    assert [node_id for node_id, _, _ in traversal.closest()] == [two]
+    # A node the caller knows to be silent is never asked.
+    skipping = Traversal(bytes(20), b"\xff" * 20, [(one, "10.0.0.1", 1)], 20, 3, skip=lambda node_id: node_id == one)
+    assert skipping.next() == []
+    assert skipping.done()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from overlay import wire
 from overlay.identity import Identity
 from peer.budget import Budget
-from peer.budget_keeper import newly_moved, rates
+from peer.budget_keeper import BUNDLE_FLOOR, bundle_share, newly_moved, on_the_wire, rates
 from peer.controls import bundle_upload_limit
 from peer.coordinator_choice import AVOID_SECONDS, CoordinatorChoice, avoided
 from peer.leasing import IDLE_RECHECK, idle_too_long
@@ -21,6 +21,7 @@ from peer.runner import WorkloadOutcome
 from peer.status import Checked, Totals
 from peer.tally import WorkTally, counted
 from peer.unit_work import STOP_UNRENEWED, unrenewed_too_long
+from peer.wire_cost import acks_on_wire, on_wire
 from peer.work_choice import WorkChoice
 from workloads.process_api import ExitCode
 
@@ -95,6 +96,21 @@ def test_bundle_traffic_is_charged_once_per_byte() -> None:
     assert newly_moved(first, first) == (0, 0)
     assert newly_moved(first, {b"a": (150, 30), b"b": (5, 0), b"c": (1, 1)}) == (51, 21)
     assert newly_moved({b"a": (100, 10)}, {b"a": (40, 2)}) == (0, 0)  # added again: counts from there
+
+
+def test_bundle_bytes_are_charged_as_the_interface_counts_them() -> None:
+    down, up = on_the_wire(1_000_000, 0)
+    assert down == on_wire(1_000_000) and up == acks_on_wire(1_000_000)  # a download's ACKs go up
+    assert on_the_wire(0, 0) == (0, 0)
+
+
+def test_bundle_traffic_gets_what_web_traffic_leaves_but_never_less_than_the_floor() -> None:
+    assert bundle_share(None, 5000.0) is None
+    assert bundle_share(100_000, 0.0) == 100_000
+    assert bundle_share(100_000, 30_000.0) == 70_000
+    assert bundle_share(100_000, 100_000.0) == 100_000 * BUNDLE_FLOOR
+    assert bundle_share(100_000, 250_000.0) == 100_000 * BUNDLE_FLOOR  # web over its share: deposits
+    assert bundle_share(2, 2.0) == 1  # libtorrent's 0 would mean unlimited
 
 
 def test_rates_never_go_negative() -> None:

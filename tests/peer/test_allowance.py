@@ -8,9 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from peer.allowance import Allowance
+from peer.allowance import Allowance, Receipt, WindowPool
 from peer.budget import ActiveHours, Budget
 from peer.egress import Egress, EgressConfig
+from peer.wire_cost import IPV4, IPV6, acks_on_wire, connection_frames, fetch_window, on_wire
 from tests.sites import serve
 from workloads.process_api import FetchRequest
 
@@ -58,10 +59,20 @@ async def test_every_byte_moved_is_counted_against_rates_and_the_cap(tmp_path: P
         result = await egress.fetch(FetchRequest(id=1, method="GET", url=f"{base}/big", want_body=True))
         unwanted = await egress.fetch(FetchRequest(id=2, method="GET", url=f"{base}/big", want_body=False))
     assert result.body == BODY and unwanted.status == 200
-    # Both bodies were read (the second drained up to its limit), plus two response heads.
+    # Both bodies were read (the second drained up to its limit) with two response heads,
+    # counted with the frames that carried them (as IPv4 frames when the connection was still
+    # there to ask, else as the costlier IPv6 ones). The second was abandoned: of its deposit,
+    # what may have arrived unread stays paid (what the client held, and the kernel's buffer).
     drained = min(len(BODY), 64 * 1024)
-    assert len(BODY) + drained < allowance.down.used < len(BODY) + drained + 1000
-    assert 0 < allowance.up.used < 1000  # two request heads
+    window = fetch_window(10_000_000, None)
+    assert window.receive_buffer is not None
+    least = on_wire(len(BODY), IPV4) + on_wire(drained, IPV4) + 2 * window.receive_buffer
+    most = on_wire(len(BODY) + 1000, IPV6) + on_wire(drained + 1000, IPV6) + 2 * connection_frames() + window.unread
+    assert least < allowance.down.used < most
+    # Two request heads, and the acknowledgements of what was read.
+    acks = acks_on_wire(len(BODY), IPV4) + acks_on_wire(drained, IPV4)
+    most_acks = acks_on_wire(len(BODY) + 1000, IPV6) + acks_on_wire(drained + 1000, IPV6)
+    assert acks < allowance.up.used < most_acks + 2 * on_wire(400) + 2 * connection_frames()
     assert allowance.status().used == allowance.down.used + allowance.up.used
 
 
@@ -123,3 +134,41 @@ async def test_bundle_traffic_charged_to_the_budget_makes_the_egress_wait_for_it
 def test_capacity_reported_to_coordinators_is_the_sustainable_rate(tmp_path: Path) -> None:
     budget = Budget(max_down=1_000_000, cap_bytes=864_000_000, cap_period="day")  # 10 kB/s over a day
     assert Allowance(budget, tmp_path, clock=Clock(NOON)).status().capacity == 10_000
+
+
+def test_a_response_keeps_of_its_deposit_only_what_may_have_arrived_unread(tmp_path: Path) -> None:
+    allowance = Allowance(Budget(max_down=1_000_000), tmp_path, clock=Clock(NOON))
+    window = fetch_window(1_000_000, 4)
+    assert window.receive_buffer is not None
+    receipt = Receipt(allowance, window)
+    assert receipt.kept_deposit() == 0  # nothing of it arrived (e.g. the connection was refused)
+    receipt.started = True
+    assert receipt.kept_deposit() == window.unread  # given up midway, how much was left unknown
+    receipt.abandon(1000)
+    assert receipt.kept_deposit() == 1000 + 2 * window.receive_buffer
+    receipt.complete = True
+    assert receipt.kept_deposit() == 0
+
+
+async def test_fetches_wait_until_their_window_fits_beside_those_under_way() -> None:
+    pool = WindowPool(100)
+    order: list[str] = []
+
+    async def fetch(name: str, window: int, hold: float) -> None:
+        async with pool.hold(window):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+        order.append(f"{name} out")
+
+    # a and b fit together; c waits for room; d is larger than the pool and goes in alone.
+    await asyncio.gather(fetch("a", 60, 0.05), fetch("b", 40, 0.1), fetch("c", 50, 0.01), fetch("d", 500, 0.01))
+    assert order[:2] == ["a in", "b in"]
+    assert order.index("c in") > order.index("a out")
+    assert order.index("d in") > max(order.index("b out"), order.index("c out"))
+    assert pool.held == 0
+
+
+async def test_without_a_rate_every_window_fits() -> None:
+    pool = WindowPool(None)
+    async with pool.hold(10**9), pool.hold(10**9):
+        assert pool.held == 2 * 10**9
