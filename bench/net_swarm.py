@@ -43,6 +43,7 @@ from pathlib import Path
 from bench.bundle_swarm import build_bundle
 from bench.net_swarm_host import DHT_PORT
 from overlay.identity import Identity
+from peer.settings import DEFAULT_BUNDLE_UPLOAD_RATE
 from tests import netns
 from tests.netns import Host
 from workloads import bundle
@@ -59,7 +60,9 @@ class Conditions:
     rate_kbit: int  # every link, both ways
     max_up: int | None  # each peer's budget, bytes/s
     max_down: int | None
+    bundle_upload_rate: int | None  # each peer's own seeding limit (None: the peer's default)
     seed_rate: int | None  # the coordinator's own bundle upload limit, bytes/s
+    super_seed: bool = True  # the coordinator's rule (archives from SUPER_SEED_FROM); False: never
 
     @property
     def one_download(self) -> float:
@@ -79,6 +82,7 @@ class Phase:
     errors: list[str]
     overshoot_up: dict[float, float]  # window -> the worst peer's highest send rate / budget
     overshoot_down: dict[float, float]
+    cpu_busy: float  # share of the machine's CPU time in use from the start until all held
 
     def upload_ratio(self, size: int) -> float:
         return self.seeder_sent / size
@@ -125,6 +129,14 @@ def overshoot(results: Sequence[dict[str, object]], column: int, budget: int | N
 # ---- running it ---------------------------------------------------------------------------
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far (/proc/stat), every process of the machine."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _start(host: Host, role: str, directory: Path, *args: str) -> subprocess.Popen[bytes]:
     return host.python(
         "-m",
@@ -158,7 +170,11 @@ def _phase(
     role = "peer" if route == "swarm" else "http"
     budget: list[str] = []
     if route == "swarm":
-        for flag, value in (("--max-up", conditions.max_up), ("--max-down", conditions.max_down)):
+        for flag, value in (
+            ("--max-up", conditions.max_up),
+            ("--max-down", conditions.max_down),
+            ("--bundle-upload-rate", conditions.bundle_upload_rate),
+        ):
             if value is not None:
                 budget += [flag, str(value)]
     (directory / "go").unlink(missing_ok=True)
@@ -167,12 +183,12 @@ def _phase(
         ready = [directory / f"ready-{role}-{host.index}" for host in clients]
         _wait_files(ready, processes, START_TIMEOUT, f"{len(clients)} {role} processes to start")
         time.sleep(1.0)  # DHT joins settle; nothing is fetched yet
-        before = seeder.counters()
+        before, cpu_before = seeder.counters(), _cpu_times()
         (directory / "go.tmp").write_text(repr(time.time()))
         (directory / "go.tmp").rename(directory / "go")
         done = [directory / f"done-{role}-{host.index}.json" for host in clients]
         _wait_files(done, processes, timeout, f"every {role} client to hold the bundle")
-        after = seeder.counters()
+        after, cpu_after = seeder.counters(), _cpu_times()
     finally:
         netns.stop(processes)
     results = [json.loads((directory / f"result-{role}-{host.index}.json").read_text()) for host in clients]
@@ -185,6 +201,7 @@ def _phase(
         errors=[f"{role} {host.index}: {r['error']}" for host, r in zip(clients, results, strict=True) if r["error"]],
         overshoot_up=overshoot(results, 2, conditions.max_up if route == "swarm" else None),
         overshoot_down=overshoot(results, 1, conditions.max_down if route == "swarm" else None),
+        cpu_busy=(cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
     )
 
 
@@ -205,6 +222,7 @@ def run(
             host.shape(rate_kbit=conditions.rate_kbit, down_kbit=conditions.rate_kbit)
         seeder_host, clients = hosts[0], hosts[1:]
         seed_args = ["--seed-rate", str(conditions.seed_rate)] if conditions.seed_rate else []
+        seed_args += [] if conditions.super_seed else ["--no-super-seed"]
         seeder = _start(seeder_host, "seeder", directory, *seed_args)
         try:
             _wait_files([directory / "seeder.json"], [seeder], START_TIMEOUT, "the seeder")
@@ -253,12 +271,13 @@ def row(phase: Phase, conditions: Conditions) -> str:
     median = f"{statistics.median(holds):6.1f}" if holds else "     -"
     return (
         f"{phase.peers:>3} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
-        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {_overshoot(phase)}"
+        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} | "
+        f"{_overshoot(phase)}"
     )
 
 
 HEADER = (
-    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | "
+    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU  | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 
@@ -279,7 +298,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-mbit", type=float, default=20, help="every link's rate, both ways")
     parser.add_argument("--max-up", type=_rate, default=None, help="each peer's upload budget, e.g. 1MB/s")
     parser.add_argument("--max-down", type=_rate, default=None, help="each peer's download budget")
+    parser.add_argument(
+        "--bundle-upload-rate",
+        type=_rate,
+        default=None,
+        help=f"each peer's own seeding limit (default: the peer's, {DEFAULT_BUNDLE_UPLOAD_RATE / 1e6:g} MB/s)",
+    )
     parser.add_argument("--seed-rate", type=_rate, default=None, help="the coordinator's bundle upload limit")
+    parser.add_argument(
+        "--no-super-seed",
+        dest="super_seed",
+        action="store_false",
+        help="the seeder never super-seeds (the coordinator super-seeds archives from 4 MiB)",
+    )
     parser.add_argument("--no-http", action="store_true", help="leave out the HTTP anchor")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, samples)")
     args = parser.parse_args(argv)
@@ -295,12 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_kbit=int(args.rate_mbit * 1000),
         max_up=args.max_up,
         max_down=args.max_down,
+        bundle_upload_rate=args.bundle_upload_rate,
         seed_rate=args.seed_rate,
+        super_seed=args.super_seed,
     )
     print(
         f"bundle {conditions.size / 1e6:.1f} MB; links {args.rate_mbit:g} Mbit/s both ways; one download "
         f"{conditions.one_download:.1f} s; peer budget up {args.max_up or 'none'} B/s, down "
-        f"{args.max_down or 'none'} B/s; coordinator upload limit {args.seed_rate or 'none'} B/s"
+        f"{args.max_down or 'none'} B/s, seeding limit {args.bundle_upload_rate or DEFAULT_BUNDLE_UPLOAD_RATE} B/s; coordinator upload limit {args.seed_rate or 'none'} B/s, "
+        f"{'super-seeding' if args.super_seed else 'no super-seeding'}"
     )
     print(HEADER, flush=True)
     failed = False

@@ -8,8 +8,8 @@ namespace, started by the bench and told what to do by files in a directory they
 The seeder runs the DHT bootstrap node, the coordinator's `BundleSeeder` (announced in the DHT
 as a coordinator announces it) and a plain HTTP server of the same archive. A peer runs what
 `osaas peer run` runs for bundles: a DHT node, a torrent session at the rates the agent sets
-(`bundle_upload_limit` of the default seeding rate and the budget's upload, the budget's
-download), and a `BundleCache` whose `ensure` fetches, verifies and unpacks. An http client
+(`bundle_upload_limit` of its seeding rate, `--bundle-upload-rate` or the peer's default,
+and the budget's upload; the budget's download), and a `BundleCache` whose `ensure` fetches, verifies and unpacks. An http client
 downloads the archive once with the standard library.
 
 The protocol, all in D: the seeder writes `seeder.json` (its torrent port) when it seeds; each
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -99,7 +100,7 @@ def terminated() -> asyncio.Event:
 async def seeder(args: argparse.Namespace) -> None:
     from aiohttp import web
 
-    from coordinator.seeder import BundleSeeder
+    from coordinator.seeder import SUPER_SEED_FROM, BundleSeeder
     from coordinator.store import PublishedBundle
     from overlay.dht import DhtNode
     from overlay.identity import Identity
@@ -122,6 +123,7 @@ async def seeder(args: argparse.Namespace) -> None:
                 dht=dht,
                 network="bench",
                 announce_host=args.ip,
+                super_seed_from=SUPER_SEED_FROM if args.super_seed else 2**62,
             )
         )
         published = PublishedBundle(
@@ -169,7 +171,7 @@ async def peer(args: argparse.Namespace) -> None:
     from peer.budget import Budget
     from peer.bundles import BundleCache
     from peer.controls import bundle_upload_limit
-    from peer.settings import DEFAULT_BUNDLE_UPLOAD_RATE, PeerSettings
+    from peer.settings import PeerSettings, announce_host
 
     directory: Path = args.dir
     me = directory / f"peer-{args.index}"
@@ -179,21 +181,34 @@ async def peer(args: argparse.Namespace) -> None:
         job["name"], job["version"], bytes.fromhex(job["info_hash"]), bytes.fromhex(job["manifest"]), seeds
     )
     ref = wire.BundleRef(info.name, info.version, info.info_hash)
-    # The rates `osaas peer run --max-up/--max-down` gives its torrent session (peer/agent.py).
+    # As `osaas peer run --bootstrap ... --max-up/--max-down` sets itself up (peer/agent.py):
+    # listening on every address at a port of its choosing, announcing the address of its
+    # route to the bootstrap node, seeding at the lower of its own limit and the budget's.
     budget = Budget(max_up=args.max_up, max_down=args.max_down)
-    upload_rate = bundle_upload_limit(PeerSettings(data_dir=me).bundle_upload_rate, budget)
-    assert PeerSettings(data_dir=me).bundle_upload_rate == DEFAULT_BUNDLE_UPLOAD_RATE
+    settings = PeerSettings(data_dir=me, bootstrap=((job["seed_host"], DHT_PORT),), budget=budget)
+    if args.bundle_upload_rate:
+        settings = dataclasses.replace(settings, bundle_upload_rate=args.bundle_upload_rate)
+    upload_rate = bundle_upload_limit(settings.bundle_upload_rate, budget)
     stop = terminated()
     counters = Counters()
     async with AsyncExitStack() as stack:
-        dht = await stack.enter_async_context(DhtNode((args.ip, 0), [(job["seed_host"], DHT_PORT)]))
+        dht = await stack.enter_async_context(DhtNode(settings.dht_listen, settings.bootstrap))
         torrents = await stack.enter_async_context(
             TorrentSession(
-                (args.ip, 0), upload_rate=upload_rate, download_rate=budget.max_down, state_dir=me / "torrent"
+                settings.torrent_listen,
+                upload_rate=upload_rate,
+                download_rate=budget.max_down,
+                state_dir=me / "torrent",
             )
         )
         cache = await stack.enter_async_context(
-            BundleCache(me / "bundles", torrents, identity=Identity.generate(), dht=dht, announce_host=args.ip)
+            BundleCache(
+                me / "bundles",
+                torrents,
+                identity=Identity.generate(),
+                dht=dht,
+                announce_host=announce_host(settings),
+            )
         )
         counters.start()
         (directory / f"ready-peer-{args.index}").touch()
@@ -270,6 +285,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--max-up", type=int, default=None, help="the peer's budget: upload bytes/s")
     parser.add_argument("--max-down", type=int, default=None, help="the peer's budget: download bytes/s")
+    parser.add_argument(
+        "--bundle-upload-rate", type=int, default=None, help="the peer's own seeding limit (default: the peer's)"
+    )
+    parser.add_argument("--no-super-seed", dest="super_seed", action="store_false", help="the seeder never super-seeds")
     parser.add_argument("--seed-rate", type=int, default=None, help="the coordinator's bundle upload bytes/s")
     return parser.parse_args()
 
