@@ -83,6 +83,7 @@ class Phase:
     overshoot_up: dict[float, float]  # window -> the worst peer's highest send rate / budget
     overshoot_down: dict[float, float]
     cpu_busy: float  # share of the machine's CPU time in use from the start until all held
+    peer_cpu: float  # CPU seconds the peer processes used until each held, over the seconds until all held
 
     def upload_ratio(self, size: int) -> float:
         return self.seeder_sent / size
@@ -202,6 +203,8 @@ def _phase(
         overshoot_up=overshoot(results, 2, conditions.max_up if route == "swarm" else None),
         overshoot_down=overshoot(results, 1, conditions.max_down if route == "swarm" else None),
         cpu_busy=(cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
+        peer_cpu=sum(r.get("cpu", 0.0) for r in results)
+        / max(max((r["held"] - r["began"] for r in results), default=1), 1e-9),
     )
 
 
@@ -271,13 +274,13 @@ def row(phase: Phase, conditions: Conditions) -> str:
     median = f"{statistics.median(holds):6.1f}" if holds else "     -"
     return (
         f"{phase.peers:>3} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
-        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} | "
+        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} | "
         f"{_overshoot(phase)}"
     )
 
 
 HEADER = (
-    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU  | "
+    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers' cores | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 

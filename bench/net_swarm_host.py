@@ -213,12 +213,14 @@ async def peer(args: argparse.Namespace) -> None:
         counters.start()
         (directory / f"ready-peer-{args.index}").touch()
         began = await wait_for_go(directory)
+        cpu_began = time.process_time()
         error = None
         try:
             await cache.ensure(ref, info)
         except Exception as exc:  # reported to the bench, which says which peer failed and why
             error = f"{type(exc).__name__}: {exc}"
         held = time.time()
+        cpu = time.process_time() - cpu_began  # this process's CPU seconds until it held the bundle
         write_json(directory / f"done-peer-{args.index}.json", {"hold": held - began, "error": error})
         await stop.wait()
         await counters.stop()
@@ -228,6 +230,7 @@ async def peer(args: argparse.Namespace) -> None:
             {
                 "began": began,
                 "held": held,
+                "cpu": cpu,
                 "error": error,
                 "upload_limit": upload_rate,
                 "download_limit": budget.max_down,
@@ -260,6 +263,7 @@ async def http(args: argparse.Namespace) -> None:
     counters.start()
     (directory / f"ready-http-{args.index}").touch()
     began = await wait_for_go(directory)
+    cpu_began = time.process_time()
     error = None
     try:
         got, sha256 = await asyncio.to_thread(_download, url)
@@ -268,12 +272,13 @@ async def http(args: argparse.Namespace) -> None:
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc}"
     held = time.time()
+    cpu = time.process_time() - cpu_began
     write_json(directory / f"done-http-{args.index}.json", {"hold": held - began, "error": error})
     await stop.wait()
     await counters.stop()
     write_json(
         directory / f"result-http-{args.index}.json",
-        {"began": began, "held": held, "error": error, "samples": counters.samples},
+        {"began": began, "held": held, "cpu": cpu, "error": error, "samples": counters.samples},
     )
 
 

@@ -49,3 +49,12 @@ def test_peers_in_namespaces_send_each_other_most_of_a_bundle(tmp_path: Path) ->
     assert swarm.seeder_payload is not None and swarm.seeder_payload >= conditions.size
     ratio = swarm.upload_ratio(conditions.size)
     assert ratio < BOUND, f"the seeder sent {ratio:.2f}x the bundle to {PEERS} peers"
+
+
+def test_a_peak_rate_is_the_highest_over_any_span_of_the_window() -> None:
+    # (time, rx, tx): 1,000 B/s sent, then 4,000 B/s for one second, then 1,000 B/s again.
+    samples = [(0.0, 0, 0), (1.0, 0, 1000), (2.0, 0, 5000), (3.0, 0, 6000), (4.0, 0, 7000)]
+    assert net_swarm.peak_rate(samples, 2, 1.0, 0.0, 4.0) == 4000
+    assert net_swarm.peak_rate(samples, 2, 2.0, 0.0, 4.0) == 2500
+    assert net_swarm.peak_rate(samples, 2, 10.0, 0.0, 4.0) == 0  # too few samples for the window
+    assert net_swarm.peak_rate(samples, 1, 1.0, 0.0, 4.0) == 0
