@@ -395,8 +395,10 @@ class BundleCache:
             ready_bundle(signed, unpacked)
             torrent_bytes = await asyncio.to_thread(_torrent_of, archive, info_hash)
             self._keep(signed, where, torrent_bytes)
-        except BaseException:
+        except BaseException as exc:
             self._drop(info_hash, where, unpacked if created else None)
+            if isinstance(exc, Exception):  # the fetch announced us; we hold nothing after all
+                await self._swarm.withdraw(info_hash)
             raise
         await self._swarm.announce(info_hash)
         for gone in self._collect_garbage(signed.manifest.name):
