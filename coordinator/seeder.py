@@ -77,7 +77,8 @@ class BundleSeeder:
     host); a session listening on every address with no announce host seeds but is not
     announced as a swarm member, since "0.0.0.0" means nothing to anyone else.
     `public_address` (an IP and, behind a NAT that forwards another port, that port) wins over
-    both: it is what the swarm records name and what peers are told to fetch from.
+    both: it is what the swarm records name and what peers are told to fetch from. Archives of
+    `super_seed_from` bytes or more are super-seeded (bench/net_swarm.py compares both ways).
     """
 
     def __init__(
@@ -93,7 +94,9 @@ class BundleSeeder:
         public_address: tuple[str, int | None] | None = None,
         ttl: float = RECORD_TTL,
         clock: Callable[[], float] = time.time,
+        super_seed_from: int = SUPER_SEED_FROM,
     ) -> None:
+        self._super_seed_from = super_seed_from
         self._session = TorrentSession(
             listen, upload_rate=upload_rate, upload_slots=ORIGIN_UPLOAD_SLOTS, state_dir=state_dir
         )
@@ -155,7 +158,7 @@ class BundleSeeder:
         """Seed a version whose archive is in `archive_dir`, after libtorrent checked every piece."""
         if self.is_seeding(published.info_hash):
             return
-        super_seed = payload_size(torrent_bytes) >= SUPER_SEED_FROM
+        super_seed = payload_size(torrent_bytes) >= self._super_seed_from
         await self._session.seed(torrent_bytes, archive_dir, super_seed=super_seed)
         self._seeding[published.info_hash] = published
         self._changed.set()

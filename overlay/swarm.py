@@ -1,5 +1,6 @@
-"""A holder's part in the swarm of each torrent it seeds, as the DHT tells it: announcing itself
-under `swarm_key(info_hash)`, withdrawing, and finding the other holders to fetch from.
+"""A holder's part in the swarm of each torrent it seeds or fetches, as the DHT tells it:
+announcing itself under `swarm_key(info_hash)`, withdrawing, and finding the other members (those
+that hold the torrent and those fetching it) to fetch from.
 
 The peer's bundle cache (`peer/bundles.py`) and the coordinator's seeder
 (`coordinator/seeder.py`) both seed bundles and stand behind the same swarm records, so the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +36,9 @@ from overlay.wire import SwarmAddress
 log = logging.getLogger(__name__)
 
 DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the caller goes on without it
+# Seconds between lookups of the swarm while fetching: soon after the start, when peers that
+# started together have announced themselves, then less and less often.
+MEET_AFTER = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 # ---- the pure part ------------------------------------------------------------------------
@@ -220,11 +225,18 @@ class SwarmMembership:
         metadata_file: Path | None = None,
     ) -> Path:
         """Fetch the single-file torrent `info_hash` into `save_dir` from its `sources`; the
-        file's path. While the fetch is stalled it asks again, every few seconds, for the
-        sources: the DHT's members and the seeds `seeds_again` gives (the `seeds` given first
-        when there is no `seeds_again`), so that a seed that went away and came back, on
-        another port perhaps, is found. `metadata_file`: see `TorrentSession.fetch`. Raises
-        TorrentError as `TorrentSession.fetch` does."""
+        file's path. Raises TorrentError as `TorrentSession.fetch` does.
+
+        A fetcher is a member from its start: it announces itself at once (libtorrent serves
+        the pieces it has) and looks the swarm up again while it fetches (`MEET_AFTER`), adding
+        whoever joined. Peers that start together would otherwise know only the seeds, and
+        meet each other only through the seed's peer exchange, seconds later, while every piece
+        comes from the seed. A fetch that fails withdraws the record it made.
+
+        While the fetch is stalled it asks again, every few seconds, for the sources: the DHT's
+        members and the seeds `seeds_again` gives (the `seeds` given first when there is no
+        `seeds_again`), so that a seed that went away and came back, on another port perhaps,
+        is found. `metadata_file`: see `TorrentSession.fetch`."""
         seeds = list(seeds)
 
         async def more_peers() -> list[Address]:
@@ -232,9 +244,40 @@ class SwarmMembership:
             return await self.sources(info_hash, again)
 
         peers = await self.sources(info_hash, seeds)
-        return await self._torrents.fetch(
-            info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
-        )
+        was_announced = info_hash in self._announced
+        # In the background: a DHT that is slow to answer must not hold the fetch back.
+        announcing = asyncio.create_task(self.announce(info_hash), name=f"announce {info_hash.hex()}")
+        meeting = asyncio.create_task(self._meet(info_hash, set(peers)), name=f"meet {info_hash.hex()}")
+        try:
+            path = await self._torrents.fetch(
+                info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
+            )
+        except Exception:
+            await asyncio.gather(announcing, return_exceptions=True)
+            if not was_announced:
+                await self.withdraw(info_hash)
+            raise
+        else:
+            await asyncio.gather(announcing, return_exceptions=True)  # a later record is newer than it
+            return path
+        finally:
+            meeting.cancel()
+            await asyncio.gather(meeting, return_exceptions=True)
+
+    async def _meet(self, info_hash: bytes, known: set[Address]) -> None:
+        """Look the swarm up after each delay of `MEET_AFTER` (then every last one of them),
+        and connect the fetch to the members not seen before."""
+        me = (self._host, self._torrents.listen_port) if self._host else None
+        for delay in itertools.chain(MEET_AFTER, itertools.repeat(MEET_AFTER[-1])):
+            await asyncio.sleep(delay)
+            new = [m for m in await self.members(info_hash) if m not in known and m != me]
+            if not new:
+                continue
+            try:
+                self._torrents.add_peers(info_hash, new)
+            except TorrentError:  # not added yet, or already gone: try again next time
+                continue
+            known.update(new)
 
 
 def reachable_at(

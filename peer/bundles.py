@@ -344,6 +344,8 @@ class BundleCache:
             self._drop(info_hash, where, unpacked if created else None)
             if not isinstance(exc, (FetchFailed, asyncio.CancelledError)):
                 self._partials.remove(info_hash)  # it came whole and was refused: nothing to go on from
+            if isinstance(exc, Exception):  # the fetch announced us; we hold nothing after all
+                await self._swarm.withdraw(info_hash)
             raise
         await self._swarm.announce(info_hash)
         for gone in self._collect_garbage(signed.manifest.name):

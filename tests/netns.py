@@ -109,13 +109,29 @@ class Host:
         rx, tx = read.stdout.split()
         return int(rx), int(tx)
 
-    def shape(self, *, rate_kbit: int) -> None:
+    def shape(self, *, rate_kbit: int, down_kbit: int | None = None) -> None:
         """Limit what the host sends to `rate_kbit` kbit/s (a token bucket filter on its
         interface; this kernel has no netem, so no added delay). Shape every host to shape
-        both directions of each link."""
-        burst = max(rate_kbit * 1000 // 8 // 50, 3200)  # 20 ms of the rate, at least two frames
-        _ip_tc(self.namespace, "qdisc", "replace", "dev", INTERFACE, "root", "tbf",
-               "rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", "100ms")  # fmt: skip
+        both directions of each link. `down_kbit` also limits what the host receives from all
+        others together (a filter on the bridge's end of its link), as an access link would."""
+        _ip_tc(self.namespace, "qdisc", "replace", "dev", INTERFACE, "root", *_tbf(rate_kbit))
+        if down_kbit is not None:
+            tag = self.namespace.rsplit("-", 1)[1]
+            _ip_tc(_hub(tag), "qdisc", "replace", "dev", _bridge_end(self.index, tag), "root", *_tbf(down_kbit))
+
+
+def _hub(tag: str) -> str:
+    return f"osaas-hub-{tag}"
+
+
+def _bridge_end(index: int, tag: str) -> str:
+    """The hub's end of host `index`'s veth pair, on the bridge."""
+    return f"b{index}{tag}"
+
+
+def _tbf(rate_kbit: int) -> list[str]:
+    burst = max(rate_kbit * 1000 // 8 // 50, 3200)  # 20 ms of the rate, at least two frames
+    return ["tbf", "rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", "100ms"]
 
 
 def _ip_tc(namespace: str, *args: str) -> None:
@@ -128,7 +144,7 @@ def _ip_tc(namespace: str, *args: str) -> None:
 def hosts(count: int) -> Iterator[list[Host]]:
     """`count` namespaces on one bridge, removed on exit."""
     tag = uuid.uuid4().hex[:6]
-    hub = f"osaas-hub-{tag}"
+    hub = _hub(tag)
     made: list[Host] = []
     try:
         _ip("netns", "add", hub)
@@ -140,9 +156,9 @@ def hosts(count: int) -> Iterator[list[Host]]:
             made.append(host)
             _ip(
                 "link", "add", f"v{i}{tag}", "netns", host.namespace, "type", "veth",
-                "peer", "name", f"b{i}{tag}", "netns", hub,
+                "peer", "name", _bridge_end(i, tag), "netns", hub,
             )  # fmt: skip
-            _ip("-n", hub, "link", "set", f"b{i}{tag}", "master", "br0", "up")
+            _ip("-n", hub, "link", "set", _bridge_end(i, tag), "master", "br0", "up")
             _ip("-n", host.namespace, "link", "set", f"v{i}{tag}", "name", INTERFACE)
             _ip("-n", host.namespace, "addr", "add", f"{host.ipv4}/24", "dev", INTERFACE)
             # nodad: the address is usable at once instead of after duplicate detection.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from overlay.announcements import SwarmMember, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from overlay.swarm import SwarmMembership, is_unspecified, members_in, next_issue_time, reachable_at
-from overlay.torrent import TorrentSession, info_hash_of, make_torrent
+from overlay.torrent import TorrentSession, TorrentTimeout, info_hash_of, make_torrent
 from overlay.wire import SwarmAddress
 
 pytestmark = pytest.mark.swarm
@@ -155,6 +156,47 @@ async def test_a_file_is_fetched_from_a_member_the_dht_names(tmp_path: Path, sta
 
     assert path.read_bytes() == data.read_bytes()
     assert seeding.stats(info_hash).total_upload >= data.stat().st_size
+
+
+async def test_a_fetcher_is_a_member_while_it_fetches_and_meets_members_that_come_later(
+    tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    seeder_node, fetcher_node = await _dht_pair(stack)
+    data = tmp_path / "seed" / "data" / "file.bin"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(os.urandom(256 * 1024))
+    torrent_bytes = make_torrent(data)
+    info_hash = info_hash_of(torrent_bytes)
+    fetching = await _session(stack, tmp_path, "fetcher")
+    fetcher = SwarmMembership(fetching, Identity.generate(), dht=fetcher_node, host=HOST, ttl=TTL)
+    seeding = await _session(stack, tmp_path, "seeder")
+    seeder = SwarmMembership(seeding, Identity.generate(), dht=seeder_node, host=HOST, ttl=TTL)
+
+    # No seed named and no member yet: the fetch starts knowing nobody.
+    fetch = asyncio.create_task(fetcher.fetch(info_hash, tmp_path / "fetched", [], timeout=FETCH_TIMEOUT))
+    while not await seeder.members(info_hash):
+        assert not fetch.done()
+        await asyncio.sleep(0.05)
+    assert await seeder.members(info_hash) == [(HOST, fetching.listen_port)]  # announced while fetching
+    await seeding.seed(torrent_bytes, data.parent)
+    await seeder.announce(info_hash)  # found by the fetcher's next lookup
+
+    path = await fetch
+    assert path.read_bytes() == data.read_bytes()
+
+
+async def test_a_fetch_that_fails_withdraws_the_record_it_made(tmp_path: Path, stack: AsyncExitStack) -> None:
+    node, other_node = await _dht_pair(stack)
+    fetching = await _session(stack, tmp_path, "fetcher")
+    fetcher = SwarmMembership(fetching, Identity.generate(), dht=node, host=HOST, ttl=TTL)
+    other = SwarmMembership(
+        await _session(stack, tmp_path, "other"), Identity.generate(), dht=other_node, host=HOST, ttl=TTL
+    )
+
+    with pytest.raises(TorrentTimeout):
+        await fetcher.fetch(INFO_HASH, tmp_path / "fetched", [], timeout=1.0)
+    assert fetcher.announced == []
+    assert await other.members(INFO_HASH) == []
 
 
 def test_a_ttl_records_cannot_carry_is_refused(tmp_path: Path) -> None:

@@ -332,8 +332,10 @@ async def test_an_entrypoint_that_is_no_program_of_the_bundle_is_refused(
 
 
 async def test_an_archive_that_does_not_match_the_manifest_is_refused(
-    tmp_path: Path, seed: TorrentSession, make_cache: CacheMaker
+    tmp_path: Path, seed: TorrentSession, make_cache: CacheMaker, stack: AsyncExitStack
 ) -> None:
+    first = await stack.enter_async_context(DhtNode((HOST, 0)))
+    node = await stack.enter_async_context(DhtNode((HOST, 0), [first.address]))
     built = _build(tmp_path, "tamper", "1.0", data_bytes=64 * 1024)
     tampered = tmp_path / "tampered" / built.archive_path.name
     tampered.parent.mkdir()
@@ -346,11 +348,13 @@ async def test_an_archive_that_does_not_match_the_manifest_is_refused(
     signed = bundle.sign(built.signed.manifest, built.signed.archive_sha256, built.signed.files, OWNER, info_hash)
     ref = BundleRef("tamper", "1.0", info_hash)
     info = BundleInfo("tamper", "1.0", info_hash, bundle.encode(signed), [SwarmAddress(HOST, seed.listen_port)])
-    cache, torrents = await make_cache("peer")
+    cache, torrents = await make_cache("peer", dht=node, announce_host=HOST)
 
     with pytest.raises(BundleError, match="sha256 does not match the manifest"):
         await cache.ensure(ref, info)
     _assert_nothing_kept(cache, torrents)
+    # It announced itself when it began fetching, and withdrew when the archive was refused.
+    assert await first.lookup(swarm_key(info_hash)) == []
 
 
 async def test_a_seed_serving_corrupt_data_times_out_and_is_refused(
