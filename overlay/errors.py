@@ -12,7 +12,9 @@ line at the command line (osaas/cli.py, one `except`).
     ├── coordinator  StoreError: InvalidInput (400), UnknownPeer (403), UnknownOwner (403),
     │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409);
     │                Busy (429), RateLimited (429 with Retry-After)
-    ├── peer         BudgetError, WorkChoiceError, TrustError, SandboxError, IdleError
+    ├── peer         BudgetError, WorkChoiceError, TrustError, SandboxError, IdleError;
+    │                the peer's own trouble with one unit, which gives it back (unable):
+    │                FetchFailed (a BundleError), Untrusted, SandboxFailed
     ├── osaas        CheckError, UsageError
     └── screensaver  ScreensaverError, InstallError
 

@@ -22,7 +22,7 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from overlay import records
@@ -214,7 +214,16 @@ class SwarmMembership:
             me = {(self._host, listen_port), reachable_at(self._host, self._port, listen_port, mapped)}
         return [peer for peer in dict.fromkeys(peers) if peer not in me]
 
-    async def fetch(self, info_hash: bytes, save_dir: Path, seeds: Iterable[SwarmAddress], *, timeout: float) -> Path:
+    async def fetch(
+        self,
+        info_hash: bytes,
+        save_dir: Path,
+        seeds: Iterable[SwarmAddress],
+        *,
+        timeout: float,
+        seeds_again: Callable[[], Awaitable[Iterable[SwarmAddress]]] | None = None,
+        metadata_file: Path | None = None,
+    ) -> Path:
         """Fetch the single-file torrent `info_hash` into `save_dir` from its `sources`; the
         file's path. Raises TorrentError as `TorrentSession.fetch` does.
 
@@ -222,14 +231,27 @@ class SwarmMembership:
         the pieces it has) and looks the swarm up again while it fetches (`MEET_AFTER`), adding
         whoever joined. Peers that start together would otherwise know only the seeds, and
         meet each other only through the seed's peer exchange, seconds later, while every piece
-        comes from the seed. A fetch that fails withdraws the record it made."""
+        comes from the seed. A fetch that fails withdraws the record it made.
+
+        While the fetch is stalled it asks again, every few seconds, for the sources: the DHT's
+        members and the seeds `seeds_again` gives (the `seeds` given first when there is no
+        `seeds_again`), so that a seed that went away and came back, on another port perhaps,
+        is found. `metadata_file`: see `TorrentSession.fetch`."""
+        seeds = list(seeds)
+
+        async def more_peers() -> list[Address]:
+            again = list(await seeds_again()) if seeds_again is not None else seeds
+            return await self.sources(info_hash, again)
+
         peers = await self.sources(info_hash, seeds)
         was_announced = info_hash in self._announced
         # In the background: a DHT that is slow to answer must not hold the fetch back.
         announcing = asyncio.create_task(self.announce(info_hash), name=f"announce {info_hash.hex()}")
         meeting = asyncio.create_task(self._meet(info_hash, set(peers)), name=f"meet {info_hash.hex()}")
         try:
-            path = await self._torrents.fetch(info_hash, save_dir, peers, timeout=timeout)
+            path = await self._torrents.fetch(
+                info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
+            )
         except Exception:
             await asyncio.gather(announcing, return_exceptions=True)
             if not was_announced:

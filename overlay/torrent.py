@@ -20,19 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import ipaddress
 import logging
 import secrets
-import socket
 import string
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
 
+from overlay import listen_ports
 from overlay.errors import OsaasError
+from overlay.fetch_stalls import StallAsker
+from overlay.torrent_metadata import read_metadata, write_metadata
 
 log = logging.getLogger(__name__)
 _MAX_RATE = 2**31 - 1
@@ -45,13 +46,12 @@ MAX_SOCKET_BUFFER = 4 * 1024 * 1024
 Address = tuple[str, int]
 
 _POLL_INTERVAL = 0.05
+ASK_AGAIN = 5.0  # seconds a fetch may get neither a byte nor a piece before it asks for peers again
 _LISTEN_TIMEOUT = 5.0
 _LISTEN_GRACE = 0.5  # after one address failed to listen, how long another may still succeed
-_FREE_PORT_TRIES = 20
 _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
-_PORT_FILE = "listen_port"  # the port a session chose for port 0, kept for the next start
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
 _ALERT_MASK = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage | lt.alert_category.peer
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
@@ -109,7 +109,7 @@ class TransferStats:
 class _Torrent:
     """What this session tracks for one torrent beside libtorrent's handle."""
 
-    __slots__ = ("handle", "checked", "finished", "flushed", "error")
+    __slots__ = ("handle", "checked", "finished", "flushed", "error", "moved", "carried")
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
@@ -117,6 +117,14 @@ class _Torrent:
         self.finished = False  # every piece passed its hash check
         self.flushed = False  # and was written to the file: readers see the whole of it
         self.error: str | None = None
+        self.moved: str | None = None  # "" once its files moved, else why they could not
+        # Payload (down, up) counted before a pause, which zeroes libtorrent's counters.
+        self.carried = (0, 0)
+
+    def payload(self, status: Any) -> tuple[int, int]:
+        """Payload bytes (down, up) since the torrent was added, across reconnects."""
+        down, up = self.carried
+        return down + status.total_payload_download, up + status.total_payload_upload
 
 
 # ---- torrent files ----------------------------------------------------------------------
@@ -234,8 +242,11 @@ class TorrentSession:
         self._peer_id = self._load_peer_id()
         host, port = self._listen
         if port == 0:
-            port = self._chosen_port(host)
-        interface = _interfaces(host, port)
+            try:
+                port = listen_ports.chosen(self._state_dir, host)
+            except OSError as exc:
+                raise TorrentError(str(exc)) from None
+        interface = listen_ports.interfaces(host, port)
         settings: lt.settings_pack = {
             "listen_interfaces": interface,
             # Listen where asked or fail: libtorrent would otherwise try the next ports,
@@ -247,6 +258,10 @@ class TorrentSession:
             "enable_upnp": self._port_mapping,
             "enable_natpmp": self._port_mapping,
             "allow_multiple_connections_per_ip": True,
+            # A peer that went away is tried again after 2 s times its failures, not 60: a
+            # fetch whose seed restarted would otherwise wait a minute or more for it, whatever
+            # connect_peer said meanwhile (measured: a coordinator killed and back in 5 s).
+            "min_reconnect_time": 2,
             "ignore_limits_on_local_network": False,
             **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
             # A seed unchokes the peers that have least or nearly all of the torrent
@@ -275,7 +290,7 @@ class TorrentSession:
             await self.close()
             raise
         if self._listen[1] == 0:
-            (self._state_dir / _PORT_FILE).write_text(f"{self.listen_port}\n")
+            listen_ports.remember(self._state_dir, self.listen_port)
         log.info("torrent session listening on %s:%d", host, self.listen_port)
         return self
 
@@ -298,22 +313,6 @@ class TorrentSession:
             holder = [session]
             del session
             await asyncio.to_thread(holder.clear)
-
-    def _chosen_port(self, host: str) -> int:
-        """The port to listen on when asked for any (port 0): the one chosen last time if it is
-        free, else one the system has free now. Chosen here, not by libtorrent: on an
-        unspecified host (0.0.0.0) libtorrent opens a socket per interface, each on a random
-        port of its own, and the one port the session reports is not reachable on every
-        address; with one port named, every interface gets that port. And kept: a coordinator
-        that restarts keeps seeding where its peers were fetching from."""
-        saved = self._state_dir / _PORT_FILE
-        try:
-            remembered = int(saved.read_text().strip())
-        except (OSError, ValueError):
-            remembered = 0
-        if 0 < remembered < 65536 and _port_is_free(host, remembered):
-            return remembered
-        return _free_port(host)
 
     def _load_peer_id(self) -> bytes:
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -398,8 +397,30 @@ class TorrentSession:
             raise
         log.info("seeding %s (%s) from %s", key.hex(), info.name(), data_dir)
 
-    async def fetch(self, info_hash: bytes, save_dir: Path, peers: list[Address], *, timeout: float) -> Path:
+    async def fetch(
+        self,
+        info_hash: bytes,
+        save_dir: Path,
+        peers: list[Address],
+        *,
+        timeout: float,
+        more_peers: Callable[[], Awaitable[list[Address]]] | None = None,
+        ask_again: float = ASK_AGAIN,
+        metadata_file: Path | None = None,
+    ) -> Path:
         """Download a single-file torrent by v1 info-hash from `peers`; return the file's path.
+
+        While neither a byte nor a verified piece has come for `ask_again` seconds, `more_peers`
+        is asked for addresses, again every `ask_again` seconds until progress resumes, and the
+        fetch connects again to each of them (`connect_again`, which also drops stuck
+        connections): libtorrent itself waits a minute or more before it tries a peer that
+        went away again, keeps a connection to a seed that was killed until its peer timeout,
+        and never learns of a seed's new port.
+
+        `metadata_file` keeps the torrent's info dict once it is known, so that a later fetch of
+        the same info-hash into the same `save_dir` goes on from what is there: the file is
+        hashed when the torrent is added, and only pieces that pass count. A metadata file of
+        another torrent, or one that does not parse, is ignored.
 
         Raises TorrentTimeout when no piece passes its hash check for `timeout` seconds (metadata
         included). On any failure the torrent leaves the session; partial data stays in save_dir.
@@ -408,21 +429,47 @@ class TorrentSession:
         session = self._open()
         if len(info_hash) != 20:
             raise ValueError("info_hash must be the 20-byte v1 info-hash")
+        if ask_again <= 0:
+            raise ValueError("ask_again must be a positive number of seconds")
         if info_hash in self._torrents:
             raise TorrentError(f"torrent {info_hash.hex()} is already in this session")
         params = lt.add_torrent_params()
-        params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
+        known = read_metadata(metadata_file, info_hash) if metadata_file is not None else None
+        if known is not None:
+            params.ti = known  # libtorrent checks the pieces already in save_dir
+        else:
+            params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
         params.save_path = str(save_dir)
         params.flags &= ~_STARTED
         torrent = self._add(session, params, info_hash)
+        asker = StallAsker(
+            info_hash.hex(),
+            more_peers,
+            lambda peers: self._connect_again_if_there(info_hash, peers, ask_again),
+            ask_again,
+        )
         try:
             self.add_peers(info_hash, peers)
-            path = await self._until_complete(torrent, save_dir, timeout)
+            path = await self._until_complete(
+                torrent, save_dir, timeout, asker, None if known is not None else metadata_file
+            )
         except BaseException:
             self._remove(info_hash)
             raise
+        finally:
+            await asker.close()
         log.info("fetched %s to %s", info_hash.hex(), path)
         return path
+
+    async def move(self, info_hash: bytes, save_dir: Path) -> None:
+        """Move a torrent's file into `save_dir`; it goes on seeding from there."""
+        self._open()
+        torrent = self._get(info_hash)
+        torrent.moved = None
+        torrent.handle.move_storage(str(save_dir), lt.move_flags_t.always_replace_files)
+        await self._wait(lambda: torrent.moved is not None, _CHECK_TIMEOUT, f"moving {info_hash.hex()}")
+        if torrent.moved:
+            raise TorrentError(f"cannot move torrent {info_hash.hex()} to {save_dir}: {torrent.moved}")
 
     def remove(self, info_hash: bytes) -> None:
         """Stop seeding or fetching a torrent and forget it; its files stay where they are."""
@@ -442,22 +489,50 @@ class TorrentSession:
         for peer in peers:
             torrent.handle.connect_peer(peer)
 
+    def connect_again(self, info_hash: bytes, peers: list[Address], *, idle: float) -> bool:
+        """Connect to `peers` again, known or not. First drop the torrent's connections when one
+        of them is stuck: it unchoked us, has requests of ours outstanding and sent nothing for
+        `idle` seconds (measured: a seed killed mid-transfer stayed so, its socket unread, until
+        libtorrent's peer timeout, and connecting to its address again did nothing meanwhile).
+        Only then: a peer that merely chokes us keeps its place in the queue (dropping every
+        connection each few seconds kept peers of a super-seeding coordinator from ever being
+        unchoked). Whether connections were dropped; what the torrent has stays either way."""
+        self._open()
+        torrent = self._get(info_hash)
+        handle = torrent.handle
+        stuck = any(_stuck(peer, idle) for peer in handle.get_peer_info())
+        if stuck:
+            torrent.carried = torrent.payload(handle.status())  # the pause zeroes the counters
+            handle.pause()  # libtorrent carries these out in order: drop, go on, connect
+            handle.resume()
+        for peer in peers:
+            handle.connect_peer(peer)
+        return stuck
+
+    def _connect_again_if_there(self, info_hash: bytes, peers: list[Address], idle: float) -> bool:
+        try:
+            dropped = self.connect_again(info_hash, peers, idle=idle)
+        except TorrentError:
+            return False  # the fetch ended meanwhile
+        if dropped:
+            log.info("fetch of %s: dropped its connections, one was stuck", info_hash.hex())
+        return True
+
     def stats(self, info_hash: bytes) -> TransferStats:
         self._open()
         torrent = self._get(info_hash)
         status = torrent.handle.status()
+        down, up = torrent.payload(status)
         return TransferStats(
-            info_hash=info_hash,
-            state=_state(status),
-            total_upload=status.total_payload_upload,
-            total_download=status.total_payload_download,
-            num_peers=status.num_peers,
+            info_hash=info_hash, state=_state(status), total_upload=up, total_download=down, num_peers=status.num_peers
         )
 
-    async def _until_complete(self, torrent: _Torrent, save_dir: Path, timeout: float) -> Path:
+    async def _until_complete(
+        self, torrent: _Torrent, save_dir: Path, timeout: float, asker: StallAsker, metadata_file: Path | None
+    ) -> Path:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        verified = -1
+        verified = received = -1
         while True:
             self._open()
             self._raise_if_failed(torrent)
@@ -469,16 +544,31 @@ class TorrentSession:
                         f"torrent {_key(torrent.handle).hex()} has {info.num_files()} files; "
                         "only single files are fetched"
                     )
+                if metadata_file is not None:
+                    write_metadata(metadata_file, info)
+                    metadata_file = None
+                if status.is_seeding and not torrent.finished:
+                    # Whole at its check (a resumed fetch whose last piece had come): no
+                    # torrent_finished_alert comes for it, but the flush is still asked for.
+                    torrent.finished = True
+                    torrent.handle.flush_cache()
                 if torrent.finished and torrent.flushed:
                     return save_dir / info.name()
+            now = loop.time()
+            if (down := torrent.payload(status)[0]) > received:
+                received = down
+                asker.progressed(now)
             if status.total_wanted_done > verified:
                 verified = status.total_wanted_done
-                deadline = loop.time() + timeout
-            elif loop.time() >= deadline:
+                deadline = now + timeout
+                asker.progressed(now)
+            elif now >= deadline:
                 raise TorrentTimeout(
                     f"torrent {_key(torrent.handle).hex()} made no progress for {timeout:g} s "
                     f"({verified} of {status.total_wanted} bytes verified)"
                 )
+            else:
+                asker.stalled(now)
             await asyncio.sleep(_POLL_INTERVAL)
 
     def _add(self, session: Any, params: Any, key: bytes) -> _Torrent:
@@ -570,6 +660,10 @@ class TorrentSession:
             torrent.handle.flush_cache()
         elif isinstance(alert, lt.cache_flushed_alert):
             torrent.flushed = torrent.finished
+        elif isinstance(alert, lt.storage_moved_alert):
+            torrent.moved = ""
+        elif isinstance(alert, lt.storage_moved_failed_alert):
+            torrent.moved = alert.message() or "libtorrent gave no reason"
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             torrent.error = alert.message()
             log.warning("torrent failed: %s", torrent.error)
@@ -577,36 +671,11 @@ class TorrentSession:
             log.warning("%s", alert.message())
 
 
-def _interfaces(host: str, port: int) -> str:
-    """libtorrent's listen_interfaces for `host`: an unspecified host of either family means
-    both families (where this machine has IPv6), on the one port: a peer on "0.0.0.0" could
-    neither be reached over IPv6 nor connect out to an IPv6 seed."""
-    if _is_unspecified(host):
-        return f"0.0.0.0:{port},[::]:{port}" if _has_ipv6() else f"0.0.0.0:{port}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-def _hosts_of(host: str) -> list[str]:
-    """The addresses a session on `host` binds: both families' for an unspecified one."""
-    if _is_unspecified(host):
-        return ["0.0.0.0", "::"] if _has_ipv6() else ["0.0.0.0"]
-    return [host]
+def _stuck(peer: Any, idle: float) -> bool:
+    """Whether a connection unchoked us, has our requests outstanding, and was silent `idle` s."""
+    last = peer.last_active
+    silent = last.total_seconds() if hasattr(last, "total_seconds") else float(last)
+    return not peer.flags & lt.peer_info.remote_choked and peer.download_queue_length > 0 and silent >= idle
 
 
 def _wire_settings(upload_rate: int, download_rate: int) -> lt.settings_pack:
@@ -641,32 +710,6 @@ def socket_buffer(rate: int) -> int:
     if rate <= 0:
         return 0
     return int(min(max(rate * WINDOW_SECONDS / PEER_SHARE, MIN_SOCKET_BUFFER), MAX_SOCKET_BUFFER))
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    return all(_bind_works(each, port) for each in _hosts_of(host))
-
-
-def _bind_works(host: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libtorrent binds
-            probe.bind((host, port))
-    except OSError:
-        return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    """A port free on every address a session on `host` binds."""
-    first = _hosts_of(host)[0]
-    for _ in range(_FREE_PORT_TRIES):
-        with socket.socket(socket.AF_INET6 if ":" in first else socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((first, 0))
-            port = int(probe.getsockname()[1])
-        if _port_is_free(host, port):
-            return port
-    raise TorrentError(f"no port is free on every address of {host}")
 
 
 def _state(status: Any) -> TorrentState:

@@ -239,6 +239,7 @@ class Agent:
             workdir=self.workdir,
             unit_timeout=self.settings.unit_timeout,
             clock=self._clock,
+            paused=lambda: self._pauses.reason,
         )
         leasing = Leasing(
             slots=self.settings.slots,

@@ -13,12 +13,17 @@ Layout under `root`:
     archives/<info-hash hex>/manifest, torrent
                                      the signed manifest and the .torrent, to re-seed on restart
     unpacked/<archive sha256 hex>/   the checked, extracted bundle (workloads.bundle.cache_path)
+    partial/<info-hash hex>/         a fetch that did not finish, for the next one to go on from
+                                     (peer.partial_fetches: bounded, trusted in nothing)
 
 `ensure()` trusts nothing it is given before it has to: the manifest's signature, that it names
 the bundle the lease asked for, and the owner key pin are checked before a byte is fetched; the
 archive's hash and every entry are checked (by `bundle.unpack`) before anything is extracted;
 the entrypoint is checked before the bundle is kept. A refusal at any step leaves nothing behind
-and drops the torrent. Everything kept is seeded to other peers and announced in the DHT as a
+and drops the torrent. A fetch that stalls asks again for where to fetch from (the DHT's members
+and, with `seeds_again`, the coordinator's seeds), and one that fails or is cut short keeps the
+pieces it has for the next fetch of that torrent: a fetch is the peer's trouble (`FetchFailed`),
+the bundle's checks are the bundle's. Everything kept is seeded to other peers and announced in the DHT as a
 member of its swarm (`overlay.swarm`, which also finds the other members to fetch from), so that
 a new version spreads peer to peer rather than all from the coordinator. Only the
 `keep_versions` most recently used versions of each bundle are kept.
@@ -34,12 +39,10 @@ import asyncio
 import logging
 import os
 import shutil
-import stat
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from overlay import wire
 from overlay.dht import DhtNode
@@ -47,9 +50,9 @@ from overlay.files import atomic_file
 from overlay.identity import Identity
 from overlay.swarm import SwarmMembership
 from overlay.torrent import TorrentError, TorrentSession, info_hash_of, make_torrent
-from overlay.wire import BundleInfo, BundleRef
-from peer import sandbox
-from peer.platform import VOLUNTEER_CEILING, ResourceLimits
+from overlay.wire import BundleInfo, BundleRef, SwarmAddress
+from peer.partial_fetches import PartialFetches
+from peer.ready import ReadyBundle, ready_bundle
 from workloads import bundle
 from workloads.bundle import BundleError, KeyPins, SignedManifest
 
@@ -59,39 +62,21 @@ PINS_FILE = "pins.msgpack"
 INDEX_FILE = "index.msgpack"
 ARCHIVES_DIR = "archives"
 UNPACKED_DIR = "unpacked"
+PARTIAL_DIR = "partial"
 # Inside archives/<info-hash>/: the torrent's file goes into its own directory, because its
 # name is the owner's choice and could otherwise be "manifest" or "torrent".
 _DATA_DIR = "data"
 _MANIFEST_FILE = "manifest"
 _TORRENT_FILE = "torrent"
 SWARM_TTL = 1800.0  # seconds a swarm record lives; re-announced every third of it
-_PYTHON_NAMES = ("python", "python3")
-_MEGABYTE = 1024 * 1024
+
+
+SeedsAgain = Callable[[], Awaitable[Iterable[SwarmAddress]]]
 
 
 class FetchFailed(BundleError):
     """The bundle could not be downloaded here (no seed answered, the fetch stalled): the
     peer's trouble, or the network's, not the version's."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadyBundle:
-    """A checked, unpacked bundle and how to run it (see `run_workload`)."""
-
-    name: str
-    version: str
-    root: Path
-    argv: list[str]
-    env: dict[str, str]
-    limits: ResourceLimits
-    timeout: float
-    capabilities: frozenset[str]
-    owner_key: bytes
-    # The same command as seen inside the sandbox, where the bundle is at sandbox.BUNDLE_DIR,
-    # and what it runs on besides the system (the peer's interpreter for Python bundles).
-    sandboxed_argv: list[str]
-    sandboxed_env: dict[str, str]
-    runtime: tuple[Path, ...]
 
 
 @dataclass(slots=True)
@@ -111,58 +96,6 @@ class _Entry:
             "archive_sha256": self.archive_sha256.hex(),
             "last_used": self.last_used,
         }
-
-
-def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
-    """How to run the bundle unpacked at `root`; BundleError if its entrypoint is unsafe.
-
-    A "python"/"python3" entrypoint runs on the peer's own interpreter (which has the process
-    API's dependencies); any other names a file inside the bundle, never a PATH lookup, so a
-    bundle cannot make the peer run a program the owner did not sign."""
-    manifest = signed.manifest
-    program, *args = manifest.entrypoint
-    if program in _PYTHON_NAMES:
-        argv = sandboxed_argv = [sys.executable, *args]
-        runtime = sandbox.python_runtime()
-    else:
-        path = _program_in(root, program, manifest.stem)
-        argv = [str(path), *args]
-        sandboxed_argv = [str(PurePosixPath(sandbox.BUNDLE_DIR, path.relative_to(root.resolve()).as_posix())), *args]
-        runtime = ()
-    limits = manifest.limits
-    return ReadyBundle(
-        name=manifest.name,
-        version=manifest.version,
-        root=root,
-        argv=argv,
-        # The bundle's own copy of its packages comes first, before anything installed.
-        env={"PYTHONPATH": str(root)},
-        limits=ResourceLimits(
-            cpu_seconds=limits.cpu_seconds,
-            memory_bytes=limits.memory_mb * _MEGABYTE,
-            open_files=limits.open_files,
-        ).within(VOLUNTEER_CEILING),
-        timeout=float(limits.timeout_seconds),
-        capabilities=frozenset(manifest.capabilities),
-        owner_key=signed.owner_key,
-        sandboxed_argv=sandboxed_argv,
-        sandboxed_env={"PYTHONPATH": sandbox.BUNDLE_DIR},
-        runtime=runtime,
-    )
-
-
-def _program_in(root: Path, program: str, stem: str) -> Path:
-    base = root.resolve()
-    path = (base / program).resolve()
-    if not path.is_relative_to(base):
-        raise BundleError(f"bundle {stem}: entrypoint {program!r} is outside the bundle")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        raise BundleError(f"bundle {stem}: entrypoint {program!r} is not a file in the bundle") from None
-    if not stat.S_ISREG(mode) or not mode & 0o111:
-        raise BundleError(f"bundle {stem}: entrypoint {program!r} is not an executable file")
-    return path
 
 
 class BundleCache:
@@ -197,6 +130,7 @@ class BundleCache:
         self._root = root
         self._archives = root / ARCHIVES_DIR
         self._unpacked = root / UNPACKED_DIR
+        self._partials = PartialFetches(root / PARTIAL_DIR)
         self._torrents = torrents
         self._swarm = SwarmMembership(
             torrents, identity, dht=dht, host=announce_host, port=announce_port, ttl=announce_ttl, clock=clock
@@ -243,6 +177,7 @@ class BundleCache:
         for name in sorted({entry.name for entry in self._index.values()}):
             self._collect_garbage(name)  # keep_versions may be lower than last time
         self._remove_unreferenced_unpacked()
+        self._partials.tidy()
         self._save_index()
         log.info("bundle cache %s: %d cached versions seeded", self._root, len(self._index))
         await asyncio.gather(*(self._swarm.announce(info_hash) for info_hash in list(self._index)))
@@ -281,11 +216,14 @@ class BundleCache:
 
     # -- ensure --
 
-    async def ensure(self, expected: BundleRef, info: BundleInfo, scope: str = "") -> ReadyBundle:
+    async def ensure(
+        self, expected: BundleRef, info: BundleInfo, scope: str = "", seeds_again: SeedsAgain | None = None
+    ) -> ReadyBundle:
         """The bundle `expected` names, checked, fetched once, unpacked and ready to run.
 
         `scope` names whose namespace of bundle names this is (the coordinator's public key in
-        hex): owner keys are pinned per scope. Raises BundleError (one line, logged once) when
+        hex): owner keys are pinned per scope. `seeds_again` asks the coordinator again for its
+        seeds while a fetch is stalled ([] when it cannot say). Raises BundleError (one line, logged once) when
         the bundle is refused or cannot be fetched; nothing of a refused bundle stays in the
         cache or the torrent session."""
         self._open()
@@ -298,7 +236,7 @@ class BundleCache:
         entry = self._index.get(info_hash)
         unpacked = bundle.cache_path(self._unpacked, signed)
         if entry is None or not unpacked.is_dir():
-            fetched = await self._single_flight(signed, info)
+            fetched = await self._single_flight(signed, info, seeds_again)
         else:
             fetched = unpacked
             self._use(signed)
@@ -339,12 +277,12 @@ class BundleCache:
         self._pins_for(scope).check(signed)
         return signed
 
-    async def _single_flight(self, signed: SignedManifest, info: BundleInfo) -> Path:
+    async def _single_flight(self, signed: SignedManifest, info: BundleInfo, seeds_again: SeedsAgain | None) -> Path:
         assert signed.info_hash is not None  # _admit compared it with the lease's
         info_hash = signed.info_hash
         flight = self._flights.get(info_hash)
         if flight is None:
-            flight = asyncio.create_task(self._obtain(signed, info), name=f"bundle {signed.manifest.stem}")
+            flight = asyncio.create_task(self._obtain(signed, info, seeds_again), name=f"bundle {signed.manifest.stem}")
             self._flights[info_hash] = flight
             flight.add_done_callback(lambda done: self._forget_flight(info_hash, done))
         # Shielded: one waiter giving up must not cancel the fetch the others wait for.
@@ -356,13 +294,13 @@ class BundleCache:
         if not done.cancelled():
             done.exception()  # retrieved: waiters got it, or nobody is left to care
 
-    async def _obtain(self, signed: SignedManifest, info: BundleInfo) -> Path:
+    async def _obtain(self, signed: SignedManifest, info: BundleInfo, seeds_again: SeedsAgain | None) -> Path:
         """Fetch (unless cached), unpack, check and keep one bundle; the flight's only body."""
         stem = f"{signed.manifest.name} {signed.manifest.version}"
         try:
             if signed.info_hash in self._index:
                 return await self._unpack_cached(signed)
-            return await self._fetch_and_keep(signed, info)
+            return await self._fetch_and_keep(signed, info, seeds_again)
         except BundleError as exc:
             log.error("bundle %s refused: %s", stem, exc)
             raise
@@ -377,16 +315,23 @@ class BundleCache:
         self._use(signed)
         return unpacked
 
-    async def _fetch_and_keep(self, signed: SignedManifest, info: BundleInfo) -> Path:
+    async def _fetch_and_keep(self, signed: SignedManifest, info: BundleInfo, seeds_again: SeedsAgain | None) -> Path:
         assert signed.info_hash is not None
         info_hash = signed.info_hash
         where = self._archives / info_hash.hex()
         unpacked = bundle.cache_path(self._unpacked, signed)
         created = False
         try:
-            if where.exists():  # left by a crash mid-fetch; not in the index, so not trusted
+            if where.exists():  # left by a crash before it was kept; not in the index, so not trusted
                 shutil.rmtree(where)
-            archive = await self._fetch(signed, info, where / _DATA_DIR)
+            fetched = await self._fetch(signed, info, seeds_again)
+            # Whole and hashed: from now on it is the bundle's checks that decide.
+            try:
+                await self._torrents.move(info_hash, where / _DATA_DIR)
+            except TorrentError as exc:
+                raise FetchFailed(f"could not keep bundle {signed.manifest.stem}: {exc}") from None
+            self._partials.remove(info_hash)
+            archive = where / _DATA_DIR / fetched.name
             if not unpacked.is_dir():
                 created = True
                 await asyncio.to_thread(bundle.unpack, archive, signed, unpacked)
@@ -397,6 +342,8 @@ class BundleCache:
             self._keep(signed, where, torrent_bytes)
         except BaseException as exc:
             self._drop(info_hash, where, unpacked if created else None)
+            if not isinstance(exc, (FetchFailed, asyncio.CancelledError)):
+                self._partials.remove(info_hash)  # it came whole and was refused: nothing to go on from
             if isinstance(exc, Exception):  # the fetch announced us; we hold nothing after all
                 await self._swarm.withdraw(info_hash)
             raise
@@ -405,11 +352,23 @@ class BundleCache:
             await self._swarm.withdraw(gone)
         return unpacked
 
-    async def _fetch(self, signed: SignedManifest, info: BundleInfo, data_dir: Path) -> Path:
+    async def _fetch(self, signed: SignedManifest, info: BundleInfo, seeds_again: SeedsAgain | None) -> Path:
+        """The whole archive, fetched into its partial fetch's directory (going on from what an
+        earlier fetch left there); FetchFailed when it would not come."""
         assert signed.info_hash is not None
+        info_hash = signed.info_hash
         manifest = signed.manifest
+        self._partials.prepare(info_hash)
+        data_dir = self._partials.data_dir(info_hash)
         try:
-            path = await self._swarm.fetch(signed.info_hash, data_dir, info.seeds, timeout=self._fetch_timeout)
+            path = await self._swarm.fetch(
+                info_hash,
+                data_dir,
+                info.seeds,
+                timeout=self._fetch_timeout,
+                seeds_again=seeds_again,
+                metadata_file=self._partials.metadata_file(info_hash),
+            )
         except TorrentError as exc:
             raise FetchFailed(f"could not fetch bundle {manifest.name} {manifest.version}: {exc}") from None
         if path.parent != data_dir or path.is_symlink() or not path.is_file():
@@ -483,6 +442,7 @@ class BundleCache:
             still_used = any(e.archive_sha256 == entry.archive_sha256 for e in self._index.values())
             unpacked = None if still_used else self._unpacked / entry.archive_sha256.hex()
             self._drop(info_hash, self._archives / info_hash.hex(), unpacked)
+            self._partials.remove(info_hash)
             log.info(
                 "bundle %s %s removed from the cache: %d newer versions were used",
                 name,

@@ -8,6 +8,7 @@ these, the fallback is honest: one log line says what is not enforced here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -68,6 +69,32 @@ def limits_preexec(limits: ResourceLimits) -> Callable[[], None] | None:
             resource.setrlimit(which, (soft, hard))
 
     return apply
+
+
+def within_hard_limits(limits: ResourceLimits) -> ResourceLimits:
+    """`limits` lowered to the hard limits this process has (none can be raised inside a
+    sandbox either): what `prlimit` is asked for inside one (peer/sandbox.py)."""
+    if resource is None or os.name != "posix":
+        return limits
+    cpu_hard = _capped(resource.RLIMIT_CPU, limits.cpu_seconds + _CPU_HARD_MARGIN)
+    return dataclasses.replace(
+        limits,
+        cpu_seconds=max(min(limits.cpu_seconds, cpu_hard - _CPU_HARD_MARGIN), 1),
+        memory_bytes=_capped(resource.RLIMIT_AS, limits.memory_bytes),
+        open_files=_capped(resource.RLIMIT_NOFILE, limits.open_files),
+        tmp_bytes=_capped(resource.RLIMIT_FSIZE, limits.tmp_bytes),
+    )
+
+
+def rlimit_flags(limits: ResourceLimits) -> list[str]:
+    """util-linux prlimit's flags for `limits` (pure): the same limits `limits_preexec` sets."""
+    return [
+        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + _CPU_HARD_MARGIN}",
+        f"--as={limits.memory_bytes}:{limits.memory_bytes}",
+        f"--nofile={limits.open_files}:{limits.open_files}",
+        f"--fsize={limits.tmp_bytes}:{limits.tmp_bytes}",
+        f"--nproc={limits.processes}:{limits.processes}",
+    ]
 
 
 def new_group_options() -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 The workload is not trusted: whatever it does (crash, hang, garbage, floods, lies about its
 exit status) fails only its own unit, with a one-line reason, and leaves nothing behind: the
-process group is killed, the private working directory removed, no zombie kept.
+process group is killed, the private working directory removed, no zombie kept. A sandbox that
+does not build is no failure of the workload's: `run_workload` raises SandboxFailed for it (see
+peer/sandbox.py: the mark a built sandbox writes first).
 
 The workload runs in its own session with resource limits (see peer/platform.py) and a
 scrubbed environment: confined in the sandbox (peer/sandbox.py), with a private tmpfs as cwd,
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.platform import ResourceLimits, kill_group, limits_preexec, new_group_options
-from peer.sandbox import TMP_DIR, Confinement, Sandbox
+from peer.platform import ResourceLimits, kill_group, limits_preexec, new_group_options, within_hard_limits
+from peer.sandbox import STARTED_MARK, TMP_DIR, Confinement, Sandbox, SandboxFailed
 from workloads.process_api import (
     MAX_FRAME,
     ExitCode,
@@ -72,6 +74,10 @@ class _Fault(Exception):
     """The workload broke the rules; the message is the one-line reason its unit failed."""
 
 
+class _NotBuilt(_Fault):
+    """The sandbox ended, or wrote something else, before its STARTED_MARK: it did not build."""
+
+
 async def run_workload(
     argv: list[str],
     unit: Unit,
@@ -85,7 +91,8 @@ async def run_workload(
     sandbox: Sandboxed | None = None,
 ) -> WorkloadOutcome:
     """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
-    the workload does; cancellation kills the workload and propagates.
+    the workload does; cancellation kills the workload and propagates; SandboxFailed when the
+    sandbox did not build (nothing of the workload's ran).
 
     `fetch` None means the workload may not fetch (its bundle did not declare the capability):
     each fetch it asks for is answered with a `policy` error instead. `env` is added to the
@@ -94,7 +101,8 @@ async def run_workload(
     peer/sandbox.py; `argv` and `env` then name paths as seen inside) in a private tmpfs;
     without, in a fresh directory under `workdir_parent`, removed when it ends."""
     if sandbox is not None:
-        command = sandbox.sandbox.command(argv, sandbox.confinement, limits)
+        # The limits are set inside, once the sandbox is built (peer/sandbox.py).
+        command = sandbox.sandbox.command(argv, sandbox.confinement, within_hard_limits(limits))
         # Nothing of the volunteer's environment but the language: its paths do not exist inside.
         parent = {name: os.environ[name] for name in ("LANG", "LC_ALL") if name in os.environ} | {"PATH": _SANDBOX_PATH}
         return await _start_and_supervise(
@@ -106,6 +114,7 @@ async def run_workload(
             max_fetches,
             cwd=None,
             env=_scrubbed_env(parent, Path(TMP_DIR), env or {}),
+            sandboxed=True,
         )
     workdir = Path(tempfile.mkdtemp(prefix=f"{UNIT_DIR_PREFIX}{unit.unit_id}-", dir=workdir_parent))
     try:
@@ -118,6 +127,7 @@ async def run_workload(
             max_fetches,
             cwd=workdir,
             env=_scrubbed_env(os.environ, workdir, env or {}),
+            sandboxed=False,
         )
     finally:
         _remove_tree(workdir)
@@ -141,6 +151,7 @@ async def _start_and_supervise(
     *,
     cwd: Path | None,
     env: dict[str, str],
+    sandboxed: bool,
 ) -> WorkloadOutcome:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -150,12 +161,14 @@ async def _start_and_supervise(
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd or "/",
             env=env,
-            preexec_fn=limits_preexec(limits),
+            preexec_fn=None if sandboxed else limits_preexec(limits),
             **new_group_options(),
         )
     except (OSError, subprocess.SubprocessError) as exc:
+        if sandboxed:
+            raise SandboxFailed(_one_line(f"could not start the sandbox {argv[0]}: {exc}")) from None
         return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
-    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=cwd is None)
+    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=sandboxed)
 
 
 def remove_leftovers(workdir_parent: Path) -> int:
@@ -189,18 +202,27 @@ async def _supervise(
     assert process.stderr is not None
     stderr_log = _StderrLog(unit.unit_id)
     stderr_task = asyncio.create_task(stderr_log.pump(process.stderr))
+    conversation = _Conversation(process, unit, fetch, max_fetches, sandboxed)
+    not_built = None
     try:
         try:
             async with asyncio.timeout(timeout):
-                exit_code, payload, error = await _Conversation(process, unit, fetch, max_fetches, sandboxed).run()
+                exit_code, payload, error = await conversation.run()
         except TimeoutError:
             error = f"workload did not finish within {timeout:g} s and was killed"
             exit_code, payload = ExitCode.FAILED, None
+            if not conversation.built:
+                not_built = f"the sandbox was not built within {timeout:g} s"
         except _Fault as fault:
             exit_code, payload, error = ExitCode.FAILED, None, str(fault)
+            if isinstance(fault, _NotBuilt):
+                not_built = str(fault)
     finally:
         kill_group(process)
         await _reap(process, stderr_task)
+    if not_built is not None:
+        said = stderr_log.tail().strip().splitlines()
+        raise SandboxFailed(_one_line(f"{not_built}: {said[-1] if said else 'it said nothing'}"))
     if exit_code is ExitCode.FAILED:
         log.info("unit %d failed: %s", unit.unit_id, error or "the workload gave no reason")
     return WorkloadOutcome(exit_code, payload, _one_line(error) if error else None, stderr_log.tail())
@@ -236,6 +258,8 @@ class _Conversation:
     fetch: Fetch | None  # None: the workload may not fetch
     max_fetches: int
     sandboxed: bool  # bubblewrap passes on a death by signal N as exit code 128 + N
+    built: bool = field(default=False, init=False)  # the workload may have run (sandbox built or none)
+    _mark: bytearray = field(default_factory=bytearray, init=False)
     _fetch_count: int = field(default=0, init=False)
     _seen_ids: set[int] = field(default_factory=set, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -246,6 +270,7 @@ class _Conversation:
     )
 
     async def run(self) -> tuple[ExitCode, dict[str, Any] | None, str | None]:
+        self.built = not self.sandboxed
         try:
             async with asyncio.TaskGroup() as group:
                 self._write(self.unit.to_frame())
@@ -264,6 +289,10 @@ class _Conversation:
             received += len(chunk)
             if received > MAX_STDOUT_BYTES:
                 raise _Fault(f"workload wrote more than {MAX_STDOUT_BYTES // (1024 * 1024)} MiB to stdout")
+            if not self.built:
+                chunk = self._after_mark(chunk)
+                if not chunk:
+                    continue
             try:
                 messages = decoder.feed(chunk)
             except ProtocolError as exc:
@@ -274,9 +303,21 @@ class _Conversation:
                     if index != len(messages) - 1 or decoder.pending:
                         raise _Fault("workload wrote to stdout after its result")
                     return result
+        if not self.built:
+            raise _NotBuilt("the sandbox ended before it was built")
         if decoder.pending:
             raise _Fault("workload's stdout ended inside a frame")
         return None
+
+    def _after_mark(self, chunk: bytes) -> bytes:
+        """What of `chunk` follows the sandbox's STARTED_MARK (b"" while it is not all here)."""
+        self._mark += chunk
+        if not STARTED_MARK.startswith(bytes(self._mark[: len(STARTED_MARK)])):
+            raise _NotBuilt("the sandbox wrote something else than its mark")
+        if len(self._mark) < len(STARTED_MARK):
+            return b""
+        self.built = True
+        return bytes(self._mark[len(STARTED_MARK) :])
 
     def _handle(self, message: dict[str, Any], group: asyncio.TaskGroup) -> Result | None:
         kind = message["type"]

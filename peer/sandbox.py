@@ -11,8 +11,15 @@ A sandboxed unit's workload sees:
   /bundle; a private size-capped tmpfs at /tmp as cwd, HOME and TMPDIR; a minimal /dev; /proc of
   its own PID namespace. Nothing else: not the volunteer's home, /etc, the peer's data dir, its
   keys, tokens, outbox, other units or other bundles.
-- limits: CPU seconds, address space, open files and file size (rlimits set before bubblewrap
-  starts), and a process count (RLIMIT_NPROC, set inside the sandbox by util-linux's prlimit).
+- limits: CPU seconds, address space, open files, file size and a process count, all set
+  inside the sandbox by util-linux's prlimit, after the sandbox is built: bubblewrap itself runs
+  with the peer's own limits, so a bundle's limits cannot make the sandbox fail to build.
+
+Building the sandbox is the peer's part, what runs in it the bundle's: once bubblewrap has built
+it, a shell writes STARTED_MARK on stdout and only then executes prlimit and the workload. A
+sandbox that ends before its mark was written failed to build (`SandboxFailed`, the peer's
+trouble); the workload cannot take back a mark written before it ran, so it cannot pass its own
+failure off as the peer's.
 
 RLIMIT_NPROC counts processes per user, and the kernel does not apply it to root. So a peer
 running as a normal user relies on bubblewrap's user namespace (the count is per namespace),
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from overlay.errors import OsaasError
-from peer.platform import ResourceLimits
+from peer.platform import ResourceLimits, rlimit_flags
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,15 @@ _UID_SPAN = 0x00FFFFFF
 _PROBE_TIMEOUT = 10.0
 
 
+STARTED_MARK = b"osaas-sandbox-built\n"  # on a sandbox's stdout before anything of the workload's
+
+
 class SandboxError(OsaasError):
     """No sandbox can be built here; the message says why, in one line."""
+
+
+class SandboxFailed(OsaasError):
+    """A sandbox did not build for one unit (the peer's trouble, not the workload's): one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class Sandbox:
     bwrap: str
     prlimit: str
     setpriv: str | None  # set when the peer runs as root: each unit then runs as a uid of its own
+    shell: str = "/bin/sh"  # writes STARTED_MARK once the sandbox is built
 
     def command(self, argv: Sequence[str], confinement: Confinement, limits: ResourceLimits) -> list[str]:
         return sandbox_command(self, argv, confinement, limits, uid=_unit_uid() if self.setpriv else None)
@@ -133,8 +148,12 @@ def sandbox_command(
         "--chdir",
         TMP_DIR,
         "--",
+        sandbox.shell,
+        "-c",
+        f"printf '{STARTED_MARK.decode('ascii').strip()}\\n' && exec \"$@\"",
+        "osaas-sandbox",
         sandbox.prlimit,
-        f"--nproc={limits.processes}:{limits.processes}",
+        *rlimit_flags(limits),
         "--",
     ]
     if uid is not None:
@@ -179,7 +198,10 @@ def detect(program: str = DEFAULT_PROGRAM) -> Sandbox:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             raise SandboxError("setpriv (util-linux) is not installed; a peer running as root needs it")
-    sandbox = Sandbox(bwrap, prlimit, setpriv)
+    shell = shutil.which("sh")
+    if shell is None:
+        raise SandboxError("sh is not installed")
+    sandbox = Sandbox(bwrap, prlimit, setpriv, shell)
     true = shutil.which("true") or "/usr/bin/true"
     probe = sandbox.command(
         [true], Confinement(bundle_root=Path(true).parent), ResourceLimits(processes=8, tmp_bytes=1024 * 1024)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from overlay.errors import OsaasError
 from overlay.files import read_toml
-from peer.bundles import ReadyBundle
+from peer.ready import ReadyBundle
 from peer.runner import Sandboxed
 from peer.sandbox import DEFAULT_PROGRAM, Confinement, Sandbox, SandboxError, detect
 

@@ -6,6 +6,13 @@ A unit never strands its lease: given back (released) when the peer may not run 
 is interrupted (a pause, a stop), failed with a reason when the peer itself breaks, and stopped
 when its lease can no longer be renewed, because the coordinator may then hand its website to
 another peer, and two peers on one host at once would break the politeness promise.
+
+Whose fault a unit's end is decides what it costs. What belongs to this peer (its bundle would
+not download here, it may not or cannot run it: no sandbox for a stranger's bundle, a sandbox
+that would not build; its budget or the volunteer paused it) gives the unit back as `unable`: no
+attempt used, no failure counted against the version, and the unit's host goes to another peer
+for a while. What the workload does once it runs, and a bundle that fails its checks, are the
+version's, reported as failures.
 """
 
 from __future__ import annotations
@@ -13,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from overlay import wire
 from overlay.http import Rejected, Unavailable
-from peer.bundles import BundleCache, FetchFailed, ReadyBundle
+from peer.bundles import BundleCache, FetchFailed
 from peer.client import CoordinatorClient
 from peer.clock import Clock
 from peer.delivery import Delivery
 from peer.egress import Egress
+from peer.ready import ReadyBundle
 from peer.retrying import patiently
 from peer.runner import WorkloadOutcome, run_workload
+from peer.sandbox import SandboxFailed
 from peer.tally import WorkTally
 from peer.trust import Untrusted, WorkloadTrust
 from workloads.bundle import BundleError
@@ -35,6 +45,18 @@ log = logging.getLogger("peer.agent")  # one logger for the whole agent, as befo
 # renewal the unit is stopped (the coordinator may re-lease after 2, see unit_sizing.MISSED_RENEWALS).
 STOP_UNRENEWED = 1.5
 RELEASE_TIMEOUT = 3.0  # seconds a lease's release may take on the way out
+
+
+async def _release(client: CoordinatorClient, lease: wire.Lease, unable: str | None) -> None:
+    """Give the lease back, as `unable` (why) when the unit's failure is this peer's."""
+    ref = wire.LeaseRef(unit_id=lease.unit_id, token=lease.token, unable=wire.clip(unable) if unable else None)
+    with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
+        await asyncio.wait_for(client.release(ref), timeout=RELEASE_TIMEOUT)
+
+
+def _paused_reason(paused: str) -> str:
+    """Why a unit a pause interrupted was given back, as its coordinator logs it."""
+    return paused if paused.startswith("paused") else f"paused: {paused}"
 
 
 def unrenewed_too_long(since_renewal: float, interval: float) -> bool:
@@ -57,6 +79,7 @@ class UnitWork:
         workdir: Path,
         unit_timeout: float,
         clock: Clock,
+        paused: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._trust = trust
         self._egress = egress
@@ -66,6 +89,7 @@ class UnitWork:
         self._workdir = workdir
         self._unit_timeout = unit_timeout
         self._clock = clock
+        self._paused = paused  # why the peer is paused now (peer.controls), None while it works
         self._bundle_infos: dict[tuple[str, str, str], wire.BundleInfo] = {}
         self._coordinator_keys: dict[str, str] = {}  # URL -> proven public key (hex)
 
@@ -78,22 +102,23 @@ class UnitWork:
         self._tally.started(lease, self._clock.time())
         try:
             outcome = await self._run(client, lease)
-        except (Untrusted, FetchFailed) as exc:
+        except (Untrusted, FetchFailed, SandboxFailed) as exc:
             # Not the version's fault nor the unit's but this peer's (it may not run the bundle,
-            # or could not download it): give the unit back, no attempt used, and let its host
-            # go to another peer for a while.
+            # could not download it, or could not build the sandbox): give the unit back, no
+            # attempt used, and let its host go to another peer for a while.
             log.warning("unit %d given back: %s", lease.unit_id, exc)
-            unable = wire.LeaseRef(unit_id=lease.unit_id, token=lease.token, unable=wire.clip(str(exc)))
-            with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
-                await asyncio.wait_for(client.release(unable), timeout=RELEASE_TIMEOUT)
+            await _release(client, lease, str(exc))
             return
         except Exception as exc:  # a bug of ours must fail this unit, not strand its lease
             log.exception("unit %d: the peer could not run its workload", lease.unit_id)
             outcome = WorkloadOutcome(ExitCode.FAILED, None, f"peer error: {type(exc).__name__}: {exc}", "")
         except asyncio.CancelledError:
-            log.info("unit %d interrupted; releasing its lease", lease.unit_id)
-            with contextlib.suppress(Unavailable, Rejected, asyncio.TimeoutError):
-                await asyncio.wait_for(client.release(ref), timeout=RELEASE_TIMEOUT)
+            # A pause (the volunteer's, the budget's) is this peer's as well: its host goes on
+            # elsewhere meanwhile. A stop, or a lease that could not be renewed, is given back
+            # as it is.
+            paused = self._paused()
+            log.info("unit %d interrupted%s; releasing its lease", lease.unit_id, f" ({paused})" if paused else "")
+            await _release(client, lease, _paused_reason(paused) if paused else None)
             raise
         finally:
             renewer.cancel()
@@ -150,7 +175,21 @@ class UnitWork:
         scope = self._coordinator_keys.get(client.base_url)
         if scope is None:
             scope = self._coordinator_keys[client.base_url] = await patiently(client.public_key)
-        return await self._bundles.ensure(ref, info, scope)
+        asked = info
+
+        async def seeds_again() -> list[wire.SwarmAddress]:
+            """The coordinator's seeds as it gives them now (it may have restarted meanwhile,
+            seeding elsewhere); [] while it does not answer."""
+            try:
+                fresh = await client.bundle_info(ref.name, ref.version)
+            except (Unavailable, Rejected) as exc:
+                log.info("bundle %s %s: cannot ask for its seeds again: %s", ref.name, ref.version, exc)
+                return []
+            if fresh.manifest == asked.manifest:
+                self._bundle_infos[key] = fresh
+            return list(fresh.seeds)
+
+        return await self._bundles.ensure(ref, info, scope, seeds_again)
 
     async def _renew_loop(
         self, client: CoordinatorClient, ref: wire.LeaseRef, unit: asyncio.Task[None], lease_seconds: float

@@ -64,6 +64,12 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
     for key, peer_id in conn.execute("SELECT unit_key, peer_id FROM stepped_aside"):
         stepped_aside.setdefault(key, set()).add(peer_id)
     decided = host_planning.plan_hosts(previous, active, running, demand, db.settings.epsilon, stepped_aside)
+    # A host the plan left with a peer that stepped aside from it (no other peer can take it)
+    # is that peer's to try again now, rather than nobody's until the step-aside ends.
+    conn.executemany(
+        "DELETE FROM stepped_aside WHERE unit_key = ? AND peer_id = ?",
+        [(host, peer) for host, peer in decided.chosen.items() if peer in stepped_aside.get(host, ())],
+    )
     conn.executemany(
         "INSERT INTO hosts (key, peer_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET peer_id = excluded.peer_id",
         decided.changed,

@@ -248,6 +248,23 @@ async def test_a_peer_that_cannot_work_on_a_unit_hands_its_host_on(
     assert (status, job["state"], job["counts"]) == (200, "done", {"ok": 1})
 
 
+async def test_a_lone_peer_that_stepped_aside_tries_again_at_the_next_plan(
+    client: TestClient, peer: Peer, clock: Clock
+) -> None:
+    # Nobody else can take the host: it stays with the peer (paused a moment, say), which gets
+    # its unit again once the host is planned again, not two minutes later.
+    job_id = await submit(client, ["http://a.test/"])
+    (lease,) = await peer.lease()
+    unable = {"unit_id": lease["unit_id"], "token": lease["token"], "unable": "paused by the volunteer"}
+    assert await peer.post("/v1/leases/release", unable) == (200, {})
+    clock.advance(REST + 1)
+    (again,) = await peer.lease()
+    assert (again["unit_id"], again["token"]) == (lease["unit_id"], lease["token"] + 1)
+    assert await peer.report(again, 0, {"items": [item("http://a.test/")]}) == (200, {"accepted": True, "reason": ""})
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (status, job["state"], job["counts"]) == (200, "done", {"ok": 1})
+
+
 async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
     (lease,) = await peer.lease()

@@ -22,6 +22,7 @@ OUTSIDE = {
     "workloads.process_api.ProtocolError",
     "workloads.linkcheck.payload.BadPayload",
     "peer.runner._Fault",
+    "peer.runner._NotBuilt",
     "peer.egress._PolicyRefusal",
 }
 

@@ -23,7 +23,8 @@ from overlay.dht import DhtNode
 from overlay.identity import Identity
 from overlay.torrent import TorrentSession, info_hash_of, make_torrent
 from overlay.wire import BundleInfo, BundleRef, SwarmAddress
-from peer.bundles import BundleCache, ReadyBundle
+from peer.bundles import BundleCache
+from peer.ready import ReadyBundle
 from peer.runner import NO_FETCH_CAPABILITY, run_workload
 from workloads import bundle
 from workloads.builtin import build_linkcheck

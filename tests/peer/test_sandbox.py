@@ -24,7 +24,16 @@ import pytest
 
 from peer.platform import ResourceLimits, limits_preexec
 from peer.runner import Sandboxed, WorkloadOutcome, run_workload
-from peer.sandbox import BUNDLE_DIR, Confinement, Sandbox, SandboxError, detect, python_runtime, sandbox_command
+from peer.sandbox import (
+    BUNDLE_DIR,
+    STARTED_MARK,
+    Confinement,
+    Sandbox,
+    SandboxError,
+    detect,
+    python_runtime,
+    sandbox_command,
+)
 from workloads.process_api import ExitCode, Unit
 
 HOSTILE = Path(__file__).parent / "workloads" / "hostile.py"
@@ -448,6 +457,10 @@ def test_a_runtime_that_holds_the_data_dir_gets_it_covered(tmp_path: Path) -> No
     assert covered == ["/tmp", str(data)]
     assert str(tmp_path / "elsewhere") not in command  # not under any bound path: nothing to cover
     assert command[-3:] == ["--nproc=32:32", "--", "x"]
+    # The limits are set by prlimit, inside the built sandbox, after the shell wrote the mark.
+    shell = command.index("/bin/sh")
+    assert command[shell + 1] == "-c" and command[shell + 4] == "prlimit"
+    assert "--as=1073741824:1073741824" in command[shell:] and "--nofile=64:64" in command[shell:]
     assert "--disable-userns" in command and "--cap-add" not in command
 
 
@@ -457,6 +470,10 @@ def test_as_root_each_unit_runs_as_a_uid_of_its_own_without_capabilities(tmp_pat
     tail = command[command.index("prlimit") :]
     assert tail == [
         "prlimit",
+        "--cpu=120:125",
+        "--as=1073741824:1073741824",
+        "--nofile=64:64",
+        "--fsize=67108864:67108864",
         "--nproc=9:9",
         "--",
         "setpriv",
@@ -505,7 +522,7 @@ def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Pa
         bundle.chmod(0o755)
         (bundle / "w.py").write_text(_AS_A_USER)
         (bundle / "w.py").chmod(0o644)
-        user_box = Sandbox(sandbox.bwrap, sandbox.prlimit, None)
+        user_box = Sandbox(sandbox.bwrap, sandbox.prlimit, None, sandbox.shell)
         command = sandbox_command(
             user_box, [python, f"{BUNDLE_DIR}/w.py"], Confinement(bundle), ResourceLimits(processes=10), uid=None
         )
@@ -534,7 +551,8 @@ def test_a_volunteer_running_as_a_normal_user_gets_the_same_sandbox(tmp_path: Pa
     if done.returncode != 0 and "namespace" in done.stderr:
         pytest.skip(f"this kernel gives normal users no user namespaces: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    mark, *lines = done.stdout.splitlines()
+    assert mark == STARTED_MARK.decode().strip()  # the sandbox was built, then the workload ran
     assert lines[0] == "fork stopped: Resource temporarily unavailable"
     assert lines[1] in {"connect: Connection refused", "connect: Network is unreachable"}
     assert lines[2:] == ["home: False", f"uid: {os.geteuid() if os.geteuid() else 65534}"]

@@ -10,7 +10,7 @@ import pytest
 
 from overlay.identity import Identity
 from peer.budget import Budget, load_budget, save_budget
-from peer.bundles import ready_bundle
+from peer.ready import ready_bundle
 from peer.sandbox import BUNDLE_DIR, Sandbox
 from peer.trust import TrustError, Untrusted, WorkloadTrust, load_trusted_owners, owner_key
 from workloads import bundle
