@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -172,25 +173,84 @@ def hosts(count: int) -> Iterator[list[Host]]:
         subprocess.run(["ip", "netns", "del", hub], capture_output=True)
 
 
+_SAMPLER = """
+import sys, time
+every = float(sys.argv[1])
+paths = [f"/sys/class/net/{sys.argv[2]}/statistics/{name}_bytes" for name in ("rx", "tx")]
+while True:
+    counts = []
+    for path in paths:
+        with open(path) as f:
+            counts.append(f.read().strip())
+    print(time.monotonic(), *counts, flush=True)
+    time.sleep(every)
+"""
+
+
+class _Sampler:
+    """A process inside one host that reads its interface's counters and stamps each reading
+    with the moment it was taken (CLOCK_MONOTONIC is one clock for every namespace), so a
+    loaded machine delays the samples, never skews them."""
+
+    def __init__(self, host: Host) -> None:
+        self.samples: list[Sample] = []
+        self._process = subprocess.Popen(
+            host.command(sys.executable, "-c", _SAMPLER, str(SAMPLE_EVERY), INTERFACE),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            at, rx, tx = line.split()
+            self.samples.append(Sample(float(at), int(rx), int(tx)))
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        self._reader.join(timeout=5)
+
+
 def sample_while(hosts: list[Host], processes: list[subprocess.Popen[bytes]], seconds: float) -> list[list[Sample]]:
     """Each host's (time, rx bytes, tx bytes) every SAMPLE_EVERY, from just before its traffic
     began until `seconds` after that or until `processes` have all ended."""
-    series: list[list[Sample]] = [[] for _ in hosts]
-    started: float | None = None
-    while True:
-        now = time.monotonic()
-        for host, samples in zip(hosts, series, strict=True):
-            rx, tx = host.counters()
-            samples.append(Sample(now, rx, tx))
-        if started is None and any(s[-1].rx - s[0].rx + s[-1].tx - s[0].tx > 64_000 for s in series):
-            started = now
-            for samples in series:  # windows start at the last quiet sample
-                del samples[:-2]
-        if started is not None and (now - started >= seconds or all(p.poll() is not None for p in processes)):
-            return series
-        if started is None and all(p.poll() is not None for p in processes):
-            raise RuntimeError("the traffic never began")
-        time.sleep(max(0.0, now + SAMPLE_EVERY - time.monotonic()))
+    samplers = [_Sampler(host) for host in hosts]
+    try:
+        begun: float | None = None
+        while True:
+            time.sleep(SAMPLE_EVERY)
+            series = [list(sampler.samples) for sampler in samplers]
+            if any(len(samples) < 2 for samples in series):
+                continue
+            if begun is None:
+                begun = _traffic_began(series)
+            ended = all(p.poll() is not None for p in processes)
+            if begun is None and ended:
+                raise RuntimeError("the traffic never began")
+            if begun is not None and (min(s[-1].at for s in series) - begun >= seconds or ended):
+                # windows start at the last quiet sample and end `seconds` after the traffic began
+                return [
+                    [x for x in samples if begun - 2 * SAMPLE_EVERY <= x.at <= begun + seconds] for samples in series
+                ]
+    finally:
+        for sampler in samplers:
+            sampler.close()
+
+
+def _traffic_began(series: list[list[Sample]]) -> float | None:
+    """When the first host to move more than 64 kB since its first sample began: the moment of
+    its sample before."""
+    began = [
+        before.at
+        for samples in series
+        for before, sample in zip(samples, samples[1:], strict=False)
+        if sample.rx - samples[0].rx + sample.tx - samples[0].tx > 64_000
+    ]
+    return min(began, default=None)
 
 
 def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
