@@ -134,7 +134,7 @@ class Allowance:
         self.down = RateLimiter(budget.max_down)
         self.up = RateLimiter(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
-        self._windows = WindowPool(windows_capacity(budget.max_down))
+        self._windows = WindowPool(windows_capacity(budget.max_down, budget.max_fetches))
         self._ledger = UsageLedger(data_dir / USAGE_FILE, budget.cap_bytes, budget.cap_period)
 
     def reconfigure(self, budget: Budget) -> None:
@@ -145,7 +145,9 @@ class Allowance:
         self.down.set_rate(budget.max_down)
         self.up.set_rate(budget.max_up)
         self._fetches = asyncio.Semaphore(budget.max_fetches) if budget.max_fetches else None
-        self._windows.capacity = windows_capacity(budget.max_down)  # waiting fetches see it at the next release
+        self._windows.capacity = windows_capacity(
+            budget.max_down, budget.max_fetches
+        )  # waiting fetches see it at the next release
         self._ledger.reconfigure(budget.cap_bytes, budget.cap_period)
 
     def fetch_slot(self) -> asyncio.Semaphore | nullcontext[None]:

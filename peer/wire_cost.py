@@ -119,11 +119,17 @@ def fetch_window(rate: float | None, fetches: int | None) -> FetchWindow:
     return FetchWindow(receive, read_buffer, chunk, 2 * (2 * receive) + 2 * read_buffer + chunk)
 
 
-def windows_capacity(rate: float | None) -> int | None:
+def windows_capacity(rate: float | None, fetches: int | None = None) -> int | None:
     """The most bytes the windows of all fetches under way may hold together: WINDOW_SECONDS
     of the download rate (None: no limit, for an unlimited rate). At small rates the buffers'
-    floors make each window larger than its share, and fewer fetches fit at once."""
-    return None if rate is None else round(rate * WINDOW_SECONDS)
+    floors make each window larger than its share, and fewer fetches fit at once; but two
+    always fit while they hold at most twice WINDOW_SECONDS of the rate: a link checker waits
+    on servers far more than on bytes, and one fetch at a time left a 300 kB/s peer waiting on
+    each server's answer in turn (its deposits sat unused while the server thought)."""
+    if rate is None:
+        return None
+    pair = 2 * fetch_window(rate, fetches).unread
+    return round(max(rate * WINDOW_SECONDS, min(pair, 2 * rate * WINDOW_SECONDS)))
 
 
 def _clamp(value: float, low: int, high: int) -> int:

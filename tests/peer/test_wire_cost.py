@@ -15,6 +15,7 @@ from peer.wire_cost import (
     acks_on_wire,
     fetch_window,
     on_wire,
+    windows_capacity,
 )
 
 
@@ -72,3 +73,13 @@ def test_a_generous_rate_gets_buffers_that_do_not_slow_it() -> None:
 def test_no_fetches_is_a_bug() -> None:
     with pytest.raises(ValueError):
         fetch_window(1000, 0)
+
+
+@pytest.mark.parametrize(("rate", "fetches"), [(300_000, 2), (250_000, 4), (1_000_000, None), (50_000, 2)])
+def test_two_fetches_fit_at_once_unless_that_is_more_than_half_a_second(rate: int, fetches: int | None) -> None:
+    # One fetch at a time left a link checker waiting on each server's answer in turn.
+    capacity = windows_capacity(rate, fetches)
+    assert capacity is not None
+    assert rate * WINDOW_SECONDS <= capacity <= 2 * rate * WINDOW_SECONDS
+    pair = 2 * fetch_window(rate, fetches).unread
+    assert capacity >= pair or capacity == round(2 * rate * WINDOW_SECONDS)
