@@ -81,11 +81,6 @@ class Egress:
         self._allowance = allowance
         self._state = _State.NEW
         self._session: aiohttp.ClientSession | None = None
-        budget = allowance.budget if allowance is not None else None
-        # The client's read buffer is fixed for the session's lifetime: sized for the budget at the start.
-        self._read_buffer = (
-            fetch_window(budget.max_down, budget.max_fetches) if budget is not None else fetch_window(None, None)
-        ).read_buffer
         self._politeness = Politeness(
             self._fetch_unscheduled,
             user_agent=config.user_agent,
@@ -109,7 +104,7 @@ class Egress:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=self.config.connect_timeout),
             trust_env=False,
-            read_bufsize=self._read_buffer,
+            read_bufsize=self._window().read_buffer,  # each request sets its own (`_request`)
         )
         self._state = _State.OPEN
         return self
@@ -155,11 +150,10 @@ class Egress:
         if self._allowance is None:
             return fetch_window(None, None)
         budget = self._allowance.budget
-        window = fetch_window(budget.max_down, budget.max_fetches)
-        # The client's buffer was sized when the session opened; a budget changed since then
-        # leaves it as it was, and the deposit counts the buffer actually used.
-        unread = window.unread - 2 * window.read_buffer + 2 * self._read_buffer
-        return FetchWindow(window.receive_buffer, self._read_buffer, window.read_chunk, unread)
+        # Each request gets the client's read buffer of the budget as it is now: one fixed when
+        # the session opened (unlimited, say) made the deposits of a budget set later on the
+        # volunteer's page three times too large, and its fetches went one at a time.
+        return fetch_window(budget.max_down, budget.max_fetches)
 
     def _socket(
         self, addr_info: tuple[int | socket.AddressFamily, int | socket.SocketKind, int, str, tuple[object, ...]]
@@ -212,12 +206,17 @@ class Egress:
                 receipt = await stack.enter_async_context(self._allowance.response(window))
             if polite_to is not None:
                 await stack.enter_async_context(self._politeness.slot(polite_to))
-            return await self._request(request, url, receipt, window.read_chunk)
+            return await self._request(request, url, receipt, window)
 
-    async def _request(self, request: FetchRequest, url: URL, receipt: Receipt | None, chunk: int) -> FetchResult:
+    async def _request(
+        self, request: FetchRequest, url: URL, receipt: Receipt | None, window: FetchWindow
+    ) -> FetchResult:
         assert self._session is not None
+        chunk = window.read_chunk
         try:
-            async with self._session.request(request.method, url, allow_redirects=False) as response:
+            async with self._session.request(
+                request.method, url, allow_redirects=False, read_bufsize=window.read_buffer
+            ) as response:
                 if receipt is not None:
                     receipt.framing = _framing(response)
                     await receipt.received(_head_size(response))

@@ -172,3 +172,40 @@ async def test_without_a_rate_every_window_fits() -> None:
     pool = WindowPool(None)
     async with pool.hold(10**9), pool.hold(10**9):
         assert pool.held == 2 * 10**9
+
+
+async def test_a_budget_set_while_the_peer_runs_lets_its_fetches_run_side_by_side(tmp_path: Path) -> None:
+    # The volunteer sets 300 kB/s and two fetches on the page while the peer runs. The client's
+    # read buffer used to stay as the session opened it (unlimited), which made each deposit
+    # three times too large: fetches then went one at a time, each waiting on its server.
+    in_flight, most = 0, 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        return web.Response(text="x" * 3000, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{page:.*}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    allowance = Allowance(Budget(), tmp_path, clock=Clock(NOON))
+    try:
+        async with Egress(EgressConfig(allow_private=True, respect_robots=False), allowance) as egress:
+            allowance.reconfigure(Budget(max_down=300_000, max_fetches=2))
+            for round_ in range(3):
+                requests = [
+                    FetchRequest(id=i, url=f"http://127.0.0.1:{port}/{round_}-{i}", method="GET", want_body=True)
+                    for i in range(4)
+                ]
+                results = await asyncio.gather(*(egress.fetch(r) for r in requests))
+                assert all(result.status == 200 for result in results)
+    finally:
+        await runner.cleanup()
+    assert most == 2
