@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from peer.platform import ResourceLimits, limits_preexec
-from peer.sandbox import BUNDLE_DIR, Confinement, SandboxError, detect, python_runtime
+from peer.sandbox import BUNDLE_DIR, STARTED_MARK, Confinement, SandboxError, detect, python_runtime
 from workloads.builtin import stage_linkcheck
 from workloads.process_api import FetchRequest, FetchResult, Result, Unit, encode_frame, read_frame
 
@@ -72,8 +72,10 @@ def where(request: pytest.FixtureRequest, staged_linkcheck: Path) -> Iterator[st
 
 
 async def start() -> asyncio.subprocess.Process:
+    """The workload's process; a sandboxed one once its sandbox said it was built (the
+    STARTED_MARK the peer's runner reads before the workload's first frame)."""
     argv, env = _launch
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -81,6 +83,10 @@ async def start() -> asyncio.subprocess.Process:
         env=env,
         preexec_fn=limits_preexec(ResourceLimits()) if env is not None else None,
     )
+    if env is not None:
+        assert process.stdout is not None
+        assert await process.stdout.readexactly(len(STARTED_MARK)) == STARTED_MARK
+    return process
 
 
 async def finish(process: asyncio.subprocess.Process, run_result: Result | None, **extra: Any) -> Run:
