@@ -8,7 +8,7 @@ libtorrent is wrapped here and nowhere else; its errors and alerts become our ex
      └── SessionClosed      the session was used after it closed, or ended a waiting call
 
 Facts this module is built on were measured on this kind of machine (rates at the interface:
-`_wire_settings`): loopback swarms need
+`torrent_settings`): loopback swarms need
 `allow_multiple_connections_per_ip`; rate limits skip local peers unless
 `ignore_limits_on_local_network` is off; torrents are added neither paused nor auto-managed so
 that no queue limit (3 active downloads by default) holds them back; alert objects are copied
@@ -34,14 +34,10 @@ from overlay import listen_ports
 from overlay.errors import OsaasError
 from overlay.fetch_stalls import StallAsker
 from overlay.torrent_metadata import read_metadata, write_metadata
+from overlay.torrent_settings import session_settings, wire_settings
 
 log = logging.getLogger(__name__)
 _MAX_RATE = 2**31 - 1
-WIRE_SHARE = 1.06  # frames per byte of payload, at most (TCP over IPv6 at MTU 1500)
-WINDOW_SECONDS = 0.25  # of a limited rate, what the peers' socket buffers may hold together
-PEER_SHARE = 8  # peers a limited session is assumed to trade with at once
-MIN_SOCKET_BUFFER = 8 * 1024
-MAX_SOCKET_BUFFER = 4 * 1024 * 1024
 
 Address = tuple[str, int]
 
@@ -53,7 +49,6 @@ _CHECK_TIMEOUT = 120.0
 _PEER_ID_PREFIX = "-OS0100-"
 _PEER_ID_FILE = "peer_id"
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
-_ALERT_MASK = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage | lt.alert_category.peer
 _STARTED = lt.torrent_flags.paused | lt.torrent_flags.auto_managed
 _CHECKING = {
     lt.torrent_status.states.queued_for_checking,
@@ -224,11 +219,11 @@ class TorrentSession:
             return
         self._upload_rate, self._download_rate = rates
         if self._session is not None and not self._closed:
-            self._session.apply_settings(_wire_settings(self._upload_rate, self._download_rate))
+            self._session.apply_settings(wire_settings(self._upload_rate, self._download_rate))
 
     def rates(self) -> tuple[int, int]:
         """(upload, download) rate limits in bytes/s as libtorrent holds them (WIRE_SHARE under
-        the rates given, see `_wire_settings`); 0: unlimited."""
+        the rates given, see `torrent_settings.wire_settings`); 0: unlimited."""
         if self._session is None or self._closed:
             return self._upload_rate, self._download_rate
         settings = self._session.get_settings()
@@ -247,34 +242,13 @@ class TorrentSession:
             except OSError as exc:
                 raise TorrentError(str(exc)) from None
         interface = listen_ports.interfaces(host, port)
-        settings: lt.settings_pack = {
-            "listen_interfaces": interface,
-            # Listen where asked or fail: libtorrent would otherwise try the next ports,
-            # then any port the system gives.
-            "max_retry_port_bind": 0,
-            "listen_system_port_fallback": False,
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": self._port_mapping,
-            "enable_natpmp": self._port_mapping,
-            "allow_multiple_connections_per_ip": True,
-            # A peer that went away is tried again after 2 s times its failures, not 60: a
-            # fetch whose seed restarted would otherwise wait a minute or more for it, whatever
-            # connect_peer said meanwhile (measured: a coordinator killed and back in 5 s).
-            "min_reconnect_time": 2,
-            "ignore_limits_on_local_network": False,
-            **({"unchoke_slots_limit": self._upload_slots} if self._upload_slots else {}),
-            # A seed unchokes the peers that have least or nearly all of the torrent
-            # rather than the fastest: pieces reach more hands sooner and are passed on,
-            # so the seed sends fewer of them twice (bench/bundle_swarm.py at N=16:
-            # 1.47-1.52x -> 1.24-1.44x of the bundle from the coordinator).
-            "seed_choking_algorithm": int(lt.seed_choking_algorithm_t.anti_leech),
-            # A fingerprint of 20 characters is used as the whole peer id, so peers can
-            # be told apart in stats whichever side opened the connection.
-            "peer_fingerprint": self._peer_id.decode("ascii"),
-            "alert_mask": _ALERT_MASK | (lt.alert_category.port_mapping if self._port_mapping else 0),
-        }
-        settings.update(_wire_settings(self._upload_rate, self._download_rate))
+        settings = session_settings(
+            interface,
+            peer_id=self._peer_id,
+            port_mapping=self._port_mapping,
+            upload_slots=self._upload_slots,
+            rates=(self._upload_rate, self._download_rate),
+        )
         self._session = lt.session(settings)
         self._pump = asyncio.create_task(self._pump_alerts(), name=f"torrent-alerts {interface}")
         try:
@@ -676,40 +650,6 @@ def _stuck(peer: Any, idle: float) -> bool:
     last = peer.last_active
     silent = last.total_seconds() if hasattr(last, "total_seconds") else float(last)
     return not peer.flags & lt.peer_info.remote_choked and peer.download_queue_length > 0 and silent >= idle
-
-
-def _wire_settings(upload_rate: int, download_rate: int) -> lt.settings_pack:
-    """libtorrent's settings for rates that must hold at the network interface (0: unlimited).
-
-    libtorrent's limiter counts BitTorrent's bytes and an estimate of the IP headers, while
-    the interface counts whole frames: its limits are set lower by WIRE_SHARE. Connections are
-    TCP only: µTP keeps its receive window in libtorrent's own buffers, so the kernel accepts
-    what the limiter has not yet allowed, and its headers are not in the estimate. And each
-    socket's buffers are kept to a share of the rate (`socket_buffer`), so that what several
-    peers send at once cannot pile up in the kernel far ahead of the limiter; measured across
-    namespaces at 250 kB/s from three peers: 1.16-1.25x of the download rate over 10 s with
-    the defaults, 0.94-0.98x with these.
-    """
-    buffer = socket_buffer(max(upload_rate, download_rate))  # 0: the kernel's own
-    return {
-        "upload_rate_limit": int(upload_rate / WIRE_SHARE),
-        "download_rate_limit": int(download_rate / WIRE_SHARE),
-        "rate_limit_ip_overhead": True,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "recv_socket_buffer_size": buffer,
-        "send_socket_buffer_size": buffer,
-    }
-
-
-def socket_buffer(rate: int) -> int:
-    """The receive and send buffer of each peer connection for a limited `rate` (bytes/s; 0,
-    unlimited: the kernel's own tuning): WINDOW_SECONDS of it over PEER_SHARE peers, at least
-    MIN_SOCKET_BUFFER. A buffer caps one connection at about buffer/RTT, so a generous rate
-    still gets buffers large enough for its speed."""
-    if rate <= 0:
-        return 0
-    return int(min(max(rate * WINDOW_SECONDS / PEER_SHARE, MIN_SOCKET_BUFFER), MAX_SOCKET_BUFFER))
 
 
 def _state(status: Any) -> TorrentState:
