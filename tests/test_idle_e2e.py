@@ -93,14 +93,16 @@ async def test_the_peer_works_only_while_the_computer_is_idle(tmp_path: Path) ->
             await until(fetched, "the idle peer fetches pages")
 
             # Someone moves the mouse, and keeps using the computer: it pauses within seconds.
+            seen: dict = {}
+
             async def paused() -> bool:
                 await touch()
-                status = await peer_status(status_port)
-                return status.get("state") == "paused" and status.get("units") == []
+                seen.update(await peer_status(status_port))
+                return seen.get("state") == "paused" and seen.get("units") == []
 
             await until(paused, "the peer pauses on input", seconds=10)
-            status = await peer_status(status_port)
-            assert status["paused"].startswith("the computer is in use")
+            # Why, as the same status said: asked again, a loaded machine may already be idle 2 s.
+            assert seen["paused"].startswith("the computer is in use")
             await touch()
             await asyncio.sleep(1.0)  # a fetch under way when the pause came may end
             while_used = len(log.requests)
