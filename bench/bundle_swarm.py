@@ -68,6 +68,20 @@ def build_bundle(root: Path, size: int, owner: Identity) -> bundle.BuiltBundle:
 # ---- the swarm -------------------------------------------------------------------------
 
 
+def published_bundle(signed: bundle.SignedManifest) -> PublishedBundle:
+    """The store's record of `signed`, as the coordinator keeps a version it published now."""
+    assert signed.info_hash is not None
+    return PublishedBundle(
+        signed.manifest.name,
+        signed.manifest.version,
+        signed.owner_key.hex(),
+        signed.info_hash,
+        signed.archive_sha256,
+        bundle.encode(signed),
+        time.time(),
+    )
+
+
 async def swarm_run(built: bundle.BuiltBundle, peers: int, seed_rate: int, root: Path) -> tuple[float, float]:
     """(seed upload / bundle size, seconds until all peers have it)."""
     signed = built.signed
@@ -77,15 +91,7 @@ async def swarm_run(built: bundle.BuiltBundle, peers: int, seed_rate: int, root:
         seed = await stack.enter_async_context(
             BundleSeeder((HOST, 0), identity=Identity.generate(), state_dir=root / "seed", upload_rate=seed_rate)
         )
-        published = PublishedBundle(
-            signed.manifest.name,
-            signed.manifest.version,
-            signed.owner_key.hex(),
-            signed.info_hash,
-            signed.archive_sha256,
-            bundle.encode(signed),
-            time.time(),
-        )
+        published = published_bundle(signed)
         await seed.seed(published, built.archive_path.parent, built.torrent_path.read_bytes())
         bootstrap = await stack.enter_async_context(DhtNode((HOST, 0)))
         caches = []

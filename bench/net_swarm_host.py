@@ -100,8 +100,8 @@ def terminated() -> asyncio.Event:
 async def seeder(args: argparse.Namespace) -> None:
     from aiohttp import web
 
+    from bench.bundle_swarm import published_bundle
     from coordinator.seeder import SUPER_SEED_FROM, BundleSeeder
-    from coordinator.store import PublishedBundle
     from overlay.dht import DhtNode
     from overlay.identity import Identity
     from workloads import bundle
@@ -126,15 +126,7 @@ async def seeder(args: argparse.Namespace) -> None:
                 super_seed_from=SUPER_SEED_FROM if args.super_seed else 2**62,
             )
         )
-        published = PublishedBundle(
-            signed.manifest.name,
-            signed.manifest.version,
-            signed.owner_key.hex(),
-            signed.info_hash,
-            signed.archive_sha256,
-            bundle.encode(signed),
-            time.time(),
-        )
+        published = published_bundle(signed)
         await seed.seed(published, built.archive_path.parent, built.torrent_path.read_bytes())
 
         archive = built.archive_path

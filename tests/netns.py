@@ -253,6 +253,18 @@ def _traffic_began(series: list[list[Sample]]) -> float | None:
     return min(began, default=None)
 
 
+@contextlib.contextmanager
+def hosts_or_skip(count: int) -> Iterator[list[Host]]:
+    """`hosts(count)` for a test, which is skipped with the reason where they cannot be made."""
+    import pytest  # the harness serves benches too, which run without pytest
+
+    reason = netns_reason()
+    if reason:
+        pytest.skip(reason)
+    with hosts(count) as made:
+        yield made
+
+
 def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -31,10 +31,7 @@ PAGES = 40
 @pytest.fixture
 def hosts() -> Iterator[list[Host]]:
     """Three namespaces on one bridge: host i has address 10.231.0.(i+1)."""
-    reason = netns.netns_reason()
-    if reason:
-        pytest.skip(reason)
-    with netns.hosts(3) as made:
+    with netns.hosts_or_skip(3) as made:
         yield made
 
 

@@ -37,10 +37,7 @@ RUN_SECONDS = 16.0
 
 @pytest.fixture
 def hosts() -> Iterator[list[Host]]:
-    reason = netns.netns_reason()
-    if reason:
-        pytest.skip(reason)
-    with netns.hosts(4) as made:
+    with netns.hosts_or_skip(4) as made:
         yield made
 
 

@@ -48,12 +48,9 @@ BUNDLE = "heavylinks"
 
 @pytest.fixture
 def seven() -> Iterator[list[Host]]:
-    reason = netns.netns_reason()
-    if reason:
-        pytest.skip(reason)
     if shutil.which("bwrap") is None:
         pytest.skip("peers run workloads in bubblewrap, which is not installed")
-    with netns.hosts(2 + PEERS) as made:
+    with netns.hosts_or_skip(2 + PEERS) as made:
         for host in made:
             host.shape(rate_kbit=LINK_KBIT)
         yield made
@@ -186,6 +183,12 @@ def _start_peers(net: Network, network_file: Path) -> None:
         )  # fmt: skip
 
 
+def _peers_and_a_job(net: Network, network_file: Path) -> str:
+    """Five peers started, and a job of the heavy bundle over the five websites: its id."""
+    _start_peers(net, network_file)
+    return net.owner("job", "submit", *(f"{url}/" for url in net.sites), "--bundle", BUNDLE).strip()
+
+
 def _results_are_exact(net: Network, job_id: str) -> None:
     def done() -> bool:
         run = net.hosts[0].osaas("job", "status", job_id, "--coordinator", net.coordinator_url, "--json")
@@ -209,8 +212,7 @@ def test_peers_on_five_hosts_find_the_coordinator_over_ipv6_and_swarm_its_bundle
     net, network_file = _start_network(seven, tmp_path, ipv6=True, dist=dist)
     try:
         _, sent_before = seven[1].counters()
-        _start_peers(net, network_file)
-        job_id = net.owner("job", "submit", *(f"{url}/" for url in net.sites), "--bundle", BUNDLE).strip()
+        job_id = _peers_and_a_job(net, network_file)
         _results_are_exact(net, job_id)
         _, sent_after = seven[1].counters()
     finally:
@@ -229,8 +231,7 @@ def test_a_coordinator_killed_while_peers_fetch_its_bundle_restarts_and_the_job_
     net, network_file = _start_network(seven, tmp_path, ipv6=False, dist=dist)
     try:
         _, sent_before = seven[1].counters()
-        _start_peers(net, network_file)
-        job_id = net.owner("job", "submit", *(f"{url}/" for url in net.sites), "--bundle", BUNDLE).strip()
+        job_id = _peers_and_a_job(net, network_file)
         # Mid-fetch: the coordinator has sent some of the bundle, not all of it to everyone.
         wait_for(lambda: seven[1].counters()[1] - sent_before > size // 4, "the bundle fetches to start", 120)
         net.processes["coordinator"].send_signal(signal.SIGKILL)
