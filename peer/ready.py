@@ -129,9 +129,9 @@ def _start_source() -> str:
 
 
 def _program_in(root: Path, program: str, stem: str) -> Path:
-    base = root
-    path = (base / program).resolve()
-    if not path.is_relative_to(base):
+    """`program`'s file in the bundle at `root` (resolved)."""
+    path = (root / program).resolve()
+    if not path.is_relative_to(root):
         raise BundleError(f"bundle {stem}: entrypoint {program!r} is outside the bundle")
     try:
         mode = os.stat(path).st_mode

@@ -177,9 +177,10 @@ def load_built(out_dir: Path, version: str | None = None) -> BuiltBundle:
     _require(
         bool(manifests), f"{out_dir}: no built bundle here (no .manifest file); build one with `osaas bundle build`"
     )
-    found = {signed.manifest.version: (path, signed) for path in manifests for signed in [read_manifest(path)]}
-    names = sorted({signed.manifest.name for _, signed in found.values()})
+    read = [(path, read_manifest(path)) for path in manifests]
+    names = sorted({signed.manifest.name for _, signed in read})
     _require(len(names) == 1, f"{out_dir}: holds bundles of several names ({', '.join(names)}); give a folder of one")
+    found = {signed.manifest.version: (path, signed) for path, signed in read}
     if version is None:
         version = newest(list(found), out_dir)
     elif version not in found:
