@@ -17,6 +17,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        added per UTC day); jobs.owner_key (NULL: before roles), cancelled_at, max_urls, urls
        and limited (why a job stopped adding links)
     7  stepped_aside (a host a peer could not work on, and until when it goes to others)
+    8  bundles.rolled_back (the coordinator rolled the version back: it goes out again only
+       by force); the version a rolled-back rollout names in its message is marked
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -280,6 +282,13 @@ CREATE TABLE stepped_aside (
     until REAL NOT NULL,
     PRIMARY KEY (unit_key, peer_id)
 );
+""",
+    # Only the last rollback of a name was kept (in its rollout's message, `coordinator.rollout.judge`).
+    8: """
+ALTER TABLE bundles ADD COLUMN rolled_back INTEGER NOT NULL DEFAULT 0;
+UPDATE bundles SET rolled_back = 1 WHERE EXISTS (
+    SELECT 1 FROM rollouts WHERE rollouts.name = bundles.name AND rollouts.state = 'rolled_back'
+        AND rollouts.message LIKE 'rolled back ' || bundles.name || ' ' || bundles.version || ':%');
 """,
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,21 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
 
 
 def _describe(status: JobStatus) -> str:
+    """One line: the job's id, bundle, state, progress, results so far, and when it was
+    created and finished (or cancelled)."""
     counts = ", ".join(f"{n} {r}" for r, n in sorted(status.counts.items()))
     line = (
         f"job {status.job_id} ({status.workload}) {status.state}: {status.items_done}/{status.items_total} URLs checked, "
         f"{status.units_done}/{status.units_total} units" + (f"; {counts}" if counts else "")
     )
+    line += f"; created {_when(status.created_at)}"
+    if status.finished_at is not None:
+        line += f", {'cancelled' if status.state == 'cancelled' else 'finished'} {_when(status.finished_at)}"
     return line + (f" ({status.limited})" if status.limited else "")
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _cmd_job_results(args: argparse.Namespace) -> int:
