@@ -63,6 +63,7 @@ class Conditions:
     bundle_upload_rate: int | None  # each peer's own seeding limit (None: the peer's default)
     seed_rate: int | None  # the coordinator's own bundle upload limit, bytes/s
     super_seed: bool = True  # the coordinator's rule (archives from SUPER_SEED_FROM); False: never
+    origin: str = "libtorrent"  # the seeder: "libtorrent" (super_seed says how) or "own" (overlay.origin)
 
     @property
     def one_download(self) -> float:
@@ -226,6 +227,7 @@ def run(
         seeder_host, clients = hosts[0], hosts[1:]
         seed_args = ["--seed-rate", str(conditions.seed_rate)] if conditions.seed_rate else []
         seed_args += [] if conditions.super_seed else ["--no-super-seed"]
+        seed_args += ["--own-origin"] if conditions.origin == "own" else []
         seeder = _start(seeder_host, "seeder", directory, *seed_args)
         try:
             _wait_files([directory / "seeder.json"], [seeder], START_TIMEOUT, "the seeder")
@@ -267,20 +269,26 @@ def _overshoot(phase: Phase) -> str:
     return ", ".join(parts) or "no budget"
 
 
+def seeder_kind(conditions: Conditions) -> str:
+    if conditions.origin == "own":
+        return "own"
+    return "super" if conditions.super_seed else "plain"
+
+
 def row(phase: Phase, conditions: Conditions) -> str:
     size, one = conditions.size, conditions.one_download
     payload = f" ({phase.seeder_payload / size:.2f}x payload)" if phase.seeder_payload is not None else ""
     holds = sorted(phase.holds)
     median = f"{statistics.median(holds):6.1f}" if holds else "     -"
     return (
-        f"{phase.peers:>3} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
+        f"{phase.peers:>3} | {seeder_kind(conditions) if phase.route == 'swarm' else '':<5} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
         f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} | "
         f"{_overshoot(phase)}"
     )
 
 
 HEADER = (
-    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers' cores | "
+    "  N | seed  | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers' cores | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 
@@ -314,6 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="the seeder never super-seeds (the coordinator super-seeds archives from 4 MiB)",
     )
+    parser.add_argument(
+        "--seeders",
+        nargs="+",
+        choices=["super", "plain", "own"],
+        default=None,
+        help="run each of these seeders in turn, same conditions (own: overlay.origin); overrides --no-super-seed",
+    )
     parser.add_argument("--no-http", action="store_true", help="leave out the HTTP anchor")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, samples)")
     args = parser.parse_args(argv)
@@ -341,14 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(HEADER, flush=True)
     failed = False
+    kinds = args.seeders or [seeder_kind(conditions)]
     for n in args.peers:
-        swarm, anchor = run(n, built, conditions, work / f"n{n}", http=not args.no_http)
-        for phase in (swarm, anchor):
-            if phase is not None:
-                print(row(phase, conditions), flush=True)
-                for error in phase.errors[:5]:
-                    print(f"    {error}")
-        failed |= bool(swarm.errors)
+        for i, kind in enumerate(kinds):
+            these = dataclasses.replace(
+                conditions, super_seed=kind == "super", origin="own" if kind == "own" else "libtorrent"
+            )
+            http = not args.no_http and i == len(kinds) - 1
+            swarm, anchor = run(n, built, these, work / f"n{n}-{kind}", http=http)
+            for phase in (swarm, anchor):
+                if phase is not None:
+                    print(row(phase, these), flush=True)
+                    for error in phase.errors[:5]:
+                        print(f"    {error}")
+            failed |= bool(swarm.errors)
     print(f"targets: seeder sent <= {UPLOAD_TARGET}x the bundle, all-hold <= {ALL_HOLD_TARGET}x one download")
     if args.keep or failed:
         print(f"work directory kept: {work}")

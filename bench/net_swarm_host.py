@@ -124,6 +124,7 @@ async def seeder(args: argparse.Namespace) -> None:
                 network="bench",
                 announce_host=args.ip,
                 super_seed_from=SUPER_SEED_FROM if args.super_seed else 2**62,
+                own_origin=args.own_origin,
             )
         )
         published = published_bundle(signed)
@@ -286,6 +287,7 @@ def _parse() -> argparse.Namespace:
         "--bundle-upload-rate", type=int, default=None, help="the peer's own seeding limit (default: the peer's)"
     )
     parser.add_argument("--no-super-seed", dest="super_seed", action="store_false", help="the seeder never super-seeds")
+    parser.add_argument("--own-origin", action="store_true", help="the seeder is overlay.origin, not libtorrent")
     parser.add_argument("--seed-rate", type=int, default=None, help="the coordinator's bundle upload bytes/s")
     return parser.parse_args()
 

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from overlay import records
 from overlay.announcements import SwarmMember, swarm_key
@@ -39,6 +40,20 @@ DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the caller goe
 # Seconds between lookups of the swarm while fetching: soon after the start, when peers that
 # started together have announced themselves, then less and less often.
 MEET_AFTER = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class Listening(Protocol):
+    """What announcing needs of a seed: where it listens, and what a router forwards to it.
+    A `TorrentSession`, or the coordinator's own origin seed (`overlay.origin`)."""
+
+    @property
+    def listen_port(self) -> int: ...
+
+    @property
+    def mapped_port(self) -> int | None: ...
+
+    @property
+    def external_ip(self) -> str | None: ...
 
 
 # ---- the pure part ------------------------------------------------------------------------
@@ -94,7 +109,7 @@ class SwarmMembership:
 
     def __init__(
         self,
-        torrents: TorrentSession,
+        torrents: TorrentSession | Listening,
         identity: Identity,
         *,
         dht: DhtNode | None,
@@ -243,14 +258,25 @@ class SwarmMembership:
             again = list(await seeds_again()) if seeds_again is not None else seeds
             return await self.sources(info_hash, again)
 
+        if not isinstance(self._torrents, TorrentSession):
+            raise TypeError("fetching needs a TorrentSession")
+        torrents = self._torrents
         peers = await self.sources(info_hash, seeds)
+        # The seeds a coordinator names are its origin: connected to in plaintext (overlay.origin).
+        origins = [peer for seed in seeds for peer in await resolve(seed.host, seed.port) if peer in peers]
         was_announced = info_hash in self._announced
         # In the background: a DHT that is slow to answer must not hold the fetch back.
         announcing = asyncio.create_task(self.announce(info_hash), name=f"announce {info_hash.hex()}")
-        meeting = asyncio.create_task(self._meet(info_hash, set(peers)), name=f"meet {info_hash.hex()}")
+        meeting = asyncio.create_task(self._meet(info_hash, set(peers), torrents), name=f"meet {info_hash.hex()}")
         try:
-            path = await self._torrents.fetch(
-                info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
+            path = await torrents.fetch(
+                info_hash,
+                save_dir,
+                peers,
+                timeout=timeout,
+                more_peers=more_peers,
+                metadata_file=metadata_file,
+                origins=origins,
             )
         except Exception:
             await asyncio.gather(announcing, return_exceptions=True)
@@ -264,7 +290,7 @@ class SwarmMembership:
             meeting.cancel()
             await asyncio.gather(meeting, return_exceptions=True)
 
-    async def _meet(self, info_hash: bytes, known: set[Address]) -> None:
+    async def _meet(self, info_hash: bytes, known: set[Address], torrents: TorrentSession) -> None:
         """Look the swarm up after each delay of `MEET_AFTER` (then every last one of them),
         and connect the fetch to the members not seen before."""
         me = (self._host, self._torrents.listen_port) if self._host else None
@@ -274,7 +300,7 @@ class SwarmMembership:
             if not new:
                 continue
             try:
-                self._torrents.add_peers(info_hash, new)
+                torrents.add_peers(info_hash, new)
             except TorrentError:  # not added yet, or already gone: try again next time
                 continue
             known.update(new)

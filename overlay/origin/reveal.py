@@ -11,7 +11,9 @@ It shows a fetcher only pieces it means to serve it, and serves only what it sho
 - Once every piece has gone out (shown to one fetcher, or served), a fetcher is shown only
   pieces no connected fetcher and no departed seed has, and that are not on their way to a
   fetcher that made progress within `stale` seconds: a departed or stuck holder's pieces go out
-  again; the rest the fetchers trade among themselves.
+  again. And, while the origin's extra allowance lasts (`spare` of the pieces once more), the
+  pieces fewest fetchers hold: the end of a swarm waits on its rarest pieces, and the origin
+  is idle by then.
 
 Fetchers are keyed by an int the server chooses. Every call returns the pieces to announce
 (HAVE) to each fetcher now; `may_serve` says which requests to serve.
@@ -30,9 +32,10 @@ class Settings:
     settle: float = 0.5  # seconds a fetcher is connected before it may count as one of few
     idle: float = 1.0  # seconds without progress before a fetcher is shown one piece more
     stale: float = 3.0  # seconds without progress before its pieces on the way go out again
+    spare: float = 0.2  # share of the pieces shown once more, after all went out, to speed the end
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.few < 0 or min(self.settle, self.idle, self.stale) < 0:
+        if self.batch < 1 or self.few < 0 or min(self.settle, self.idle, self.stale, self.spare) < 0:
             raise ValueError("batch must be at least 1; few and the times at least 0")
 
 
@@ -67,6 +70,7 @@ class Reveal:
         self._served = [False] * pieces
         self._on_way: list[set[int]] = [set() for _ in range(pieces)]  # fetchers shown it, lacking it
         self._unsent = pieces  # pieces not yet gone out
+        self._extra = int(self._settings.spare * pieces)  # pieces that may still be shown once more
         self._cursor = 0
 
     # -- what the server reports --
@@ -185,11 +189,20 @@ class Reveal:
                 if not self._gone_out[piece] and piece not in fetcher.has:
                     self._cursor = (piece + 1) % self._n
                     return piece
-        if self._seeds_gone:
+        if not self._seeds_gone:
+            for piece in sorted(self._uncopied):
+                if piece in fetcher.has or piece in fetcher.shown:
+                    continue
+                if all(now - self._peers[other].progress >= self._settings.stale for other in self._on_way[piece]):
+                    return piece
+        if self._extra <= 0:
             return None
-        for piece in sorted(self._uncopied):
-            if piece in fetcher.has or piece in fetcher.shown:
-                continue
-            if all(now - self._peers[other].progress >= self._settings.stale for other in self._on_way[piece]):
-                return piece
-        return None
+        held = [
+            (self._copies[p] + len(self._on_way[p]), p)
+            for p in range(self._n)
+            if self._copies[p] and p not in fetcher.has and p not in fetcher.shown
+        ]
+        if not held:
+            return None
+        self._extra -= 1
+        return min(held)[1]
