@@ -34,6 +34,8 @@ MAX_WRITE_BUFFER = 1 << 20  # bytes waiting in our send buffer before the peer c
 WRITE_LIMIT = 64 * 1024  # the transport's high-water mark: a block waits until the last drained
 READ_SIZE = 64 * 1024
 CLIENT = "osaas origin 0.1"
+PEX_PER_MINUTE = 5
+PEX_GAP = 1.0  # seconds between two peer exchange messages to one peer
 
 
 class Uploads(Protocol):
@@ -51,6 +53,13 @@ class Served:
     rules: Reveal
     connections: dict[int, Connection]
     uploaded: int = 0
+
+    def introduce(self, now: float) -> None:
+        """Tell each fetcher of the others (peer exchange), as far as each may be told now."""
+        fetchers = [c for c in self.connections.values() if not self.rules.is_seed(c.key)]
+        addresses = [a for c in fetchers if (a := c.listen_address) is not None]
+        for connection in fetchers:
+            connection.tell_peers(addresses, now)
 
     def dispatch(self, reveals: Reveals) -> None:
         for peer, pieces in reveals.items():
@@ -83,7 +92,9 @@ class Connection:
         self._wire = peerwire.Reader()
         self._served: Served | None = None
         self._fast = False
-        self._their_metadata_id: int | None = None
+        self._theirs = peerwire.TheirExtensions(None, None, None)
+        self._pex_times: collections.deque[float] = collections.deque()
+        self._pex_told: set[tuple[str, int]] = set()
         self._queue: collections.deque[Block] = collections.deque()
         self._wanted = asyncio.Event()
         self._joined = False
@@ -167,21 +178,52 @@ class Connection:
 
     # -- what we send --
 
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where this peer takes connections: its address and the port it told us."""
+        address = self._writer.get_extra_info("peername")
+        port = self._theirs.listen_port
+        return (str(address[0]), port) if address and port else None
+
+    def tell_peers(self, others: list[tuple[str, int]], now: float) -> None:
+        """Tell the peer of other fetchers it was not told of yet (ut_pex), as often as
+        libtorrent takes it: it disconnects a peer whose seventh message in a row came
+        within 60 s of the first, so at most PEX_PER_MINUTE a minute, PEX_GAP apart."""
+        ext_id = self._theirs.ut_pex
+        own = self.listen_address
+        new = [other for other in others if other not in self._pex_told and other != own]
+        if ext_id is None or not new:
+            return
+        while self._pex_times and now - self._pex_times[0] >= 60.0:
+            self._pex_times.popleft()
+        if len(self._pex_times) >= PEX_PER_MINUTE or (self._pex_times and now - self._pex_times[-1] < PEX_GAP):
+            return
+        new = new[: peerwire.MAX_PEX_ADDED]
+        self._write(peerwire.encode(peerwire.pex_added(ext_id, new)))
+        self._pex_told.update(new)
+        self._pex_times.append(now)
+
     def show(self, pieces: list[int]) -> None:
         """Announce pieces (HAVE), as the reveal rules decided."""
         if pieces:
             self._write(b"".join(peerwire.encode(peerwire.Index(Id.HAVE, p)) for p in pieces))
 
     def _write(self, data: bytes) -> None:
-        if self._writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            raise PeerWireError("the peer does not read what we send")
+        """Send control messages (not blocks); a peer that lets them pile up unread is cut off
+        (its read loop then ends), without raising here: other connections' events call this."""
+        transport = self._writer.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.debug("origin: %s does not read what we send", self.peer)
+            transport.abort()
+            return
         self._writer.write(data)
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(KEEP_ALIVE)
-            with contextlib.suppress(PeerWireError, OSError):
-                self._write(peerwire.encode(peerwire.KEEP_ALIVE))
+            self._write(peerwire.encode(peerwire.KEEP_ALIVE))
 
     async def _send_blocks(self) -> None:
         served = self._served
@@ -275,12 +317,12 @@ class Connection:
 
     def _extended(self, message: peerwire.Extended, served: Served) -> None:
         if message.ext_id == 0:
-            self._their_metadata_id = peerwire.their_ut_metadata(message.payload)
+            self._theirs = peerwire.their_extensions(message.payload)
             return
         if message.ext_id != peerwire.OUR_UT_METADATA:
             return  # an extension we did not offer
         request = peerwire.metadata_request(message.payload)
-        reply_id = self._their_metadata_id
+        reply_id = self._theirs.ut_metadata
         if request is None or reply_id is None:
             return
         meta = served.meta

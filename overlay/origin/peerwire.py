@@ -11,6 +11,7 @@ an encrypted (MSE) handshake does not start with the protocol string and is refu
 from __future__ import annotations
 
 import enum
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ EXTENSIONS = (5, 0x10)
 FAST = (7, 0x04)
 V2 = (7, 0x10)
 UT_METADATA = b"ut_metadata"
-OUR_UT_METADATA = 1  # the extended message id peers use to send us ut_metadata
+UT_PEX = b"ut_pex"
+OUR_UT_METADATA = 1  # the extended message ids peers use to send us ut_metadata, ut_pex
+OUR_UT_PEX = 2
+MAX_PEX_ADDED = 50  # addresses in one peer exchange message
 DEFAULT_MAX_MESSAGE = 256 * 1024
 
 
@@ -266,15 +270,24 @@ def parse(body: bytes) -> Message:
 
 
 def extended_handshake(metadata_size: int, *, reqq: int, client: str) -> Extended:
-    """Ours: we speak ut_metadata (as id OUR_UT_METADATA) for an info dict of `metadata_size`."""
-    payload = bencoding.encode(
-        {b"m": {UT_METADATA: OUR_UT_METADATA}, b"metadata_size": metadata_size, b"reqq": reqq, b"v": client.encode()}
-    )
+    """Ours: we speak ut_metadata for an info dict of `metadata_size`, and ut_pex (we send
+    peer lists; a libtorrent peer takes them only from a peer that offers ut_pex)."""
+    names: bencoding.Value = {UT_METADATA: OUR_UT_METADATA, UT_PEX: OUR_UT_PEX}
+    payload = bencoding.encode({b"m": names, b"metadata_size": metadata_size, b"reqq": reqq, b"v": client.encode()})
     return Extended(0, payload)
 
 
-def their_ut_metadata(payload: bytes) -> int | None:
-    """The id a peer's extended handshake asks us to send ut_metadata with (None: it has none)."""
+@dataclass(frozen=True, slots=True)
+class TheirExtensions:
+    """What a peer's extended handshake says: the ids to send it ut_metadata and ut_pex with
+    (None: it takes none), and the port it listens on (None: it did not say)."""
+
+    ut_metadata: int | None
+    ut_pex: int | None
+    listen_port: int | None
+
+
+def their_extensions(payload: bytes) -> TheirExtensions:
     try:
         value = bencoding.decode(payload)
     except bencoding.BencodeError as exc:
@@ -282,8 +295,29 @@ def their_ut_metadata(payload: bytes) -> int | None:
     if not isinstance(value, dict):
         raise PeerWireError("an extended handshake that is not a dictionary")
     names = value.get(b"m")
-    ident = names.get(UT_METADATA) if isinstance(names, dict) else None
-    return ident if isinstance(ident, int) and 0 < ident < 256 else None
+    names = names if isinstance(names, dict) else {}
+
+    def ident(name: bytes) -> int | None:
+        found = names.get(name)
+        return found if isinstance(found, int) and 0 < found < 256 else None
+
+    port = value.get(b"p")
+    return TheirExtensions(
+        ident(UT_METADATA), ident(UT_PEX), port if isinstance(port, int) and 0 < port < 65536 else None
+    )
+
+
+def pex_added(ext_id: int, added: list[tuple[str, int]]) -> Extended:
+    """A peer exchange message (BEP 11) naming `added` (IP literal, port), the first
+    MAX_PEX_ADDED of them, with no flags."""
+    v4, v6 = bytearray(), bytearray()
+    for host, port in added[:MAX_PEX_ADDED]:
+        address = ipaddress.ip_address(host)
+        (v4 if address.version == 4 else v6).extend(address.packed + struct.pack(">H", port))
+    fields: dict[bytes, bencoding.Value] = {b"added": bytes(v4), b"added.f": bytes(len(v4) // 6)}
+    if v6:
+        fields[b"added6"], fields[b"added6.f"] = bytes(v6), bytes(len(v6) // 18)
+    return Extended(ext_id, bencoding.encode(fields))
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,6 +213,7 @@ class OriginSeeder:
             for served in list(self._torrents.values()):
                 if served.connections:
                     served.dispatch(served.rules.tick(now))
+                    served.introduce(now)
 
 
 def _is_unspecified(host: str) -> bool:
