@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the caller goes on without it
 # Seconds between lookups of the swarm while fetching: soon after the start, when peers that
 # started together have announced themselves, then less and less often.
-MEET_AFTER = (0.5, 1.0, 2.0, 4.0, 8.0)
+MEET_AFTER = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Listening(Protocol):
@@ -215,13 +215,14 @@ class SwarmMembership:
             return []
         return members_in(found, self._identity.public_key)
 
-    async def sources(self, info_hash: bytes, seeds: Iterable[SwarmAddress]) -> list[Address]:
-        """Where to fetch `info_hash` from: the `seeds` given, then every other member, without
-        ourselves and without repeats."""
+    async def sources(self, info_hash: bytes, seeds: Iterable[SwarmAddress], *, members: bool = True) -> list[Address]:
+        """Where to fetch `info_hash` from: the `seeds` given, then (`members`) every other
+        member, without ourselves and without repeats."""
         peers: list[Address] = []
         for seed in seeds:
             peers.extend(await resolve(seed.host, seed.port))
-        peers.extend(await self.members(info_hash))
+        if members:
+            peers.extend(await self.members(info_hash))
         me: set[Address] = set()
         if self._host:
             listen_port = self._torrents.listen_port
@@ -261,7 +262,10 @@ class SwarmMembership:
         if not isinstance(self._torrents, TorrentSession):
             raise TypeError("fetching needs a TorrentSession")
         torrents = self._torrents
-        peers = await self.sources(info_hash, seeds)
+        # With seeds named, the fetch starts from them at once and meets the members as the DHT
+        # answers (`_meet`, first at once): a lookup that waits on a node's timeout held
+        # fetches back by a second (bench/net_swarm).
+        peers = await self.sources(info_hash, seeds, members=not seeds)
         # The seeds a coordinator names are its origin: connected to in plaintext (overlay.origin).
         origins = [peer for seed in seeds for peer in await resolve(seed.host, seed.port) if peer in peers]
         was_announced = info_hash in self._announced

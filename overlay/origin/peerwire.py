@@ -30,7 +30,9 @@ UT_PEX = b"ut_pex"
 OUR_UT_METADATA = 1  # the extended message ids peers use to send us ut_metadata, ut_pex
 OUR_UT_PEX = 2
 MAX_PEX_ADDED = 50  # addresses in one peer exchange message
-DEFAULT_MAX_MESSAGE = 256 * 1024
+# The largest message a fetcher need send a seed: a bitfield (64 KiB: 512 Ki pieces) or an
+# extended handshake; blocks flow only the other way.
+DEFAULT_MAX_MESSAGE = 64 * 1024 + 16
 
 
 class PeerWireError(OsaasError):
