@@ -211,9 +211,13 @@ class OriginSeeder:
             await asyncio.sleep(TICK)
             now = time.monotonic()
             for served in list(self._torrents.values()):
-                if served.connections:
+                if not served.connections:
+                    continue
+                try:
                     served.dispatch(served.rules.tick(now))
                     served.introduce(now)
+                except Exception:  # a bug of ours: logged, and the clock goes on for the others
+                    log.exception("origin: the reveal clock failed for %s", served.meta.info_hash.hex())
 
 
 def _is_unspecified(host: str) -> bool:

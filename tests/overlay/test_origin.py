@@ -92,12 +92,21 @@ async def _connect(origin: OriginSeeder, info_hash: bytes) -> tuple[asyncio.Stre
     return reader, writer
 
 
-async def _messages(reader: asyncio.StreamReader, until: type | None = None) -> list[peerwire.Message]:
-    """What the origin sends until it closes the connection (or a message of type `until`)."""
-    wire = peerwire.Reader(max_message=1 << 20)
+async def _messages(
+    reader: asyncio.StreamReader, until: type | None = None, wire: peerwire.Reader | None = None
+) -> list[peerwire.Message]:
+    """What the origin sends until it closes the connection (or a message of type `until`);
+    `wire`: the reader of this connection's bytes so far, when this is not its first call."""
+    wire = wire or peerwire.Reader(max_message=1 << 20)
     got: list[peerwire.Message] = []
     async with asyncio.timeout(10):
-        while data := await reader.read(65536):
+        while True:
+            try:
+                data = await reader.read(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                break
             got += wire.feed(data)
             if until is not None and any(isinstance(m, until) for m in got):
                 break
@@ -110,12 +119,13 @@ async def test_requests_for_pieces_not_shown_are_rejected(archive: Path, origin:
     blocker, blocker_writer = await _connect(origin, info_hash)  # two fetchers: not few, so not everything shown
     try:
         writer.write(peerwire.encode(peerwire.Simple(Id.HAVE_NONE)))
-        opening = await _messages(reader, until=peerwire.Index)
+        wire = peerwire.Reader()
+        opening = await _messages(reader, until=peerwire.Index, wire=wire)
         assert peerwire.Simple(Id.HAVE_NONE) in opening and peerwire.Simple(Id.UNCHOKE) in opening
         shown = {m.index for m in opening if isinstance(m, peerwire.Index) and m.id is Id.HAVE}
         hidden = next(i for i in range(SIZE // 65536) if i not in shown)
         writer.write(peerwire.encode(Block(Id.REQUEST, hidden, 0, peerwire.BLOCK)))
-        answer = await _messages(reader, until=Block)
+        answer = await _messages(reader, until=Block, wire=wire)
         assert Block(Id.REJECT, hidden, 0, peerwire.BLOCK) in answer
     finally:
         writer.close()
