@@ -202,6 +202,10 @@ class OriginSeeder:
             await connection.run()
         except (PeerWireError, OSError, TimeoutError, ConnectionError) as exc:
             log.debug("origin: %s: %s", connection.peer, exc or type(exc).__name__)
+        except asyncio.CancelledError:
+            # Only close() cancels these tasks; ending quietly spares asyncio's streams a
+            # logged traceback for a cancelled connection callback.
+            pass
         finally:
             self._connections.pop(key, None)
             writer.transport.abort()
