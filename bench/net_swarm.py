@@ -85,6 +85,9 @@ class Phase:
     overshoot_down: dict[float, float]
     cpu_busy: float  # share of the machine's CPU time in use from the start until all held
     peer_cpu: float  # CPU seconds the peer processes used until each held, over the seconds until all held
+    started: float = 0.0  # time.time() of the start and of the moment all held (or the timeout)
+    ended: float = 0.0
+    seeder_cpu: float | None = None  # the seeder process's CPU seconds over those seconds (swarm only)
 
     def upload_ratio(self, size: int) -> float:
         return self.seeder_sent / size
@@ -186,11 +189,13 @@ def _phase(
         _wait_files(ready, processes, START_TIMEOUT, f"{len(clients)} {role} processes to start")
         time.sleep(1.0)  # DHT joins settle; nothing is fetched yet
         before, cpu_before = seeder.counters(), _cpu_times()
-        (directory / "go.tmp").write_text(repr(time.time()))
+        started = time.time()
+        (directory / "go.tmp").write_text(repr(started))
         (directory / "go.tmp").rename(directory / "go")
         done = [directory / f"done-{role}-{host.index}.json" for host in clients]
         _wait_files(done, processes, timeout, f"every {role} client to hold the bundle")
         after, cpu_after = seeder.counters(), _cpu_times()
+        ended = time.time()
     finally:
         netns.stop(processes)
     results = [json.loads((directory / f"result-{role}-{host.index}.json").read_text()) for host in clients]
@@ -206,7 +211,17 @@ def _phase(
         cpu_busy=(cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
         peer_cpu=sum(r.get("cpu", 0.0) for r in results)
         / max(max((r["held"] - r["began"] for r in results), default=1), 1e-9),
+        started=started,
+        ended=ended,
     )
+
+
+def process_cpu(samples: Sequence[Sequence[float]], since: float, until: float) -> float | None:
+    """Cores a process used between `since` and `until`, from its (time, rx, tx, cpu) samples."""
+    inside = [s for s in samples if since <= s[0] <= until and len(s) > 3]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return (inside[-1][3] - inside[0][3]) / (inside[-1][0] - inside[0][0])
 
 
 def run(
@@ -251,7 +266,8 @@ def run(
         finally:
             netns.stop([seeder])
         seeded = json.loads((directory / "result-seeder.json").read_text())
-    return dataclasses.replace(swarm, seeder_payload=seeded["payload_up"]), anchor
+    seeder_cpu = process_cpu(seeded["samples"], swarm.started, swarm.ended)
+    return dataclasses.replace(swarm, seeder_payload=seeded["payload_up"], seeder_cpu=seeder_cpu), anchor
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -259,6 +275,10 @@ def run(
 
 def _times(value: float) -> str:
     return f"{value:.2f}x" if value != float("inf") else "failed"
+
+
+def _cores(value: float | None) -> str:
+    return f"{value:4.2f}" if value is not None else "   -"
 
 
 def _overshoot(phase: Phase) -> str:
@@ -282,13 +302,13 @@ def row(phase: Phase, conditions: Conditions) -> str:
     median = f"{statistics.median(holds):6.1f}" if holds else "     -"
     return (
         f"{phase.peers:>3} | {seeder_kind(conditions) if phase.route == 'swarm' else '':<5} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
-        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} | "
+        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} {_cores(phase.seeder_cpu)} | "
         f"{_overshoot(phase)}"
     )
 
 
 HEADER = (
-    "  N | seed  | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers' cores | "
+    "  N | seed  | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers', seeder's cores | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 

@@ -50,16 +50,17 @@ def write_json(path: Path, obj: object) -> None:
 
 
 class Counters:
-    """The interface's (time, rx bytes, tx bytes), read every SAMPLE seconds in a task."""
+    """The interface's (time, rx bytes, tx bytes) and this process's CPU seconds so far, read
+    every SAMPLE seconds in a task."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, int, float]] = []
         self._task: asyncio.Task[None] | None = None
 
     def read(self) -> None:
         rx = int((_STATISTICS / "rx_bytes").read_text())
         tx = int((_STATISTICS / "tx_bytes").read_text())
-        self.samples.append((time.time(), rx, tx))
+        self.samples.append((time.time(), rx, tx, time.process_time()))
 
     async def _run(self) -> None:
         while True:

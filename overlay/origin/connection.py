@@ -34,6 +34,7 @@ MAX_WRITE_BUFFER = 256 * 1024  # bytes waiting in our send buffer before the pee
 WRITE_LIMIT = 64 * 1024  # the transport's high-water mark: a block waits until the last drained
 READ_SIZE = 64 * 1024
 CLIENT = "osaas origin 0.1"
+METADATA_REPEATS = 3  # times a peer may ask for each piece of the info dict (a flood costs nothing then)
 PEX_PER_MINUTE = 5
 PEX_GAP = 1.0  # seconds between two peer exchange messages to one peer
 
@@ -99,6 +100,7 @@ class Connection:
         self._wanted = asyncio.Event()
         self._joined = False
         self._bitfield_allowed = True
+        self._metadata_asked = 0  # ut_metadata requests answered: they pass the upload bucket by
 
     @property
     def peer(self) -> str:
@@ -326,6 +328,9 @@ class Connection:
         if request is None or reply_id is None:
             return
         meta = served.meta
+        self._metadata_asked += 1
+        if self._metadata_asked > METADATA_REPEATS * meta.metadata_pieces:
+            raise PeerWireError(f"asked for the torrent's metadata more than {METADATA_REPEATS} times over")
         if request.piece < meta.metadata_pieces:
             data = meta.metadata_piece(request.piece)
             reply = peerwire.metadata_data(reply_id, request.piece, len(meta.info), data)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay.origin import connection, peerwire
+from overlay.origin import connection, metainfo, peerwire
 from overlay.origin.peerwire import Block, Id
 from overlay.origin.server import OriginSeeder
 from overlay.torrent import TorrentSession, info_hash_of, make_torrent
@@ -171,3 +171,28 @@ async def test_connections_from_one_address_are_capped(tmp_path: Path, archive: 
         assert await _messages(reader) == []
         for _, each in [*kept, (reader, writer)]:
             each.close()
+
+
+async def test_the_info_dict_is_served_by_ut_metadata_and_not_over_and_over(
+    archive: Path, origin: OriginSeeder
+) -> None:
+    torrent = make_torrent(archive)
+    reader, writer = await _connect(origin, info_hash_of(torrent))
+    wire = peerwire.Reader()
+    try:
+        opening = await _messages(reader, until=peerwire.Extended, wire=wire)
+        (ours,) = [m for m in opening if isinstance(m, peerwire.Extended)]
+        offered = peerwire.their_extensions(ours.payload)
+        assert offered.ut_metadata is not None
+        writer.write(peerwire.encode(peerwire.Extended(0, b"d1:md11:ut_metadatai7eee")))
+        ask = peerwire.encode(peerwire.Extended(offered.ut_metadata, b"d8:msg_typei0e5:piecei0ee"))
+        writer.write(ask)
+        answer = await _messages(reader, until=peerwire.Extended, wire=wire)
+        (data,) = [m for m in answer if isinstance(m, peerwire.Extended)]
+        assert data.ext_id == 7
+        info = metainfo.parse(torrent).info
+        assert data.payload.endswith(info) and b"8:msg_typei1e" in data.payload
+        writer.write(ask * (connection.METADATA_REPEATS + 1))
+        await _messages(reader, wire=wire)  # returns: the origin hung up on the flood
+    finally:
+        writer.close()
