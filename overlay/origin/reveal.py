@@ -92,8 +92,9 @@ class Reveal:
             self._seeds_gone += 1
         for piece in fetcher.outstanding():
             self._on_way[piece].discard(peer)
-            if not self._served[piece] and not self._on_way[piece] and self._gone_out[piece]:
-                self._gone_out[piece] = False  # never sent: it may be given to another
+            unsent = not self._served[piece] and not self._copies[piece]
+            if unsent and not self._on_way[piece] and self._gone_out[piece]:
+                self._gone_out[piece] = False  # never sent, nobody has it: it may be given to another
                 self._unsent += 1
 
     def has(self, peer: int, pieces: Iterable[int], now: float) -> Reveals:
