@@ -17,6 +17,10 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        added per UTC day); jobs.owner_key (NULL: before roles), cancelled_at, max_urls, urls
        and limited (why a job stopped adding links)
     7  stepped_aside (a host a peer could not work on, and until when it goes to others)
+    8  jobs.model (the job model its bundle declared; NULL: the link checker's); items.record
+       (the workload's record, msgpack: a list of the model's stored fields) and items.failed
+       (why the platform gave up on the item) instead of the link-check columns, which rows
+       from before keep; unit_logs (the stderr tails of failed units, as peers sent them)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -280,6 +284,22 @@ CREATE TABLE stepped_aside (
     until REAL NOT NULL,
     PRIMARY KEY (unit_key, peer_id)
 );
+""",
+    8: """
+ALTER TABLE jobs ADD COLUMN model BLOB;
+ALTER TABLE items ADD COLUMN record BLOB;
+ALTER TABLE items ADD COLUMN failed TEXT;
+CREATE TABLE unit_logs (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    unit_id INTEGER NOT NULL,
+    peer_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    exit_code INTEGER NOT NULL,
+    error TEXT,
+    log TEXT NOT NULL
+);
+CREATE INDEX unit_logs_by_job ON unit_logs(job_id, id);
 """,
 }
 
