@@ -146,7 +146,7 @@ async def test_lone_node_keeps_what_it_publishes_and_closed_means_closed(clock, 
         assert node.neighbours() == []
         async with DhtNode((HOST, 0), [node.address], clock=clock) as joiner:
             assert await joiner.lookup(KEY) == [record]
-        with pytest.raises(records.SchemaError, match="expired"):
+        with pytest.raises(records.RecordError, match="expired"):
             await node.publish(KEY, _sign(Identity.generate(), clock, ago=700.0))
     with pytest.raises(RuntimeError, match="DhtNode is closed"):
         await node.lookup(KEY)
