@@ -177,8 +177,10 @@ def _take_report(
     db: Database, conn: sqlite3.Connection, report: Incoming, now: float, reported: Reported
 ) -> ReportResponse:
     """Judge one report and collect what it changes in `reported`; raise before changing
-    anything if it is refused. Only the links it found are written at once (new items).
-    What it does to the unit is `leases.after_report`'s rule."""
+    anything if it is stale or names no unit. Records that break the job's schema are the
+    workload's failure (`leases.after_refused_report`), answered as not accepted. Only the
+    links it found are written at once (new items). What it does to the unit is
+    `leases.after_report`'s rule."""
     unit = reported.units.get(report.unit_id)
     if unit is None:
         raise NotFound(f"no unit {report.unit_id}")

@@ -32,7 +32,7 @@ RESULT_FORMATS = ("jsonl", "csv", "text", "html")
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
-    submit = job.add_parser("submit", help="submit a link-check job; prints its id")
+    submit = job.add_parser("submit", help="submit a job of seed URLs (a link check by default); prints its id")
     submit.add_argument("urls", nargs="+", metavar="URL")
     submit.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     submit.add_argument(

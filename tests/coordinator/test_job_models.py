@@ -10,45 +10,20 @@ from aiohttp.test_utils import TestClient
 
 from coordinator.edge import STORE
 from coordinator.sqlite import reports, schema
-from coordinator.store import PublishedBundle
-from overlay.identity import Identity
-from tests.coordinator.conftest import START, Clock, Peer, get, item, post
-from workloads import bundle
+from tests.coordinator.conftest import START, Clock, Peer, get, item, post, publish_source
 from workloads.builtin import stage_linkcheck
-
-
-def build_without_job_model(root: Path, owner: Identity) -> bundle.BuiltBundle:
-    """The link checker as a bundle of before job models: its manifest has no [job]."""
-    source = stage_linkcheck(root / "source")
-    toml = (source / "bundle.toml").read_text()
-    toml = toml[: toml.index("[job]")].replace('name = "linkcheck"', 'name = "oldlinks"')
-    (source / "bundle.toml").write_text(toml)
-    built = bundle.build(source, owner, root / "dist")
-    assert built.signed.manifest.job is None
-    return built
 
 
 async def test_a_bundle_without_a_job_model_runs_as_the_link_checker(
     client: TestClient, peer: Peer, clock: Clock, tmp_path: Path
 ) -> None:
-    owner = Identity.generate()
-    built = build_without_job_model(tmp_path, owner)
+    """The link checker as a bundle of before job models: its manifest has no [job]."""
+    source = stage_linkcheck(tmp_path / "source")
+    toml = (source / "bundle.toml").read_text()
+    (source / "bundle.toml").write_text(toml[: toml.index("[job]")].replace('"linkcheck"', '"oldlinks"'))
     assert client.app is not None
-    store = client.app[STORE]
-    await store.add_owner("old-owner", owner.public_hex, START)
-    signed = built.signed
-    assert signed.info_hash is not None
-    await store.add_bundle(
-        PublishedBundle(
-            "oldlinks",
-            signed.manifest.version,
-            owner.public_hex,
-            signed.info_hash,
-            signed.archive_sha256,
-            built.manifest_path.read_bytes(),
-            START,
-        )
-    )
+    built = await publish_source(client.app[STORE], source, tmp_path / "dist")
+    assert built.signed.manifest.job is None
     status, body = await post(client, "/v1/jobs", {"workload": "oldlinks", "input": {"urls": ["http://a.test/"]}})
     assert status == 200, body
     job_id = body["job_id"]
