@@ -3,7 +3,8 @@ docs/workload-api.md alone (per URL: status, body length, SHA-256 of the body), 
 declared in its manifest, built, signed and published by its owner; a real peer process
 fetches it over BitTorrent and runs it; its records come back to the owner exactly, as JSON
 Lines and CSV; a unit that keeps crashing is given up on, and its stderr reaches the owner
-through `osaas job logs`.
+through `osaas job logs`; a unit whose records break the schema is refused each time, and
+counted against the version.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def main():
     records = []
     for number, item in enumerate(unit["payload"]["items"], 1):
         url = item["url"]
+        if url.endswith("/bad"):  # a record that breaks the declared schema: length is no int
+            records.append({"url": url, "status": None, "length": "many", "sha256": None})
+            continue
         if url.endswith("/crash"):
             print(f"fingerprint: crashing on purpose at {url}", file=sys.stderr)
             write_frame(stdout, {"type": "result", "status": 2, "payload": {}, "error": "crashed on purpose"})
@@ -145,7 +149,8 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
 
         # Another host name for the same server: the crashing URL is a unit of its own.
         crash = site.replace("127.0.0.1", "localhost") + "/crash"
-        urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", crash]
+        bad = "http://bad.test/bad"  # never fetched: the workload answers it with a wrong record
+        urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", crash, bad]
         submitted = ("job", "submit", *urls, "--coordinator", url, "--bundle", "fingerprint", "--key", str(key_file))
         job_id = int(await osaas_ok(*submitted))
         await procs.start(
@@ -166,7 +171,7 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         )
         status = await wait_until_done(url, job_id, key=None)
         assert status["state"] == "done", procs.log("peer")[-3000:]
-        assert status["counts"] == {"done": 4, "error": 1}
+        assert status["counts"] == {"done": 4, "error": 2}
 
         owned = ("--coordinator", url, "--key", str(key_file))
         lines = (await osaas_ok("job", "results", str(job_id), "--format", "jsonl", *owned)).splitlines()
@@ -191,6 +196,8 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         )
         crashed = "gave up after 5 attempts: crashed on purpose"
         expected.append({"url": crash, "status": None, "length": None, "sha256": None, "failed": crashed})
+        refused = "gave up after 5 attempts: report refused: payload.items[0].length must be int"
+        expected.append({"url": bad, "status": None, "length": None, "sha256": None, "failed": refused})
         assert [json.loads(line) for line in lines] == expected
         assert list(json.loads(lines[0])) == ["url", "status", "length", "sha256", "failed"]  # the schema's order
 
@@ -215,3 +222,9 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         heads = [line for line in logs.splitlines() if line.startswith("== unit")]
         assert len(heads) == 5 and all("exit 2" in head and head.endswith(": crashed on purpose") for head in heads)
         assert logs.count(f"fingerprint: crashing on purpose at {crash}") == 5
+
+        # The refused reports: the peer was told why, and the version was charged each time
+        # (as it was for each crash); the one good unit counted as done.
+        assert procs.log("peer").count("refused: report refused: payload.items[0].length must be int") == 5
+        bundle = json.loads(await osaas_ok("bundle", "status", "fingerprint", "--coordinator", url, "--json"))
+        assert [(v["version"], v["units_ok"], v["units_failed"]) for v in bundle["versions"]] == [("1.0.0", 1, 10)]
