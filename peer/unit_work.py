@@ -48,7 +48,7 @@ RELEASE_TIMEOUT = 3.0  # seconds a lease's release may take on the way out
 THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
 
 
-def _tail(text: str) -> str | None:
+def log_tail(text: str) -> str | None:
     """The last `wire.MAX_LOG` characters of a workload's stderr; None when it said nothing."""
     text = text[-wire.MAX_LOG :]
     return text if text.strip() else None
@@ -143,7 +143,7 @@ class UnitWork:
             crawl_delay=self._egress.crawl_delay(lease.host) if lease.host else None,
             throttled=throttled[0],
             # A failed unit's stderr tail goes to its owner (`osaas job logs`), capped.
-            log=_tail(outcome.stderr_tail) if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL) else None,
+            log=log_tail(outcome.stderr_tail) if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL) else None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
