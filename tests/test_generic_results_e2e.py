@@ -13,11 +13,13 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from coordinator.url_jobs import unit_key
 from tests.processes import operator_key, wait_until_done, wait_until_serving
 from tests.sites import free_port, serve
 from tests.test_discovery import osaas_output, processes
@@ -103,6 +105,8 @@ def site_app() -> web.Application:
     async def page(request: web.Request) -> web.Response:
         if request.path in PAGES:
             return web.Response(body=PAGES[request.path], content_type="application/octet-stream")
+        if request.path == "/busy":
+            return web.Response(status=429, text="slow down")
         return web.Response(status=404, text="no such page")
 
     app = web.Application()
@@ -150,7 +154,7 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         # Another host name for the same server: the crashing URL is a unit of its own.
         crash = site.replace("127.0.0.1", "localhost") + "/crash"
         bad = "http://bad.test/bad"  # never fetched: the workload answers it with a wrong record
-        urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", crash, bad]
+        urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", f"{site}/busy", crash, bad]
         submitted = ("job", "submit", *urls, "--coordinator", url, "--bundle", "fingerprint", "--key", str(key_file))
         job_id = int(await osaas_ok(*submitted))
         await procs.start(
@@ -171,7 +175,7 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         )
         status = await wait_until_done(url, job_id, key=None)
         assert status["state"] == "done", procs.log("peer")[-3000:]
-        assert status["counts"] == {"done": 4, "error": 2}
+        assert status["counts"] == {"done": 5, "error": 2}
 
         owned = ("--coordinator", url, "--key", str(key_file))
         lines = (await osaas_ok("job", "results", str(job_id), "--format", "jsonl", *owned)).splitlines()
@@ -185,15 +189,11 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
             }
             for url_of, body in zip(urls[:3], PAGES.values(), strict=True)
         ]
-        expected.append(
-            {
-                "url": urls[3],
-                "status": 404,
-                "length": len(b"no such page"),
-                "sha256": hashlib.sha256(b"no such page").hexdigest(),
-                "failed": None,
-            }
-        )
+        for answered, status_code, body in ((urls[3], 404, b"no such page"), (urls[4], 429, b"slow down")):
+            digest = hashlib.sha256(body).hexdigest()
+            expected.append(
+                {"url": answered, "status": status_code, "length": len(body), "sha256": digest, "failed": None}
+            )
         crashed = "gave up after 5 attempts: crashed on purpose"
         expected.append({"url": crash, "status": None, "length": None, "sha256": None, "failed": crashed})
         refused = "gave up after 5 attempts: report refused: payload.items[0].length must be int"
@@ -228,3 +228,9 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         assert procs.log("peer").count("refused: report refused: payload.items[0].length must be int") == 5
         bundle = json.loads(await osaas_ok("bundle", "status", "fingerprint", "--coordinator", url, "--json"))
         assert [(v["version"], v["units_ok"], v["units_failed"]) for v in bundle["versions"]] == [("1.0.0", 1, 10)]
+
+        # The 429 reached the coordinator from the peer's count of its fetches' answers, not
+        # from the records (whose fields are the workload's): the site's host is backed off.
+        with sqlite3.connect(db) as conn:
+            (backoff,) = conn.execute("SELECT backoff FROM hosts WHERE key = ?", (unit_key(f"{site}/"),)).fetchone()
+        assert backoff > 0
