@@ -185,14 +185,17 @@ async def add_linkcheck(store: Store, linkcheck: Linkcheck, now: float = START) 
     await store.add_bundle(linkcheck.published(now))
 
 
-async def publish_source(store: Store, source: Path, out: Path, now: float = START) -> BuiltBundle:
-    """Build the bundle in `source` with a new owner's key, admit the owner and publish it in
-    `store`, as an owner and operator would."""
-    owner = Identity.generate()
+async def publish_source(
+    store: Store, source: Path, out: Path, now: float = START, owner: Identity | None = None
+) -> BuiltBundle:
+    """Build the bundle in `source` with its owner's key (a new owner's, admitted), and publish
+    it in `store`, as an owner and operator would."""
+    if owner is None:
+        owner = Identity.generate()
+        await store.add_owner(f"owner-{owner.public_hex[:8]}", owner.public_hex, now)
     built = bundle.build(source, owner, out)
     signed = built.signed
     assert signed.info_hash is not None
-    await store.add_owner(f"owner-{owner.public_hex[:8]}", owner.public_hex, now)
     name, version = signed.manifest.name, signed.manifest.version
     manifest = built.manifest_path.read_bytes()
     await store.add_bundle(
@@ -217,14 +220,16 @@ sha256 = "str?"
 """
 
 
-async def publish_fingerprint(store: Store, root: Path, now: float = START) -> BuiltBundle:
+async def publish_fingerprint(
+    store: Store, root: Path, now: float = START, manifest: str = FINGERPRINT_MANIFEST, owner: Identity | None = None
+) -> BuiltBundle:
     """A page-fingerprint bundle (per URL: status, length, sha256), published in `store`; its
     code is never run here."""
-    source = root / "fingerprint-source"
+    source = root / f"fingerprint-source-{len(list(root.glob('fingerprint-source-*')))}"
     (source / "fingerprint").mkdir(parents=True)
-    (source / "bundle.toml").write_text(FINGERPRINT_MANIFEST)
+    (source / "bundle.toml").write_text(manifest)
     (source / "fingerprint" / "__main__.py").write_text("raise SystemExit(2)\n")
-    return await publish_source(store, source, root / "fingerprint-dist", now)
+    return await publish_source(store, source, source.with_name(source.name + "-dist"), now, owner)
 
 
 @pytest.fixture

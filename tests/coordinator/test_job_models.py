@@ -9,8 +9,20 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from coordinator.edge import STORE
+from coordinator.rollout import picks_candidate
 from coordinator.sqlite import reports, schema
-from tests.coordinator.conftest import START, Clock, Peer, get, item, post, publish_source
+from overlay.identity import Identity
+from tests.coordinator.conftest import (
+    FINGERPRINT_MANIFEST,
+    START,
+    Clock,
+    Peer,
+    get,
+    item,
+    post,
+    publish_fingerprint,
+    publish_source,
+)
 from workloads.builtin import stage_linkcheck
 
 
@@ -117,3 +129,47 @@ def test_logs_are_bounded_per_job(tmp_path: Path) -> None:
         assert conn.execute("SELECT log FROM unit_logs WHERE job_id = 2").fetchall() == [("other job",)]
     finally:
         conn.close()
+
+
+async def test_a_candidate_with_another_schema_is_refused_and_rolls_back(
+    client: TestClient, peer: Peer, clock: Clock, tmp_path: Path
+) -> None:
+    """A job keeps the model it was submitted with: a later version that reports other records
+    has its reports refused, each charged to it, and its rollout is rolled back."""
+    assert client.app is not None
+    store = client.app[STORE]
+    owner = Identity.generate()
+    await store.add_owner("fingerprinter", owner.public_hex, START)
+    await publish_fingerprint(store, tmp_path, owner=owner)
+    urls = [f"http://h{i}.test/" for i in range(5)]
+    status, body = await post(client, "/v1/jobs", {"workload": "fingerprint", "input": {"urls": urls}})
+    assert status == 200, body
+    job_id = body["job_id"]
+    # The second version's length is a string; the test's peer is among the half that runs it.
+    candidate = next(
+        v for v in (f"2.0.{n}" for n in range(100)) if picks_candidate(peer.identity.public_hex, "fingerprint", v, 50)
+    )
+    other = FINGERPRINT_MANIFEST.replace('version = "1.0.0"', f'version = "{candidate}"')
+    await publish_fingerprint(store, tmp_path, manifest=other.replace('length = "int"', 'length = "str"'), owner=owner)
+    await store.set_rollout("fingerprint", candidate, 50, owner.public_hex, START)
+
+    status, body = await peer.post("/v1/leases", {"max_units": 5, "workloads": ["fingerprint"]})
+    leases = body["leases"]
+    assert [lease["bundle"]["version"] for lease in leases] == [candidate] * 5
+    for lease in leases:
+        (url,) = [i["url"] for i in lease["payload"]["items"]]
+        record = {"url": url, "status": 200, "length": "5", "sha256": None}
+        sent = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0}
+        answer = await peer.post("/v1/reports", {**sent, "payload": {"items": [record]}, "bundle_version": candidate})
+        assert answer == (200, {"accepted": False, "reason": "report refused: payload.items[0].length must be int"})
+    status, bundle = await get(client, "/v1/bundles/fingerprint")
+    assert (bundle["state"], bundle["stable"]) == ("rolled_back", "1.0.0")
+    assert {v["version"]: (v["units_ok"], v["units_failed"]) for v in bundle["versions"]} == {
+        "1.0.0": (0, 0),
+        candidate: (0, 5),
+    }
+    # The job goes on with the stable version, under the schema it was submitted with.
+    clock.advance(60)
+    status, body = await peer.post("/v1/leases", {"max_units": 1, "workloads": ["fingerprint"]})
+    assert body["leases"][0]["bundle"]["version"] == "1.0.0"
+    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "running"
