@@ -177,7 +177,7 @@ async def _rollout(request: web.Request) -> web.Response:
     signer, _, obj = await owner_request(request, Action.ROLL_OUT)
     message = parse(RolloutRequest, obj)
     status = await request.app[STORE].set_rollout(
-        request.match_info["name"], message.version, message.percent, signer, request.app[CLOCK]()
+        request.match_info["name"], message.version, message.percent, signer, request.app[CLOCK](), message.force
     )
     return reply(to_obj(status))
 

@@ -5,6 +5,9 @@ candidate version is rolled back.
       ▲                           │
       └──────── set(v, p) ◀── rolled_back ◀──judge: the candidate fails clearly more often
 
+A version the coordinator rolled back stays marked (`rolled_back`): rolling it out again, or
+making it stable, takes the owner's `force`, which clears the mark.
+
 Which peers get the candidate is a stable hash of (name, version, peer id): the same peer keeps
 the same version for the whole rollout, raising the percentage only adds peers, and a new
 candidate version reshuffles who goes first. A candidate is judged only on the units it finished
@@ -19,7 +22,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from coordinator.store import InvalidInput
+from coordinator.store import Conflict, InvalidInput
 
 MIN_UNITS = 5  # finished candidate units before a rollout is judged
 MARGIN = 0.2  # how much more often than the stable version the candidate may fail
@@ -63,6 +66,7 @@ class Rollout:
     state: RolloutState = RolloutState.STABLE
     message: str = ""
     since_started: Tally = Tally()  # the candidate's units since its rollout started
+    rolled_back: frozenset[str] = frozenset()  # versions the coordinator rolled back (until forced)
 
 
 def first(name: str, owner_key: str, version: str) -> Rollout:
@@ -92,10 +96,18 @@ def version_for(rollout: Rollout, peer_id: str) -> str:
     return rollout.stable
 
 
-def started(rollout: Rollout, version: str, percent: int) -> Rollout:
-    """The owner sends `version` to `percent` of peers; 100 makes it the stable version."""
+def started(rollout: Rollout, version: str, percent: int, force: bool = False) -> Rollout:
+    """The owner sends `version` to `percent` of peers; 100 makes it the stable version. A
+    version the coordinator rolled back goes out again only with `force` (Conflict without)."""
     if not 1 <= percent <= 100:
         raise ValueError("percent must be 1..100")  # the wire message already checked it
+    if version in rollout.rolled_back:
+        if not force:
+            raise Conflict(
+                f"{rollout.name} {version} was rolled back by the coordinator (its units failed more often than"
+                f" {rollout.stable}'s); roll it out again only with --force"
+            )
+        rollout = replace(rollout, rolled_back=rollout.rolled_back - {version})
     if percent == 100:
         return made_stable(rollout, version, f"rolled out {rollout.name} {version} to every peer")
     if version == rollout.stable:
@@ -153,7 +165,13 @@ def judged(rollout: Rollout, stable_tally: Tally) -> Rollout:
     if message is None:
         return rollout
     return replace(
-        rollout, candidate=None, percent=0, state=RolloutState.ROLLED_BACK, message=message, since_started=Tally()
+        rollout,
+        candidate=None,
+        percent=0,
+        state=RolloutState.ROLLED_BACK,
+        message=message,
+        since_started=Tally(),
+        rolled_back=rollout.rolled_back | {rollout.candidate},
     )
 
 

@@ -115,7 +115,9 @@ class LimitReached(StoreError):
 
 
 class Conflict(StoreError):
-    """A bundle version that is already published with different content: versions are immutable."""
+    """What is asked clashes with what is stored: a bundle version already published with
+    different content (versions are immutable), a job already finished, a version the
+    coordinator rolled back rolled out again without force."""
 
     http_status = 409
     code = "conflict"
@@ -351,5 +353,8 @@ class Store(Protocol):
     async def published_bundles(self) -> list[PublishedBundle]:
         """Every published version of every name, oldest first: what the seeder seeds."""
 
-    async def set_rollout(self, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
-        """Send `version` to `percent` of peers (100: make it stable); only the name's owner may."""
+    async def set_rollout(
+        self, name: str, version: str, percent: int, signer_key: str, now: float, force: bool = False
+    ) -> BundleStatus:
+        """Send `version` to `percent` of peers (100: make it stable); only the name's owner may,
+        and a version the coordinator rolled back only with `force` (else Conflict)."""

@@ -68,10 +68,17 @@ async def publish(
 
 
 async def rollout(
-    session: aiohttp.ClientSession, coordinator: str, key: Identity, name: str, version: str, percent: int
+    session: aiohttp.ClientSession,
+    coordinator: str,
+    key: Identity,
+    name: str,
+    version: str,
+    percent: int,
+    force: bool = False,
 ) -> wire.BundleStatus:
-    """Send `version` of bundle `name` to `percent` of peers; signed with the owner's key."""
-    message = wire.RolloutRequest(version=version, percent=percent)
+    """Send `version` of bundle `name` to `percent` of peers; signed with the owner's key.
+    `force`: even a version the coordinator rolled back."""
+    message = wire.RolloutRequest(version=version, percent=percent, force=force)
     answer = await http.call(session, "POST", coordinator, f"/v1/bundles/{name}/rollout", message, identity=key)
     return _parse(wire.BundleStatus, answer)
 
@@ -91,7 +98,10 @@ def describe(status: wire.BundleStatus) -> str:
     for v in status.versions:
         finished = v.units_ok + v.units_failed
         rate = f"{100 * v.units_failed / finished:.0f}% failed" if finished else "no units yet"
-        lines.append(f"  {v.version}: {v.units_ok} ok, {v.units_failed} failed ({rate}), info-hash {v.info_hash.hex()}")
+        mark = ", rolled back" if v.rolled_back else ""
+        lines.append(
+            f"  {v.version}: {v.units_ok} ok, {v.units_failed} failed ({rate}{mark}), info-hash {v.info_hash.hex()}"
+        )
     return "\n".join(lines)
 
 

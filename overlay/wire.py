@@ -547,6 +547,7 @@ class RolloutRequest:
 
     version: Name
     percent: int
+    force: bool = False  # roll out a version the coordinator rolled back, all the same
 
     def __post_init__(self) -> None:
         _require(1 <= self.percent <= 100, "percent must be 1..100")
@@ -559,6 +560,7 @@ class VersionStats:
     published_at: float
     units_ok: int
     units_failed: int
+    rolled_back: bool = False  # the coordinator rolled it back (it goes out again only by force)
 
 
 @dataclass(frozen=True, slots=True)

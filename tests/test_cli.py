@@ -146,3 +146,18 @@ def test_incomplete_commands_print_help_and_exit_2(argv: list[str]) -> None:
     run = osaas(*argv)
     assert run.returncode == 2
     assert "usage:" in (run.stdout + run.stderr)
+
+
+def test_the_operator_admits_an_owner_before_the_first_serve(tmp_path: Path) -> None:
+    key = "ab" * 32
+    db = tmp_path / "new.sqlite"
+    run = osaas("coordinator", "owner", "add", "alice", key, "--db", str(db))
+    assert run.returncode == 0 and "alice (abababababababab…) is now owner" in run.stdout, run.stderr
+    assert key in osaas("coordinator", "grant", "list", "--db", str(db)).stdout
+    assert_one_line_error(
+        osaas("coordinator", "owner", "add", "alice", key, "--db", str(tmp_path / "no" / "c.sqlite")),
+        "cannot create database",
+    )
+    assert_one_line_error(
+        osaas("coordinator", "grant", "list", "--db", str(tmp_path / "none.sqlite")), "no coordinator database"
+    )

@@ -91,7 +91,9 @@ def list_bundles(db: Database) -> list[BundleStatus]:
         return [status_of_bundle(conn, name) for name in names]
 
 
-def set_rollout(db: Database, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
+def set_rollout(
+    db: Database, name: str, version: str, percent: int, signer_key: str, now: float, force: bool = False
+) -> BundleStatus:
     with db.transaction() as conn:
         current = load_rollout(conn, name)
         if current is None:
@@ -103,9 +105,10 @@ def set_rollout(db: Database, name: str, version: str, percent: int, signer_key:
             )
         if not conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone():
             raise NotFound(f"bundle {name!r} has no version {version!r}; publish it first")
-        updated = rollout.started(current, version, percent)
+        updated = rollout.started(current, version, percent, force)
         save_rollout(conn, updated)
-        access.audit(conn, now, signer_key, "rollout", f"bundle {name} {version}", f"{percent}%")
+        forced = ", forced after a rollback" if version in current.rolled_back else ""
+        access.audit(conn, now, signer_key, "rollout", f"bundle {name} {version}", f"{percent}%{forced}")
         status = status_of_bundle(conn, name)
     log.info("%s", updated.message)
     return status
@@ -120,7 +123,12 @@ def load_rollout(conn: sqlite3.Connection, name: str) -> Rollout | None:
     if row is None:
         return None
     owner_key, stable, candidate, percent, state, message, ok, failed = row
-    return Rollout(name, owner_key, stable, candidate, percent, RolloutState(state), message, Tally(ok, failed))
+    rolled_back = frozenset(
+        version for (version,) in conn.execute("SELECT version FROM bundles WHERE name = ? AND rolled_back", (name,))
+    )
+    return Rollout(
+        name, owner_key, stable, candidate, percent, RolloutState(state), message, Tally(ok, failed), rolled_back
+    )
 
 
 def save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
@@ -143,6 +151,13 @@ def save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
             r.since_started.failed,
         ),
     )
+    # Which versions stay marked as rolled back: set where judged, cleared where forced.
+    versions = sorted(r.rolled_back)
+    marks = ", ".join("?" * len(versions))
+    conn.execute(
+        f"UPDATE bundles SET rolled_back = (version IN ({marks})) WHERE name = ? AND rolled_back != (version IN ({marks}))",
+        (*versions, r.name, *versions),
+    )
 
 
 def tally(conn: sqlite3.Connection, name: str, version: str) -> Tally:
@@ -157,7 +172,7 @@ def status_of_bundle(conn: sqlite3.Connection, name: str) -> BundleStatus:
     if r is None:
         raise NotFound(f"no bundle named {name!r} is published on this coordinator")
     rows = conn.execute(
-        "SELECT version, info_hash, published_at, units_ok, units_failed FROM bundles WHERE name = ?"
+        "SELECT version, info_hash, published_at, units_ok, units_failed, rolled_back FROM bundles WHERE name = ?"
         " ORDER BY published_at, rowid",
         (name,),
     ).fetchall()
@@ -169,5 +184,7 @@ def status_of_bundle(conn: sqlite3.Connection, name: str) -> BundleStatus:
         percent=r.percent,
         state=r.state.value,
         message=r.message,
-        versions=[VersionStats(*row) for row in rows],
+        versions=[
+            VersionStats(v, info_hash, at, ok, failed, bool(back)) for v, info_hash, at, ok, failed, back in rows
+        ],
     )

@@ -198,8 +198,9 @@ def job(db: Database, conn: sqlite3.Connection, job_id: int) -> JobFacts:
 
 
 def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
-    """Stop a running job: its queues go, its open units are done as they stand (a holder's
-    late report is then a duplicate; its renewals fail, so it stops), no item is lost."""
+    """Stop a running job: its queues go, its open units are done as they stand and held by
+    nobody (a holder's renewal, release or late report is refused as stale, so it stops and
+    drops the unit's report; nothing of it is taken), no item is lost."""
     with db.transaction() as conn:
         row = conn.execute("SELECT state, cancelled_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -211,7 +212,8 @@ def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
         )
         conn.execute("DELETE FROM queues WHERE job_id = ?", (job_id,))
         conn.execute(
-            "UPDATE units SET state = 'done', expires_at = NULL WHERE job_id = ? AND state != 'done'", (job_id,)
+            "UPDATE units SET state = 'done', peer_id = NULL, expires_at = NULL WHERE job_id = ? AND state != 'done'",
+            (job_id,),
         )
         conn.execute("UPDATE job_progress SET open_items = 0 WHERE job_id = ?", (job_id,))
         access.audit(conn, now, actor, "cancel", f"job {job_id}")

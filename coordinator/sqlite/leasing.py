@@ -112,6 +112,15 @@ def load_unit(conn: sqlite3.Connection, unit_id: int) -> StoredUnit:
     return StoredUnit(row[0], row[1], row[2], unit_lease(row[3:]))
 
 
+def stale_lease(conn: sqlite3.Connection, unit_id: int, token: int, job_id: int) -> StaleLease:
+    """The refusal of a renewal or release that names a lease the unit no longer has: saying
+    so when its job was cancelled (the holder then knows why it stops)."""
+    (cancelled,) = conn.execute("SELECT cancelled_at IS NOT NULL FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if cancelled:
+        return StaleLease(f"unit {unit_id}: its job {job_id} was cancelled")
+    return StaleLease(f"unit {unit_id} token {token} is not your current lease")
+
+
 def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, now: float) -> None:
     finished = conn.execute(
         f"UPDATE items SET result = 'error', failed = ?, done = 1 WHERE {schema.UNIT_ITEMS}",
@@ -354,9 +363,10 @@ def bundle_ref(conn: sqlite3.Connection, name: str, pinned: str | None, peer_id:
 def renew(db: Database, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
-        unit = load_unit(conn, unit_id).lease
+        stored = load_unit(conn, unit_id)
+        unit = stored.lease
         if not leases.holds(unit, peer_id, token):
-            raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
+            raise stale_lease(conn, unit_id, token, stored.job_id)
         unit = leases.renewed(unit, now, lease_seconds)
         conn.execute("UPDATE units SET expires_at = ?, renewed_at = ? WHERE id = ?", (unit.expires_at, now, unit_id))
     assert unit.expires_at is not None
@@ -370,7 +380,7 @@ def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, un
         peers.touch(conn, peer_id, now)
         stored = load_unit(conn, unit_id)
         if not leases.holds(stored.lease, peer_id, token):
-            raise StaleLease(f"unit {unit_id} token {token} is not your current lease")
+            raise stale_lease(conn, unit_id, token, stored.job_id)
         save_unit(conn, unit_id, leases.released(stored.lease))
         if unable is not None:
             conn.execute(

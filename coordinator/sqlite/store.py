@@ -257,8 +257,10 @@ class SqliteStore:
     async def list_bundles(self) -> list[BundleStatus]:
         return await self._run(bundles.list_bundles)
 
-    async def set_rollout(self, name: str, version: str, percent: int, signer_key: str, now: float) -> BundleStatus:
-        return await self._run(bundles.set_rollout, name, version, percent, signer_key, now)
+    async def set_rollout(
+        self, name: str, version: str, percent: int, signer_key: str, now: float, force: bool = False
+    ) -> BundleStatus:
+        return await self._run(bundles.set_rollout, name, version, percent, signer_key, now, force)
 
 
 def _hosted(path: str, settings: Settings) -> Hosted:

@@ -36,6 +36,12 @@ class UsageError(OsaasError):
     """A command line that cannot work: one line for the user, exit code 2."""
 
 
+def _absolute_path(text: str) -> Path:
+    """A path made absolute against the directory the command started in: what runs later
+    (a workload, a sandbox) runs elsewhere, where a relative path would name something else."""
+    return Path(text).absolute()
+
+
 def _public_key(text: str) -> str:
     """An Ed25519 public key as a command line gives it: 64 hex digits, lower-cased."""
     key = text.strip().lower()

@@ -73,10 +73,15 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
 
 
-def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]], *, create: bool = False) -> T:
+    """Run `work` on the database at `db`. `create`: a change that may come before the first
+    `serve` (an operator admits owners first) makes the database when there is none yet."""
     from coordinator.sqlite import SqliteStore
 
-    if not db.is_file():
+    if create and not db.exists():
+        if not db.parent.is_dir():
+            raise UsageError(f"cannot create database {db}: directory {db.parent} does not exist")
+    elif not db.is_file():
         raise UsageError(f"no coordinator database at {db}")
 
     async def run() -> T:
@@ -91,7 +96,9 @@ def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
 
 def cmd_grant_add(args: argparse.Namespace) -> int:
     key = args.public_key
-    changed = _with_store(args.db, lambda store: store.grant(args.name, key, args.role, OPERATOR, time.time()))
+    changed = _with_store(
+        args.db, lambda store: store.grant(args.name, key, args.role, OPERATOR, time.time()), create=True
+    )
     print(f"{args.name} ({key[:16]}…) is {'now' if changed else 'already'} {args.role} on this coordinator")
     return EXIT_OK
 
@@ -121,7 +128,7 @@ def _cmd_limits_set(args: argparse.Namespace) -> int:
         limits = dataclasses.replace(await store.limits_of(key), **given)
         await store.set_limits(key, limits, OPERATOR, time.time())
 
-    _with_store(args.db, update)
+    _with_store(args.db, update, create=True)
     return _cmd_limits_show(args)
 
 

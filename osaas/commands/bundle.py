@@ -38,6 +38,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     build.set_defaults(run=_cmd_bundle_build)
     publish = bundles.add_parser("publish", help="upload a built bundle to a coordinator, which seeds it")
     publish.add_argument("out", type=Path, metavar="OUTDIR")
+    publish.add_argument(
+        "--version",
+        metavar="VERSION",
+        help="the version to publish, when OUTDIR holds several (default: the newest, as PEP 440 orders them)",
+    )
     publish.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     _add_key_argument(publish, "the key that signed the bundle, which signs the request")
     publish.set_defaults(run=_cmd_bundle_publish)
@@ -45,6 +50,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rollout.add_argument("name", metavar="NAME")
     rollout.add_argument("version", metavar="VERSION")
     rollout.add_argument("--percent", type=_percent, required=True)
+    rollout.add_argument(
+        "--force", action="store_true", help="roll out a version the coordinator rolled back, all the same"
+    )
     rollout.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     _add_key_argument(rollout, "the bundle owner's key, which signs the request")
     rollout.set_defaults(run=_cmd_bundle_rollout)
@@ -92,12 +100,14 @@ def _cmd_bundle_publish(args: argparse.Namespace) -> int:
     from workloads.bundle import BundleError, load_built
 
     try:
-        built = load_built(args.out)
+        built = load_built(args.out, args.version)
     except BundleError as exc:
         raise UsageError(str(exc)) from exc
     key = _load_key(args.key)
     status = asyncio.run(_with_session(lambda s: owner.publish(s, args.coordinator, key, built)))
-    print(f"published {built.signed.manifest.name} {built.signed.manifest.version}")
+    others = len(list(args.out.glob("*.manifest"))) - 1
+    chosen = "" if args.version or not others else f" (the newest of {others + 1} versions in {args.out})"
+    print(f"published {built.signed.manifest.name} {built.signed.manifest.version}{chosen}")
     print(owner.describe(status))
     return EXIT_OK
 
@@ -105,7 +115,9 @@ def _cmd_bundle_publish(args: argparse.Namespace) -> int:
 def _cmd_bundle_rollout(args: argparse.Namespace) -> int:
     key = _load_key(args.key)
     status = asyncio.run(
-        _with_session(lambda s: owner.rollout(s, args.coordinator, key, args.name, args.version, args.percent))
+        _with_session(
+            lambda s: owner.rollout(s, args.coordinator, key, args.name, args.version, args.percent, args.force)
+        )
     )
     print(owner.describe(status))
     return EXIT_OK

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +124,21 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
 
 
 def _describe(status: JobStatus) -> str:
+    """One line: the job's id, bundle, state, progress, results so far, and when it was
+    created and finished (or cancelled)."""
     counts = ", ".join(f"{n} {r}" for r, n in sorted(status.counts.items()))
     line = (
         f"job {status.job_id} ({status.workload}) {status.state}: {status.items_done}/{status.items_total} URLs checked, "
         f"{status.units_done}/{status.units_total} units" + (f"; {counts}" if counts else "")
     )
+    line += f"; created {_when(status.created_at)}"
+    if status.finished_at is not None:
+        line += f", {'cancelled' if status.state == 'cancelled' else 'finished'} {_when(status.finished_at)}"
     return line + (f" ({status.limited})" if status.limited else "")
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _cmd_job_results(args: argparse.Namespace) -> int:
@@ -166,9 +175,9 @@ def _cmd_job_logs(args: argparse.Namespace) -> int:
     if not entries:
         print(f"job {args.job_id}: no failed unit sent a log")
     for entry in entries:
-        at = datetime.datetime.fromtimestamp(entry.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         print(
-            f"== unit {entry.unit_id}, exit {entry.exit_code}, peer {entry.peer_id[:12]}, {at}: {records.plain(entry.error or '')}"
+            f"== unit {entry.unit_id}, exit {entry.exit_code}, peer {entry.peer_id[:12]}, {_when(entry.at)}:"
+            f" {records.plain(entry.error or '')}"
         )
         print("\n".join(records.plain(line) for line in entry.log.splitlines()))
     return EXIT_OK

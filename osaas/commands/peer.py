@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import socket
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +14,7 @@ import aiohttp
 from osaas.commands._shared import (
     EXIT_OK,
     UsageError,
+    _absolute_path,
     _coordinator_url,
     _duration,
     _host_port,
@@ -54,7 +54,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     run.add_argument(
         "--network-file",
-        type=Path,
+        type=_absolute_path,
         action="append",
         default=[],
         metavar="FILE",
@@ -84,7 +84,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="HOST:PORT",
         help="where this peer's DHT node listens (default 0.0.0.0:0)",
     )
-    run.add_argument("--data-dir", type=Path, required=True)
+    run.add_argument("--data-dir", type=_absolute_path, required=True)
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
@@ -148,7 +148,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     budget.add_argument(
         "--config",
-        type=Path,
+        type=_absolute_path,
         metavar="FILE",
         help="the budget file (TOML: max_down, max_up, cap, max_fetches, active_hours)",
     )
@@ -189,7 +189,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     peer_status.add_argument("--json", action="store_true", help="print the whole status document")
     peer_status.set_defaults(run=_cmd_peer_status)
     peer_page = peer.add_parser("page", help="the address of the peer's local page, with the token that allows changes")
-    peer_page.add_argument("--data-dir", type=Path, required=True, help="the peer's data dir (holds the token)")
+    peer_page.add_argument(
+        "--data-dir", type=_absolute_path, required=True, help="the peer's data dir (holds the token)"
+    )
     peer_page.add_argument(
         "--status-port",
         type=_port,

@@ -85,9 +85,11 @@ class Owner:
         async with self.client.post("/v1/bundles", data=body, headers=headers) as resp:
             return resp.status, decode(await resp.read())
 
-    async def rollout(self, name: str, version: str, percent: int, signer: Identity | None = None) -> tuple[int, Any]:
+    async def rollout(
+        self, name: str, version: str, percent: int, signer: Identity | None = None, force: bool = False
+    ) -> tuple[int, Any]:
         path = f"/v1/bundles/{name}/rollout"
-        body = encode({"version": version, "percent": percent})
+        body = encode({"version": version, "percent": percent} | ({"force": True} if force else {}))
         headers = sign_request(signer or self.identity, "POST", path, body, self.clock(), audience(self.client))
         headers |= MSGPACK
         async with self.client.post(path, data=body, headers=headers) as resp:
@@ -163,7 +165,14 @@ async def test_publish_is_accepted_stored_and_listed(coordinator: Coordinator, o
         "state": "stable",
         "message": "demo 1.0 published",
         "versions": [
-            {"version": "1.0", "info_hash": info_hash, "published_at": START, "units_ok": 0, "units_failed": 0}
+            {
+                "version": "1.0",
+                "info_hash": info_hash,
+                "published_at": START,
+                "units_ok": 0,
+                "units_failed": 0,
+                "rolled_back": False,
+            }
         ],
     }
     assert await get(coordinator.client, "/v1/bundles/demo") == (200, body)
@@ -462,6 +471,20 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     # The candidate's failures did not use up the unit's attempts (5 would have given it up):
     # the oldest unit failed every time and is handed out again, now with the stable version.
     assert tried == [unit["unit_id"]] * rollout.MIN_UNITS
+
+    # Rolled back, 2.0 goes out again (or becomes stable) only when its owner insists.
+    assert [v["rolled_back"] for v in state["versions"]] == [False, True]
+    for percent in (50, 100):
+        status, body = await owner.rollout("demo", "2.0", percent)
+        assert (status, body["error"]["code"]) == (409, "conflict")
+        assert body["error"]["message"] == (
+            "demo 2.0 was rolled back by the coordinator (its units failed more often than 1.0's);"
+            " roll it out again only with --force"
+        )
+    assert (await get(client, "/v1/bundles/demo"))[1] == state
+    status, body = await owner.rollout("demo", "2.0", 50, force=True)
+    assert (status, body["state"], body["candidate"]) == (200, "rolling_out", "2.0")
+    assert [v["rolled_back"] for v in body["versions"]] == [False, False]
 
 
 def ref(unit: dict[str, Any]) -> dict[str, Any]:

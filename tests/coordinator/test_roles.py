@@ -17,7 +17,7 @@ from coordinator.owner_limits import Limits
 from coordinator.roles import Action, Role
 from overlay.identity import Identity
 from overlay.wire import decode, encode
-from tests.coordinator.conftest import OPERATOR_KEY, START, get, post, submit
+from tests.coordinator.conftest import OPERATOR_KEY, START, Peer, get, item, post, submit
 
 KEYS = {
     "operator": OPERATOR_KEY,
@@ -110,10 +110,20 @@ async def test_every_job_route_needs_a_signature(admitted: TestClient) -> None:
         assert (status, body["error"]["code"]) == (401, "unsigned"), path
 
 
-async def test_a_cancelled_job_stops_and_keeps_what_it_checked(admitted: TestClient) -> None:
+async def test_a_cancelled_job_stops_and_keeps_what_it_checked(admitted: TestClient, peer: Peer) -> None:
     job_id = await submit(admitted, ["http://a.test/", "http://b.test/"], key=KEYS["alice"])
+    (held,) = await peer.lease()
     status, body = await post(admitted, f"/v1/jobs/{job_id}/cancel", {}, KEYS["alice"])
     assert (status, body["state"]) == (200, "cancelled")
+    # The unit a peer held is dropped at its next renewal, release or report; nothing else is leased.
+    ref = {"unit_id": held["unit_id"], "token": held["token"]}
+    for path in ("/v1/leases/renew", "/v1/leases/release"):
+        status, body = await peer.post(path, ref)
+        assert (status, body["error"]["message"]) == (409, f"unit {held['unit_id']}: its job {job_id} was cancelled")
+    url = held["payload"]["items"][0]["url"]
+    found = {"items": [item(url, links=["http://a.test/new"])]}
+    assert (await peer.report(held, 0, found))[0] == 409
+    assert await peer.lease(max_units=4) == []
     status, body = await post(admitted, f"/v1/jobs/{job_id}/cancel", {}, KEYS["alice"])
     assert (status, body["error"]["code"]) == (409, "conflict")
     status, body = await get(admitted, f"/v1/jobs/{job_id}/results", KEYS["alice"])

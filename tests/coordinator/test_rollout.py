@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from coordinator import rollout
 from coordinator.rollout import MIN_UNITS, Rollout, RolloutState, Tally
-from coordinator.store import InvalidInput
+from coordinator.store import Conflict, InvalidInput
 
 peer_ids = st.text("0123456789abcdef", min_size=64, max_size=64)
 versions = st.from_regex(r"[0-9][0-9a-z.+-]{0,10}", fullmatch=True)
@@ -129,3 +129,18 @@ def test_judged_rolls_back_once_and_then_leaves_the_rollout_alone(
             assert r.message == rollout.judge("demo", "2.0", before.since_started.counted(ok), "1.0", stable)
         else:
             assert r.since_started == before.since_started.counted(ok)
+
+
+def test_a_rolled_back_version_goes_out_again_only_by_force() -> None:
+    r = rollout.started(rollout.first("demo", "ab" * 32, "1.0"), "2.0", 50)
+    for _ in range(rollout.MIN_UNITS):
+        r = rollout.judged(rollout.counted(r, "2.0", False), Tally())
+    assert (r.state, r.rolled_back) == (RolloutState.ROLLED_BACK, frozenset({"2.0"}))
+    r = rollout.started(r, "3.0", 100)  # another version's rollout keeps the mark
+    assert (r.stable, r.rolled_back) == ("3.0", frozenset({"2.0"}))
+    for percent in (10, 100):
+        with pytest.raises(Conflict, match=r"demo 2.0 was rolled back by the coordinator .* only with --force"):
+            rollout.started(r, "2.0", percent)
+    forced = rollout.started(r, "2.0", 10, force=True)
+    assert (forced.candidate, forced.state, forced.rolled_back) == ("2.0", RolloutState.ROLLING_OUT, frozenset())
+    assert rollout.started(r, "3.0", 100, force=True).rolled_back == frozenset({"2.0"})  # force frees only its own

@@ -307,3 +307,29 @@ async def test_peers_started_together_all_get_work_once_the_first_plan_settled(
         assert first == [0] * 6 and second == [1] * 6  # every peer has a website within seconds
     else:
         assert first[0] == 6 and sum(second) == 0  # the first peer took them all (as before)
+
+
+async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path, linkcheck: Linkcheck) -> None:
+    path = tmp_path / "seven.sqlite"
+    async with SqliteStore(path) as store:
+        await add_linkcheck(store, linkcheck)
+    version = linkcheck.version
+    with sqlite3.connect(path) as conn:  # as schema 7 left a rollout the coordinator rolled back
+        conn.execute("ALTER TABLE bundles DROP COLUMN rolled_back")
+        conn.executescript(  # and without schema 9's job models and unit logs
+            "DROP TABLE unit_logs; ALTER TABLE jobs DROP COLUMN model;"
+            " ALTER TABLE items DROP COLUMN record; ALTER TABLE items DROP COLUMN failed;"
+        )
+        conn.execute(
+            "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
+            " SELECT name, 'x', owner_key, info_hash, archive_sha256, manifest, published_at FROM bundles"
+        )
+        conn.execute(
+            "UPDATE rollouts SET state = 'rolled_back', message = ?",
+            (f"rolled back linkcheck {version}: 5 of 5 units failed (100%) vs 0 of 0 (0%) for x",),
+        )
+        conn.execute("PRAGMA user_version=7")
+    conn.close()
+    async with SqliteStore(path) as store:
+        status = await store.bundle_status("linkcheck")
+    assert {v.version: v.rolled_back for v in status.versions} == {version: True, "x": False}

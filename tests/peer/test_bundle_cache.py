@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 import sys
 import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +27,7 @@ from overlay.wire import BundleInfo, BundleRef, SwarmAddress
 from peer.bundles import BundleCache
 from peer.ready import ReadyBundle
 from peer.runner import NO_FETCH_CAPABILITY, run_workload
-from workloads import bundle
+from workloads import bundle, process_api
 from workloads.builtin import build_linkcheck
 from workloads.bundle import BuiltBundle, BundleError, Manifest
 from workloads.process_api import ExitCode, FetchError, FetchRequest, FetchResult, Unit
@@ -75,10 +76,14 @@ def _build(
     capabilities: str = "[]",
     data_bytes: int = 0,
 ) -> BuiltBundle:
-    """A small bundle: the probe workload, optionally `data_bytes` of incompressible data, and
-    an executable script and a plain file for entrypoint tests."""
+    """A small bundle: the probe workload with its copy of the process API, optionally
+    `data_bytes` of incompressible data, and an executable script and a plain file for
+    entrypoint tests."""
     source = tmp_path / "src" / f"{name}-{version}"
     (source / "probe").mkdir(parents=True)
+    (source / "workloads").mkdir()
+    for module in ("__init__.py", "process_api.py"):
+        shutil.copyfile(Path(process_api.__file__).with_name(module), source / "workloads" / module)
     (source / "probe" / "__init__.py").write_text("")
     (source / "probe" / "__main__.py").write_text(PROBE)
     (source / "bin").mkdir()
@@ -248,7 +253,9 @@ async def test_the_linkcheck_bundle_runs_a_real_unit_from_the_cache(
     cache, _ = await make_cache("peer")
     ready = await cache.ensure(_ref(built), _info(built, [seed]))
 
-    assert ready.argv == [sys.executable, "-m", "workloads.linkcheck"]
+    # The peer's interpreter, isolated, started by peer/python_start.py on the bundle's own code.
+    assert ready.argv[:3] == [sys.executable, "-I", "-c"]
+    assert ready.argv[4] == str(ready.root) and ready.argv[-2:] == ["-m", "workloads.linkcheck"]
     assert ready.env == {"PYTHONPATH": str(ready.root)}
     assert ready.root.parent == cache.root / "unpacked"
     assert (ready.root / "workloads" / "linkcheck" / "__main__.py").is_file()

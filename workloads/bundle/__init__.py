@@ -4,7 +4,7 @@ An owner keeps a source directory with a `bundle.toml`:
 
     name = "linkcheck"                 # 1-64 of [a-z0-9-_.]
     version = "1.2.0"
-    entrypoint = ["python3", "-m", "linkcheck"]   # argv: python on the bundle's PYTHONPATH,
+    entrypoint = ["python3", "-m", "linkcheck"]   # argv: python, the bundle first on sys.path,
                                                   # or a program inside the bundle
     capabilities = ["fetch"]
     [limits]                           # all optional, positive integers

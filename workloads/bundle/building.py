@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from packaging.version import InvalidVersion, Version
+
 from overlay import torrent
 from overlay.files import atomic_file
 from overlay.identity import Identity
@@ -168,13 +170,44 @@ def build(source_dir: Path, identity: Identity, out_dir: Path) -> BuiltBundle:
     return BuiltBundle(archive_path, manifest_path, torrent_path, signed)
 
 
-def load_built(out_dir: Path) -> BuiltBundle:
-    """The one bundle `build()` wrote into `out_dir` (archive, manifest, torrent)."""
+def load_built(out_dir: Path, version: str | None = None) -> BuiltBundle:
+    """The bundle `build()` wrote into `out_dir` (archive, manifest, torrent): `version`, or
+    the newest of the versions there (`newest`). BundleError, one line, when it is not there."""
     manifests = sorted(out_dir.glob("*.manifest"))
-    _require(len(manifests) == 1, f"{out_dir}: expected one .manifest file, found {len(manifests)}")
-    signed = read_manifest(manifests[0])
+    _require(
+        bool(manifests), f"{out_dir}: no built bundle here (no .manifest file); build one with `osaas bundle build`"
+    )
+    read = [(path, read_manifest(path)) for path in manifests]
+    names = sorted({signed.manifest.name for _, signed in read})
+    _require(len(names) == 1, f"{out_dir}: holds bundles of several names ({', '.join(names)}); give a folder of one")
+    found = {signed.manifest.version: (path, signed) for path, signed in read}
+    if version is None:
+        version = newest(list(found), out_dir)
+    elif version not in found:
+        raise BundleError(f"{out_dir}: no version {version} of {names[0]} here (it has {', '.join(sorted(found))})")
+    manifest_path, signed = found[version]
     stem = signed.manifest.stem
     archive_path, torrent_path = out_dir / f"{stem}.tar", out_dir / f"{stem}.torrent"
     for path in (archive_path, torrent_path):
         _require(path.is_file(), f"{path}: missing; build the bundle again")
-    return BuiltBundle(archive_path, manifests[0], torrent_path, signed)
+    return BuiltBundle(archive_path, manifest_path, torrent_path, signed)
+
+
+def newest(versions: list[str], where: Path) -> str:
+    """The newest of `versions`, compared as PEP 440 versions (1.10 after 1.9, 2.0rc1 before
+    2.0); BundleError naming those that are not such versions, when there is more than one."""
+    if len(versions) == 1:
+        return versions[0]
+    parsed: dict[str, Version] = {}
+    for version in versions:
+        try:
+            parsed[version] = Version(version)
+        except InvalidVersion:
+            pass
+    unordered = sorted(set(versions) - set(parsed))
+    _require(
+        not unordered,
+        f"{where}: cannot tell which version is newest: {', '.join(unordered)} "
+        f"{'is not a version' if len(unordered) == 1 else 'are not versions'} like 1.2.0; give --version",
+    )
+    return max(versions, key=parsed.__getitem__)
