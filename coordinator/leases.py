@@ -134,6 +134,13 @@ def after_report(
     return AfterReport(completed(unit), f"workload refused the input: {error or 'no reason given'}")
 
 
+def after_refused_report(unit: UnitLease, reason: str, max_attempts: int) -> AfterReport:
+    """The unit after its holder's report was refused (its records break the job's schema):
+    a failed attempt, as a workload that reported nothing usable, even for a version on trial
+    (the version is charged for it, and a version whose reports are refused rolls back)."""
+    return _failed_attempt(unit, reason, max_attempts)
+
+
 def _failed_attempt(unit: UnitLease, error: str, max_attempts: int) -> AfterReport:
     after = failed(unit, error, max_attempts)
     return AfterReport(after, give_up_message(after) if after.state is UnitState.DONE else None)

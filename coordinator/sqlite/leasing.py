@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_leasing, host_pacing, host_planning, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator import host_leasing, host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
@@ -77,7 +77,7 @@ class Granted(NamedTuple):
             token=self.token,
             job_id=self.job_id,
             workload=self.workload,
-            payload=linkcheck_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items)),
+            payload=url_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items)),
             expires_at=self.expires_at,
             bundle=self.bundle,
             host=self.host,
@@ -123,8 +123,8 @@ def stale_lease(conn: sqlite3.Connection, unit_id: int, token: int, job_id: int)
 
 def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, now: float) -> None:
     finished = conn.execute(
-        f"UPDATE items SET result = 'error', error = ?, done = 1 WHERE {schema.UNIT_ITEMS}",
-        (message[: linkcheck_jobs.MAX_TEXT], *span),
+        f"UPDATE items SET result = 'error', failed = ?, done = 1 WHERE {schema.UNIT_ITEMS}",
+        (message[: url_jobs.MAX_TEXT], *span),
     ).rowcount
     jobs.items_closed(conn, span.job_id, finished, now)
 
@@ -145,7 +145,7 @@ def save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
 def pace_host(conn: sqlite3.Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
     """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
     reach no website: nothing to pace."""
-    if key == linkcheck_jobs.NOT_HTTP_KEY:
+    if key == url_jobs.NOT_HTTP_KEY:
         return
     before = load_pace(conn, key)
     after = change(before)
@@ -314,7 +314,7 @@ def _lease_of(
     workload, pinned = job.workload, job.pinned
     if (workload, pinned) not in ask.bundles:
         ask.bundles[workload, pinned] = bundle_ref(conn, workload, pinned, ask.peer_id)
-    host = None if key == linkcheck_jobs.NOT_HTTP_KEY else key
+    host = None if key == url_jobs.NOT_HTTP_KEY else key
     return Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host)
 
 
