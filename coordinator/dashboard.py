@@ -2,8 +2,10 @@
 
     /dashboard/                     jobs with progress, peers with capacity and usage, the
                                     bandwidth-share plot, hosts held back (politeness)
-    /dashboard/jobs/ID              one job: progress and its broken links, page by page
-    /dashboard/jobs/ID/report.json  the job's results as JSON Lines; .csv and .html too
+    /dashboard/jobs/ID              one job: progress and its problems, as its workload shows
+                                    them (the link checker: broken links, page by page)
+    /dashboard/jobs/ID/report.json  the job's results as JSON Lines; .csv, and .html where its
+                                    workload renders HTML (`workloads.renderers`)
 
 Everything is drawn here: HTML with inline SVG, no script, no font or stylesheet from
 elsewhere. Pages refresh themselves every few seconds while they show running work.
@@ -34,7 +36,7 @@ from coordinator.store import HostOverview, NotFound, PeerOverview, Store
 from overlay.files import secret_token
 from overlay.units import format_size
 from overlay.wire import JobStatus
-from workloads import linkcheck_report
+from workloads import renderers
 
 PREFIX = "/dashboard"
 COOKIE = "osaas_dashboard"
@@ -43,7 +45,7 @@ REFRESH_SECONDS = 3
 PEERS_SHOWN = 200
 PLOTTED_PEERS = 40
 HOSTS_SHOWN = 100
-PROBLEMS_SHOWN = 2000  # broken links listed on a job's page (it refreshes while the job runs)
+PROBLEMS_SHOWN = 2000  # problems listed on a job's page (it refreshes while the job runs)
 PEER_SEEN_WITHIN = 600.0  # seconds: peers quiet for longer are left out
 MAX_REPORT_ITEMS = 1_000_000  # results in one download
 _RESULTS_PAGE = 5000
@@ -154,34 +156,34 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
     async def job(request: web.Request) -> web.Response:
         status = await visible_job(request)
         job_id = status.job_id
-        problems = await store.job_results(job_id, 0, PROBLEMS_SHOWN + 1, problems_only=True)
-        links = " · ".join(
-            f'<a href="{PREFIX}/jobs/{job_id}/report.{fmt}">{label}</a>'
-            for fmt, label in (("json", "JSON Lines"), ("csv", "CSV"), ("html", "HTML"))
-        )
-        body = "".join(
-            [
-                _jobs_table([status]),
-                f"<p>Download the whole report: {links}</p>",
-                "<h2>Broken links, page by page</h2>",
-                _problems(problems[:PROBLEMS_SHOWN]),
+        columns = await store.job_columns(job_id)
+        own = renderers.of(status.workload, columns)
+        downloads = [("json", "JSON Lines"), ("csv", "CSV")]
+        if own is not None and "html" in own.formats:
+            downloads.append(("html", "HTML"))
+        links = " · ".join(f'<a href="{PREFIX}/jobs/{job_id}/report.{fmt}">{label}</a>' for fmt, label in downloads)
+        parts = [_jobs_table([status]), f"<p>Download the whole report: {links}</p>"]
+        if own is not None and own.problems_html is not None:
+            problems = await store.job_results(job_id, 0, PROBLEMS_SHOWN + 1, counted_as=own.problems)
+            parts += [
+                "<h2>Problems</h2>",
+                own.problems_html(problems[:PROBLEMS_SHOWN]),
                 f"<p class=muted>The first {PROBLEMS_SHOWN:,} problems; the downloads hold them all.</p>"
                 if len(problems) > PROBLEMS_SHOWN
                 else "",
             ]
-        )
-        return _page(200, f"Job {job_id}", body, refresh=status.state == "running", back=True)
+        return _page(200, f"Job {job_id}", "".join(parts), refresh=status.state == "running", back=True)
 
     async def report(request: web.Request) -> web.Response:
-        job_id = (await visible_job(request)).job_id  # NotFound for a job that is not there (or not theirs)
+        status = await visible_job(request)  # NotFound for a job that is not there (or not theirs)
+        job_id = status.job_id
         fmt = request.match_info["fmt"]
+        columns = await store.job_columns(job_id)
         items = await _all_results(store, job_id)
-        finished = [item for item in items if item.get("result") is not None]
-        text = {
-            "json": linkcheck_report.to_json_lines,
-            "csv": linkcheck_report.to_csv,
-            "html": linkcheck_report.to_html,
-        }[fmt](finished)
+        try:
+            text = renderers.render(status.workload, columns, items, "jsonl" if fmt == "json" else fmt)
+        except renderers.UnknownFormat as exc:
+            return _page(404, "Not found", f"<p>{esc(str(exc))}</p>")
         content_type = {"json": "application/x-ndjson", "csv": "text/csv", "html": "text/html"}[fmt]
         return web.Response(
             text=text,
@@ -298,23 +300,6 @@ def _hosts_table(hosts: list[HostOverview], names: dict[str, str], now: float) -
         "<table><thead><tr><th>website</th><th>peer</th><th>leased now</th><th>next unit in</th><th>crawl delay</th>"
         f"<th>backoff</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
-
-
-def _problems(items: list[dict[str, Any]]) -> str:
-    pages = linkcheck_report.problems_by_page(items)
-    if not pages:
-        return "<p class=muted>No broken links found (yet).</p>"
-    rows = []
-    for page, links in pages.items():
-        rows.append(f'<tr class="page"><th colspan="4">{esc(page)}</th></tr>')
-        for link in links:
-            status = link.get("status")
-            rows.append(
-                f'<tr class="problem"><td class="{esc(link["result"])}">{esc(link["result"])}</td>'
-                f"<td>{'' if status is None else status}</td><td>{esc(link['url'])}</td>"
-                f"<td>{esc(link.get('error') or '')}</td></tr>"
-            )
-    return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _rate(peer: PeerOverview) -> float:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from coordinator import host_pacing, linkcheck_jobs, unit_sizing
+from coordinator import host_pacing, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
 from coordinator.store import RENEWS_PER_LEASE
@@ -112,7 +112,7 @@ def reclaim(
             else:
                 paced = host_pacing.after_abandoned(paced, expires_at, min_delay)
         reclaimed.append(unit)
-    if key == linkcheck_jobs.NOT_HTTP_KEY:
+    if key == url_jobs.NOT_HTTP_KEY:
         return Reclaimed(pace, True, reclaimed)
     return Reclaimed(paced, host_pacing.may_lease(paced, now, 0), reclaimed)
 

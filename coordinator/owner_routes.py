@@ -1,4 +1,5 @@
-"""The owners' side of the API: jobs (submit, list, status, results, cancel) and bundles
+"""The owners' side of the API: jobs (submit, list, status, results with their columns, the
+failed units' logs, cancel) and bundles
 (publish, roll out; listed and described to anyone: bundles are public code).
 
 Every owner request is signed by the owner's key (the one that signs its bundles), and the
@@ -95,8 +96,16 @@ async def _job_results(request: web.Request) -> web.Response:
     _, status = await _own_job(request, Action.READ_JOB)
     offset = query_int(request, "offset", 0, 0, 2**62)
     limit = query_int(request, "limit", MAX_RESULTS_PAGE, 1, MAX_RESULTS_PAGE)
-    items = await request.app[STORE].job_results(status.job_id, offset, limit)
-    return reply({"items": items, "total": status.items_total})
+    store = request.app[STORE]
+    items = await store.job_results(status.job_id, offset, limit)
+    columns = await store.job_columns(status.job_id)
+    return reply({"items": items, "total": status.items_total, "columns": columns})
+
+
+async def _job_logs(request: web.Request) -> web.Response:
+    _, status = await _own_job(request, Action.READ_JOB)
+    logs = await request.app[STORE].job_logs(status.job_id)
+    return reply({"logs": [to_obj(entry) for entry in logs]})
 
 
 async def _stream_upload(request: web.Request, limit: int, into: BinaryIO) -> str | None:
@@ -179,6 +188,7 @@ def add_routes(app: web.Application) -> None:
     # At most 19 ASCII digits: an id beyond SQLite's range is simply unknown, never a crash.
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}", _job_status)
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/results", _job_results)
+    app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/logs", _job_logs)
     app.router.add_post(r"/v1/jobs/{job_id:[0-9]{1,19}}/cancel", _cancel_job)
     app.router.add_post("/v1/bundles", _publish_bundle)
     app.router.add_get("/v1/bundles", _list_bundles)

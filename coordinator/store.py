@@ -34,6 +34,7 @@ from overlay.wire import (
     Report,
     ReportResponse,
     ReportVerdict,
+    UnitLog,
 )
 
 # The most URLs in one work unit. Units are sized per peer (`unit_sizing`: about 30 s of its
@@ -267,22 +268,32 @@ class Store(Protocol):
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         """Merge a unit's outcome, or answer a duplicate; raise `StaleLease` otherwise. The
-        outcome counts for the bundle version that ran it, and may roll a failing candidate back."""
+        outcome counts for the bundle version that ran it, and may roll a failing candidate back.
+        Records that break the job's schema refuse the report as the workload's failure: not
+        accepted, with "report refused: <reason>", an attempt used and the version charged."""
 
     async def report_batch(self, peer_id: str, reports: list[Report], now: float) -> list[ReportVerdict]:
-        """`report` for each of `reports` in one transaction; a refused report (stale, unknown
-        unit, bad payload) changes nothing and does not stop the others."""
+        """`report` for each of `reports` in one transaction; a report refused at the door
+        (stale, unknown unit) changes nothing and does not stop the others; one whose records
+        are refused counts as `report` says (code "report_refused")."""
 
     async def job_status(self, job_id: int) -> JobStatus:
         """The job's progress. Units are formed when leased, so while a job runs `units_total`
         counts the units formed so far plus an estimate of those its waiting URLs will make."""
 
     async def job_results(
-        self, job_id: int, offset: int, limit: int, *, problems_only: bool = False
+        self, job_id: int, offset: int, limit: int, *, counted_as: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
-        """Items of the job ordered by id: url, result, status, final_url, redirects, error,
-        referrers (sorted), depth. Unfinished items have result None. `problems_only`: only
-        the items found broken, timed out or in error."""
+        """Items of the job ordered by id, each a row of its model's columns (`job_columns`:
+        url, the record's stored fields, for crawls depth and referrers (sorted), failed: why
+        the platform gave up on it) and done. Unfinished items have every field None.
+        `counted_as`: only finished items job status counts as one of these."""
+
+    async def job_columns(self, job_id: int) -> list[str]:
+        """The columns of the job's results rows, in order (from its job model)."""
+
+    async def job_logs(self, job_id: int) -> list[UnitLog]:
+        """The stderr tails of the job's failed units, as their peers sent them, oldest first."""
 
     async def list_jobs(self, owner_key: str | None = None) -> list[JobStatus]:
         """Every job, or only those of `owner_key`."""

@@ -26,7 +26,7 @@ from osaas import owner
 from overlay import certificates, http
 from overlay.errors import OsaasError
 from overlay.identity import Identity
-from workloads import linkcheck_report as report
+from workloads.linkcheck import report
 
 CHECK_NETWORK = "check"  # the embedded network's name in its own DHT
 
@@ -73,7 +73,7 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
                 except http.Rejected as exc:
                     raise CheckError(f"the job was refused: {exc}") from exc
                 await _watch(session, network, job_id, peers, workdir, console, options.progress)
-                items = await owner.results(session, coordinator_url, network.operator, job_id)
+                items = report.items(await owner.results(session, coordinator_url, network.operator, job_id))
     _refuse_unreachable_seeds(seeds, items)
     return items
 

@@ -110,6 +110,14 @@ async def status(session: aiohttp.ClientSession, coordinator: str, key: Identity
 
 
 async def results(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> list[dict[str, Any]]:
+    """Every results row of the job (`results_with_columns` without the columns)."""
+    return (await results_with_columns(session, coordinator, key, job_id))[1]
+
+
+async def results_with_columns(
+    session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The job's results columns (its workload's job model) and every row, page by page."""
     items: list[dict[str, Any]] = []
     while True:
         path = f"/v1/jobs/{job_id}/results?offset={len(items)}&limit={RESULTS_PAGE}"
@@ -117,11 +125,23 @@ async def results(session: aiohttp.ClientSession, coordinator: str, key: Identit
             session, "GET", coordinator, path, identity=key, timeout=120.0, max_bytes=RESULTS_PAGE_MAX_BYTES
         )
         page = answer.get("items") if isinstance(answer, dict) else None
+        columns = answer.get("columns") if isinstance(answer, dict) else None
         if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
             raise http.Unavailable("coordinator sent malformed results")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise http.Unavailable("coordinator sent results without their columns (an older coordinator?)")
         items.extend(page)
         if len(page) < RESULTS_PAGE:
-            return items
+            return columns, items
+
+
+async def logs(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> list[wire.UnitLog]:
+    """The stderr tails of the job's failed units, as their peers captured them."""
+    answer = await http.call(session, "GET", coordinator, f"/v1/jobs/{job_id}/logs", identity=key)
+    entries = answer.get("logs") if isinstance(answer, dict) else None
+    if not isinstance(entries, list):
+        raise http.Unavailable("coordinator sent malformed logs")
+    return [_parse(wire.UnitLog, entry) for entry in entries]
 
 
 def _parse(cls, obj):

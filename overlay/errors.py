@@ -8,7 +8,9 @@ line at the command line (osaas/cli.py, one `except`).
     │                signature), Unavailable (503), Rejected, IdentityError, RecordError
     │                (StoreRefused), CertificateError, TorrentError (TorrentTimeout,
     │                SessionClosed)
-    ├── workloads    BundleError (400 invalid_bundle)
+    ├── workloads    BundleError and ModelError (400 invalid_bundle: a bundle, its job model);
+    │                SchemaError (a reported record that breaks its job's schema: the report
+    │                is refused), UnknownFormat (a format a workload has no renderer for)
     ├── coordinator  StoreError: InvalidInput (400), UnknownPeer (403), UnknownOwner (403),
     │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409);
     │                Busy (429), RateLimited (429 with Retry-After)

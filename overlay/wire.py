@@ -171,6 +171,8 @@ Name = Annotated[str, Capped(MAX_NAME)]
 PeerName = Annotated[str, Capped(MAX_PEER_NAME)]
 Text = Annotated[str, Capped(MAX_TEXT)]
 Url = Annotated[str, Capped(MAX_URL)]
+MAX_LOG = 4 * 1024  # characters of a failed unit's stderr tail, as a peer sends it
+Log = Annotated[str, Capped(MAX_LOG)]
 
 
 def clip(text: str | None, chars: int = MAX_TEXT) -> str | None:
@@ -447,9 +449,12 @@ class Report:
     error: Text | None = None
     bundle_version: Name | None = None  # the bundle version that ran the unit
     crawl_delay: float | None = None  # seconds: the robots.txt Crawl-delay the peer keeps for the lease's host
+    throttled: int | None = None  # answers of 429 or 503 the unit's fetches got (the host asks for rest)
+    log: Log | None = None  # a failed unit's stderr tail (its last MAX_LOG characters)
 
     def __post_init__(self) -> None:
         _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
+        _require(self.throttled is None or 0 <= self.throttled <= 2**31, "throttled must be 0..2^31")
         _require(
             self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters"
         )
@@ -488,6 +493,18 @@ class JobStatus:
     finished_at: float | None = None
     owner: str | None = None  # the key (hex) that submitted it; None: the operator's
     limited: Text | None = None  # why it stopped adding links (an owner's URL limit), if it did
+
+
+@dataclass(frozen=True, slots=True)
+class UnitLog:
+    """A failed unit's stderr tail, as the peer that ran it sent it with its report."""
+
+    unit_id: int
+    peer_id: str  # the peer's key (hex)
+    at: float
+    exit_code: int
+    error: Text | None
+    log: Log
 
 
 # ---- bundles ---------------------------------------------------------------------------

@@ -50,6 +50,8 @@ class Delivery:
             # A stale lease or a refused body will be refused again: drop it, say why.
             log.warning("report of unit %d refused: %s", pending.report.unit_id, exc)
         else:
+            if not answer.accepted:  # its records broke the job's schema: the version's failure
+                log.warning("report of unit %d refused: %s", pending.report.unit_id, answer.reason)
             log.debug("report of unit %d: accepted=%s %s", pending.report.unit_id, answer.accepted, answer.reason)
         self.outbox.remove(pending)
         return None

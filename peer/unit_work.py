@@ -37,7 +37,7 @@ from peer.sandbox import SandboxFailed
 from peer.tally import WorkTally
 from peer.trust import Untrusted, WorkloadTrust
 from workloads.bundle import BundleError
-from workloads.process_api import ExitCode, Unit
+from workloads.process_api import ExitCode, FetchRequest, FetchResult, Unit
 
 log = logging.getLogger("peer.agent")  # one logger for the whole agent, as before it was split
 
@@ -45,6 +45,13 @@ log = logging.getLogger("peer.agent")  # one logger for the whole agent, as befo
 # renewal the unit is stopped (the coordinator may re-lease after 2, see unit_sizing.MISSED_RENEWALS).
 STOP_UNRENEWED = 1.5
 RELEASE_TIMEOUT = 3.0  # seconds a lease's release may take on the way out
+THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
+
+
+def log_tail(text: str) -> str | None:
+    """The last `wire.MAX_LOG` characters of a workload's stderr; None when it said nothing."""
+    text = text[-wire.MAX_LOG :]
+    return text if text.strip() else None
 
 
 async def _release(client: CoordinatorClient, lease: wire.Lease, unable: str | None) -> None:
@@ -100,8 +107,9 @@ class UnitWork:
         assert unit is not None
         renewer = asyncio.create_task(self._renew_loop(client, ref, unit, lease_seconds))
         self._tally.started(lease, self._clock.time())
+        throttled = [0]  # answers of 429 or 503 the unit's fetches got
         try:
-            outcome = await self._run(client, lease)
+            outcome = await self._run(client, lease, throttled)
         except (Untrusted, FetchFailed, SandboxFailed) as exc:
             # Not the version's fault nor the unit's but this peer's (it may not run the bundle,
             # could not download it, or could not build the sandbox): give the unit back, no
@@ -133,12 +141,15 @@ class UnitWork:
             bundle_version=lease.bundle.version if lease.bundle else None,
             # So that the coordinator rests the host that long between units, whoever runs them.
             crawl_delay=self._egress.crawl_delay(lease.host) if lease.host else None,
+            throttled=throttled[0],
+            # A failed unit's stderr tail goes to its owner (`osaas job logs`), capped.
+            log=log_tail(outcome.stderr_tail) if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL) else None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
         await self._delivery.keep_and_deliver(client, report)
 
-    async def _run(self, client: CoordinatorClient, lease: wire.Lease) -> WorkloadOutcome:
+    async def _run(self, client: CoordinatorClient, lease: wire.Lease, throttled: list[int]) -> WorkloadOutcome:
         if lease.bundle is None:
             return WorkloadOutcome(ExitCode.FAILED, None, "the coordinator named no bundle for this unit", "")
         try:
@@ -152,10 +163,17 @@ class UnitWork:
                 ExitCode.FAILED, None, f"bundle {lease.bundle.name} {lease.bundle.version}: {exc}", ""
             )
         sandboxed = self._trust.confinement(ready)  # raises Untrusted
+
+        async def fetch(request: FetchRequest) -> FetchResult:
+            result = await self._egress.fetch(request)
+            if result.status in THROTTLED:
+                throttled[0] += 1
+            return result
+
         return await run_workload(
             ready.argv if sandboxed is None else ready.sandboxed_argv,
             Unit(unit_id=lease.unit_id, payload=lease.payload),
-            self._egress.fetch if "fetch" in ready.capabilities else None,
+            fetch if "fetch" in ready.capabilities else None,
             timeout=min(ready.timeout, self._unit_timeout),
             limits=ready.limits,
             env=ready.env if sandboxed is None else ready.sandboxed_env,

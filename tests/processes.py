@@ -15,7 +15,7 @@ import aiohttp
 from osaas import owner
 from osaas.commands._shared import default_owner_key
 from overlay.identity import Identity
-from workloads import linkcheck_report
+from workloads.linkcheck import report as linkcheck_report
 
 
 async def start(*args: str, log: Path, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -161,13 +161,16 @@ async def job_results(url: str, job_id: int, key: Identity | None = None) -> lis
     `job_results_command` runs the command."""
     async with aiohttp.ClientSession() as session:
         items = await owner.results(session, url, key or operator_key(), job_id)
-    return [json.loads(line) for line in linkcheck_report.to_json_lines(items).splitlines()]
+    return [json.loads(line) for line in linkcheck_report.to_json_lines(linkcheck_report.items(items)).splitlines()]
 
 
 async def job_results_command(url: str, job_id: int) -> list[dict]:
-    code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "json")
+    """A link-check job's results as `osaas job results --format jsonl` prints them, as the
+    link checker's own items (`job_results`)."""
+    code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url, "--format", "jsonl")
     assert code == 0, err
-    return [json.loads(line) for line in out.splitlines()]
+    rows = [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in linkcheck_report.to_json_lines(linkcheck_report.items(rows)).splitlines()]
 
 
 async def admitted_network(workdir: Path, name: str, *dbs: str) -> tuple[Path, dict[str, Path]]:

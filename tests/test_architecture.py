@@ -96,7 +96,7 @@ PURE_RULES = [
     "coordinator/host_pacing.py",
     "coordinator/unit_sizing.py",
     "coordinator/rollout.py",
-    "coordinator/linkcheck_jobs.py",
+    "coordinator/url_jobs.py",
 ]
 IMPURE = ("sqlite3", "psycopg", "aiohttp", "asyncio", "time", "coordinator.sqlite", "coordinator.api")
 

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from coordinator.assignment import hrw_assign
-from coordinator.linkcheck_jobs import unit_key
 from coordinator.rollout import picks_candidate
+from coordinator.url_jobs import unit_key
 from osaas import owner
 from overlay.identity import Identity
 from tests.processes import admitted_network, operator_key

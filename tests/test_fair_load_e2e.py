@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from coordinator import assignment
-from coordinator.linkcheck_jobs import unit_key
+from coordinator.url_jobs import unit_key
 from overlay.identity import Identity
 from tests.processes import (
     job_results,

@@ -27,11 +27,10 @@ def own_linkcheck(root: Path) -> Path:
     source = stage_linkcheck(root)
     payload = source / "workloads" / "linkcheck" / "payload.py"
     code = payload.read_text()
-    original = 'return {"items": [verdict.to_dict() for verdict in verdicts]}'
+    original = 'return {"items": [within_caps(verdict.to_dict()) for verdict in verdicts]}'
     assert original in code
-    payload.write_text(
-        code.replace(original, f'return {{"items": [{{**v.to_dict(), "error": "{MARK}"}} for v in verdicts]}}')
-    )
+    marked = f'return {{"items": [{{**within_caps(v.to_dict()), "error": "{MARK}"}} for v in verdicts]}}'
+    payload.write_text(code.replace(original, marked))
     toml = (source / "bundle.toml").read_text().splitlines()
     toml = [
         'name = "mylinks"' if line.startswith("name =") else 'version = "1.0"' if line.startswith("version =") else line

@@ -19,10 +19,29 @@ from workloads import bundle
 
 LINKCHECK = "linkcheck"
 _PACKAGE_ROOT = Path(__file__).resolve().parent
-_SOURCES = ("__init__.py", "process_api.py", "linkcheck/*.py")
+_SOURCES = ("__init__.py", "process_api.py", "linkcheck/*.py")  # its report module too: stdlib only
 # Generous: a unit waits for robots.txt, crawl delays and slow hosts; the CPU limit is what
 # stops a runaway.
 _LIMITS = {"cpu_seconds": 120, "memory_mb": 1024, "open_files": 64, "timeout_seconds": 600}
+
+
+# Its job model (docs/workload-api.md): seed URLs crawled by website, one record per URL.
+_JOB_MODEL = """
+[job]
+input = "urls"
+crawl = true
+count = "result"
+links_at = "final_url"
+
+[results.fields]
+url = "str"
+result = "str"
+status = "int?"
+final_url = "str?"
+redirects = "list[str]"
+error = "str?"
+links = "list[str]"
+"""
 
 
 def _source_files() -> list[Path]:
@@ -59,7 +78,7 @@ def stage_linkcheck(dest: Path) -> Path:
         f'version = "{linkcheck_version()}"\n'
         'entrypoint = ["python3", "-m", "workloads.linkcheck"]\n'
         'capabilities = ["fetch"]\n'
-        f"[limits]\n{limits}\n",
+        f"[limits]\n{limits}\n" + _JOB_MODEL,
         encoding="utf-8",
     )
     return dest

@@ -18,9 +18,10 @@ from typing import TypeVar
 
 from coordinator import assignment, host_pacing
 from coordinator.host_planning import MAX_SETTLE, Replanning
-from coordinator.linkcheck_jobs import JobInput
 from coordinator.sqlite import schema
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
+from coordinator.url_jobs import JobInput
+from workloads.records import Checker
 
 T = TypeVar("T")
 
@@ -73,6 +74,7 @@ class Database:
     monotonic: Callable[[], float] = time.monotonic  # times plans (PLAN_SHARE)
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
     jobs: dict[int, JobFacts] = field(default_factory=dict)
+    checkers: dict[int, Checker] = field(default_factory=dict)  # jobs' record checks (their models)
 
     def open(self) -> None:
         try:

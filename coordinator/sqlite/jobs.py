@@ -1,9 +1,10 @@
 """Jobs: an owner's bundle name and input, split into items that wait per host (their unit
 key) in a queue per host and job; a job is done when none of its items is open.
 
-Link checking is the only job splitter there is (`coordinator.linkcheck_jobs`), so whatever
-bundle a job names, its input is split as a link-check job; a bundle with another kind of job
-needs its own splitter here first.
+A job follows the job model its bundle's manifest declares (`workloads.bundle.job_model`),
+fixed when it is submitted: the pinned version's, else the stable version's of its rollout,
+kept in the job's row. Seed URLs split by website (`coordinator.url_jobs`) is the only kind of
+input there is; a model of another kind needs its own splitter here first.
 """
 
 from __future__ import annotations
@@ -13,26 +14,30 @@ import logging
 import sqlite3
 from typing import Any
 
-from coordinator import linkcheck_jobs, owner_limits
-from coordinator.linkcheck_jobs import JobInput, NewItem
+from coordinator import owner_limits, url_jobs
 from coordinator.sqlite import access
 from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
 from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
+from coordinator.url_jobs import JobInput, NewItem
 from overlay.wire import decode, encode
+from workloads import bundle
+from workloads.bundle import DEFAULT_MODEL, BundleError, JobModel, model_from_obj
+from workloads.records import Checker
 
 log = logging.getLogger(__name__)
 
 _JOB_INPUTS_KEPT = 64  # parsed job inputs kept in memory: they never change
 _JOBS_KEPT = 4096  # (bundle name, pinned version, unit size) of jobs kept in memory: same
+_MODELS_KEPT = 256  # jobs' record checkers kept in memory: their models never change
 
 
 def create_job(
     db: Database, workload: str, input: dict[str, Any], now: float, version: str | None, owner_key: str | None
 ) -> int:
     with db.transaction() as conn:
-        check_job_bundle(conn, workload, version)
-        job = linkcheck_jobs.parse_job_input(input)
-        seeds = linkcheck_jobs.seed_items(job)
+        model = job_bundle_model(conn, workload, version)
+        job = url_jobs.parse_job_input(input)
+        seeds = url_jobs.seed_items(job, crawl=model.crawl)
         limits = access.limits(conn, owner_key)
         if owner_key is not None:
             (running,) = conn.execute(
@@ -44,9 +49,18 @@ def create_job(
             if refused is not None:
                 raise LimitReached(refused)
         job_id = conn.execute(
-            "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, owner_key, max_urls)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-            (workload, encode(job.to_obj()), now, db.settings.unit_size, version, owner_key, limits.urls_per_job),
+            "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, owner_key, max_urls,"
+            " model) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            (
+                workload,
+                encode(job.to_obj()),
+                now,
+                db.settings.unit_size,
+                version,
+                owner_key,
+                limits.urls_per_job,
+                encode(model.to_obj()),
+            ),
         ).lastrowid
         assert job_id is not None
         insert_items(db, conn, job_id, seeds, now)
@@ -62,16 +76,36 @@ def create_job(
     return job_id
 
 
-def check_job_bundle(conn: sqlite3.Connection, name: str, version: str | None) -> None:
-    if conn.execute("SELECT 1 FROM rollouts WHERE name = ?", (name,)).fetchone() is None:
+def job_bundle_model(conn: sqlite3.Connection, name: str, version: str | None) -> JobModel:
+    """The job model a new job of bundle `name` follows: its pinned `version`'s, else its
+    stable version's. A version rolled out later with another model has its reports refused,
+    which rolls it back (`coordinator.rollout`)."""
+    rollout = conn.execute("SELECT stable FROM rollouts WHERE name = ?", (name,)).fetchone()
+    if rollout is None:
         raise InvalidInput(
             f"no bundle named {name!r} is published on this coordinator; publish it with `osaas bundle publish`"
         )
-    if (
-        version is not None
-        and not conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
-    ):
+    row = conn.execute(
+        "SELECT manifest FROM bundles WHERE name = ? AND version = ?", (name, version or rollout[0])
+    ).fetchone()
+    if row is None:
         raise InvalidInput(f"bundle {name!r} has no version {version!r} on this coordinator")
+    try:
+        return bundle.decode(row[0]).manifest.model
+    except BundleError as exc:  # checked when published: a manifest that no longer parses is ours
+        raise InvalidInput(f"bundle {name!r}'s manifest cannot be read here ({exc})") from exc
+
+
+def checker(db: Database, conn: sqlite3.Connection, job_id: int) -> Checker:
+    """The record check of a job's model (a job from before job models: the link checker's)."""
+    found = db.checkers.get(job_id)
+    if found is None:
+        (raw,) = conn.execute("SELECT model FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        found = Checker(DEFAULT_MODEL if raw is None else model_from_obj(decode(raw)))
+        if len(db.checkers) >= _MODELS_KEPT:
+            db.checkers.pop(next(iter(db.checkers)))
+        db.checkers[job_id] = found
+    return found
 
 
 def within_limits(
@@ -143,7 +177,7 @@ def job_input(db: Database, conn: sqlite3.Connection, job_id: int) -> JobInput:
     job = db.job_inputs.get(job_id)
     if job is None:
         (raw,) = conn.execute("SELECT input FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        job = linkcheck_jobs.parse_job_input(decode(raw))
+        job = url_jobs.parse_job_input(decode(raw))
         if len(db.job_inputs) >= _JOB_INPUTS_KEPT:
             db.job_inputs.pop(next(iter(db.job_inputs)))
         db.job_inputs[job_id] = job

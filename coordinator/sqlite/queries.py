@@ -7,10 +7,10 @@ import sqlite3
 from typing import Any
 
 from coordinator import unit_sizing
-from coordinator.sqlite import schema
+from coordinator.sqlite import jobs, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import HostOverview, NotFound, PeerOverview
-from overlay.wire import JobStatus, decode
+from overlay.wire import JobStatus, UnitLog, decode
 
 
 def job_status(db: Database, job_id: int) -> JobStatus:
@@ -110,46 +110,92 @@ def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
 
 
 def job_results(
-    db: Database, job_id: int, offset: int, limit: int, problems_only: bool = False
+    db: Database, job_id: int, offset: int, limit: int, counted_as: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
+    """A page of a job's items in id order (new items come last, so pages hold still), each a
+    row of its model's columns (`JobModel.columns`) and `done`; only items counted as one of
+    `counted_as` when it is given (a dashboard's problems)."""
     with db.transaction(write=False) as conn:
         check_job(conn, job_id)
+        model = jobs.checker(db, conn, job_id).model
+        where = f" AND done = 1 AND result IN ({placeholders(list(counted_as))})" if counted_as else ""
         rows = conn.execute(
-            "SELECT id, url, result, status, final_url, redirects, error, depth FROM items WHERE job_id = ?"
-            + (" AND result IN ('broken', 'timeout', 'error')" if problems_only else "")
-            + " ORDER BY id LIMIT ? OFFSET ?",
-            (job_id, limit, offset),
+            "SELECT id, url, done, record, failed, depth, result, status, final_url, redirects, error"
+            f" FROM items WHERE job_id = ?{where} ORDER BY id LIMIT ? OFFSET ?",
+            (job_id, *counted_as, limit, offset),
         ).fetchall()
         if not rows:
             return []
         referrers: dict[int, list[str]] = {}
-        if problems_only:  # few items far apart: look them up by id
-            found: list[tuple[int, str]] = []
-            for chunk in chunks([row[0] for row in rows]):
-                found += conn.execute(
-                    f"SELECT item_id, referrer_url FROM referrers WHERE item_id IN ({placeholders(chunk)})"
-                    " ORDER BY referrer_url",
-                    chunk,
-                ).fetchall()
-            found.sort(key=lambda pair: pair[1])
+        if model.crawl:
+            referrers = _referrers(conn, job_id, [row[0] for row in rows], few=bool(counted_as))
+    stored = [f.name for f in model.stored]
+    nothing = dict.fromkeys(stored)
+    results = []
+    for item_id, url, done, record, failed, depth, *legacy in rows:
+        row: dict[str, Any] = {"url": url}
+        if record is not None:
+            row.update(zip(stored, decode(record), strict=True))
+        elif done and failed is None:
+            row.update(_legacy(legacy))  # finished before job models: the link checker's columns
         else:
-            found = conn.execute(
-                "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
+            row.update(nothing)
+        if model.crawl:
+            row["depth"] = depth
+            row["referrers"] = referrers.get(item_id, [])
+        row["failed"] = failed
+        row["done"] = bool(done)
+        results.append(row)
+    return results
+
+
+def _legacy(columns: list[Any]) -> dict[str, Any]:
+    result, status, final_url, redirects, error = columns
+    return {
+        "result": result,
+        "status": status,
+        "final_url": final_url,
+        "redirects": [] if redirects is None else decode(redirects),
+        "error": error,
+    }
+
+
+def _referrers(conn: sqlite3.Connection, job_id: int, ids: list[int], few: bool) -> dict[int, list[str]]:
+    """The pages that link to each item (for crawls), sorted."""
+    found: list[tuple[int, str]] = []
+    if few:  # few items far apart: look them up by id
+        for chunk in chunks(ids):
+            found += conn.execute(
+                f"SELECT item_id, referrer_url FROM referrers WHERE item_id IN ({placeholders(chunk)})"
                 " ORDER BY referrer_url",
-                (job_id, rows[0][0], rows[-1][0]),
+                chunk,
             ).fetchall()
-        for item_id, url in found:
-            referrers.setdefault(item_id, []).append(url)
-    return [
-        {
-            "url": url,
-            "result": result,
-            "status": status,
-            "final_url": final_url,
-            "redirects": [] if redirects is None else decode(redirects),
-            "error": error,
-            "referrers": referrers.get(item_id, []),
-            "depth": depth,
-        }
-        for item_id, url, result, status, final_url, redirects, error, depth in rows
-    ]
+        found.sort(key=lambda pair: pair[1])
+    else:
+        found = conn.execute(
+            "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
+            " ORDER BY referrer_url",
+            (job_id, ids[0], ids[-1]),
+        ).fetchall()
+    referrers: dict[int, list[str]] = {}
+    for item_id, url in found:
+        referrers.setdefault(item_id, []).append(url)
+    return referrers
+
+
+def job_columns(db: Database, job_id: int) -> list[str]:
+    """The columns of a job's results rows, in order (its model's)."""
+    with db.transaction(write=False) as conn:
+        check_job(conn, job_id)
+        return list(jobs.checker(db, conn, job_id).model.columns)
+
+
+def job_logs(db: Database, job_id: int) -> list[UnitLog]:
+    """The stderr tails its failed units' peers sent, oldest first (the latest kept)."""
+    with db.transaction(write=False) as conn:
+        check_job(conn, job_id)
+        rows = conn.execute(
+            "SELECT unit_id, peer_id, at, exit_code, error, log FROM unit_logs WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        ).fetchall()
+    return [UnitLog(*row) for row in rows]

@@ -1,5 +1,11 @@
 """Reports, as the SQLite store takes them.
 
+A report's records are checked against its job's model (`workloads.records`); a report they
+do not follow is refused as the workload's failure: its unit uses an attempt with "report
+refused: <reason>", the version that ran it is charged, the peer is told why (not accepted)
+and nothing else of it is kept. Failed units' stderr tails are kept for their owner
+(`keep_logs`).
+
 A call's reports are taken in two steps: every report is judged against the rows it touches,
 loaded for the whole call at once (its unit, the unit's open items, its host's pace), and what
 it changes is collected in a `Reported`; the collected changes are then written with one
@@ -16,46 +22,51 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_pacing, leases, linkcheck_jobs, rollout, unit_sizing
+from coordinator import host_pacing, leases, rollout, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
-from coordinator.linkcheck_jobs import ItemResult, JobInput
 from coordinator.rollout import Rollout, RolloutState
 from coordinator.sqlite import bundles, jobs, leasing, peers, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.sqlite.leasing import Span
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
+from coordinator.url_jobs import JobInput
 from overlay.wire import Report, ReportResponse, encode
+from workloads.records import Record, SchemaError, check_unit_items
 
 log = logging.getLogger(__name__)
 
-_THROTTLED = frozenset({429, 503})  # statuses by which a website asks to be left alone
+MAX_LOGS_PER_JOB = 100  # stderr tails kept per job: the latest ones
+UNCOUNTED = "done"  # what job status counts a record as when its model names no count field
+REFUSED = "report_refused"  # a refused report's code in a batch's verdicts
 
 
 class Incoming(NamedTuple):
-    """A report as the store's thread (or process) takes it: its link-check items already
-    parsed on the caller's side, so the store's own time goes to its rows. `items` is the
-    refusal's message when the payload is malformed (raised only where it was before: after
-    the lease is judged); empty when the exit code says there are none."""
+    """A report as the store's thread (or process) takes it: plain values, cheap to hand
+    over. Its records are checked there, against its job's model (`jobs.checker`)."""
 
     unit_id: int
     token: int
     exit_code: int
-    items: list[ItemResult] | str
+    payload: dict[str, Any] | None
     error: str | None
     bundle_version: str | None
     crawl_delay: float | None
+    throttled: int
+    log: str | None
 
 
 def incoming(report: Report) -> Incoming:
-    items: list[ItemResult] | str = []
-    if report.exit_code in (0, 1):
-        try:
-            items = linkcheck_jobs.parse_items(report.payload)
-        except InvalidInput as exc:
-            items = str(exc)
     return Incoming(
-        report.unit_id, report.token, report.exit_code, items, report.error, report.bundle_version, report.crawl_delay
+        report.unit_id,
+        report.token,
+        report.exit_code,
+        report.payload if report.exit_code in (0, 1) else None,
+        report.error,
+        report.bundle_version,
+        report.crawl_delay,
+        report.throttled or 0,
+        report.log if report.exit_code not in (0, 1) else None,
     )
 
 
@@ -83,7 +94,8 @@ class Reported:
     paces: dict[str, HostPace] = field(default_factory=dict)  # hosts' paces, as changed so far
     stored_paces: dict[str, HostPace] = field(default_factory=dict)  # as loaded
     leases: dict[int, UnitLease] = field(default_factory=dict)  # units changed: id -> lease after
-    finished: list[tuple[Any, ...]] = field(default_factory=list)  # item results, by item id
+    finished: list[tuple[Any, ...]] = field(default_factory=list)  # (count, record, item id)
+    logs: list[tuple[Any, ...]] = field(default_factory=list)  # failed units' stderr tails
     failed: list[tuple[str, int]] = field(default_factory=list)  # (error, item id): finished unchecked
     left_out: list[Span] = field(default_factory=list)  # what partial reports left undone: new units
     outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
@@ -96,7 +108,7 @@ class Reported:
     def pace(self, key: str, change: Callable[[HostPace], HostPace]) -> None:
         """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
         reach no website: nothing to pace."""
-        if key != linkcheck_jobs.NOT_HTTP_KEY:
+        if key != url_jobs.NOT_HTTP_KEY:
             self.paces[key] = change(self.paces.get(key, HostPace()))
 
 
@@ -122,7 +134,9 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
             except (StaleLease, NotFound, InvalidInput) as exc:
                 verdicts.append((report.unit_id, False, str(exc), refusal_code(exc)))
             else:
-                verdicts.append((report.unit_id, True, response.reason, ""))
+                verdicts.append(
+                    (report.unit_id, response.accepted, response.reason, "" if response.accepted else REFUSED)
+                )
         write_reported(conn, reported, now)
     return verdicts
 
@@ -148,7 +162,7 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming
                         f"SELECT id, url, depth, crawl FROM items WHERE {schema.UNIT_ITEMS}", (key, job_id, first, last)
                     )
                 }
-    keys = sorted({unit.key for unit in reported.units.values()} - {linkcheck_jobs.NOT_HTTP_KEY})
+    keys = sorted({unit.key for unit in reported.units.values()} - {url_jobs.NOT_HTTP_KEY})
     for some_keys in chunks(keys):
         for key, *pace in conn.execute(
             f"SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts WHERE key IN ({placeholders(some_keys)})",
@@ -163,8 +177,10 @@ def _take_report(
     db: Database, conn: sqlite3.Connection, report: Incoming, now: float, reported: Reported
 ) -> ReportResponse:
     """Judge one report and collect what it changes in `reported`; raise before changing
-    anything if it is refused. Only the links it found are written at once (new items).
-    What it does to the unit is `leases.after_report`'s rule."""
+    anything if it is stale or names no unit. Records that break the job's schema are the
+    workload's failure (`leases.after_refused_report`), answered as not accepted. Only the
+    links it found are written at once (new items). What it does to the unit is
+    `leases.after_report`'s rule."""
     unit = reported.units.get(report.unit_id)
     if unit is None:
         raise NotFound(f"no unit {report.unit_id}")
@@ -176,33 +192,43 @@ def _take_report(
     name = jobs.job(db, conn, unit.job_id).workload
     counted = report.bundle_version is not None and report.exit_code != 3
     on_trial = counted and _on_trial(conn, name, report.bundle_version, reported)
-    error = report.error[: linkcheck_jobs.MAX_TEXT] if report.error else None
-    results: list[ItemResult] = []
+    error = report.error[: url_jobs.MAX_TEXT] if report.error else None
+    records: list[Record] = []
+    refused = None
     if report.exit_code in (0, 1):
-        if isinstance(report.items, str):
-            raise InvalidInput(report.items)
-        results = report.items
-        linkcheck_jobs.check_unit_items(results, unit.items)  # the last refusal
-    after = leases.after_report(unit.lease, report.exit_code, len(results), error, on_trial, db.settings.max_attempts)
-    if results:
-        _merge_results(db, conn, unit, results, reported, now)
+        try:
+            records = jobs.checker(db, conn, unit.job_id).records(report.payload)
+            check_unit_items(records, unit.items)
+        except SchemaError as exc:
+            refused = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
+            records = []
+    if refused is not None:
+        after = leases.after_refused_report(unit.lease, refused, db.settings.max_attempts)
+    else:
+        after = leases.after_report(
+            unit.lease, report.exit_code, len(records), error, on_trial, db.settings.max_attempts
+        )
+    if records:
+        _merge_results(db, conn, unit, records, reported, now)
     if after.give_up is not None:
         _finish_with_error(unit, after.give_up, reported)
     lease = after.lease
     unit.lease = reported.leases[report.unit_id] = lease
-    if results:
-        summary = UnitSummary(
-            throttled=sum(1 for r in results if r.status in _THROTTLED), crawl_delay=report.crawl_delay
-        )
+    if records:
+        summary = UnitSummary(throttled=report.throttled, crawl_delay=report.crawl_delay)
         reported.pace(unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, db.settings.min_delay))
         if unit.leased_at is not None:
-            reported.throughput = unit_sizing.observe(reported.throughput, len(results), now - unit.leased_at)
+            reported.throughput = unit_sizing.observe(reported.throughput, len(records), now - unit.leased_at)
     else:
         # No item came back, so nothing was learned about the host.
         reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, db.settings.min_delay))
     if counted:
         assert report.bundle_version is not None
-        reported.outcomes.append((name, report.bundle_version, report.exit_code in (0, 1)))
+        reported.outcomes.append((name, report.bundle_version, refused is None and report.exit_code in (0, 1)))
+    if report.log is not None and report.exit_code not in (0, 1):
+        reported.logs.append((unit.job_id, report.unit_id, reported.peer_id, now, report.exit_code, error, report.log))
+    if refused is not None:
+        return ReportResponse(accepted=False, reason=refused)
     return ReportResponse(accepted=True)
 
 
@@ -210,29 +236,27 @@ def _merge_results(
     db: Database,
     conn: sqlite3.Connection,
     unit: ReportedUnit,
-    results: list[ItemResult],
+    records: list[Record],
     reported: Reported,
     now: float,
 ) -> None:
-    """Collect a (partial) result: the items it reports are finished, the rest go back to
-    waiting; add the links it found."""
-    for r in results:
+    """Collect a (partial) result: the items it reports are finished with their records, the
+    rest go back to waiting; a crawl's links become new items."""
+    for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
-        reported.finished.append(
-            (r.result, r.status, r.final_url, encode(list(r.redirects)) if r.redirects else None, r.error, item_id)
-        )
-        if crawl and r.crawled:
+        reported.finished.append((UNCOUNTED if r.counted_as is None else r.counted_as, encode(r.values), item_id))
+        if crawl and r.links:
             _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
     if unit.items:
         left = [item_id for item_id, _, _ in unit.items.values()]
         reported.left_out.append(Span(unit.key, unit.job_id, min(left), max(left)))
     unit.items.clear()
-    reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(results)
+    reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
 def _finish_with_error(unit: ReportedUnit, message: str, reported: Reported) -> None:
     """The unit's open items are finished with an error (its work cannot be done)."""
-    message = message[: linkcheck_jobs.MAX_TEXT]
+    message = message[: url_jobs.MAX_TEXT]
     reported.failed.extend((message, item_id) for item_id, _, _ in unit.items.values())
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(unit.items)
     unit.items.clear()
@@ -253,13 +277,12 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
     peer's new throughput estimate."""
+    conn.executemany("UPDATE items SET result = ?, record = ?, done = 1 WHERE id = ?", reported.finished)
     conn.executemany(
-        "UPDATE items SET result = ?, status = ?, final_url = ?, redirects = ?, error = ?, done = 1 WHERE id = ?",
-        reported.finished,
+        "UPDATE items SET result = 'error', failed = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
     )
-    conn.executemany(
-        "UPDATE items SET result = 'error', error = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
-    )
+    if reported.logs:
+        keep_logs(conn, reported.logs)
     conn.executemany(
         "INSERT INTO units (unit_key, job_id, first_item, last_item, state) VALUES (?, ?, ?, ?, 'queued')",
         reported.left_out,
@@ -312,17 +335,31 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
 
 
 def _add_links(
-    db: Database, conn: sqlite3.Connection, job_id: int, page: ItemResult, depth: int, job: JobInput, now: float
+    db: Database, conn: sqlite3.Connection, job_id: int, page: Record, depth: int, job: JobInput, now: float
 ) -> None:
-    found = jobs.within_limits(db, conn, job_id, linkcheck_jobs.linked_items(page, depth, job), now)
+    found = jobs.within_limits(db, conn, job_id, url_jobs.linked_items(page.links, depth, job), now)
     jobs.insert_items(db, conn, job_id, found, now)
-    # The links are on the page that was finally served, not on a redirect leading to it.
-    containing_page = page.final_url or page.url
+    # The links are on the page its model names (the one finally served, after redirects).
+    containing_page = page.links_at or page.url
     conn.executemany(
         "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url)"
         " SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
         [(job_id, containing_page, job_id, item.url) for item in found],
     )
+
+
+def keep_logs(conn: sqlite3.Connection, logs: list[tuple[Any, ...]]) -> None:
+    """Keep failed units' stderr tails, the latest MAX_LOGS_PER_JOB of each job."""
+    conn.executemany(
+        "INSERT INTO unit_logs (job_id, unit_id, peer_id, at, exit_code, error, log) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        logs,
+    )
+    for job_id in {entry[0] for entry in logs}:
+        conn.execute(
+            "DELETE FROM unit_logs WHERE job_id = ? AND id <= (SELECT id FROM unit_logs WHERE job_id = ?"
+            " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (job_id, job_id, MAX_LOGS_PER_JOB),
+        )
 
 
 def refusal_code(exc: StoreError) -> str:

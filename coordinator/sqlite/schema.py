@@ -19,6 +19,10 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     7  stepped_aside (a host a peer could not work on, and until when it goes to others)
     8  bundles.rolled_back (the coordinator rolled the version back: it goes out again only
        by force); the version a rolled-back rollout names in its message is marked
+    9  jobs.model (the job model its bundle declared; NULL: the link checker's); items.record
+       (the workload's record, msgpack: a list of the model's stored fields) and items.failed
+       (why the platform gave up on the item) instead of the link-check columns, which rows
+       from before keep; unit_logs (the stderr tails of failed units, as peers sent them)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -289,6 +293,22 @@ ALTER TABLE bundles ADD COLUMN rolled_back INTEGER NOT NULL DEFAULT 0;
 UPDATE bundles SET rolled_back = 1 WHERE EXISTS (
     SELECT 1 FROM rollouts WHERE rollouts.name = bundles.name AND rollouts.state = 'rolled_back'
         AND rollouts.message LIKE 'rolled back ' || bundles.name || ' ' || bundles.version || ':%');
+""",
+    9: """
+ALTER TABLE jobs ADD COLUMN model BLOB;
+ALTER TABLE items ADD COLUMN record BLOB;
+ALTER TABLE items ADD COLUMN failed TEXT;
+CREATE TABLE unit_logs (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    unit_id INTEGER NOT NULL,
+    peer_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    exit_code INTEGER NOT NULL,
+    error TEXT,
+    log TEXT NOT NULL
+);
+CREATE INDEX unit_logs_by_job ON unit_logs(job_id, id);
 """,
 }
 

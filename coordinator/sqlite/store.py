@@ -47,6 +47,7 @@ from overlay.wire import (
     Report,
     ReportResponse,
     ReportVerdict,
+    UnitLog,
 )
 
 log = logging.getLogger(__name__)
@@ -188,9 +189,15 @@ class SqliteStore:
         return await self._run(queries.list_jobs, owner_key)
 
     async def job_results(
-        self, job_id: int, offset: int, limit: int, *, problems_only: bool = False
+        self, job_id: int, offset: int, limit: int, *, counted_as: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
-        return await self._run(queries.job_results, job_id, offset, limit, problems_only)
+        return await self._run(queries.job_results, job_id, offset, limit, counted_as)
+
+    async def job_columns(self, job_id: int) -> list[str]:
+        return await self._run(queries.job_columns, job_id)
+
+    async def job_logs(self, job_id: int) -> list[UnitLog]:
+        return await self._run(queries.job_logs, job_id)
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         return await self._run(queries.peer_count, seen_since)

@@ -18,7 +18,7 @@ from osaas.commands._shared import (
     _positive,
     _setup_logging,
 )
-from workloads import linkcheck_report as report
+from workloads.linkcheck import report
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

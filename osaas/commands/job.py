@@ -1,17 +1,18 @@
-"""`osaas job submit | list | status | results | cancel`: a project owner's jobs, each request
-signed with the owner's key (`--key`, default in the owner's config dir)."""
+"""`osaas job submit | list | status | results | logs | cancel`: a project owner's jobs, each
+request signed with the owner's key (`--key`, default in the owner's config dir)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from osaas import owner
-from osaas.check import CheckError, validate_url, write_report
+from osaas.check import CheckError, validate_url
 from osaas.commands._shared import (
     EXIT_OK,
     UsageError,
@@ -24,12 +25,14 @@ from osaas.commands._shared import (
     _with_session,
 )
 from overlay.wire import JobStatus
-from workloads import linkcheck_report as report
+from workloads import records, renderers
+
+RESULT_FORMATS = ("jsonl", "csv", "text", "html")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
-    submit = job.add_parser("submit", help="submit a link-check job; prints its id")
+    submit = job.add_parser("submit", help="submit a job of seed URLs (a link check by default); prints its id")
     submit.add_argument("urls", nargs="+", metavar="URL")
     submit.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     submit.add_argument(
@@ -56,13 +59,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_key_argument(status)
     status.set_defaults(run=_cmd_job_status)
 
-    results = job.add_parser("results", help="download a job's report")
+    results = job.add_parser(
+        "results", help="download a job's results: JSON Lines or CSV for any workload, text or HTML where it has them"
+    )
     results.add_argument("job_id", type=_positive, metavar="ID")
     results.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
-    results.add_argument("--format", choices=report.FORMATS, default="text", dest="fmt")
+    results.add_argument(
+        "--format", choices=(*RESULT_FORMATS, "json"), default=None, dest="fmt", help="json: the same as jsonl"
+    )
     results.add_argument("--output", type=Path)
     _add_key_argument(results)
     results.set_defaults(run=_cmd_job_results)
+
+    logs = job.add_parser("logs", help="the stderr tails of a job's failed units, as the peers captured them")
+    logs.add_argument("job_id", type=_positive, metavar="ID")
+    logs.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    _add_key_argument(logs)
+    logs.set_defaults(run=_cmd_job_logs)
 
     cancel = job.add_parser("cancel", help="stop a running job (what it checked so far stays)")
     cancel.add_argument("job_id", type=_positive, metavar="ID")
@@ -130,9 +143,41 @@ def _when(at: float) -> str:
 
 def _cmd_job_results(args: argparse.Namespace) -> int:
     key = _load_key(args.key)
-    items = asyncio.run(_with_session(lambda s: owner.results(s, args.coordinator, key, args.job_id)))
+
+    async def fetch(session: Any) -> tuple[JobStatus, list[str], list[dict[str, Any]]]:
+        status = await owner.status(session, args.coordinator, key, args.job_id)
+        columns, rows = await owner.results_with_columns(session, args.coordinator, key, args.job_id)
+        return status, columns, rows
+
+    status, columns, rows = asyncio.run(_with_session(fetch))
+    # Without --format: the workload's text where it has one, else JSON Lines.
+    fmt = {"json": "jsonl", None: "text" if "text" in renderers.formats(status.workload, columns) else "jsonl"}.get(
+        args.fmt, args.fmt
+    )
     try:
-        write_report(items, args.fmt, args.output)
-    except CheckError as exc:
+        text = renderers.render(status.workload, columns, rows, fmt)
+    except renderers.UnknownFormat as exc:
         raise UsageError(str(exc)) from exc
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+def _cmd_job_logs(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    entries = asyncio.run(_with_session(lambda s: owner.logs(s, args.coordinator, key, args.job_id)))
+    if not entries:
+        print(f"job {args.job_id}: no failed unit sent a log")
+    for entry in entries:
+        print(
+            f"== unit {entry.unit_id}, exit {entry.exit_code}, peer {entry.peer_id[:12]}, {_when(entry.at)}:"
+            f" {records.plain(entry.error or '')}"
+        )
+        print("\n".join(records.plain(line) for line in entry.log.splitlines()))
     return EXIT_OK

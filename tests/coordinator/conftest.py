@@ -17,6 +17,7 @@ from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, decode, encode, sign_request
+from workloads import bundle
 from workloads.builtin import build_linkcheck
 from workloads.bundle import BuiltBundle
 
@@ -182,6 +183,53 @@ async def add_linkcheck(store: Store, linkcheck: Linkcheck, now: float = START) 
     start does, so that link-check jobs can be created."""
     await store.add_owner("linkcheck-owner", linkcheck.owner.public_hex, now)
     await store.add_bundle(linkcheck.published(now))
+
+
+async def publish_source(
+    store: Store, source: Path, out: Path, now: float = START, owner: Identity | None = None
+) -> BuiltBundle:
+    """Build the bundle in `source` with its owner's key (a new owner's, admitted), and publish
+    it in `store`, as an owner and operator would."""
+    if owner is None:
+        owner = Identity.generate()
+        await store.add_owner(f"owner-{owner.public_hex[:8]}", owner.public_hex, now)
+    built = bundle.build(source, owner, out)
+    signed = built.signed
+    assert signed.info_hash is not None
+    name, version = signed.manifest.name, signed.manifest.version
+    manifest = built.manifest_path.read_bytes()
+    await store.add_bundle(
+        PublishedBundle(name, version, owner.public_hex, signed.info_hash, signed.archive_sha256, manifest, now)
+    )
+    return built
+
+
+FINGERPRINT_MANIFEST = """name = "fingerprint"
+version = "1.0.0"
+entrypoint = ["python3", "-m", "fingerprint"]
+capabilities = ["fetch"]
+
+[job]
+input = "urls"
+
+[results.fields]
+url = "str"
+status = "int?"
+length = "int"
+sha256 = "str?"
+"""
+
+
+async def publish_fingerprint(
+    store: Store, root: Path, now: float = START, manifest: str = FINGERPRINT_MANIFEST, owner: Identity | None = None
+) -> BuiltBundle:
+    """A page-fingerprint bundle (per URL: status, length, sha256), published in `store`; its
+    code is never run here."""
+    source = root / f"fingerprint-source-{len(list(root.glob('fingerprint-source-*')))}"
+    (source / "fingerprint").mkdir(parents=True)
+    (source / "bundle.toml").write_text(manifest)
+    (source / "fingerprint" / "__main__.py").write_text("raise SystemExit(2)\n")
+    return await publish_source(store, source, source.with_name(source.name + "-dist"), now, owner)
 
 
 @pytest.fixture

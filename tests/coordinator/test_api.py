@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
@@ -14,6 +15,7 @@ from tests.coordinator.conftest import (
     OPERATOR_KEY,
     START,
     Clock,
+    Linkcheck,
     Peer,
     audience,
     get,
@@ -31,11 +33,33 @@ def urls_of(lease: dict[str, Any]) -> list[str]:
 
 
 async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
+    """A link-check job's rows by URL, as the link checker reads them: an item the platform
+    gave up on (`failed`) is an error with that reason (`workloads.linkcheck.report.items`)."""
     status, body = await get(client, f"/v1/jobs/{job_id}/results")
     assert status == 200
-    by_url = {r["url"]: r for r in body["items"]}
+    assert body["columns"] == [
+        "url",
+        "result",
+        "status",
+        "final_url",
+        "redirects",
+        "error",
+        "depth",
+        "referrers",
+        "failed",
+    ]
+    by_url = {r["url"]: as_linkcheck(r) for r in body["items"]}
     assert len(by_url) == len(body["items"]) == body["total"]
     return by_url
+
+
+def as_linkcheck(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    assert isinstance(row.pop("done"), bool)
+    failed = row.pop("failed")
+    if failed is not None:
+        row.update(result="error", error=failed)
+    return row
 
 
 async def test_health(client: TestClient) -> None:
@@ -265,6 +289,28 @@ async def test_a_lone_peer_that_stepped_aside_tries_again_at_the_next_plan(
     assert (status, job["state"], job["counts"]) == (200, "done", {"ok": 1})
 
 
+async def test_a_unit_no_peer_can_run_uses_its_attempts_and_ends(client: TestClient, peer: Peer, clock: Clock) -> None:
+    # Both peers of the network give it back as unable (its bundle downloads nowhere, say):
+    # the trouble is the unit's, not theirs. Each round uses an attempt, and the job ends with
+    # the reason, where the unit used to go round between them for ever.
+    other = Peer(client, clock, "bob")
+    await other.register()
+    job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
+    releases = 0
+    for _ in range(20):
+        for holder in (peer, other):
+            for lease in await holder.lease():
+                unable = {"unit_id": lease["unit_id"], "token": lease["token"], "unable": "bundle fetch stalled"}
+                assert await holder.post("/v1/leases/release", unable) == (200, {})
+                releases += 1
+        clock.advance(REST + 1)
+        if (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done":
+            break
+    by_url = await results(client, job_id)
+    assert by_url["http://a.test/"]["error"] == "gave up after 3 attempts: no peer could run it: bundle fetch stalled"
+    assert releases == 4  # the first costs nothing (bob may run it); then every one does
+
+
 async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
     (lease,) = await peer.lease()
@@ -432,7 +478,7 @@ async def test_results_pagination(client: TestClient, peer: Peer) -> None:
     status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=6&limit=3")
     assert [r["url"] for r in page["items"]] == urls[6:]
     status, page = await get(client, f"/v1/jobs/{job_id}/results?offset=7")
-    assert (status, page) == (200, {"items": [], "total": 7})
+    assert (status, page["items"], page["total"]) == (200, [], 7)
     # Digits that are not ASCII (superscript two, Arabic-Indic three) are bad values, not a crash.
     bad = (
         "limit=0",
@@ -451,25 +497,51 @@ async def test_results_pagination(client: TestClient, peer: Peer) -> None:
         assert status == 404, path
 
 
-async def test_report_validation(client: TestClient, peer: Peer) -> None:
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (None, "payload must be a map with a list 'items'"),
+        ({"items": "no"}, "payload must be a map with a list 'items'"),
+        ({"items": [item("http://a.test/elsewhere")]}, "payload.items[0].url is not an item of this unit"),
+        ({"items": [item("http://a.test/"), item("http://a.test/")]}, "payload.items[1].url is reported twice"),
+        ({"items": [{**item("http://a.test/"), "status": "200"}]}, "payload.items[0].status must be int or nil"),
+        ({"items": [{**item("http://a.test/"), "links": [1]}]}, "payload.items[0].links must be list[str]"),
+        (
+            {"items": [{k: v for k, v in item("http://a.test/").items() if k != "redirects"}]},
+            "payload.items[0].redirects is missing",
+        ),
+        (
+            {"items": [{**item("http://a.test/"), "error": "e" * 8193}]},
+            "payload.items[0].error is longer than 8192 characters",
+        ),
+    ],
+)
+async def test_a_refused_report_uses_an_attempt_and_counts_against_the_version(
+    client: TestClient, peer: Peer, linkcheck: Linkcheck, clock: Clock, payload: Any, reason: str
+) -> None:
+    """Records that break the job's schema: the peer is told why (not accepted), the unit is
+    queued again with that reason, using an attempt, and the version that ran it is charged."""
     job_id = await submit(client, ["http://a.test/"])
     (lease,) = await peer.lease()
-    bad_payloads = [
-        None,
-        {"items": "no"},
-        {"items": [item("http://a.test/elsewhere")]},
-        {"items": [item("http://a.test/"), item("http://a.test/")]},
-        {"items": [{**item("http://a.test/"), "status": "200"}]},
-        {"items": [{**item("http://a.test/"), "result": "fine"}]},
-        {"items": [{**item("http://a.test/"), "links": [1]}]},
-        {"items": [{**item("http://a.test/"), "crawled": 1}]},
-        {"items": [{k: v for k, v in item("http://a.test/").items() if k != "redirects"}]},
-    ]
-    for payload in bad_payloads:
-        status, body = await peer.report(lease, 0, payload)
-        assert (status, body["error"]["code"]) == (400, "invalid_input"), payload
-    assert await peer.report(lease, 0, {"items": [item("http://a.test/")]}) == (200, {"accepted": True, "reason": ""})
-    assert (await get(client, f"/v1/jobs/{job_id}"))[1]["counts"] == {"ok": 1}
+    sent = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0, "payload": payload}
+    answer = await peer.post("/v1/reports", {**sent, "bundle_version": linkcheck.version})
+    assert answer == (200, {"accepted": False, "reason": f"report refused: {reason}"})
+    # Nothing of it was kept, and it cannot be sent again: the lease is over.
+    assert (await results(client, job_id))["http://a.test/"]["result"] is None
+    assert (await peer.post("/v1/reports", sent))[0] == 409
+    status, bundle = await get(client, "/v1/bundles/linkcheck")
+    assert [(v["version"], v["units_ok"], v["units_failed"]) for v in bundle["versions"]] == [(linkcheck.version, 0, 1)]
+    # The unit comes back with that reason as its last error; the attempts are used up at 3.
+    for _ in (2, 3):
+        clock.advance(REST)
+        (again,) = await peer.lease()
+        assert again["unit_id"] == lease["unit_id"]
+        assert (await peer.report(again, 0, payload))[1]["accepted"] is False
+    status, job = await get(client, f"/v1/jobs/{job_id}")
+    assert (job["state"], job["counts"]) == ("done", {"error": 1})
+    assert (await results(client, job_id))["http://a.test/"][
+        "error"
+    ] == f"gave up after 3 attempts: report refused: {reason}"
 
 
 async def test_bad_job_submissions(client: TestClient) -> None:
@@ -516,7 +588,7 @@ def report_of(lease: dict[str, Any], payload: Any, token: int | None = None) -> 
     return {"unit_id": lease["unit_id"], "token": token, "exit_code": 0, "payload": payload}
 
 
-async def test_report_batch_answers_every_report_in_order(client: TestClient, peer: Peer) -> None:
+async def test_report_batch_answers_every_report_in_order(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/", "http://b.test/", "http://c.test/"], depth=0)
     a, b, c = await peer.lease(max_units=3)
     done_a = {"items": [item("http://a.test/")]}
@@ -546,8 +618,8 @@ async def test_report_batch_answers_every_report_in_order(client: TestClient, pe
             {
                 "unit_id": c["unit_id"],
                 "accepted": False,
-                "code": "invalid_input",
-                "reason": "payload.items[0].url is not an item of this unit",
+                "code": "report_refused",
+                "reason": "report refused: payload.items[0].url is not an item of this unit",
             },
             {"unit_id": a["unit_id"], "accepted": True, "reason": "duplicate", "code": ""},
         ]
@@ -559,7 +631,8 @@ async def test_report_batch_answers_every_report_in_order(client: TestClient, pe
         "http://c.test/": None,
     }
 
-    # The refused reports changed nothing: their leases still stand and are reported next.
+    # The reports refused at the door changed nothing: b's lease still stands; c's refused
+    # records used an attempt, so c is leased again.
     status, body = await peer.post(
         "/v1/reports/batch",
         {
@@ -569,7 +642,10 @@ async def test_report_batch_answers_every_report_in_order(client: TestClient, pe
             ]
         },
     )
-    assert (status, [r["accepted"] for r in body["results"]]) == (200, [True, True])
+    assert (status, [r["code"] for r in body["results"]]) == (200, ["", "stale_lease"])
+    clock.advance(REST)
+    (c,) = await peer.lease()
+    assert (await peer.report(c, 0, {"items": [item("http://c.test/")]}))[1]["accepted"] is True
     status, job = await get(client, f"/v1/jobs/{job_id}")
     assert (job["state"], job["units_done"], job["counts"]) == ("done", 3, {"ok": 2, "broken": 1})
 

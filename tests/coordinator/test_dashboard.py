@@ -17,7 +17,17 @@ from coordinator.api import make_app
 from coordinator.dashboard import COOKIE, DashboardAccess, operator_token
 from coordinator.sqlite import SqliteStore
 from overlay.identity import Identity
-from tests.coordinator.conftest import LEASE_SECONDS, Clock, Linkcheck, Peer, add_linkcheck, as_operator, item, submit
+from tests.coordinator.conftest import (
+    LEASE_SECONDS,
+    Clock,
+    Linkcheck,
+    Peer,
+    add_linkcheck,
+    as_operator,
+    item,
+    publish_fingerprint,
+    submit,
+)
 
 TOKEN = "operator-" + "x" * 40
 
@@ -147,6 +157,29 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
         assert "http://b.test/&lt;script&gt;" in await response.text()
     assert (await page(board, "/dashboard/jobs/999"))[0] == 404
     assert (await page(board, f"/dashboard/jobs/{job_id}/report.exe"))[0] == 404
+
+
+async def test_a_workload_without_renderers_offers_its_records_as_json_lines_and_csv(
+    board: TestClient, store: SqliteStore, clock: Clock, tmp_path: Path
+) -> None:
+    board.session.cookie_jar.update_cookies({COOKIE: TOKEN})
+    await publish_fingerprint(store, tmp_path)
+    job_id = await store.create_job("fingerprint", {"urls": ["http://a.test/=1+1"]}, clock())
+    peer = Peer(board, clock, "p")
+    await peer.register()
+    status, body = await peer.post("/v1/leases", {"max_units": 1, "workloads": ["fingerprint"]})
+    (lease,) = body["leases"]
+    record = {"url": "http://a.test/=1+1", "status": 200, "length": 3, "sha256": "<b>ab</b>"}
+    assert (await peer.report(lease, payload={"items": [record]}))[1]["accepted"] is True
+    status, text = await page(board, f"/dashboard/jobs/{job_id}")
+    assert status == 200 and "1 of 1 URLs" in text and "1 done" in text
+    assert "report.json" in text and "report.csv" in text and "report.html" not in text and "Problems" not in text
+    async with board.get(f"/dashboard/jobs/{job_id}/report.csv") as response:
+        assert await response.text() == "url,status,length,sha256,failed\r\nhttp://a.test/=1+1,200,3,<b>ab</b>,\r\n"
+    async with board.get(f"/dashboard/jobs/{job_id}/report.json") as response:
+        assert [json.loads(line) for line in (await response.text()).splitlines()] == [{**record, "failed": None}]
+    status, text = await page(board, f"/dashboard/jobs/{job_id}/report.html")
+    assert status == 404 and "the fingerprint workload has no html renderer" in text
 
 
 def test_the_operator_token_is_kept_beside_the_database_for_its_owner_only(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from coordinator import assignment, host_pacing, unit_sizing
-from coordinator.linkcheck_jobs import unit_key
 from coordinator.peer_routes import RETRY_AFTER
 from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
 from coordinator.sqlite.schema import MIGRATIONS, SCHEMA
@@ -28,6 +27,7 @@ from coordinator.store import (
     StaleLease,
     StoreError,
 )
+from coordinator.url_jobs import unit_key
 from overlay.wire import Lease, RegisterRequest, Report, encode
 from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
 
@@ -71,7 +71,10 @@ def done(lease: Lease, status: int = 200) -> dict[str, Any]:
 
 
 async def report(store: SqliteStore, peer: str, lease: Lease, now: float, status: int = 200) -> None:
-    answer = await store.report(peer, Report(lease.unit_id, lease.token, 0, done(lease, status)), now)
+    throttled = 1 if status in (429, 503) else 0  # as the peer counts its fetches' answers
+    answer = await store.report(
+        peer, Report(lease.unit_id, lease.token, 0, done(lease, status), throttled=throttled), now
+    )
     assert answer.accepted and answer.reason == ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator import host_leasing, host_pacing, leases, linkcheck_jobs, unit_sizing
+from coordinator import host_leasing, host_pacing, leases, unit_sizing, url_jobs
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
@@ -62,7 +62,7 @@ def test_a_straggler_taken_back_is_granted_like_an_expired_lease() -> None:
 def test_items_that_reach_no_website_are_never_paced() -> None:
     expired = leased(1, at=100.0)
     paused = HostPace(next_allowed_at=10_000.0)
-    reclaimed = host_leasing.reclaim(linkcheck_jobs.NOT_HTTP_KEY, paused, [expired], 200.0, 1.0, never)
+    reclaimed = host_leasing.reclaim(url_jobs.NOT_HTTP_KEY, paused, [expired], 200.0, 1.0, never)
     assert reclaimed is not None and reclaimed.may_lease and reclaimed.pace == paused
 
 

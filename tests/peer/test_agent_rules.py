@@ -20,7 +20,7 @@ from peer.leasing import IDLE_RECHECK, idle_too_long
 from peer.runner import WorkloadOutcome
 from peer.status import Checked, Totals
 from peer.tally import WorkTally, counted
-from peer.unit_work import STOP_UNRENEWED, unrenewed_too_long
+from peer.unit_work import STOP_UNRENEWED, log_tail, unrenewed_too_long
 from peer.wire_cost import acks_on_wire, on_wire
 from peer.work_choice import WorkChoice
 from workloads.process_api import ExitCode
@@ -81,6 +81,14 @@ def test_an_idle_peer_looks_elsewhere_after_idle_recheck() -> None:
 @given(since=st.floats(0, 1e4, allow_nan=False), interval=st.floats(0.1, 1e3, allow_nan=False))
 def test_an_unrenewed_unit_stops_exactly_when_the_rule_says(since: float, interval: float) -> None:
     assert unrenewed_too_long(since, interval) == (since >= STOP_UNRENEWED * interval)
+
+
+def test_a_failed_units_log_is_the_end_of_its_stderr_within_the_wires_cap() -> None:
+    said = "".join(f"line {i}\n" for i in range(2000))
+    assert log_tail(said) == said[-wire.MAX_LOG :]
+    assert len(log_tail(said) or "") == wire.MAX_LOG
+    assert log_tail("Traceback\n") == "Traceback\n"
+    assert log_tail(" \n") is None  # a workload that said nothing sends nothing
 
 
 def test_a_unit_stops_once_its_lease_went_unrenewed_for_one_and_a_half_intervals() -> None:

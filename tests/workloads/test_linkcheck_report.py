@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workloads import linkcheck_report as report
+from workloads.linkcheck import report
 
 ITEMS: list[dict[str, Any]] = [
     {

@@ -26,8 +26,11 @@ and anything the manifest does not name) into `cache_path()`.
 Errors: `BundleError` (one line a person can act on) means a bundle, manifest, archive or pin
 file is bad; `ValueError` means we called something impossible (our bug).
 
-One module per step, each using only those before it: `manifest` (bundle.toml, limits,
-capabilities), `signing` (the signed manifest, its canonical bytes and encoding), `building`,
+A manifest may declare its jobs' model (`[job]`, `[results.fields]`: `job_model`); without one
+its jobs follow the link checker's (`DEFAULT_MODEL`).
+
+One module per step, each using only those before it: `job_model` (what jobs take, the schema
+of result records), `manifest` (bundle.toml, limits, capabilities), `signing` (the signed manifest, its canonical bytes and encoding), `building`,
 `unpacking` (archive checks, extraction), `pinning` (owner keys per bundle name, rotations).
 This package's names are the public surface; the modules are not imported from outside.
 """
@@ -39,6 +42,8 @@ from workloads.bundle.building import (
     build,
     load_built,
 )
+from workloads.bundle.job_model import DEFAULT_MODEL, Field, JobModel, ModelError
+from workloads.bundle.job_model import from_obj as model_from_obj
 from workloads.bundle.manifest import (
     CAPABILITIES,
     DEFAULT_LIMITS,
@@ -83,6 +88,11 @@ __all__ = [
     "MAX_FILES",
     "MAX_MANIFEST_BYTES",
     "BundleError",
+    "ModelError",
+    "JobModel",
+    "Field",
+    "DEFAULT_MODEL",
+    "model_from_obj",
     "Limits",
     "Manifest",
     "parse_manifest",

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from overlay.errors import OsaasError
+from workloads.bundle import job_model
+from workloads.bundle.job_model import JobModel
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,10 @@ _NAME_RE = re.compile(r"[a-z0-9._-]{1,64}")
 # Versions end up in file names, so only characters that are safe on every file system.
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
 _CHUNK = 1024 * 1024
-_TOML_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities"})
-_SIGNED_KEYS = _TOML_KEYS | {"archive_sha256", "files", "owner_key", "info_hash", "signature"}
+_TOML_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities", "job", "results"})
+# The signed manifest's keys: the TOML's (its job model as one map, `job_model`) and the seal's.
+_MANIFEST_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities", "job_model"})
+_SIGNED_KEYS = _MANIFEST_KEYS | {"archive_sha256", "files", "owner_key", "info_hash", "signature"}
 
 
 class BundleError(OsaasError):
@@ -79,6 +83,7 @@ class Manifest:
     entrypoint: tuple[str, ...]
     limits: Limits = Limits()
     capabilities: tuple[str, ...] = ()
+    job: JobModel | None = None  # None: no [job] table, the link checker's model (`model`)
 
     def __post_init__(self) -> None:
         _require(
@@ -106,6 +111,12 @@ class Manifest:
                 f"capability {capability!r} is not one of {sorted(CAPABILITIES)}",
             )
         _require(len(set(self.capabilities)) == len(self.capabilities), "capabilities has duplicates")
+        _require(self.job is None or isinstance(self.job, JobModel), "job must be a table")
+
+    @property
+    def model(self) -> JobModel:
+        """The job model its jobs follow: the declared one, else the link checker's."""
+        return job_model.DEFAULT_MODEL if self.job is None else self.job
 
     @property
     def stem(self) -> str:
@@ -130,6 +141,11 @@ def _manifest_from_map(obj: Mapping[str, Any], where: str) -> Manifest:
         capabilities = obj.get("capabilities", [])
         _require(isinstance(entrypoint, list), "entrypoint must be a non-empty list of non-empty strings")
         _require(isinstance(capabilities, list), "capabilities must be a list of strings")
+        job: JobModel | None = None
+        if "job_model" in obj:
+            job = job_model.from_obj(obj["job_model"])
+        elif "job" in obj or "results" in obj:
+            job = job_model.from_toml(obj.get("job"), obj.get("results"))
         return Manifest(
             name=obj["name"],
             version=obj["version"],
@@ -137,8 +153,9 @@ def _manifest_from_map(obj: Mapping[str, Any], where: str) -> Manifest:
             limits=Limits(**raw_limits),
             # Sorted so that the order an owner wrote them in cannot change the signed bytes.
             capabilities=tuple(sorted(capabilities, key=str)),
+            job=job,
         )
-    except BundleError as exc:
+    except (BundleError, job_model.ModelError) as exc:
         raise BundleError(f"{where}: {exc}") from None
 
 

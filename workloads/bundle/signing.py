@@ -11,8 +11,8 @@ from overlay import wire
 from overlay.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
 from workloads.bundle.manifest import (
     _INFO_HASH_SIZES,
+    _MANIFEST_KEYS,
     _SIGNED_KEYS,
-    _TOML_KEYS,
     DEFAULT_LIMITS,
     DOMAIN,
     MAX_MANIFEST_BYTES,
@@ -67,7 +67,8 @@ def _signing_bytes(
     owner_key: bytes,
     info_hash: bytes | None,
 ) -> bytes:
-    # Lists, not maps, in a fixed order: msgpack map order is whatever the encoder saw.
+    # Lists, not maps, in a fixed order: msgpack map order is whatever the encoder saw. A job
+    # model, where declared, comes last: a manifest without one signs the bytes it always did.
     return wire.encode(
         [
             DOMAIN,
@@ -81,6 +82,7 @@ def _signing_bytes(
             owner_key,
             info_hash,
         ]
+        + ([] if manifest.job is None else [manifest.job.signed_part()])
     )
 
 
@@ -114,6 +116,7 @@ def verify_manifest(signed: SignedManifest) -> None:
 
 def encode(signed: SignedManifest) -> bytes:
     m = signed.manifest
+    declared = {} if m.job is None else {"job_model": m.job.to_obj()}
     return wire.encode(
         {
             "name": m.name,
@@ -121,6 +124,7 @@ def encode(signed: SignedManifest) -> bytes:
             "entrypoint": list(m.entrypoint),
             "limits": m.limits.as_dict(),
             "capabilities": list(m.capabilities),
+            **declared,
             "archive_sha256": signed.archive_sha256,
             "files": dict(sorted(signed.files.items())),
             "owner_key": signed.owner_key,
@@ -140,9 +144,9 @@ def decode(data: bytes) -> SignedManifest:
     _require(isinstance(obj, dict), "manifest: not a msgpack map")
     for key in obj:
         _require(key in _SIGNED_KEYS, f"manifest: unknown key {key!r}")
-    for key in sorted(_SIGNED_KEYS - _TOML_KEYS):
+    for key in sorted(_SIGNED_KEYS - _MANIFEST_KEYS):
         _require(key in obj, f"manifest: {key} is missing")
-    manifest = _manifest_from_map({k: obj[k] for k in _TOML_KEYS if k in obj}, "manifest")
+    manifest = _manifest_from_map({k: obj[k] for k in _MANIFEST_KEYS if k in obj}, "manifest")
     try:
         return SignedManifest(
             manifest=manifest,

@@ -10,6 +10,12 @@ from workloads.linkcheck.check import Item, Verdict
 
 MAX_ITEMS = 1000
 MAX_URL_LENGTH = 8192
+# The caps the coordinator holds every record to (workloads/records.py): a record past one is
+# refused whole, so the checker keeps within them, dropping what it could not report whole.
+MAX_STRING = 8192
+MAX_LIST = 10_000
+MAX_RECORD = 1024 * 1024
+MAX_ERROR = 2000
 
 
 class BadPayload(ValueError):
@@ -34,7 +40,28 @@ def parse_job(payload: dict[str, Any]) -> Job:
 
 
 def result_payload(verdicts: Iterable[Verdict]) -> dict[str, Any]:
-    return {"items": [verdict.to_dict() for verdict in verdicts]}
+    return {"items": [within_caps(verdict.to_dict()) for verdict in verdicts]}
+
+
+def within_caps(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` as the coordinator takes it: URLs longer than a string may be are left out (a
+    URL cut short would be a wrong one), the error is cut, and links past the list and record
+    caps are dropped."""
+    if record["final_url"] is not None and len(record["final_url"]) > MAX_STRING:
+        record["final_url"] = None
+    if record["error"] is not None and len(record["error"]) > MAX_ERROR:
+        record["error"] = record["error"][: MAX_ERROR - 1] + "…"
+    record["redirects"] = [url for url in record["redirects"] if len(url) <= MAX_STRING][:MAX_LIST]
+    room = MAX_RECORD - 1024 - sum(len(url) + 8 for url in record["redirects"]) - len(record["url"])
+    links: list[str] = []
+    for link in record["links"]:
+        if len(link) <= MAX_STRING:
+            room -= len(link) + 8
+            if room < 0 or len(links) == MAX_LIST:
+                break
+            links.append(link)
+    record["links"] = links
+    return record
 
 
 def _item(index: int, item: Any) -> Item:

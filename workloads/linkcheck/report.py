@@ -1,8 +1,10 @@
-"""Link-check reports from a job's results: text, JSON Lines, CSV, HTML. Pure functions, used by
-`osaas job results`, `osaas check` and the coordinator's dashboard.
+"""The link checker's own reports of a job's results: text, JSON Lines, CSV, HTML, and the
+dashboard's problems table. Pure functions, used through `workloads.renderers` by `osaas job
+results` and the coordinator's dashboard, and by `osaas check` directly. Only the standard
+library: this module ships in the link checker's bundle with the rest of the package.
 
-An item is what the coordinator returns per checked URL: url, result, status, final_url,
-redirects, error, referrers, depth.
+An item is a results row of a link-check job (`items` makes one of what the coordinator
+returns): url, result, status, final_url, redirects, error, referrers, depth.
 
 Every field of an item came from a workload and a website, so it is hostile wherever it is
 shown: HTML escapes everything and links only http(s) URLs (a downloaded report.html has no
@@ -34,6 +36,20 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _LINKABLE = re.compile(r"https?://", re.IGNORECASE)
 
 Item = Mapping[str, Any]
+
+
+def items(rows: Iterable[Item]) -> list[dict[str, Any]]:
+    """Link-check items of a job's finished results rows: an item the platform gave up on
+    (`failed`) is an error with that reason, as the link checker would say it."""
+    found = []
+    for row in rows:
+        if row.get("done") is False:
+            continue
+        item = dict(row)
+        if item.get("failed") is not None:
+            item.update(result="error", error=item["failed"], redirects=item.get("redirects") or [])
+        found.append(item)
+    return found
 
 
 def has_problems(items: Iterable[Item]) -> bool:
@@ -181,6 +197,24 @@ tr.page th {{ background: #f3f3f3; padding-top: .75rem; }}
 {body}
 </tbody></table></body></html>
 """
+
+
+def problems_table(items: Sequence[Item]) -> str:
+    """The dashboard's table of problem links, page by page (a fragment of its job page)."""
+    pages = problems_by_page(items)
+    if not pages:
+        return "<p class=muted>No broken links found (yet).</p>"
+    rows = []
+    for page, links in pages.items():
+        rows.append(f'<tr class="page"><th colspan="4">{html.escape(page)}</th></tr>')
+        for link in links:
+            status = link.get("status")
+            rows.append(
+                f'<tr class="problem"><td class="{html.escape(link["result"])}">{html.escape(link["result"])}</td>'
+                f"<td>{'' if status is None else status}</td><td>{html.escape(link['url'])}</td>"
+                f"<td>{html.escape(link.get('error') or '')}</td></tr>"
+            )
+    return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
 def render(items: Sequence[Item], fmt: str) -> str:

@@ -1,0 +1,196 @@
+"""A workload's job model, as its manifest declares it (`[job]` and `[results.fields]`): what
+its jobs take, whether its units add items, and the schema of its result records.
+
+    [job]
+    input = "urls"        # seed URLs, split by website (the politeness unit)
+    crawl = true          # units add items: each record's `links` (list[str]) names them
+    count = "result"      # optional: job status counts records by this str field
+    links_at = "final_url"  # optional, crawl only: the field naming the page the links are on
+
+    [results.fields]
+    url = "str"           # every record names its item
+    result = "str"
+    status = "int?"       # "?": nil allowed
+    links = "list[str]"
+
+Only `input = "urls"` exists now; "items" and "records" are the kinds to come (a list of items,
+a file of records, split by count), so the key is a word, not a flag. A manifest without
+`[job]` means what every manifest meant before job models: the link checker's
+(`DEFAULT_MODEL`), so bundles built before keep running and keep their signatures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.errors import OsaasError
+
+INPUTS = ("urls",)  # to come: "items", "records"
+KINDS = ("str", "int", "float", "bool", "list[str]")
+MAX_FIELDS = 64
+# Names the results rows use for what the platform adds beside a record.
+RESERVED = frozenset({"depth", "referrers", "failed"})
+URL_FIELD = "url"
+LINKS_FIELD = "links"
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_JOB_KEYS = frozenset({"input", "crawl", "count", "links_at"})
+
+
+class ModelError(OsaasError):
+    """A `[job]` or `[results]` table that does not declare a job model we can run."""
+
+    code = "invalid_bundle"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ModelError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: str  # one of KINDS
+    nullable: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return self.kind + ("?" if self.nullable else "")
+
+
+@dataclass(frozen=True, slots=True)
+class JobModel:
+    """Validated on construction; `fields` in the order the manifest lists them."""
+
+    fields: tuple[Field, ...]
+    input: str = "urls"
+    crawl: bool = False
+    count: str | None = None
+    links_at: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.input in INPUTS, f"job.input must be one of {', '.join(INPUTS)}")
+        _require(type(self.crawl) is bool, "job.crawl must be true or false")
+        _require(0 < len(self.fields) <= MAX_FIELDS, f"results.fields must declare 1..{MAX_FIELDS} fields")
+        names = [f.name for f in self.fields]
+        _require(len(set(names)) == len(names), "results.fields has a field twice")
+        for f in self.fields:
+            _require(_NAME_RE.fullmatch(f.name) is not None, f"results.fields.{f.name}: names are a-z, 0-9 and '_'")
+            _require(f.name not in RESERVED, f"results.fields.{f.name}: the name is the platform's")
+            _require(f.kind in KINDS, f'results.fields.{f.name} must be one of {", ".join(KINDS)} ("?" for nil)')
+        by_name = {f.name: f for f in self.fields}
+        _require(by_name.get(URL_FIELD) == Field(URL_FIELD, "str"), 'results.fields.url = "str" is required')
+        if self.crawl:
+            _require(
+                by_name.get(LINKS_FIELD) == Field(LINKS_FIELD, "list[str]"),
+                'job.crawl needs results.fields.links = "list[str]"',
+            )
+        if self.count is not None:
+            _require(
+                self.count in by_name and by_name[self.count].kind == "str" and self.count != URL_FIELD,
+                "job.count must name a str field other than url",
+            )
+        if self.links_at is not None:
+            _require(self.crawl, "job.links_at needs job.crawl = true")
+            _require(
+                self.links_at in by_name and by_name[self.links_at].kind == "str",
+                "job.links_at must name a str field",
+            )
+
+    @property
+    def stored(self) -> tuple[Field, ...]:
+        """The fields kept per item: all but the item's URL and the links (new items)."""
+        left_out = {URL_FIELD, LINKS_FIELD} if self.crawl else {URL_FIELD}
+        return tuple(f for f in self.fields if f.name not in left_out)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """A results row's keys, in order: the record's, then the platform's."""
+        platform = ("depth", "referrers", "failed") if self.crawl else ("failed",)
+        return (URL_FIELD, *(f.name for f in self.stored), *platform)
+
+    def to_obj(self) -> dict[str, Any]:
+        """The model as a map (a signed manifest's, a job's row): fields as [name, type] pairs
+        so their order holds in any encoding."""
+        return {
+            "input": self.input,
+            "crawl": self.crawl,
+            "count": self.count,
+            "links_at": self.links_at,
+            "fields": [[f.name, f.type_name] for f in self.fields],
+        }
+
+    def signed_part(self) -> list[Any]:
+        """The model in the bytes a manifest's signature covers: a list in a fixed order."""
+        return [self.input, self.crawl, self.count, self.links_at, [[f.name, f.type_name] for f in self.fields]]
+
+
+def parse_type(name: str, text: object) -> Field:
+    _require(isinstance(text, str), f'results.fields.{name} must be a type name like "int" or "str?"')
+    assert isinstance(text, str)
+    nullable = text.endswith("?")
+    return Field(name, text[:-1] if nullable else text, nullable)
+
+
+def from_toml(job: object, results: object) -> JobModel:
+    """The model of a manifest's `[job]` and `[results]` tables (TOML keeps their order)."""
+    _require(isinstance(job, dict), "job must be a table")
+    _require(isinstance(results, dict), "a manifest with [job] needs [results.fields]")
+    assert isinstance(job, dict) and isinstance(results, dict)
+    unknown = sorted(set(results) - {"fields"})
+    _require(not unknown, f"results has unknown keys: {', '.join(unknown)}")
+    fields = results.get("fields")
+    _require(isinstance(fields, dict), 'results.fields must be a table of name = "type"')
+    assert isinstance(fields, dict)
+    _require(len(fields) <= MAX_FIELDS, f"results.fields must declare 1..{MAX_FIELDS} fields")
+    return _model(job, [parse_type(str(name), kind) for name, kind in fields.items()])
+
+
+def from_obj(obj: object) -> JobModel:
+    """The model of `to_obj`'s map (a signed manifest, a job's row)."""
+    _require(isinstance(obj, dict), "job model must be a map")
+    assert isinstance(obj, dict)
+    pairs = obj.get("fields")
+    _require(isinstance(pairs, list) and len(pairs) <= MAX_FIELDS, "job model fields must be a list")
+    assert isinstance(pairs, list)
+    fields = []
+    for pair in pairs:
+        _require(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str), "bad job model field")
+        fields.append(parse_type(pair[0], pair[1]))
+    return _model({k: v for k, v in obj.items() if k != "fields"}, fields)
+
+
+def _model(job: Mapping[str, Any], fields: list[Field]) -> JobModel:
+    unknown = sorted(set(job) - _JOB_KEYS)
+    _require(not unknown, f"job has unknown keys: {', '.join(map(str, unknown))}")
+    for key in ("count", "links_at"):
+        _require(job.get(key) is None or isinstance(job[key], str), f"job.{key} must name a field")
+    _require(isinstance(job.get("input", "urls"), str), "job.input must be a word")
+    return JobModel(
+        fields=tuple(fields),
+        input=job.get("input", "urls"),
+        crawl=job.get("crawl", False),
+        count=job.get("count"),
+        links_at=job.get("links_at"),
+    )
+
+
+# What a manifest without [job] means: the link checker's records as it reported them before
+# job models (docs/workload-api.md), `crawled` left out (its links are empty when not crawled).
+DEFAULT_MODEL = JobModel(
+    fields=(
+        Field("url", "str"),
+        Field("result", "str"),
+        Field("status", "int", True),
+        Field("final_url", "str", True),
+        Field("redirects", "list[str]"),
+        Field("error", "str", True),
+        Field("links", "list[str]"),
+    ),
+    crawl=True,
+    count="result",
+    links_at="final_url",
+)
