@@ -135,9 +135,10 @@ async def test_requests_for_pieces_not_shown_are_rejected(archive: Path, origin:
 @pytest.mark.parametrize(
     "sent",
     [
-        os.urandom(96),  # an encrypted handshake's opening, or noise
+        b"\x8f" + bytes(95),  # what an encrypted handshake opens with: 96 bytes of key, not the protocol
         peerwire.encode_handshake(peerwire.Handshake(bytes(8), bytes(range(20)), bytes(20))),  # unknown torrent
     ],
+    ids=["noise", "unknown-torrent"],
 )
 async def test_what_is_not_a_handshake_for_a_seeded_torrent_is_hung_up_on(origin: OriginSeeder, sent: bytes) -> None:
     reader, writer = await asyncio.open_connection(HOST, origin.listen_port)
