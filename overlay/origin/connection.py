@@ -34,6 +34,7 @@ MAX_WRITE_BUFFER = 256 * 1024  # bytes waiting in our send buffer before the pee
 WRITE_LIMIT = 64 * 1024  # the transport's high-water mark: a block waits until the last drained
 READ_SIZE = 64 * 1024
 CLIENT = "osaas origin 0.1"
+MAX_COPIES = 2  # copies of a torrent one connection may be sent: a fetcher needs one at most
 METADATA_REPEATS = 3  # times a peer may ask for each piece of the info dict (a flood costs nothing then)
 PEX_PER_MINUTE = 5
 PEX_GAP = 1.0  # seconds between two peer exchange messages to one peer
@@ -100,6 +101,7 @@ class Connection:
         self._wanted = asyncio.Event()
         self._joined = False
         self._bitfield_allowed = True
+        self._served_bytes = 0  # blocks sent on this connection; capped at MAX_COPIES of the torrent
         self._metadata_asked = 0  # ut_metadata requests answered: they pass the upload bucket by
 
     @property
@@ -228,6 +230,16 @@ class Connection:
             self._write(peerwire.encode(peerwire.KEEP_ALIVE))
 
     async def _send_blocks(self) -> None:
+        """Serve queued requests through the upload bucket; a failure hangs up at once (the
+        read loop, waiting on the peer, then ends)."""
+        try:
+            await self._send_queued()
+        except (PeerWireError, OSError) as exc:
+            log.debug("origin: %s: %s", self.peer, exc)
+            self._writer.transport.abort()
+            raise
+
+    async def _send_queued(self) -> None:
         served = self._served
         assert served is not None
         meta = served.meta
@@ -240,6 +252,9 @@ class Connection:
             if not self._queue or self._queue[0] is not request:
                 continue  # cancelled meanwhile
             self._queue.popleft()
+            self._served_bytes += request.length
+            if self._served_bytes > MAX_COPIES * meta.length:
+                raise PeerWireError(f"asked for more than {MAX_COPIES} copies of the torrent")
             offset = request.index * meta.piece_length + request.begin
             block = os.pread(served.fd, request.length, offset)  # the page cache: microseconds
             if len(block) != request.length:

@@ -197,3 +197,21 @@ async def test_the_info_dict_is_served_by_ut_metadata_and_not_over_and_over(
         await _messages(reader, wire=wire)  # returns: the origin hung up on the flood
     finally:
         writer.close()
+
+
+async def test_a_peer_asking_for_the_same_block_over_and_over_is_cut_off(
+    archive: Path, origin: OriginSeeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "MAX_COPIES", 0.01)  # a copy is 6 MiB: 0.01 of it is 3 blocks and some
+    reader, writer = await _connect(origin, info_hash_of(make_torrent(archive)))
+    wire = peerwire.Reader()
+    try:
+        writer.write(peerwire.encode(peerwire.Simple(Id.HAVE_NONE)))
+        opening = await _messages(reader, until=peerwire.Index, wire=wire)
+        shown = next(m.index for m in opening if isinstance(m, peerwire.Index) and m.id is Id.HAVE)
+        again = peerwire.encode(Block(Id.REQUEST, shown, 0, peerwire.BLOCK))
+        writer.write(again * 10)
+        got = await _messages(reader, wire=wire)  # returns: the origin hung up
+        assert sum(isinstance(m, peerwire.Piece) for m in got) <= 3  # of the 10 asked for
+    finally:
+        writer.close()
