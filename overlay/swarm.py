@@ -243,9 +243,11 @@ class SwarmMembership:
         """Fetch the single-file torrent `info_hash` into `save_dir` from its `sources`; the
         file's path. Raises TorrentError as `TorrentSession.fetch` does.
 
-        A fetcher is a member from its start: it announces itself at once (libtorrent serves
-        the pieces it has) and looks the swarm up again while it fetches (`MEET_AFTER`), adding
-        whoever joined. Peers that start together would otherwise know only the seeds, and
+        The fetch starts from the seeds at once (in plaintext: they are the coordinator's
+        origin, which speaks no encrypted handshake) and meets the other members as the DHT
+        answers. A fetcher is a member from its start: it announces itself at once (libtorrent
+        serves the pieces it has) and looks the swarm up at once and again while it fetches
+        (`MEET_AFTER`), adding whoever joined. Peers that start together would otherwise know only the seeds, and
         meet each other only through the seed's peer exchange, seconds later, while every piece
         comes from the seed. A fetch that fails withdraws the record it made.
 
