@@ -28,8 +28,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from peer import fetch_timing
 from peer.address_policy import describe_refusal, is_allowed
 from peer.allowance import Allowance, Receipt
+from peer.fetch_timing import FetchTimer
 from peer.politeness import Origin, Politeness
 from peer.wire_cost import IPV4, IPV6, FetchWindow, Framing, fetch_window
 from workloads.process_api import FetchError, FetchRequest, FetchResult
@@ -57,6 +59,7 @@ class EgressConfig:
     max_crawl_delay: float = 10.0
     respect_robots: bool = True
     source_address: str | None = None  # the local address workload traffic leaves from
+    ca_file: str | None = None  # trust anchors besides the system's (a lab's own CA)
 
 
 class _State(enum.Enum):
@@ -97,6 +100,7 @@ class Egress:
             limit_per_host=self.config.per_host_concurrency,
             local_addr=(self.config.source_address, 0) if self.config.source_address else None,
             socket_factory=self._socket,
+            ssl=fetch_timing.tls_context(self.config.ca_file),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -105,6 +109,7 @@ class Egress:
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=self.config.connect_timeout),
             trust_env=False,
             read_bufsize=self._window().read_buffer,  # each request sets its own (`_request`)
+            trace_configs=[fetch_timing.trace_config()],
         )
         self._state = _State.OPEN
         return self
@@ -122,17 +127,20 @@ class Egress:
         if self._session is not None:
             await self._session.close()
 
-    async def fetch(self, request: FetchRequest) -> FetchResult:
-        """Fetch politely: robots.txt consulted, crawl delay and per-host limit respected."""
+    async def fetch(self, request: FetchRequest, detailed: bool = False) -> FetchResult:
+        """Fetch politely: robots.txt consulted, crawl delay and per-host limit respected.
+        `detailed` (process API version 2): the result carries what was measured of the
+        request itself (`FetchDetails`), never of the waits for politeness and budget."""
         url_or_error = self._preflight(request)
         if isinstance(url_or_error, FetchResult):
-            return url_or_error
+            return fetch_timing.with_details(url_or_error, None) if detailed else url_or_error
         url = url_or_error
         origin = Origin.of(url)
         rules = await self._politeness.rules(origin)
         if not rules.can_fetch(str(url), self.config.user_agent):
-            return _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
-        return await self._send(request, url, origin)
+            refused = _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
+            return fetch_timing.with_details(refused, None) if detailed else refused
+        return await self._send(request, url, origin, FetchTimer() if detailed else None)
 
     def crawl_delay(self, origin: str) -> float | None:
         """The crawl delay this egress keeps for `origin` ("http://host:port"), as robots.txt
@@ -193,7 +201,9 @@ class Egress:
             return _error(request, FetchError.POLICY, describe_refusal(literal))
         return url
 
-    async def _send(self, request: FetchRequest, url: URL, polite_to: Origin | None = None) -> FetchResult:
+    async def _send(
+        self, request: FetchRequest, url: URL, polite_to: Origin | None = None, timer: FetchTimer | None = None
+    ) -> FetchResult:
         """Pay the budget first, then wait for the host's politeness slot (with `polite_to`):
         a wait for the budget inside the slot would let requests the slot spaced out reach
         the host closer together."""
@@ -206,17 +216,23 @@ class Egress:
                 receipt = await stack.enter_async_context(self._allowance.response(window))
             if polite_to is not None:
                 await stack.enter_async_context(self._politeness.slot(polite_to))
-            return await self._request(request, url, receipt, window)
+            if timer is None:
+                return await self._request(request, url, receipt, window, None)
+            with timer.measuring():
+                result = await self._request(request, url, receipt, window, timer)
+            return fetch_timing.with_details(result, timer)
 
     async def _request(
-        self, request: FetchRequest, url: URL, receipt: Receipt | None, window: FetchWindow
+        self, request: FetchRequest, url: URL, receipt: Receipt | None, window: FetchWindow, timer: FetchTimer | None
     ) -> FetchResult:
         assert self._session is not None
         chunk = window.read_chunk
         try:
             async with self._session.request(
-                request.method, url, allow_redirects=False, read_bufsize=window.read_buffer
+                request.method, url, allow_redirects=False, read_bufsize=window.read_buffer, trace_request_ctx=timer
             ) as response:
+                if timer is not None:
+                    timer.answered(response)
                 if receipt is not None:
                     receipt.framing = _framing(response)
                     await receipt.received(_head_size(response))
