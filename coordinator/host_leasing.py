@@ -152,7 +152,7 @@ def form_unit(
         if not may_serve(job_id, replica):
             continue
         size = job_unit_size(job_id)
-        picked = []
+        picked: list[WaitingItem] = []
         for item in of_job:
             if item.replica != replica or len(picked) == size:
                 break

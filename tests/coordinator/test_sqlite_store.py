@@ -319,7 +319,8 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
         conn.executescript(  # and without schema 9's job models and unit logs, nor 10's vantage points
             "DROP TABLE unit_logs; ALTER TABLE jobs DROP COLUMN model;"
             " ALTER TABLE items DROP COLUMN record; ALTER TABLE items DROP COLUMN failed;"
-            " ALTER TABLE jobs DROP COLUMN vantage; ALTER TABLE units DROP COLUMN replica;"
+            " DROP INDEX jobs_with_vantage; ALTER TABLE jobs DROP COLUMN vantage;"
+            " ALTER TABLE units DROP COLUMN replica;"
             " ALTER TABLE units DROP COLUMN network;"
         )
         conn.execute(
