@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+from aiohttp.connector import Connection
 
 from workloads.process_api import TIMINGS, FetchDetails, FetchResult
 
@@ -55,19 +56,11 @@ class FetchTimer:
             _MEASURING.reset(token)
 
     def answered(self, response: aiohttp.ClientResponse) -> None:
-        """The status line and headers are in: the first byte's time, the certificate and the
-        address, read from the connection while the response still holds it."""
+        """The status line and headers are in: the first byte's time, and the certificate and
+        address the response read off its connection (`MeasuredResponse`)."""
         self.first_byte = time.monotonic()
-        connection = response.connection
-        transport = None if connection is None else connection.transport
-        if transport is None:
-            return
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            self.address = peer[0]
-        tls = transport.get_extra_info("ssl_object")
-        if isinstance(tls, ssl.SSLObject):
-            self.tls = certificate_facts(tls)
+        if isinstance(response, MeasuredResponse):
+            self.address, self.tls = response.address, response.certificate
 
     def details(self) -> FetchDetails:
         timing = {
@@ -80,6 +73,25 @@ class FetchTimer:
             "total": _between(self.started, self.ended),
         }
         return FetchDetails(timing, self.tls, self.address)
+
+
+class MeasuredResponse(aiohttp.ClientResponse):
+    """A response that notes the address and TLS certificate of the connection it is read
+    from, when it starts: a small response releases its connection before anyone asks."""
+
+    address: str | None = None
+    certificate: dict[str, Any] | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        if transport is not None:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+                self.address = peer[0]
+            tls = transport.get_extra_info("ssl_object")
+            if isinstance(tls, ssl.SSLObject):
+                self.certificate = certificate_facts(tls)
+        return await super().start(connection)
 
 
 def _between(start: float | None, end: float | None) -> float | None:
