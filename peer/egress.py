@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
