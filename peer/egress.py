@@ -288,9 +288,12 @@ class Egress:
         if isinstance(exc, aiohttp.InvalidURL):
             return FetchError.INVALID_URL, f"aiohttp cannot request this URL: {exc}"
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            cause = exc.certificate_error
-            reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause)
-            return FetchError.CONNECTION, f"TLS certificate of {where} not trusted: certificate verify failed: {reason}"
+            failure = exc.certificate_error
+            reason = getattr(failure, "verify_message", None) or getattr(failure, "reason", None) or str(failure)
+            return (
+                FetchError.CONNECTION,
+                f"TLS certificate of {where} not trusted: certificate verify failed: {_one_line(str(reason))}",
+            )
         if isinstance(exc, aiohttp.ClientConnectorSSLError):
             return FetchError.CONNECTION, f"TLS handshake with {where} failed: {_one_line(str(exc.os_error))}"
         if isinstance(exc, aiohttp.ClientConnectorError):

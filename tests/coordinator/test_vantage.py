@@ -3,6 +3,8 @@ unit of a vantage job holds, and when a job stops waiting for networks."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +31,9 @@ def test_a_network_is_an_ipv4_16_or_an_ipv6_48_by_default() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(a=st.ip_addresses(v=4), b=st.ip_addresses(v=4), prefix=st.integers(8, 32))
-def test_two_addresses_share_a_network_exactly_when_they_share_the_prefix(a, b, prefix) -> None:  # type: ignore[no-untyped-def]
+def test_two_addresses_share_a_network_exactly_when_they_share_the_prefix(
+    a: IPv4Address, b: IPv4Address, prefix: int
+) -> None:
     rules = VantageRules(prefix_v4=prefix)
     same = int(a) >> (32 - prefix) == int(b) >> (32 - prefix)
     assert (vantage.network_of(str(a), rules) == vantage.network_of(str(b), rules)) == same
@@ -41,7 +45,9 @@ def test_two_addresses_share_a_network_exactly_when_they_share_the_prefix(a, b, 
     network=st.sampled_from("ABCDEF"),
     replica=st.integers(0, 4),
 )
-def test_a_network_serves_at_most_one_replica_of_a_website(used, network, replica) -> None:  # type: ignore[no-untyped-def]
+def test_a_network_serves_at_most_one_replica_of_a_website(
+    used: dict[int, set[str]], network: str, replica: int
+) -> None:
     allowed = vantage.may_serve(network, replica, used)
     others = {n for r, networks in used.items() if r != replica for n in networks}
     assert allowed == (network not in others)
