@@ -69,6 +69,7 @@ from coordinator.store import (
     Store,
     StoreError,
 )
+from coordinator.vantage import VantageRules
 from overlay.certificates import Admission
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -131,6 +132,7 @@ async def serve(
     unit_size: int = DEFAULT_UNIT_SIZE,
     host_min_delay: float = DEFAULT_MIN_DELAY,
     epsilon: float = DEFAULT_EPSILON,
+    vantage: VantageRules | None = None,
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
@@ -155,7 +157,8 @@ async def serve(
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s,
     and named to peers at `public_address` when given (behind NAT).
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
-    far above its capacity-weighted share a peer's load may go (`assignment`). The dashboard
+    far above its capacity-weighted share a peer's load may go (`assignment`); `vantage`: what
+    makes peers different vantage points and how long a probe job waits for them. The dashboard
     needs the token kept beside the database unless `public_dashboard`. The built-in bundles (link
     checker, probe) are published at every start, signed by the coordinator's key: the operator
     installed this osaas, so its versions become the stable ones at once.
@@ -171,6 +174,7 @@ async def serve(
         host_min_delay=host_min_delay,
         epsilon=epsilon,
         settle=host_planning.SETTLE_SECONDS,
+        vantage=vantage,
         own_process=True,
     )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
