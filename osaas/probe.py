@@ -16,14 +16,13 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
+from coordinator.url_jobs import DEFAULT_VANTAGE, MAX_VANTAGE
 from osaas import owner
 from osaas.check import CheckError, embedded_coordinator, embedded_peers, peers_gone, validate_url, watch
 from overlay import http
 from overlay.identity import Identity
 from workloads.builtin import PROBE
 
-DEFAULT_VANTAGE = 5  # as the coordinator's default (coordinator.url_jobs.DEFAULT_VANTAGE)
-MAX_VANTAGE = 16
 ONE_VANTAGE_POINT = (
     "note: probing from one vantage point, this machine (every peer of a network on one machine is in the same"
     " network); --coordinator URL probes from K networks of a real one"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from coordinator.url_jobs import DEFAULT_VANTAGE
 from osaas.commands._shared import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -20,7 +21,7 @@ from osaas.commands._shared import (
     _positive,
     _setup_logging,
 )
-from osaas.probe import DEFAULT_VANTAGE, ProbeOptions, run_probe, unreachable
+from osaas.probe import ProbeOptions, run_probe, unreachable
 from workloads import renderers
 from workloads.builtin import PROBE
 
