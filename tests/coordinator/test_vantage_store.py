@@ -4,12 +4,13 @@ than K end in rows that say so rather than a job that never ends."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite import SqliteStore
+from coordinator.sqlite import SqliteStore, schema
 from coordinator.store import InvalidInput
 from coordinator.vantage import VantageRules
 from overlay.wire import Lease, RegisterRequest, Report
@@ -117,3 +118,46 @@ async def test_a_job_without_vantage_points_refuses_a_vantage_count(store: Sqlit
         await store.create_job(LINKCHECK, {"urls": ["http://a.test/"], "vantage": 3}, T0)
     with pytest.raises(InvalidInput, match=r"input.vantage must be an integer 1..16"):
         await store.create_job(PROBE, {"urls": ["http://a.test/"], "vantage": 17}, T0)
+
+
+async def test_a_schema_9_file_keeps_its_items_and_their_referrers(tmp_path: Path) -> None:
+    path = tmp_path / "nine.sqlite"
+    with sqlite3.connect(path) as conn:  # a file as schema 9 left it, with a crawl under way
+        conn.executescript(schema.SCHEMA + "".join(schema.MIGRATIONS[v] for v in range(2, 10)))
+        conn.execute(
+            "INSERT INTO jobs (id, workload, input, state, created_at, unit_size) VALUES (4, 'linkcheck', x'80',"
+            " 'running', 1.0, 10)"
+        )
+        conn.executemany(
+            "INSERT INTO items (id, job_id, url, unit_key, depth, crawl, done, record) VALUES (?, 4, ?, ?, ?, 1, ?, ?)",
+            [
+                (7, "http://a.test/", "http://a.test:80", 0, 1, b"\x90"),
+                (9, "http://a.test/b", "http://a.test:80", 1, 0, None),
+            ],
+        )
+        conn.execute("INSERT INTO referrers (job_id, item_id, referrer_url) VALUES (4, 9, 'http://a.test/')")
+        conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    async with SqliteStore(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
+        assert conn.execute(
+            "SELECT id, url, depth, done, record, replica, network FROM items ORDER BY id"
+        ).fetchall() == [
+            (7, "http://a.test/", 0, 1, b"\x90", 0, None),
+            (9, "http://a.test/b", 1, 0, None, 0, None),
+        ]
+        assert conn.execute(
+            "SELECT items.url FROM referrers JOIN items ON items.id = referrers.item_id"
+        ).fetchall() == [("http://a.test/b",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        # A URL once per job and vantage point now.
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO items (job_id, url, unit_key, depth, crawl) VALUES (4, 'http://a.test/', 'k', 0, 0)"
+            )
+        conn.execute(
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (4, 'http://a.test/', 'k', 0, 0, 1)"
+        )
+    conn.close()

@@ -5,6 +5,7 @@ self-signed certificate made for the test (Debian's openssl)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from peer.runner import run_workload
 from tests.sites import free_port
 from workloads import bundle
 from workloads.builtin import PROBE, stage_builtin
+from workloads.probe.measure import BadPayload, unit_urls
 from workloads.process_api import ExitCode, FetchRequest, Unit
 from workloads.records import Checker
 
@@ -130,3 +132,17 @@ async def test_a_version_1_workload_gets_what_it_always_got(sites: tuple[str, st
     # A certificate the peer does not trust is no answer, with the reason; timed all the same.
     assert untrusted.error == "connection" and "certificate verify failed" in (untrusted.message or "")
     assert untrusted.details is not None and untrusted.details.timing["total"] is not None
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"items": []}, "payload.items must be a list of 1..1000 items"),
+        ({"items": [{"url": 5}]}, "payload.items[0].url must be a string of 1..8192 characters"),
+        ({"items": [{"url": "http://a.test/"}, {"url": "http://a.test/"}]}, "payload.items names a URL twice"),
+        ([], "payload.items must be a list of 1..1000 items"),
+    ],
+)
+def test_a_payload_that_is_no_probe_units_is_bad_input(payload: object, reason: str) -> None:
+    with pytest.raises(BadPayload, match=re.escape(reason)):
+        unit_urls(payload)
