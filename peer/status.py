@@ -11,7 +11,7 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
      "state": "looking" | "idle" | "working" | "paused",   no coordinator yet / no work / units / not working
      "paused": str | null, "resume_at": float | null,      why not, and until when at the latest
      "coordinator": url | null,
-     "units": [{"unit_id", "job_id", "host", "items", "started_at"}, ...],
+     "units": [{"unit_id", "job_id", "host", "items", "started_at", "done"}, ...],   done: null unless its workload says
      "budget": {"max_down", "max_up", "cap", "cap_period", "max_fetches", "active_hours": [str]},
      "usage": {"used", "period_ends", "down_rate", "up_rate"},
      "totals": {"units_done", "units_failed", "items_reported", "items_ok", "items_broken"},
@@ -62,6 +62,7 @@ class UnitView:
     host: str | None  # the website the unit checks (scheme://host:port)
     items: int
     started_at: float
+    done: int | None = None  # items done so far, where its workload says (process API version 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ class UnitWork:
             env=ready.env if sandboxed is None else ready.sandboxed_env,
             workdir_parent=self._workdir,
             sandbox=sandboxed,
+            progressed=lambda done: self._tally.progressed(lease.unit_id, done),
         )
 
     async def _ready_bundle(self, client: CoordinatorClient, ref: wire.BundleRef) -> ReadyBundle:

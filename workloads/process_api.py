@@ -9,11 +9,12 @@ Conversation:
     peer -> workload   {"type": "unit", ...}                       exactly once, first
     workload -> peer   {"type": "fetch", ...}                      any number
     peer -> workload   {"type": "fetch_result", ...}               one per fetch, any order
+    workload -> peer   {"type": "progress", ...}                   version 2: any number
     workload -> peer   {"type": "result", ...}                     exactly once, then exit
 
 Version 2 (a manifest's `api_version = 2`) adds what the peer measured to each fetch_result
-(`timing`, `tls`, `address`: `FetchDetails`); a version 1 workload gets exactly the frames it
-always did.
+(`timing`, `tls`, `address`: `FetchDetails`) and the workload's `progress`; a version 1
+workload gets exactly the frames it always did.
 """
 
 from __future__ import annotations
@@ -254,6 +255,25 @@ class FetchResult:
                 raise ProtocolError("fetch_result frame: timing must be a map and tls a map or nil")
             v["details"] = FetchDetails(timing, tls, m.get("address"))
         return cls(**v)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """workload -> peer, version 2, optional: `done` of the unit's items are done, for the
+    volunteer's page. It changes nothing else."""
+
+    done: int
+
+    def __post_init__(self) -> None:
+        if self.done < 0:
+            raise ProtocolError("progress frame: done must not be negative")
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "progress", "done": self.done}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> Progress:
+        return cls(**_fields(m, {"done": int}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ def test_the_document_and_its_text_say_what_the_peer_does() -> None:
         "active_hours": ["08:00-18:00"],
     }
     assert document["units"] == [
-        {"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}
+        {"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0, "done": None}
     ]
     assert document["recent"][1] == {"url": "http://a.test/gone", "result": "broken", "status": 404, "at": 995.0}
     assert document["bundles"] == [

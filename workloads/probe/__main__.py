@@ -18,6 +18,7 @@ from workloads.process_api import (
     FetchError,
     FetchRequest,
     FetchResult,
+    Progress,
     ProtocolError,
     Result,
     Unit,
@@ -61,6 +62,8 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
             log.warning("%d of %d URLs left unprobed: the peer's fetch allowance ran out", left, len(urls))
             return Result(ExitCode.PARTIAL, {"items": records}, f"{left} URLs left unprobed: fetch allowance used up")
         records.append(record(url, answer))
+        stdout.write(encode_frame(Progress(len(records)).to_frame()))  # for the volunteer's page
+        stdout.flush()
     return Result(ExitCode.OK, {"items": records})
 
 
