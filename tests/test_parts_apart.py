@@ -125,7 +125,10 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     processes: list[asyncio.subprocess.Process] = []
-    async with serve(generated_site_app(RequestLog(), pages=SIGTERM_PAGES, delay=2.0)) as site, stopped_on_exit(processes):
+    async with (
+        serve(generated_site_app(RequestLog(), pages=SIGTERM_PAGES, delay=2.0)) as site,
+        stopped_on_exit(processes),
+    ):
         await start_coordinator(processes, tmp_path, port, "--unit-size", "10")
         first = await start(
             "peer",
