@@ -16,6 +16,7 @@ import enum
 from typing import NamedTuple
 
 LEASE_EXPIRED = "lease expired"
+UNABLE_QUORUM = 3  # different peers unable to run a unit: its own trouble, an attempt used
 
 
 class UnitState(enum.StrEnum):
@@ -139,6 +140,25 @@ def after_refused_report(unit: UnitLease, reason: str, max_attempts: int) -> Aft
     a failed attempt, as a workload that reported nothing usable, even for a version on trial
     (the version is charged for it, and a version whose reports are refused rolls back)."""
     return _failed_attempt(unit, reason, max_attempts)
+
+
+def after_unable(unit: UnitLease, reason: str, nobody_can: bool, max_attempts: int) -> AfterReport:
+    """The unit after its holder gave it back as unable (`reason`: the peer's trouble, e.g. its
+    bundle would not download there): queued again with no attempt used, the reason kept for
+    the owner to see; unless `nobody_can` (every peer that could take it stepped aside, or
+    enough of them: `UNABLE_QUORUM`), when the trouble is the unit's or its bundle's after all
+    and an attempt is used, so that a unit nobody can run ends instead of going round for ever."""
+    if nobody_can:
+        return _failed_attempt(unit, f"no peer could run it: {reason}", max_attempts)
+    return AfterReport(released(unit)._replace(last_error=f"unable: {reason}"))
+
+
+def nobody_can(stepped_aside: int, able: int) -> bool:
+    """Have enough peers stepped aside from a unit's host to blame the unit, not the peers?
+    `stepped_aside`: peers that could not run it lately; `able`: active peers that run its
+    bundle. A lone peer is never enough (it may be paused, or its link down); UNABLE_QUORUM
+    different peers are, and so is every peer of a network of two or more."""
+    return stepped_aside >= UNABLE_QUORUM or (able >= 2 and stepped_aside >= able)
 
 
 def _failed_attempt(unit: UnitLease, error: str, max_attempts: int) -> AfterReport:

@@ -37,7 +37,7 @@ def padded_site(requests: list[str]) -> web.Application:
         if n >= PAGES:
             return web.Response(status=404)
         await asyncio.sleep(0.05)
-        links = " ".join(f'<a href="/p/{m}">{m}</a>' for m in range(n + 1, min(n + 4, PAGES)))
+        links = " ".join(f'<a href="/p/{m}">{m}</a>' for m in range(n + 1, min(n + 11, PAGES)))
         return web.Response(text=f"<html><body>{links}<p>{PADDING}</p></body></html>", content_type="text/html")
 
     app = web.Application()
@@ -77,7 +77,7 @@ async def test_a_used_up_cap_stops_the_peer_across_restarts_and_another_peer_fin
         status_port,
     )
     async with serve(padded_site(requests)) as site, stopped_on_exit(processes):
-        await start_coordinator(processes, tmp_path, port, "--unit-size", "5")
+        await start_coordinator(processes, tmp_path, port, "--unit-size", "10", "--host-min-delay", "0.1")
         peer = await start(*capped, log=tmp_path / "capped.log")
         processes.append(peer)
         code, out, err = await osaas("job", "submit", f"{site}/p/0", "--coordinator", url)

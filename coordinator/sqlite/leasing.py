@@ -21,8 +21,8 @@ from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
 from coordinator.sqlite import bundles, jobs, peers, planning, schema
 from coordinator.sqlite.database import Database, JobFacts, placeholders
-from coordinator.store import NotFound, StaleLease
-from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage
+from coordinator.store import PEER_QUIET_SECONDS, NotFound, StaleLease
+from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage, decode
 
 log = logging.getLogger(__name__)
 
@@ -468,14 +468,37 @@ def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, un
         stored = load_unit(conn, unit_id)
         if not leases.holds(stored.lease, peer_id, token):
             raise stale_lease(conn, unit_id, token, stored.job_id)
-        save_unit(conn, unit_id, leases.released(stored.lease))
-        if unable is not None:
+        if unable is None:
+            save_unit(conn, unit_id, leases.released(stored.lease))
+        else:
             conn.execute(
                 "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
                 " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
                 (stored.unit_key, peer_id, now + host_planning.STEP_ASIDE_SECONDS),
             )
             log.info("peer %s… stepped aside from %s: %s", peer_id[:12], stored.unit_key, unable)
+            _after_unable(db, conn, unit_id, stored, unable, now)
             db.replan = True
         min_delay = db.settings.min_delay
         pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
+
+
+def _after_unable(
+    db: Database, conn: sqlite3.Connection, unit_id: int, stored: StoredUnit, reason: str, now: float
+) -> None:
+    """Queue a unit given back as unable again (`leases.after_unable`); when no peer can run
+    it, that uses an attempt, and the last one finishes its open items with the reason."""
+    (aside,) = conn.execute(
+        "SELECT COUNT(*) FROM stepped_aside WHERE unit_key = ? AND until > ?", (stored.unit_key, now)
+    ).fetchone()
+    (workload,) = conn.execute("SELECT workload FROM jobs WHERE id = ?", (stored.job_id,)).fetchone()
+    able = sum(
+        host_planning.runs_all(decode(names), (workload,))
+        for (names,) in conn.execute("SELECT workloads FROM peers WHERE last_seen >= ?", (now - PEER_QUIET_SECONDS,))
+    )
+    after = leases.after_unable(stored.lease, reason, leases.nobody_can(aside, able), db.settings.max_attempts)
+    save_unit(conn, unit_id, after.lease)
+    if after.give_up is not None:
+        first, last = conn.execute("SELECT first_item, last_item FROM units WHERE id = ?", (unit_id,)).fetchone()
+        log.warning("unit %d of job %d: %s", unit_id, stored.job_id, after.give_up)
+        finish_items_with_error(conn, Span(stored.unit_key, stored.job_id, first, last), after.give_up, now)

@@ -289,6 +289,28 @@ async def test_a_lone_peer_that_stepped_aside_tries_again_at_the_next_plan(
     assert (status, job["state"], job["counts"]) == (200, "done", {"ok": 1})
 
 
+async def test_a_unit_no_peer_can_run_uses_its_attempts_and_ends(client: TestClient, peer: Peer, clock: Clock) -> None:
+    # Both peers of the network give it back as unable (its bundle downloads nowhere, say):
+    # the trouble is the unit's, not theirs. Each round uses an attempt, and the job ends with
+    # the reason, where the unit used to go round between them for ever.
+    other = Peer(client, clock, "bob")
+    await other.register()
+    job_id = await submit(client, ["http://a.test/"])  # the fixture allows 3 attempts
+    releases = 0
+    for _ in range(20):
+        for holder in (peer, other):
+            for lease in await holder.lease():
+                unable = {"unit_id": lease["unit_id"], "token": lease["token"], "unable": "bundle fetch stalled"}
+                assert await holder.post("/v1/leases/release", unable) == (200, {})
+                releases += 1
+        clock.advance(REST + 1)
+        if (await get(client, f"/v1/jobs/{job_id}"))[1]["state"] == "done":
+            break
+    by_url = await results(client, job_id)
+    assert by_url["http://a.test/"]["error"] == "gave up after 3 attempts: no peer could run it: bundle fetch stalled"
+    assert releases == 4  # the first costs nothing (bob may run it); then every one does
+
+
 async def test_partial_report_requeues_the_rest(client: TestClient, peer: Peer, clock: Clock) -> None:
     job_id = await submit(client, ["http://a.test/1", "http://a.test/2", "http://a.test/3"])
     (lease,) = await peer.lease()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator import leases
-from coordinator.leases import UnitLease, UnitState, Verdict
+from coordinator.leases import AfterReport, UnitLease, UnitState, Verdict, after_unable, nobody_can
 
 QUEUED = UnitLease(UnitState.QUEUED)
 
@@ -167,3 +167,24 @@ def test_a_unit_done_without_results_always_gives_its_items_up(
         assert after.give_up is not None and after.give_up.startswith("gave up after")
     else:
         assert after.give_up is None and after.lease.state is UnitState.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("stepped_aside", "able", "blamed"),
+    [(1, 1, False), (1, 2, False), (2, 2, True), (2, 5, False), (3, 9, True), (0, 0, False), (1, 0, False)],
+)
+def test_a_unit_is_blamed_when_enough_peers_could_not_run_it(stepped_aside: int, able: int, blamed: bool) -> None:
+    assert nobody_can(stepped_aside, able) is blamed
+
+
+def test_unable_costs_no_attempt_until_nobody_can_run_the_unit() -> None:
+    held = UnitLease(UnitState.LEASED, token=4, peer_id="p", expires_at=10.0, attempts=1)
+    passed = after_unable(held, "bundle fetch stalled", False, max_attempts=3)
+    assert passed == AfterReport(UnitLease(UnitState.QUEUED, 4, None, None, 1, "unable: bundle fetch stalled"))
+    blamed = after_unable(held, "bundle fetch stalled", True, max_attempts=3)
+    assert (blamed.lease.state, blamed.lease.attempts, blamed.give_up) == (UnitState.QUEUED, 2, None)
+    last = after_unable(held._replace(attempts=2), "bundle fetch stalled", True, max_attempts=3)
+    assert (last.lease.state, last.give_up) == (
+        UnitState.DONE,
+        "gave up after 3 attempts: no peer could run it: bundle fetch stalled",
+    )
