@@ -11,7 +11,8 @@ peers in different networks (`JobModel.vantage`, K the job's `input.vantage`). P
   first vantage point's before the second's; a unit holds items of one replica only
   (`host_leasing.form_unit`), so a unit never asks one peer for a URL twice.
 - **Who may take a unit**: a peer whose network served no other replica of the same job on
-  the same website (`may_serve`). Per website rather than per URL: a stronger rule, and one
+  the same website (`may_serve`), and that did not itself (`peer_label`): a peer with an IPv4
+  and an IPv6 address is in two networks but is one vantage point. Per website rather than per URL: a stronger rule, and one
   the store checks with one lookup. Any peer may lease a vantage job's units, not only the
   one the plan gave the website to: the plan knows nothing of networks.
 - **The website is not hammered.** Replicas of a website's items are units of that website
@@ -72,6 +73,11 @@ def may_serve(network: str, replica: int, used: Mapping[int, Collection[str]]) -
     """May a peer of `network` take a unit of `replica`, when `used` says which networks took
     units of each replica of the same job and website? Not when its network took another."""
     return not any(network in networks for other, networks in used.items() if other != replica)
+
+
+def peer_label(peer_id: str) -> str:
+    """A peer's key among the networks `may_serve` compares, never equal to a network."""
+    return f"peer {peer_id}"
 
 
 def stalled(last_grant: float, now: float, rules: VantageRules) -> bool:

@@ -261,12 +261,16 @@ def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: in
 
 
 def _networks_used(conn: sqlite3.Connection, job_id: int, key: str) -> dict[int, set[str]]:
-    """Which networks took units of each replica of a vantage job on one host."""
+    """Which networks and peers (`vantage.peer_label`) took units of each replica of a vantage
+    job on one host."""
     used: dict[int, set[str]] = {}
-    for replica, network in conn.execute(
-        "SELECT replica, network FROM units WHERE job_id = ? AND unit_key = ? AND network IS NOT NULL", (job_id, key)
+    for replica, network, peer_id in conn.execute(
+        "SELECT replica, network, peer_id FROM units WHERE job_id = ? AND unit_key = ? AND network IS NOT NULL",
+        (job_id, key),
     ):
         used.setdefault(replica, set()).add(network)
+        if peer_id is not None:
+            used[replica].add(vantage.peer_label(peer_id))
     return used
 
 
@@ -299,7 +303,9 @@ def _lease_host(
             return True
         if job_id not in used:
             used[job_id] = _networks_used(conn, job_id, key)
-        return vantage.may_serve(ask.network, replica, used[job_id])
+        return vantage.may_serve(ask.network, replica, used[job_id]) and vantage.may_serve(
+            vantage.peer_label(ask.peer_id), replica, used[job_id]
+        )
 
     reclaimed = host_leasing.reclaim(
         key,

@@ -112,6 +112,18 @@ async def test_fewer_networks_than_asked_for_end_in_rows_that_say_so(store: Sqli
     )
 
 
+async def test_a_peer_in_two_networks_is_one_vantage_point(store: SqliteStore) -> None:
+    job_id = await store.create_job(PROBE, {"urls": ["http://a.test/"], "vantage": 2}, T0)
+    # Peer a over IPv4, then over IPv6: two networks, one machine.
+    (first,) = await store.lease("a", 8, ["*"], T0 + 1, LEASE, address=PEERS["a"])
+    await report(store, "a", first, T0 + 1)
+    assert await store.lease("a", 8, ["*"], T0 + 2, LEASE, address="2001:db8:99::1") == []
+    (second,) = await lease(store, "c", T0 + 2)
+    await report(store, "c", second, T0 + 2)
+    rows = await store.job_results(job_id, 0, 10)
+    assert sorted(row["network"] for row in rows) == [NETWORK["a"], NETWORK["c"]]
+
+
 async def test_a_job_without_vantage_points_refuses_a_vantage_count(store: SqliteStore, tmp_path: Path) -> None:
     await publish_source(store, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "lc-dist", T0)
     with pytest.raises(InvalidInput, match="does not ask for vantage points"):
