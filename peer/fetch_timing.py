@@ -144,6 +144,7 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     checked), marking handshakes; `ca_file` adds trust anchors (a lab's own CA)."""
     context = _TimedContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    context.set_alpn_protocols(["http/1.1"])  # as aiohttp's own: it speaks HTTP/1.1 only
     if ca_file is not None:
         context.load_verify_locations(cafile=ca_file)
     return context
