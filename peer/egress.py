@@ -10,6 +10,10 @@ IP-literal hosts never reach a resolver in aiohttp, so they are checked before t
 Names under ".invalid" are refused before any lookup (RFC 6761). Proxies from the environment
 are not used (they would bypass the policy), redirects are never followed (the workload
 decides), and cookies are never kept (units must not leak state into each other).
+
+A process API version 2 fetch (`detailed`) is measured (`peer.fetch_timing`): it goes through
+a second session whose every request opens its own connection, under the same policy, budget
+and politeness, so that its DNS, connect and TLS times are its own.
 """
 
 from __future__ import annotations
