@@ -244,8 +244,11 @@ def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: in
         f" AND (EXISTS (SELECT 1 FROM queues q WHERE q.unit_key = hosts.key AND q.job_id IN ({marks})"
         f" AND {schema.WAITING})"
         f" OR EXISTS (SELECT 1 FROM units WHERE unit_key = hosts.key AND state != 'done' AND job_id IN ({marks})))"
+        # Not to a peer that stepped aside from the host lately (its bundle would not run there).
+        " AND NOT EXISTS (SELECT 1 FROM stepped_aside s WHERE s.unit_key = hosts.key AND s.peer_id = ?"
+        " AND s.until > ?)"
         " ORDER BY next_allowed_at, rowid",
-        (ask.peer_id, ask.now, *jobs_with_vantage, *jobs_with_vantage),
+        (ask.peer_id, ask.now, *jobs_with_vantage, *jobs_with_vantage, ask.peer_id, ask.now),
     ).fetchall()
     granted: list[Granted] = []
     for key, *pace in hosts:
