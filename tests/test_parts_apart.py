@@ -60,7 +60,16 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
     async with serve(generated_site_app(RequestLog(), pages=PAGES, delay=0.02)) as site, stopped_on_exit(processes):
         operator = operator_key().public_hex
         listen = f"127.0.0.1:{port}"
-        serve_args = ("coordinator", "serve", "--listen", listen, "--db", str(db), "--operator-key", operator)
+        serve_args: tuple[str, ...] = (
+            "coordinator",
+            "serve",
+            "--listen",
+            listen,
+            "--db",
+            str(db),
+            "--operator-key",
+            operator,
+        )
         serve_args += ("--host-min-delay", "0.1")  # pacing is not under test here
         coordinator = await start(*serve_args, "--unit-size", "15", log=tmp_path / "coordinator.log")
         processes.append(coordinator)
