@@ -107,14 +107,20 @@ class BundleView:
 
 
 def checked_items(payload: Any, at: float) -> list[Checked]:
-    """The well-formed items of a link-check result payload (the coordinator judges the rest)."""
+    """The well-formed items of a result payload (the coordinator judges the rest): a link
+    check's with its result, another workload's (a probe's) as "done"."""
     items = payload.get("items") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return []
     return [
-        Checked(item["url"], item["result"], item.get("status") if type(item.get("status")) is int else None, at)
+        Checked(
+            item["url"],
+            item["result"] if isinstance(item.get("result"), str) else "done",
+            item.get("status") if type(item.get("status")) is int else None,
+            at,
+        )
         for item in items
-        if isinstance(item, dict) and isinstance(item.get("url"), str) and isinstance(item.get("result"), str)
+        if isinstance(item, dict) and isinstance(item.get("url"), str)
     ]
 
 
