@@ -69,6 +69,7 @@ from coordinator.store import (
     Store,
     StoreError,
 )
+from coordinator.vantage import VantageRules
 from overlay.certificates import Admission
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -131,6 +132,7 @@ async def serve(
     unit_size: int = DEFAULT_UNIT_SIZE,
     host_min_delay: float = DEFAULT_MIN_DELAY,
     epsilon: float = DEFAULT_EPSILON,
+    vantage: VantageRules | None = None,
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
@@ -155,10 +157,11 @@ async def serve(
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s,
     and named to peers at `public_address` when given (behind NAT).
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
-    far above its capacity-weighted share a peer's load may go (`assignment`). The dashboard
-    needs the token kept beside the database unless `public_dashboard`. The built-in link-check bundle
-    is published at every start, signed by the coordinator's key: the operator installed this
-    osaas, so its link-check version becomes the stable one at once.
+    far above its capacity-weighted share a peer's load may go (`assignment`); `vantage`: what
+    makes peers different vantage points and how long a probe job waits for them. The dashboard
+    needs the token kept beside the database unless `public_dashboard`. The built-in bundles (link
+    checker, probe) are published at every start, signed by the coordinator's key: the operator
+    installed this osaas, so its versions become the stable ones at once.
     """
     identity = identity or Identity.generate()
     if admission is not None:
@@ -171,6 +174,7 @@ async def serve(
         host_min_delay=host_min_delay,
         epsilon=epsilon,
         settle=host_planning.SETTLE_SECONDS,
+        vantage=vantage,
         own_process=True,
     )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
@@ -240,21 +244,23 @@ async def serve(
 
 
 async def _publish_builtin(store: Store, bundles: BundleService, identity: Identity, work_dir: Path) -> None:
-    """Build the link-check bundle and publish it like any upload, owned by this coordinator.
+    """Build the built-in bundles (the link checker, the probe) and publish them like any
+    upload, owned by this coordinator.
 
-    The build is scratch: publishing keeps its own copy, so `work_dir` is emptied either way.
+    The builds are scratch: publishing keeps its own copy, so `work_dir` is emptied either way.
     """
-    try:
-        built = await asyncio.to_thread(builtin.build_linkcheck, identity, work_dir)
-        manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
-    finally:
-        await asyncio.to_thread(shutil.rmtree, work_dir, True)
     now = time.time()
-    # The coordinator's own key is the operator's: it signs the built-in bundle, and the
+    # The coordinator's own key is the operator's: it signs the built-in bundles, and the
     # operator signs requests with it (`--key` the .key beside the database).
     await store.grant(BUILTIN_OWNER, identity.public_hex, Role.OPERATOR, OPERATOR, now)
-    status = await bundles.publish(store, manifest, archive, now, stable=True)
-    log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
+    for name in builtin.BUILTINS:
+        try:
+            built = await asyncio.to_thread(builtin.build_builtin, name, identity, work_dir)
+            manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work_dir, True)
+        status = await bundles.publish(store, manifest, archive, now, stable=True)
+        log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
 
 
 async def _ip_of(host: str) -> str:

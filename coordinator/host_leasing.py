@@ -9,7 +9,8 @@ lease is taken back; for a new unit, which waiting items it holds.
 - A unit released or failed earlier, or expired, is granted again as it is, before a new one.
 - A new unit holds the waiting items of the host's oldest job, in id order, up to that job's
   unit size (the store asks only for as many as the peer's throughput calls for:
-  `unit_sizing.unit_size`).
+  `unit_sizing.unit_size`), all of one vantage point (`coordinator.vantage`); a job whose
+  next vantage point the asking peer may not be is passed over for the next job.
 - A live lease whose holder went silent near the end of its job (`unit_sizing.is_straggler`)
   is taken back and granted again with a new token.
 """
@@ -124,6 +125,7 @@ class WaitingItem(NamedTuple):
     item_id: int
     url: str
     crawl: bool
+    replica: int = 0  # its vantage point (0 for a job without vantage points)
 
 
 class FormedUnit(NamedTuple):
@@ -131,13 +133,31 @@ class FormedUnit(NamedTuple):
     first_item: int
     last_item: int
     items: list[tuple[str, bool]]  # (url, crawl) in id order
+    replica: int = 0
 
 
-def form_unit(waiting: Sequence[WaitingItem], job_unit_size: Callable[[int], int]) -> FormedUnit | None:
-    """A new unit of a host's waiting items: those of its oldest job, up to that job's unit
-    size (`job_unit_size`); None when nothing waits. `waiting` is ordered by job, then item."""
-    if not waiting:
-        return None
-    job_id = waiting[0].job_id
-    picked = [item for item in waiting if item.job_id == job_id][: job_unit_size(job_id)]
-    return FormedUnit(job_id, picked[0].item_id, picked[-1].item_id, [(item.url, item.crawl) for item in picked])
+def form_unit(
+    waiting: Sequence[WaitingItem],
+    job_unit_size: Callable[[int], int],
+    may_serve: Callable[[int, int], bool] = lambda job_id, replica: True,
+) -> FormedUnit | None:
+    """A new unit of a host's waiting items: those of its oldest job whose next item's vantage
+    point the asking peer may be (`may_serve(job_id, replica)`), from that item on while they
+    are of the same vantage point, up to the job's unit size (`job_unit_size`); None when
+    nothing waits that it may take. `waiting` is ordered by job, then item. A job's items are
+    taken in id order only (its queue's cursor), so a job is passed over, never skipped into."""
+    for job_id in dict.fromkeys(item.job_id for item in waiting):
+        of_job = [item for item in waiting if item.job_id == job_id]
+        replica = of_job[0].replica
+        if not may_serve(job_id, replica):
+            continue
+        size = job_unit_size(job_id)
+        picked: list[WaitingItem] = []
+        for item in of_job:
+            if item.replica != replica or len(picked) == size:
+                break
+            picked.append(item)
+        return FormedUnit(
+            job_id, picked[0].item_id, picked[-1].item_id, [(item.url, item.crawl) for item in picked], replica
+        )
+    return None

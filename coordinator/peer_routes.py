@@ -64,8 +64,15 @@ async def _lease(request: web.Request) -> web.Response:
     message = parse(LeaseRequest, obj)
     store = request.app[STORE]
     workloads = await _runnable(store, message.workloads, message.trusted_owners)
+    # The network a vantage job's unit goes by is the connection's, never the peer's word.
     granted = await store.lease(
-        peer_id, message.max_units, workloads, request.app[CLOCK](), request.app[LEASE_SECONDS], message.usage
+        peer_id,
+        message.max_units,
+        workloads,
+        request.app[CLOCK](),
+        request.app[LEASE_SECONDS],
+        message.usage,
+        request.remote,
     )
     return reply(to_obj(LeaseResponse(leases=granted, retry_after=None if granted else RETRY_AFTER)))
 

@@ -254,10 +254,13 @@ class Store(Protocol):
         now: float,
         lease_seconds: float,
         usage: PeerUsage | None = None,
+        address: str | None = None,
     ) -> list[Lease]:
         """Grant up to `max_units` units of the given bundle names ("*": any), at most one per
-        host, only of hosts assigned to the peer and only when the host's pace allows; each
-        lease names the bundle version the peer must run it with. `usage` is recorded."""
+        host, only of hosts assigned to the peer (or of vantage jobs, for a peer of a network
+        their websites have not had: `coordinator.vantage`) and only when the host's pace
+        allows; each lease names the bundle version the peer must run it with. `usage` is
+        recorded; `address` is where the request came from, as the connection showed it."""
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
         """Extend the caller's current lease; return the new expiry."""

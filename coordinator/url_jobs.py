@@ -18,6 +18,8 @@ from yarl import URL
 from coordinator.store import InvalidInput
 
 MAX_SEEDS = 1000
+DEFAULT_VANTAGE = 5  # vantage points per URL when the owner names none (a vantage model's jobs)
+MAX_VANTAGE = 16
 MAX_URL_LENGTH = 8 * 1024
 MAX_LINKS_PER_ITEM = 10_000
 MAX_TEXT = 2000  # error strings are cut here; they are for people, not for parsing
@@ -30,13 +32,16 @@ NOT_HTTP_KEY = "-"
 class JobInput:
     urls: tuple[str, ...]
     depth: int | None  # None: no limit
+    vantage: int | None = None  # vantage points per URL the owner asked for (a vantage model's)
 
     @property
     def scope(self) -> frozenset[str]:
         return frozenset(unit_key(u) for u in self.urls)
 
     def to_obj(self) -> dict[str, Any]:
-        return {"urls": list(self.urls), "depth": self.depth}
+        return {"urls": list(self.urls), "depth": self.depth} | (
+            {} if self.vantage is None else {"vantage": self.vantage}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class NewItem:
     unit_key: str
     depth: int
     crawl: bool
+    replica: int = 0  # which of its URL's vantage points this item is (0 without vantage points)
 
 
 def unit_key(url: str) -> str:
@@ -66,7 +72,7 @@ def parse_job_input(obj: Any) -> JobInput:
     """Validate a seed-URL job's input map; raise `InvalidInput` with a one-line reason."""
     if not isinstance(obj, dict):
         raise InvalidInput("input must be a map with 'urls' and 'depth'")
-    unknown = sorted(str(k) for k in obj if k not in ("urls", "depth"))
+    unknown = sorted(str(k) for k in obj if k not in ("urls", "depth", "vantage"))
     if unknown:
         raise InvalidInput(f"input has unknown fields: {', '.join(unknown)}")
     urls = obj.get("urls")
@@ -78,12 +84,19 @@ def parse_job_input(obj: Any) -> JobInput:
     depth = obj.get("depth")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 1000):
         raise InvalidInput("input.depth must be an integer 0..1000, or nil for no limit")
-    return JobInput(urls=tuple(dict.fromkeys(urls)), depth=depth)
+    vantage = obj.get("vantage")
+    if vantage is not None and (type(vantage) is not int or not 1 <= vantage <= MAX_VANTAGE):
+        raise InvalidInput(f"input.vantage must be an integer 1..{MAX_VANTAGE}, or nil")
+    return JobInput(urls=tuple(dict.fromkeys(urls)), depth=depth, vantage=vantage)
 
 
-def seed_items(job: JobInput, crawl: bool) -> list[NewItem]:
-    """The job's first items: crawls when its model adds items (`crawl`)."""
-    return [NewItem(url=u, unit_key=unit_key(u), depth=0, crawl=crawl) for u in job.urls]
+def seed_items(job: JobInput, crawl: bool, vantage: int = 1) -> list[NewItem]:
+    """The job's first items: crawls when its model adds items (`crawl`); with `vantage`
+    points, every URL that many times, one item per vantage point, all of the first vantage
+    point's before the second's (a unit holds items of one of them: `vantage.form_unit`)."""
+    return [
+        NewItem(url=u, unit_key=unit_key(u), depth=0, crawl=crawl, replica=r) for r in range(vantage) for u in job.urls
+    ]
 
 
 def linked_items(found: list[str], page_depth: int, job: JobInput) -> list[NewItem]:

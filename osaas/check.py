@@ -2,6 +2,8 @@
 
 An embedded coordinator (SQLite in a temp dir) runs in this process; N peers run as real
 `osaas peer run` subprocesses; the job is submitted and watched over HTTP like any owner would.
+`osaas probe` runs on the same embedded network (`embedded_coordinator`, `embedded_peers`,
+`watch`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,10 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
         raise CheckError("--peers must be between 1 and 64")
     with tempfile.TemporaryDirectory(prefix="osaas-check-") as tmp:
         workdir = Path(tmp)
-        async with _coordinator(workdir) as network, _peers(options, network, workdir) as peers:
+        async with (
+            embedded_coordinator(workdir) as network,
+            embedded_peers(options.peers, options.allow_private, network, workdir) as peers,
+        ):
             coordinator_url = network.coordinator_url
             async with aiohttp.ClientSession() as session:
                 job_input = {"urls": seeds, "depth": options.depth}
@@ -72,7 +77,16 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
                     job_id = await owner.submit(session, coordinator_url, network.operator, "linkcheck", job_input)
                 except http.Rejected as exc:
                     raise CheckError(f"the job was refused: {exc}") from exc
-                await _watch(session, network, job_id, peers, workdir, console, options.progress)
+                await watch(
+                    session,
+                    coordinator_url,
+                    network.operator,
+                    job_id,
+                    "checking links",
+                    console,
+                    options.progress,
+                    lambda: peers_gone(peers, workdir),
+                )
                 items = report.items(await owner.results(session, coordinator_url, network.operator, job_id))
     _refuse_unreachable_seeds(seeds, items)
     return items
@@ -87,7 +101,7 @@ def _refuse_unreachable_seeds(seeds: list[str], items: list[dict[str, Any]]) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class _Network:
+class EmbeddedNetwork:
     coordinator_url: str
     bootstrap: str  # HOST:PORT of the embedded coordinator's DHT node
     operator: Identity  # the embedded coordinator's key: it signs the link-check bundle and the job
@@ -95,7 +109,7 @@ class _Network:
 
 
 @contextlib.asynccontextmanager
-async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
+async def embedded_coordinator(workdir: Path) -> AsyncIterator[EmbeddedNetwork]:
     """The embedded coordinator with its DHT node, announced in network CHECK_NETWORK. The
     network is this check's own: a network key made for it admits the coordinator (as
     `osaas network keygen` and `osaas network admit` would) and is forgotten afterwards."""
@@ -135,7 +149,9 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
                     raise CheckError(f"the embedded coordinator did not start: {task.exception()}")
                 raise CheckError("the embedded coordinator did not start within 30 s")
             host, port = dht.address
-            yield _Network(f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity, network_key.public_hex)
+            yield EmbeddedNetwork(
+                f"http://127.0.0.1:{ready.result()}", f"{host}:{port}", identity, network_key.public_hex
+            )
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -143,13 +159,13 @@ async def _coordinator(workdir: Path) -> AsyncIterator[_Network]:
 
 
 @contextlib.asynccontextmanager
-async def _peers(
-    options: CheckOptions, network: _Network, workdir: Path
+async def embedded_peers(
+    count: int, allow_private: bool, network: EmbeddedNetwork, workdir: Path
 ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     """Peer processes that know only the DHT bootstrap address: they find the coordinator."""
     processes: list[asyncio.subprocess.Process] = []
     try:
-        for i in range(options.peers):
+        for i in range(count):
             argv = [
                 sys.executable,
                 "-m",
@@ -177,7 +193,7 @@ async def _peers(
                 "--trust-owner",
                 network.operator.public_hex,
             ]
-            if options.allow_private:
+            if allow_private:
                 argv.append("--allow-private")
             with open(workdir / f"peer-{i}.log", "wb") as log_file:
                 processes.append(
@@ -204,29 +220,40 @@ async def _stop_all(processes: list[asyncio.subprocess.Process]) -> None:
             await process.wait()
 
 
-async def _watch(
+def peers_gone(peers: list[asyncio.subprocess.Process], workdir: Path) -> str | None:
+    """Why the embedded network cannot finish a job: every peer exited (its log's last line)."""
+    if not all(p.returncode is not None for p in peers):
+        return None
+    log_tail = (workdir / "peer-0.log").read_text(errors="replace").strip().splitlines()[-1:]
+    return "every peer exited before the job finished: " + (log_tail[0] if log_tail else "no log")
+
+
+async def watch(
     session: aiohttp.ClientSession,
-    network: _Network,
+    coordinator_url: str,
+    key: Identity,
     job_id: int,
-    peers: list[asyncio.subprocess.Process],
-    workdir: Path,
+    label: str,
     console: Console,
     show_progress: bool,
+    stopped: Callable[[], str | None] = lambda: None,
+    poll: float = 0.2,
 ) -> None:
-    columns = (TextColumn("checking links"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    """Show a job's progress until it is done; CheckError when `stopped` says why it cannot."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False, disable=not show_progress) as progress:
-        bar = progress.add_task("check", total=None)
+        bar = progress.add_task("job", total=None)
         while True:
-            status = await owner.status(session, network.coordinator_url, network.operator, job_id)
+            status = await owner.status(session, coordinator_url, key, job_id)
             progress.update(bar, total=max(status.items_total, 1), completed=status.items_done)
             if status.state == "done":
                 return
-            if all(p.returncode is not None for p in peers):
-                log_tail = (workdir / "peer-0.log").read_text(errors="replace").strip().splitlines()[-1:]
-                raise CheckError(
-                    "every peer exited before the job finished: " + (log_tail[0] if log_tail else "no log")
-                )
-            await asyncio.sleep(0.2)
+            if status.state == "cancelled":
+                raise CheckError(f"job {job_id} was cancelled")
+            reason = stopped()
+            if reason is not None:
+                raise CheckError(reason)
+            await asyncio.sleep(poll)
 
 
 def write_report(items: list[dict[str, Any]], fmt: str, output: Path | None) -> None:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from osaas.commands import bundle, check, coordinator, dht, job, network, peer, screensaver
+from osaas.commands import bundle, check, coordinator, dht, job, network, peer, probe, screensaver
 from osaas.commands._shared import EXIT_ERROR, UsageError
 from overlay.errors import OsaasError
 
@@ -35,6 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osaas", description="Open source as a service: volunteer-run link checking.")
     commands = parser.add_subparsers(metavar="COMMAND")
-    for group in (check, coordinator, peer, screensaver, dht, network, bundle, job):
+    for group in (check, probe, coordinator, peer, screensaver, dht, network, bundle, job):
         group.add_commands(commands)
     return parser

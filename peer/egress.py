@@ -10,6 +10,10 @@ IP-literal hosts never reach a resolver in aiohttp, so they are checked before t
 Names under ".invalid" are refused before any lookup (RFC 6761). Proxies from the environment
 are not used (they would bypass the policy), redirects are never followed (the workload
 decides), and cookies are never kept (units must not leak state into each other).
+
+A process API version 2 fetch (`detailed`) is measured (`peer.fetch_timing`): it goes through
+a second session whose every request opens its own connection, under the same policy, budget
+and politeness, so that its DNS, connect and TLS times are its own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -28,8 +33,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from peer import fetch_timing
 from peer.address_policy import describe_refusal, is_allowed
 from peer.allowance import Allowance, Receipt
+from peer.fetch_timing import FetchTimer
 from peer.politeness import Origin, Politeness
 from peer.wire_cost import IPV4, IPV6, FetchWindow, Framing, fetch_window
 from workloads.process_api import FetchError, FetchRequest, FetchResult
@@ -57,6 +64,7 @@ class EgressConfig:
     max_crawl_delay: float = 10.0
     respect_robots: bool = True
     source_address: str | None = None  # the local address workload traffic leaves from
+    ca_file: str | None = None  # trust anchors besides the system's (a lab's own CA)
 
 
 class _State(enum.Enum):
@@ -81,6 +89,7 @@ class Egress:
         self._allowance = allowance
         self._state = _State.NEW
         self._session: aiohttp.ClientSession | None = None
+        self._measured_session: aiohttp.ClientSession | None = None
         self._politeness = Politeness(
             self._fetch_unscheduled,
             user_agent=config.user_agent,
@@ -92,22 +101,36 @@ class Egress:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise RuntimeError(f"an Egress is entered once; this one is {self._state.value}")
+        tls = fetch_timing.tls_context(self.config.ca_file)
+        self._session = self._new_session(tls, measured=False)
+        self._measured_session = self._new_session(tls, measured=True)
+        self._state = _State.OPEN
+        return self
+
+    def _new_session(self, tls: ssl.SSLContext, measured: bool) -> aiohttp.ClientSession:
+        """A session under the address policy. `measured` (process API version 2 fetches):
+        every request on a connection of its own, its name looked up again, so that each one's
+        DNS, connect and TLS times are its own (a pooled connection was often opened by the
+        robots.txt fetch just before)."""
         connector = aiohttp.TCPConnector(
             resolver=_PolicyResolver(self.config.allow_private),
             limit_per_host=self.config.per_host_concurrency,
             local_addr=(self.config.source_address, 0) if self.config.source_address else None,
             socket_factory=self._socket,
+            ssl=tls,
+            force_close=measured,
+            use_dns_cache=not measured,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": self.config.user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=self.config.connect_timeout),
             trust_env=False,
             read_bufsize=self._window().read_buffer,  # each request sets its own (`_request`)
+            trace_configs=[fetch_timing.trace_config()] if measured else None,
+            response_class=fetch_timing.MeasuredResponse if measured else aiohttp.ClientResponse,
         )
-        self._state = _State.OPEN
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -119,20 +142,24 @@ class Egress:
             return
         self._state = _State.CLOSED
         await self._politeness.aclose()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._measured_session):
+            if session is not None:
+                await session.close()
 
-    async def fetch(self, request: FetchRequest) -> FetchResult:
-        """Fetch politely: robots.txt consulted, crawl delay and per-host limit respected."""
+    async def fetch(self, request: FetchRequest, detailed: bool = False) -> FetchResult:
+        """Fetch politely: robots.txt consulted, crawl delay and per-host limit respected.
+        `detailed` (process API version 2): the result carries what was measured of the
+        request itself (`FetchDetails`), never of the waits for politeness and budget."""
         url_or_error = self._preflight(request)
         if isinstance(url_or_error, FetchResult):
-            return url_or_error
+            return fetch_timing.with_details(url_or_error, None) if detailed else url_or_error
         url = url_or_error
         origin = Origin.of(url)
         rules = await self._politeness.rules(origin)
         if not rules.can_fetch(str(url), self.config.user_agent):
-            return _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
-        return await self._send(request, url, origin)
+            refused = _error(request, FetchError.ROBOTS, "disallowed by robots.txt")
+            return fetch_timing.with_details(refused, None) if detailed else refused
+        return await self._send(request, url, origin, FetchTimer() if detailed else None)
 
     def crawl_delay(self, origin: str) -> float | None:
         """The crawl delay this egress keeps for `origin` ("http://host:port"), as robots.txt
@@ -193,7 +220,9 @@ class Egress:
             return _error(request, FetchError.POLICY, describe_refusal(literal))
         return url
 
-    async def _send(self, request: FetchRequest, url: URL, polite_to: Origin | None = None) -> FetchResult:
+    async def _send(
+        self, request: FetchRequest, url: URL, polite_to: Origin | None = None, timer: FetchTimer | None = None
+    ) -> FetchResult:
         """Pay the budget first, then wait for the host's politeness slot (with `polite_to`):
         a wait for the budget inside the slot would let requests the slot spaced out reach
         the host closer together."""
@@ -206,17 +235,24 @@ class Egress:
                 receipt = await stack.enter_async_context(self._allowance.response(window))
             if polite_to is not None:
                 await stack.enter_async_context(self._politeness.slot(polite_to))
-            return await self._request(request, url, receipt, window)
+            if timer is None:
+                return await self._request(request, url, receipt, window, None)
+            with timer.measuring():
+                result = await self._request(request, url, receipt, window, timer)
+            return fetch_timing.with_details(result, timer)
 
     async def _request(
-        self, request: FetchRequest, url: URL, receipt: Receipt | None, window: FetchWindow
+        self, request: FetchRequest, url: URL, receipt: Receipt | None, window: FetchWindow, timer: FetchTimer | None
     ) -> FetchResult:
-        assert self._session is not None
+        session = self._session if timer is None else self._measured_session
+        assert session is not None
         chunk = window.read_chunk
         try:
-            async with self._session.request(
-                request.method, url, allow_redirects=False, read_bufsize=window.read_buffer
+            async with session.request(
+                request.method, url, allow_redirects=False, read_bufsize=window.read_buffer, trace_request_ctx=timer
             ) as response:
+                if timer is not None:
+                    timer.answered(response)
                 if receipt is not None:
                     receipt.framing = _framing(response)
                     await receipt.received(_head_size(response))
@@ -255,6 +291,15 @@ class Egress:
             return FetchError.DNS, f"could not resolve {url.raw_host}: {_os_reason(cause)}"
         if isinstance(exc, aiohttp.InvalidURL):
             return FetchError.INVALID_URL, f"aiohttp cannot request this URL: {exc}"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            failure = exc.certificate_error
+            reason = getattr(failure, "verify_message", None) or getattr(failure, "reason", None) or str(failure)
+            return (
+                FetchError.CONNECTION,
+                f"TLS certificate of {where} not trusted: certificate verify failed: {_one_line(str(reason))}",
+            )
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):
+            return FetchError.CONNECTION, f"TLS handshake with {where} failed: {_one_line(str(exc.os_error))}"
         if isinstance(exc, aiohttp.ClientConnectorError):
             return FetchError.CONNECTION, f"could not connect to {where}: {_os_reason(exc.os_error)}"
         if isinstance(exc, aiohttp.ServerDisconnectedError):

@@ -44,6 +44,7 @@ class ReadyBundle:
     limits: ResourceLimits
     timeout: float
     capabilities: frozenset[str]
+    api_version: int  # the process API version the workload speaks (its manifest's)
     owner_key: bytes
     # The same command as seen inside the sandbox, where the bundle is at sandbox.BUNDLE_DIR,
     # and what it runs on besides the system (the peer's interpreter for Python bundles).
@@ -86,6 +87,7 @@ def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
         ).within(VOLUNTEER_CEILING),
         timeout=float(limits.timeout_seconds),
         capabilities=frozenset(manifest.capabilities),
+        api_version=manifest.api_version,
         owner_key=signed.owner_key,
         sandboxed_argv=sandboxed_argv,
         sandboxed_env={"PYTHONPATH": sandbox.BUNDLE_DIR},

@@ -36,6 +36,7 @@ from workloads.process_api import (
     FetchRequest,
     FetchResult,
     FrameDecoder,
+    Progress,
     ProtocolError,
     Result,
     Unit,
@@ -59,6 +60,7 @@ _MAX_LOG_LINE = 2000
 _MAX_ERROR = 300
 
 Fetch = Callable[[FetchRequest], Awaitable[FetchResult]]
+Progressed = Callable[[int], None]  # a version 2 workload's items done so far
 NO_FETCH_CAPABILITY = "this bundle did not declare the fetch capability"
 
 
@@ -89,6 +91,7 @@ async def run_workload(
     workdir_parent: Path | None = None,
     env: Mapping[str, str] | None = None,
     sandbox: Sandboxed | None = None,
+    progressed: Progressed | None = None,
 ) -> WorkloadOutcome:
     """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
     the workload does; cancellation kills the workload and propagates; SandboxFailed when the
@@ -99,7 +102,9 @@ async def run_workload(
     scrubbed environment (e.g. the bundle's PYTHONPATH); HOME and TMPDIR stay the private
     working directory whatever it says. With `sandbox` the workload runs confined (see
     peer/sandbox.py; `argv` and `env` then name paths as seen inside) in a private tmpfs;
-    without, in a fresh directory under `workdir_parent`, removed when it ends."""
+    without, in a fresh directory under `workdir_parent`, removed when it ends. A version 2
+    unit's `progress` frames go to `progressed`; a version 1 workload that sends one breaks
+    the protocol."""
     if sandbox is not None:
         # The limits are set inside, once the sandbox is built (peer/sandbox.py).
         command = sandbox.sandbox.command(argv, sandbox.confinement, within_hard_limits(limits))
@@ -115,6 +120,7 @@ async def run_workload(
             cwd=None,
             env=_scrubbed_env(parent, Path(TMP_DIR), env or {}),
             sandboxed=True,
+            progressed=progressed,
         )
     workdir = Path(tempfile.mkdtemp(prefix=f"{UNIT_DIR_PREFIX}{unit.unit_id}-", dir=workdir_parent))
     try:
@@ -128,6 +134,7 @@ async def run_workload(
             cwd=workdir,
             env=_scrubbed_env(os.environ, workdir, env or {}),
             sandboxed=False,
+            progressed=progressed,
         )
     finally:
         _remove_tree(workdir)
@@ -152,6 +159,7 @@ async def _start_and_supervise(
     cwd: Path | None,
     env: dict[str, str],
     sandboxed: bool,
+    progressed: Progressed | None,
 ) -> WorkloadOutcome:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -168,7 +176,7 @@ async def _start_and_supervise(
         if sandboxed:
             raise SandboxFailed(_one_line(f"could not start the sandbox {argv[0]}: {exc}")) from None
         return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
-    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=sandboxed)
+    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=sandboxed, progressed=progressed)
 
 
 def remove_leftovers(workdir_parent: Path) -> int:
@@ -198,11 +206,12 @@ async def _supervise(
     max_fetches: int,
     *,
     sandboxed: bool,
+    progressed: Progressed | None,
 ) -> WorkloadOutcome:
     assert process.stderr is not None
     stderr_log = _StderrLog(unit.unit_id)
     stderr_task = asyncio.create_task(stderr_log.pump(process.stderr))
-    conversation = _Conversation(process, unit, fetch, max_fetches, sandboxed)
+    conversation = _Conversation(process, unit, fetch, max_fetches, sandboxed, progressed)
     not_built = None
     try:
         try:
@@ -258,6 +267,7 @@ class _Conversation:
     fetch: Fetch | None  # None: the workload may not fetch
     max_fetches: int
     sandboxed: bool  # bubblewrap passes on a death by signal N as exit code 128 + N
+    progressed: Progressed | None = None  # a version 2 workload's progress goes here
     built: bool = field(default=False, init=False)  # the workload may have run (sandbox built or none)
     _mark: bytearray = field(default_factory=bytearray, init=False)
     _fetch_count: int = field(default=0, init=False)
@@ -327,6 +337,11 @@ class _Conversation:
                 return None
             if kind == "result":
                 return Result.from_frame(message)
+            if kind == "progress" and self.unit.version >= 2:
+                done = Progress.from_frame(message).done
+                if self.progressed is not None:
+                    self.progressed(done)
+                return None
         except ProtocolError as exc:
             raise _Fault(f"workload broke the process API: {exc}") from None
         raise _Fault(f"workload sent a frame of unexpected type {kind!r}")

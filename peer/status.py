@@ -11,7 +11,7 @@ The document (times are Unix seconds, sizes bytes, rates bytes/s; null means non
      "state": "looking" | "idle" | "working" | "paused",   no coordinator yet / no work / units / not working
      "paused": str | null, "resume_at": float | null,      why not, and until when at the latest
      "coordinator": url | null,
-     "units": [{"unit_id", "job_id", "host", "items", "started_at"}, ...],
+     "units": [{"unit_id", "job_id", "host", "items", "started_at", "done"}, ...],   done: null unless its workload says
      "budget": {"max_down", "max_up", "cap", "cap_period", "max_fetches", "active_hours": [str]},
      "usage": {"used", "period_ends", "down_rate", "up_rate"},
      "totals": {"units_done", "units_failed", "items_reported", "items_ok", "items_broken"},
@@ -62,6 +62,7 @@ class UnitView:
     host: str | None  # the website the unit checks (scheme://host:port)
     items: int
     started_at: float
+    done: int | None = None  # items done so far, where its workload says (process API version 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +107,20 @@ class BundleView:
 
 
 def checked_items(payload: Any, at: float) -> list[Checked]:
-    """The well-formed items of a link-check result payload (the coordinator judges the rest)."""
+    """The well-formed items of a result payload (the coordinator judges the rest): a link
+    check's with its result, another workload's (a probe's) as "done"."""
     items = payload.get("items") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return []
     return [
-        Checked(item["url"], item["result"], item.get("status") if type(item.get("status")) is int else None, at)
+        Checked(
+            item["url"],
+            item["result"] if isinstance(item.get("result"), str) else "done",
+            item.get("status") if type(item.get("status")) is int else None,
+            at,
+        )
         for item in items
-        if isinstance(item, dict) and isinstance(item.get("url"), str) and isinstance(item.get("result"), str)
+        if isinstance(item, dict) and isinstance(item.get("url"), str)
     ]
 
 

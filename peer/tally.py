@@ -40,6 +40,12 @@ class WorkTally:
             lease.unit_id, lease.job_id, lease.host, len(items) if isinstance(items, list) else 0, at
         )
 
+    def progressed(self, unit_id: int, done: int) -> None:
+        """A running unit's workload says `done` of its items are done (capped at its items)."""
+        view = self.units.get(unit_id)
+        if view is not None:
+            self.units[unit_id] = replace(view, done=min(done, view.items))
+
     def ended(self, unit_id: int) -> None:
         self.units.pop(unit_id, None)
 

@@ -165,20 +165,22 @@ class UnitWork:
         sandboxed = self._trust.confinement(ready)  # raises Untrusted
 
         async def fetch(request: FetchRequest) -> FetchResult:
-            result = await self._egress.fetch(request)
+            # Version 2 workloads get what the egress measured too (process API FetchDetails).
+            result = await self._egress.fetch(request, detailed=ready.api_version >= 2)
             if result.status in THROTTLED:
                 throttled[0] += 1
             return result
 
         return await run_workload(
             ready.argv if sandboxed is None else ready.sandboxed_argv,
-            Unit(unit_id=lease.unit_id, payload=lease.payload),
+            Unit(unit_id=lease.unit_id, payload=lease.payload, version=ready.api_version),
             fetch if "fetch" in ready.capabilities else None,
             timeout=min(ready.timeout, self._unit_timeout),
             limits=ready.limits,
             env=ready.env if sandboxed is None else ready.sandboxed_env,
             workdir_parent=self._workdir,
             sandbox=sandboxed,
+            progressed=lambda done: self._tally.progressed(lease.unit_id, done),
         )
 
     async def _ready_bundle(self, client: CoordinatorClient, ref: wire.BundleRef) -> ReadyBundle:

@@ -218,3 +218,25 @@ async def test_demo_runs_and_shows_the_sample_sites_broken_links() -> None:
         assert expected in out, expected
     assert "members.html" not in out  # excluded by robots.txt, not a broken link
     assert "/old-page\n" not in out  # links are listed under the page served, not the redirect to it
+
+
+async def test_probe_on_this_machine_is_one_vantage_point_and_says_so() -> None:
+    closed = free_port()
+    async with serve(other_host_app(RequestLog())) as base:
+        code, out, err = await osaas(
+            "probe", f"{base}/ok", f"http://127.0.0.1:{closed}/", "--allow-private", "--no-progress"
+        )
+        many, _, refused = await osaas("probe", f"{base}/ok", "--vantage", "3")
+    assert code == 1, err  # a URL no vantage point reached
+    assert "probing from one vantage point, this machine" in err
+    lines = out.splitlines()
+    assert lines[0] == f"{base}/ok: 1 of 1 vantage points answered"
+    assert lines[1].startswith("  from 127.0.0.0/16: HTTP 200, dns/connect/tls/first byte/total -/")
+    assert lines[2] == f"http://127.0.0.1:{closed}/: 0 of 1 vantage points answered"
+    assert lines[3] == (
+        f"  from 127.0.0.0/16: error: connection: could not connect to 127.0.0.1:{closed}: Connection refused"
+    )
+    assert (many, refused.strip()) == (
+        2,
+        "osaas: error: --vantage 3 needs --coordinator: a network on this machine is one vantage point",
+    )

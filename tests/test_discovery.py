@@ -84,10 +84,16 @@ async def osaas_output(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+SITE_PAGES = 60
+
+
 async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
     bootstrap = f"127.0.0.1:{free_udp_port()}"
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("a", "b")}
-    async with processes(tmp_path) as procs, serve(generated_site_app(RequestLog(), pages=120, delay=0.05)) as site:
+    async with (
+        processes(tmp_path) as procs,
+        serve(generated_site_app(RequestLog(), pages=SITE_PAGES, delay=0.05)) as site,
+    ):
         await procs.start("dht", "dht", "serve", "--listen", bootstrap)
         network_file, certs = await admitted_network(tmp_path, "testnet", "a.sqlite", "b.sqlite")
         coordinators = {}
@@ -104,6 +110,8 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
                 str(tmp_path / f"{name}.sqlite"),
                 "--unit-size",
                 "5",
+                "--host-min-delay",  # pacing is not under test here
+                "0.1",
                 "--network-cert",
                 str(certs[f"{name}.sqlite"]),
                 "--dht-listen",
@@ -194,7 +202,7 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
         assert code == 0, err
         assert [json.loads(line)["url"] for line in out.splitlines()] == [urls["a"]]
 
-    ok, broken = generated_site_urls(site, 120)
+    ok, broken = generated_site_urls(site, SITE_PAGES)
     assert sorted(i["url"] for i in items) == sorted(ok | broken)  # every URL, exactly once
     assert {i["url"] for i in items if i["result"] == "broken"} == broken
     for name in peers:

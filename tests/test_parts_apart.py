@@ -31,7 +31,8 @@ from tests.sites import RequestLog, free_port, generated_site_app, generated_sit
 
 pytestmark = pytest.mark.timeout(240)
 
-PAGES = 150
+PAGES = 80
+SIGTERM_PAGES = 15  # each answered in 2 s: a unit is still running when the peer is stopped
 
 
 def _store_process(coordinator: asyncio.subprocess.Process) -> int:
@@ -59,8 +60,18 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
     async with serve(generated_site_app(RequestLog(), pages=PAGES, delay=0.02)) as site, stopped_on_exit(processes):
         operator = operator_key().public_hex
         listen = f"127.0.0.1:{port}"
-        serve_args = ("coordinator", "serve", "--listen", listen, "--db", str(db), "--operator-key", operator)
-        coordinator = await start(*serve_args, "--unit-size", "5", log=tmp_path / "coordinator.log")
+        serve_args: tuple[str, ...] = (
+            "coordinator",
+            "serve",
+            "--listen",
+            listen,
+            "--db",
+            str(db),
+            "--operator-key",
+            operator,
+        )
+        serve_args += ("--host-min-delay", "0.1")  # pacing is not under test here
+        coordinator = await start(*serve_args, "--unit-size", "15", log=tmp_path / "coordinator.log")
         processes.append(coordinator)
         await wait_until_serving(url, tmp_path / "coordinator.log")
         for i in range(2):
@@ -95,7 +106,7 @@ async def test_kill_9_coordinator_mid_job_and_every_url_reported_once(tmp_path: 
             last = (tmp_path / "coordinator.log").read_text().strip().splitlines()[-1]
             assert last == "osaas: error: the store process ended (exit code -9)", last
         await asyncio.sleep(1.0)  # peers finish units meanwhile and must keep their reports
-        coordinator = await start(*serve_args, "--unit-size", "5", log=tmp_path / "coordinator.log")
+        coordinator = await start(*serve_args, "--unit-size", "15", log=tmp_path / "coordinator.log")
         processes.append(coordinator)
         await wait_until_serving(url, tmp_path / "coordinator.log")
 
@@ -123,7 +134,10 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     processes: list[asyncio.subprocess.Process] = []
-    async with serve(generated_site_app(RequestLog(), pages=40, delay=2.0)) as site, stopped_on_exit(processes):
+    async with (
+        serve(generated_site_app(RequestLog(), pages=SIGTERM_PAGES, delay=2.0)) as site,
+        stopped_on_exit(processes),
+    ):
         await start_coordinator(processes, tmp_path, port, "--unit-size", "10")
         first = await start(
             "peer",
@@ -159,5 +173,5 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         )
         processes.append(second)
         status = await wait_until_done(url, job_id, polls=600)
-        ok, broken = generated_site_urls(site, 40)
+        ok, broken = generated_site_urls(site, SIGTERM_PAGES)
         assert status["state"] == "done" and status["items_done"] == len(ok | broken), status

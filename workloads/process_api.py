@@ -9,7 +9,12 @@ Conversation:
     peer -> workload   {"type": "unit", ...}                       exactly once, first
     workload -> peer   {"type": "fetch", ...}                      any number
     peer -> workload   {"type": "fetch_result", ...}               one per fetch, any order
+    workload -> peer   {"type": "progress", ...}                   version 2: any number
     workload -> peer   {"type": "result", ...}                     exactly once, then exit
+
+Version 2 (a manifest's `api_version = 2`) adds what the peer measured to each fetch_result
+(`timing`, `tls`, `address`: `FetchDetails`) and the workload's `progress`; a version 1
+workload gets exactly the frames it always did.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ if TYPE_CHECKING:  # asyncio is imported only by those who use it: it is slow to
     import asyncio
 
 PROTOCOL_VERSION = 1
+VERSIONS = (1, 2)  # the process API versions a peer speaks; a manifest's `api_version` picks one
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 
@@ -160,6 +166,40 @@ class FetchError(enum.StrEnum):
     LIMIT = "limit"  # the peer's per-unit fetch allowance is used up
 
 
+TIMINGS = ("dns", "connect", "tls", "first_byte", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDetails:
+    """Version 2: what the peer measured of one fetch. Times are seconds; a phase that did not
+    happen for this fetch is nil (`dns` on a cached name, `connect` and `tls` on a reused
+    connection, `tls` over http, `first_byte` without a response). `tls` is the server's
+    certificate as the peer saw it (https only): {"version", "issuer", "subject",
+    "not_after"} (not_after in Unix seconds). `address` is the IP address answered from."""
+
+    timing: dict[str, float | None]
+    tls: dict[str, Any] | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if set(self.timing) != set(TIMINGS) or not all(
+            v is None or (type(v) in (int, float) and v >= 0) for v in self.timing.values()
+        ):
+            raise ProtocolError(f"fetch_result frame: timing must map {', '.join(TIMINGS)} to seconds or nil")
+        if self.tls is not None and not (
+            isinstance(self.tls.get("version"), str)
+            and isinstance(self.tls.get("issuer"), str)
+            and isinstance(self.tls.get("subject"), str)
+            and type(self.tls.get("not_after")) in (int, type(None))
+        ):
+            raise ProtocolError("fetch_result frame: tls must be a map of version, issuer, subject, not_after")
+        if self.address is not None and not isinstance(self.address, str):
+            raise ProtocolError("fetch_result frame: address must be a string or nil")
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"timing": self.timing, "tls": self.tls, "address": self.address}
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """peer -> workload: the answer to fetch `id`: a response, or an error with no response.
@@ -176,9 +216,10 @@ class FetchResult:
     truncated: bool = False
     error: str | None = None  # a FetchError value
     message: str | None = None  # human-readable detail of the error
+    details: FetchDetails | None = None  # version 2 only: what the peer measured
 
     def to_frame(self) -> dict[str, Any]:
-        return {
+        frame = {
             "type": "fetch_result",
             "id": self.id,
             "url": self.url,
@@ -189,6 +230,9 @@ class FetchResult:
             "error": self.error,
             "message": self.message,
         }
+        if self.details is not None:
+            frame.update(self.details.to_frame())
+        return frame
 
     @classmethod
     def from_frame(cls, m: dict[str, Any]) -> FetchResult:
@@ -205,7 +249,31 @@ class FetchResult:
                 "message": (str, type(None)),
             },
         )
+        if "timing" in m:  # version 2
+            timing, tls = m["timing"], m.get("tls")
+            if not isinstance(timing, dict) or not (tls is None or isinstance(tls, dict)):
+                raise ProtocolError("fetch_result frame: timing must be a map and tls a map or nil")
+            v["details"] = FetchDetails(timing, tls, m.get("address"))
         return cls(**v)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """workload -> peer, version 2, optional: `done` of the unit's items are done, for the
+    volunteer's page. It changes nothing else."""
+
+    done: int
+
+    def __post_init__(self) -> None:
+        if self.done < 0:
+            raise ProtocolError("progress frame: done must not be negative")
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "progress", "done": self.done}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> Progress:
+        return cls(**_fields(m, {"done": int}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """How an owner reads a job's results: JSON Lines and CSV for every workload, from its job
 model's columns (`workloads.records`), and the formats a workload ships renderers for (the
-link checker: text and HTML), found here by bundle name.
+link checker: text and HTML; the probe: text), found here by bundle name.
 
 A workload's renderers apply only to a job whose results have the columns they read: a
 bundle of another owner under the same name, with other records, gets the generic formats.
@@ -16,6 +16,7 @@ from typing import Any
 from overlay.errors import OsaasError
 from workloads import records
 from workloads.linkcheck import report as linkcheck_report
+from workloads.probe import report as probe_report
 
 GENERIC = ("jsonl", "csv")
 Rows = Sequence[Mapping[str, Any]]
@@ -48,6 +49,7 @@ REGISTRY: dict[str, Renderers] = {
         problems=linkcheck_report.PROBLEMS,
         problems_html=_linkcheck(linkcheck_report.problems_table),
     ),
+    "probe": Renderers(needs=probe_report.NEEDS, formats={"text": probe_report.to_text}),
 }
 
 

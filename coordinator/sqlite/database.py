@@ -21,6 +21,7 @@ from coordinator.host_planning import MAX_SETTLE, Replanning
 from coordinator.sqlite import schema
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from coordinator.url_jobs import JobInput
+from coordinator.vantage import VantageRules
 from workloads.records import Checker
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class Settings:
     min_delay: float = host_pacing.DEFAULT_MIN_DELAY  # the pause every host gets between units
     epsilon: float = assignment.DEFAULT_EPSILON  # a peer's load stays within (1 + ε) x its share
     settle: float = 0.0  # seconds the first plan waits after the first peer (host_planning.settled)
+    vantage: VantageRules = VantageRules()  # what a network is, how long vantage jobs wait for one
 
     def __post_init__(self) -> None:
         if self.unit_size < 1 or self.max_attempts < 1:
@@ -57,6 +59,7 @@ class JobFacts:
     pinned: str | None  # its bundle version; None: follows the rollout
     unit_size: int  # the most items in one of its units
     owner_key: str | None  # who submitted it; None: the operator, or before roles
+    vantage: int | None  # vantage points per URL (`coordinator.vantage`); None: the job has none
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from coordinator import owner_limits, url_jobs
+from coordinator import owner_limits, url_jobs, vantage
 from coordinator.sqlite import access
 from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
 from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
@@ -37,7 +37,10 @@ def create_job(
     with db.transaction() as conn:
         model = job_bundle_model(conn, workload, version)
         job = url_jobs.parse_job_input(input)
-        seeds = url_jobs.seed_items(job, crawl=model.crawl)
+        if job.vantage is not None and not model.vantage:
+            raise InvalidInput(f"bundle {workload!r} does not ask for vantage points; leave input.vantage out")
+        vantage = (job.vantage or url_jobs.DEFAULT_VANTAGE) if model.vantage else None
+        seeds = url_jobs.seed_items(job, crawl=model.crawl, vantage=vantage or 1)
         limits = access.limits(conn, owner_key)
         if owner_key is not None:
             (running,) = conn.execute(
@@ -50,7 +53,7 @@ def create_job(
                 raise LimitReached(refused)
         job_id = conn.execute(
             "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, owner_key, max_urls,"
-            " model) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            " model, vantage) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
             (
                 workload,
                 encode(job.to_obj()),
@@ -60,6 +63,7 @@ def create_job(
                 owner_key,
                 limits.urls_per_job,
                 encode(model.to_obj()),
+                vantage,
             ),
         ).lastrowid
         assert job_id is not None
@@ -146,8 +150,8 @@ def insert_items(db: Database, conn: sqlite3.Connection, job_id: int, items: lis
     if not items:
         return
     added = conn.executemany(
-        "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl) VALUES (?, ?, ?, ?, ?)",
-        [(job_id, i.url, i.unit_key, i.depth, i.crawl) for i in items],
+        "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (?, ?, ?, ?, ?, ?)",
+        [(job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica) for i in items],
     ).rowcount
     conn.execute("UPDATE jobs SET urls = urls + ? WHERE id = ?", (added, job_id))
     owner_key = job(db, conn, job_id).owner_key
@@ -188,7 +192,7 @@ def job(db: Database, conn: sqlite3.Connection, job_id: int) -> JobFacts:
     job = db.jobs.get(job_id)
     if job is None:
         row = conn.execute(
-            "SELECT workload, bundle_version, unit_size, owner_key FROM jobs WHERE id = ?", (job_id,)
+            "SELECT workload, bundle_version, unit_size, owner_key, vantage FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
         job = JobFacts(*row)
         if len(db.jobs) >= _JOBS_KEPT:
@@ -236,3 +240,45 @@ def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) 
     ):
         conn.execute("DELETE FROM queues WHERE job_id = ?", (job_id,))  # nothing waits in them
         log.info("job %d done", job_id)
+
+
+def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float) -> None:
+    """Vantage jobs that went `VantageRules.wait` without a unit granted stop waiting for
+    peers of new networks (`vantage.stalled`): on each website without a live lease of the
+    job, what is not done is finished with why (`vantage.given_up`: how many networks took
+    the website's items) and its units are done."""
+    rules = db.settings.vantage
+    for job_id, wanted, created_at in conn.execute(
+        "SELECT id, vantage, created_at FROM jobs WHERE state = 'running' AND vantage IS NOT NULL"
+    ).fetchall():
+        (last_grant,) = conn.execute("SELECT MAX(leased_at) FROM units WHERE job_id = ?", (job_id,)).fetchone()
+        if not vantage.stalled(max(created_at, last_grant or created_at), now, rules):
+            continue
+        closed = 0
+        for (key,) in conn.execute(
+            "SELECT DISTINCT unit_key FROM items WHERE job_id = ? AND done = 0", (job_id,)
+        ).fetchall():
+            live = conn.execute(
+                "SELECT 1 FROM units WHERE job_id = ? AND unit_key = ? AND state = 'leased' AND expires_at > ?",
+                (job_id, key, now),
+            ).fetchone()
+            if live is not None:
+                continue
+            (answered,) = conn.execute(
+                "SELECT COUNT(DISTINCT network) FROM units WHERE job_id = ? AND unit_key = ? AND network IS NOT NULL",
+                (job_id, key),
+            ).fetchone()
+            message = vantage.given_up(answered, wanted, rules)
+            closed += conn.execute(
+                "UPDATE items SET result = 'error', failed = ?, done = 1 WHERE job_id = ? AND unit_key = ? AND done = 0",
+                (message, job_id, key),
+            ).rowcount
+            conn.execute(
+                "UPDATE units SET state = 'done', peer_id = NULL, expires_at = NULL, last_error = ?"
+                " WHERE job_id = ? AND unit_key = ? AND state != 'done'",
+                (message, job_id, key),
+            )
+            conn.execute("DELETE FROM queues WHERE job_id = ? AND unit_key = ?", (job_id, key))
+        if closed:
+            log.info("job %d: %d vantage items given up, no peer of another network came", job_id, closed)
+            items_closed(conn, job_id, closed, now)

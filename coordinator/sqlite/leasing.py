@@ -3,6 +3,8 @@
 `lease` walks the asking peer's hosts, longest-rested first; each gives at most one unit,
 chosen by `coordinator.host_leasing` (reclaimed, straggling or new) and granted by
 `coordinator.leases`. A host's units hold ranges of its queue's items (`schema.UNIT_ITEMS`).
+Then the hosts with work of vantage jobs that the plan gave to other peers: such a job's units
+go to any peer of a network its website has not had yet (`coordinator.vantage`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_leasing, host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs
+from coordinator import host_leasing, host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs, vantage
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
@@ -52,6 +54,7 @@ class Asking:
     lease_seconds: float
     throughput: float | None
     names: tuple[str, ...] | None  # the bundle names the peer runs; None: any
+    network: str  # where its request came from (`vantage.network_of`)
     bundles: dict[tuple[str, str | None], BundleRef | None] = field(default_factory=dict)
 
     def runs(self, job: JobFacts) -> bool:
@@ -164,7 +167,10 @@ def lease(
     now: float,
     lease_seconds: float,
     usage: PeerUsage | None,
+    address: str | None = None,
 ) -> list[Granted]:
+    """`address`: where the request came from, as the coordinator saw the connection (a
+    vantage job's units go by it: `coordinator.vantage`)."""
     granted: list[Granted] = []
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
@@ -181,6 +187,7 @@ def lease(
             lease_seconds,
             peers.throughput(conn, peer_id),
             None if ANY_WORKLOAD in workloads else tuple(workloads),
+            vantage.network_of(address, db.settings.vantage),
         )
         # Only hosts with something to lease: waiting items or a unit not done. A host keeps
         # its peer until the next plan after its work ran out; asking for its items on
@@ -199,9 +206,7 @@ def lease(
         # The open units of all those hosts in one query, not one per host.
         open_units: dict[str, list[tuple[Any, ...]]] = {}
         for key, *unit_row in conn.execute(
-            "SELECT units.unit_key, units.id, units.job_id, units.first_item, units.last_item, units.leased_at,"
-            " units.renewed_at, units.state, units.token, units.peer_id, units.expires_at, units.attempts,"
-            " units.last_error"
+            f"SELECT units.unit_key, {_OPEN_UNIT_COLUMNS}"
             " FROM hosts JOIN units ON units.unit_key = hosts.key AND units.state != 'done'"
             " WHERE hosts.peer_id = ? AND hosts.next_allowed_at <= ? ORDER BY units.id",
             (peer_id, now),
@@ -210,23 +215,101 @@ def lease(
         for key, *pace in hosts:
             if len(granted) >= max_units:
                 break
-            one = _lease_host(db, conn, key, HostPace(*pace), ask, open_units.get(key, []))
+            one = _lease_host(db, conn, key, HostPace(*pace), ask, open_units.get(key, []), None)
             if one is not None:
                 granted.append(one)
+        if len(granted) < max_units:
+            granted += _lease_vantage(db, conn, ask, max_units - len(granted))
     return granted
 
 
+_OPEN_UNIT_COLUMNS = (
+    "units.id, units.job_id, units.first_item, units.last_item, units.leased_at, units.renewed_at, units.replica,"
+    " units.state, units.token, units.peer_id, units.expires_at, units.attempts, units.last_error"
+)
+
+
+def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: int) -> list[Granted]:
+    """Units of vantage jobs on hosts the plan gave to other peers (or to none), for a peer
+    whose network their websites have not had yet (`vantage.may_serve`, checked per unit)."""
+    jobs_with_vantage = [
+        job_id for (job_id,) in conn.execute("SELECT id FROM jobs WHERE state = 'running' AND vantage IS NOT NULL")
+    ]
+    if not jobs_with_vantage:
+        return []
+    marks = placeholders(jobs_with_vantage)
+    hosts = conn.execute(
+        "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
+        " WHERE (peer_id IS NULL OR peer_id != ?) AND next_allowed_at <= ?"
+        f" AND (EXISTS (SELECT 1 FROM queues q WHERE q.unit_key = hosts.key AND q.job_id IN ({marks})"
+        f" AND {schema.WAITING})"
+        f" OR EXISTS (SELECT 1 FROM units WHERE unit_key = hosts.key AND state != 'done' AND job_id IN ({marks})))"
+        # Not to a peer that stepped aside from the host lately (its bundle would not run there).
+        " AND NOT EXISTS (SELECT 1 FROM stepped_aside s WHERE s.unit_key = hosts.key AND s.peer_id = ?"
+        " AND s.until > ?)"
+        " ORDER BY next_allowed_at, rowid",
+        (ask.peer_id, ask.now, *jobs_with_vantage, *jobs_with_vantage, ask.peer_id, ask.now),
+    ).fetchall()
+    granted: list[Granted] = []
+    for key, *pace in hosts:
+        if len(granted) >= room:
+            break
+        rows = conn.execute(
+            f"SELECT {_OPEN_UNIT_COLUMNS} FROM units WHERE unit_key = ? AND state != 'done' ORDER BY id", (key,)
+        ).fetchall()
+        one = _lease_host(db, conn, key, HostPace(*pace), ask, rows, frozenset(jobs_with_vantage))
+        if one is not None:
+            granted.append(one)
+    return granted
+
+
+def _networks_used(conn: sqlite3.Connection, job_id: int, key: str) -> dict[int, set[str]]:
+    """Which networks and peers (`vantage.peer_label`) took units of each replica of a vantage
+    job on one host."""
+    used: dict[int, set[str]] = {}
+    for replica, network, peer_id in conn.execute(
+        "SELECT replica, network, peer_id FROM units WHERE job_id = ? AND unit_key = ? AND network IS NOT NULL",
+        (job_id, key),
+    ):
+        used.setdefault(replica, set()).add(network)
+        if peer_id is not None:
+            used[replica].add(vantage.peer_label(peer_id))
+    return used
+
+
 def _lease_host(
-    db: Database, conn: sqlite3.Connection, key: str, pace: HostPace, ask: Asking, rows: list[tuple[Any, ...]]
+    db: Database,
+    conn: sqlite3.Connection,
+    key: str,
+    pace: HostPace,
+    ask: Asking,
+    rows: list[tuple[Any, ...]],
+    only_jobs: frozenset[int] | None,
 ) -> Granted | None:
     """At most one unit of host `key` for the asking peer (`host_leasing`). `rows`: the
-    host's units that are not done (id, job_id, first_item, last_item, leased_at,
-    renewed_at, then the lease's columns)."""
+    host's units that are not done (`_OPEN_UNIT_COLUMNS`); `only_jobs`: the jobs whose units
+    it may take (a host the plan gave to another peer: vantage jobs'), None: any. A vantage
+    job's unit goes only to a network its website has not had for another replica."""
     spans: dict[int, Span] = {}
+    replicas: dict[int, int] = {}
     units: list[OpenUnit] = []
-    for unit_id, job_id, first, last, leased_at, renewed_at, *lease_row in rows:
+    for unit_id, job_id, first, last, leased_at, renewed_at, replica, *lease_row in rows:
         spans[unit_id] = Span(key, job_id, first, last)
+        replicas[unit_id] = replica
         units.append(OpenUnit(unit_id, job_id, unit_lease(lease_row), leased_at, renewed_at))
+    used: dict[int, dict[int, set[str]]] = {}
+
+    def may_serve(job_id: int, replica: int) -> bool:
+        if only_jobs is not None and job_id not in only_jobs:
+            return False
+        if jobs.job(db, conn, job_id).vantage is None:
+            return True
+        if job_id not in used:
+            used[job_id] = _networks_used(conn, job_id, key)
+        return vantage.may_serve(ask.network, replica, used[job_id]) and vantage.may_serve(
+            vantage.peer_label(ask.peer_id), replica, used[job_id]
+        )
+
     reclaimed = host_leasing.reclaim(
         key,
         pace,
@@ -243,7 +326,7 @@ def _lease_host(
         return None
     for unit in reclaimed.units:
         span = spans[unit.unit_id]
-        if not ask.runs(jobs.job(db, conn, span.job_id)):
+        if not ask.runs(jobs.job(db, conn, span.job_id)) or not may_serve(span.job_id, replicas[unit.unit_id]):
             continue
         granted = leases.grant(unit.lease, ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
         save_unit(conn, unit.unit_id, granted)
@@ -251,34 +334,45 @@ def _lease_host(
             log.warning("unit %d of job %d: %s", unit.unit_id, span.job_id, leases.give_up_message(granted))
             finish_items_with_error(conn, span, leases.give_up_message(granted), ask.now)
             continue
-        conn.execute("UPDATE units SET leased_at = ?, renewed_at = ? WHERE id = ?", (ask.now, ask.now, unit.unit_id))
+        conn.execute(
+            "UPDATE units SET leased_at = ?, renewed_at = ?, network = ? WHERE id = ?",
+            (ask.now, ask.now, _network_kept(db, conn, ask, span.job_id), unit.unit_id),
+        )
         items = conn.execute(f"SELECT url, crawl FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span).fetchall()
         return _lease_of(db, conn, ask, key, unit.unit_id, span.job_id, granted, items)
-    return _form_unit(db, conn, key, ask)
+    return _form_unit(db, conn, key, ask, may_serve)
 
 
-def _form_unit(db: Database, conn: sqlite3.Connection, key: str, ask: Asking) -> Granted | None:
+def _network_kept(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> str | None:
+    """The network a unit keeps of the peer it is granted to: a vantage job's only."""
+    return None if jobs.job(db, conn, job_id).vantage is None else ask.network
+
+
+def _form_unit(
+    db: Database, conn: sqlite3.Connection, key: str, ask: Asking, may_serve: Callable[[int, int], bool]
+) -> Granted | None:
     """A new unit of the host's waiting items (`host_leasing.form_unit`), of its oldest job
-    the peer runs, sized for the peer: about unit_sizing.TARGET_SECONDS of its work."""
+    the peer runs and may serve, sized for the peer: about unit_sizing.TARGET_SECONDS of its
+    work."""
     # The waiting items of the host's queues, oldest job first, in one statement.
     only = ""
     if ask.names is not None:
         only = f" AND q.job_id IN (SELECT id FROM jobs WHERE workload IN ({placeholders(list(ask.names))}))"
     waiting = [
-        WaitingItem(job_id, item_id, url, bool(crawl))
-        for job_id, item_id, url, crawl in conn.execute(
-            f"SELECT q.job_id, items.id, items.url, items.crawl FROM {schema.QUEUED_ITEMS}"
+        WaitingItem(job_id, item_id, url, bool(crawl), replica)
+        for job_id, item_id, url, crawl, replica in conn.execute(
+            f"SELECT q.job_id, items.id, items.url, items.crawl, items.replica FROM {schema.QUEUED_ITEMS}"
             f" WHERE q.unit_key = ?{only} ORDER BY q.job_id, items.id LIMIT ?",
             (key, *(ask.names or ()), unit_sizing.unit_size(ask.throughput)),
         )
     ]
-    formed = host_leasing.form_unit(waiting, lambda job_id: jobs.job(db, conn, job_id).unit_size)
+    formed = host_leasing.form_unit(waiting, lambda job_id: jobs.job(db, conn, job_id).unit_size, may_serve)
     if formed is None:
         return None
     unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
     unit_id = conn.execute(
         "INSERT INTO units (job_id, unit_key, state, token, peer_id, expires_at, leased_at, renewed_at,"
-        " first_item, last_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " first_item, last_item, replica, network) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             formed.job_id,
             key,
@@ -290,6 +384,8 @@ def _form_unit(db: Database, conn: sqlite3.Connection, key: str, ask: Asking) ->
             ask.now,
             formed.first_item,
             formed.last_item,
+            formed.replica,
+            _network_kept(db, conn, ask, formed.job_id),
         ),
     ).lastrowid
     assert unit_id is not None

@@ -13,7 +13,7 @@ import sqlite3
 
 from coordinator import host_planning
 from coordinator.host_planning import ActivePeer
-from coordinator.sqlite import peers, schema
+from coordinator.sqlite import jobs, peers, schema
 from coordinator.sqlite.database import Database
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import decode
@@ -40,6 +40,7 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
             return  # a plan stays due (db.replan): the next lease or rebalance tries again
         db.planned_once = True
     started = db.monotonic()
+    jobs.stop_waiting_for_networks(db, conn, now)
     running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
     active = {
         peer_id: ActivePeer(capacity, decode(workloads))

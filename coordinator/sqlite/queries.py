@@ -120,7 +120,7 @@ def job_results(
         model = jobs.checker(db, conn, job_id).model
         where = f" AND done = 1 AND result IN ({placeholders(list(counted_as))})" if counted_as else ""
         rows = conn.execute(
-            "SELECT id, url, done, record, failed, depth, result, status, final_url, redirects, error"
+            "SELECT id, url, done, record, failed, depth, network, result, status, final_url, redirects, error"
             f" FROM items WHERE job_id = ?{where} ORDER BY id LIMIT ? OFFSET ?",
             (job_id, *counted_as, limit, offset),
         ).fetchall()
@@ -132,8 +132,10 @@ def job_results(
     stored = [f.name for f in model.stored]
     nothing = dict.fromkeys(stored)
     results = []
-    for item_id, url, done, record, failed, depth, *legacy in rows:
+    for item_id, url, done, record, failed, depth, network, *legacy in rows:
         row: dict[str, Any] = {"url": url}
+        if model.vantage:
+            row["network"] = network  # the coordinator's, never the peer's word
         if record is not None:
             row.update(zip(stored, decode(record), strict=True))
         elif done and failed is None:

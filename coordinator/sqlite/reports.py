@@ -28,7 +28,6 @@ from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
 from coordinator.sqlite import bundles, jobs, leasing, peers, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
-from coordinator.sqlite.leasing import Span
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
 from coordinator.url_jobs import JobInput
 from overlay.wire import Report, ReportResponse, encode
@@ -78,6 +77,8 @@ class ReportedUnit:
     key: str  # its host (unit_key)
     leased_at: float | None
     lease: UnitLease
+    replica: int = 0  # its vantage point (`coordinator.vantage`)
+    network: str | None = None  # a vantage job's: the network of the peer it was granted to
     items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
 
 
@@ -94,10 +95,11 @@ class Reported:
     paces: dict[str, HostPace] = field(default_factory=dict)  # hosts' paces, as changed so far
     stored_paces: dict[str, HostPace] = field(default_factory=dict)  # as loaded
     leases: dict[int, UnitLease] = field(default_factory=dict)  # units changed: id -> lease after
-    finished: list[tuple[Any, ...]] = field(default_factory=list)  # (count, record, item id)
+    finished: list[tuple[Any, ...]] = field(default_factory=list)  # (count, record, network, item id)
     logs: list[tuple[Any, ...]] = field(default_factory=list)  # failed units' stderr tails
     failed: list[tuple[str, int]] = field(default_factory=list)  # (error, item id): finished unchecked
-    left_out: list[Span] = field(default_factory=list)  # what partial reports left undone: new units
+    # What partial reports left undone, for new units: (key, job, first, last, replica).
+    left_out: list[tuple[str, int, int, int, int]] = field(default_factory=list)
     outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
     closed: dict[int, int] = field(default_factory=dict)  # items finished per job
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
@@ -147,12 +149,14 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming
     reported = Reported(peer_id, peers.throughput(conn, peer_id))
     ids = sorted({r.unit_id for r in reports if 0 <= r.unit_id <= schema.MAX_ID})
     for chunk in chunks(ids):
-        for unit_id, job_id, key, first, last, leased_at, *lease_row in conn.execute(
-            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, state, token, peer_id, expires_at,"
-            f" attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
+        for unit_id, job_id, key, first, last, leased_at, replica, network, *lease_row in conn.execute(
+            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, replica, network, state, token, peer_id,"
+            f" expires_at, attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
             chunk,
         ):
-            reported.units[unit_id] = ReportedUnit(job_id, key, leased_at, leasing.unit_lease(lease_row))
+            reported.units[unit_id] = ReportedUnit(
+                job_id, key, leased_at, leasing.unit_lease(lease_row), replica, network
+            )
             # A unit done has no open items: what its range holds undone is another unit's
             # (a partial report left it out).
             if reported.units[unit_id].lease.state is not UnitState.DONE:
@@ -244,12 +248,14 @@ def _merge_results(
     rest go back to waiting; a crawl's links become new items."""
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
-        reported.finished.append((UNCOUNTED if r.counted_as is None else r.counted_as, encode(r.values), item_id))
+        reported.finished.append(
+            (UNCOUNTED if r.counted_as is None else r.counted_as, encode(r.values), unit.network, item_id)
+        )
         if crawl and r.links:
             _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
     if unit.items:
         left = [item_id for item_id, _, _ in unit.items.values()]
-        reported.left_out.append(Span(unit.key, unit.job_id, min(left), max(left)))
+        reported.left_out.append((unit.key, unit.job_id, min(left), max(left), unit.replica))
     unit.items.clear()
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
@@ -277,14 +283,14 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
     peer's new throughput estimate."""
-    conn.executemany("UPDATE items SET result = ?, record = ?, done = 1 WHERE id = ?", reported.finished)
+    conn.executemany("UPDATE items SET result = ?, record = ?, network = ?, done = 1 WHERE id = ?", reported.finished)
     conn.executemany(
         "UPDATE items SET result = 'error', failed = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
     )
     if reported.logs:
         keep_logs(conn, reported.logs)
     conn.executemany(
-        "INSERT INTO units (unit_key, job_id, first_item, last_item, state) VALUES (?, ?, ?, ?, 'queued')",
+        "INSERT INTO units (unit_key, job_id, first_item, last_item, replica, state) VALUES (?, ?, ?, ?, ?, 'queued')",
         reported.left_out,
     )
     conn.executemany(

@@ -23,6 +23,10 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        (the workload's record, msgpack: a list of the model's stored fields) and items.failed
        (why the platform gave up on the item) instead of the link-check columns, which rows
        from before keep; unit_logs (the stderr tails of failed units, as peers sent them)
+    10 vantage points (`coordinator.vantage`): jobs.vantage (K, NULL without), items.replica and
+       items.network (which vantage point an item is, the network that answered it) with items
+       unique per (job, url, replica), built again for that; units.replica and units.network
+       (the network of the peer it was last granted to: a vantage job's only)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -309,6 +313,41 @@ CREATE TABLE unit_logs (
     log TEXT NOT NULL
 );
 CREATE INDEX unit_logs_by_job ON unit_logs(job_id, id);
+""",
+    # An item was unique per (job, url); a vantage job has a URL once per vantage point. SQLite
+    # cannot change a UNIQUE constraint in place: the table is built again, ids and all (as
+    # units were for schema 4), with its index.
+    10: """
+CREATE TABLE items_10 (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    url TEXT NOT NULL,
+    unit_key TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    crawl INTEGER NOT NULL,
+    result TEXT,
+    status INTEGER,
+    final_url TEXT,
+    redirects BLOB,
+    error TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    record BLOB,
+    failed TEXT,
+    replica INTEGER NOT NULL DEFAULT 0,
+    network TEXT,
+    UNIQUE (job_id, url, replica)
+);
+INSERT INTO items_10 (id, job_id, url, unit_key, depth, crawl, result, status, final_url, redirects, error, done,
+                      record, failed)
+    SELECT id, job_id, url, unit_key, depth, crawl, result, status, final_url, redirects, error, done, record, failed
+    FROM items;
+DROP TABLE items;
+ALTER TABLE items_10 RENAME TO items;
+CREATE INDEX items_by_host ON items(unit_key, job_id, id);
+ALTER TABLE jobs ADD COLUMN vantage INTEGER;
+CREATE INDEX jobs_with_vantage ON jobs(state) WHERE vantage IS NOT NULL;
+ALTER TABLE units ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE units ADD COLUMN network TEXT;
 """,
 }
 

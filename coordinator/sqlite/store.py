@@ -38,6 +38,7 @@ from coordinator.store import (
     PeerOverview,
     PublishedBundle,
 )
+from coordinator.vantage import VantageRules
 from overlay.wire import (
     BundleStatus,
     JobStatus,
@@ -67,9 +68,10 @@ class SqliteStore:
         host_min_delay: float = host_pacing.DEFAULT_MIN_DELAY,
         epsilon: float = assignment.DEFAULT_EPSILON,
         settle: float = 0.0,
+        vantage: VantageRules | None = None,
         own_process: bool = False,
     ) -> None:
-        self._settings = Settings(unit_size, max_attempts, host_min_delay, epsilon, settle)
+        self._settings = Settings(unit_size, max_attempts, host_min_delay, epsilon, settle, vantage or VantageRules())
         self._path = str(path)
         # own_process: the calls run in a child process (`process`), else on a thread.
         self._own_process = own_process
@@ -163,8 +165,9 @@ class SqliteStore:
         now: float,
         lease_seconds: float,
         usage: PeerUsage | None = None,
+        address: str | None = None,
     ) -> list[Lease]:
-        granted = await self._run(leasing.lease, peer_id, max_units, workloads, now, lease_seconds, usage)
+        granted = await self._run(leasing.lease, peer_id, max_units, workloads, now, lease_seconds, usage, address)
         return [g.lease() for g in granted]
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:

@@ -10,6 +10,7 @@ import logging
 import time
 from pathlib import Path
 
+from coordinator import vantage
 from coordinator.assignment import DEFAULT_EPSILON
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
@@ -60,6 +61,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_EPSILON,
         metavar="E",
         help=f"how far above its capacity-weighted share of the work a peer's load may go: at most (1+E) times it (default {DEFAULT_EPSILON:g})",
+    )
+    serve.add_argument(
+        "--vantage-prefix",
+        type=_vantage_prefixes,
+        default=(vantage.DEFAULT_PREFIX_V4, vantage.DEFAULT_PREFIX_V6),
+        metavar="V4[,V6]",
+        help="peers count as different vantage points (probe jobs) when their addresses differ in this IPv4"
+        f" (and IPv6) prefix (default {vantage.DEFAULT_PREFIX_V4},{vantage.DEFAULT_PREFIX_V6}; a lab: 32,128)",
+    )
+    serve.add_argument(
+        "--vantage-wait",
+        type=_positive_seconds,
+        default=vantage.DEFAULT_WAIT,
+        metavar="SECONDS",
+        help="a probe job with no unit granted this long stops waiting for peers of more networks and says how"
+        f" many answered (default {vantage.DEFAULT_WAIT:g})",
     )
     serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
     serve.add_argument(
@@ -216,6 +233,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     unit_size=args.unit_size,
                     host_min_delay=args.host_min_delay,
                     epsilon=args.epsilon,
+                    vantage=vantage.VantageRules(args.vantage_prefix[0], args.vantage_prefix[1], args.vantage_wait),
                     dht=dht,
                     network=network,
                     admission=admission,
@@ -307,3 +325,26 @@ def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
         token = access.owner_token(found[0].public_key)
     print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
     return EXIT_OK
+
+
+def _vantage_prefixes(text: str) -> tuple[int, int]:
+    """`--vantage-prefix V4[,V6]`: the prefix lengths that make a network."""
+    v4_text, _, v6_text = text.partition(",")
+    try:
+        v4 = int(v4_text)
+        v6 = int(v6_text) if v6_text else vantage.DEFAULT_PREFIX_V6
+        vantage.VantageRules(v4, v6)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an IPv4 prefix 8..32 and optionally an IPv6 one 16..128, e.g. 24 or 32,128"
+        ) from None
+    return v4, v6
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("s"))
+        vantage.VantageRules(wait=value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds above 0, at most a week") from None
+    return value

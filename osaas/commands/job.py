@@ -43,6 +43,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the bundle that runs the job (default linkcheck, following its rollout)",
     )
     submit.add_argument("--depth", type=_non_negative, default=None)
+    submit.add_argument(
+        "--vantage",
+        type=_positive,
+        default=None,
+        metavar="K",
+        help="for a bundle with vantage points (probe): peers in K networks do each URL (default: the coordinator's, 5)",
+    )
     _add_key_argument(submit)
     submit.set_defaults(run=_cmd_job_submit)
 
@@ -89,7 +96,9 @@ def _cmd_job_submit(args: argparse.Namespace) -> int:
         urls = [validate_url(u) for u in args.urls]
     except CheckError as exc:
         raise UsageError(str(exc)) from exc
-    job_input = {"urls": urls, "depth": args.depth}
+    job_input: dict[str, Any] = {"urls": urls, "depth": args.depth}
+    if args.vantage is not None:
+        job_input["vantage"] = args.vantage
     name, version = args.bundle
     key = _load_key(args.key)
     job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, key, name, job_input, version)))

@@ -92,7 +92,7 @@ def test_a_new_unit_holds_the_oldest_jobs_items_up_to_its_size() -> None:
         WaitingItem(4, 11, "http://a.test/x", True),
     ]
     formed = host_leasing.form_unit(waiting, lambda job_id: 2)
-    assert formed == (3, 10, 12, [("http://a.test/1", True), ("http://a.test/2", False)])
+    assert formed == (3, 10, 12, [("http://a.test/1", True), ("http://a.test/2", False)], 0)
     assert host_leasing.form_unit([], lambda job_id: 2) is None
 
 

@@ -316,9 +316,12 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
     version = linkcheck.version
     with sqlite3.connect(path) as conn:  # as schema 7 left a rollout the coordinator rolled back
         conn.execute("ALTER TABLE bundles DROP COLUMN rolled_back")
-        conn.executescript(  # and without schema 9's job models and unit logs
+        conn.executescript(  # and without schema 9's job models and unit logs, nor 10's vantage points
             "DROP TABLE unit_logs; ALTER TABLE jobs DROP COLUMN model;"
             " ALTER TABLE items DROP COLUMN record; ALTER TABLE items DROP COLUMN failed;"
+            " DROP INDEX jobs_with_vantage; ALTER TABLE jobs DROP COLUMN vantage;"
+            " ALTER TABLE units DROP COLUMN replica;"
+            " ALTER TABLE units DROP COLUMN network;"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"

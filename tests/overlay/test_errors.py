@@ -21,6 +21,7 @@ PACKAGES = ("overlay", "workloads", "coordinator", "peer", "osaas", "screensaver
 OUTSIDE = {
     "workloads.process_api.ProtocolError",
     "workloads.linkcheck.payload.BadPayload",
+    "workloads.probe.measure.BadPayload",
     "peer.runner._Fault",
     "peer.runner._NotBuilt",
     "peer.egress._PolicyRefusal",

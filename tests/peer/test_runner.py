@@ -164,6 +164,14 @@ async def test_unknown_frame_type_fails() -> None:
     assert_failed(await run("unknown"), "workload sent a frame of unexpected type 'hello'")
 
 
+async def test_a_version_2_workload_tells_its_progress_and_a_version_1_may_not() -> None:
+    said: list[int] = []
+    unit = Unit(unit_id=42, payload={"mode": "progress"}, version=2)
+    outcome = await run_workload(BEHAVE, unit, answer_ok, progressed=said.append)
+    assert (outcome.exit_code, outcome.payload, said) == (ExitCode.OK, {"version": 2}, [1, 2])
+    assert_failed(await run("progress"), "workload sent a frame of unexpected type 'progress'")
+
+
 async def test_reused_fetch_id_fails() -> None:
     assert_failed(await run("reuse_id"), "workload reused fetch id 7")
 

@@ -57,7 +57,7 @@ def test_the_document_and_its_text_say_what_the_peer_does() -> None:
         "active_hours": ["08:00-18:00"],
     }
     assert document["units"] == [
-        {"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0}
+        {"unit_id": 7, "job_id": 3, "host": "http://a.test:80", "items": 20, "started_at": 1000.0, "done": None}
     ]
     assert document["recent"][1] == {"url": "http://a.test/gone", "result": "broken", "status": 404, "at": 995.0}
     assert document["bundles"] == [
@@ -88,6 +88,7 @@ def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
             {"url": "http://a.test/", "result": "ok", "status": 200},
             {"url": "http://a.test/x", "result": "timeout", "status": None},
             {"url": "http://a.test/y", "result": "broken", "status": True},  # not a status: kept without one
+            {"url": "http://a.test/z", "status": 301, "dns": 0.01},  # another workload's record (a probe's)
             {"url": 5, "result": "ok"},
             "garbage",
             None,
@@ -97,5 +98,6 @@ def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
         Checked("http://a.test/", "ok", 200, 7.0),
         Checked("http://a.test/x", "timeout", None, 7.0),
         Checked("http://a.test/y", "broken", None, 7.0),
+        Checked("http://a.test/z", "done", 301, 7.0),
     ]
     assert checked_items(None, 7.0) == checked_items({"items": "no"}, 7.0) == []

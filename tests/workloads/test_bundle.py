@@ -181,6 +181,21 @@ def test_manifest_defaults() -> None:
             "bundle.toml: limits.disk_mb is not a known limit",
         ),
         ('name = "a"\nversion = "1"\nentrypoint = ["x"]\nowner = "me"', "bundle.toml: unknown key 'owner'"),
+        (
+            'name = "a"\nversion = "1"\nentrypoint = ["x"]\napi_version = 3',
+            "bundle.toml: api_version must be one of 1, 2",
+        ),
+        ('name = "a"\nversion = "1"\nentrypoint = ["x"]\napi_version = "2"', "bundle.toml: api_version must be one of"),
+        (
+            'name = "a"\nversion = "1"\nentrypoint = ["x"]\n[job]\ncrawl = true\nvantage = true\n'
+            '[results.fields]\nurl = "str"\nlinks = "list[str]"',
+            "bundle.toml: job.vantage and job.crawl cannot both be true",
+        ),
+        (
+            'name = "a"\nversion = "1"\nentrypoint = ["x"]\n[job]\nvantage = true\n'
+            '[results.fields]\nurl = "str"\nnetwork = "str"',
+            "bundle.toml: results.fields.network: the name is the platform's",
+        ),
         ('name = "a', "bundle.toml: not valid TOML"),
     ],
 )

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from workloads.process_api import (
     MAX_FRAME,
+    TIMINGS,
+    FetchDetails,
     FetchRequest,
     FetchResult,
     FrameDecoder,
@@ -27,6 +29,21 @@ MESSAGES = [
     FetchRequest(2, "GET", "http://a.test/x", want_body=True),
     FetchResult(1, "http://a.test/", 200, {"content-type": "text/html"}, b"<html>\x00\xff", truncated=True),
     FetchResult(2, "http://a.test/x", error="dns", message="name does not resolve"),
+    # Version 2: what the peer measured.
+    Unit(8, {"job_id": 1, "items": []}, version=2),
+    FetchResult(
+        3,
+        "https://a.test/",
+        200,
+        details=FetchDetails(
+            {"dns": 0.01, "connect": 0.02, "tls": 0.03, "first_byte": 0.04, "total": 0.05},
+            {"version": "TLSv1.3", "issuer": "CN=ca", "subject": "CN=a.test", "not_after": 1767225600},
+            "203.0.113.7",
+        ),
+    ),
+    FetchResult(
+        4, "http://a.test/", error="robots", message="disallowed", details=FetchDetails(dict.fromkeys(TIMINGS))
+    ),
     Result(0, {"items": []}),
     Result(3, {}, "bad input: items[0]: 'url' must be a string"),
 ]
@@ -106,6 +123,11 @@ def test_garbage_bodies(body: bytes) -> None:
         (FetchResult, {**FetchResult(1, "u").to_frame(), "body": "text, not bytes"}),
         (FetchResult, {**FetchResult(1, "u").to_frame(), "status": "200"}),
         (FetchResult, {**FetchResult(1, "u").to_frame(), "headers": None}),
+        (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": {"dns": 0.1}, "tls": None, "address": None}),
+        (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": dict.fromkeys(TIMINGS, -1.0), "tls": None}),
+        (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": dict.fromkeys(TIMINGS), "tls": {"issuer": 1}}),
+        (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": dict.fromkeys(TIMINGS), "tls": None, "address": 7}),
+        (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": [], "tls": None, "address": None}),
         (Result, {"type": "result", "status": 4, "payload": {}, "error": None}),
         (Result, {"type": "result", "status": 0, "payload": {}, "error": 1}),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -214,3 +215,21 @@ def test_json_lines_and_csv_follow_the_schema() -> None:
     assert records.to_csv([{"url": "u", "flag": True, "tags": ["a", "b"]}], ["url", "flag", "tags"]) == (
         "url,flag,tags\r\nu,true,a b\r\n"
     )
+
+
+def test_the_api_version_and_vantage_points_are_signed() -> None:
+    key = Identity.generate()
+    toml = FINGERPRINT_TOML.replace("[job]\n", "api_version = 2\n[job]\nvantage = true\n")
+    manifest = bundle.parse_manifest(toml)
+    assert manifest.api_version == 2 and manifest.model.vantage
+    assert manifest.model.columns[:2] == ("url", "network")
+    signed = bundle.sign(manifest, b"a" * 32, {"fingerprint/__main__.py": b"b" * 32}, key)
+    again = bundle.decode(bundle.encode(signed))
+    assert again == signed
+    bundle.verify_manifest(again)
+    for changed in (
+        dataclasses.replace(manifest, api_version=1),  # a version 2 workload passed off as a version 1
+        dataclasses.replace(manifest, job=dataclasses.replace(manifest.model, vantage=False)),
+    ):
+        with pytest.raises(BundleError, match="signature does not match"):
+            bundle.verify_manifest(dataclasses.replace(signed, manifest=changed))

@@ -6,6 +6,7 @@ its jobs take, whether its units add items, and the schema of its result records
     crawl = true          # units add items: each record's `links` (list[str]) names them
     count = "result"      # optional: job status counts records by this str field
     links_at = "final_url"  # optional, crawl only: the field naming the page the links are on
+    vantage = true        # optional: every URL is done by K peers in different networks
 
     [results.fields]
     url = "str"           # every record names its item
@@ -32,11 +33,11 @@ INPUTS = ("urls",)  # to come: "items", "records"
 KINDS = ("str", "int", "float", "bool", "list[str]")
 MAX_FIELDS = 64
 # Names the results rows use for what the platform adds beside a record.
-RESERVED = frozenset({"depth", "referrers", "failed"})
+RESERVED = frozenset({"depth", "referrers", "failed", "network"})
 URL_FIELD = "url"
 LINKS_FIELD = "links"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_JOB_KEYS = frozenset({"input", "crawl", "count", "links_at"})
+_JOB_KEYS = frozenset({"input", "crawl", "count", "links_at", "vantage"})
 
 
 class ModelError(OsaasError):
@@ -70,10 +71,15 @@ class JobModel:
     crawl: bool = False
     count: str | None = None
     links_at: str | None = None
+    # Every item is done once from each of K vantage points (peers in different networks, K
+    # the job's); its results row per vantage point names the network it came from.
+    vantage: bool = False
 
     def __post_init__(self) -> None:
         _require(self.input in INPUTS, f"job.input must be one of {', '.join(INPUTS)}")
         _require(type(self.crawl) is bool, "job.crawl must be true or false")
+        _require(type(self.vantage) is bool, "job.vantage must be true or false")
+        _require(not (self.vantage and self.crawl), "job.vantage and job.crawl cannot both be true")
         _require(0 < len(self.fields) <= MAX_FIELDS, f"results.fields must declare 1..{MAX_FIELDS} fields")
         names = [f.name for f in self.fields]
         _require(len(set(names)) == len(names), "results.fields has a field twice")
@@ -110,22 +116,26 @@ class JobModel:
     def columns(self) -> tuple[str, ...]:
         """A results row's keys, in order: the record's, then the platform's."""
         platform = ("depth", "referrers", "failed") if self.crawl else ("failed",)
-        return (URL_FIELD, *(f.name for f in self.stored), *platform)
+        where = ("network",) if self.vantage else ()
+        return (URL_FIELD, *where, *(f.name for f in self.stored), *platform)
 
     def to_obj(self) -> dict[str, Any]:
         """The model as a map (a signed manifest's, a job's row): fields as [name, type] pairs
         so their order holds in any encoding."""
-        return {
+        obj = {
             "input": self.input,
             "crawl": self.crawl,
             "count": self.count,
             "links_at": self.links_at,
             "fields": [[f.name, f.type_name] for f in self.fields],
         }
+        return obj | ({"vantage": True} if self.vantage else {})
 
     def signed_part(self) -> list[Any]:
-        """The model in the bytes a manifest's signature covers: a list in a fixed order."""
-        return [self.input, self.crawl, self.count, self.links_at, [[f.name, f.type_name] for f in self.fields]]
+        """The model in the bytes a manifest's signature covers: a list in a fixed order (a
+        model without vantage points signs what models signed before them)."""
+        part = [self.input, self.crawl, self.count, self.links_at, [[f.name, f.type_name] for f in self.fields]]
+        return part + ([True] if self.vantage else [])
 
 
 def parse_type(name: str, text: object) -> Field:
@@ -175,6 +185,7 @@ def _model(job: Mapping[str, Any], fields: list[Field]) -> JobModel:
         crawl=job.get("crawl", False),
         count=job.get("count"),
         links_at=job.get("links_at"),
+        vantage=job.get("vantage", False),
     )
 
 

@@ -38,9 +38,10 @@ _NAME_RE = re.compile(r"[a-z0-9._-]{1,64}")
 # Versions end up in file names, so only characters that are safe on every file system.
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
 _CHUNK = 1024 * 1024
-_TOML_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities", "job", "results"})
+_TOML_KEYS = frozenset({"name", "version", "entrypoint", "api_version", "limits", "capabilities", "job", "results"})
 # The signed manifest's keys: the TOML's (its job model as one map, `job_model`) and the seal's.
-_MANIFEST_KEYS = frozenset({"name", "version", "entrypoint", "limits", "capabilities", "job_model"})
+_MANIFEST_KEYS = frozenset({"name", "version", "entrypoint", "api_version", "limits", "capabilities", "job_model"})
+API_VERSIONS = (1, 2)  # the process API versions a manifest may ask for (workloads.process_api)
 _SIGNED_KEYS = _MANIFEST_KEYS | {"archive_sha256", "files", "owner_key", "info_hash", "signature"}
 
 
@@ -84,6 +85,7 @@ class Manifest:
     limits: Limits = Limits()
     capabilities: tuple[str, ...] = ()
     job: JobModel | None = None  # None: no [job] table, the link checker's model (`model`)
+    api_version: int = 1  # the process API version its workload speaks
 
     def __post_init__(self) -> None:
         _require(
@@ -112,6 +114,10 @@ class Manifest:
             )
         _require(len(set(self.capabilities)) == len(self.capabilities), "capabilities has duplicates")
         _require(self.job is None or isinstance(self.job, JobModel), "job must be a table")
+        _require(
+            type(self.api_version) is int and self.api_version in API_VERSIONS,
+            f"api_version must be one of {', '.join(map(str, API_VERSIONS))}",
+        )
 
     @property
     def model(self) -> JobModel:
@@ -154,6 +160,7 @@ def _manifest_from_map(obj: Mapping[str, Any], where: str) -> Manifest:
             # Sorted so that the order an owner wrote them in cannot change the signed bytes.
             capabilities=tuple(sorted(capabilities, key=str)),
             job=job,
+            api_version=obj.get("api_version", 1),
         )
     except (BundleError, job_model.ModelError) as exc:
         raise BundleError(f"{where}: {exc}") from None

@@ -83,6 +83,8 @@ def _signing_bytes(
             info_hash,
         ]
         + ([] if manifest.job is None else [manifest.job.signed_part()])
+        # Version 1 signs the bytes it always did; a later one is named (a pair, never a job's list).
+        + ([] if manifest.api_version == 1 else [["api_version", manifest.api_version]])
     )
 
 
@@ -116,7 +118,9 @@ def verify_manifest(signed: SignedManifest) -> None:
 
 def encode(signed: SignedManifest) -> bytes:
     m = signed.manifest
-    declared = {} if m.job is None else {"job_model": m.job.to_obj()}
+    declared: dict[str, object] = {} if m.job is None else {"job_model": m.job.to_obj()}
+    if m.api_version != 1:
+        declared["api_version"] = m.api_version
     return wire.encode(
         {
             "name": m.name,

@@ -96,6 +96,10 @@ def main() -> None:
         send(FetchRequest(id=7, method="HEAD", url="http://a.invalid/").to_frame())
         send(FetchRequest(id=7, method="HEAD", url="http://b.invalid/").to_frame())
         time.sleep(60)
+    elif mode == "progress":  # version 2 may say how far it is; version 1 may not
+        send({"type": "progress", "done": 1})
+        send({"type": "progress", "done": 2})
+        finish(0, {"version": unit.version})
     elif mode == "unknown":
         send({"type": "hello"})
         time.sleep(60)
