@@ -63,6 +63,7 @@ class Conditions:
     bundle_upload_rate: int | None  # each peer's own seeding limit (None: the peer's default)
     seed_rate: int | None  # the coordinator's own bundle upload limit, bytes/s
     super_seed: bool = True  # the coordinator's rule (archives from SUPER_SEED_FROM); False: never
+    origin: str = "libtorrent"  # the seeder: "libtorrent" (super_seed says how) or "own" (overlay.origin)
 
     @property
     def one_download(self) -> float:
@@ -84,6 +85,9 @@ class Phase:
     overshoot_down: dict[float, float]
     cpu_busy: float  # share of the machine's CPU time in use from the start until all held
     peer_cpu: float  # CPU seconds the peer processes used until each held, over the seconds until all held
+    started: float = 0.0  # time.time() of the start and of the moment all held (or the timeout)
+    ended: float = 0.0
+    seeder_cpu: float | None = None  # the seeder process's CPU seconds over those seconds (swarm only)
 
     def upload_ratio(self, size: int) -> float:
         return self.seeder_sent / size
@@ -185,11 +189,13 @@ def _phase(
         _wait_files(ready, processes, START_TIMEOUT, f"{len(clients)} {role} processes to start")
         time.sleep(1.0)  # DHT joins settle; nothing is fetched yet
         before, cpu_before = seeder.counters(), _cpu_times()
-        (directory / "go.tmp").write_text(repr(time.time()))
+        started = time.time()
+        (directory / "go.tmp").write_text(repr(started))
         (directory / "go.tmp").rename(directory / "go")
         done = [directory / f"done-{role}-{host.index}.json" for host in clients]
         _wait_files(done, processes, timeout, f"every {role} client to hold the bundle")
         after, cpu_after = seeder.counters(), _cpu_times()
+        ended = time.time()
     finally:
         netns.stop(processes)
     results = [json.loads((directory / f"result-{role}-{host.index}.json").read_text()) for host in clients]
@@ -205,7 +211,17 @@ def _phase(
         cpu_busy=(cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
         peer_cpu=sum(r.get("cpu", 0.0) for r in results)
         / max(max((r["held"] - r["began"] for r in results), default=1), 1e-9),
+        started=started,
+        ended=ended,
     )
+
+
+def process_cpu(samples: Sequence[Sequence[float]], since: float, until: float) -> float | None:
+    """Cores a process used between `since` and `until`, from its (time, rx, tx, cpu) samples."""
+    inside = [s for s in samples if since <= s[0] <= until and len(s) > 3]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return (inside[-1][3] - inside[0][3]) / (inside[-1][0] - inside[0][0])
 
 
 def run(
@@ -226,6 +242,7 @@ def run(
         seeder_host, clients = hosts[0], hosts[1:]
         seed_args = ["--seed-rate", str(conditions.seed_rate)] if conditions.seed_rate else []
         seed_args += [] if conditions.super_seed else ["--no-super-seed"]
+        seed_args += ["--own-origin"] if conditions.origin == "own" else []
         seeder = _start(seeder_host, "seeder", directory, *seed_args)
         try:
             _wait_files([directory / "seeder.json"], [seeder], START_TIMEOUT, "the seeder")
@@ -249,7 +266,8 @@ def run(
         finally:
             netns.stop([seeder])
         seeded = json.loads((directory / "result-seeder.json").read_text())
-    return dataclasses.replace(swarm, seeder_payload=seeded["payload_up"]), anchor
+    seeder_cpu = process_cpu(seeded["samples"], swarm.started, swarm.ended)
+    return dataclasses.replace(swarm, seeder_payload=seeded["payload_up"], seeder_cpu=seeder_cpu), anchor
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -257,6 +275,10 @@ def run(
 
 def _times(value: float) -> str:
     return f"{value:.2f}x" if value != float("inf") else "failed"
+
+
+def _cores(value: float | None) -> str:
+    return f"{value:4.2f}" if value is not None else "   -"
 
 
 def _overshoot(phase: Phase) -> str:
@@ -267,20 +289,26 @@ def _overshoot(phase: Phase) -> str:
     return ", ".join(parts) or "no budget"
 
 
+def seeder_kind(conditions: Conditions) -> str:
+    if conditions.origin == "own":
+        return "own"
+    return "super" if conditions.super_seed else "plain"
+
+
 def row(phase: Phase, conditions: Conditions) -> str:
     size, one = conditions.size, conditions.one_download
     payload = f" ({phase.seeder_payload / size:.2f}x payload)" if phase.seeder_payload is not None else ""
     holds = sorted(phase.holds)
     median = f"{statistics.median(holds):6.1f}" if holds else "     -"
     return (
-        f"{phase.peers:>3} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
-        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} | "
+        f"{phase.peers:>3} | {seeder_kind(conditions) if phase.route == 'swarm' else '':<5} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
+        f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} {_cores(phase.seeder_cpu)} | "
         f"{_overshoot(phase)}"
     )
 
 
 HEADER = (
-    "  N | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers' cores | "
+    "  N | seed  | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers', seeder's cores | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 
@@ -314,6 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="the seeder never super-seeds (the coordinator super-seeds archives from 4 MiB)",
     )
+    parser.add_argument(
+        "--seeders",
+        nargs="+",
+        choices=["super", "plain", "own"],
+        default=None,
+        help="run each of these seeders in turn, same conditions (own: overlay.origin); overrides --no-super-seed",
+    )
     parser.add_argument("--no-http", action="store_true", help="leave out the HTTP anchor")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, samples)")
     args = parser.parse_args(argv)
@@ -341,14 +376,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(HEADER, flush=True)
     failed = False
+    kinds = args.seeders or [seeder_kind(conditions)]
     for n in args.peers:
-        swarm, anchor = run(n, built, conditions, work / f"n{n}", http=not args.no_http)
-        for phase in (swarm, anchor):
-            if phase is not None:
-                print(row(phase, conditions), flush=True)
-                for error in phase.errors[:5]:
-                    print(f"    {error}")
-        failed |= bool(swarm.errors)
+        for i, kind in enumerate(kinds):
+            these = dataclasses.replace(
+                conditions, super_seed=kind == "super", origin="own" if kind == "own" else "libtorrent"
+            )
+            http = not args.no_http and i == len(kinds) - 1
+            swarm, anchor = run(n, built, these, work / f"n{n}-{kind}", http=http)
+            for phase in (swarm, anchor):
+                if phase is not None:
+                    print(row(phase, these), flush=True)
+                    for error in phase.errors[:5]:
+                        print(f"    {error}")
+            failed |= bool(swarm.errors)
     print(f"targets: seeder sent <= {UPLOAD_TARGET}x the bundle, all-hold <= {ALL_HOLD_TARGET}x one download")
     if args.keep or failed:
         print(f"work directory kept: {work}")

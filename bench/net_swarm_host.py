@@ -50,16 +50,17 @@ def write_json(path: Path, obj: object) -> None:
 
 
 class Counters:
-    """The interface's (time, rx bytes, tx bytes), read every SAMPLE seconds in a task."""
+    """The interface's (time, rx bytes, tx bytes) and this process's CPU seconds so far, read
+    every SAMPLE seconds in a task."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, int, float]] = []
         self._task: asyncio.Task[None] | None = None
 
     def read(self) -> None:
         rx = int((_STATISTICS / "rx_bytes").read_text())
         tx = int((_STATISTICS / "tx_bytes").read_text())
-        self.samples.append((time.time(), rx, tx))
+        self.samples.append((time.time(), rx, tx, time.process_time()))
 
     async def _run(self) -> None:
         while True:
@@ -124,6 +125,7 @@ async def seeder(args: argparse.Namespace) -> None:
                 network="bench",
                 announce_host=args.ip,
                 super_seed_from=SUPER_SEED_FROM if args.super_seed else 2**62,
+                own_origin=args.own_origin,
             )
         )
         published = published_bundle(signed)
@@ -286,6 +288,7 @@ def _parse() -> argparse.Namespace:
         "--bundle-upload-rate", type=int, default=None, help="the peer's own seeding limit (default: the peer's)"
     )
     parser.add_argument("--no-super-seed", dest="super_seed", action="store_false", help="the seeder never super-seeds")
+    parser.add_argument("--own-origin", action="store_true", help="the seeder is overlay.origin, not libtorrent")
     parser.add_argument("--seed-rate", type=int, default=None, help="the coordinator's bundle upload bytes/s")
     return parser.parse_args()
 

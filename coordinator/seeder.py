@@ -35,6 +35,7 @@ from overlay import records
 from overlay.announcements import BundleAnnouncement, bundle_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
+from overlay.origin.server import OriginSeeder
 from overlay.swarm import SwarmMembership, is_unspecified
 from overlay.torrent import (
     Address,
@@ -79,6 +80,8 @@ class BundleSeeder:
     `public_address` (an IP and, behind a NAT that forwards another port, that port) wins over
     both: it is what the swarm records name and what peers are told to fetch from. Archives of
     `super_seed_from` bytes or more are super-seeded (bench/net_swarm.py compares both ways).
+    `own_origin` (a prototype) seeds with `overlay.origin` instead of libtorrent: our own seed,
+    which reveals pieces to fetchers as `overlay.origin.reveal` says.
     """
 
     def __init__(
@@ -95,11 +98,16 @@ class BundleSeeder:
         ttl: float = RECORD_TTL,
         clock: Callable[[], float] = time.time,
         super_seed_from: int = SUPER_SEED_FROM,
+        own_origin: bool = False,
     ) -> None:
         self._super_seed_from = super_seed_from
-        self._session = TorrentSession(
-            listen, upload_rate=upload_rate, upload_slots=ORIGIN_UPLOAD_SLOTS, state_dir=state_dir
-        )
+        self._session: TorrentSession | OriginSeeder
+        if own_origin:
+            self._session = OriginSeeder(listen, upload_rate=upload_rate, state_dir=state_dir)
+        else:
+            self._session = TorrentSession(
+                listen, upload_rate=upload_rate, upload_slots=ORIGIN_UPLOAD_SLOTS, state_dir=state_dir
+            )
         self._listen_host = listen[0]
         self._public = public_address
         self._identity = identity
@@ -158,8 +166,11 @@ class BundleSeeder:
         """Seed a version whose archive is in `archive_dir`, after libtorrent checked every piece."""
         if self.is_seeding(published.info_hash):
             return
-        super_seed = payload_size(torrent_bytes) >= self._super_seed_from
-        await self._session.seed(torrent_bytes, archive_dir, super_seed=super_seed)
+        if isinstance(self._session, OriginSeeder):
+            await self._session.seed(torrent_bytes, archive_dir)
+        else:
+            super_seed = payload_size(torrent_bytes) >= self._super_seed_from
+            await self._session.seed(torrent_bytes, archive_dir, super_seed=super_seed)
         self._seeding[published.info_hash] = published
         self._changed.set()
 

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from overlay import records
 from overlay.announcements import SwarmMember, swarm_key
@@ -38,7 +39,21 @@ log = logging.getLogger(__name__)
 DHT_TIMEOUT = 15.0  # seconds a lookup or publish may take before the caller goes on without it
 # Seconds between lookups of the swarm while fetching: soon after the start, when peers that
 # started together have announced themselves, then less and less often.
-MEET_AFTER = (0.5, 1.0, 2.0, 4.0, 8.0)
+MEET_AFTER = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class Listening(Protocol):
+    """What announcing needs of a seed: where it listens, and what a router forwards to it.
+    A `TorrentSession`, or the coordinator's own origin seed (`overlay.origin`)."""
+
+    @property
+    def listen_port(self) -> int: ...
+
+    @property
+    def mapped_port(self) -> int | None: ...
+
+    @property
+    def external_ip(self) -> str | None: ...
 
 
 # ---- the pure part ------------------------------------------------------------------------
@@ -94,7 +109,7 @@ class SwarmMembership:
 
     def __init__(
         self,
-        torrents: TorrentSession,
+        torrents: TorrentSession | Listening,
         identity: Identity,
         *,
         dht: DhtNode | None,
@@ -200,13 +215,14 @@ class SwarmMembership:
             return []
         return members_in(found, self._identity.public_key)
 
-    async def sources(self, info_hash: bytes, seeds: Iterable[SwarmAddress]) -> list[Address]:
-        """Where to fetch `info_hash` from: the `seeds` given, then every other member, without
-        ourselves and without repeats."""
+    async def sources(self, info_hash: bytes, seeds: Iterable[SwarmAddress], *, members: bool = True) -> list[Address]:
+        """Where to fetch `info_hash` from: the `seeds` given, then (`members`) every other
+        member, without ourselves and without repeats."""
         peers: list[Address] = []
         for seed in seeds:
             peers.extend(await resolve(seed.host, seed.port))
-        peers.extend(await self.members(info_hash))
+        if members:
+            peers.extend(await self.members(info_hash))
         me: set[Address] = set()
         if self._host:
             listen_port = self._torrents.listen_port
@@ -227,9 +243,11 @@ class SwarmMembership:
         """Fetch the single-file torrent `info_hash` into `save_dir` from its `sources`; the
         file's path. Raises TorrentError as `TorrentSession.fetch` does.
 
-        A fetcher is a member from its start: it announces itself at once (libtorrent serves
-        the pieces it has) and looks the swarm up again while it fetches (`MEET_AFTER`), adding
-        whoever joined. Peers that start together would otherwise know only the seeds, and
+        The fetch starts from the seeds at once (in plaintext: they are the coordinator's
+        origin, which speaks no encrypted handshake) and meets the other members as the DHT
+        answers. A fetcher is a member from its start: it announces itself at once (libtorrent
+        serves the pieces it has) and looks the swarm up at once and again while it fetches
+        (`MEET_AFTER`), adding whoever joined. Peers that start together would otherwise know only the seeds, and
         meet each other only through the seed's peer exchange, seconds later, while every piece
         comes from the seed. A fetch that fails withdraws the record it made.
 
@@ -243,14 +261,28 @@ class SwarmMembership:
             again = list(await seeds_again()) if seeds_again is not None else seeds
             return await self.sources(info_hash, again)
 
-        peers = await self.sources(info_hash, seeds)
+        if not isinstance(self._torrents, TorrentSession):
+            raise TypeError("fetching needs a TorrentSession")
+        torrents = self._torrents
+        # With seeds named, the fetch starts from them at once and meets the members as the DHT
+        # answers (`_meet`, first at once): a lookup that waits on a node's timeout held
+        # fetches back by a second (bench/net_swarm).
+        peers = await self.sources(info_hash, seeds, members=not seeds)
+        # The seeds a coordinator names are its origin: connected to in plaintext (overlay.origin).
+        origins = [peer for seed in seeds for peer in await resolve(seed.host, seed.port) if peer in peers]
         was_announced = info_hash in self._announced
         # In the background: a DHT that is slow to answer must not hold the fetch back.
         announcing = asyncio.create_task(self.announce(info_hash), name=f"announce {info_hash.hex()}")
-        meeting = asyncio.create_task(self._meet(info_hash, set(peers)), name=f"meet {info_hash.hex()}")
+        meeting = asyncio.create_task(self._meet(info_hash, set(peers), torrents), name=f"meet {info_hash.hex()}")
         try:
-            path = await self._torrents.fetch(
-                info_hash, save_dir, peers, timeout=timeout, more_peers=more_peers, metadata_file=metadata_file
+            path = await torrents.fetch(
+                info_hash,
+                save_dir,
+                peers,
+                timeout=timeout,
+                more_peers=more_peers,
+                metadata_file=metadata_file,
+                origins=origins,
             )
         except Exception:
             await asyncio.gather(announcing, return_exceptions=True)
@@ -264,7 +296,7 @@ class SwarmMembership:
             meeting.cancel()
             await asyncio.gather(meeting, return_exceptions=True)
 
-    async def _meet(self, info_hash: bytes, known: set[Address]) -> None:
+    async def _meet(self, info_hash: bytes, known: set[Address], torrents: TorrentSession) -> None:
         """Look the swarm up after each delay of `MEET_AFTER` (then every last one of them),
         and connect the fetch to the members not seen before."""
         me = (self._host, self._torrents.listen_port) if self._host else None
@@ -274,7 +306,7 @@ class SwarmMembership:
             if not new:
                 continue
             try:
-                self._torrents.add_peers(info_hash, new)
+                torrents.add_peers(info_hash, new)
             except TorrentError:  # not added yet, or already gone: try again next time
                 continue
             known.update(new)

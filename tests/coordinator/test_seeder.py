@@ -48,10 +48,20 @@ async def fetch(tmp_path: Path, info_hash: bytes, address: SwarmAddress) -> byte
         return path.read_bytes()
 
 
-def seeder(tmp_path: Path, identity: Identity, dht: DhtNode | None = None) -> BundleSeeder:
+def seeder(tmp_path: Path, identity: Identity, dht: DhtNode | None = None, own_origin: bool = False) -> BundleSeeder:
     return BundleSeeder(
-        (HOST, 0), identity=identity, state_dir=tmp_path / "seed-state", dht=dht, network="test", ttl=60.0
+        (HOST, 0),
+        identity=identity,
+        state_dir=tmp_path / "seed-state",
+        dht=dht,
+        network="test",
+        ttl=60.0,
+        own_origin=own_origin,
     )
+
+
+# Each seeding test runs with libtorrent as the origin and with our own (overlay/origin).
+origins = pytest.mark.parametrize("own_origin", [False, True], ids=["libtorrent", "own-origin"])
 
 
 @contextlib.asynccontextmanager
@@ -64,29 +74,44 @@ async def published_linkcheck(
         yield store
 
 
-async def test_a_published_bundle_is_fetched_from_the_seeder(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with seeder(tmp_path, Identity.generate()) as seeding, published_linkcheck(tmp_path, linkcheck, seeding):
+@origins
+async def test_a_published_bundle_is_fetched_from_the_seeder(
+    tmp_path: Path, linkcheck: Linkcheck, own_origin: bool
+) -> None:
+    async with (
+        seeder(tmp_path, Identity.generate(), own_origin=own_origin) as seeding,
+        published_linkcheck(tmp_path, linkcheck, seeding),
+    ):
         assert seeding.is_seeding(linkcheck.info_hash)
         address = seeding.address("ignored.example")
         assert address == SwarmAddress(HOST, seeding.listen_port)
         assert await fetch(tmp_path / "first", linkcheck.info_hash, address) == linkcheck.archive
 
     # A restart seeds what the store holds, from the files kept in bundle_dir.
-    async with seeder(tmp_path, Identity.generate()) as seeding, SqliteStore(tmp_path / "c.sqlite") as store:
+    async with (
+        seeder(tmp_path, Identity.generate(), own_origin=own_origin) as seeding,
+        SqliteStore(tmp_path / "c.sqlite") as store,
+    ):
         await BundleService(tmp_path / "bundles", seeding).start(store)
         assert seeding.is_seeding(linkcheck.info_hash)
         address = seeding.address(HOST)
         assert await fetch(tmp_path / "again", linkcheck.info_hash, address) == linkcheck.archive
 
 
-async def test_seeds_are_announced_in_the_dht_and_withdrawn(tmp_path: Path, linkcheck: Linkcheck) -> None:
+@origins
+async def test_seeds_are_announced_in_the_dht_and_withdrawn(
+    tmp_path: Path, linkcheck: Linkcheck, own_origin: bool
+) -> None:
     identity = Identity.generate()
     async with (
         DhtNode((HOST, 0), rpc_timeout=0.5) as first,
         DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other,
     ):
         names, members = bundle_key("test", "linkcheck"), swarm_key(linkcheck.info_hash)
-        async with seeder(tmp_path, identity, dht=first) as seeding, published_linkcheck(tmp_path, linkcheck, seeding):
+        async with (
+            seeder(tmp_path, identity, dht=first, own_origin=own_origin) as seeding,
+            published_linkcheck(tmp_path, linkcheck, seeding),
+        ):
             records = await eventually(lambda: other.lookup(names), bool, "the bundle announcement arrives")
             assert [BundleAnnouncement.from_record(r) for r in records] == [
                 BundleAnnouncement(identity.public_hex, "linkcheck", ((linkcheck.version, linkcheck.info_hash),))
@@ -160,8 +185,9 @@ async def port_forward(to_port: int) -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
 
 
+@origins
 async def test_a_public_address_is_what_peers_are_told_and_what_the_dht_names(
-    tmp_path: Path, linkcheck: Linkcheck
+    tmp_path: Path, linkcheck: Linkcheck, own_origin: bool
 ) -> None:
     # Behind NAT the seeder listens on every address at one port, and the NAT forwards another:
     # peers must be told the forwarded one (--public-address), in answers and in the DHT.
@@ -170,7 +196,14 @@ async def test_a_public_address_is_what_peers_are_told_and_what_the_dht_names(
         DhtNode((HOST, 0), rpc_timeout=0.5) as first,
         DhtNode((HOST, 0), [first.address], rpc_timeout=0.5) as other,
     ):
-        hidden = BundleSeeder(("0.0.0.0", 0), identity=identity, state_dir=tmp_path / "s", dht=first, network="test")
+        hidden = BundleSeeder(
+            ("0.0.0.0", 0),
+            identity=identity,
+            state_dir=tmp_path / "s",
+            dht=first,
+            network="test",
+            own_origin=own_origin,
+        )
         async with hidden as probe:
             listen_port = probe.listen_port  # kept in the state dir: the next start binds it again
         async with port_forward(listen_port) as forwarded:
@@ -182,6 +215,7 @@ async def test_a_public_address_is_what_peers_are_told_and_what_the_dht_names(
                 network="test",
                 public_address=(HOST, forwarded),
                 ttl=60.0,
+                own_origin=own_origin,
             )
             async with seeding, published_linkcheck(tmp_path, linkcheck, seeding):
                 assert seeding.listen_port == listen_port != forwarded
