@@ -142,6 +142,7 @@ async def serve(
     torrent_listen: tuple[str, int] | None = None,
     public_address: tuple[str, int | None] | None = None,
     bundle_upload_rate: int | None = None,
+    own_origin: bool = True,
     public_dashboard: bool = False,
     allowed_hosts: Collection[str] = (),
     operator_keys: Collection[str] = (),
@@ -155,7 +156,8 @@ async def serve(
 
     Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s,
-    and named to peers at `public_address` when given (behind NAT).
+    and named to peers at `public_address` when given (behind NAT), by our own origin
+    (`overlay.origin`) or, without `own_origin`, by libtorrent.
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
     far above its capacity-weighted share a peer's load may go (`assignment`); `vantage`: what
     makes peers different vantage points and how long a probe job waits for them. The dashboard
@@ -190,6 +192,7 @@ async def serve(
         network=network,
         announce_host=URL(public_url).host if public_url else None,
         public_address=public_address,
+        own_origin=own_origin,
     )
     bundles = BundleService(bundle_dir, seeder)
     async with seeder:

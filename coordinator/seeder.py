@@ -80,7 +80,8 @@ class BundleSeeder:
     `public_address` (an IP and, behind a NAT that forwards another port, that port) wins over
     both: it is what the swarm records name and what peers are told to fetch from. Archives of
     `super_seed_from` bytes or more are super-seeded (bench/net_swarm.py compares both ways).
-    `own_origin` (a prototype) seeds with `overlay.origin` instead of libtorrent: our own seed,
+    `own_origin` (what `coordinator serve` uses unless told `--origin libtorrent`) seeds with
+    `overlay.origin` instead of libtorrent: our own seed,
     which reveals pieces to fetchers as `overlay.origin.reveal` says.
     """
 

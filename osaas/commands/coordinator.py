@@ -123,6 +123,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="cap on bundle seeding upload, e.g. 2MB (default: none)",
     )
     serve.add_argument(
+        "--origin",
+        choices=("own", "libtorrent"),
+        default="own",
+        help="what seeds bundles: own (our seed, which shows each fetcher pieces nobody else was"
+        " given, so peers trade the rest; the default) or libtorrent (its super-seeding from 4 MiB)",
+    )
+    serve.add_argument(
         "--public-dashboard",
         action="store_true",
         help="let anyone who reaches the coordinator see /dashboard/ (default: operator and owner tokens only)",
@@ -241,6 +248,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     torrent_listen=args.torrent_listen,
                     public_address=args.public_address,
                     bundle_upload_rate=args.bundle_upload_rate,
+                    own_origin=args.origin == "own",
                     public_dashboard=args.public_dashboard,
                     allowed_hosts=args.allowed_host,
                     operator_keys=args.operator_key,
