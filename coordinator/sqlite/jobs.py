@@ -56,7 +56,8 @@ def create_job(
             (running,) = conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE owner_key = ? AND state = 'running'", (owner_key,)
             ).fetchone()
-            refused = owner_limits.submit_refusal(limits, running, count, access.urls_today(conn, owner_key, now), now)
+            today = access.urls_today(conn, owner_key, now)
+            refused = owner_limits.submit_refusal(limits, running, count, today, now, what)
             if refused is not None:
                 raise LimitReached(refused)
         job_id = conn.execute(
