@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,7 +117,8 @@ async def test_items_and_records_come_back_exactly(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     db = tmp_path / "coordinator.sqlite"
     items = [f"item number {n}, ünïcode" for n in range(60)]
-    records = [{"title": f"t{n}", "text": "one two three " * n} for n in range(45)] + [{"text": "", "x": [1, {}]}]
+    records: list[dict[str, Any]] = [{"title": f"t{n}", "text": "one two three " * n} for n in range(45)]
+    records.append({"text": "", "x": [1, {}]})
     (tmp_path / "items.txt").write_text("\n".join(items) + "\n")
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     async with processes(tmp_path) as procs:
