@@ -31,6 +31,9 @@ MAX_ITEM_LENGTH = 8 * 1024
 MAX_RECORD_BYTES = 64 * 1024
 MAX_INPUT_BYTES = 4 * 1024 * 1024  # the whole input fits a request body (`overlay.wire.MAX_BODY`)
 MAX_DEPTH = 32
+# A lease answer takes no further unit once its units' records weigh this much (msgpack): one
+# unit is at most a job's input (a request body), so an answer stays within what a peer reads.
+LEASE_RECORD_BYTES = 4 * 1024 * 1024
 PART_ITEMS = 20  # a part holds at least this many items (`unit_sizing.DEFAULT_UNIT`)
 MAX_PARTS = 64
 

@@ -229,12 +229,14 @@ def lease(
             (peer_id, now),
         ):
             open_units.setdefault(key, []).append(tuple(unit_row))
+        records_bytes = 0  # what units of records weigh: an answer stays within a peer's cap
         for key, *pace in hosts:
-            if len(granted) >= max_units:
+            if len(granted) >= max_units or records_bytes >= item_jobs.LEASE_RECORD_BYTES:
                 break
             one = _lease_host(db, conn, key, HostPace(*pace), ask, open_units.get(key, []), None)
             if one is not None:
                 granted.append(one)
+                records_bytes += sum(map(len, one.records or ()))
         if len(granted) < max_units:
             granted += _lease_vantage(db, conn, ask, max_units - len(granted))
     return granted

@@ -9,14 +9,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator import item_jobs, url_jobs
+from coordinator.api import make_app
 from coordinator.edge import STORE
 from coordinator.owner_limits import Limits
+from coordinator.sqlite import SqliteStore
 from coordinator.store import InvalidInput
 from overlay.identity import Identity
-from tests.coordinator.conftest import Clock, Peer, get, post, publish_source
+from tests.coordinator.conftest import (
+    LEASE_SECONDS,
+    UNLIMITED,
+    Clock,
+    Linkcheck,
+    Peer,
+    add_linkcheck,
+    as_operator,
+    get,
+    post,
+    publish_source,
+)
 
 ITEMS_MANIFEST = """name = "upper"
 version = "1.0.0"
@@ -213,3 +226,24 @@ def test_the_whole_input_is_capped() -> None:
         item_jobs.parse_input("records", {"records": [deep]})
     with pytest.raises(InvalidInput, match="number JSON cannot hold"):
         item_jobs.parse_input("records", {"records": [{"a": float("nan")}]})
+
+
+async def test_a_lease_answer_of_records_stays_within_what_a_peer_reads(
+    db_path: Path, clock: Clock, linkcheck: Linkcheck, tmp_path: Path
+) -> None:
+    store = SqliteStore(db_path, unit_size=500, max_attempts=3)
+    app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, rate_limits=UNLIMITED)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await add_linkcheck(store, linkcheck, clock())
+        await as_operator(store, clock())
+        await publish(client, tmp_path, RECORDS_MANIFEST)
+        big = [{"text": "x" * 60_000}] * 60  # 3.6 MB: a job's input may be 4 MiB
+        for _ in range(3):
+            status, body = await post(client, "/v1/jobs", {"workload": "adder", "input": {"records": big}})
+            assert status == 200, body
+        peer = Peer(client, clock)
+        await peer.register(slots=16)
+        units = await lease(peer, "adder", max_units=16)
+        # Each job has three parts of 20 records (1.2 MB a unit): four units pass 4 MiB.
+        assert [len(unit["payload"]["items"]) for unit in units] == [20] * 4
+        assert len(units) < 9
