@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import make_app
 from coordinator.edge import CLOCK, IDENTITY
+from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.rate_limits import Rate, RateLimits, Route
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
@@ -257,3 +258,41 @@ async def peer(client: TestClient, clock: Clock) -> Peer:
     p = Peer(client, clock, "alice")
     await p.register()
     return p
+
+
+# A host rests this long after each unit before its next one (coordinator.host_pacing).
+REST = DEFAULT_MIN_DELAY
+
+
+def urls_of(lease: dict[str, Any]) -> list[str]:
+    return [i["url"] for i in lease["payload"]["items"]]
+
+
+async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
+    """A link-check job's rows by URL, as the link checker reads them: an item the platform
+    gave up on (`failed`) is an error with that reason (`workloads.linkcheck.report.items`)."""
+    status, body = await get(client, f"/v1/jobs/{job_id}/results")
+    assert status == 200
+    assert body["columns"] == [
+        "url",
+        "result",
+        "status",
+        "final_url",
+        "redirects",
+        "error",
+        "depth",
+        "referrers",
+        "failed",
+    ]
+    by_url = {r["url"]: as_linkcheck(r) for r in body["items"]}
+    assert len(by_url) == len(body["items"]) == body["total"]
+    return by_url
+
+
+def as_linkcheck(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    assert isinstance(row.pop("done"), bool)
+    failed = row.pop("failed")
+    if failed is not None:
+        row.update(result="error", error=failed)
+    return row
