@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator import unit_sizing
 from coordinator.store import InvalidInput
 from coordinator.url_jobs import PART_PREFIX, NewItem
 
@@ -34,7 +35,7 @@ MAX_DEPTH = 32
 # A lease answer takes no further unit once its units' records weigh this much (msgpack): one
 # unit is at most a job's input (a request body), so an answer stays within what a peer reads.
 LEASE_RECORD_BYTES = 4 * 1024 * 1024
-PART_ITEMS = 20  # a part holds at least this many items (`unit_sizing.DEFAULT_UNIT`)
+PART_ITEMS = unit_sizing.DEFAULT_UNIT  # a part holds at least this many items: a new peer's unit
 MAX_PARTS = 64
 
 
