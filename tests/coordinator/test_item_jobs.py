@@ -229,21 +229,23 @@ def test_the_whole_input_is_capped() -> None:
 
 
 async def test_a_lease_answer_of_records_stays_within_what_a_peer_reads(
-    db_path: Path, clock: Clock, linkcheck: Linkcheck, tmp_path: Path
+    db_path: Path, clock: Clock, linkcheck: Linkcheck, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The cap, scaled down with the records (4 MiB and 60 KB records would do the same).
+    monkeypatch.setattr(item_jobs, "LEASE_RECORD_BYTES", 250_000)
     store = SqliteStore(db_path, unit_size=500, max_attempts=3)
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, rate_limits=UNLIMITED)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         await add_linkcheck(store, linkcheck, clock())
         await as_operator(store, clock())
         await publish(client, tmp_path, RECORDS_MANIFEST)
-        big = [{"text": "x" * 60_000}] * 60  # 3.6 MB: a job's input may be 4 MiB
+        big = [{"text": "x" * 5_000}] * 60
         for _ in range(3):
             status, body = await post(client, "/v1/jobs", {"workload": "adder", "input": {"records": big}})
             assert status == 200, body
         peer = Peer(client, clock)
         await peer.register(slots=16)
         units = await lease(peer, "adder", max_units=16)
-        # Each job has three parts of 20 records (1.2 MB a unit): four units pass 4 MiB.
-        assert [len(unit["payload"]["items"]) for unit in units] == [20] * 4
-        assert len(units) < 9
+        # Each job has three parts of 20 records (100 KB a unit): three units reach the cap,
+        # where nine would be granted without it.
+        assert [len(unit["payload"]["items"]) for unit in units] == [20] * 3
