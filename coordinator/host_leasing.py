@@ -95,8 +95,8 @@ def reclaim(
 ) -> Reclaimed | None:
     """The host's units with expired and straggling leases reclaimed; None while a live lease
     holds it (never two peers on one host). `straggler` says whether a live lease is taken
-    back (`taken_back`, with what the store looks up for it). Items that are not http(s) URLs
-    share one key and reach no website: that key is never paced."""
+    back (`taken_back`, with what the store looks up for it). A key that is no website (items
+    that are not http(s) URLs, a part of an items job) is never paced."""
     paced = pace
     reclaimed: list[OpenUnit] = []
     for unit in units:
@@ -113,7 +113,7 @@ def reclaim(
             else:
                 paced = host_pacing.after_abandoned(paced, expires_at, min_delay)
         reclaimed.append(unit)
-    if key == url_jobs.NOT_HTTP_KEY:
+    if not url_jobs.is_website(key):
         return Reclaimed(pace, True, reclaimed)
     return Reclaimed(paced, host_pacing.may_lease(paced, now, 0), reclaimed)
 

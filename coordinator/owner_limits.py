@@ -3,7 +3,8 @@ size of a bundle. Pure; the operator sets them per key (`osaas coordinator limit
 defaults hold otherwise, and an operator's own requests have none.
 
 Every URL a job checks is a request some volunteer makes to some website, so the limits bound
-what one owner key can point the crowd at. A refusal names the limit and when it resets. A job
+what one owner key can point the crowd at; an item or record of a job of items or records
+counts as one URL (it is a volunteer's unit of work all the same). A refusal names the limit and when it resets. A job
 that reaches its URL limits while crawling stops adding links (it is not failed): its status
 says so.
 """
@@ -46,18 +47,23 @@ def resets(now: float) -> str:
     return time.strftime("%Y-%m-%d 00:00 UTC", time.gmtime((day_of(now) + 1) * DAY))
 
 
-def submit_refusal(limits: Limits, running_jobs: int, seeds: int, urls_today: int, now: float) -> str | None:
-    """Why a new job of `seeds` URLs is refused, or None."""
+def submit_refusal(
+    limits: Limits, running_jobs: int, seeds: int, urls_today: int, now: float, what: str = "URLs"
+) -> str | None:
+    """Why a new job of `seeds` URLs is refused, or None. `what` the job's input is ("items",
+    "records"): each counts as one URL."""
+    counted = "" if what == "URLs" else f" (each of its {what} counts as one)"
     if running_jobs >= limits.jobs_at_once:
         return (
             f"limit reached: {limits.jobs_at_once} jobs at once ({running_jobs} running); "
             "it resets as one finishes (or is cancelled)"
         )
     if seeds > limits.urls_per_job:
-        return f"limit reached: {limits.urls_per_job} URLs per job, this job has {seeds} to start with"
+        return f"limit reached: {limits.urls_per_job} URLs per job{counted}, this job has {seeds} to start with"
     if urls_today + seeds > limits.urls_per_day:
         return (
-            f"limit reached: {limits.urls_per_day} URLs per day ({urls_today} used today); it resets at {resets(now)}"
+            f"limit reached: {limits.urls_per_day} URLs per day{counted} ({urls_today} used today);"
+            f" it resets at {resets(now)}"
         )
     return None
 

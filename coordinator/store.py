@@ -239,6 +239,8 @@ class Store(Protocol):
     ) -> int:
         """Validate the input, store the job, its items and units; return the job id. `workload`
         names a published bundle; `version` pins one of its versions (None follows its rollout).
+        The input is of the kind its job model takes: seed URLs (`url_jobs.parse_job_input`),
+        items or records (`item_jobs.parse_input`).
         The job belongs to `owner_key` (None: the operator's), within that key's limits
         (`LimitReached`)."""
 

@@ -26,6 +26,8 @@ MAX_TEXT = 2000  # error strings are cut here; they are for people, not for pars
 # Links that are not absolute http(s) URLs share one bucket: no website to pace, and the
 # workload says what it makes of them.
 NOT_HTTP_KEY = "-"
+# The unit keys of parts of items and records jobs start with it (no origin does).
+PART_PREFIX = "#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,13 @@ def unit_key(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parsed.scheme}://{host}:{port}"
+
+
+def is_website(key: str) -> bool:
+    """Is this unit key a website's origin (`unit_key`), the politeness unit the coordinator
+    paces? Not the key of links that are no http(s) URL, nor a part of an items job
+    (`coordinator.item_jobs`, whose keys start with PART_PREFIX)."""
+    return key != NOT_HTTP_KEY and not key.startswith(PART_PREFIX)
 
 
 def parse_job_input(obj: Any) -> JobInput:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from overlay.errors import OsaasError
 from workloads.bundle import JobModel
 
-_URL, _LINKS = "url", "links"  # the item a record answers; a crawl's new items
+_LINKS = "links"  # a crawl's new items
 
 MAX_STRING = 8 * 1024  # a URL fits
 MAX_LIST = 10_000
@@ -44,7 +44,8 @@ class SchemaError(OsaasError):
 
 
 class Record(NamedTuple):
-    """One checked record: its item, the stored fields' values (in `JobModel.stored` order),
+    """One checked record: its item (`url`: the value of the model's key field, the URL or the
+    item), the stored fields' values (in `JobModel.stored` order),
     the value job status counts it as, and for crawls the links and the page they are on."""
 
     url: str
@@ -62,6 +63,7 @@ class Checker:
         self._fields = [(f.name, f.kind, f.nullable) for f in model.fields]
         self._stored = [f.name for f in model.stored]
         self._crawl = model.crawl
+        self._key = model.key
 
     def records(self, payload: Any) -> list[Record]:
         """The payload's records, each checked; raise `SchemaError`."""
@@ -107,7 +109,7 @@ class Checker:
             raise SchemaError(f"payload.items[{index}] is larger than {MAX_RECORD} bytes")
         model = self.model
         return Record(
-            raw[_URL],
+            raw[self._key],
             [raw[name] for name in self._stored],
             None if model.count is None else raw[model.count],
             raw[_LINKS] if self._crawl else [],
@@ -119,14 +121,15 @@ def _wrong(index: int, name: str, kind: str, nullable: bool) -> SchemaError:
     return SchemaError(f"payload.items[{index}].{name} must be {kind}{' or nil' if nullable else ''}")
 
 
-def check_unit_items(records: Sequence[Record], unit_urls: Mapping[str, Any]) -> None:
-    """Raise `SchemaError` unless every record is one of the unit's items, each at most once."""
+def check_unit_items(records: Sequence[Record], unit_urls: Mapping[str, Any], key: str = "url") -> None:
+    """Raise `SchemaError` unless every record is one of the unit's items, each at most once
+    (`key`: the field records name their item by)."""
     seen: set[str] = set()
     for i, record in enumerate(records):
         if record.url not in unit_urls:
-            raise SchemaError(f"payload.items[{i}].url is not an item of this unit")
+            raise SchemaError(f"payload.items[{i}].{key} is not an item of this unit")
         if record.url in seen:
-            raise SchemaError(f"payload.items[{i}].url is reported twice")
+            raise SchemaError(f"payload.items[{i}].{key} is reported twice")
         seen.add(record.url)
 
 

@@ -3,8 +3,9 @@ key) in a queue per host and job; a job is done when none of its items is open.
 
 A job follows the job model its bundle's manifest declares (`workloads.bundle.job_model`),
 fixed when it is submitted: the pinned version's, else the stable version's of its rollout,
-kept in the job's row. Seed URLs split by website (`coordinator.url_jobs`) is the only kind of
-input there is; a model of another kind needs its own splitter here first.
+kept in the job's row. Its input is split by the model's kind: seed URLs by website
+(`coordinator.url_jobs`), items and records by count (`coordinator.item_jobs`: parts of the
+job, each a unit key of its own; a records job keeps each record beside its item).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from coordinator import owner_limits, url_jobs, vantage
+from coordinator import item_jobs, owner_limits, url_jobs, vantage
+from coordinator.item_jobs import ListInput
 from coordinator.sqlite import access
 from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
 from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
@@ -36,19 +39,25 @@ def create_job(
 ) -> int:
     with db.transaction() as conn:
         model = job_bundle_model(conn, workload, version)
-        job = url_jobs.parse_job_input(input)
-        if job.vantage is not None and not model.vantage:
-            raise InvalidInput(f"bundle {workload!r} does not ask for vantage points; leave input.vantage out")
-        vantage = (job.vantage or url_jobs.DEFAULT_VANTAGE) if model.vantage else None
-        seeds = url_jobs.seed_items(job, crawl=model.crawl, vantage=vantage or 1)
+        vantage: int | None = None
+        listed: ListInput | None = None
+        if model.input == "urls":
+            job = url_jobs.parse_job_input(input)
+            if job.vantage is not None and not model.vantage:
+                raise InvalidInput(f"bundle {workload!r} does not ask for vantage points; leave input.vantage out")
+            vantage = (job.vantage or url_jobs.DEFAULT_VANTAGE) if model.vantage else None
+            seeds = url_jobs.seed_items(job, crawl=model.crawl, vantage=vantage or 1)
+            stored, count, what = job.to_obj(), len(seeds), "URLs"
+        else:
+            listed = item_jobs.parse_input(model.input, input)
+            stored, count, what = listed.summary(), len(listed.items), model.input
         limits = access.limits(conn, owner_key)
         if owner_key is not None:
             (running,) = conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE owner_key = ? AND state = 'running'", (owner_key,)
             ).fetchone()
-            refused = owner_limits.submit_refusal(
-                limits, running, len(seeds), access.urls_today(conn, owner_key, now), now
-            )
+            today = access.urls_today(conn, owner_key, now)
+            refused = owner_limits.submit_refusal(limits, running, count, today, now, what)
             if refused is not None:
                 raise LimitReached(refused)
         job_id = conn.execute(
@@ -56,7 +65,7 @@ def create_job(
             " model, vantage) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
             (
                 workload,
-                encode(job.to_obj()),
+                encode(stored),
                 now,
                 db.settings.unit_size,
                 version,
@@ -67,16 +76,11 @@ def create_job(
             ),
         ).lastrowid
         assert job_id is not None
-        insert_items(db, conn, job_id, seeds, now)
-        access.audit(conn, now, owner_key or "operator", "submit", f"job {job_id}", f"{workload}, {len(seeds)} URLs")
-    log.info(
-        "job %d created: %s %s, %d seeds, depth %s",
-        job_id,
-        workload,
-        version or "(rollout)",
-        len(job.urls),
-        job.depth,
-    )
+        if listed is not None:
+            seeds = item_jobs.seed_items(job_id, listed)
+        insert_items(db, conn, job_id, seeds, now, None if listed is None else listed.records)
+        access.audit(conn, now, owner_key or "operator", "submit", f"job {job_id}", f"{workload}, {count} {what}")
+    log.info("job %d created: %s %s, %d %s", job_id, workload, version or "(rollout)", count, what)
     return job_id
 
 
@@ -144,15 +148,33 @@ def within_limits(
     return new[:room]
 
 
-def insert_items(db: Database, conn: sqlite3.Connection, job_id: int, items: list[NewItem], now: float) -> None:
+def insert_items(
+    db: Database,
+    conn: sqlite3.Connection,
+    job_id: int,
+    items: list[NewItem],
+    now: float,
+    records: Sequence[Any] | None = None,
+) -> None:
     """Add items, waiting for a lease to form their units, counted for the job and its owner's
-    day; a host without a peer that now has work calls for a replan."""
+    day; a host without a peer that now has work calls for a replan. `records`: a records
+    job's, one per item, kept beside it (`items.data`) for its unit's payload."""
     if not items:
         return
-    added = conn.executemany(
-        "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (?, ?, ?, ?, ?, ?)",
-        [(job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica) for i in items],
-    ).rowcount
+    if records is None:
+        added = conn.executemany(
+            "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (?, ?, ?, ?, ?, ?)",
+            [(job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica) for i in items],
+        ).rowcount
+    else:
+        added = conn.executemany(
+            "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica, encode(r))
+                for i, r in zip(items, records, strict=True)
+            ],
+        ).rowcount
     conn.execute("UPDATE jobs SET urls = urls + ? WHERE id = ?", (added, job_id))
     owner_key = job(db, conn, job_id).owner_key
     if owner_key is not None:

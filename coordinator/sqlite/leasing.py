@@ -15,7 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_leasing, host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs, vantage
+from coordinator import (
+    host_leasing,
+    host_pacing,
+    host_planning,
+    item_jobs,
+    leases,
+    rollout,
+    unit_sizing,
+    url_jobs,
+    vantage,
+)
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
@@ -73,14 +83,21 @@ class Granted(NamedTuple):
     expires_at: float
     bundle: BundleRef | None
     host: str | None
+    kind: str = "urls"  # its job model's input (`JobModel.input`)
+    records: list[bytes] | None = None  # a records job's: each item's record, msgpack
 
     def lease(self) -> Lease:
+        if self.kind == "urls":
+            payload = url_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items))
+        else:
+            records = None if self.records is None else [decode(record) for record in self.records]
+            payload = item_jobs.unit_payload(self.job_id, (item for item, _ in self.items), records)
         return Lease(
             unit_id=self.unit_id,
             token=self.token,
             job_id=self.job_id,
             workload=self.workload,
-            payload=url_jobs.unit_payload(self.job_id, ((url, bool(crawl)) for url, crawl in self.items)),
+            payload=payload,
             expires_at=self.expires_at,
             bundle=self.bundle,
             host=self.host,
@@ -146,9 +163,9 @@ def save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
 
 
 def pace_host(conn: sqlite3.Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
-    """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
-    reach no website: nothing to pace."""
-    if key == url_jobs.NOT_HTTP_KEY:
+    """Apply a pacing rule to a host. A key that is no website (items that are not http(s)
+    URLs, a part of an items job) has nothing to pace."""
+    if not url_jobs.is_website(key):
         return
     before = load_pace(conn, key)
     after = change(before)
@@ -212,12 +229,14 @@ def lease(
             (peer_id, now),
         ):
             open_units.setdefault(key, []).append(tuple(unit_row))
+        records_bytes = 0  # what units of records weigh: an answer stays within a peer's cap
         for key, *pace in hosts:
-            if len(granted) >= max_units:
+            if len(granted) >= max_units or records_bytes >= item_jobs.LEASE_RECORD_BYTES:
                 break
             one = _lease_host(db, conn, key, HostPace(*pace), ask, open_units.get(key, []), None)
             if one is not None:
                 granted.append(one)
+                records_bytes += sum(map(len, one.records or ()))
         if len(granted) < max_units:
             granted += _lease_vantage(db, conn, ask, max_units - len(granted))
     return granted
@@ -339,7 +358,7 @@ def _lease_host(
             (ask.now, ask.now, _network_kept(db, conn, ask, span.job_id), unit.unit_id),
         )
         items = conn.execute(f"SELECT url, crawl FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span).fetchall()
-        return _lease_of(db, conn, ask, key, unit.unit_id, span.job_id, granted, items)
+        return _lease_of(db, conn, ask, span, unit.unit_id, granted, items)
     return _form_unit(db, conn, key, ask, may_serve)
 
 
@@ -392,26 +411,37 @@ def _form_unit(
     conn.execute(
         "UPDATE queues SET taken_through = ? WHERE unit_key = ? AND job_id = ?", (formed.last_item, key, formed.job_id)
     )
-    return _lease_of(db, conn, ask, key, unit_id, formed.job_id, unit, formed.items)
+    span = Span(key, formed.job_id, formed.first_item, formed.last_item)
+    return _lease_of(db, conn, ask, span, unit_id, unit, formed.items)
 
 
 def _lease_of(
     db: Database,
     conn: sqlite3.Connection,
     ask: Asking,
-    key: str,
+    span: Span,
     unit_id: int,
-    job_id: int,
     unit: UnitLease,
     items: list[tuple[str, bool]],
 ) -> Granted:
+    """The grant of a unit of `span` holding `items` (its open items, in id order)."""
+    key, job_id = span.key, span.job_id
     job = jobs.job(db, conn, job_id)
     assert unit.expires_at is not None
     workload, pinned = job.workload, job.pinned
     if (workload, pinned) not in ask.bundles:
         ask.bundles[workload, pinned] = bundle_ref(conn, workload, pinned, ask.peer_id)
-    host = None if key == url_jobs.NOT_HTTP_KEY else key
-    return Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host)
+    host = key if url_jobs.is_website(key) else None
+    kind = jobs.checker(db, conn, job_id).model.input
+    records = None
+    if kind == "records":
+        records = [
+            data for (data,) in conn.execute(f"SELECT data FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span)
+        ]
+    granted = Granted(
+        unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host
+    )
+    return granted._replace(kind=kind, records=records) if kind != "urls" else granted
 
 
 def _straggler(conn: sqlite3.Connection, unit: OpenUnit, span: Span, ask: Asking) -> TakenBack | None:

@@ -131,9 +131,10 @@ def job_results(
             referrers = _referrers(conn, job_id, [row[0] for row in rows], few=bool(counted_as))
     stored = [f.name for f in model.stored]
     nothing = dict.fromkeys(stored)
+    key = model.key  # `url`, or `item` for items and records
     results = []
     for item_id, url, done, record, failed, depth, network, *legacy in rows:
-        row: dict[str, Any] = {"url": url}
+        row: dict[str, Any] = {key: url}
         if model.vantage:
             row["network"] = network  # the coordinator's, never the peer's word
         if record is not None:

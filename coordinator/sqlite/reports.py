@@ -108,9 +108,9 @@ class Reported:
         self.throughput = self.throughput_before
 
     def pace(self, key: str, change: Callable[[HostPace], HostPace]) -> None:
-        """Apply a pacing rule to a host. Items that are not http(s) URLs share one key and
-        reach no website: nothing to pace."""
-        if key != url_jobs.NOT_HTTP_KEY:
+        """Apply a pacing rule to a host. A key that is no website (items that are not http(s)
+        URLs, a part of an items job) has nothing to pace."""
+        if url_jobs.is_website(key):
             self.paces[key] = change(self.paces.get(key, HostPace()))
 
 
@@ -166,7 +166,7 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming
                         f"SELECT id, url, depth, crawl FROM items WHERE {schema.UNIT_ITEMS}", (key, job_id, first, last)
                     )
                 }
-    keys = sorted({unit.key for unit in reported.units.values()} - {url_jobs.NOT_HTTP_KEY})
+    keys = sorted({unit.key for unit in reported.units.values() if url_jobs.is_website(unit.key)})
     for some_keys in chunks(keys):
         for key, *pace in conn.execute(
             f"SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts WHERE key IN ({placeholders(some_keys)})",
@@ -201,8 +201,9 @@ def _take_report(
     refused = None
     if report.exit_code in (0, 1):
         try:
-            records = jobs.checker(db, conn, unit.job_id).records(report.payload)
-            check_unit_items(records, unit.items)
+            checker = jobs.checker(db, conn, unit.job_id)
+            records = checker.records(report.payload)
+            check_unit_items(records, unit.items, checker.model.key)
         except SchemaError as exc:
             refused = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
             records = []

@@ -27,6 +27,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        items.network (which vantage point an item is, the network that answered it) with items
        unique per (job, url, replica), built again for that; units.replica and units.network
        (the network of the peer it was last granted to: a vantage job's only)
+    11 items.data (a records job's record, msgpack: what its unit's payload gives the
+       workload; NULL for URLs and items, whose `url` column holds the item itself)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -348,6 +350,9 @@ ALTER TABLE jobs ADD COLUMN vantage INTEGER;
 CREATE INDEX jobs_with_vantage ON jobs(state) WHERE vantage IS NOT NULL;
 ALTER TABLE units ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE units ADD COLUMN network TEXT;
+""",
+    11: """
+ALTER TABLE items ADD COLUMN data BLOB;
 """,
 }
 

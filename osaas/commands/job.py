@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from osaas import owner
+from osaas import job_files, owner
 from osaas.check import CheckError, validate_url
 from osaas.commands._shared import (
     EXIT_OK,
@@ -24,6 +24,7 @@ from osaas.commands._shared import (
     _positive,
     _with_session,
 )
+from overlay import wire
 from overlay.wire import JobStatus
 from workloads import records, renderers
 
@@ -32,8 +33,24 @@ RESULT_FORMATS = ("jsonl", "csv", "text", "html")
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     job = commands.add_parser("job", help="submit and follow jobs").add_subparsers(metavar="ACTION")
-    submit = job.add_parser("submit", help="submit a job of seed URLs (a link check by default); prints its id")
-    submit.add_argument("urls", nargs="+", metavar="URL")
+    submit = job.add_parser(
+        "submit",
+        help="submit a job of seed URLs (a link check by default), or of a file of items or records; prints its id",
+    )
+    submit.add_argument("urls", nargs="*", metavar="URL")
+    files = submit.add_mutually_exclusive_group()
+    files.add_argument(
+        "--items-file",
+        type=Path,
+        metavar="FILE",
+        help='for a bundle whose jobs take items (input = "items"): one item per line',
+    )
+    files.add_argument(
+        "--records-file",
+        type=Path,
+        metavar="FILE",
+        help='for a bundle whose jobs take records (input = "records"): JSON Lines, one object per line',
+    )
     submit.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
     submit.add_argument(
         "--bundle",
@@ -92,18 +109,39 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _cmd_job_submit(args: argparse.Namespace) -> int:
-    try:
-        urls = [validate_url(u) for u in args.urls]
-    except CheckError as exc:
-        raise UsageError(str(exc)) from exc
-    job_input: dict[str, Any] = {"urls": urls, "depth": args.depth}
-    if args.vantage is not None:
-        job_input["vantage"] = args.vantage
+    job_input = _job_input(args)
     name, version = args.bundle
     key = _load_key(args.key)
     job_id = asyncio.run(_with_session(lambda s: owner.submit(s, args.coordinator, key, name, job_input, version)))
     print(job_id)
     return EXIT_OK
+
+
+def _job_input(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's input from the command line: seed URLs, or the items or records of a file."""
+    from_file = args.items_file or args.records_file
+    if from_file is not None:
+        if args.urls:
+            raise UsageError("give either URLs or a file of items or records, not both")
+        if args.depth is not None or args.vantage is not None:
+            raise UsageError("--depth and --vantage are for jobs of URLs, not of items or records")
+        if args.items_file is not None:
+            job_input: dict[str, Any] = {"items": job_files.read_items(args.items_file)}
+        else:
+            job_input = {"records": job_files.read_records(args.records_file)}
+        if len(wire.encode(job_input)) > wire.MAX_BODY - 64 * 1024:  # numbers grow as msgpack
+            raise UsageError(f"{from_file} is too large to send in one request; split it into several jobs")
+        return job_input
+    if not args.urls:
+        raise UsageError("give the job's seed URLs, or --items-file or --records-file")
+    try:
+        urls = [validate_url(u) for u in args.urls]
+    except CheckError as exc:
+        raise UsageError(str(exc)) from exc
+    job_input = {"urls": urls, "depth": args.depth}
+    if args.vantage is not None:
+        job_input["vantage"] = args.vantage
+    return job_input
 
 
 def _cmd_job_list(args: argparse.Namespace) -> int:

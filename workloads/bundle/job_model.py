@@ -2,7 +2,9 @@
 its jobs take, whether its units add items, and the schema of its result records.
 
     [job]
-    input = "urls"        # seed URLs, split by website (the politeness unit)
+    input = "urls"        # seed URLs, split by website (the politeness unit); or "items"
+                          # (a list of strings), "records" (a file of JSON objects)
+    partition = "website" # optional: how the input is split; "count" for items and records
     crawl = true          # units add items: each record's `links` (list[str]) names them
     count = "result"      # optional: job status counts records by this str field
     links_at = "final_url"  # optional, crawl only: the field naming the page the links are on
@@ -14,8 +16,9 @@ its jobs take, whether its units add items, and the schema of its result records
     status = "int?"       # "?": nil allowed
     links = "list[str]"
 
-Only `input = "urls"` exists now; "items" and "records" are the kinds to come (a list of items,
-a file of records, split by count), so the key is a word, not a flag. A manifest without
+Jobs of `input = "urls"` split by website; jobs of "items" and "records" split by count
+(`partition = "count"`, many parts so that several peers work at once) and their records name
+their item with `item = "str"` instead of `url` (`JobModel.key`). A manifest without
 `[job]` means what every manifest meant before job models: the link checker's
 (`DEFAULT_MODEL`), so bundles built before keep running and keep their signatures.
 """
@@ -29,7 +32,10 @@ from typing import Any
 
 from overlay.errors import OsaasError
 
-INPUTS = ("urls",)  # to come: "items", "records"
+INPUTS = ("urls", "items", "records")
+# How each kind of input is split into units: the one partition it may declare.
+PARTITIONS = {"urls": "website", "items": "count", "records": "count"}
+ITEM_FIELD = "item"  # what a record of an items or records job names its item by
 KINDS = ("str", "int", "float", "bool", "list[str]")
 MAX_FIELDS = 64
 # Names the results rows use for what the platform adds beside a record.
@@ -37,7 +43,7 @@ RESERVED = frozenset({"depth", "referrers", "failed", "network"})
 URL_FIELD = "url"
 LINKS_FIELD = "links"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_JOB_KEYS = frozenset({"input", "crawl", "count", "links_at", "vantage"})
+_JOB_KEYS = frozenset({"input", "partition", "crawl", "count", "links_at", "vantage"})
 
 
 class ModelError(OsaasError):
@@ -77,6 +83,9 @@ class JobModel:
 
     def __post_init__(self) -> None:
         _require(self.input in INPUTS, f"job.input must be one of {', '.join(INPUTS)}")
+        if self.input != "urls":
+            _require(not self.crawl, f'job.crawl needs input = "urls" (not "{self.input}")')
+            _require(not self.vantage, f'job.vantage needs input = "urls" (not "{self.input}")')
         _require(type(self.crawl) is bool, "job.crawl must be true or false")
         _require(type(self.vantage) is bool, "job.vantage must be true or false")
         _require(not (self.vantage and self.crawl), "job.vantage and job.crawl cannot both be true")
@@ -88,7 +97,7 @@ class JobModel:
             _require(f.name not in RESERVED, f"results.fields.{f.name}: the name is the platform's")
             _require(f.kind in KINDS, f'results.fields.{f.name} must be one of {", ".join(KINDS)} ("?" for nil)')
         by_name = {f.name: f for f in self.fields}
-        _require(by_name.get(URL_FIELD) == Field(URL_FIELD, "str"), 'results.fields.url = "str" is required')
+        _require(by_name.get(self.key) == Field(self.key, "str"), f'results.fields.{self.key} = "str" is required')
         if self.crawl:
             _require(
                 by_name.get(LINKS_FIELD) == Field(LINKS_FIELD, "list[str]"),
@@ -96,8 +105,8 @@ class JobModel:
             )
         if self.count is not None:
             _require(
-                self.count in by_name and by_name[self.count].kind == "str" and self.count != URL_FIELD,
-                "job.count must name a str field other than url",
+                self.count in by_name and by_name[self.count].kind == "str" and self.count != self.key,
+                f"job.count must name a str field other than {self.key}",
             )
         if self.links_at is not None:
             _require(self.crawl, "job.links_at needs job.crawl = true")
@@ -107,9 +116,19 @@ class JobModel:
             )
 
     @property
+    def key(self) -> str:
+        """The field a record names its item by: `url` for seed URLs, else `item`."""
+        return URL_FIELD if self.input == "urls" else ITEM_FIELD
+
+    @property
+    def split(self) -> str:
+        """How its jobs' input is split into units: "website" or "count"."""
+        return PARTITIONS[self.input]
+
+    @property
     def stored(self) -> tuple[Field, ...]:
-        """The fields kept per item: all but the item's URL and the links (new items)."""
-        left_out = {URL_FIELD, LINKS_FIELD} if self.crawl else {URL_FIELD}
+        """The fields kept per item: all but the item's key and the links (new items)."""
+        left_out = {self.key, LINKS_FIELD} if self.crawl else {self.key}
         return tuple(f for f in self.fields if f.name not in left_out)
 
     @property
@@ -117,7 +136,7 @@ class JobModel:
         """A results row's keys, in order: the record's, then the platform's."""
         platform = ("depth", "referrers", "failed") if self.crawl else ("failed",)
         where = ("network",) if self.vantage else ()
-        return (URL_FIELD, *where, *(f.name for f in self.stored), *platform)
+        return (self.key, *where, *(f.name for f in self.stored), *platform)
 
     def to_obj(self) -> dict[str, Any]:
         """The model as a map (a signed manifest's, a job's row): fields as [name, type] pairs
@@ -129,12 +148,17 @@ class JobModel:
             "links_at": self.links_at,
             "fields": [[f.name, f.type_name] for f in self.fields],
         }
+        if self.input != "urls":  # kinds newer than models of seed URLs: the partition is named
+            obj["partition"] = self.split
         return obj | ({"vantage": True} if self.vantage else {})
 
     def signed_part(self) -> list[Any]:
         """The model in the bytes a manifest's signature covers: a list in a fixed order (a
-        model without vantage points signs what models signed before them)."""
+        model without vantage points signs what models signed before them; one of items or
+        records, never of vantage points, signs its partition last)."""
         part = [self.input, self.crawl, self.count, self.links_at, [[f.name, f.type_name] for f in self.fields]]
+        if self.input != "urls":
+            return [*part, self.split]
         return part + ([True] if self.vantage else [])
 
 
@@ -179,6 +203,11 @@ def _model(job: Mapping[str, Any], fields: list[Field]) -> JobModel:
     for key in ("count", "links_at"):
         _require(job.get(key) is None or isinstance(job[key], str), f"job.{key} must name a field")
     _require(isinstance(job.get("input", "urls"), str), "job.input must be a word")
+    kind = job.get("input", "urls")
+    if job.get("partition") is not None and kind in PARTITIONS:  # each kind has the one partition
+        _require(
+            job["partition"] == PARTITIONS[kind], f'job.partition of input = "{kind}" must be "{PARTITIONS[kind]}"'
+        )
     return JobModel(
         fields=tuple(fields),
         input=job.get("input", "urls"),
