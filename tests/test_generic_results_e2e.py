@@ -20,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from coordinator.url_jobs import unit_key
-from tests.processes import operator_key, wait_until_done, wait_until_serving
+from tests.owners import osaas_ok, owned_coordinator, publish
+from tests.processes import wait_until_done
 from tests.sites import free_port, serve
 from tests.test_discovery import osaas_output, processes
 
@@ -114,12 +115,6 @@ def site_app() -> web.Application:
     return app
 
 
-async def osaas_ok(*args: str) -> str:
-    code, out, err = await osaas_output(*args)
-    assert code == 0, f"osaas {' '.join(args)} failed: {err}"
-    return out
-
-
 async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     db = tmp_path / "coordinator.sqlite"
@@ -129,27 +124,8 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
     (source / "fingerprint" / "__init__.py").write_text("")
     (source / "fingerprint" / "__main__.py").write_text(WORKLOAD)
     async with processes(tmp_path) as procs, serve(site_app()) as site:
-        await procs.start(
-            "coordinator",
-            "coordinator",
-            "serve",
-            "--listen",
-            url.removeprefix("http://"),
-            "--db",
-            str(db),
-            "--torrent-listen",
-            "127.0.0.1:0",
-            "--host-min-delay",
-            "0",
-            "--operator-key",
-            operator_key().public_hex,
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        key_file = tmp_path / "owner.key"
-        owner = (await osaas_ok("bundle", "keygen", "--out", str(key_file))).strip()
-        await osaas_ok("bundle", "build", str(source), "--key", str(key_file), "--out", str(tmp_path / "dist"))
-        await osaas_ok("coordinator", "owner", "add", "fingerprinter", owner, "--db", str(db))
-        await osaas_ok("bundle", "publish", str(tmp_path / "dist"), "--coordinator", url, "--key", str(key_file))
+        key_file, owner = await owned_coordinator(procs, tmp_path, url, "--host-min-delay", "0")
+        await publish(source, key_file, url, tmp_path / "dist")
 
         # Another host name for the same server: the crashing URL is a unit of its own.
         crash = site.replace("127.0.0.1", "localhost") + "/crash"

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.processes import operator_key, wait_until_done, wait_until_serving
+from tests.owners import osaas_ok, owned_coordinator, publish
+from tests.processes import wait_until_done
 from tests.sites import free_port
 from tests.test_discovery import osaas_output, processes
 
@@ -107,51 +108,18 @@ def stage(root: Path, name: str, manifest: str, main: str) -> Path:
     return source
 
 
-async def osaas_ok(*args: str) -> str:
-    code, out, err = await osaas_output(*args)
-    assert code == 0, f"osaas {' '.join(args)} failed: {err}"
-    return out
-
-
 async def test_items_and_records_come_back_exactly(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    db = tmp_path / "coordinator.sqlite"
     items = [f"item number {n}, ünïcode" for n in range(60)]
     records: list[dict[str, Any]] = [{"title": f"t{n}", "text": "one two three " * n} for n in range(45)]
     records.append({"text": "", "x": [1, {}]})
     (tmp_path / "items.txt").write_text("\n".join(items) + "\n")
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     async with processes(tmp_path) as procs:
-        await procs.start(
-            "coordinator",
-            "coordinator",
-            "serve",
-            "--listen",
-            url.removeprefix("http://"),
-            "--db",
-            str(db),
-            "--torrent-listen",
-            "127.0.0.1:0",
-            "--operator-key",
-            operator_key().public_hex,
-        )
-        await wait_until_serving(url, tmp_path / "coordinator.log")
-        key_file = tmp_path / "owner.key"
-        owner = (await osaas_ok("bundle", "keygen", "--out", str(key_file))).strip()
-        await osaas_ok("coordinator", "owner", "add", "someone", owner, "--db", str(db))
+        key_file, owner = await owned_coordinator(procs, tmp_path, url)
         owned = ("--coordinator", url, "--key", str(key_file))
         for name, manifest, main in (("upper", UPPER_MANIFEST, UPPER), ("words", WORDS_MANIFEST, WORDS)):
-            dist = tmp_path / f"{name}-dist"
-            await osaas_ok(
-                "bundle",
-                "build",
-                str(stage(tmp_path, name, manifest, main)),
-                "--key",
-                str(key_file),
-                "--out",
-                str(dist),
-            )
-            await osaas_ok("bundle", "publish", str(dist), *owned)
+            await publish(stage(tmp_path, name, manifest, main), key_file, url, tmp_path / f"{name}-dist")
 
         # Bad input is refused in one line before anything is sent.
         code, _, err = await osaas_output(
