@@ -37,3 +37,13 @@ async def publish(source: Path, key_file: Path, url: str, dist: Path) -> None:
     """Build the bundle in `source` into `dist`, signed with `key_file`, and publish it at `url`."""
     await osaas_ok("bundle", "build", str(source), "--key", str(key_file), "--out", str(dist))
     await osaas_ok("bundle", "publish", str(dist), "--coordinator", url, "--key", str(key_file))
+
+
+async def owners_peer(procs: Any, tmp_path: Path, url: str, owner: str) -> None:
+    """Start a volunteer's peer (`procs` log "peer") working for `url` that runs `owner`'s
+    bundles, in the sandbox where it can build one, else unconfined (it trusts that owner)."""
+    await procs.start(
+        "peer",
+        *("peer", "run", "--coordinator", url, "--data-dir", str(tmp_path / "peer"), "--allow-private"),
+        *("--status-port", "off", "--torrent-listen", "127.0.0.1:0", "--trust-owner", owner),
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.owners import osaas_ok, owned_coordinator, publish
+from tests.owners import osaas_ok, owned_coordinator, owners_peer, publish
 from tests.processes import wait_until_done
 from tests.sites import free_port, serve
 from tests.test_discovery import processes
@@ -70,22 +70,7 @@ async def test_a_workload_in_c_runs_on_a_real_peer_and_its_records_come_back(tmp
         urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", f"{site}/moved", gone]
         submitted = ("job", "submit", *urls, "--coordinator", url, "--bundle", "fingerprint-c", "--key", str(key_file))
         job_id = int(await osaas_ok(*submitted))
-        await procs.start(
-            "peer",
-            "peer",
-            "run",
-            "--coordinator",
-            url,
-            "--data-dir",
-            str(tmp_path / "peer"),
-            "--allow-private",
-            "--status-port",
-            "off",
-            "--torrent-listen",
-            "127.0.0.1:0",
-            "--trust-owner",  # where no sandbox can be built: its owner is trusted here
-            owner,
-        )
+        await owners_peer(procs, tmp_path, url, owner)
         status = await wait_until_done(url, job_id, key=None)
         assert status["state"] == "done", procs.log("peer")[-3000:]
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.url_jobs import unit_key
-from tests.owners import osaas_ok, owned_coordinator, publish
+from tests.owners import osaas_ok, owned_coordinator, owners_peer, publish
 from tests.processes import wait_until_done
 from tests.sites import free_port, serve
 from tests.test_discovery import osaas_output, processes
@@ -133,22 +133,7 @@ async def test_an_owners_workload_records_come_back_exactly(tmp_path: Path) -> N
         urls = [f"{site}/", f"{site}/a", f"{site}/b", f"{site}/missing", f"{site}/busy", crash, bad]
         submitted = ("job", "submit", *urls, "--coordinator", url, "--bundle", "fingerprint", "--key", str(key_file))
         job_id = int(await osaas_ok(*submitted))
-        await procs.start(
-            "peer",
-            "peer",
-            "run",
-            "--coordinator",
-            url,
-            "--data-dir",
-            str(tmp_path / "peer"),
-            "--allow-private",
-            "--status-port",
-            "off",
-            "--torrent-listen",
-            "127.0.0.1:0",
-            "--trust-owner",  # where no sandbox can be built: its owner is trusted here
-            owner,
-        )
+        await owners_peer(procs, tmp_path, url, owner)
         status = await wait_until_done(url, job_id, key=None)
         assert status["state"] == "done", procs.log("peer")[-3000:]
         assert status["counts"] == {"done": 5, "error": 2}

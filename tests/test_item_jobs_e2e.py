@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.owners import osaas_ok, owned_coordinator, publish
+from tests.owners import osaas_ok, owned_coordinator, owners_peer, publish
 from tests.processes import wait_until_done
 from tests.sites import free_port
 from tests.test_discovery import osaas_output, processes
@@ -147,22 +147,7 @@ async def test_items_and_records_come_back_exactly(tmp_path: Path) -> None:
                 "job", "submit", "--bundle", "words", "--records-file", str(tmp_path / "records.jsonl"), *owned
             )
         )
-        await procs.start(
-            "peer",
-            "peer",
-            "run",
-            "--coordinator",
-            url,
-            "--data-dir",
-            str(tmp_path / "peer"),
-            "--allow-private",
-            "--status-port",
-            "off",
-            "--torrent-listen",
-            "127.0.0.1:0",
-            "--trust-owner",  # where no sandbox can be built: its owner is trusted here
-            owner,
-        )
+        await owners_peer(procs, tmp_path, url, owner)
         for job_id in (upper_job, words_job):
             status = await wait_until_done(url, job_id, key=None)
             assert status["state"] == "done", procs.log("peer")[-3000:]
