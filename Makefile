@@ -20,7 +20,7 @@ demo: $(STAMP) sandbox
 # What the tests of the faces need from Debian: a virtual X display, input and idle time
 # (screensaver, --only-when-idle), and a browser for the web pages; and the sandbox every
 # workload runs in (bubblewrap).
-DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap
+DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap openssl libc6-dev
 
 # Four workers on two cores: most tests wait on sockets, subprocesses and browsers, not on CPU.
 # The slowest tests are listed at the end of every run.
