@@ -20,7 +20,9 @@ workload gets exactly the frames it always did.
 from __future__ import annotations
 
 import enum
+import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -293,6 +295,27 @@ class Result:
         if v["status"] not in set(ExitCode):
             raise ProtocolError("result frame: status must be 0, 1, 2 or 3")
         return cls(**v)
+
+
+def answer_unit(run: Callable[[], Result], stdout: BinaryIO, log: logging.Logger) -> int:
+    """A workload's last step: `run` its unit and write its result frame; a protocol error or
+    a crash of `run` becomes a failed result with the reason (the traceback on stderr). The exit
+    code to exit with, which agrees with the frame (2 when the frame could not be written)."""
+    try:
+        result = run()
+    except ProtocolError as exc:
+        log.error("protocol error: %s", exc)
+        result = Result(ExitCode.FAILED, {"items": []}, f"protocol error: {exc}")
+    except Exception as exc:
+        log.exception("internal failure")
+        result = Result(ExitCode.FAILED, {"items": []}, f"internal failure: {type(exc).__name__}")
+    try:
+        stdout.write(encode_frame(result.to_frame()))
+        stdout.flush()
+    except OSError as exc:
+        log.error("could not write the result frame: %s", exc)
+        return ExitCode.FAILED
+    return result.status
 
 
 # ---- reading frames from streams ------------------------------------------------------

@@ -33,6 +33,7 @@ from workloads.process_api import (
     ProtocolError,
     Result,
     Unit,
+    answer_unit,
     encode_frame,
     read_frame_blocking,
 )
@@ -167,21 +168,7 @@ def main() -> int:
     # buffered reader's lock held at interpreter shutdown aborts the process.
     stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = sys.stdout.buffer
-    try:
-        result = _run_unit(stdin, stdout)
-    except ProtocolError as exc:
-        log.error("protocol error: %s", exc)
-        result = Result(ExitCode.FAILED, {"items": []}, f"protocol error: {exc}")
-    except Exception as exc:
-        log.exception("internal failure")
-        result = Result(ExitCode.FAILED, {"items": []}, f"internal failure: {type(exc).__name__}")
-    try:
-        stdout.write(encode_frame(result.to_frame()))
-        stdout.flush()
-    except OSError as exc:
-        log.error("could not write the result frame: %s", exc)
-        return ExitCode.FAILED
-    return result.status
+    return answer_unit(lambda: _run_unit(stdin, stdout), stdout, log)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from workloads.process_api import (
     ProtocolError,
     Result,
     Unit,
+    answer_unit,
     encode_frame,
     read_frame_blocking,
 )
@@ -70,21 +71,7 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        result = _run_unit(stdin, stdout)
-    except ProtocolError as exc:
-        log.error("protocol error: %s", exc)
-        result = Result(ExitCode.FAILED, {"items": []}, f"protocol error: {exc}")
-    except Exception as exc:
-        log.exception("internal failure")
-        result = Result(ExitCode.FAILED, {"items": []}, f"internal failure: {type(exc).__name__}")
-    try:
-        stdout.write(encode_frame(result.to_frame()))
-        stdout.flush()
-    except OSError as exc:
-        log.error("could not write the result frame: %s", exc)
-        return ExitCode.FAILED
-    return result.status
+    return answer_unit(lambda: _run_unit(stdin, stdout), stdout, log)
 
 
 if __name__ == "__main__":
