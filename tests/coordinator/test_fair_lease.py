@@ -401,6 +401,10 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT key FROM hosts ORDER BY key").fetchall() == [("http://b.test:80",)]
+        # The link-check columns became records (schema 12): every row is read one way now.
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        assert not columns & {"status", "final_url", "redirects", "error"}
+        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE model IS NULL").fetchone() == (0,)
     conn.close()
 
 
