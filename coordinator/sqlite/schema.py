@@ -32,6 +32,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     12 every job has its model (jobs.model of the jobs before 9: what a manifest without [job]
        means) and every finished item its record: the link-check columns of items finished
        before 9 (status, final_url, redirects, error) become records and are dropped
+    13 trust in what peers say (issue 21): hosts.delay_claim and claimed_by (a Crawl-delay one
+       peer saw, applied in full once a second peer sees as much: `host_pacing.delay`)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -392,6 +394,10 @@ def records_for_all(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS_IN_PYTHON: dict[int, Callable[[sqlite3.Connection], None]] = {12: records_for_all}
+MIGRATIONS[13] = """
+ALTER TABLE hosts ADD COLUMN delay_claim REAL NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN claimed_by TEXT;
+"""
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its
 # queue's cursor (its items would be taken again) and no two open units of a host's job
