@@ -180,7 +180,8 @@ class TorrentSession:
 
     `upload_rate` and `download_rate` are bytes per second for the whole session and also hold
     for peers on the local network. `upload_slots` caps how many peers are sent data at once
-    (libtorrent's unchoke slots; default 8). `state_dir` keeps the session's peer id across restarts.
+    (libtorrent's unchoke slots; default: no cap, every interested peer is sent data).
+    `state_dir` keeps the session's peer id across restarts.
     `port_mapping` asks the local router to forward the listen port (UPnP and NAT-PMP, off by
     default): `mapped_port` and `external_ip` then say what the router reported.
     """
