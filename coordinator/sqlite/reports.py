@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_pacing, leases, rollout, unit_sizing, url_jobs
+from coordinator import host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
@@ -79,6 +79,7 @@ class ReportedUnit:
     lease: UnitLease
     replica: int = 0  # its vantage point (`coordinator.vantage`)
     network: str | None = None  # a vantage job's: the network of the peer it was granted to
+    version: str | None = None  # the bundle version it was granted with (None: before schema 13)
     items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
 
 
@@ -103,6 +104,8 @@ class Reported:
     outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
     closed: dict[int, int] = field(default_factory=dict)  # items finished per job
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
+    misreports: int = 0  # reports refused as the peer's doing (a version it was not leased)
+    stepped_aside: list[str] = field(default_factory=list)  # hosts the peer leaves to others a while
 
     def __post_init__(self) -> None:
         self.throughput = self.throughput_before
@@ -149,13 +152,13 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming
     reported = Reported(peer_id, peers.throughput(conn, peer_id))
     ids = sorted({r.unit_id for r in reports if 0 <= r.unit_id <= schema.MAX_ID})
     for chunk in chunks(ids):
-        for unit_id, job_id, key, first, last, leased_at, replica, network, *lease_row in conn.execute(
-            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, replica, network, state, token, peer_id,"
-            f" expires_at, attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
+        for unit_id, job_id, key, first, last, leased_at, replica, network, version, *lease_row in conn.execute(
+            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, replica, network, version, state, token,"
+            f" peer_id, expires_at, attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
             chunk,
         ):
             reported.units[unit_id] = ReportedUnit(
-                job_id, key, leased_at, leasing.unit_lease(lease_row), replica, network
+                job_id, key, leased_at, leasing.unit_lease(lease_row), replica, network, version
             )
             # A unit done has no open items: what its range holds undone is another unit's
             # (a partial report left it out).
@@ -194,6 +197,9 @@ def _take_report(
         raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
     if verdict is Verdict.DUPLICATE:
         return ReportResponse(accepted=True, reason="duplicate")
+    if unit.version is not None and report.bundle_version != unit.version:
+        db.replan = True  # the peer leaves the host to others a while
+        return _misreported(unit, report, now, reported, db.settings.min_delay)
     name = jobs.job(db, conn, unit.job_id).workload
     counted = report.bundle_version is not None and report.exit_code != 3
     on_trial = counted and _on_trial(conn, name, report.bundle_version, reported)
@@ -238,6 +244,22 @@ def _take_report(
     if refused is not None:
         return ReportResponse(accepted=False, reason=refused)
     return ReportResponse(accepted=True)
+
+
+def _misreported(
+    unit: ReportedUnit, report: Incoming, now: float, reported: Reported, min_delay: float
+) -> ReportResponse:
+    """A report naming another bundle version than its unit was leased with: refused, and the
+    peer's doing, not a version's (issue: trust in results). Nothing of it is kept: its unit
+    goes back without using an attempt, no version is charged, the host goes to other peers a
+    while, and the peer's record keeps the misreport."""
+    named = "no version" if report.bundle_version is None else f"version {report.bundle_version!r}"
+    reason = f"report refused: it names {named}; unit {report.unit_id} was leased with {unit.version!r}"
+    unit.lease = reported.leases[report.unit_id] = leases.released(unit.lease)
+    reported.misreports += 1
+    reported.stepped_aside.append(unit.key)
+    reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
+    return ReportResponse(accepted=False, reason=reason[: url_jobs.MAX_TEXT])
 
 
 def _merge_results(
@@ -341,6 +363,18 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
             log.warning("%s", after.message)
     for job_id, count in reported.closed.items():
         jobs.items_closed(conn, job_id, count, now)
+    if reported.misreports:
+        conn.execute(
+            "UPDATE peers SET misreports = misreports + ? WHERE id = ?", (reported.misreports, reported.peer_id)
+        )
+        conn.executemany(
+            "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
+            " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
+            [(key, reported.peer_id, now + host_planning.STEP_ASIDE_SECONDS) for key in reported.stepped_aside],
+        )
+        log.warning(
+            "peer %s… named a version it was not leased in %d reports", reported.peer_id[:12], reported.misreports
+        )
     if reported.throughput != reported.throughput_before:
         conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
 
