@@ -13,6 +13,8 @@ than its coordinator takes its items. Records not acknowledged when the unit end
 final report (`Report.items`), which the outbox keeps until delivered; the coordinator takes
 an item once, whichever report comes first. A coordinator that refuses a batch (its records
 break the job's model, or the lease is no longer this peer's) ends the unit: `lost` is told why.
+A coordinator from before streamed items (404) gets them in the final report's payload, as the
+workload's result would have held them (`final`).
 """
 
 from __future__ import annotations
@@ -60,46 +62,54 @@ class ItemStreamer:
         self._room = asyncio.Condition()
         self.taken = 0  # items the coordinator finished from this unit's batches
         self.gone: str | None = None  # why the unit is no longer this peer's
+        self._unheard = False  # the coordinator takes no streamed items: they wait for the report
 
     async def put(self, record: dict[str, Any], size: int) -> None:
         """Hold one record for delivery; wait while MAX_HELD bytes are held already."""
         async with self._room:
-            await self._room.wait_for(lambda: not self._held or self._held_bytes + size <= MAX_HELD)
+            await self._room.wait_for(lambda: self._unheard or not self._held or self._held_bytes + size <= MAX_HELD)
             self._held.append((record, size))
             self._held_bytes += size
-        if len(self._held) >= BATCH_ITEMS or self._held_bytes >= BATCH_BYTES:
+        if self._batch_full():
             self._full.set()
 
     def leftover(self) -> list[dict[str, Any]]:
         """The records not acknowledged (none delivered or a delivery's answer lost)."""
         return [record for record, _ in self._held]
 
+    def final(self, exit_code: int, payload: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[Any]]:
+        """The final report's payload and streamed records not acknowledged (`Report.items`);
+        for a coordinator that takes no streamed items, they go first in the payload's items."""
+        leftover = self.leftover()
+        if self._unheard and leftover and exit_code in (0, 1) and payload is not None:
+            items = payload.get("items")
+            if isinstance(items, list):
+                return payload | {"items": leftover + items}, []
+        return payload, leftover
+
     async def run(self) -> None:
         """Deliver held records until cancelled: a batch as soon as one is full, else what is
         held every `batch_seconds`; backing off while the coordinator does not answer."""
         failures = 0
-        delay = self._batch_seconds
-        while self.gone is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._full.wait()
+        trouble: Unavailable | None = None
+        while self.gone is None and not self._unheard:
+            if trouble is not None:
+                await asyncio.sleep(backoff_delay(failures, retry_after=trouble.retry_after))
+            elif not self._batch_full():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._batch_seconds):
+                        await self._full.wait()
             self._full.clear()
             if not self._held:
-                delay = self._batch_seconds
                 continue
             trouble = await self.deliver()
-            if trouble is None:
-                failures = 0
-                delay = (
-                    0.0 if self._held_bytes >= BATCH_BYTES or len(self._held) >= BATCH_ITEMS else self._batch_seconds
-                )
-            else:
-                delay = backoff_delay(failures, retry_after=trouble.retry_after)
-                failures += 1
+            failures = 0 if trouble is None else failures + 1
 
     async def deliver(self) -> Unavailable | None:
         """Send one batch of the oldest held records; the reason when it must be sent again."""
         batch = self._batch()
+        if not batch or self._unheard:
+            return None
         report = ItemsReport(
             unit_id=self._lease.unit_id,
             token=self._lease.token,
@@ -112,6 +122,12 @@ class ItemStreamer:
             log.info("unit %d: %d streamed items kept for later: %s", self._lease.unit_id, len(batch), exc)
             return exc
         except Rejected as exc:
+            if exc.status == 404:
+                log.info("unit %d: its coordinator takes no streamed items (%s)", self._lease.unit_id, exc)
+                self._unheard = True
+                async with self._room:
+                    self._room.notify_all()
+                return None
             self._end(f"streamed items refused: {exc}")
             return None
         if not answer.accepted:
@@ -124,6 +140,9 @@ class ItemStreamer:
             self._room.notify_all()
         log.debug("unit %d: %d streamed items delivered", self._lease.unit_id, len(batch))
         return None
+
+    def _batch_full(self) -> bool:
+        return len(self._held) >= BATCH_ITEMS or self._held_bytes >= BATCH_BYTES
 
     def _batch(self) -> list[tuple[dict[str, Any], int]]:
         batch: list[tuple[dict[str, Any], int]] = []

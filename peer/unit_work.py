@@ -150,11 +150,12 @@ class UnitWork:
             deliverer.cancel()
             self._tally.ended(lease.unit_id)
         self._tally.count(outcome, self._clock.time())
+        payload, leftover = streamer.final(outcome.exit_code, outcome.payload)
         report = wire.Report(
             unit_id=lease.unit_id,
             token=lease.token,
             exit_code=int(outcome.exit_code),
-            payload=outcome.payload,
+            payload=payload,
             error=wire.clip(outcome.error),  # a workload's error may be any length; the wire's is capped
             bundle_version=lease.bundle.version if lease.bundle else None,
             # So that the coordinator rests the host that long between units, whoever runs them.
@@ -163,7 +164,7 @@ class UnitWork:
             # A failed unit's stderr tail goes to its owner (`osaas job logs`), capped.
             log=log_tail(outcome.stderr_tail) if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL) else None,
             streamed=streamer.taken or None,
-            items=streamer.leftover() or None,
+            items=leftover or None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
