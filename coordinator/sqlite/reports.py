@@ -14,7 +14,7 @@ report of a batch takes nothing else with it. What a report does to its unit is
 `leases.after_report`'s rule; to its host, `host_pacing.after_unit`'s.
 
 Items a version 2 workload streamed while its unit ran were finished already
-(`coordinator.sqlite.streamed`, `take_streamed`): the final report says how many its lease
+(`coordinator.sqlite.streamed`, `streamed_records`): the final report says how many its lease
 streamed (`streamed`) and carries those the peer could not hand over yet (`items`), taken
 first; a record of an item already finished is dropped (the first record counts), so nothing
 is counted twice.
