@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from coordinator.store import Store
 from overlay import records
-from overlay.announcements import CoordinatorAnnouncement, coordinators_key
+from overlay.announcements import MAX_WORKLOADS, CoordinatorAnnouncement, coordinators_key
 from overlay.certificates import Admission, encode_chain
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -21,7 +21,6 @@ from overlay.wire import JobStatus
 
 log = logging.getLogger(__name__)
 
-WORKLOADS = ("linkcheck",)
 RECORD_TTL = 120.0
 WITHDRAWAL_TTL = 30.0
 PEER_ACTIVE_WINDOW = 300.0  # a peer heard from this recently counts as one of ours
@@ -63,10 +62,15 @@ class Announcer:
             network=self._network,
             load=backlog(jobs),
             peers=await self._store.peer_count(self._clock() - PEER_ACTIVE_WINDOW),
-            workloads=WORKLOADS,
+            workloads=await self._workloads(),
             issued_at=self._clock(),
             chain=self._admission.chain,
         )
+
+    async def _workloads(self) -> tuple[str, ...]:
+        """The bundles a job may name here: those with a stable version (at most the record's 64)."""
+        names = sorted(b.name for b in await self._store.list_bundles() if b.stable is not None)
+        return tuple(names[:MAX_WORKLOADS])
 
     async def announce_once(self) -> int:
         """Publish a fresh announcement; how many DHT nodes stored it."""

@@ -247,7 +247,7 @@ async def serve(
 
 
 async def _publish_builtin(store: Store, bundles: BundleService, identity: Identity, work_dir: Path) -> None:
-    """Build the built-in bundles (the link checker, the probe) and publish them like any
+    """Build the built-in bundles (`workloads.builtin.BUILTINS`) and publish them like any
     upload, owned by this coordinator.
 
     The builds are scratch: publishing keeps its own copy, so `work_dir` is emptied either way.

@@ -3,7 +3,7 @@
     /dashboard/                     jobs with progress, peers with capacity and usage, the
                                     bandwidth-share plot, hosts held back (politeness)
     /dashboard/jobs/ID              one job: progress and its problems, as its workload shows
-                                    them (the link checker: broken links, page by page)
+                                    them (`workloads.renderers`)
     /dashboard/jobs/ID/report.json  the job's results as JSON Lines; .csv, and .html where its
                                     workload renders HTML (`workloads.renderers`)
 
@@ -172,7 +172,8 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
                 if len(problems) > PROBLEMS_SHOWN
                 else "",
             ]
-        return _page(200, f"Job {job_id}", "".join(parts), refresh=status.state == "running", back=True)
+        css = own.problems_css if own is not None else ""
+        return _page(200, f"Job {job_id}", "".join(parts), refresh=status.state == "running", back=True, css=css)
 
     async def report(request: web.Request) -> web.Response:
         status = await visible_job(request)  # NotFound for a job that is not there (or not theirs)
@@ -222,7 +223,7 @@ def _jobs_table(jobs: list[JobStatus]) -> str:
             f'<tr class="job" data-job="{job.job_id}"><td><a href="{PREFIX}/jobs/{job.job_id}">{job.job_id}</a></td>'
             f'<td>{esc(job.workload)}</td><td class="{esc(job.state)}">{esc(job.state)}</td>'
             f'<td><div class=bar><div style="width:{fraction * 100:.1f}%"></div></div>'
-            f"<span class=progress>{job.items_done} of {job.items_total} URLs</span></td>"
+            f"<span class=progress>{esc(job.progress)}</span></td>"
             f"<td>{esc(counts)}</td><td>{job.units_done} of {job.units_total}</td></tr>"
         )
     return (
@@ -306,7 +307,10 @@ def _rate(peer: PeerOverview) -> float:
     return (peer.down_rate or 0.0) + (peer.up_rate or 0.0)
 
 
-def _page(status: int, title: str, body: str, *, refresh: bool = False, back: bool = False) -> web.Response:
+def _page(
+    status: int, title: str, body: str, *, refresh: bool = False, back: bool = False, css: str = ""
+) -> web.Response:
+    """A whole page around `body`; `css`: a workload's rules for the fragment it drew."""
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     nav = f'<p><a href="{PREFIX}/">all jobs and peers</a></p>' if back else ""
     return web.Response(
@@ -318,14 +322,12 @@ def _page(status: int, title: str, body: str, *, refresh: bool = False, back: bo
 body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #1b263b; padding: 0 16px; }}
 h1 {{ font-size: 22px; }} h2 {{ font-size: 13px; letter-spacing: .08em; text-transform: uppercase; color: #5c677d; margin-top: 28px; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: 3px 10px 3px 0; border-bottom: 1px solid #e5e5e5; vertical-align: top; }}
-tr.page th {{ background: #f3f4f6; padding-top: 8px; word-break: break-all; }}
 .bar {{ display: inline-block; width: 140px; height: 8px; background: #e5e7eb; border-radius: 4px; overflow: hidden; margin-right: 8px; }}
 .bar > div {{ height: 100%; background: #2a9d8f; }}
 .muted {{ color: #6b7280; }} .running {{ color: #2a9d8f; }} .done {{ color: #5c677d; }}
-.broken, .error {{ color: #b00020; }} .timeout {{ color: #a15c00; }}
 svg.share .label {{ font: 12px system-ui, sans-serif; fill: #1b263b; }}
 svg.share .offered {{ fill: #dbeafe; }} svg.share .used {{ fill: #1d4ed8; }} svg.share .over {{ fill: #b00020; }}
-</style></head>
+{css}</style></head>
 <body><h1>{esc(title)}</h1>{nav}{body}</body></html>
 """,
     )

@@ -1,7 +1,7 @@
 """The coordinator's bundles on disk and in the swarm: accepting an owner's upload, keeping it,
 seeding it over BitTorrent and announcing it in the DHT.
 
-`BundleService.publish` is the one path every bundle takes, the built-in link-check bundle
+`BundleService.publish` is the one path every bundle takes, the built-in bundles
 included. It checks an upload the way a peer will check what it fetches (signature, archive
 hash, every file, unsafe entries: a trial `workloads.bundle.unpack`), and that the archive's
 torrent has the info-hash the owner signed, before the store records anything: the coordinator

@@ -26,6 +26,7 @@ _COORDINATORS_PREFIX = "osaas/v1/coordinators/"
 _NETWORK_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _HELLO_DOMAIN = b"osaas-coordinator-hello-v1\n"
 NONCE_SIZE = 32
+MAX_WORKLOADS = 64  # bundle names an announcement lists
 
 
 def valid_network(name: str) -> bool:
@@ -122,7 +123,7 @@ class CoordinatorAnnouncement:
             and is_count(load)
             and is_count(peers)
             and isinstance(workloads, list)
-            and len(workloads) <= 64
+            and len(workloads) <= MAX_WORKLOADS
             and all(isinstance(w, str) and len(w) <= 64 for w in workloads)
         ):
             return None

@@ -498,6 +498,16 @@ class JobStatus:
     finished_at: float | None = None
     owner: str | None = None  # the key (hex) that submitted it; None: the operator's
     limited: Text | None = None  # why it stopped adding links (an owner's URL limit), if it did
+    input: Name = "urls"  # what its items are: "urls", "items" or "records" (its job model's input)
+    vantage: int | None = None  # K: each URL is an item per vantage point
+
+    @property
+    def progress(self) -> str:
+        """Its items done of all, in words: "3/10 URLs", "3/10 items", "3/15 answers (5 URLs from 3 vantage points)"."""
+        done = f"{self.items_done}/{self.items_total}"
+        if self.vantage:
+            return f"{done} answers ({self.items_total // self.vantage} URLs from {self.vantage} vantage points)"
+        return f"{done} {'URLs' if self.input == 'urls' else 'items'}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,8 @@ class Checked:
     at: float
 
 
-RECENT_KEPT = 50  # URLs the status shows
+RECENT_KEPT = 50  # URLs (or items) the status shows
+MAX_SHOWN = 300  # characters of an item's name or result shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,21 +108,29 @@ class BundleView:
 
 
 def checked_items(payload: Any, at: float) -> list[Checked]:
-    """The well-formed items of a result payload (the coordinator judges the rest): a link
-    check's with its result, another workload's (a probe's) as "done"."""
+    """The well-formed items of a result payload (the coordinator judges the rest), named by
+    their `url` or, in jobs of items and records, their `item` (clipped): a link check's with
+    its result, another workload's as "done"."""
     items = payload.get("items") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return []
-    return [
-        Checked(
-            item["url"],
-            item["result"] if isinstance(item.get("result"), str) else "done",
-            item.get("status") if type(item.get("status")) is int else None,
-            at,
+    checked = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("url", item.get("item"))
+        if not isinstance(name, str):
+            continue
+        result = item.get("result")
+        checked.append(
+            Checked(
+                name if len(name) <= MAX_SHOWN else name[: MAX_SHOWN - 1] + "…",
+                result if isinstance(result, str) and len(result) <= MAX_SHOWN else "done",
+                item.get("status") if type(item.get("status")) is int else None,
+                at,
+            )
         )
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("url"), str)
-    ]
+    return checked
 
 
 @dataclass(frozen=True, slots=True)

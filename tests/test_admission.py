@@ -154,7 +154,7 @@ async def test_fifty_unadmitted_coordinators_cannot_draw_peers_away(tmp_path: Pa
         session = await stack.enter_async_context(aiohttp.ClientSession())
         for peer_node in peers:
             found = await find_coordinators(
-                peer_node, session, NETWORK, network_key.public_key, workloads=("linkcheck",), allow_private=True
+                peer_node, session, NETWORK, network_key.public_key, workloads=(wire.ANY_WORKLOAD,), allow_private=True
             )
             assert {c.announcement.url for c in found} == admitted_urls
             peer = Identity.generate()
@@ -201,14 +201,19 @@ async def test_an_admitted_coordinator_at_a_private_address_is_not_contacted(tmp
                 record = records.sign(coordinator, key, announcement.payload(), time.time(), 60)
                 await first.publish(key, record)
                 found = await find_coordinators(
-                    peer, session, NETWORK, network_key.public_key, workloads=("linkcheck",)
+                    peer, session, NETWORK, network_key.public_key, workloads=(wire.ANY_WORKLOAD,)
                 )
                 assert found == []
             assert seen == []  # nothing reached the server
             # The volunteer who allows private addresses (a network on their own machine) gets it.
             async with aiohttp.ClientSession() as open_session:
                 found = await find_coordinators(
-                    peer, open_session, NETWORK, network_key.public_key, workloads=("linkcheck",), allow_private=True
+                    peer,
+                    open_session,
+                    NETWORK,
+                    network_key.public_key,
+                    workloads=(wire.ANY_WORKLOAD,),
+                    allow_private=True,
                 )
             assert [c.announcement.public_key for c in found] == [coordinator.public_hex]
 

@@ -58,7 +58,7 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
                 job_row = page.locator(f'tr[data-job="{job_id}"]')
                 await expect(job_row).to_be_visible(timeout=20_000)
                 progress = job_row.locator(".progress")
-                await expect(progress).to_have_text(re.compile(r"[1-9]\d* of \d+ URLs"), timeout=30_000)
+                await expect(progress).to_have_text(re.compile(r"[1-9]\d*/\d+ URLs"), timeout=30_000)
                 first = await progress.text_content()
                 await expect(progress).not_to_have_text(first or "", timeout=30_000)  # it moves by itself
                 await expect(page.locator("svg.share")).to_contain_text("attic")

@@ -23,7 +23,7 @@ import pytest
 from coordinator.api import make_app
 from coordinator.sqlite import SqliteStore
 from osaas import owner
-from overlay import certificates, records
+from overlay import certificates, records, wire
 from overlay.announcements import CoordinatorAnnouncement, coordinators_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -200,7 +200,9 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
             "dht", "lookup", "coordinators", "--network-file", str(network_file), "--bootstrap", bootstrap, "--json"
         )
         assert code == 0, err
-        assert [json.loads(line)["url"] for line in out.splitlines()] == [urls["a"]]
+        announced = [json.loads(line) for line in out.splitlines()]
+        assert [a["url"] for a in announced] == [urls["a"]]
+        assert announced[0]["workloads"] == ["linkcheck", "probe"]  # the bundles it has a stable version of
 
     ok, broken = generated_site_urls(site, SITE_PAGES)
     assert sorted(i["url"] for i in items) == sorted(ok | broken)  # every URL, exactly once
@@ -232,6 +234,11 @@ async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_
             assert {r.signer for r in await second.lookup(key)} == {honest.public_key, liar.public_key}
             async with aiohttp.ClientSession() as session:
                 found = await find_coordinators(
-                    second, session, "testnet", network_key.public_key, workloads=("linkcheck",), allow_private=True
+                    second,
+                    session,
+                    "testnet",
+                    network_key.public_key,
+                    workloads=(wire.ANY_WORKLOAD,),
+                    allow_private=True,
                 )
     assert [c.announcement.url for c in found] == [honest_url]

@@ -132,7 +132,9 @@ def window_overruns(served: list[Served], rates: dict[str, int]) -> list[str]:
 def learned_crawl_delays(db: Path) -> set[float]:
     """The crawl delays the running coordinator keeps for hosts (read-only, beside it)."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
-        return {delay for (delay,) in conn.execute("SELECT crawl_delay FROM hosts")}
+        # One peer's word, or confirmed by a second (coordinator.host_pacing.delay): under
+        # UNCONFIRMED_CRAWL_DELAY both rest a host the same.
+        return {delay for (delay,) in conn.execute("SELECT MAX(crawl_delay, delay_claim) FROM hosts")}
 
 
 def politeness_breaches(served: list[Served]) -> list[str]:

@@ -36,6 +36,7 @@ class Renderers:
     formats: Mapping[str, Callable[[Rows], str]]  # format -> rows (finished) -> text
     problems: tuple[str, ...] = ()  # counts the dashboard lists as problems
     problems_html: Callable[[Rows], str] | None = None  # the dashboard's fragment of those
+    problems_css: str = ""  # the style rules that fragment needs
 
 
 def _linkcheck(render: Callable[[Sequence[Mapping[str, Any]]], str]) -> Callable[[Rows], str]:
@@ -48,6 +49,7 @@ REGISTRY: dict[str, Renderers] = {
         formats={"text": _linkcheck(linkcheck_report.to_text), "html": _linkcheck(linkcheck_report.to_html)},
         problems=linkcheck_report.PROBLEMS,
         problems_html=_linkcheck(linkcheck_report.problems_table),
+        problems_css=linkcheck_report.PROBLEMS_CSS,
     ),
     "probe": Renderers(needs=probe_report.NEEDS, formats={"text": probe_report.to_text}),
 }

@@ -24,7 +24,7 @@ from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
 from coordinator.url_jobs import JobInput, NewItem
 from overlay.wire import decode, encode
 from workloads import bundle
-from workloads.bundle import DEFAULT_MODEL, BundleError, JobModel, model_from_obj
+from workloads.bundle import BundleError, JobModel, model_from_obj
 from workloads.records import Checker
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,11 @@ def job_bundle_model(conn: sqlite3.Connection, name: str, version: str | None) -
 
 
 def checker(db: Database, conn: sqlite3.Connection, job_id: int) -> Checker:
-    """The record check of a job's model (a job from before job models: the link checker's)."""
+    """The record check of a job's model."""
     found = db.checkers.get(job_id)
     if found is None:
         (raw,) = conn.execute("SELECT model FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        found = Checker(DEFAULT_MODEL if raw is None else model_from_obj(decode(raw)))
+        found = Checker(model_from_obj(decode(raw)))
         if len(db.checkers) >= _MODELS_KEPT:
             db.checkers.pop(next(iter(db.checkers)))
         db.checkers[job_id] = found

@@ -15,7 +15,7 @@ from overlay.wire import JobStatus, UnitLog, decode
 
 def job_status(db: Database, job_id: int) -> JobStatus:
     with db.transaction(write=False) as conn:
-        return job_status_of(conn, job_id)
+        return job_status_of(db, conn, job_id)
 
 
 def list_jobs(db: Database, owner_key: str | None = None) -> list[JobStatus]:
@@ -27,7 +27,7 @@ def list_jobs(db: Database, owner_key: str | None = None) -> list[JobStatus]:
                 job_id
                 for (job_id,) in conn.execute("SELECT id FROM jobs WHERE owner_key = ? ORDER BY id", (owner_key,))
             ]
-        return [job_status_of(conn, job_id) for job_id in ids]
+        return [job_status_of(db, conn, job_id) for job_id in ids]
 
 
 def peer_count(db: Database, seen_since: float) -> int:
@@ -72,8 +72,10 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
     return row
 
 
-def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
+def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobStatus:
     workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited = check_job(conn, job_id)
+    model = jobs.checker(db, conn, job_id).model
+    (vantage,) = conn.execute("SELECT vantage FROM jobs WHERE id = ?", (job_id,)).fetchone()
     units_total, units_done = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
     ).fetchone()
@@ -106,6 +108,8 @@ def job_status_of(conn: sqlite3.Connection, job_id: int) -> JobStatus:
         finished_at=finished_at,
         owner=owner_key,
         limited=limited,
+        input=model.input,
+        vantage=vantage,
     )
 
 
@@ -120,7 +124,7 @@ def job_results(
         model = jobs.checker(db, conn, job_id).model
         where = f" AND done = 1 AND result IN ({placeholders(list(counted_as))})" if counted_as else ""
         rows = conn.execute(
-            "SELECT id, url, done, record, failed, depth, network, result, status, final_url, redirects, error"
+            "SELECT id, url, done, record, failed, depth, network"
             f" FROM items WHERE job_id = ?{where} ORDER BY id LIMIT ? OFFSET ?",
             (job_id, *counted_as, limit, offset),
         ).fetchall()
@@ -133,16 +137,11 @@ def job_results(
     nothing = dict.fromkeys(stored)
     key = model.key  # `url`, or `item` for items and records
     results = []
-    for item_id, url, done, record, failed, depth, network, *legacy in rows:
+    for item_id, url, done, record, failed, depth, network in rows:
         row: dict[str, Any] = {key: url}
         if model.vantage:
             row["network"] = network  # the coordinator's, never the peer's word
-        if record is not None:
-            row.update(zip(stored, decode(record), strict=True))
-        elif done and failed is None:
-            row.update(_legacy(legacy))  # finished before job models: the link checker's columns
-        else:
-            row.update(nothing)
+        row.update(nothing if record is None else zip(stored, decode(record), strict=True))
         if model.crawl:
             row["depth"] = depth
             row["referrers"] = referrers.get(item_id, [])
@@ -150,17 +149,6 @@ def job_results(
         row["done"] = bool(done)
         results.append(row)
     return results
-
-
-def _legacy(columns: list[Any]) -> dict[str, Any]:
-    result, status, final_url, redirects, error = columns
-    return {
-        "result": result,
-        "status": status,
-        "final_url": final_url,
-        "redirects": [] if redirects is None else decode(redirects),
-        "error": error,
-    }
 
 
 def _referrers(conn: sqlite3.Connection, job_id: int, ids: list[int], few: bool) -> dict[int, list[str]]:

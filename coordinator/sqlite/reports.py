@@ -181,7 +181,8 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, unit_ids: list[int]) -
     keys = sorted({unit.key for unit in reported.units.values() if url_jobs.is_website(unit.key)})
     for some_keys in chunks(keys):
         for key, *pace in conn.execute(
-            f"SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts WHERE key IN ({placeholders(some_keys)})",
+            "SELECT key, next_allowed_at, crawl_delay, backoff, delay_claim, claimed_by FROM hosts"
+            f" WHERE key IN ({placeholders(some_keys)})",
             some_keys,
         ):
             reported.paces[key] = HostPace(*pace)
@@ -238,7 +239,9 @@ def _take_report(
     unit.lease = reported.leases[report.unit_id] = lease
     if done_here and refused is None:
         summary = UnitSummary(throttled=report.throttled, crawl_delay=report.crawl_delay)
-        reported.pace(unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, db.settings.min_delay))
+        reported.pace(
+            unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, db.settings.min_delay, reported.peer_id)
+        )
         if unit.leased_at is not None:
             reported.throughput = unit_sizing.observe(reported.throughput, done_here, now - unit.leased_at)
     else:
@@ -375,11 +378,12 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
         ],
     )
     conn.executemany(
-        "INSERT INTO hosts (key, next_allowed_at, crawl_delay, backoff) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
-        " DO UPDATE SET next_allowed_at = excluded.next_allowed_at, crawl_delay = excluded.crawl_delay,"
-        " backoff = excluded.backoff",
+        "INSERT INTO hosts (key, next_allowed_at, crawl_delay, backoff, delay_claim, claimed_by)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET next_allowed_at = excluded.next_allowed_at,"
+        " crawl_delay = excluded.crawl_delay, backoff = excluded.backoff, delay_claim = excluded.delay_claim,"
+        " claimed_by = excluded.claimed_by",
         [
-            (key, pace.next_allowed_at, pace.crawl_delay, pace.backoff)
+            (key, pace.next_allowed_at, pace.crawl_delay, pace.backoff, pace.delay_claim, pace.claimed_by)
             for key, pace in reported.paces.items()
             if reported.stored_paces.get(key) != pace
         ],

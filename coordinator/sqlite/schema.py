@@ -19,7 +19,7 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     7  stepped_aside (a host a peer could not work on, and until when it goes to others)
     8  bundles.rolled_back (the coordinator rolled the version back: it goes out again only
        by force); the version a rolled-back rollout names in its message is marked
-    9  jobs.model (the job model its bundle declared; NULL: the link checker's); items.record
+    9  jobs.model (the job model its bundle declared; NULL before, until 12); items.record
        (the workload's record, msgpack: a list of the model's stored fields) and items.failed
        (why the platform gave up on the item) instead of the link-check columns, which rows
        from before keep; unit_logs (the stderr tails of failed units, as peers sent them)
@@ -29,6 +29,11 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        (the network of the peer it was last granted to: a vantage job's only)
     11 items.data (a records job's record, msgpack: what its unit's payload gives the
        workload; NULL for URLs and items, whose `url` column holds the item itself)
+    12 every job has its model (jobs.model of the jobs before 9: what a manifest without [job]
+       means) and every finished item its record: the link-check columns of items finished
+       before 9 (status, final_url, redirects, error) become records and are dropped
+    13 trust in what peers say (issue 21): hosts.delay_claim and claimed_by (a Crawl-delay one
+       peer saw, applied in full once a second peer sees as much: `host_pacing.delay`)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -39,8 +44,11 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 
 from coordinator.store import StoreError
+from overlay.wire import decode, encode
+from workloads.bundle import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 13
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -125,7 +133,8 @@ CREATE TABLE peers (
 );
 """
 
-# Schema version -> the statements that lift the previous version to it.
+# Schema version -> the statements that lift the previous version to it (or, in
+# MIGRATIONS_IN_PYTHON, the function that does: a step that needs more than SQL).
 MIGRATIONS = {
     2: """
 CREATE TABLE owners (
@@ -356,6 +365,40 @@ ALTER TABLE items ADD COLUMN data BLOB;
 """,
 }
 
+# The columns items finished before job models (schema 9) kept the link checker's answers in.
+_LINK_CHECK_COLUMNS = ("status", "final_url", "redirects", "error")
+
+
+def records_for_all(conn: sqlite3.Connection) -> None:
+    """Schema 12: a job from before job models follows what a manifest without [job] means,
+    and its finished items get records of that model, made of the columns they were kept in;
+    the columns go. Every results row is then read one way."""
+    conn.execute("UPDATE jobs SET model = ? WHERE model IS NULL", (encode(DEFAULT_MODEL.to_obj()),))
+    rows = conn.execute(
+        "SELECT id, result, status, final_url, redirects, error FROM items"
+        " WHERE done = 1 AND record IS NULL AND failed IS NULL"
+    )
+    updates = []
+    for item_id, result, status, final_url, redirects, error in rows:
+        answer = {
+            "result": result,
+            "status": status,
+            "final_url": final_url,
+            "redirects": [] if redirects is None else decode(redirects),
+            "error": error,
+        }
+        updates.append((encode([answer[field.name] for field in DEFAULT_MODEL.stored]), item_id))
+    conn.executemany("UPDATE items SET record = ? WHERE id = ?", updates)
+    for column in _LINK_CHECK_COLUMNS:
+        conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
+
+
+MIGRATIONS_IN_PYTHON: dict[int, Callable[[sqlite3.Connection], None]] = {12: records_for_all}
+MIGRATIONS[13] = """
+ALTER TABLE hosts ADD COLUMN delay_claim REAL NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN claimed_by TEXT;
+"""
+
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its
 # queue's cursor (its items would be taken again) and no two open units of a host's job
 # overlap. Coordinators of schema 3 and 4 keep one open unit per host and job, so this holds
@@ -408,6 +451,19 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run a script's statements one by one inside the open transaction (`executescript`
+    would commit it first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"an unfinished SQL statement in a migration: {statement.strip()[:80]}")
+
+
 def check_integrity(conn: sqlite3.Connection, path: str) -> None:
     """SQLite's quick check of every page (not of index contents: that is `integrity_check`,
     far slower on a large file). Raises a one-line StoreError saying what to do."""
@@ -425,13 +481,24 @@ def check_integrity(conn: sqlite3.Connection, path: str) -> None:
 
 def migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
     """Create the schema, or lift an older file to the current one, in one transaction."""
-    steps = [SCHEMA] if version == 0 else []
-    steps += [MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+    steps: list[str | Callable[[sqlite3.Connection], None]] = [SCHEMA] if version == 0 else []
+    steps += [MIGRATIONS.get(v) or MIGRATIONS_IN_PYTHON[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
     # Foreign keys off while tables are built again (a drop would check them); the copy
     # keeps every id, and the check before commit makes sure of it.
     conn.execute("PRAGMA foreign_keys=OFF")
     try:
-        conn.executescript(f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version={SCHEMA_VERSION};")
+        conn.execute("BEGIN IMMEDIATE")
+        for step in steps:
+            if isinstance(step, str):
+                _execute_script(conn, step)
+            else:
+                step(conn)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    else:
         broken = conn.execute("PRAGMA foreign_key_check").fetchone()
         if broken is not None:
             conn.execute("ROLLBACK")

@@ -175,7 +175,7 @@ def _describe(status: JobStatus) -> str:
     created and finished (or cancelled)."""
     counts = ", ".join(f"{n} {r}" for r, n in sorted(status.counts.items()))
     line = (
-        f"job {status.job_id} ({status.workload}) {status.state}: {status.items_done}/{status.items_total} URLs checked, "
+        f"job {status.job_id} ({status.workload}) {status.state}: {status.progress} done, "
         f"{status.units_done}/{status.units_total} units" + (f"; {counts}" if counts else "")
     )
     line += f"; created {_when(status.created_at)}"

@@ -53,6 +53,8 @@ async def test_job_lifecycle(client: TestClient, peer: Peer, clock: Clock) -> No
         "finished_at": None,
         "owner": OPERATOR_KEY.public_hex,
         "limited": None,
+        "input": "urls",
+        "vantage": None,
     }
 
     leases = await peer.lease(max_units=4)

@@ -121,7 +121,7 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
     assert leases
     status, text = await page(board, "/dashboard/")
     assert status == 200
-    assert f'data-job="{job_id}"' in text and "0 of 2 URLs" in text
+    assert f'data-job="{job_id}"' in text and "0/2 URLs" in text
     assert "kitchen &lt;b&gt;" in text and "<b>" not in text  # names are escaped
     assert "<svg" in text and 'class="offered"' in text  # the bandwidth-share plot
     assert "a.test:80" in text and "yes" in text  # a host leased now
@@ -140,7 +140,7 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
         code, _ = await peer.report(lease, payload={"items": results})
         assert code == 200
     status, text = await page(board, f"/dashboard/jobs/{job_id}")
-    assert status == 200 and "2 of 2 URLs" in text
+    assert status == 200 and "2/2 URLs" in text
     assert "http://b.test/&lt;script&gt;" in text and "<script>" not in text
     assert text.count('class="problem"') == 1 and "HTTP 404" in text  # the broken link only
     assert "(start URLs)" in text  # listed under the page that holds it: none, it was a start URL
@@ -172,7 +172,7 @@ async def test_a_workload_without_renderers_offers_its_records_as_json_lines_and
     record = {"url": "http://a.test/=1+1", "status": 200, "length": 3, "sha256": "<b>ab</b>"}
     assert (await peer.report(lease, payload={"items": [record]}))[1]["accepted"] is True
     status, text = await page(board, f"/dashboard/jobs/{job_id}")
-    assert status == 200 and "1 of 1 URLs" in text and "1 done" in text
+    assert status == 200 and "1/1 URLs" in text and "1 done" in text
     assert "report.json" in text and "report.csv" in text and "report.html" not in text and "Problems" not in text
     async with board.get(f"/dashboard/jobs/{job_id}/report.csv") as response:
         assert await response.text() == "url,status,length,sha256,failed\r\nhttp://a.test/=1+1,200,3,<b>ab</b>,\r\n"

@@ -235,7 +235,7 @@ async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Pat
     async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p")
-        urls = [f"http://a.test/{i}" for i in range(3)]
+        urls = [f"http://a.test/{i}" for i in range(4)]
         await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
         (first,) = await lease_all(store, "p", T0)
         assert first.host == "http://a.test:80"  # the origin the peer keeps robots.txt for
@@ -248,9 +248,16 @@ async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Pat
         assert await lease_all(store, "p", T0 + 6 + 4.0 - 0.01) == []
         (third,) = await lease_all(store, "p", T0 + 6 + 4.0)
         await store.report("p", Report(third.unit_id, third.token, 0, done(third), crawl_delay=1e9), T0 + 11)
+        # One peer's word (capped) rests the host UNCONFIRMED_CRAWL_DELAY at most, until a second
+        # peer sees as much (host_pacing): a liar cannot park a website for everyone.
+        wait = host_pacing.UNCONFIRMED_CRAWL_DELAY
+        assert await lease_all(store, "p", T0 + 11 + wait - 0.01) == []
+        assert len(await lease_all(store, "p", T0 + 11 + wait)) == 1
         with sqlite3.connect(tmp_path / "c.sqlite") as conn:
-            (kept,) = conn.execute("SELECT crawl_delay FROM hosts WHERE key = 'http://a.test:80'").fetchone()
-        assert kept == host_pacing.MAX_CRAWL_DELAY
+            kept = conn.execute(
+                "SELECT crawl_delay, delay_claim, claimed_by FROM hosts WHERE key = 'http://a.test:80'"
+            ).fetchone()
+        assert kept == (0.0, host_pacing.MAX_CRAWL_DELAY, "p")
 
 
 async def test_429_and_503_back_a_host_off(tmp_path: Path, linkcheck: Linkcheck) -> None:
@@ -401,6 +408,10 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT key FROM hosts ORDER BY key").fetchall() == [("http://b.test:80",)]
+        # The link-check columns became records (schema 12): every row is read one way now.
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        assert not columns & {"status", "final_url", "redirects", "error"}
+        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE model IS NULL").fetchone() == (0,)
     conn.close()
 
 

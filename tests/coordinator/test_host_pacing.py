@@ -14,6 +14,7 @@ from coordinator.host_pacing import (
     DEFAULT_MIN_DELAY,
     MAX_CRAWL_DELAY,
     MAX_RETRY_AFTER,
+    UNCONFIRMED_CRAWL_DELAY,
     HostPace,
     UnitSummary,
     after_abandoned,
@@ -47,17 +48,40 @@ def test_may_lease_needs_no_live_lease_and_the_pace_reached() -> None:
 
 def test_after_unit_waits_the_longest_of_the_delays() -> None:
     assert after_unit(HostPace(), T0, UnitSummary()) == HostPace(T0 + DEFAULT_MIN_DELAY, 0.0, 0.0)
-    assert after_unit(HostPace(), T0, UnitSummary(crawl_delay=7.5)) == HostPace(T0 + 7.5, 7.5, 0.0)
-    assert after_unit(HostPace(), T0, UnitSummary(crawl_delay=3600)) == HostPace(T0 + MAX_CRAWL_DELAY, 30.0, 0.0)
+    assert after_unit(HostPace(), T0, UnitSummary(crawl_delay=4.5), peer="a") == HostPace(T0 + 4.5, 0.0, 0.0, 4.5, "a")
     assert after_unit(HostPace(), T0, UnitSummary(throttled=3)) == HostPace(T0 + BACKOFF_START, 0.0, 5.0)
     assert after_unit(HostPace(), T0, UnitSummary(throttled=1, retry_after=86400)) == HostPace(
         T0 + MAX_RETRY_AFTER, 0.0, 5.0
     )
     assert after_unit(HostPace(), T0, UnitSummary(), min_delay=2.0).next_allowed_at == T0 + 2.0
     # A crawl delay seen once stays until robots.txt says otherwise.
-    paced = after_unit(HostPace(), T0, UnitSummary(crawl_delay=4.0))
-    assert after_unit(paced, T0 + 10, UnitSummary()) == HostPace(T0 + 14, 4.0, 0.0)
-    assert after_unit(paced, T0 + 10, UnitSummary(crawl_delay=0.0)) == HostPace(T0 + 11, 0.0, 0.0)
+    paced = after_unit(HostPace(), T0, UnitSummary(crawl_delay=4.0), peer="a")
+    assert after_unit(paced, T0 + 10, UnitSummary(), peer="a") == HostPace(T0 + 14, 0.0, 0.0, 4.0, "a")
+    assert after_unit(paced, T0 + 10, UnitSummary(crawl_delay=0.0), peer="a").next_allowed_at == T0 + 11
+
+
+def test_a_long_crawl_delay_holds_once_a_second_peer_saw_it() -> None:
+    # One peer's word makes the host wait UNCONFIRMED_CRAWL_DELAY at most ...
+    alone = after_unit(HostPace(), T0, UnitSummary(crawl_delay=20.0), peer="a")
+    assert alone.next_allowed_at == T0 + UNCONFIRMED_CRAWL_DELAY and alone.crawl_delay == 0.0
+    again = after_unit(alone, T0 + 10, UnitSummary(crawl_delay=20.0), peer="a")
+    assert again.next_allowed_at == T0 + 10 + UNCONFIRMED_CRAWL_DELAY  # saying it twice proves nothing
+    # ... a second peer that saw as much confirms it (the lower of the two holds) ...
+    confirmed = after_unit(again, T0 + 20, UnitSummary(crawl_delay=12.0), peer="b")
+    assert (confirmed.crawl_delay, confirmed.next_allowed_at) == (12.0, T0 + 32)
+    # ... and then the host keeps it, whoever works on it.
+    assert after_unit(confirmed, T0 + 40, UnitSummary(), peer="c").next_allowed_at == T0 + 52
+
+
+def test_one_lying_peer_cannot_pin_a_website_for_everyone() -> None:
+    liar = after_unit(HostPace(), T0, UnitSummary(crawl_delay=1e300), peer="liar")
+    assert liar.next_allowed_at == T0 + UNCONFIRMED_CRAWL_DELAY
+    # An honest peer sees robots.txt's real delay (none): only that much is confirmed.
+    honest = after_unit(liar, T0 + 10, UnitSummary(crawl_delay=0.0), peer="honest")
+    assert (honest.crawl_delay, honest.next_allowed_at) == (0.0, T0 + 10 + DEFAULT_MIN_DELAY)
+    # Two liars agreeing still meet the cap.
+    pair = after_unit(liar, T0 + 10, UnitSummary(crawl_delay=1e300), peer="liar-2")
+    assert pair.crawl_delay == MAX_CRAWL_DELAY
 
 
 @pytest.mark.parametrize("nonsense", [-1.0, math.nan, math.inf, -math.inf])

@@ -322,6 +322,11 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             " DROP INDEX jobs_with_vantage; ALTER TABLE jobs DROP COLUMN vantage;"
             " ALTER TABLE units DROP COLUMN replica;"
             " ALTER TABLE units DROP COLUMN network;"
+            # and with the link-check columns schema 12 made records of
+            " ALTER TABLE items ADD COLUMN status INTEGER; ALTER TABLE items ADD COLUMN final_url TEXT;"
+            " ALTER TABLE items ADD COLUMN redirects BLOB; ALTER TABLE items ADD COLUMN error TEXT;"
+            # and without 13's trust columns
+            " ALTER TABLE hosts DROP COLUMN delay_claim; ALTER TABLE hosts DROP COLUMN claimed_by;"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"

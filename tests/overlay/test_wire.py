@@ -199,3 +199,23 @@ def test_a_sender_clips_what_would_be_refused():
     assert wire.clip("short") == "short"
     clipped = wire.clip("e" * 5000)
     assert clipped is not None and len(clipped) == wire.MAX_TEXT and clipped.endswith("…")
+
+
+def test_a_job_says_its_progress_in_the_words_of_its_items() -> None:
+    def status(**kw: object) -> wire.JobStatus:
+        return wire.JobStatus(job_id=1, workload="w", state="running", units_total=1, units_done=0, **kw)  # type: ignore[arg-type]
+
+    assert status(items_total=10, items_done=3).progress == "3/10 URLs"
+    assert status(items_total=10, items_done=3, input="records").progress == "3/10 items"
+    assert status(items_total=15, items_done=7, vantage=3).progress == "7/15 answers (5 URLs from 3 vantage points)"
+    # Older coordinators send neither: a job of URLs, as every job was.
+    old = {
+        "job_id": 1,
+        "workload": "w",
+        "state": "done",
+        "units_total": 1,
+        "units_done": 1,
+        "items_total": 2,
+        "items_done": 2,
+    }
+    assert wire.parse(wire.JobStatus, old).progress == "2/2 URLs"

@@ -6,6 +6,7 @@ from typing import Any
 
 from peer.budget import ActiveHours, Budget
 from peer.status import (
+    MAX_SHOWN,
     BundleView,
     Checked,
     PeerStatus,
@@ -89,6 +90,8 @@ def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
             {"url": "http://a.test/x", "result": "timeout", "status": None},
             {"url": "http://a.test/y", "result": "broken", "status": True},  # not a status: kept without one
             {"url": "http://a.test/z", "status": 301, "dns": 0.01},  # another workload's record (a probe's)
+            {"item": "sha256:ab12", "words": 3},  # a job of items names its item so
+            {"item": "x" * 10_000},  # clipped for the page
             {"url": 5, "result": "ok"},
             "garbage",
             None,
@@ -99,5 +102,7 @@ def test_checked_items_keeps_the_well_formed_ones_of_any_payload() -> None:
         Checked("http://a.test/x", "timeout", None, 7.0),
         Checked("http://a.test/y", "broken", None, 7.0),
         Checked("http://a.test/z", "done", 301, 7.0),
+        Checked("sha256:ab12", "done", None, 7.0),
+        Checked("x" * (MAX_SHOWN - 1) + "…", "done", None, 7.0),
     ]
     assert checked_items(None, 7.0) == checked_items({"items": "no"}, 7.0) == []

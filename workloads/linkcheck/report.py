@@ -26,6 +26,11 @@ from typing import Any
 
 RESULTS = ("ok", "broken", "timeout", "error", "excluded")
 PROBLEMS = ("broken", "timeout", "error")
+# How the dashboard's problems table looks (its page's own style sheet knows no link checks).
+PROBLEMS_CSS = """
+tr.page th { background: #f3f4f6; padding-top: 8px; word-break: break-all; }
+td.broken, td.error { color: #b00020; } td.timeout { color: #a15c00; }
+"""
 FORMATS = ("text", "json", "csv", "html")
 START_URLS = "(start URLs)"
 MAX_FIELD = 8 * 1024  # characters of one shown field: a long URL fits, a flood does not
