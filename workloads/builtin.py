@@ -43,7 +43,7 @@ class Builtin:
 _LINKCHECK = Builtin(
     LINKCHECK,
     "linkcheck",
-    1,
+    2,  # for its item frames: each page's record reaches the owner as soon as it is checked
     {"cpu_seconds": 120, "memory_mb": 1024, "open_files": 64, "timeout_seconds": 600},
     """
 [job]

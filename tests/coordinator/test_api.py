@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from overlay.wire import MAX_REPORT_BATCH
+from overlay.wire_reports import MAX_REPORT_BATCH
 from tests.coordinator.conftest import (
     LEASE_SECONDS,
     OPERATOR_KEY,
