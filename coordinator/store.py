@@ -189,6 +189,7 @@ class PeerOverview:
     last_seen: float
     hosts: int  # websites assigned to it now
     throughput: float | None  # items/s the coordinator measured
+    quarantined: str | None = None  # why its key gets no more work (`coordinator.reputation`)
 
 
 @dataclass(frozen=True, slots=True)

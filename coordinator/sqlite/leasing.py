@@ -196,8 +196,8 @@ def lease(
             peers.record_usage(db, conn, peer_id, usage, now)
         if planning.plan_is_due(db, conn, peer_id, now):
             planning.plan(db, conn, now)
-        if not workloads:
-            return granted
+        if not workloads or peers.quarantined(conn, peer_id) is not None:
+            return granted  # a quarantined key gets no more work
         ask = Asking(
             peer_id,
             now,

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_pacing, host_planning, leases, rollout, unit_sizing, url_jobs
+from coordinator import host_pacing, host_planning, leases, reputation, rollout, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
@@ -438,9 +438,13 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
     for job_id, count in reported.closed.items():
         jobs.items_closed(conn, job_id, count, now)
     if reported.misreports:
-        conn.execute(
-            "UPDATE peers SET misreports = misreports + ? WHERE id = ?", (reported.misreports, reported.peer_id)
-        )
+        was = peers.record_of(conn, reported.peer_id)
+        record = was
+        for _ in range(reported.misreports):
+            record = reputation.after_misreport(record)
+        peers.save_record(conn, reported.peer_id, record)
+        if record.quarantined is not None and was.quarantined is None:
+            log.warning("peer %s… quarantined: %s", reported.peer_id[:12], record.quarantined)
         conn.executemany(
             "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
             " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator import rollout
+from coordinator import reputation, rollout
 from coordinator.api import make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.owner_routes import MAX_BUNDLE_UPLOAD
@@ -501,7 +501,7 @@ async def test_a_peer_naming_a_version_it_was_not_leased_cannot_roll_a_candidate
     hosts = [f"http://site-{i}.test/" for i in range(rollout.MIN_UNITS + 1)]
     _, job = await submit(client, hosts)
     lied_on = set()
-    for _ in hosts:
+    for _ in range(reputation.MISREPORT_LIMIT):
         (unit,) = await lease(liar, ["demo"])
         assert unit["bundle"]["version"] == "1.0"
         status, body = await liar.post(
@@ -510,7 +510,11 @@ async def test_a_peer_naming_a_version_it_was_not_leased_cannot_roll_a_candidate
         assert (status, body["accepted"]) == (200, False)
         assert body["reason"] == f"report refused: it names version '2.0'; unit {unit['unit_id']} was leased with '1.0'"
         lied_on.add(unit["host"])  # and it leaves that website to others a while
-    assert len(lied_on) == len(hosts)
+    assert len(lied_on) == reputation.MISREPORT_LIMIT
+    # Caught: quarantined, it gets no more work, and the operator sees why.
+    assert await lease(liar, ["demo"]) == []
+    (shown,) = await coordinator.store.peers_overview(0.0, 10)
+    assert shown.quarantined == f"named a bundle version it was not leased {reputation.MISREPORT_LIMIT} times"
     state = (await get(client, "/v1/bundles/demo"))[1]
     # Nothing charged to either version: the candidate rolls on.
     assert (state["state"], state["candidate"]) == ("rolling_out", "2.0")
@@ -533,7 +537,7 @@ async def test_a_peer_naming_a_version_it_was_not_leased_cannot_roll_a_candidate
     with sqlite3.connect(tmp_path / "c.sqlite") as conn:
         misreports = dict(conn.execute("SELECT id, misreports FROM peers").fetchall())
     conn.close()
-    assert misreports == {liar.identity.public_hex: len(hosts), honest.identity.public_hex: 0}
+    assert misreports == {liar.identity.public_hex: reputation.MISREPORT_LIMIT, honest.identity.public_hex: 0}
 
 
 def ref(unit: dict[str, Any]) -> dict[str, Any]:

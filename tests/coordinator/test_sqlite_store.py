@@ -341,6 +341,9 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             # and without 13's trust columns
             " ALTER TABLE hosts DROP COLUMN delay_claim; ALTER TABLE hosts DROP COLUMN claimed_by;"
             " ALTER TABLE units DROP COLUMN version; ALTER TABLE peers DROP COLUMN misreports;"
+            " ALTER TABLE peers DROP COLUMN agreed; ALTER TABLE peers DROP COLUMN outvoted;"
+            " ALTER TABLE peers DROP COLUMN known_right; ALTER TABLE peers DROP COLUMN known_wrong;"
+            " ALTER TABLE peers DROP COLUMN quarantined;"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
