@@ -38,7 +38,7 @@ import aiohttp
 
 from overlay import http
 from overlay.identity import Identity
-from overlay.wire import MAX_REPORT_BATCH
+from overlay.wire_reports import MAX_REPORT_BATCH
 
 SEEDS_PER_JOB = 1000
 CAPACITY = 10_000_000.0  # bytes/s each simulated peer says it sustains

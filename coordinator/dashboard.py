@@ -275,11 +275,17 @@ def _peers_table(peers: list[PeerOverview], now: float) -> str:
             f"<tr><td>{esc(peer.name)}</td><td><code>{esc(peer.peer_id[:12])}</code></td>"
             f"<td>{esc(format_size(peer.capacity))}/s</td><td>{esc(format_size(peer.down_rate or 0))}/s</td>"
             f"<td>{esc(format_size(peer.up_rate or 0))}/s</td><td>{esc(used)}</td><td>{peer.hosts}</td>"
-            f"<td>{'' if peer.throughput is None else f'{peer.throughput:.1f}'}</td><td>{now - peer.last_seen:.0f} s ago</td></tr>"
+            f"<td>{'' if peer.throughput is None else f'{peer.throughput:.1f}'}</td><td>{now - peer.last_seen:.0f} s ago</td>"
+            + (
+                f'<td class="quarantined">quarantined: {esc(peer.quarantined)}</td>'
+                if peer.quarantined
+                else "<td></td>"
+            )
+            + "</tr>"
         )
     return (
         "<table><thead><tr><th>peer</th><th>key</th><th>offers</th><th>down</th><th>up</th><th>used this period</th>"
-        f"<th>websites</th><th>URLs/s</th><th>heard from</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<th>websites</th><th>URLs/s</th><th>heard from</th><th>trust</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -324,7 +330,7 @@ h1 {{ font-size: 22px; }} h2 {{ font-size: 13px; letter-spacing: .08em; text-tra
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: 3px 10px 3px 0; border-bottom: 1px solid #e5e5e5; vertical-align: top; }}
 .bar {{ display: inline-block; width: 140px; height: 8px; background: #e5e7eb; border-radius: 4px; overflow: hidden; margin-right: 8px; }}
 .bar > div {{ height: 100%; background: #2a9d8f; }}
-.muted {{ color: #6b7280; }} .running {{ color: #2a9d8f; }} .done {{ color: #5c677d; }}
+.muted {{ color: #6b7280; }} .running {{ color: #2a9d8f; }} .done {{ color: #5c677d; }} .quarantined {{ color: #b00020; }}
 svg.share .label {{ font: 12px system-ui, sans-serif; fill: #1b263b; }}
 svg.share .offered {{ fill: #dbeafe; }} svg.share .used {{ fill: #1d4ed8; }} svg.share .over {{ fill: #b00020; }}
 {css}</style></head>

@@ -73,7 +73,7 @@ def plan_hosts(
     floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
     plan = assignment.rebalance(previous, peers, demand, epsilon=epsilon, demand_floor=floor)
     placed = overflow(plan, demand, previous)
-    chosen = spread(step_aside({**plan.assignment, **placed}, peers, stepped_aside or {}), peers, demand)
+    chosen = spread(step_aside({**plan.assignment, **placed}, peers, stepped_aside or {}), peers, demand, plan.caps)
     return HostPlan(
         chosen=chosen,
         changed=[(host, peer) for host, peer in chosen.items() if previous.get(host) != peer],
@@ -100,12 +100,19 @@ def step_aside(
     return moved
 
 
-def spread(chosen: Mapping[str, str], peers: Mapping[str, float], demand: Mapping[str, float]) -> dict[str, str]:
+def spread(
+    chosen: Mapping[str, str],
+    peers: Mapping[str, float],
+    demand: Mapping[str, float],
+    caps: Mapping[str, float] | None = None,
+) -> dict[str, str]:
     """`chosen` with no eligible peer left idle while another holds two hosts or more: the
-    smallest host of the peer holding most moves to the idle peer of most capacity. The
-    bounded loads leave this to chance when the work is small beside the peers' capacity (the
-    demand floor makes every cap loose): six peers and six websites could leave three peers
-    with nothing. Sticky like the rest: once spread, the next plan keeps it."""
+    smallest host of the peer holding most moves to the idle peer of most capacity, if it fits
+    under that peer's cap (`caps`, the bounded loads'; the next plan would take it back, and
+    the one after give it again). The bounded loads leave this to chance when the work is small
+    beside the peers' capacity (the demand floor makes every cap loose): six peers and six
+    websites could leave three peers with nothing. Sticky like the rest: once spread, the next
+    plan keeps it."""
     moved = dict(chosen)
     held: dict[str, list[str]] = {peer: [] for peer in peers}
     for host, peer in moved.items():
@@ -116,6 +123,8 @@ def spread(chosen: Mapping[str, str], peers: Mapping[str, float], demand: Mappin
         if len(held[busiest]) < 2:
             break
         host = min(sorted(held[busiest]), key=lambda h: demand.get(h, 0))
+        if caps is not None and demand.get(host, 0) > caps.get(newcomer, math.inf):
+            continue  # a smaller newcomer's cap cannot hold it; a larger one's came first
         held[busiest].remove(host)
         held[newcomer].append(host)
         moved[host] = newcomer

@@ -1,6 +1,6 @@
-"""The peers' side of the API: register, lease, renew, release, report (one or a batch), and
-the hello proof a peer asks of a coordinator it found in the DHT. Every request but hello is
-signed; the signer's public key is the peer's id."""
+"""The peers' side of the API: register, lease, renew, release, report (one, a batch, or the
+items a running unit streamed), and the hello proof a peer asks of a coordinator it found in
+the DHT. Every request but hello is signed; the signer's public key is the peer's id."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from coordinator.store import (
 from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.wire import (
     ANY_WORKLOAD,
-    MAX_REPORT_BATCH,
     LeaseRef,
     LeaseRequest,
     LeaseResponse,
@@ -34,13 +33,12 @@ from overlay.wire import (
     RegisterResponse,
     RenewResponse,
     Report,
-    ReportBatch,
-    ReportBatchResponse,
     WireError,
     decode,
     parse,
     to_obj,
 )
+from overlay.wire_reports import MAX_REPORT_BATCH, ItemsReport, ReportBatch, ReportBatchResponse
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +121,14 @@ async def _report_batch(request: web.Request) -> web.Response:
     return reply(to_obj(ReportBatchResponse(results=verdicts)))
 
 
+async def _report_items(request: web.Request) -> web.Response:
+    """Items a running unit's workload streamed (process API version 2), under its lease."""
+    peer_id, obj = await signed_body(request, Route.REPORT)
+    report = parse(ItemsReport, obj)
+    answer = await request.app[STORE].report_items(peer_id, report, request.app[CLOCK]())
+    return reply(to_obj(answer))
+
+
 async def _hello(request: web.Request) -> web.Response:
     """Sign the caller's nonce: proof that this server holds the key it is announced with."""
     body = decode(await request.read())
@@ -150,4 +156,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/leases/release", _release)
     app.router.add_post("/v1/reports", _report)
     app.router.add_post("/v1/reports/batch", _report_batch)
+    app.router.add_post("/v1/reports/items", _report_items)
     app.router.add_post("/v1/hello", _hello)

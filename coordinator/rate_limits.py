@@ -40,7 +40,7 @@ class Route(enum.StrEnum):
 
     REGISTER = "register"  # POST /v1/peers/register
     LEASE = "lease"  # POST /v1/leases, /v1/leases/renew, /v1/leases/release
-    REPORT = "report"  # POST /v1/reports, /v1/reports/batch
+    REPORT = "report"  # POST /v1/reports, /v1/reports/batch, /v1/reports/items
     SUBMIT = "submit"  # POST /v1/jobs
 
 

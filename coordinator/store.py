@@ -33,9 +33,9 @@ from overlay.wire import (
     RegisterRequest,
     Report,
     ReportResponse,
-    ReportVerdict,
     UnitLog,
 )
+from overlay.wire_reports import ItemsAnswer, ItemsReport, ReportVerdict
 
 # The most URLs in one work unit. Units are sized per peer (`unit_sizing`: about 30 s of its
 # work, 20 URLs until it has reported); an operator may cap them lower (`--unit-size`).
@@ -189,6 +189,7 @@ class PeerOverview:
     last_seen: float
     hosts: int  # websites assigned to it now
     throughput: float | None  # items/s the coordinator measured
+    quarantined: str | None = None  # why its key gets no more work (`coordinator.reputation`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +282,13 @@ class Store(Protocol):
         """`report` for each of `reports` in one transaction; a report refused at the door
         (stale, unknown unit) changes nothing and does not stop the others; one whose records
         are refused counts as `report` says (code "report_refused")."""
+
+    async def report_items(self, peer_id: str, report: ItemsReport, now: float) -> ItemsAnswer:
+        """Finish the items a running unit streamed (process API version 2), under its current
+        lease (else `StaleLease`; a unit the same lease finished since: all taken already).
+        Items already finished are taken once (the first record counts); the unit stays leased.
+        Records that break the job's schema refuse the report as `report` refuses one: not
+        accepted, the unit queued again using an attempt, the version charged."""
 
     async def job_status(self, job_id: int) -> JobStatus:
         """The job's progress. Units are formed when leased, so while a job runs `units_total`

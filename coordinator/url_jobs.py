@@ -16,12 +16,13 @@ from typing import Any
 from yarl import URL
 
 from coordinator.store import InvalidInput
+from workloads.bundle.job_model import MAX_LINKS
 
 MAX_SEEDS = 1000
 DEFAULT_VANTAGE = 5  # vantage points per URL when the owner names none (a vantage model's jobs)
 MAX_VANTAGE = 16
 MAX_URL_LENGTH = 8 * 1024
-MAX_LINKS_PER_ITEM = 10_000
+MAX_LINKS_PER_ITEM = MAX_LINKS  # whatever a model declares (`JobModel.max_links`)
 MAX_TEXT = 2000  # error strings are cut here; they are for people, not for parsing
 # Links that are not absolute http(s) URLs share one bucket: no website to pace, and the
 # workload says what it makes of them.

@@ -451,9 +451,14 @@ class Report:
     crawl_delay: float | None = None  # seconds: the robots.txt Crawl-delay the peer keeps for the lease's host
     throttled: int | None = None  # answers of 429 or 503 the unit's fetches got (the host asks for rest)
     log: Log | None = None  # a failed unit's stderr tail (its last MAX_LOG characters)
+    # Process API version 2 (overlay.wire_reports): items the lease already streamed and the
+    # coordinator took, and the records streamed that it has not acknowledged yet.
+    streamed: int | None = None
+    items: list[dict] | None = None
 
     def __post_init__(self) -> None:
         _require(0 <= self.exit_code <= 3, "exit_code must be 0..3")
+        _require(self.streamed is None or 0 <= self.streamed <= 2**31, "streamed must be 0..2^31")
         _require(self.throttled is None or 0 <= self.throttled <= 2**31, "throttled must be 0..2^31")
         _require(
             self.bundle_version is None or 0 < len(self.bundle_version) <= 64, "bundle_version must be 1..64 characters"
@@ -583,37 +588,3 @@ class BundleStatus:
     state: str  # "stable" | "rolling_out" | "rolled_back"
     message: Text  # what happened last, in words (e.g. why it rolled back)
     versions: list[VersionStats] = field(default_factory=list)
-
-
-# ---- report batches --------------------------------------------------------------------
-
-MAX_REPORT_BATCH = 256  # reports in one POST /v1/reports/batch
-
-
-@dataclass(frozen=True, slots=True)
-class ReportBatch:
-    """Several finished units of one peer, reported in one signed request."""
-
-    reports: list[Report]
-
-    def __post_init__(self) -> None:
-        _require(
-            1 <= len(self.reports) <= MAX_REPORT_BATCH,
-            f"reports must hold 1..{MAX_REPORT_BATCH} reports; send the rest in another batch",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ReportVerdict:
-    """The answer to one report of a batch, in the batch's order. A refused report (`accepted`
-    False) would be refused again: the peer drops it; `code` says why, as an error body would."""
-
-    unit_id: int
-    accepted: bool
-    reason: Text = ""  # "duplicate" when accepted again; the refusal's message otherwise
-    code: str = ""  # a refusal's error code: stale_lease, not_found or invalid_input
-
-
-@dataclass(frozen=True, slots=True)
-class ReportBatchResponse:
-    results: list[ReportVerdict]

@@ -6,7 +6,7 @@ import os
 
 import aiohttp
 
-from overlay import http, wire
+from overlay import http, wire, wire_reports
 from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.identity import Identity, verify
 
@@ -35,12 +35,17 @@ class CoordinatorClient:
     async def report(self, report: wire.Report) -> wire.ReportResponse:
         return _answer(wire.ReportResponse, await self._post("/v1/reports", report))
 
-    async def report_batch(self, reports: list[wire.Report]) -> list[wire.ReportVerdict]:
-        """Up to wire.MAX_REPORT_BATCH reports in one request; one verdict each, in order."""
-        answer = _answer(wire.ReportBatchResponse, await self._post("/v1/reports/batch", wire.ReportBatch(reports)))
+    async def report_batch(self, reports: list[wire.Report]) -> list[wire_reports.ReportVerdict]:
+        """Up to MAX_REPORT_BATCH reports in one request; one verdict each, in order."""
+        batch = wire_reports.ReportBatch(reports)
+        answer = _answer(wire_reports.ReportBatchResponse, await self._post("/v1/reports/batch", batch))
         if [v.unit_id for v in answer.results] != [r.unit_id for r in reports]:
             raise http.Unavailable(f"coordinator at {self.base_url} answered a report batch out of order")
         return answer.results
+
+    async def report_items(self, report: wire_reports.ItemsReport) -> wire_reports.ItemsAnswer:
+        """Items a running unit streamed (process API version 2)."""
+        return _answer(wire_reports.ItemsAnswer, await self._post("/v1/reports/items", report))
 
     async def public_key(self) -> str:
         """The coordinator's public key (hex), proven by its signature over a fresh nonce."""

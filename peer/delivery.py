@@ -18,6 +18,7 @@ import aiohttp
 from overlay import wire
 from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
+from overlay.wire_reports import MAX_REPORT_BATCH
 from peer.backoff import backoff_delay
 from peer.client import CoordinatorClient
 from peer.outbox import Outbox, PendingReport
@@ -70,8 +71,8 @@ class Delivery:
         trouble = None
         for url, pendings in by_coordinator.items():
             client = CoordinatorClient(url, self._identity, session)
-            for start in range(0, len(pendings), wire.MAX_REPORT_BATCH):
-                trouble = await self.deliver_batch(client, pendings[start : start + wire.MAX_REPORT_BATCH]) or trouble
+            for start in range(0, len(pendings), MAX_REPORT_BATCH):
+                trouble = await self.deliver_batch(client, pendings[start : start + MAX_REPORT_BATCH]) or trouble
         return trouble
 
     async def deliver_batch(self, client: CoordinatorClient, pendings: list[PendingReport]) -> Unavailable | None:

@@ -78,8 +78,9 @@ def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
         version=manifest.version,
         root=root,
         argv=argv,
-        # For Python interpreters the workload starts itself (the peer's ignores it: -I).
-        env={"PYTHONPATH": str(root)},
+        # For Python interpreters the workload starts itself (the peer's ignores it: -I); a
+        # program in another language is told nothing of Python.
+        env={"PYTHONPATH": str(root)} if program in _PYTHON_NAMES else {},
         limits=ResourceLimits(
             cpu_seconds=limits.cpu_seconds,
             memory_bytes=limits.memory_mb * _MEGABYTE,
@@ -90,7 +91,7 @@ def ready_bundle(signed: SignedManifest, root: Path) -> ReadyBundle:
         api_version=manifest.api_version,
         owner_key=signed.owner_key,
         sandboxed_argv=sandboxed_argv,
-        sandboxed_env={"PYTHONPATH": sandbox.BUNDLE_DIR},
+        sandboxed_env={"PYTHONPATH": sandbox.BUNDLE_DIR} if program in _PYTHON_NAMES else {},
         runtime=runtime,
     )
 

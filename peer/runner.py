@@ -36,6 +36,7 @@ from workloads.process_api import (
     FetchRequest,
     FetchResult,
     FrameDecoder,
+    Item,
     Progress,
     ProtocolError,
     Result,
@@ -61,6 +62,10 @@ _MAX_ERROR = 300
 
 Fetch = Callable[[FetchRequest], Awaitable[FetchResult]]
 Progressed = Callable[[int], None]  # a version 2 workload's items done so far
+# A version 2 workload's streamed record and its size in bytes (msgpack), handed on while the
+# unit runs; the call may wait (the peer holds only so much not yet delivered).
+Streamed = Callable[[dict[str, Any], int], Awaitable[None]]
+MAX_ITEM_BYTES = 2 * 1024 * 1024  # one streamed record (the coordinator takes at most 1 MiB of it)
 NO_FETCH_CAPABILITY = "this bundle did not declare the fetch capability"
 
 
@@ -92,6 +97,7 @@ async def run_workload(
     env: Mapping[str, str] | None = None,
     sandbox: Sandboxed | None = None,
     progressed: Progressed | None = None,
+    streamed: Streamed | None = None,
 ) -> WorkloadOutcome:
     """Run `argv` on `unit`, answering its fetches with `fetch`. Never raises for anything
     the workload does; cancellation kills the workload and propagates; SandboxFailed when the
@@ -103,8 +109,10 @@ async def run_workload(
     working directory whatever it says. With `sandbox` the workload runs confined (see
     peer/sandbox.py; `argv` and `env` then name paths as seen inside) in a private tmpfs;
     without, in a fresh directory under `workdir_parent`, removed when it ends. A version 2
-    unit's `progress` frames go to `progressed`; a version 1 workload that sends one breaks
-    the protocol."""
+    unit's `progress` frames go to `progressed` and its `item` frames to `streamed` (without
+    it, they are put first in the result payload's items, as if the workload had not streamed
+    them); a version 1 workload that sends either breaks the protocol. A workload that streams
+    more items than its unit holds, or a record larger than MAX_ITEM_BYTES, fails."""
     if sandbox is not None:
         # The limits are set inside, once the sandbox is built (peer/sandbox.py).
         command = sandbox.sandbox.command(argv, sandbox.confinement, within_hard_limits(limits))
@@ -121,6 +129,7 @@ async def run_workload(
             env=_scrubbed_env(parent, Path(TMP_DIR), env or {}),
             sandboxed=True,
             progressed=progressed,
+            streamed=streamed,
         )
     workdir = Path(tempfile.mkdtemp(prefix=f"{UNIT_DIR_PREFIX}{unit.unit_id}-", dir=workdir_parent))
     try:
@@ -135,6 +144,7 @@ async def run_workload(
             env=_scrubbed_env(os.environ, workdir, env or {}),
             sandboxed=False,
             progressed=progressed,
+            streamed=streamed,
         )
     finally:
         _remove_tree(workdir)
@@ -160,6 +170,7 @@ async def _start_and_supervise(
     env: dict[str, str],
     sandboxed: bool,
     progressed: Progressed | None,
+    streamed: Streamed | None,
 ) -> WorkloadOutcome:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -176,7 +187,9 @@ async def _start_and_supervise(
         if sandboxed:
             raise SandboxFailed(_one_line(f"could not start the sandbox {argv[0]}: {exc}")) from None
         return WorkloadOutcome(ExitCode.FAILED, None, _one_line(f"could not start workload {argv[0]}: {exc}"), "")
-    return await _supervise(process, unit, fetch, timeout, max_fetches, sandboxed=sandboxed, progressed=progressed)
+    return await _supervise(
+        process, unit, fetch, timeout, max_fetches, sandboxed=sandboxed, progressed=progressed, streamed=streamed
+    )
 
 
 def remove_leftovers(workdir_parent: Path) -> int:
@@ -207,11 +220,12 @@ async def _supervise(
     *,
     sandboxed: bool,
     progressed: Progressed | None,
+    streamed: Streamed | None,
 ) -> WorkloadOutcome:
     assert process.stderr is not None
     stderr_log = _StderrLog(unit.unit_id)
     stderr_task = asyncio.create_task(stderr_log.pump(process.stderr))
-    conversation = _Conversation(process, unit, fetch, max_fetches, sandboxed, progressed)
+    conversation = _Conversation(process, unit, fetch, max_fetches, sandboxed, progressed, streamed)
     not_built = None
     try:
         try:
@@ -268,9 +282,12 @@ class _Conversation:
     max_fetches: int
     sandboxed: bool  # bubblewrap passes on a death by signal N as exit code 128 + N
     progressed: Progressed | None = None  # a version 2 workload's progress goes here
+    streamed: Streamed | None = None  # ... and its items; None: kept for the result
     built: bool = field(default=False, init=False)  # the workload may have run (sandbox built or none)
     _mark: bytearray = field(default_factory=bytearray, init=False)
     _fetch_count: int = field(default=0, init=False)
+    _items: list[dict[str, Any]] = field(default_factory=list, init=False)  # streamed, without `streamed`
+    _item_count: int = field(default=0, init=False)
     _seen_ids: set[int] = field(default_factory=set, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     # Bounds the answers held in memory (each up to the egress body cap) for a workload that
@@ -309,7 +326,9 @@ class _Conversation:
                 raise _Fault(f"workload broke the process API: {exc}") from None
             for index, message in enumerate(messages):
                 result = self._handle(message, group)
-                if result is not None:
+                if isinstance(result, Item):
+                    await self._on_item(result)
+                elif result is not None:
                     if index != len(messages) - 1 or decoder.pending:
                         raise _Fault("workload wrote to stdout after its result")
                     return result
@@ -329,7 +348,7 @@ class _Conversation:
         self.built = True
         return bytes(self._mark[len(STARTED_MARK) :])
 
-    def _handle(self, message: dict[str, Any], group: asyncio.TaskGroup) -> Result | None:
+    def _handle(self, message: dict[str, Any], group: asyncio.TaskGroup) -> Result | Item | None:
         kind = message["type"]
         try:
             if kind == "fetch":
@@ -342,9 +361,30 @@ class _Conversation:
                 if self.progressed is not None:
                     self.progressed(done)
                 return None
+            if kind == "item" and self.unit.version >= 2:
+                return Item.from_frame(message)
         except ProtocolError as exc:
             raise _Fault(f"workload broke the process API: {exc}") from None
         raise _Fault(f"workload sent a frame of unexpected type {kind!r}")
+
+    async def _on_item(self, item: Item) -> None:
+        """A streamed record: counted against the unit's items, sized, handed on (which may
+        wait: the workload's stdout is not read meanwhile, so it cannot stream faster than
+        its items are delivered)."""
+        self._item_count += 1
+        items = self.unit.payload.get("items")
+        most = len(items) if isinstance(items, list) else 0
+        if self._item_count > most:
+            raise _Fault(f"workload streamed more items than its unit holds ({most})")
+        size = len(encode_frame(item.to_frame()))
+        if size > MAX_ITEM_BYTES:
+            raise _Fault(
+                f"workload streamed an item of {size} bytes; at most {MAX_ITEM_BYTES // (1024 * 1024)} MiB are allowed"
+            )
+        if self.streamed is None:
+            self._items.append(item.record)
+        else:
+            await self.streamed(item.record, size)
 
     def _on_fetch(self, request: FetchRequest, group: asyncio.TaskGroup) -> None:
         if request.id in self._seen_ids:
@@ -403,7 +443,10 @@ class _Conversation:
         if returncode != result.status:
             status = ExitCode(result.status)
             raise _Fault(f"workload's result says {status.name} ({status.value}) but it {_describe_exit(returncode)}")
-        return ExitCode(result.status), result.payload, result.error
+        payload = result.payload
+        if self._items and isinstance(payload.get("items"), list):
+            payload = payload | {"items": self._items + payload["items"]}
+        return ExitCode(result.status), payload, result.error
 
 
 class _StderrLog:

@@ -46,6 +46,21 @@ class WorkTally:
         if view is not None:
             self.units[unit_id] = replace(view, done=min(done, view.items))
 
+    def streamed(self, unit_id: int, record: dict, at: float) -> None:
+        """A running unit's workload streamed one item's record (process API version 2): it is
+        counted now, and the unit's progress with it."""
+        checked = checked_items({"items": [record]}, at)
+        self.recent.extend(checked)
+        self.totals = replace(
+            self.totals,
+            items_reported=self.totals.items_reported + len(checked),
+            items_ok=self.totals.items_ok + sum(1 for item in checked if item.result == "ok"),
+            items_broken=self.totals.items_broken + sum(1 for item in checked if item.result == "broken"),
+        )
+        view = self.units.get(unit_id)
+        if view is not None:
+            self.units[unit_id] = replace(view, done=min((view.done or 0) + 1, view.items))
+
     def ended(self, unit_id: int) -> None:
         self.units.pop(unit_id, None)
 

@@ -1,6 +1,7 @@
 """One leased unit, from the lease to the report: fetch and check its bundle, decide how it may
 run (peer.trust), run it (peer.runner) while renewing the lease, and hand the result over
-(peer.delivery).
+(peer.delivery). A version 2 workload's streamed items go to the coordinator while the unit
+runs (peer.streaming); those not acknowledged by its end go with its report.
 
 A unit never strands its lease: given back (released) when the peer may not run its bundle or
 is interrupted (a pause, a stop), failed with a reason when the peer itself breaks, and stopped
@@ -22,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from overlay import wire
 from overlay.http import Rejected, Unavailable
@@ -34,6 +36,7 @@ from peer.ready import ReadyBundle
 from peer.retrying import patiently
 from peer.runner import WorkloadOutcome, run_workload
 from peer.sandbox import SandboxFailed
+from peer.streaming import ItemStreamer
 from peer.tally import WorkTally
 from peer.trust import Untrusted, WorkloadTrust
 from workloads.bundle import BundleError
@@ -106,10 +109,18 @@ class UnitWork:
         unit = asyncio.current_task()
         assert unit is not None
         renewer = asyncio.create_task(self._renew_loop(client, ref, unit, lease_seconds))
+
+        def lost(_why: str) -> None:
+            # A refused batch ends the unit, unless it is ending already (the refusal came of it).
+            if not unit.cancelling():
+                unit.cancel()
+
+        streamer = ItemStreamer(client, lease, lost)
+        deliverer = asyncio.create_task(streamer.run())
         self._tally.started(lease, self._clock.time())
         throttled = [0]  # answers of 429 or 503 the unit's fetches got
         try:
-            outcome = await self._run(client, lease, throttled)
+            outcome = await self._run(client, lease, throttled, streamer)
         except (Untrusted, FetchFailed, SandboxFailed) as exc:
             # Not the version's fault nor the unit's but this peer's (it may not run the bundle,
             # could not download it, or could not build the sandbox): give the unit back, no
@@ -126,17 +137,25 @@ class UnitWork:
             # as it is.
             paused = self._paused()
             log.info("unit %d interrupted%s; releasing its lease", lease.unit_id, f" ({paused})" if paused else "")
-            await _release(client, lease, _paused_reason(paused) if paused else None)
+            deliverer.cancel()
+            if streamer.gone is None and streamer.leftover():
+                # Its streamed items are done: hand them over before the lease goes.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(streamer.deliver(), timeout=RELEASE_TIMEOUT)
+            if streamer.gone is None:
+                await _release(client, lease, _paused_reason(paused) if paused else None)
             raise
         finally:
             renewer.cancel()
+            deliverer.cancel()
             self._tally.ended(lease.unit_id)
         self._tally.count(outcome, self._clock.time())
+        payload, leftover = streamer.final(outcome.exit_code, outcome.payload)
         report = wire.Report(
             unit_id=lease.unit_id,
             token=lease.token,
             exit_code=int(outcome.exit_code),
-            payload=outcome.payload,
+            payload=payload,
             error=wire.clip(outcome.error),  # a workload's error may be any length; the wire's is capped
             bundle_version=lease.bundle.version if lease.bundle else None,
             # So that the coordinator rests the host that long between units, whoever runs them.
@@ -144,12 +163,16 @@ class UnitWork:
             throttled=throttled[0],
             # A failed unit's stderr tail goes to its owner (`osaas job logs`), capped.
             log=log_tail(outcome.stderr_tail) if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL) else None,
+            streamed=streamer.taken or None,
+            items=leftover or None,
         )
         if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
             log.warning("unit %d failed (exit %d): %s", lease.unit_id, outcome.exit_code, outcome.error)
         await self._delivery.keep_and_deliver(client, report)
 
-    async def _run(self, client: CoordinatorClient, lease: wire.Lease, throttled: list[int]) -> WorkloadOutcome:
+    async def _run(
+        self, client: CoordinatorClient, lease: wire.Lease, throttled: list[int], streamer: ItemStreamer
+    ) -> WorkloadOutcome:
         if lease.bundle is None:
             return WorkloadOutcome(ExitCode.FAILED, None, "the coordinator named no bundle for this unit", "")
         try:
@@ -165,11 +188,16 @@ class UnitWork:
         sandboxed = self._trust.confinement(ready)  # raises Untrusted
 
         async def fetch(request: FetchRequest) -> FetchResult:
-            # Version 2 workloads get what the egress measured too (process API FetchDetails).
-            result = await self._egress.fetch(request, detailed=ready.api_version >= 2)
+            # Version 2 workloads get what the egress measured too (process API FetchDetails),
+            # unless a fetch says it does without.
+            result = await self._egress.fetch(request, detailed=ready.api_version >= 2 and request.measure)
             if result.status in THROTTLED:
                 throttled[0] += 1
             return result
+
+        async def streamed(record: dict[str, Any], size: int) -> None:
+            self._tally.streamed(lease.unit_id, record, self._clock.time())
+            await streamer.put(record, size)
 
         return await run_workload(
             ready.argv if sandboxed is None else ready.sandboxed_argv,
@@ -181,6 +209,7 @@ class UnitWork:
             workdir_parent=self._workdir,
             sandbox=sandboxed,
             progressed=lambda done: self._tally.progressed(lease.unit_id, done),
+            streamed=streamed,
         )
 
     async def _ready_bundle(self, client: CoordinatorClient, ref: wire.BundleRef) -> ReadyBundle:

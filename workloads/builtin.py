@@ -18,6 +18,7 @@ from pathlib import Path
 
 from overlay.identity import Identity
 from workloads import bundle
+from workloads.linkcheck.check import MAX_LINKS_PER_PAGE
 
 LINKCHECK = "linkcheck"
 PROBE = "probe"
@@ -43,14 +44,15 @@ class Builtin:
 _LINKCHECK = Builtin(
     LINKCHECK,
     "linkcheck",
-    1,
+    2,  # for its item frames: each page's record reaches the owner as soon as it is checked
     {"cpu_seconds": 120, "memory_mb": 1024, "open_files": 64, "timeout_seconds": 600},
-    """
+    f"""
 [job]
 input = "urls"
 crawl = true
 count = "result"
 links_at = "final_url"
+max_links = {MAX_LINKS_PER_PAGE}
 
 [results.fields]
 url = "str"

@@ -10,11 +10,14 @@ Conversation:
     workload -> peer   {"type": "fetch", ...}                      any number
     peer -> workload   {"type": "fetch_result", ...}               one per fetch, any order
     workload -> peer   {"type": "progress", ...}                   version 2: any number
+    workload -> peer   {"type": "item", ...}                       version 2: any number
     workload -> peer   {"type": "result", ...}                     exactly once, then exit
 
 Version 2 (a manifest's `api_version = 2`) adds what the peer measured to each fetch_result
-(`timing`, `tls`, `address`: `FetchDetails`) and the workload's `progress`; a version 1
-workload gets exactly the frames it always did.
+(`timing`, `tls`, `address`: `FetchDetails`; a fetch may say `measure: false` to go without),
+the workload's `progress`, and its `item` frames: one item's record each, sent as soon as it
+is done, so that a big unit's results reach the owner while it still runs (`ItemStream`
+helps). A version 1 workload gets exactly the frames it always did.
 """
 
 from __future__ import annotations
@@ -136,23 +139,33 @@ FETCH_METHODS = ("GET", "HEAD")
 
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
-    """workload -> peer: please fetch `url`. Redirects are never followed by the peer."""
+    """workload -> peer: please fetch `url`. Redirects are never followed by the peer.
+
+    `measure` (version 2 only; the frame carries it only when false): false asks for the
+    answer without what the peer measured, over the peer's shared connections, as in
+    version 1: for a workload that wants version 2 for its `item` frames, not for timings."""
 
     id: int
     method: str
     url: str
     want_body: bool = False
+    measure: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in FETCH_METHODS:
             raise ProtocolError(f"fetch frame: method must be one of {FETCH_METHODS}")
 
     def to_frame(self) -> dict[str, Any]:
-        return {"type": "fetch", "id": self.id, "method": self.method, "url": self.url, "want_body": self.want_body}
+        frame = {"type": "fetch", "id": self.id, "method": self.method, "url": self.url, "want_body": self.want_body}
+        if not self.measure:
+            frame["measure"] = False
+        return frame
 
     @classmethod
     def from_frame(cls, m: dict[str, Any]) -> FetchRequest:
         v = _fields(m, {"id": int, "method": str, "url": str, "want_body": bool})
+        if "measure" in m:
+            v.update(_fields(m, {"measure": bool}))
         return cls(**v)
 
 
@@ -276,6 +289,51 @@ class Progress:
     @classmethod
     def from_frame(cls, m: dict[str, Any]) -> Progress:
         return cls(**_fields(m, {"done": int}))
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """workload -> peer, version 2, optional: one item's record, done, as the result's
+    `payload.items` would hold it. The peer hands it to the coordinator while the unit runs;
+    an item streamed counts, and the same item in a later frame or in the result is dropped."""
+
+    record: dict[str, Any]
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "item", "record": self.record}
+
+    @classmethod
+    def from_frame(cls, m: dict[str, Any]) -> Item:
+        return cls(**_fields(m, {"record": dict}))
+
+
+class ItemStream:
+    """A workload's records as it finishes them, sans I/O: `add` gives the bytes to write now
+    (version 2: an `item` frame; version 1: nothing, the record waits for the result), and
+    `result` the unit's result, holding only what was not streamed. One workload then runs on
+    both versions:
+
+        stream = ItemStream(unit.version)
+        for item in items:
+            stdout.write(stream.add(check(item)))
+            stdout.flush()
+        return stream.result(ExitCode.OK)
+    """
+
+    def __init__(self, version: int) -> None:
+        self.streaming = version >= 2  # records become item frames (else they wait for the result)
+        self._kept: list[dict[str, Any]] = []
+        self.done = 0  # records added so far
+
+    def add(self, record: dict[str, Any]) -> bytes:
+        self.done += 1
+        if self.streaming:
+            return encode_frame(Item(record).to_frame())
+        self._kept.append(record)
+        return b""
+
+    def result(self, status: int, error: str | None = None) -> Result:
+        return Result(status, {"items": self._kept}, error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ class Checker:
         self._stored = [f.name for f in model.stored]
         self._crawl = model.crawl
         self._key = model.key
+        self._links_limit = model.links_limit  # what a record reports past it is dropped
 
     def records(self, payload: Any) -> list[Record]:
         """The payload's records, each checked; raise `SchemaError`."""
@@ -112,7 +113,7 @@ class Checker:
             raw[self._key],
             [raw[name] for name in self._stored],
             None if model.count is None else raw[model.count],
-            raw[_LINKS] if self._crawl else [],
+            raw[_LINKS][: self._links_limit] if self._crawl else [],
             None if model.links_at is None else raw[model.links_at],
         )
 

@@ -196,8 +196,8 @@ def lease(
             peers.record_usage(db, conn, peer_id, usage, now)
         if planning.plan_is_due(db, conn, peer_id, now):
             planning.plan(db, conn, now)
-        if not workloads:
-            return granted
+        if not workloads or peers.quarantined(conn, peer_id) is not None:
+            return granted  # a quarantined key gets no more work
         ask = Asking(
             peer_id,
             now,
@@ -431,6 +431,9 @@ def _lease_of(
     workload, pinned = job.workload, job.pinned
     if (workload, pinned) not in ask.bundles:
         ask.bundles[workload, pinned] = bundle_ref(conn, workload, pinned, ask.peer_id)
+    bundle = ask.bundles[workload, pinned]
+    # Its report must name this version: a peer cannot charge another version's rollout.
+    conn.execute("UPDATE units SET version = ? WHERE id = ?", (None if bundle is None else bundle.version, unit_id))
     host = key if url_jobs.is_website(key) else None
     kind = jobs.checker(db, conn, job_id).model.input
     records = None
@@ -438,9 +441,7 @@ def _lease_of(
         records = [
             data for (data,) in conn.execute(f"SELECT data FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span)
         ]
-    granted = Granted(
-        unit_id, unit.token, job_id, workload, items, unit.expires_at, ask.bundles[workload, pinned], host
-    )
+    granted = Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, bundle, host)
     return granted._replace(kind=kind, records=records) if kind != "urls" else granted
 
 

@@ -1,10 +1,12 @@
-"""Peers: who registered, when each was last heard from, what it says of its budget, and
-how fast it gets through items (its throughput estimate, fed by its reports)."""
+"""Peers: who registered, when each was last heard from, what it says of its budget, how
+fast it gets through items (its throughput estimate, fed by its reports), and its agreement
+record (`coordinator.reputation`: a quarantined key gets no more work)."""
 
 from __future__ import annotations
 
 import sqlite3
 
+from coordinator.reputation import PeerRecord
 from coordinator.sqlite.database import Database
 from coordinator.store import UnknownPeer
 from overlay.wire import PeerUsage, RegisterRequest, encode
@@ -63,6 +65,36 @@ def throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
     return None if row is None else row[0]
 
 
+_RECORD = "agreed, outvoted, known_right, known_wrong, misreports, quarantined"
+
+
+def record_of(conn: sqlite3.Connection, peer_id: str) -> PeerRecord:
+    row = conn.execute(f"SELECT {_RECORD} FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    return PeerRecord() if row is None else PeerRecord(*row)
+
+
+def save_record(conn: sqlite3.Connection, peer_id: str, record: PeerRecord) -> None:
+    conn.execute(
+        "UPDATE peers SET agreed = ?, outvoted = ?, known_right = ?, known_wrong = ?, misreports = ?,"
+        " quarantined = ? WHERE id = ?",
+        (
+            record.agreed,
+            record.outvoted,
+            record.known_right,
+            record.known_wrong,
+            record.misreports,
+            record.quarantined,
+            peer_id,
+        ),
+    )
+
+
+def quarantined(conn: sqlite3.Connection, peer_id: str) -> str | None:
+    """Why the peer was quarantined; None while it was not."""
+    row = conn.execute("SELECT quarantined FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 # A peer quiet this long is forgotten (its row, not its work: units and results keep its id).
 FORGET_AFTER = 7 * 86_400.0
 FORGET_EVERY = 3_600.0  # seconds between two looks for such peers
@@ -71,11 +103,13 @@ FORGET_EVERY = 3_600.0  # seconds between two looks for such peers
 def forget_quiet(db: Database, conn: sqlite3.Connection, now: float) -> int:
     """Delete the peers not heard from for FORGET_AFTER that hold no host, at most every
     FORGET_EVERY seconds: keys cost nothing to make, so a table of every key that ever
-    registered would only grow. A forgotten peer that comes back registers again."""
+    registered would only grow. A forgotten peer that comes back registers again. Quarantined
+    keys are kept: one coming back must not start clean."""
     if now - db.forgot_at < FORGET_EVERY:
         return 0
     db.forgot_at = now
     return conn.execute(
-        "DELETE FROM peers WHERE last_seen < ? AND id NOT IN (SELECT peer_id FROM hosts WHERE peer_id IS NOT NULL)",
+        "DELETE FROM peers WHERE last_seen < ? AND quarantined IS NULL"
+        " AND id NOT IN (SELECT peer_id FROM hosts WHERE peer_id IS NOT NULL)",
         (now - FORGET_AFTER,),
     ).rowcount

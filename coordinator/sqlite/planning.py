@@ -45,8 +45,9 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
     active = {
         peer_id: ActivePeer(capacity, decode(workloads))
         for peer_id, capacity, workloads in conn.execute(
-            "SELECT id, capacity, workloads FROM peers WHERE last_seen >= ? OR id IN"
-            " (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?)",
+            # A quarantined key gets no website (`coordinator.reputation`).
+            "SELECT id, capacity, workloads FROM peers WHERE quarantined IS NULL AND (last_seen >= ? OR id IN"
+            " (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?))",
             (now - PEER_QUIET_SECONDS, now),
         )
     }

@@ -39,7 +39,7 @@ def peers_overview(db: Database, seen_since: float, limit: int) -> list[PeerOver
     with db.transaction(write=False) as conn:
         rows = conn.execute(
             "SELECT peers.id, name, capacity, used, cap, down_rate, up_rate, last_seen,"
-            " (SELECT COUNT(*) FROM hosts WHERE hosts.peer_id = peers.id), throughput"
+            " (SELECT COUNT(*) FROM hosts WHERE hosts.peer_id = peers.id), throughput, quarantined"
             " FROM peers WHERE last_seen >= ? ORDER BY capacity DESC, peers.id LIMIT ?",
             (seen_since, limit),
         ).fetchall()

@@ -12,6 +12,12 @@ it changes is collected in a `Reported`; the collected changes are then written 
 statement per kind of row. A report is refused before it changes anything, so a refused
 report of a batch takes nothing else with it. What a report does to its unit is
 `leases.after_report`'s rule; to its host, `host_pacing.after_unit`'s.
+
+Items a version 2 workload streamed while its unit ran were finished already
+(`coordinator.sqlite.streamed`, `streamed_records`): the final report says how many its lease
+streamed (`streamed`) and carries those the peer could not hand over yet (`items`), taken
+first; a record of an item already finished is dropped (the first record counts), so nothing
+is counted twice.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_pacing, leases, rollout, unit_sizing, url_jobs
+from coordinator import host_pacing, host_planning, leases, reputation, rollout, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
@@ -53,6 +59,8 @@ class Incoming(NamedTuple):
     crawl_delay: float | None
     throttled: int
     log: str | None
+    streamed: int = 0  # items the lease streamed that the coordinator took
+    items: list[Any] | None = None  # records the lease streamed not yet taken
 
 
 def incoming(report: Report) -> Incoming:
@@ -66,6 +74,8 @@ def incoming(report: Report) -> Incoming:
         report.crawl_delay,
         report.throttled or 0,
         report.log if report.exit_code not in (0, 1) else None,
+        report.streamed or 0,
+        report.items or None,
     )
 
 
@@ -75,10 +85,13 @@ class ReportedUnit:
 
     job_id: int
     key: str  # its host (unit_key)
+    first: int  # the range of items it holds
+    last: int
     leased_at: float | None
     lease: UnitLease
     replica: int = 0  # its vantage point (`coordinator.vantage`)
     network: str | None = None  # a vantage job's: the network of the peer it was granted to
+    version: str | None = None  # the bundle version it was granted with (None: before schema 13)
     items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
 
 
@@ -103,6 +116,8 @@ class Reported:
     outcomes: list[tuple[str, str, bool]] = field(default_factory=list)  # (bundle, version, ok) per unit
     closed: dict[int, int] = field(default_factory=dict)  # items finished per job
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
+    misreports: int = 0  # reports refused as the peer's doing (a version it was not leased)
+    stepped_aside: list[str] = field(default_factory=list)  # hosts the peer leaves to others a while
 
     def __post_init__(self) -> None:
         self.throughput = self.throughput_before
@@ -117,7 +132,7 @@ class Reported:
 def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportResponse:
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
-        reported = load_reported(conn, peer_id, [report])
+        reported = load_reported(conn, peer_id, [report.unit_id])
         response = _take_report(db, conn, report, now, reported)
         write_reported(conn, reported, now)
     return response
@@ -129,7 +144,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
     verdicts: list[tuple[int, bool, str, str]] = []
     with db.transaction() as conn:
         peers.touch(conn, peer_id, now)
-        reported = load_reported(conn, peer_id, reports)
+        reported = load_reported(conn, peer_id, [report.unit_id for report in reports])
         for report in reports:
             try:
                 response = _take_report(db, conn, report, now, reported)
@@ -143,19 +158,19 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
     return verdicts
 
 
-def load_reported(conn: sqlite3.Connection, peer_id: str, reports: list[Incoming]) -> Reported:
-    """The rows the reports touch: their units (if any), the units' open items and their
-    hosts' paces, in a few queries for the whole call."""
+def load_reported(conn: sqlite3.Connection, peer_id: str, unit_ids: list[int]) -> Reported:
+    """The rows the reports of these units touch: their units (if any), the units' open items
+    and their hosts' paces, in a few queries for the whole call."""
     reported = Reported(peer_id, peers.throughput(conn, peer_id))
-    ids = sorted({r.unit_id for r in reports if 0 <= r.unit_id <= schema.MAX_ID})
+    ids = sorted({unit_id for unit_id in unit_ids if 0 <= unit_id <= schema.MAX_ID})
     for chunk in chunks(ids):
-        for unit_id, job_id, key, first, last, leased_at, replica, network, *lease_row in conn.execute(
-            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, replica, network, state, token, peer_id,"
-            f" expires_at, attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
+        for unit_id, job_id, key, first, last, leased_at, replica, network, version, *lease_row in conn.execute(
+            "SELECT id, job_id, unit_key, first_item, last_item, leased_at, replica, network, version, state, token,"
+            f" peer_id, expires_at, attempts, last_error FROM units WHERE id IN ({placeholders(chunk)})",
             chunk,
         ):
             reported.units[unit_id] = ReportedUnit(
-                job_id, key, leased_at, leasing.unit_lease(lease_row), replica, network
+                job_id, key, first, last, leased_at, leasing.unit_lease(lease_row), replica, network, version
             )
             # A unit done has no open items: what its range holds undone is another unit's
             # (a partial report left it out).
@@ -194,39 +209,48 @@ def _take_report(
         raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
     if verdict is Verdict.DUPLICATE:
         return ReportResponse(accepted=True, reason="duplicate")
+    if unit.version is not None and report.bundle_version != unit.version:
+        db.replan = True  # the peer leaves the host to others a while
+        reason = misreported(unit, report.unit_id, report.bundle_version, now, reported, db.settings.min_delay)
+        return ReportResponse(accepted=False, reason=reason)
     name = jobs.job(db, conn, unit.job_id).workload
     counted = report.bundle_version is not None and report.exit_code != 3
     on_trial = counted and _on_trial(conn, name, report.bundle_version, reported)
     error = report.error[: url_jobs.MAX_TEXT] if report.error else None
     records: list[Record] = []
+    streamed: list[Record] = []
     refused = None
-    if report.exit_code in (0, 1):
-        try:
+    try:
+        if report.items:
+            streamed = streamed_records(db, conn, unit, report.items)
+        if report.exit_code in (0, 1):
             checker = jobs.checker(db, conn, unit.job_id)
             records = checker.records(report.payload)
+            records = _not_streamed(conn, unit, records, {r.url for r in streamed})
             check_unit_items(records, unit.items, checker.model.key)
-        except SchemaError as exc:
-            refused = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
-            records = []
+    except SchemaError as exc:
+        refused = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
+        records, streamed = [], []
+    done_here = len(records) + len(streamed) + report.streamed  # items this lease finished
     if refused is not None:
         after = leases.after_refused_report(unit.lease, refused, db.settings.max_attempts)
     else:
-        after = leases.after_report(
-            unit.lease, report.exit_code, len(records), error, on_trial, db.settings.max_attempts
-        )
-    if records:
+        after = leases.after_report(unit.lease, report.exit_code, done_here, error, on_trial, db.settings.max_attempts)
+    if streamed:
+        finish_records(db, conn, unit, streamed, reported, now)
+    if records or (done_here and refused is None and report.exit_code in (0, 1)):
         _merge_results(db, conn, unit, records, reported, now)
     if after.give_up is not None:
-        _finish_with_error(unit, after.give_up, reported)
+        finish_with_error(unit, after.give_up, reported)
     lease = after.lease
     unit.lease = reported.leases[report.unit_id] = lease
-    if records:
+    if done_here and refused is None:
         summary = UnitSummary(throttled=report.throttled, crawl_delay=report.crawl_delay)
         reported.pace(
             unit.key, lambda pace: host_pacing.after_unit(pace, now, summary, db.settings.min_delay, reported.peer_id)
         )
         if unit.leased_at is not None:
-            reported.throughput = unit_sizing.observe(reported.throughput, len(records), now - unit.leased_at)
+            reported.throughput = unit_sizing.observe(reported.throughput, done_here, now - unit.leased_at)
     else:
         # No item came back, so nothing was learned about the host.
         reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, db.settings.min_delay))
@@ -240,6 +264,22 @@ def _take_report(
     return ReportResponse(accepted=True)
 
 
+def misreported(
+    unit: ReportedUnit, unit_id: int, named: str | None, now: float, reported: Reported, min_delay: float
+) -> str:
+    """A report naming another bundle version (`named`) than its unit was leased with: refused
+    (the reason returned), and the peer's doing, not a version's (issue: trust in results).
+    Nothing of it is kept: its unit goes back without using an attempt, no version is charged,
+    the host goes to other peers a while, and the peer's record keeps the misreport."""
+    what = "no version" if named is None else f"version {named!r}"
+    reason = f"report refused: it names {what}; unit {unit_id} was leased with {unit.version!r}"
+    unit.lease = reported.leases[unit_id] = leases.released(unit.lease)
+    reported.misreports += 1
+    reported.stepped_aside.append(unit.key)
+    reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
+    return reason[: url_jobs.MAX_TEXT]
+
+
 def _merge_results(
     db: Database,
     conn: sqlite3.Connection,
@@ -250,6 +290,18 @@ def _merge_results(
 ) -> None:
     """Collect a (partial) result: the items it reports are finished with their records, the
     rest go back to waiting; a crawl's links become new items."""
+    finish_records(db, conn, unit, records, reported, now)
+    if unit.items:
+        left = [item_id for item_id, _, _ in unit.items.values()]
+        reported.left_out.append((unit.key, unit.job_id, min(left), max(left), unit.replica))
+    unit.items.clear()
+
+
+def finish_records(
+    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, records: list[Record], reported: Reported, now: float
+) -> None:
+    """Finish the unit's open items these checked records name (each at most once, open: see
+    `check_unit_items`), with their records; a crawl's links become new items."""
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
         reported.finished.append(
@@ -257,14 +309,58 @@ def _merge_results(
         )
         if crawl and r.links:
             _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
-    if unit.items:
-        left = [item_id for item_id, _, _ in unit.items.values()]
-        reported.left_out.append((unit.key, unit.job_id, min(left), max(left), unit.replica))
-    unit.items.clear()
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
-def _finish_with_error(unit: ReportedUnit, message: str, reported: Reported) -> None:
+def streamed_records(db: Database, conn: sqlite3.Connection, unit: ReportedUnit, items: list[Any]) -> list[Record]:
+    """The records a unit's workload streamed (process API version 2), checked against the
+    job's model as a final report's are, without those of items finished already (streamed
+    before, sent again): the first record of an item counts. Raise `SchemaError` for a record
+    that breaks the model or names no item of the unit."""
+    checker = jobs.checker(db, conn, unit.job_id)
+    records = checker.records({"items": items})
+    fresh: dict[str, Record] = {}
+    for r in records:
+        if r.url in unit.items:
+            fresh.setdefault(r.url, r)
+    if len(fresh) < len(records):
+        strays = [(i, r.url) for i, r in enumerate(records) if r.url not in unit.items]
+        finished = _finished_of_unit(conn, unit, [url for _, url in strays])
+        for i, url in strays:
+            if url not in finished:
+                raise SchemaError(f"payload.items[{i}].{checker.model.key} is not an item of this unit")
+    return list(fresh.values())
+
+
+def _not_streamed(
+    conn: sqlite3.Connection, unit: ReportedUnit, records: list[Record], streamed: set[str]
+) -> list[Record]:
+    """A final report's records without those of items its lease streamed (taken already, or
+    in this report's `items`): the streamed record counts. The rest are checked as ever."""
+    records = [r for r in records if r.url not in streamed]
+    strays = sorted({r.url for r in records if r.url not in unit.items})
+    if not strays:
+        return records
+    finished = _finished_of_unit(conn, unit, strays)
+    return [r for r in records if r.url not in finished]
+
+
+def _finished_of_unit(conn: sqlite3.Connection, unit: ReportedUnit, urls: list[str]) -> set[str]:
+    """Which of `urls` are items of the unit's range already finished."""
+    found: set[str] = set()
+    for chunk in chunks(urls):
+        found.update(
+            url
+            for (url,) in conn.execute(
+                "SELECT url FROM items WHERE unit_key = ? AND job_id = ? AND id BETWEEN ? AND ? AND done = 1"
+                f" AND url IN ({placeholders(chunk)})",
+                (unit.key, unit.job_id, unit.first, unit.last, *chunk),
+            )
+        )
+    return found
+
+
+def finish_with_error(unit: ReportedUnit, message: str, reported: Reported) -> None:
     """The unit's open items are finished with an error (its work cannot be done)."""
     message = message[: url_jobs.MAX_TEXT]
     reported.failed.extend((message, item_id) for item_id, _, _ in unit.items.values())
@@ -341,6 +437,22 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
             log.warning("%s", after.message)
     for job_id, count in reported.closed.items():
         jobs.items_closed(conn, job_id, count, now)
+    if reported.misreports:
+        was = peers.record_of(conn, reported.peer_id)
+        record = was
+        for _ in range(reported.misreports):
+            record = reputation.after_misreport(record)
+        peers.save_record(conn, reported.peer_id, record)
+        if record.quarantined is not None and was.quarantined is None:
+            log.warning("peer %s… quarantined: %s", reported.peer_id[:12], record.quarantined)
+        conn.executemany(
+            "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
+            " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
+            [(key, reported.peer_id, now + host_planning.STEP_ASIDE_SECONDS) for key in reported.stepped_aside],
+        )
+        log.warning(
+            "peer %s… named a version it was not leased in %d reports", reported.peer_id[:12], reported.misreports
+        )
     if reported.throughput != reported.throughput_before:
         conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
 

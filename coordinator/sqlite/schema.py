@@ -32,8 +32,11 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     12 every job has its model (jobs.model of the jobs before 9: what a manifest without [job]
        means) and every finished item its record: the link-check columns of items finished
        before 9 (status, final_url, redirects, error) become records and are dropped
-    13 trust in what peers say (issue 21): hosts.delay_claim and claimed_by (a Crawl-delay one
-       peer saw, applied in full once a second peer sees as much: `host_pacing.delay`)
+    13 trust in what peers say: hosts.delay_claim and claimed_by (a Crawl-delay one peer saw,
+       applied in full once a second peer sees as much: `host_pacing.delay`); units.version
+       (the bundle version a unit was last granted with: its report must name it);
+       peers.misreports (reports refused as the peer's doing, not its version's), agreed,
+       outvoted, known_right, known_wrong and quarantined (why): its `reputation.PeerRecord`
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -397,6 +400,13 @@ MIGRATIONS_IN_PYTHON: dict[int, Callable[[sqlite3.Connection], None]] = {12: rec
 MIGRATIONS[13] = """
 ALTER TABLE hosts ADD COLUMN delay_claim REAL NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN claimed_by TEXT;
+ALTER TABLE units ADD COLUMN version TEXT;
+ALTER TABLE peers ADD COLUMN misreports INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN agreed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN outvoted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN known_right INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN known_wrong INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN quarantined TEXT;
 """
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its

@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 from coordinator import assignment, host_pacing
 from coordinator.owner_limits import Limits
 from coordinator.roles import Role
-from coordinator.sqlite import access, bundles, jobs, leasing, peers, planning, queries, reports
+from coordinator.sqlite import access, bundles, jobs, leasing, peers, planning, queries, reports, streamed
 from coordinator.sqlite.database import Database, Settings
 from coordinator.sqlite.process import Hosted, StoreProcess
 from coordinator.sqlite.thread import StoreThread
@@ -47,9 +47,9 @@ from overlay.wire import (
     RegisterRequest,
     Report,
     ReportResponse,
-    ReportVerdict,
     UnitLog,
 )
+from overlay.wire_reports import ItemsAnswer, ItemsReport, ReportVerdict
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,12 @@ class SqliteStore:
     async def report_batch(self, peer_id: str, batch: list[Report], now: float) -> list[ReportVerdict]:
         verdicts = await self._run(reports.report_batch, peer_id, [reports.incoming(r) for r in batch], now)
         return [ReportVerdict(*verdict) for verdict in verdicts]
+
+    async def report_items(self, peer_id: str, report: ItemsReport, now: float) -> ItemsAnswer:
+        accepted, taken, reason = await self._run(
+            streamed.report_items, peer_id, report.unit_id, report.token, report.items, report.bundle_version, now
+        )
+        return ItemsAnswer(accepted, taken, reason)
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from coordinator.rate_limits import Rate, RateLimits, Route
 from coordinator.sqlite import SqliteStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
-from overlay.wire import CONTENT_TYPE, decode, encode, sign_request
+from overlay.wire import CONTENT_TYPE, Lease, decode, encode, sign_request
 from workloads import bundle
 from workloads.builtin import build_linkcheck
 from workloads.bundle import BuiltBundle
@@ -82,8 +82,18 @@ class Peer:
                 "exit_code": exit_code,
                 "payload": payload,
                 "error": error,
+                # What `osaas peer run` sends: the version it was leased (coordinators refuse others).
+                "bundle_version": version_of(lease),
             },
         )
+
+
+def version_of(lease: Lease | dict[str, Any]) -> str | None:
+    """The bundle version a lease (or a lease as the API sent it) names: what `osaas peer run`
+    reports it ran (a report naming another is refused)."""
+    if isinstance(lease, dict):
+        return (lease.get("bundle") or {}).get("version")
+    return lease.bundle.version if lease.bundle is not None else None
 
 
 def item(url: str, links: list[str] | tuple[str, ...] = (), result: str = "ok", crawled: bool = True) -> dict[str, Any]:

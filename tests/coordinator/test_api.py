@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from overlay.wire import MAX_REPORT_BATCH
+from overlay.wire_reports import MAX_REPORT_BATCH
 from tests.coordinator.conftest import (
     LEASE_SECONDS,
     OPERATOR_KEY,
@@ -23,6 +23,7 @@ from tests.coordinator.conftest import (
     results,
     submit,
     urls_of,
+    version_of,
 )
 
 
@@ -244,7 +245,13 @@ async def test_a_refused_report_uses_an_attempt_and_counts_against_the_version(
     queued again with that reason, using an attempt, and the version that ran it is charged."""
     job_id = await submit(client, ["http://a.test/"])
     (lease,) = await peer.lease()
-    sent = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0, "payload": payload}
+    sent = {
+        "unit_id": lease["unit_id"],
+        "token": lease["token"],
+        "bundle_version": version_of(lease),
+        "exit_code": 0,
+        "payload": payload,
+    }
     answer = await peer.post("/v1/reports", {**sent, "bundle_version": linkcheck.version})
     assert answer == (200, {"accepted": False, "reason": f"report refused: {reason}"})
     # Nothing of it was kept, and it cannot be sent again: the lease is over.
@@ -306,7 +313,13 @@ async def test_unregistered_peer_is_told_to_register(client: TestClient, clock: 
 
 def report_of(lease: dict[str, Any], payload: Any, token: int | None = None) -> dict[str, Any]:
     token = lease["token"] if token is None else token
-    return {"unit_id": lease["unit_id"], "token": token, "exit_code": 0, "payload": payload}
+    return {
+        "unit_id": lease["unit_id"],
+        "token": token,
+        "bundle_version": version_of(lease),
+        "exit_code": 0,
+        "payload": payload,
+    }
 
 
 async def test_report_batch_answers_every_report_in_order(client: TestClient, peer: Peer, clock: Clock) -> None:
@@ -384,9 +397,21 @@ async def test_report_batch_takes_each_report_as_if_alone(client: TestClient, pe
         {
             "reports": [
                 report_of(a, {"items": [item(on_a[0]), item(on_a[1], result="broken")]}),
-                {"unit_id": b["unit_id"], "token": b["token"], "exit_code": 2, "error": "crashed"},
+                {
+                    "unit_id": b["unit_id"],
+                    "token": b["token"],
+                    "bundle_version": version_of(b),
+                    "exit_code": 2,
+                    "error": "crashed",
+                },
                 report_of(b, {"items": [item("http://b.test/")]}),
-                {"unit_id": c["unit_id"], "token": c["token"], "exit_code": 3, "error": "not for me"},
+                {
+                    "unit_id": c["unit_id"],
+                    "token": c["token"],
+                    "bundle_version": version_of(c),
+                    "exit_code": 3,
+                    "error": "not for me",
+                },
             ]
         },
     )

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator import rollout
+from coordinator import reputation, rollout
 from coordinator.api import make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.owner_routes import MAX_BUNDLE_UPLOAD
@@ -485,6 +485,59 @@ async def test_rollout_to_half_then_roll_back_on_failures(
     status, body = await owner.rollout("demo", "2.0", 50, force=True)
     assert (status, body["state"], body["candidate"]) == (200, "rolling_out", "2.0")
     assert [v["rolled_back"] for v in body["versions"]] == [False, False]
+
+
+async def test_a_peer_naming_a_version_it_was_not_leased_cannot_roll_a_candidate_back(
+    coordinator: Coordinator, owner: Owner, tmp_path: Path
+) -> None:
+    """The liar of issue 21: leased under the stable 1.0, it reported exit 2 naming the
+    candidate 2.0, again and again; each report requeued the unit without an attempt and
+    charged 2.0, until the good candidate was rolled back."""
+    await two_versions(coordinator, owner)
+    assert (await owner.rollout("demo", "2.0", 50))[0] == 200
+    client, clock = coordinator.client, coordinator.clock
+    liar = peer_in(client, clock, "demo", "2.0", 50, False)
+    await liar.register()
+    hosts = [f"http://site-{i}.test/" for i in range(rollout.MIN_UNITS + 1)]
+    _, job = await submit(client, hosts)
+    lied_on = set()
+    for _ in range(reputation.MISREPORT_LIMIT):
+        (unit,) = await lease(liar, ["demo"])
+        assert unit["bundle"]["version"] == "1.0"
+        status, body = await liar.post(
+            "/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"}
+        )
+        assert (status, body["accepted"]) == (200, False)
+        assert body["reason"] == f"report refused: it names version '2.0'; unit {unit['unit_id']} was leased with '1.0'"
+        lied_on.add(unit["host"])  # and it leaves that website to others a while
+    assert len(lied_on) == reputation.MISREPORT_LIMIT
+    # Caught: quarantined, it gets no more work, and the operator sees why.
+    assert await lease(liar, ["demo"]) == []
+    (shown,) = await coordinator.store.peers_overview(0.0, 10)
+    assert shown.quarantined == f"named a bundle version it was not leased {reputation.MISREPORT_LIMIT} times"
+    state = (await get(client, "/v1/bundles/demo"))[1]
+    # Nothing charged to either version: the candidate rolls on.
+    assert (state["state"], state["candidate"]) == ("rolling_out", "2.0")
+    assert [(v["version"], v["units_ok"], v["units_failed"]) for v in state["versions"]] == [
+        ("1.0", 0, 0),
+        ("2.0", 0, 0),
+    ]
+    # No attempt was used (3 would have given a unit up): an honest peer does them all.
+    clock.advance(PEER_QUIET_SECONDS + DEFAULT_MIN_DELAY)
+    honest = peer_in(client, clock, "demo", "2.0", 50, False)
+    await honest.register()
+    units = await lease(honest, ["demo"], max_units=len(hosts))
+    assert len(units) == len(hosts)
+    for unit in units:
+        ok = {"items": [item(u["url"], crawled=False) for u in unit["payload"]["items"]]}
+        report = {**ref(unit), "exit_code": 0, "payload": ok, "bundle_version": "1.0"}
+        assert (await honest.post("/v1/reports", report))[1]["accepted"]
+    assert (await get(client, f"/v1/jobs/{job['job_id']}"))[1]["state"] == "done"
+    # The coordinator keeps the misreports against the liar's key, not the version's.
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:
+        misreports = dict(conn.execute("SELECT id, misreports FROM peers").fetchall())
+    conn.close()
+    assert misreports == {liar.identity.public_hex: reputation.MISREPORT_LIMIT, honest.identity.public_hex: 0}
 
 
 def ref(unit: dict[str, Any]) -> dict[str, Any]:

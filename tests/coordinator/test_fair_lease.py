@@ -29,7 +29,7 @@ from coordinator.store import (
 )
 from coordinator.url_jobs import unit_key
 from overlay.wire import Lease, RegisterRequest, Report, encode
-from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit
+from tests.coordinator.conftest import Clock, Linkcheck, Peer, add_linkcheck, get, item, submit, version_of
 
 T0 = 1000.0
 LEASE = 60.0
@@ -73,7 +73,11 @@ def done(lease: Lease, status: int = 200) -> dict[str, Any]:
 async def report(store: SqliteStore, peer: str, lease: Lease, now: float, status: int = 200) -> None:
     throttled = 1 if status in (429, 503) else 0  # as the peer counts its fetches' answers
     answer = await store.report(
-        peer, Report(lease.unit_id, lease.token, 0, done(lease, status), throttled=throttled), now
+        peer,
+        Report(
+            lease.unit_id, lease.token, 0, done(lease, status), throttled=throttled, bundle_version=version_of(lease)
+        ),
+        now,
     )
     assert answer.accepted and answer.reason == ""
 
@@ -239,15 +243,25 @@ async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Pat
         await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
         (first,) = await lease_all(store, "p", T0)
         assert first.host == "http://a.test:80"  # the origin the peer keeps robots.txt for
-        answer = await store.report("p", Report(first.unit_id, first.token, 0, done(first), crawl_delay=4.0), T0 + 1)
+        answer = await store.report(
+            "p",
+            Report(first.unit_id, first.token, 0, done(first), crawl_delay=4.0, bundle_version=version_of(first)),
+            T0 + 1,
+        )
         assert answer.accepted
         assert await lease_all(store, "p", T0 + 1 + 4.0 - 0.01) == []  # the crawl delay, not REST
         (second,) = await lease_all(store, "p", T0 + 1 + 4.0)
         # A report without one keeps what was learned; one capped at MAX_CRAWL_DELAY.
-        await store.report("p", Report(second.unit_id, second.token, 0, done(second)), T0 + 6)
+        await store.report(
+            "p", Report(second.unit_id, second.token, 0, done(second), bundle_version=version_of(second)), T0 + 6
+        )
         assert await lease_all(store, "p", T0 + 6 + 4.0 - 0.01) == []
         (third,) = await lease_all(store, "p", T0 + 6 + 4.0)
-        await store.report("p", Report(third.unit_id, third.token, 0, done(third), crawl_delay=1e9), T0 + 11)
+        await store.report(
+            "p",
+            Report(third.unit_id, third.token, 0, done(third), crawl_delay=1e9, bundle_version=version_of(third)),
+            T0 + 11,
+        )
         # One peer's word (capped) rests the host UNCONFIRMED_CRAWL_DELAY at most, until a second
         # peer sees as much (host_pacing): a liar cannot park a website for everyone.
         wait = host_pacing.UNCONFIRMED_CRAWL_DELAY
@@ -349,7 +363,9 @@ async def test_a_silent_straggler_is_granted_again_and_its_old_token_is_stale(st
     assert (second.unit_id, second.token) == (first.unit_id, first.token + 1)
 
     with pytest.raises(StaleLease):
-        await store.report("p1", Report(first.unit_id, first.token, 0, done(first)), T0 + 352)
+        await store.report(
+            "p1", Report(first.unit_id, first.token, 0, done(first), bundle_version=version_of(first)), T0 + 352
+        )
     with pytest.raises(StaleLease):
         await store.renew("p1", first.unit_id, first.token, T0 + 352, lease_seconds)
     await report(store, "p2", second, T0 + 353, status=404)

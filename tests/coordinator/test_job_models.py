@@ -22,6 +22,7 @@ from tests.coordinator.conftest import (
     post,
     publish_fingerprint,
     publish_source,
+    version_of,
 )
 from workloads.builtin import stage_linkcheck
 
@@ -86,12 +87,18 @@ async def test_failed_units_logs_reach_their_owner(client: TestClient, peer: Pee
     status, page = await get(client, f"/v1/jobs/{job_id}/logs")
     assert (status, page) == (200, {"logs": []})
     (lease,) = await peer.lease()
-    failed = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 2, "error": "crashed"}
+    failed = {
+        "unit_id": lease["unit_id"],
+        "token": lease["token"],
+        "bundle_version": version_of(lease),
+        "exit_code": 2,
+        "error": "crashed",
+    }
     assert (await peer.post("/v1/reports", {**failed, "log": "Traceback ...\nValueError: boom\n"}))[0] == 200
     clock.advance(60)
     (again,) = await peer.lease()
     # A log that comes with a success is not kept: nothing failed.
-    done = {"unit_id": again["unit_id"], "token": again["token"], "exit_code": 0}
+    done = {"unit_id": again["unit_id"], "token": again["token"], "bundle_version": version_of(again), "exit_code": 0}
     assert (await peer.post("/v1/reports", {**done, "payload": {"items": [item("http://a.test/")]}, "log": "fine"}))[
         0
     ] == 200
@@ -159,7 +166,12 @@ async def test_a_candidate_with_another_schema_is_refused_and_rolls_back(
     for lease in leases:
         (url,) = [i["url"] for i in lease["payload"]["items"]]
         record = {"url": url, "status": 200, "length": "5", "sha256": None}
-        sent = {"unit_id": lease["unit_id"], "token": lease["token"], "exit_code": 0}
+        sent = {
+            "unit_id": lease["unit_id"],
+            "token": lease["token"],
+            "bundle_version": version_of(lease),
+            "exit_code": 0,
+        }
         answer = await peer.post("/v1/reports", {**sent, "payload": {"items": [record]}, "bundle_version": candidate})
         assert answer == (200, {"accepted": False, "reason": "report refused: payload.items[0].length must be int"})
     status, bundle = await get(client, "/v1/bundles/fingerprint")

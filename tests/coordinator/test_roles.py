@@ -138,6 +138,7 @@ ROUTES = {
     ("POST", "/v1/leases/release"): "signed",
     ("POST", "/v1/reports"): "signed",
     ("POST", "/v1/reports/batch"): "signed",
+    ("POST", "/v1/reports/items"): "signed",
     ("POST", "/v1/jobs"): "role",
     ("GET", "/v1/jobs"): "role",
     ("GET", "/v1/jobs/{job_id}"): "role",

@@ -21,7 +21,7 @@ from coordinator.store import StaleLease, StoreError, UnknownPeer
 from overlay import http
 from overlay.identity import Identity
 from overlay.wire import RegisterRequest, Report
-from tests.coordinator.conftest import Linkcheck, add_linkcheck, item
+from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
 
 T0 = 1000.0
 LEASE = 60.0
@@ -65,7 +65,11 @@ async def finish(store: SqliteStore, peer: str, now: float) -> float:
         if not leases:
             return now
         for lease in leases:
-            await store.report(peer, Report(lease.unit_id, lease.token, 0, answer(lease.payload)), now)
+            await store.report(
+                peer,
+                Report(lease.unit_id, lease.token, 0, answer(lease.payload), bundle_version=version_of(lease)),
+                now,
+            )
         now += REST
 
 
@@ -87,7 +91,9 @@ async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: P
     await register(abandoned, "p1")
     job_id = await abandoned.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)
     (first,) = await abandoned.lease("p1", 1, ["linkcheck"], T0, LEASE)
-    await abandoned.report("p1", Report(first.unit_id, first.token, 0, answer(first.payload)), T0)
+    await abandoned.report(
+        "p1", Report(first.unit_id, first.token, 0, answer(first.payload), bundle_version=version_of(first)), T0
+    )
     held = await abandoned.lease("p1", 8, ["linkcheck"], T0 + REST, LEASE)
     assert sorted(len(lease.payload["items"]) for lease in held) == [1, 2]  # b.test/, and a.test/1 + /2
     try:
@@ -98,7 +104,9 @@ async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: P
             end = await finish(fresh, "p1", T0 + REST + LEASE + REST)
             await assert_site_checked_once(fresh, job_id)
             # The lease taken before the "crash" was re-leased: its late report is stale.
-            stale = Report(held[0].unit_id, held[0].token, 0, answer(held[0].payload))
+            stale = Report(
+                held[0].unit_id, held[0].token, 0, answer(held[0].payload), bundle_version=version_of(held[0])
+            )
             with pytest.raises(StaleLease):
                 await fresh.report("p1", stale, end)
     finally:
@@ -152,6 +160,7 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
             report = {
                 "unit_id": lease["unit_id"],
                 "token": lease["token"],
+                "bundle_version": version_of(lease),
                 "exit_code": 0,
                 "payload": answer(lease["payload"]),
             }
@@ -206,7 +215,11 @@ async def test_any_schedule_reports_every_url_exactly_once(
                     if step[0] == "release":
                         await store.release(peer, lease.unit_id, lease.token, now)
                     else:
-                        await store.report(peer, Report(lease.unit_id, lease.token, step[2], payload, "x"), now)
+                        await store.report(
+                            peer,
+                            Report(lease.unit_id, lease.token, step[2], payload, "x", bundle_version=version_of(lease)),
+                            now,
+                        )
                 except StaleLease:
                     pass
                 rows = {r["url"]: r for r in await store.job_results(job_id, 0, 5000) if _finished(r)}
@@ -327,6 +340,10 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             " ALTER TABLE items ADD COLUMN redirects BLOB; ALTER TABLE items ADD COLUMN error TEXT;"
             # and without 13's trust columns
             " ALTER TABLE hosts DROP COLUMN delay_claim; ALTER TABLE hosts DROP COLUMN claimed_by;"
+            " ALTER TABLE units DROP COLUMN version; ALTER TABLE peers DROP COLUMN misreports;"
+            " ALTER TABLE peers DROP COLUMN agreed; ALTER TABLE peers DROP COLUMN outvoted;"
+            " ALTER TABLE peers DROP COLUMN known_right; ALTER TABLE peers DROP COLUMN known_wrong;"
+            " ALTER TABLE peers DROP COLUMN quarantined;"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"

@@ -17,7 +17,7 @@ import pytest
 from coordinator.sqlite import SqliteStore
 from coordinator.store import InvalidInput, StaleLease, StoreError
 from overlay.wire import Report
-from tests.coordinator.conftest import Linkcheck, add_linkcheck
+from tests.coordinator.conftest import Linkcheck, add_linkcheck, version_of
 from tests.coordinator.test_sqlite_store import SITE, T0, assert_site_checked_once, finish, register
 
 PEER = "a" * 64
@@ -56,8 +56,14 @@ async def test_refusals_cross_over_as_the_same_errors(tmp_path: Path, linkcheck:
         await store.rebalance(T0)
         (lease,) = await store.lease(PEER, 1, ["linkcheck"], T0, 60.0)
         with pytest.raises(StaleLease):
-            await store.report(PEER, Report(lease.unit_id, lease.token + 1, 0, {"items": []}), T0)
-        (verdict,) = await store.report_batch(PEER, [Report(lease.unit_id, lease.token, 0, "garbage")], T0)  # type: ignore[arg-type]
+            await store.report(
+                PEER, Report(lease.unit_id, lease.token + 1, 0, {"items": []}, bundle_version=version_of(lease)), T0
+            )
+        (verdict,) = await store.report_batch(
+            PEER,
+            [Report(lease.unit_id, lease.token, 0, "garbage", bundle_version=version_of(lease))],  # type: ignore[arg-type]
+            T0,
+        )
         assert not verdict.accepted and "payload must be a map" in verdict.reason
 
 

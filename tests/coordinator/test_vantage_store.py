@@ -14,7 +14,7 @@ from coordinator.sqlite import SqliteStore, schema
 from coordinator.store import InvalidInput
 from coordinator.vantage import VantageRules
 from overlay.wire import Lease, RegisterRequest, Report
-from tests.coordinator.conftest import publish_source
+from tests.coordinator.conftest import publish_source, version_of
 from workloads.builtin import LINKCHECK, PROBE, stage_builtin
 
 T0 = 1000.0
@@ -49,7 +49,9 @@ async def lease(store: SqliteStore, peer: str, now: float) -> list[Lease]:
 
 async def report(store: SqliteStore, peer: str, granted: Lease, now: float) -> None:
     items = [record(item["url"], peer) for item in granted.payload["items"]]
-    response = await store.report(peer, Report(granted.unit_id, granted.token, 0, {"items": items}), now)
+    response = await store.report(
+        peer, Report(granted.unit_id, granted.token, 0, {"items": items}, bundle_version=version_of(granted)), now
+    )
     assert response.accepted, response.reason
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from peer.egress import Egress, EgressConfig
 from peer.platform import ResourceLimits
 from peer.runner import WorkloadOutcome, run_workload
-from workloads.process_api import ExitCode, FetchError, FetchRequest, FetchResult, Unit
+from workloads.process_api import ExitCode, FetchError, FetchRequest, FetchResult, Unit, encode_frame
 
 BEHAVE = [sys.executable, str(Path(__file__).parent / "workloads" / "behave.py")]
 
@@ -170,6 +170,52 @@ async def test_a_version_2_workload_tells_its_progress_and_a_version_1_may_not()
     outcome = await run_workload(BEHAVE, unit, answer_ok, progressed=said.append)
     assert (outcome.exit_code, outcome.payload, said) == (ExitCode.OK, {"version": 2}, [1, 2])
     assert_failed(await run("progress"), "workload sent a frame of unexpected type 'progress'")
+
+
+def streaming(streamed: int, items: int = 3) -> Unit:
+    records = [{"url": f"http://a.example/{n}"} for n in range(items)]
+    return Unit(unit_id=42, payload={"mode": "stream", "items": records, "streamed": streamed}, version=2)
+
+
+async def test_a_version_2_workload_streams_items_before_its_result() -> None:
+    handed: list[tuple[dict, int]] = []
+
+    async def streamed(record: dict, size: int) -> None:
+        handed.append((record, size))
+
+    outcome = await run_workload(BEHAVE, streaming(2), answer_ok, streamed=streamed)
+    assert (outcome.exit_code, outcome.payload) == (ExitCode.OK, {"items": [{"url": "http://a.example/2"}]})
+    assert [record for record, _ in handed] == [{"url": "http://a.example/0"}, {"url": "http://a.example/1"}]
+    assert all(size == len(encode_frame({"type": "item", "record": r})) for r, size in handed)
+
+
+async def test_streamed_items_go_first_in_the_result_without_anyone_to_hand_them_to() -> None:
+    outcome = await run_workload(BEHAVE, streaming(2), answer_ok)
+    assert outcome.payload == {"items": [{"url": f"http://a.example/{n}"} for n in range(3)]}
+
+
+async def test_a_version_1_workload_may_not_stream() -> None:
+    unit = Unit(unit_id=42, payload=streaming(1).payload)
+    assert_failed(await run_workload(BEHAVE, unit, answer_ok), "workload sent a frame of unexpected type 'item'")
+
+
+async def test_streaming_more_items_than_the_unit_holds_fails() -> None:
+    greedy = streaming(3)
+    greedy = Unit(42, {**greedy.payload, "beyond": [{"url": "http://a.example/3"}]}, version=2)
+    assert_failed(await run_workload(BEHAVE, greedy, answer_ok), "workload streamed more items than its unit holds (3)")
+
+
+async def test_streaming_garbage_or_a_huge_item_fails() -> None:
+    garbage = Unit(unit_id=42, payload={"mode": "stream_garbage", "items": [{}]}, version=2)
+    assert_failed(
+        await run_workload(BEHAVE, garbage, answer_ok),
+        "workload broke the process API: item frame: field 'record' is missing or has the wrong type",
+    )
+    huge = Unit(unit_id=42, payload={"mode": "stream_huge", "items": [{}]}, version=2)
+    outcome = await run_workload(BEHAVE, huge, answer_ok)
+    assert outcome.exit_code is ExitCode.FAILED
+    assert outcome.error is not None and outcome.error.startswith("workload streamed an item of 314")
+    assert outcome.error.endswith("bytes; at most 2 MiB are allowed")
 
 
 async def test_reused_fetch_id_fails() -> None:

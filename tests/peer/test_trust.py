@@ -76,6 +76,7 @@ def test_the_command_seen_inside_names_the_bundle_where_the_sandbox_puts_it(tmp_
     native = ready_bundle(built.signed, source)
     assert native.sandboxed_argv == [f"{BUNDLE_DIR}/bin/run", "--x"]
     assert native.runtime == ()  # a program of its own needs only the system
+    assert native.env == native.sandboxed_env == {}  # and is told nothing of Python
     python = ready(tmp_path, OWNER)
     assert python.sandboxed_env == {"PYTHONPATH": BUNDLE_DIR} and python.runtime
 

@@ -19,7 +19,7 @@ import pytest
 from peer.platform import ResourceLimits, limits_preexec
 from peer.sandbox import BUNDLE_DIR, STARTED_MARK, Confinement, SandboxError, detect, python_runtime
 from workloads.builtin import stage_linkcheck
-from workloads.process_api import FetchRequest, FetchResult, Result, Unit, encode_frame, read_frame
+from workloads.process_api import FetchRequest, FetchResult, Item, Result, Unit, encode_frame, read_frame
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,6 +34,7 @@ class Run:
     stderr: str
     fetches: list[FetchRequest] = field(default_factory=list)
     most_outstanding: int = 0
+    streamed: list[dict[str, Any]] = field(default_factory=list)  # version 2: item frames' records
 
 
 def ok(status: int = 200, headers: dict[str, str] | None = None, body: bytes = b"") -> FetchResult:
@@ -99,6 +100,7 @@ async def play_peer(
     payload: Any,
     web: dict[tuple[str, str], Answer],
     batch: Callable[[int], int] = lambda remaining: 1,
+    version: int = 1,
 ) -> Run:
     """Send one unit and answer its fetches from `web` until the result frame.
 
@@ -107,8 +109,9 @@ async def play_peer(
     """
     process = await start()
     assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(encode_frame(Unit(11, payload).to_frame()))
+    process.stdin.write(encode_frame(Unit(11, payload, version).to_frame()))
     fetches: list[FetchRequest] = []
+    streamed: list[dict[str, Any]] = []
     held: list[FetchRequest] = []
     most = 0
     while True:
@@ -116,6 +119,9 @@ async def play_peer(
         assert frame is not None, "the workload ended without a result frame"
         if frame["type"] == "result":
             break
+        if frame["type"] == "item":
+            streamed.append(Item.from_frame(frame).record)
+            continue
         request = FetchRequest.from_frame(frame)
         fetches.append(request)
         held.append(request)
@@ -126,7 +132,7 @@ async def play_peer(
             held.clear()
             await process.stdin.drain()
     process.stdin.close()
-    return await finish(process, Result.from_frame(frame), fetches=fetches, most_outstanding=most)
+    return await finish(process, Result.from_frame(frame), fetches=fetches, most_outstanding=most, streamed=streamed)
 
 
 def _answer(web: dict[tuple[str, str], Answer], request: FetchRequest) -> FetchResult:
@@ -236,6 +242,26 @@ async def test_a_unit_of_every_kind_of_link() -> None:
     assert len({f.id for f in run.fetches}) == 15  # ids are unique within the unit
 
 
+async def test_version_2_streams_each_item_as_its_check_ends() -> None:
+    web: dict[tuple[str, str], Answer] = {
+        ("GET", "http://site.test/"): ok(200, HTML, b'<a href="/a">a</a>'),
+        ("HEAD", "http://site.test/a"): ok(301, {"location": "/b"}),
+        ("HEAD", "http://site.test/b"): ok(404),
+        ("HEAD", "http://site.test/gone"): ok(410),
+    }
+    items = [("http://site.test/", True), ("http://site.test/a", False), ("http://site.test/gone", False)]
+    payload = {"job_id": 5, "items": [{"url": u, "crawl": c} for u, c in items]}
+    v1 = await play_peer(payload, web)
+    v2 = await play_peer(payload, web, version=2)
+    assert v2.exit_code == 0, v2.stderr
+    assert v2.result == Result(0, {"items": []})
+    assert v1.result is not None and v1.streamed == []
+    assert sorted(v2.streamed, key=lambda r: r["url"]) == v1.result.payload["items"]
+    # It wants no timings: its fetches go over the peer's shared connections.
+    assert [f.measure for f in v2.fetches] == [False] * 4
+    assert [f.measure for f in v1.fetches] == [True] * 4
+
+
 async def test_fetches_in_flight_are_capped_at_16() -> None:
     urls = [f"http://site.test/{n}" for n in range(40)]
     web: dict[tuple[str, str], Answer] = {("HEAD", u): ok(200) for u in urls}
@@ -327,7 +353,7 @@ async def test_bad_payload_exits_3(payload: dict[str, Any], error: str) -> None:
         (encode_frame({"type": "fetch_result"}), "protocol error: expected a unit frame, got 'fetch_result'"),
         (
             encode_frame({"type": "unit", "version": 9, "unit_id": 1, "payload": {}}),
-            "protocol error: process API version 9 is not supported (want 1)",
+            "protocol error: process API version 9 is not supported (want 1 or 2)",
         ),
     ],
 )

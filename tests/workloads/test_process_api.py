@@ -16,6 +16,8 @@ from workloads.process_api import (
     FetchRequest,
     FetchResult,
     FrameDecoder,
+    Item,
+    ItemStream,
     ProtocolError,
     Result,
     Unit,
@@ -44,14 +46,41 @@ MESSAGES = [
     FetchResult(
         4, "http://a.test/", error="robots", message="disallowed", details=FetchDetails(dict.fromkeys(TIMINGS))
     ),
+    FetchRequest(5, "GET", "https://a.test/", want_body=True, measure=False),
+    Item({"url": "https://a.test/", "status": 200, "links": ["https://a.test/b"]}),
     Result(0, {"items": []}),
     Result(3, {}, "bad input: items[0]: 'url' must be a string"),
 ]
-FROM_FRAME: dict[str, Any] = {"unit": Unit, "fetch": FetchRequest, "fetch_result": FetchResult, "result": Result}
+FROM_FRAME: dict[str, Any] = {
+    "unit": Unit,
+    "fetch": FetchRequest,
+    "fetch_result": FetchResult,
+    "item": Item,
+    "result": Result,
+}
 
 
 def decode(frame: dict) -> object:
     return FROM_FRAME[frame["type"]].from_frame(frame)
+
+
+def test_a_fetch_frame_says_measure_only_when_it_does_without() -> None:
+    assert "measure" not in FetchRequest(1, "GET", "http://a.test/").to_frame()
+    assert FetchRequest(1, "GET", "http://a.test/", measure=False).to_frame()["measure"] is False
+    frame = {"type": "fetch", "id": 1, "method": "GET", "url": "http://a.test/", "want_body": False}
+    assert FetchRequest.from_frame(frame).measure is True
+
+
+def test_an_item_stream_sends_each_record_in_version_2_and_keeps_them_for_the_result_in_version_1() -> None:
+    records = [{"url": "http://a.test/1"}, {"url": "http://a.test/2"}]
+    streaming = ItemStream(2)
+    sent = b"".join(streaming.add(record) for record in records)
+    assert [Item.from_frame(f).record for f in FrameDecoder().feed(sent)] == records
+    assert streaming.result(1, "one left") == Result(1, {"items": []}, "one left")
+    keeping = ItemStream(1)
+    assert [keeping.add(record) for record in records] == [b"", b""]
+    assert keeping.result(0) == Result(0, {"items": records})
+    assert (streaming.done, keeping.done) == (2, 2)
 
 
 def test_frame_layout() -> None:
@@ -128,6 +157,12 @@ def test_garbage_bodies(body: bytes) -> None:
         (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": dict.fromkeys(TIMINGS), "tls": {"issuer": 1}}),
         (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": dict.fromkeys(TIMINGS), "tls": None, "address": 7}),
         (FetchResult, {**FetchResult(1, "u").to_frame(), "timing": [], "tls": None, "address": None}),
+        (
+            FetchRequest,
+            {"type": "fetch", "id": 1, "method": "GET", "url": "http://a/", "want_body": False, "measure": 0},
+        ),
+        (Item, {"type": "item", "record": [{"url": "http://a.test/"}]}),
+        (Item, {"type": "item", "url": "http://a.test/"}),
         (Result, {"type": "result", "status": 4, "payload": {}, "error": None}),
         (Result, {"type": "result", "status": 0, "payload": {}, "error": 1}),
     ],

@@ -116,6 +116,11 @@ def test_a_manifest_without_a_job_model_signs_what_it_always_did() -> None:
         ('[job]\ncount = "n"\n[results.fields]\nurl = "str"\nn = "int"\n', "job.count must name a str field"),
         ('[job]\n[results.fields]\nurl = "str"\nfailed = "str"\n', "results.fields.failed: the name is the platform's"),
         ('[job]\nsplit = "count"\n[results.fields]\nurl = "str"\n', "job has unknown keys: split"),
+        ('[job]\nmax_links = 5\n[results.fields]\nurl = "str"\n', "job.max_links needs job.crawl = true"),
+        (
+            '[job]\ncrawl = true\nmax_links = 0\n[results.fields]\nurl = "str"\nlinks = "list[str]"\n',
+            "job.max_links must be a whole number 1..10000",
+        ),
         ("[job]\n", "a manifest with [job] needs [results.fields]"),
         ('[results.fields]\nurl = "str"\n', "job must be a table"),
     ],
@@ -233,3 +238,27 @@ def test_the_api_version_and_vantage_points_are_signed() -> None:
     ):
         with pytest.raises(BundleError, match="signature does not match"):
             bundle.verify_manifest(dataclasses.replace(signed, manifest=changed))
+
+
+def test_links_past_the_declared_limit_are_dropped_and_the_limit_is_signed() -> None:
+    """A peer that makes links up adds at most what the workload declared (issue 21: a liar
+    injected 10,000 links per page)."""
+    model = dataclasses.replace(DEFAULT_MODEL, max_links=3)
+    raw = linkcheck_record("http://a.test/") | {"links": [f"http://a.test/{i}" for i in range(10_000)]}
+    (record,) = Checker(model).records({"items": [raw]})
+    assert record.links == ["http://a.test/0", "http://a.test/1", "http://a.test/2"]
+    assert len(Checker(DEFAULT_MODEL).records({"items": [raw]})[0].links) == 10_000  # the platform's cap
+    # The built-in link checker declares its limit, and its signature covers it.
+    from workloads.builtin import BUILTINS
+    from workloads.linkcheck.check import MAX_LINKS_PER_PAGE
+
+    toml = 'name = "x"\nversion = "1"\nentrypoint = ["a"]\n' + BUILTINS["linkcheck"].job_model
+    manifest = bundle.parse_manifest(toml)
+    assert manifest.model.max_links == MAX_LINKS_PER_PAGE
+    assert bundle.model_from_obj(manifest.model.to_obj()) == manifest.model
+    key = Identity.generate()
+    signed = bundle.sign(manifest, b"a" * 32, {}, key)
+    bundle.verify_manifest(signed)
+    lifted = dataclasses.replace(manifest, job=dataclasses.replace(manifest.model, max_links=10_000))
+    with pytest.raises(BundleError, match="signature does not match"):
+        bundle.verify_manifest(dataclasses.replace(signed, manifest=lifted))

@@ -43,7 +43,8 @@ RESERVED = frozenset({"depth", "referrers", "failed", "network"})
 URL_FIELD = "url"
 LINKS_FIELD = "links"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_JOB_KEYS = frozenset({"input", "partition", "crawl", "count", "links_at", "vantage"})
+_JOB_KEYS = frozenset({"input", "partition", "crawl", "count", "links_at", "vantage", "max_links"})
+MAX_LINKS = 10_000  # links a crawled page's record may add, at most; a model may declare fewer
 
 
 class ModelError(OsaasError):
@@ -80,6 +81,9 @@ class JobModel:
     # Every item is done once from each of K vantage points (peers in different networks, K
     # the job's); its results row per vantage point names the network it came from.
     vantage: bool = False
+    # A crawl's links per record, at most (None: MAX_LINKS): what a record reports past it is
+    # dropped, so a peer that makes links up adds a bounded number of items.
+    max_links: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.input in INPUTS, f"job.input must be one of {', '.join(INPUTS)}")
@@ -108,6 +112,12 @@ class JobModel:
                 self.count in by_name and by_name[self.count].kind == "str" and self.count != self.key,
                 f"job.count must name a str field other than {self.key}",
             )
+        if self.max_links is not None:
+            _require(self.crawl, "job.max_links needs job.crawl = true")
+            _require(
+                type(self.max_links) is int and 0 < self.max_links <= MAX_LINKS,
+                f"job.max_links must be a whole number 1..{MAX_LINKS}",
+            )
         if self.links_at is not None:
             _require(self.crawl, "job.links_at needs job.crawl = true")
             _require(
@@ -124,6 +134,11 @@ class JobModel:
     def split(self) -> str:
         """How its jobs' input is split into units: "website" or "count"."""
         return PARTITIONS[self.input]
+
+    @property
+    def links_limit(self) -> int:
+        """The links a record may add, at most (`max_links`)."""
+        return MAX_LINKS if self.max_links is None else self.max_links
 
     @property
     def stored(self) -> tuple[Field, ...]:
@@ -150,7 +165,8 @@ class JobModel:
         }
         if self.input != "urls":  # kinds newer than models of seed URLs: the partition is named
             obj["partition"] = self.split
-        return obj | ({"vantage": True} if self.vantage else {})
+        obj |= {"vantage": True} if self.vantage else {}
+        return obj | ({"max_links": self.max_links} if self.max_links is not None else {})
 
     def signed_part(self) -> list[Any]:
         """The model in the bytes a manifest's signature covers: a list in a fixed order (a
@@ -159,7 +175,8 @@ class JobModel:
         part = [self.input, self.crawl, self.count, self.links_at, [[f.name, f.type_name] for f in self.fields]]
         if self.input != "urls":
             return [*part, self.split]
-        return part + ([True] if self.vantage else [])
+        part += [True] if self.vantage else []
+        return part + ([{"max_links": self.max_links}] if self.max_links is not None else [])
 
 
 def parse_type(name: str, text: object) -> Field:
@@ -215,6 +232,7 @@ def _model(job: Mapping[str, Any], fields: list[Field]) -> JobModel:
         count=job.get("count"),
         links_at=job.get("links_at"),
         vantage=job.get("vantage", False),
+        max_links=job.get("max_links"),
     )
 
 

@@ -5,6 +5,11 @@ peer on stdout (at most MAX_OUTSTANDING at once), routes the peer's fetch_result
 back checks that asked to wait, then writes the result frame and exits with its status.
 Opens no sockets. Logs to stderr.
 
+Speaks process API versions 1 and 2 (its bundle asks for 2). In version 2 each item's record
+goes to the peer as an `item` frame as soon as its check ends, so a big crawl unit's pages
+reach the owner while it runs, and its fetches do without the peer's measurements
+(`measure: false`), over the peer's shared connections.
+
 A workload process is started for every unit, so start-up time is paid thousands of times in
 a crawl: this shell uses a reader thread and a queue rather than asyncio, whose import alone
 would cost more than the rest of the program's start-up.
@@ -23,13 +28,14 @@ from collections import deque
 from typing import BinaryIO
 
 from workloads.linkcheck.check import Action, Fetch, LinkCheck, Unfinished, Verdict, Wait
-from workloads.linkcheck.payload import BadPayload, Job, parse_job, result_payload
+from workloads.linkcheck.payload import BadPayload, Job, parse_job, within_caps
 from workloads.process_api import (
-    PROTOCOL_VERSION,
+    VERSIONS,
     ExitCode,
     FetchError,
     FetchRequest,
     FetchResult,
+    ItemStream,
     ProtocolError,
     Result,
     Unit,
@@ -47,10 +53,11 @@ log = logging.getLogger("workloads.linkcheck")
 class _Unit:
     """The checks of one unit and the bookkeeping of the conversation with the peer."""
 
-    def __init__(self, job: Job, inbox: queue.Queue, stdout: BinaryIO) -> None:
+    def __init__(self, job: Job, inbox: queue.Queue, stdout: BinaryIO, stream: ItemStream) -> None:
         self._machines = [LinkCheck(item) for item in job.items]
         self._inbox = inbox
         self._stdout = stdout
+        self._stream = stream  # version 2: each verdict goes out as it is made
         self._ids = itertools.count(1)
         self._ready: deque[tuple[int, Fetch]] = deque()
         self._timers: list[tuple[float, int, Fetch]] = []  # (due, check index, fetch)
@@ -92,7 +99,9 @@ class _Unit:
         frames = []
         while self._ready and len(self._in_flight) < MAX_OUTSTANDING:
             index, fetch = self._ready.popleft()
-            request = FetchRequest(next(self._ids), fetch.method, fetch.url, fetch.want_body)
+            request = FetchRequest(
+                next(self._ids), fetch.method, fetch.url, fetch.want_body, measure=not self._stream.streaming
+            )
             self._in_flight[request.id] = index
             frames.append(encode_frame(request.to_frame()))
         if frames:
@@ -116,6 +125,9 @@ class _Unit:
             heapq.heappush(self._timers, (time.monotonic() + action.seconds, index, action.then))
         else:
             self._outcomes[index] = action
+            if isinstance(action, Verdict) and self._stream.streaming:
+                self._stdout.write(self._stream.add(within_caps(action.to_dict())))
+                self._stdout.flush()
 
 
 def _expect(message: dict | ProtocolError | None, frame_type: str, if_closed: str) -> dict:
@@ -143,8 +155,9 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_frames, args=(stdin, inbox), daemon=True).start()
     unit = Unit.from_frame(_expect(inbox.get(), "unit", "stdin closed before the unit frame"))
-    if unit.version != PROTOCOL_VERSION:
-        raise ProtocolError(f"process API version {unit.version} is not supported (want {PROTOCOL_VERSION})")
+    if unit.version not in VERSIONS:
+        wanted = " or ".join(str(version) for version in VERSIONS)
+        raise ProtocolError(f"process API version {unit.version} is not supported (want {wanted})")
     try:
         job = parse_job(unit.payload)
     except BadPayload as exc:
@@ -152,14 +165,17 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
         return Result(ExitCode.BAD_INPUT, {"items": []}, f"bad input: {exc}")
     log.info("unit %d: job %d, %d items", unit.unit_id, job.job_id, len(job.items))
 
-    outcomes = _Unit(job, inbox, stdout).run()
+    stream = ItemStream(unit.version)
+    outcomes = _Unit(job, inbox, stdout, stream).run()
     verdicts = [outcome for outcome in outcomes if isinstance(outcome, Verdict)]
+    if not stream.streaming:  # version 1: every record in the result, in the unit's order
+        for verdict in verdicts:
+            stream.add(within_caps(verdict.to_dict()))
     unfinished = len(outcomes) - len(verdicts)
     if unfinished:
         log.warning("%d of %d items left unchecked: the peer's fetch allowance ran out", unfinished, len(outcomes))
-        error = f"{unfinished} items left unchecked: {_ALLOWANCE_GONE}"
-        return Result(ExitCode.PARTIAL, result_payload(verdicts), error)
-    return Result(ExitCode.OK, result_payload(verdicts))
+        return stream.result(ExitCode.PARTIAL, f"{unfinished} items left unchecked: {_ALLOWANCE_GONE}")
+    return stream.result(ExitCode.OK)
 
 
 def main() -> int:

@@ -40,6 +40,9 @@ DEFAULT_RETRY_AFTER = 1.0
 MAX_RETRY_AFTER = 10.0
 ERROR_BACKOFF = 0.5  # seconds before the first retry after a timeout/connection error; doubles
 MAX_MESSAGE = 300  # characters kept of a peer's error message
+# Links reported per page, at most: the bundle's job model declares it (`max_links`), and a
+# coordinator drops what a record reports past it. Links after it on a page are not followed.
+MAX_LINKS_PER_PAGE = 5_000
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RATE_LIMIT_STATUSES = frozenset({429, 503})
@@ -218,7 +221,7 @@ class LinkCheck:
 
         if not is_html(content_type):
             return None
-        return tuple(extract_links(result.body, content_type, fetch.url))
+        return tuple(extract_links(result.body, content_type, fetch.url)[:MAX_LINKS_PER_PAGE])
 
     # ---- helpers ----------------------------------------------------------------------
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from workloads.linkcheck.check import Item, Verdict
+from workloads.linkcheck.check import Item
 
 MAX_ITEMS = 1000
 MAX_URL_LENGTH = 8192
@@ -37,10 +36,6 @@ def parse_job(payload: dict[str, Any]) -> Job:
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
         raise BadPayload(f"payload: 'items' must be a list of 1 to {MAX_ITEMS} items")
     return Job(job_id, tuple(_item(index, item) for index, item in enumerate(items)))
-
-
-def result_payload(verdicts: Iterable[Verdict]) -> dict[str, Any]:
-    return {"items": [within_caps(verdict.to_dict()) for verdict in verdicts]}
 
 
 def within_caps(record: dict[str, Any]) -> dict[str, Any]:

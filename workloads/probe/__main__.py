@@ -2,8 +2,9 @@
 
 Speaks process API version 2: reads the unit, asks the peer for each URL in turn (one at a
 time, so that one fetch's timings are not another's queueing), makes a record of each answer
-(`measure.record`), then writes the result and exits with its status. After a `limit` answer
-it stops and reports what it has (exit 1). Opens no sockets; logs to stderr.
+(`measure.record`) and streams it to the peer at once (an `item` frame, which the volunteer's
+page counts as progress too), then writes the result and exits with its status. After a
+`limit` answer it stops there (exit 1). Opens no sockets; logs to stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from workloads.process_api import (
     FetchError,
     FetchRequest,
     FetchResult,
-    Progress,
+    ItemStream,
     ProtocolError,
     Result,
     Unit,
@@ -51,7 +52,7 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
         log.error("bad input: %s", exc)
         return Result(ExitCode.BAD_INPUT, {"items": []}, f"bad input: {exc}")
     log.info("unit %d: %d URLs", unit.unit_id, len(urls))
-    records: list[dict[str, Any]] = []
+    stream = ItemStream(unit.version)
     for fetch_id, url in enumerate(urls, 1):
         stdout.write(encode_frame(FetchRequest(fetch_id, "GET", url, want_body=True).to_frame()))
         stdout.flush()
@@ -59,13 +60,12 @@ def _run_unit(stdin: BinaryIO, stdout: BinaryIO) -> Result:
         if answer.id != fetch_id:
             raise ProtocolError(f"fetch_result for id {answer.id}, expected {fetch_id}")
         if answer.error == FetchError.LIMIT:
-            left = len(urls) - len(records)
+            left = len(urls) - stream.done
             log.warning("%d of %d URLs left unprobed: the peer's fetch allowance ran out", left, len(urls))
-            return Result(ExitCode.PARTIAL, {"items": records}, f"{left} URLs left unprobed: fetch allowance used up")
-        records.append(record(url, answer))
-        stdout.write(encode_frame(Progress(len(records)).to_frame()))  # for the volunteer's page
+            return stream.result(ExitCode.PARTIAL, f"{left} URLs left unprobed: fetch allowance used up")
+        stdout.write(stream.add(record(url, answer)))
         stdout.flush()
-    return Result(ExitCode.OK, {"items": records})
+    return stream.result(ExitCode.OK)
 
 
 def main() -> int:

@@ -100,6 +100,16 @@ def main() -> None:
         send({"type": "progress", "done": 1})
         send({"type": "progress", "done": 2})
         finish(0, {"version": unit.version})
+    elif mode == "stream":  # version 2 may stream items before its result; version 1 may not
+        for record in p["items"][: p["streamed"]] + p.get("beyond", []):
+            send({"type": "item", "record": record})
+        finish(0, {"items": p["items"][p["streamed"] :]})
+    elif mode == "stream_garbage":
+        send({"type": "item", "record": ["not", "a", "map"]})
+        time.sleep(60)
+    elif mode == "stream_huge":
+        send({"type": "item", "record": {"url": "x" * (3 * 1024 * 1024)}})
+        time.sleep(60)
     elif mode == "unknown":
         send({"type": "hello"})
         time.sleep(60)

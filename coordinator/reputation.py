@@ -1,0 +1,132 @@
+"""What the coordinator believes of a peer key: its agreement record, and the rules a store
+applies to it. Pure.
+
+Nothing a peer says is taken on its word alone (issue: trust in results). Each key keeps a
+`PeerRecord`: how often other peers agreed with its answers when they were checked again,
+how it did on work whose answer the coordinator knew beforehand (known answers), and how
+often it named a bundle version it was not leased. From the record follow
+
+- its **standing** (`standing`): new until it has `TRUSTED_AFTER` confirmed answers, then
+  trusted; suspect while others outvote it often; quarantined once caught lying;
+- how much of its "ok" work is checked again (`recheck_share`): adaptive replication, as
+  BOINC does it: `NEW_SHARE` for a new key, `TRUSTED_SHARE` for a long clean record, every
+  answer of a suspect;
+- its **weight** in the assignment of websites (`weight`): the lower of what it claims and
+  what it earned, so that a key claiming 1e15 bytes/s, or a wave of fresh keys, captures
+  little until its work was confirmed.
+
+Quarantine needs proof, not disagreement: a peer behind a flaky network disagrees sometimes,
+honestly, and is only checked more (suspect). Wrong on known answers (`KNOWN_WRONG_LIMIT`,
+and a share of them, `KNOWN_WRONG_SHARE`) or naming versions it was not leased
+(`MISREPORT_LIMIT`) quarantines it: it gets no more websites, and its unconfirmed answers are
+done again by others.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+NEW_SHARE = 0.05  # of a new key's "ok" answers checked again by another peer
+TRUSTED_SHARE = 0.01  # of a trusted key's
+SUSPECT_SHARE = 1.0  # of a suspect's: every answer
+TRUSTED_AFTER = 200  # confirmed answers (agreed with, or known answers right) before a key is trusted
+# Suspect: outvoted in more than this share of its checked answers, once it had this many checked.
+SUSPECT_SHARE_OUTVOTED = 0.3
+SUSPECT_AFTER = 10
+KNOWN_WRONG_LIMIT = 2  # known answers wrong before quarantine ...
+KNOWN_WRONG_SHARE = 0.2  # ... when they are also more than this share of its known answers
+MISREPORT_LIMIT = 3  # reports naming a version the unit was not leased with
+# A new key's weight (bytes/s) in the assignment; it grows by EARNED_PER_ANSWER for each
+# confirmed answer, up to what the key claims.
+NEW_WEIGHT = 100_000.0
+EARNED_PER_ANSWER = 5_000.0
+
+
+class Standing(enum.StrEnum):
+    NEW = "new"
+    TRUSTED = "trusted"
+    SUSPECT = "suspect"
+    QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """One key's agreement record."""
+
+    agreed: int = 0  # its answers another peer confirmed
+    outvoted: int = 0  # its answers the other vantage points answered otherwise
+    known_right: int = 0  # known answers it got right
+    known_wrong: int = 0  # known answers it got wrong
+    misreports: int = 0  # reports naming a version its unit was not leased with
+    quarantined: str | None = None  # why, once caught lying
+
+    @property
+    def confirmed(self) -> int:
+        return self.agreed + self.known_right
+
+    @property
+    def checked(self) -> int:
+        return self.agreed + self.outvoted
+
+
+def standing(record: PeerRecord) -> Standing:
+    if record.quarantined is not None:
+        return Standing.QUARANTINED
+    if record.checked >= SUSPECT_AFTER and record.outvoted > SUSPECT_SHARE_OUTVOTED * record.checked:
+        return Standing.SUSPECT
+    return Standing.TRUSTED if record.confirmed >= TRUSTED_AFTER else Standing.NEW
+
+
+def recheck_share(record: PeerRecord) -> float:
+    """The share of the key's "ok" answers checked again by another peer (problems always are)."""
+    return {
+        Standing.NEW: NEW_SHARE,
+        Standing.TRUSTED: TRUSTED_SHARE,
+        Standing.SUSPECT: SUSPECT_SHARE,
+        Standing.QUARANTINED: SUSPECT_SHARE,
+    }[standing(record)]
+
+
+def weight(claimed: float, record: PeerRecord) -> float:
+    """The key's weight in the assignment of websites: what it claims, capped by what it
+    earned with confirmed answers; none once quarantined, at most a new key's while suspect."""
+    match standing(record):
+        case Standing.QUARANTINED:
+            return 0.0
+        case Standing.SUSPECT:
+            earned = NEW_WEIGHT
+        case _:
+            earned = NEW_WEIGHT + EARNED_PER_ANSWER * record.confirmed
+    return max(0.0, min(claimed, earned))
+
+
+def after_check(record: PeerRecord, agreed: bool) -> PeerRecord:
+    """Its answer was checked by other vantage points: confirmed, or outvoted. Outvoted alone
+    never quarantines (an honest peer's network fails at times); it makes the key suspect."""
+    if agreed:
+        return replace(record, agreed=record.agreed + 1)
+    return replace(record, outvoted=record.outvoted + 1)
+
+
+def after_known_answer(record: PeerRecord, right: bool) -> PeerRecord:
+    """It answered an item whose answer the coordinator knew."""
+    if right:
+        return replace(record, known_right=record.known_right + 1)
+    after = replace(record, known_wrong=record.known_wrong + 1)
+    known = after.known_right + after.known_wrong
+    if (
+        after.quarantined is None
+        and after.known_wrong >= KNOWN_WRONG_LIMIT
+        and after.known_wrong > KNOWN_WRONG_SHARE * known
+    ):
+        after = replace(after, quarantined=f"wrong on {after.known_wrong} of {known} known answers")
+    return after
+
+
+def after_misreport(record: PeerRecord) -> PeerRecord:
+    """It reported a unit naming a bundle version the unit was not leased with."""
+    after = replace(record, misreports=record.misreports + 1)
+    if after.quarantined is None and after.misreports >= MISREPORT_LIMIT:
+        after = replace(after, quarantined=f"named a bundle version it was not leased {after.misreports} times")
+    return after

@@ -1,0 +1,147 @@
+"""The trust rules, pure: replicated verdicts (`coordinator.verdicts`) and peer records
+(`coordinator.reputation`), with properties over any answers and any history."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coordinator import reputation, verdicts
+from coordinator.reputation import PeerRecord, Standing
+from coordinator.verdicts import MAX_ANSWERS, Answer, State
+
+RESULTS = {"ok": (False, True), "broken": (True, True), "timeout": (True, False), "error": (True, False)}
+
+
+def answer(peer: str, result: str, network: str | None = None) -> Answer:
+    problem, reached = RESULTS[result]
+    return Answer(peer, network or f"net-{peer}", result, problem, reached)
+
+
+answers = st.lists(st.sampled_from(sorted(RESULTS)), min_size=1, max_size=MAX_ANSWERS).map(
+    lambda results: [answer(f"p{i}", r) for i, r in enumerate(results)]
+)
+
+
+def test_one_ok_is_final_unless_drawn_and_a_problem_never_is() -> None:
+    assert verdicts.settle([answer("a", "ok")]) == verdicts.Settled("ok", State.SINGLE, ("a",), (), ())
+    assert verdicts.settle([answer("a", "ok")], sampled=True) is None
+    assert verdicts.settle([answer("a", "broken")]) is None
+    assert verdicts.needs_second_look(answer("a", "timeout"), 0.0, 0.99)
+    assert verdicts.needs_second_look(answer("a", "ok"), 0.05, 0.01)
+    assert not verdicts.needs_second_look(answer("a", "ok"), 0.05, 0.5)
+
+
+def test_two_that_agree_settle_it_and_two_that_differ_call_a_third() -> None:
+    settled = verdicts.settle([answer("a", "broken"), answer("b", "broken")])
+    assert settled is not None and (settled.value, settled.state) == ("broken", State.CONFIRMED)
+    assert verdicts.settle([answer("a", "broken"), answer("b", "ok")]) is None
+
+
+def test_down_from_one_network_only_is_region_dependent_and_blames_nobody() -> None:
+    settled = verdicts.settle([answer("a", "timeout"), answer("b", "ok"), answer("c", "ok")])
+    assert settled == verdicts.Settled("ok", State.REGION_DEPENDENT, ("b", "c"), (), ("a",))
+
+
+def test_a_contradicting_answer_is_outvoted() -> None:
+    settled = verdicts.settle([answer("liar", "ok"), answer("b", "broken"), answer("c", "broken")])
+    assert settled == verdicts.Settled("broken", State.OUTVOTED, ("b", "c"), ("liar",), ())
+
+
+def test_no_majority_is_disputed_and_shows_the_problem() -> None:
+    settled = verdicts.settle([answer("a", "ok"), answer("b", "broken"), answer("c", "timeout")])
+    assert settled is not None and (settled.value, settled.state) == ("broken", State.DISPUTED)
+
+
+@given(answers, st.booleans())
+def test_settled_answers_are_one_of_the_answers_and_every_peer_is_counted_once(
+    given_answers: list[Answer], sampled: bool
+) -> None:
+    settled = verdicts.settle(given_answers, sampled)
+    if len(given_answers) == MAX_ANSWERS:
+        assert settled is not None  # re-checks are bounded
+    if settled is None:
+        return
+    assert settled.value in {a.value for a in given_answers}
+    groups = settled.agreed + settled.outvoted + settled.unreached
+    assert sorted(groups) == sorted(a.peer for a in given_answers)
+    assert settled.agreed  # someone gave the final answer
+    if len({a.value for a in given_answers}) == 1:
+        assert settled.state in (State.SINGLE, State.CONFIRMED) and not settled.outvoted
+
+
+def test_the_next_vantage_point_is_from_a_network_not_heard_yet() -> None:
+    first = [answer("a", "broken", "10.1.0.0/16")]
+    assert verdicts.next_network(first, ["10.1.0.0/16", "10.2.0.0/16"]) == "10.2.0.0/16"
+    assert verdicts.next_network(first, ["10.1.0.0/16"]) is None
+
+
+# ---- peer records ----------------------------------------------------------------------------
+
+
+def known(record: PeerRecord, rights: int, wrongs: int) -> PeerRecord:
+    for _ in range(rights):
+        record = reputation.after_known_answer(record, True)
+    for _ in range(wrongs):
+        record = reputation.after_known_answer(record, False)
+    return record
+
+
+def test_wrong_on_known_answers_quarantines_and_says_why() -> None:
+    liar = known(PeerRecord(), 0, reputation.KNOWN_WRONG_LIMIT)
+    assert reputation.standing(liar) is Standing.QUARANTINED
+    assert liar.quarantined == "wrong on 2 of 2 known answers"
+    assert reputation.weight(1e15, liar) == 0.0
+
+
+def test_a_flaky_honest_peer_is_checked_more_never_quarantined() -> None:
+    # Outvoted on 40% of its checked answers: suspect (every answer checked), not quarantined.
+    flaky = PeerRecord(agreed=60, outvoted=40, known_right=50, known_wrong=1)
+    assert reputation.standing(flaky) is Standing.SUSPECT
+    assert reputation.recheck_share(flaky) == reputation.SUSPECT_SHARE
+    assert reputation.weight(1e9, flaky) == reputation.NEW_WEIGHT
+
+
+def test_claims_are_capped_by_what_was_earned() -> None:
+    assert reputation.weight(1e15, PeerRecord()) == reputation.NEW_WEIGHT  # a fresh key claiming the world
+    assert reputation.weight(50_000.0, PeerRecord()) == 50_000.0  # claims below it hold
+    veteran = PeerRecord(agreed=1000)
+    assert reputation.weight(1e15, veteran) == reputation.NEW_WEIGHT + 1000 * reputation.EARNED_PER_ANSWER
+    assert reputation.standing(veteran) is Standing.TRUSTED
+    assert reputation.recheck_share(veteran) < reputation.recheck_share(PeerRecord())
+
+
+def test_naming_versions_it_was_not_leased_quarantines() -> None:
+    record = PeerRecord()
+    for _ in range(reputation.MISREPORT_LIMIT):
+        record = reputation.after_misreport(record)
+    assert record.quarantined == f"named a bundle version it was not leased {reputation.MISREPORT_LIMIT} times"
+
+
+events = st.lists(st.sampled_from(["agreed", "outvoted", "right", "wrong", "misreport"]), max_size=400)
+
+
+def replay(history: list[str]) -> PeerRecord:
+    record = PeerRecord()
+    for event in history:
+        if event in ("agreed", "outvoted"):
+            record = reputation.after_check(record, event == "agreed")
+        elif event in ("right", "wrong"):
+            record = reputation.after_known_answer(record, event == "right")
+        else:
+            record = reputation.after_misreport(record)
+    return record
+
+
+@given(events, st.floats(min_value=0, max_value=1e18))
+def test_records_hold_their_promises(history: list[str], claimed: float) -> None:
+    record = replay(history)
+    assert 0.0 <= reputation.weight(claimed, record) <= claimed
+    assert 0.0 < reputation.recheck_share(record) <= 1.0
+    if "wrong" not in history and "misreport" not in history:
+        assert record.quarantined is None  # disagreement alone never quarantines
+    # Once quarantined, always: nothing it does later clears it.
+    for cut in range(len(history)):
+        if replay(history[:cut]).quarantined is not None:
+            assert record.quarantined is not None
+            break
