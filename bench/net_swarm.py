@@ -19,6 +19,9 @@ traffic included):
   archive's size (the floor is 1x; plain HTTP sends N x);
 - all-hold: seconds until the last peer held a verified, unpacked copy, over the time of one
   download at the link rate (size * 8 / rate);
+- what the time is made of: each peer's first byte (the first FIRST_BYTES received at its
+  interface), its last piece (the torrent complete, before the bundle is verified and
+  unpacked), and the first, median and last peer to hold the bundle;
 - overshoot: each peer's highest send (and receive) rate over any 1 s and 10 s window, over its
   budget (`--max-up`, `--max-down`: the rates the peer agent gives its torrent session).
 
@@ -51,6 +54,7 @@ from workloads import bundle
 UPLOAD_TARGET = 1.3
 ALL_HOLD_TARGET = 1.5
 WINDOWS = (1.0, 10.0)
+FIRST_BYTES = 64 * 1024  # received at a peer's interface: its first piece is coming
 START_TIMEOUT = 300.0  # seconds for every process of a phase to be ready (imports on a busy machine)
 
 
@@ -88,6 +92,8 @@ class Phase:
     started: float = 0.0  # time.time() of the start and of the moment all held (or the timeout)
     ended: float = 0.0
     seeder_cpu: float | None = None  # the seeder process's CPU seconds over those seconds (swarm only)
+    first_bytes: list[float] = dataclasses.field(default_factory=list)  # seconds from the start, per peer
+    fetched: list[float] = dataclasses.field(default_factory=list)  # last piece, seconds from the start (swarm)
 
     def upload_ratio(self, size: int) -> float:
         return self.seeder_sent / size
@@ -115,6 +121,16 @@ def peak_rate(samples: Sequence[Sequence[float]], column: int, window: float, si
         end = inside[j]
         best = max(best, (end[column] - start[column]) / (end[0] - start[0]))
     return best
+
+
+def first_byte(samples: Sequence[Sequence[float]], began: float, size: int = FIRST_BYTES) -> float | None:
+    """Seconds from `began` until the interface had received `size` bytes more than at
+    `began`, from (time, rx, tx, ...) samples; None if it never did."""
+    before = [s for s in samples if s[0] <= began]
+    if not before:
+        return None
+    start = before[-1][1]
+    return next((s[0] - began for s in samples if s[0] > began and s[1] - start >= size), None)
 
 
 def overshoot(results: Sequence[dict[str, object]], column: int, budget: int | None) -> dict[float, float]:
@@ -213,6 +229,10 @@ def _phase(
         / max(max((r["held"] - r["began"] for r in results), default=1), 1e-9),
         started=started,
         ended=ended,
+        first_bytes=[
+            t for r in results if (t := first_byte(r["samples"], float(r["began"]))) is not None and not r["error"]
+        ],
+        fetched=[r["fetched"] - r["began"] for r in results if r.get("fetched") is not None and not r["error"]],
     )
 
 
@@ -303,12 +323,21 @@ def row(phase: Phase, conditions: Conditions) -> str:
     return (
         f"{phase.peers:>3} | {seeder_kind(conditions) if phase.route == 'swarm' else '':<5} | {phase.route:<5} | {_times(phase.upload_ratio(size)):>6}{payload:<17} | "
         f"{median} | {phase.all_hold:6.1f} | {_times(phase.all_hold / one):>7} | {phase.cpu_busy:4.0%} {phase.peer_cpu:4.2f} {_cores(phase.seeder_cpu)} | "
-        f"{_overshoot(phase)}"
+        f"{_spread(phase.first_bytes)} | {_spread(phase.fetched)} | {_spread(holds)} | {_overshoot(phase)}"
     )
+
+
+def _spread(values: list[float]) -> str:
+    """min / median / max, one decimal."""
+    if not values:
+        return "       -        "
+    ordered = sorted(values)
+    return f"{ordered[0]:4.1f} / {statistics.median(ordered):4.1f} / {ordered[-1]:4.1f}"
 
 
 HEADER = (
     "  N | seed  | route | seeder sent / bundle            | p50 s  | all s  | all/one | CPU, peers', seeder's cores | "
+    "first byte s, min/p50/max | last piece s | held s | "
     f"worst peer rate / budget ({' / '.join(f'{w:g} s' for w in WINDOWS)})"
 )
 

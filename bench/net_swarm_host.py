@@ -50,17 +50,18 @@ def write_json(path: Path, obj: object) -> None:
 
 
 class Counters:
-    """The interface's (time, rx bytes, tx bytes) and this process's CPU seconds so far, read
-    every SAMPLE seconds in a task."""
+    """The interface's (time, rx bytes, tx bytes), this process's CPU seconds, and the
+    interface's (rx packets, tx packets) so far, read every SAMPLE seconds in a task."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int, float]] = []
+        self.samples: list[tuple[float, int, int, float, int, int]] = []
         self._task: asyncio.Task[None] | None = None
 
     def read(self) -> None:
-        rx = int((_STATISTICS / "rx_bytes").read_text())
-        tx = int((_STATISTICS / "tx_bytes").read_text())
-        self.samples.append((time.time(), rx, tx, time.process_time()))
+        rx, tx, rx_packets, tx_packets = (
+            int((_STATISTICS / name).read_text()) for name in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
+        )
+        self.samples.append((time.time(), rx, tx, time.process_time(), rx_packets, tx_packets))
 
     async def _run(self) -> None:
         while True:
@@ -85,6 +86,20 @@ async def wait_for_go(directory: Path) -> float:
             return float(go.read_text())
         except (FileNotFoundError, ValueError):
             await asyncio.sleep(0.02)
+
+
+class FetchedAt(logging.Handler):
+    """When the torrent session logged that a fetch ended ("fetched ..."): the last piece
+    written, before the bundle is verified and unpacked. Read from the log so that the
+    peer does nothing it would not do anyway."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.at: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.at is None and isinstance(record.msg, str) and record.msg.startswith("fetched "):
+            self.at = record.created
 
 
 def terminated() -> asyncio.Event:
@@ -185,6 +200,8 @@ async def peer(args: argparse.Namespace) -> None:
     upload_rate = bundle_upload_limit(settings.bundle_upload_rate, budget)
     stop = terminated()
     counters = Counters()
+    fetched = FetchedAt()
+    logging.getLogger("overlay.torrent").addHandler(fetched)
     async with AsyncExitStack() as stack:
         dht = await stack.enter_async_context(DhtNode(settings.dht_listen, settings.bootstrap))
         torrents = await stack.enter_async_context(
@@ -223,6 +240,7 @@ async def peer(args: argparse.Namespace) -> None:
             directory / f"result-peer-{args.index}.json",
             {
                 "began": began,
+                "fetched": fetched.at,
                 "held": held,
                 "cpu": cpu,
                 "error": error,

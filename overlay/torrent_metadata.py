@@ -42,4 +42,11 @@ def read_metadata(path: Path, info_hash: bytes) -> Any:
 def write_metadata(path: Path, info: Any) -> None:
     """Keep a torrent's info dict, byte for byte (its SHA-1 is the info-hash), as a .torrent."""
     with atomic_file(path) as f:
-        f.write(b"d4:info" + bytes(info.info_section()) + b"e")
+        f.write(torrent_of(info))
+
+
+def torrent_of(info: Any) -> bytes:
+    """A .torrent of libtorrent's `torrent_info`: its info dict alone, byte for byte, so that it
+    has the same info-hash; enough to seed the file again (libtorrent checks it against the
+    info dict's piece hashes)."""
+    return b"d4:info" + bytes(info.info_section()) + b"e"

@@ -58,3 +58,11 @@ def test_a_peak_rate_is_the_highest_over_any_span_of_the_window() -> None:
     assert net_swarm.peak_rate(samples, 2, 2.0, 0.0, 4.0) == 2500
     assert net_swarm.peak_rate(samples, 2, 10.0, 0.0, 4.0) == 0  # too few samples for the window
     assert net_swarm.peak_rate(samples, 1, 1.0, 0.0, 4.0) == 0
+
+
+def test_a_first_byte_is_when_the_interface_had_received_that_much_since_the_start() -> None:
+    # (time, rx, tx): 100 B before the start at 1.0, then 40 kB, then 100 kB in all.
+    samples = [(0.5, 100, 0), (1.0, 100, 0), (1.5, 40_100, 0), (2.0, 100_100, 0)]
+    assert net_swarm.first_byte(samples, 1.0, 64 * 1024) == 1.0
+    assert net_swarm.first_byte(samples, 1.0, 1_000_000) is None
+    assert net_swarm.first_byte(samples, 0.0, 10) is None  # no sample at or before the start
