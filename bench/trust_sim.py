@@ -285,7 +285,11 @@ class Sim:
             peer.items.append(item)
             if peer.looks >= self.args.unit:  # after the item is on its list: a quarantine redoes it
                 peer.looks = 0
-                self._plant(peer, self.args.known, item)
+                self._plant(peer, self._known(peer), item)
+
+    def _known(self, peer: Peer) -> int:
+        """Known answers planted in the key's next unit: `--known`, else the rule's."""
+        return reputation.known_answers(peer.record) if self.args.known is None else self.args.known
 
     def _count(self, kind: str, fetches: int, item: int) -> None:
         if item < self.n:  # fetches for the drain's items are not counted
@@ -342,8 +346,9 @@ class Sim:
         end = min(start + args.unit, self.n if start < self.n else self.size)
         counted = start < self.n
         peer.units += 1
+        known = self._known(peer)
         if peer.kind == VERSION:
-            self._count("refused reports", end - start + args.known, start)
+            self._count("refused reports", end - start + known, start)
             self._record(peer, reputation.after_misreport(peer.record))
             return False
         if counted:
@@ -371,9 +376,9 @@ class Sim:
             final[item] = value
             single_by[item] = peer.id
             items.append(item)
-        peer.answers += end - start + args.known
+        peer.answers += end - start + known
         self._count("first", end - start, start)
-        self._plant(peer, args.known, start)
+        self._plant(peer, known, start)
         self.next_item = end
         if not counted:
             return True
@@ -565,7 +570,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--networks", type=int, default=50)
     parser.add_argument("--unit", type=int, default=50, help="items a unit")
-    parser.add_argument("--known", type=int, default=1, help="known answers planted in each unit")
+    parser.add_argument(
+        "--known", type=int, default=None, help="known answers planted in each unit (default: reputation.known_answers)"
+    )
     parser.add_argument("--churn", type=float, default=0.0005, help="share of online keys leaving each tick")
     parser.add_argument("--sybil", type=int, default=100, help="fresh liar keys joining at a third of the run")
     parser.add_argument("--drain", type=int, default=60, help="minutes of further work (other items) after the last")

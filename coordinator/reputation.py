@@ -10,7 +10,7 @@ often it named a bundle version it was not leased. From the record follow
   trusted; suspect while others outvote it often; quarantined once caught lying;
 - how much of its "ok" work is checked again (`recheck_share`): adaptive replication, as
   BOINC does it: `NEW_SHARE` for a new key, `TRUSTED_SHARE` for a long clean record, every
-  answer of a suspect;
+  answer of a suspect; and how many known answers its units carry (`known_answers`);
 - its **weight** in the assignment of websites (`weight`): the lower of what it claims and
   what it earned, so that a key claiming 1e15 bytes/s, or a wave of fresh keys, captures
   little until its work was confirmed.
@@ -37,6 +37,8 @@ SUSPECT_AFTER = 10
 KNOWN_WRONG_LIMIT = 2  # known answers wrong before quarantine ...
 KNOWN_WRONG_SHARE = 0.2  # ... when they are also more than this share of its known answers
 MISREPORT_LIMIT = 3  # reports naming a version the unit was not leased with
+KNOWN_PER_UNIT_UNPROVEN = 3  # known answers planted in a unit of a new or suspect key
+KNOWN_PER_UNIT_TRUSTED = 1  # ... of a trusted key: still some, a key may turn
 # A new key's weight (bytes/s) in the assignment; it grows by EARNED_PER_ANSWER for each
 # confirmed answer, up to what the key claims.
 NEW_WEIGHT = 100_000.0
@@ -86,6 +88,13 @@ def recheck_share(record: PeerRecord) -> float:
         Standing.SUSPECT: SUSPECT_SHARE,
         Standing.QUARANTINED: SUSPECT_SHARE,
     }[standing(record)]
+
+
+def known_answers(record: PeerRecord) -> int:
+    """Known answers planted in each unit the key is given: more while it has not proven
+    itself (new or suspect), so a liar meets one within its first units whatever share of the
+    work its weight gives it."""
+    return KNOWN_PER_UNIT_TRUSTED if standing(record) is Standing.TRUSTED else KNOWN_PER_UNIT_UNPROVEN
 
 
 def weight(claimed: float, record: PeerRecord) -> float:

@@ -11,11 +11,13 @@ vantage point's answer is kept with the result.
 Disagreement is read with care, because networks differ:
 - a minority that could not reach the website (a timeout, a connection error) while the others
   did is a link down from one network: the result says "region-dependent", and nobody is
-  blamed;
+  blamed; so is a majority that could not reach it, which never blames one that did;
 - a minority that reached the website and answered otherwise is outvoted: its key's record
   says so (`reputation.after_check`), which makes a key that is outvoted often suspect;
-- with no majority (three different answers) the result says "disputed", keeps every answer,
-  and takes the worst (a problem is shown rather than hidden).
+- answers split three ways, one of them unable to reach the website, are decided by those
+  that reached it, with a fourth network asked while they are split; still split, the result
+  says "disputed", keeps every answer, takes the worst (a problem is shown rather than
+  hidden) and blames nobody.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-MAX_ANSWERS = 3  # answers an item gets at most: re-checks are bounded
+MAX_ANSWERS = 3  # answers an item gets before a majority settles it: re-checks are bounded
+# ... and one more when those are split three ways, one of them unable to reach the website.
 
 
 class State(enum.StrEnum):
@@ -78,18 +81,33 @@ def settle(answers: Sequence[Answer], sampled: bool = False) -> Settled | None:
     if len(answers) < MAX_ANSWERS:
         return None  # a disagreement: a third vantage point decides
     (top, top_votes), *_ = votes.most_common()
-    if top_votes * 2 <= len(answers):
-        worst = next((a.value for a in answers if a.problem), first.value)
-        return _split(answers, worst, State.DISPUTED)
-    losers = [a for a in answers if a.value != top]
-    state = State.REGION_DEPENDENT if not any(a.reached for a in losers) else State.OUTVOTED
-    return _split(answers, top, state)
+    if top_votes * 2 > len(answers):
+        winners_reached = any(a.reached for a in answers if a.value == top)
+        losers_reached = any(a.reached for a in answers if a.value != top)
+        if not winners_reached:
+            # Most could not reach it, some did: down from those networks only. Who reached
+            # it is not blamed by those who did not.
+            return _split(answers, top, State.REGION_DEPENDENT, blame=False)
+        return _split(answers, top, State.OUTVOTED if losers_reached else State.REGION_DEPENDENT)
+    # No majority. Answers that did not reach the website are no votes on what it says: the
+    # ones that did decide, with one more network asked while they are split.
+    reached = Counter(a.value for a in answers if a.reached)
+    if reached:
+        (said, said_votes), *rest = reached.most_common()
+        if said_votes * 2 > reached.total():
+            return _split(answers, said, State.REGION_DEPENDENT if rest == [] else State.OUTVOTED)
+    if len(answers) < MAX_ANSWERS + 1:
+        return None
+    worst = next((a.value for a in answers if a.problem), first.value)
+    return _split(answers, worst, State.DISPUTED, blame=False)
 
 
-def _split(answers: Sequence[Answer], value: Hashable, state: State) -> Settled:
+def _split(answers: Sequence[Answer], value: Hashable, state: State, blame: bool = True) -> Settled:
+    """`blame`: whoever reached the website and answered otherwise is outvoted; without it,
+    every other answer is only unlike the final one (not held against its key)."""
     agreed = tuple(a.peer for a in answers if a.value == value)
-    outvoted = tuple(a.peer for a in answers if a.value != value and a.reached)
-    unreached = tuple(a.peer for a in answers if a.value != value and not a.reached)
+    outvoted = tuple(a.peer for a in answers if a.value != value and a.reached and blame)
+    unreached = tuple(a.peer for a in answers if a.value != value and not (a.reached and blame))
     return Settled(value, state, agreed, outvoted, unreached)
 
 

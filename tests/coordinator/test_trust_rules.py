@@ -18,7 +18,7 @@ def answer(peer: str, result: str, network: str | None = None) -> Answer:
     return Answer(peer, network or f"net-{peer}", result, problem, reached)
 
 
-answers = st.lists(st.sampled_from(sorted(RESULTS)), min_size=1, max_size=MAX_ANSWERS).map(
+answers = st.lists(st.sampled_from(sorted(RESULTS)), min_size=1, max_size=MAX_ANSWERS + 1).map(
     lambda results: [answer(f"p{i}", r) for i, r in enumerate(results)]
 )
 
@@ -48,9 +48,19 @@ def test_a_contradicting_answer_is_outvoted() -> None:
     assert settled == verdicts.Settled("broken", State.OUTVOTED, ("b", "c"), ("liar",), ())
 
 
-def test_no_majority_is_disputed_and_shows_the_problem() -> None:
-    settled = verdicts.settle([answer("a", "ok"), answer("b", "broken"), answer("c", "timeout")])
-    assert settled is not None and (settled.value, settled.state) == ("broken", State.DISPUTED)
+def test_a_three_way_split_is_decided_by_those_that_reached_the_website() -> None:
+    split = [answer("a", "ok"), answer("liar", "broken"), answer("c", "timeout")]
+    assert verdicts.settle(split) is None  # a fourth network is asked
+    settled = verdicts.settle([*split, answer("d", "ok")])
+    assert settled == verdicts.Settled("ok", State.OUTVOTED, ("a", "d"), ("liar",), ("c",))
+    # Still split: disputed, the problem shown, nobody blamed.
+    settled = verdicts.settle([*split, answer("d", "error")])
+    assert settled == verdicts.Settled("broken", State.DISPUTED, ("liar",), (), ("a", "c", "d"))
+
+
+def test_those_that_could_not_reach_a_website_never_blame_one_that_did() -> None:
+    settled = verdicts.settle([answer("a", "ok"), answer("b", "timeout"), answer("c", "timeout")])
+    assert settled == verdicts.Settled("timeout", State.REGION_DEPENDENT, ("b", "c"), (), ("a",))
 
 
 @given(answers, st.booleans())
@@ -58,7 +68,7 @@ def test_settled_answers_are_one_of_the_answers_and_every_peer_is_counted_once(
     given_answers: list[Answer], sampled: bool
 ) -> None:
     settled = verdicts.settle(given_answers, sampled)
-    if len(given_answers) == MAX_ANSWERS:
+    if len(given_answers) > MAX_ANSWERS:
         assert settled is not None  # re-checks are bounded
     if settled is None:
         return
@@ -68,6 +78,11 @@ def test_settled_answers_are_one_of_the_answers_and_every_peer_is_counted_once(
     assert settled.agreed  # someone gave the final answer
     if len({a.value for a in given_answers}) == 1:
         assert settled.state in (State.SINGLE, State.CONFIRMED) and not settled.outvoted
+    # Only an answer that reached the website is blamed, and only by answers that reached it.
+    reached = {a.peer for a in given_answers if a.reached}
+    assert set(settled.outvoted) <= reached
+    if settled.outvoted:
+        assert any(a.reached for a in given_answers if a.value == settled.value)
 
 
 def test_the_next_vantage_point_is_from_a_network_not_heard_yet() -> None:
