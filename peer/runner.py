@@ -52,7 +52,7 @@ MAX_STDOUT_BYTES = 4 * MAX_FRAME
 MAX_CONCURRENT_FETCHES = 32
 EXIT_GRACE = 5.0  # seconds a workload has to exit once its stdout is done
 PIPE_GRACE = 1.0  # seconds for a killed workload's pipes to close
-_KEPT_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
+_KEPT_ENV = ("PATH", "LANG", "LC_ALL")  # the volunteer's PYTHONPATH names its own files: not kept
 UNIT_DIR_PREFIX = "osaas-unit-"
 _SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ_CHUNK = 64 * 1024
@@ -204,7 +204,7 @@ def remove_leftovers(workdir_parent: Path) -> int:
 
 def _scrubbed_env(parent: Mapping[str, str], home: Path, extra: Mapping[str, str]) -> dict[str, str]:
     """The environment a workload gets: nothing of the volunteer's but what it needs to run,
-    plus what its bundle needs (`extra`, which wins over the volunteer's PYTHONPATH)."""
+    plus what its bundle needs (`extra`: a Python bundle's PYTHONPATH)."""
     env = {name: parent[name] for name in _KEPT_ENV if name in parent}
     env.update(extra)
     env["HOME"] = env["TMPDIR"] = str(home)

@@ -121,7 +121,8 @@ async def test_exit_code_disagreeing_with_result_fails() -> None:
 async def test_environment_is_scrubbed_and_workdir_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OSAAS_TEST_SECRET", "do not leak")
     monkeypatch.setenv("LANG", "C.UTF-8")
-    for name in ("LC_ALL", "LC_CTYPE", "PYTHONPATH"):
+    monkeypatch.setenv("PYTHONPATH", "/volunteer/own/path")  # names the volunteer's files: not passed on
+    for name in ("LC_ALL", "LC_CTYPE"):
         monkeypatch.delenv(name, raising=False)
     outcome = await run("env", tmp_path=tmp_path)
     assert outcome.exit_code is ExitCode.OK
