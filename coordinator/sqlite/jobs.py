@@ -264,6 +264,42 @@ def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) 
         log.info("job %d done", job_id)
 
 
+def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
+    """A quarantined key's answers in running jobs are not believed: their items wait again
+    for other peers, each in a queued unit of its own unless an open unit's range holds it
+    (so no two open units share an item). How many. The links its answers added stay."""
+    # No index on who answered (every finished item would pay for it): the running jobs' items
+    # are read, once per quarantine.
+    rows = conn.execute(
+        "SELECT items.id, items.job_id, items.unit_key, items.replica FROM jobs CROSS JOIN items"
+        " ON items.job_id = jobs.id WHERE jobs.state = 'running' AND items.answered_by = ? AND items.done = 1",
+        (peer_id,),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE items SET done = 0, result = NULL, record = NULL, network = NULL, answered_by = NULL WHERE id = ?",
+        [(item_id,) for item_id, *_ in rows],
+    )
+    # An item inside the range of a unit still open (what a partial report left out) is that
+    # unit's again; any other gets a unit of its own.
+    conn.executemany(
+        "INSERT INTO units (unit_key, job_id, first_item, last_item, replica, state)"
+        " SELECT ?, ?, ?, ?, ?, 'queued' WHERE NOT EXISTS (SELECT 1 FROM units WHERE unit_key = ? AND job_id = ?"
+        " AND state != 'done' AND first_item <= ? AND last_item >= ?)",
+        [
+            (key, job_id, item_id, item_id, replica, key, job_id, item_id, item_id)
+            for item_id, job_id, key, replica in rows
+        ],
+    )
+    reopened: dict[int, int] = {}
+    for _, job_id, _, _ in rows:
+        reopened[job_id] = reopened.get(job_id, 0) + 1
+    conn.executemany(
+        "UPDATE job_progress SET open_items = open_items + ? WHERE job_id = ?",
+        [(count, job_id) for job_id, count in reopened.items()],
+    )
+    return len(rows)
+
+
 def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float) -> None:
     """Vantage jobs that went `VantageRules.wait` without a unit granted stop waiting for
     peers of new networks (`vantage.stalled`): on each website without a live lease of the

@@ -383,7 +383,10 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
     peer's new throughput estimate."""
-    conn.executemany("UPDATE items SET result = ?, record = ?, network = ?, done = 1 WHERE id = ?", reported.finished)
+    conn.executemany(
+        "UPDATE items SET result = ?, record = ?, network = ?, answered_by = ?, done = 1 WHERE id = ?",
+        [(count, record, network, reported.peer_id, item_id) for count, record, network, item_id in reported.finished],
+    )
     conn.executemany(
         "UPDATE items SET result = 'error', failed = ?, done = 1 WHERE id = ? AND done = 0", reported.failed
     )
@@ -444,7 +447,13 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
             record = reputation.after_misreport(record)
         peers.save_record(conn, reported.peer_id, record)
         if record.quarantined is not None and was.quarantined is None:
-            log.warning("peer %s… quarantined: %s", reported.peer_id[:12], record.quarantined)
+            redone = jobs.redo_answers_of(conn, reported.peer_id, now)
+            log.warning(
+                "peer %s… quarantined: %s; its %d answers in running jobs are done again by others",
+                reported.peer_id[:12],
+                record.quarantined,
+                redone,
+            )
         conn.executemany(
             "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
             " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",

@@ -36,7 +36,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        applied in full once a second peer sees as much: `host_pacing.delay`); units.version
        (the bundle version a unit was last granted with: its report must name it);
        peers.misreports (reports refused as the peer's doing, not its version's), agreed,
-       outvoted, known_right, known_wrong and quarantined (why): its `reputation.PeerRecord`
+       outvoted, known_right, known_wrong and quarantined (why): its `reputation.PeerRecord`;
+       items.answered_by (the peer whose record it holds: a quarantined key's are done again)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -407,6 +408,7 @@ ALTER TABLE peers ADD COLUMN outvoted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN known_right INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN known_wrong INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN quarantined TEXT;
+ALTER TABLE items ADD COLUMN answered_by TEXT;
 """
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its

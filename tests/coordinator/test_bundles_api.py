@@ -540,6 +540,38 @@ async def test_a_peer_naming_a_version_it_was_not_leased_cannot_roll_a_candidate
     assert misreports == {liar.identity.public_hex: reputation.MISREPORT_LIMIT, honest.identity.public_hex: 0}
 
 
+async def test_a_quarantined_peers_answers_are_done_again_by_others(coordinator: Coordinator, owner: Owner) -> None:
+    await two_versions(coordinator, owner)
+    client, clock = coordinator.client, coordinator.clock
+    liar = peer_in(client, clock, "demo", "2.0", 50, False)
+    await liar.register()
+    hosts = [f"http://site-{i}.test/" for i in range(reputation.MISREPORT_LIMIT + 1)]
+    _, job = await submit(client, hosts)
+    # It answers one unit without fetching anything (all "ok", its version right): accepted ...
+    (faked,) = await lease(liar, ["demo"])
+    fabricated = {"items": [item(u["url"], crawled=False) for u in faked["payload"]["items"]]}
+    report = {**ref(faked), "exit_code": 0, "payload": fabricated, "bundle_version": "1.0"}
+    assert (await liar.post("/v1/reports", report))[1]["accepted"]
+    assert (await get(client, f"/v1/jobs/{job['job_id']}"))[1]["items_done"] == 1
+    # ... then is caught naming versions it was not leased.
+    for _ in range(reputation.MISREPORT_LIMIT):
+        (unit,) = await lease(liar, ["demo"])
+        await liar.post("/v1/reports", {**ref(unit), "exit_code": 2, "error": "x", "bundle_version": "2.0"})
+    status = (await get(client, f"/v1/jobs/{job['job_id']}"))[1]
+    assert (status["state"], status["items_done"]) == ("running", 0)  # its answer is not believed
+    clock.advance(PEER_QUIET_SECONDS + DEFAULT_MIN_DELAY)
+    honest = peer_in(client, clock, "demo", "2.0", 50, False)
+    await honest.register()
+    units = await lease(honest, ["demo"], max_units=len(hosts))
+    assert sorted(u["payload"]["items"][0]["url"] for u in units) == hosts
+    for unit in units:
+        broken = {"items": [item(u["url"], result="broken", crawled=False) for u in unit["payload"]["items"]]}
+        report = {**ref(unit), "exit_code": 0, "payload": broken, "bundle_version": "1.0"}
+        assert (await honest.post("/v1/reports", report))[1]["accepted"]
+    status = (await get(client, f"/v1/jobs/{job['job_id']}"))[1]
+    assert (status["state"], status["counts"]) == ("done", {"broken": len(hosts)})
+
+
 def ref(unit: dict[str, Any]) -> dict[str, Any]:
     return {"unit_id": unit["unit_id"], "token": unit["token"]}
 

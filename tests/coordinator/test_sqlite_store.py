@@ -344,6 +344,7 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             " ALTER TABLE peers DROP COLUMN agreed; ALTER TABLE peers DROP COLUMN outvoted;"
             " ALTER TABLE peers DROP COLUMN known_right; ALTER TABLE peers DROP COLUMN known_wrong;"
             " ALTER TABLE peers DROP COLUMN quarantined;"
+            " ALTER TABLE items DROP COLUMN answered_by;"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"
