@@ -354,8 +354,14 @@ def _lease_host(
             finish_items_with_error(conn, span, leases.give_up_message(granted), ask.now)
             continue
         conn.execute(
-            "UPDATE units SET leased_at = ?, renewed_at = ?, network = ? WHERE id = ?",
-            (ask.now, ask.now, _network_kept(db, conn, ask, span.job_id), unit.unit_id),
+            "UPDATE units SET leased_at = ?, renewed_at = ?, network = ?, version = ? WHERE id = ?",
+            (
+                ask.now,
+                ask.now,
+                _network_kept(db, conn, ask, span.job_id),
+                _version_of(db, conn, ask, span.job_id),
+                unit.unit_id,
+            ),
         )
         items = conn.execute(f"SELECT url, crawl FROM items WHERE {schema.UNIT_ITEMS} ORDER BY id", span).fetchall()
         return _lease_of(db, conn, ask, span, unit.unit_id, granted, items)
@@ -391,7 +397,7 @@ def _form_unit(
     unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
     unit_id = conn.execute(
         "INSERT INTO units (job_id, unit_key, state, token, peer_id, expires_at, leased_at, renewed_at,"
-        " first_item, last_item, replica, network) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " first_item, last_item, replica, network, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             formed.job_id,
             key,
@@ -405,6 +411,7 @@ def _form_unit(
             formed.last_item,
             formed.replica,
             _network_kept(db, conn, ask, formed.job_id),
+            _version_of(db, conn, ask, formed.job_id),
         ),
     ).lastrowid
     assert unit_id is not None
@@ -428,12 +435,8 @@ def _lease_of(
     key, job_id = span.key, span.job_id
     job = jobs.job(db, conn, job_id)
     assert unit.expires_at is not None
-    workload, pinned = job.workload, job.pinned
-    if (workload, pinned) not in ask.bundles:
-        ask.bundles[workload, pinned] = bundle_ref(conn, workload, pinned, ask.peer_id)
-    bundle = ask.bundles[workload, pinned]
-    # Its report must name this version: a peer cannot charge another version's rollout.
-    conn.execute("UPDATE units SET version = ? WHERE id = ?", (None if bundle is None else bundle.version, unit_id))
+    workload = job.workload
+    bundle = _bundle_of(db, conn, ask, job_id)
     host = key if url_jobs.is_website(key) else None
     kind = jobs.checker(db, conn, job_id).model.input
     records = None
@@ -443,6 +446,21 @@ def _lease_of(
         ]
     granted = Granted(unit_id, unit.token, job_id, workload, items, unit.expires_at, bundle, host)
     return granted._replace(kind=kind, records=records) if kind != "urls" else granted
+
+
+def _bundle_of(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> BundleRef | None:
+    """The bundle version the asking peer runs a unit of this job with (looked up once a call)."""
+    job = jobs.job(db, conn, job_id)
+    if (job.workload, job.pinned) not in ask.bundles:
+        ask.bundles[job.workload, job.pinned] = bundle_ref(conn, job.workload, job.pinned, ask.peer_id)
+    return ask.bundles[job.workload, job.pinned]
+
+
+def _version_of(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> str | None:
+    """The version a granted unit keeps: its report must name it, so that a peer cannot charge
+    another version's rollout."""
+    bundle = _bundle_of(db, conn, ask, job_id)
+    return None if bundle is None else bundle.version
 
 
 def _straggler(conn: sqlite3.Connection, unit: OpenUnit, span: Span, ask: Asking) -> TakenBack | None:
@@ -511,16 +529,21 @@ def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, un
         if unable is None:
             save_unit(conn, unit_id, leases.released(stored.lease))
         else:
-            conn.execute(
-                "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
-                " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
-                (stored.unit_key, peer_id, now + host_planning.STEP_ASIDE_SECONDS),
-            )
+            step_aside(conn, [stored.unit_key], peer_id, now)
             log.info("peer %s… stepped aside from %s: %s", peer_id[:12], stored.unit_key, unable)
             _after_unable(db, conn, unit_id, stored, unable, now)
             db.replan = True
         min_delay = db.settings.min_delay
         pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
+
+
+def step_aside(conn: sqlite3.Connection, keys: list[str], peer_id: str, now: float) -> None:
+    """The peer leaves these hosts to others for `host_planning.STEP_ASIDE_SECONDS`."""
+    conn.executemany(
+        "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
+        " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
+        [(key, peer_id, now + host_planning.STEP_ASIDE_SECONDS) for key in keys],
+    )
 
 
 def _after_unable(

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from coordinator import host_pacing, host_planning, leases, reputation, rollout, unit_sizing, url_jobs
+from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, url_jobs
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
@@ -454,11 +454,7 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
                 record.quarantined,
                 redone,
             )
-        conn.executemany(
-            "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
-            " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
-            [(key, reported.peer_id, now + host_planning.STEP_ASIDE_SECONDS) for key in reported.stepped_aside],
-        )
+        leasing.step_aside(conn, reported.stepped_aside, reported.peer_id, now)
         log.warning(
             "peer %s… named a version it was not leased in %d reports", reported.peer_id[:12], reported.misreports
         )
