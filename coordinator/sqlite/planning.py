@@ -13,7 +13,7 @@ import sqlite3
 
 from coordinator import host_planning
 from coordinator.host_planning import ActivePeer
-from coordinator.sqlite import jobs, peers, schema
+from coordinator.sqlite import jobs, peers, rechecks, schema
 from coordinator.sqlite.database import Database
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import decode
@@ -41,6 +41,7 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
         db.planned_once = True
     started = db.monotonic()
     jobs.stop_waiting_for_networks(db, conn, now)
+    rechecks.overdue(db, conn, now)
     running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
     active = {
         peer_id: ActivePeer(capacity, decode(workloads))

@@ -32,7 +32,7 @@ from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, u
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
-from coordinator.sqlite import bundles, jobs, leasing, peers, schema
+from coordinator.sqlite import bundles, jobs, leasing, peers, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
 from coordinator.url_jobs import JobInput
@@ -118,6 +118,7 @@ class Reported:
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
     misreports: int = 0  # reports refused as the peer's doing (a version it was not leased)
     stepped_aside: list[str] = field(default_factory=list)  # hosts the peer leaves to others a while
+    answered: list[rechecks.Answered] = field(default_factory=list)  # items finished, for re-checks
 
     def __post_init__(self) -> None:
         self.throughput = self.throughput_before
@@ -134,7 +135,7 @@ def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportRe
         peers.touch(conn, peer_id, now)
         reported = load_reported(conn, peer_id, [report.unit_id])
         response = _take_report(db, conn, report, now, reported)
-        write_reported(conn, reported, now)
+        write_reported(db, conn, reported, now)
     return response
 
 
@@ -154,7 +155,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
                 verdicts.append(
                     (report.unit_id, response.accepted, response.reason, "" if response.accepted else REFUSED)
                 )
-        write_reported(conn, reported, now)
+        write_reported(db, conn, reported, now)
     return verdicts
 
 
@@ -302,11 +303,13 @@ def finish_records(
 ) -> None:
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
+    compared = db.settings.rechecks or jobs.job(db, conn, unit.job_id).recheck_of is not None
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
-        reported.finished.append(
-            (UNCOUNTED if r.counted_as is None else r.counted_as, encode(r.values), unit.network, item_id)
-        )
+        counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
+        reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
+        if compared:
+            reported.answered.append(rechecks.Answered(unit.job_id, item_id, r.url, r.values, counted_as, unit.network))
         if crawl and r.links:
             _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
@@ -378,7 +381,7 @@ def _on_trial(conn: sqlite3.Connection, name: str, version: str | None, reported
     )
 
 
-def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> None:
+def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, now: float) -> None:
     """Write what the call's reports changed: items, units and host paces; then count the
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
@@ -438,6 +441,8 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
         bundles.save_rollout(conn, after)
         if after.state is RolloutState.ROLLED_BACK:
             log.warning("%s", after.message)
+    if reported.answered:
+        rechecks.after_answers(db, conn, reported.peer_id, reported.answered, reported.closed, now)
     for job_id, count in reported.closed.items():
         jobs.items_closed(conn, job_id, count, now)
     if reported.misreports:
