@@ -31,7 +31,7 @@ from coordinator import (
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
-from coordinator.sqlite import bundles, jobs, peers, planning, rechecks, schema
+from coordinator.sqlite import bundles, jobs, known_answers, peers, planning, rechecks, schema
 from coordinator.sqlite.database import Database, JobFacts, placeholders
 from coordinator.store import PEER_QUIET_SECONDS, NotFound, StaleLease
 from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage, decode
@@ -501,6 +501,8 @@ def _lease_of(
     bundle = _bundle_of(db, conn, ask, job_id)
     host = key if url_jobs.is_website(key) else None
     kind = jobs.checker(db, conn, job_id).model.input
+    if kind == "urls":
+        items = known_answers.plant(db, conn, ask.peer_id, unit_id, job_id, key, items, ask.now)
     records = None
     if kind == "records":
         records = [

@@ -11,7 +11,9 @@ problem, and a share of the rest drawn by the answering key's record
   kept in `answers`, and the question goes to the job's **re-check job** (a jobs row whose
   `recheck_of` names the job, made with its first re-check, ended with it): an item of the
   same URL (its replica says which answer it asks for), in its website's queue like any other
-  item, so it keeps the website's pace and its one live lease.
+  item, so it keeps the website's pace and its one live lease. It is leased as its item was
+  (a crawl when it was one), so a peer cannot tell a re-check from first work; the links a
+  re-check finds add nothing.
 - **Who answers** (`allowed`, which leasing asks): never a peer that answered the item, and
   one of a network no answer came from while there is one about, for
   `verdicts.PREFER_OTHER_NETWORK` seconds (`verdicts.may_recheck`). A re-check job's units go
@@ -122,7 +124,7 @@ def _ask(db: Database, conn: sqlite3.Connection, job_id: int, asked: list[tuple[
         rows.append((child, replica, now, item_id))
     added = conn.executemany(
         "INSERT INTO items (job_id, url, unit_key, depth, crawl, replica, data, asked_at)"
-        " SELECT ?, url, unit_key, depth, 0, ?, data, ? FROM items WHERE id = ?",
+        " SELECT ?, url, unit_key, depth, crawl, ?, data, ? FROM items WHERE id = ?",
         rows,
     ).rowcount
     conn.execute("UPDATE job_progress SET open_items = open_items + ? WHERE job_id = ?", (added, child))

@@ -42,7 +42,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        of their own: an item per answer asked again, its replica the how-manieth); answers
        (each vantage point's answer of an item checked again); items.verdict (NULL when one
        answer was enough, else "pending" or a `verdicts.State`) and items.asked_at (when a
-       re-check was asked for); peers.network (where its last lease request came from)
+       re-check was asked for); peers.network (where its last lease request came from);
+       plants (known answers planted in a unit's lease: `coordinator.sqlite.known_answers`)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -431,6 +432,14 @@ CREATE TABLE answers (
     at REAL NOT NULL,
     UNIQUE (item_id, peer_id)
 );
+CREATE TABLE plants (
+    unit_id INTEGER NOT NULL REFERENCES units(id),
+    peer_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    judged INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (unit_id, url)
+) WITHOUT ROWID;
 """
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its

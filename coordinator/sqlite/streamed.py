@@ -52,7 +52,7 @@ def report_items(
             reports.write_reported(db, conn, reported, now)
             return False, 0, reason
         try:
-            records = reports.streamed_records(db, conn, unit, items)
+            records, known = reports.streamed_records(db, conn, unit, items)
         except SchemaError as exc:
             reason = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
             after = leases.after_refused_report(unit.lease, reason, db.settings.max_attempts)
@@ -65,5 +65,6 @@ def report_items(
             reports.write_reported(db, conn, reported, now)
             return False, 0, reason
         reports.finish_records(db, conn, unit, records, reported, now)
+        reported.known += [(unit_id, unit.job_id, item_id, r) for item_id, r in known]
         reports.write_reported(db, conn, reported, now)
     return True, len(records), ""

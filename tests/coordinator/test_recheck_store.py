@@ -196,3 +196,43 @@ async def test_a_cancelled_job_takes_its_rechecks_with_it(store: SqliteStore) ->
     assert [job.job_id for job in await store.list_jobs()] == [job_id]
     with pytest.raises(NotFound):
         await store.job_status(job_id + 1)
+
+
+async def test_known_answers_in_a_liars_units_quarantine_it_and_its_answers_are_redone(tmp_path: Path) -> None:
+    truth = {f"http://a.test/{n}": "broken" if n % 2 else "ok" for n in range(16)}
+
+    def truthful(url: str) -> str:
+        return truth[url]
+
+    def says_ok(url: str) -> str:
+        return "ok"
+
+    async with SqliteStore(tmp_path / "k.sqlite", host_min_delay=0.0, unit_size=2, rechecks=True) as store:
+        await publish_source(store, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "dist", T0)
+        await join(store, ["a", "c"], T0)
+        job_id = await store.create_job(LINKCHECK, {"urls": sorted(truth), "depth": 0}, T0)
+        now, _ = await run(store, job_id, {"a": truthful, "c": truthful}, T0, rounds=3)
+        # Honest peers confirmed some answers; then they go quiet and a liar is all there is.
+        confirmed = [row for row in (await rows(store, job_id)).values() if row["verdict"] == "confirmed"]
+        assert confirmed and (await store.job_status(job_id)).state == "running"
+        now += 20.0
+        await join(store, ["z"], now)
+        planted_seen = 0
+        for _ in range(10):
+            now += 1.0
+            for granted in await store.lease("z", 8, ["*"], now, LEASE, address=ADDRESS["z"]):
+                urls = [i["url"] for i in granted.payload["items"]]
+                planted_seen += sum(url in {row["url"] for row in confirmed} for url in urls)
+                # No telling them apart: plain URLs of the website, as crawls like the others.
+                assert {i["crawl"] for i in granted.payload["items"]} == {True}
+                await report(store, "z", granted, says_ok, now)
+            if [p for p in await store.peers_overview(0.0, 10) if p.peer_id == "z" and p.quarantined]:
+                break
+        (liar,) = [p for p in await store.peers_overview(0.0, 10) if p.peer_id == "z"]
+        assert planted_seen > 0
+        assert liar.quarantined is not None and "known answers" in liar.quarantined
+        assert await store.lease("z", 8, ["*"], now + 1, LEASE, address=ADDRESS["z"]) == []
+        # The honest peers come back and finish: what the liar said is done again.
+        now, _ = await run(store, job_id, {"a": truthful, "c": truthful}, now + 1, rounds=40)
+        assert (await store.job_status(job_id)).state == "done"
+        assert {url: row["result"] for url, row in (await rows(store, job_id)).items()} == truth
