@@ -9,7 +9,7 @@ often it named a bundle version it was not leased. From the record follow
 - its **standing** (`standing`): new until it has `TRUSTED_AFTER` confirmed answers, then
   trusted; suspect while others outvote it often; quarantined once caught lying;
 - how much of its "ok" work is checked again (`recheck_share`): adaptive replication, as
-  BOINC does it: `NEW_SHARE` for a new key, `TRUSTED_SHARE` for a long clean record, every
+  BOINC does it: all of it while on probation (its first `PROBATION` checked answers), then `NEW_SHARE` for a new key, `TRUSTED_SHARE` for a long clean record, every
   answer of a suspect; and how many known answers its units carry (`known_answers`);
 - its **weight** in the assignment of websites (`weight`): the lower of what it claims and
   what it earned, so that a key claiming 1e15 bytes/s, or a wave of fresh keys, captures
@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 NEW_SHARE = 0.05  # of a new key's "ok" answers checked again by another peer
 TRUSTED_SHARE = 0.01  # of a trusted key's
 SUSPECT_SHARE = 1.0  # of a suspect's: every answer
+PROBATION = 20  # a new key's first answers checked again, every one
 TRUSTED_AFTER = 200  # confirmed answers (agreed with, or known answers right) before a key is trusted
 # Suspect: outvoted in more than this share of its checked answers, once it had this many checked.
 SUSPECT_SHARE_OUTVOTED = 0.3
@@ -81,7 +82,12 @@ def standing(record: PeerRecord) -> Standing:
 
 
 def recheck_share(record: PeerRecord) -> float:
-    """The share of the key's "ok" answers checked again by another peer (problems always are)."""
+    """The share of the key's "ok" answers checked again by another peer (problems always are):
+    every one while it is on probation (fewer than PROBATION answers checked): a liar that says
+    "ok" of everything would otherwise hold a website alone, with nothing known there yet to
+    catch it, and finish it before anyone looked."""
+    if record.checked + record.known_right + record.known_wrong < PROBATION:
+        return SUSPECT_SHARE
     return {
         Standing.NEW: NEW_SHARE,
         Standing.TRUSTED: TRUSTED_SHARE,

@@ -2,8 +2,8 @@
 
 A liar that says "ok" of everything is outvoted only on the share of its answers drawn for a
 re-check (`rechecks`): it is checked more, never proven wrong. Work whose answer the
-coordinator knows does that. When re-checks are on, a new unit of a job of URLs is granted
-with a few of the same website's URLs of the same job whose answers are known
+coordinator knows does that. When re-checks are on, a unit of a job of URLs (or of its
+re-checks) is granted with a few of the same website's URLs of the same job whose answers are known
 (`reputation.known_answers`: more for a key that has not proven itself) among its own, in no
 telling order, as crawls when they were: the peer cannot tell them from its work. They are
 kept beside the unit (`plants`), and take no part in it: their records are set aside when the
@@ -12,7 +12,10 @@ results.
 
 What is known: an item of the job whose answers came from at least two peers and all agreed
 (verdict "confirmed"), none of them the asking key's, none older than KNOWN_FRESH (a website
-changes). An answer that could not reach the website proves nothing either way; one that
+changes), of the unit's website: fetched within the peer's lease of it, they keep the
+website's pace (one of another website would be a request outside its lease, and a tell). A
+key holding a website from the start meets them once others checked its first answers there
+(every one, while it is on probation: `reputation.recheck_share`). An answer that could not reach the website proves nothing either way; one that
 reached it and says otherwise counts against the key (`reputation.after_known_answer`), whose
 record then quarantines it when it is wrong too often.
 """
@@ -34,9 +37,12 @@ KNOWN_FRESH = 6 * 3600.0  # seconds an agreed answer stays known: websites chang
 _CANDIDATES = 32  # the latest known items of a website a plant is drawn from
 
 
-class Plant(NamedTuple):
-    url: str
-    item_id: int  # the known item
+# An item of the job (parameters: job, the verdict, the asking key twice, the oldest answer
+# time) whose answers all agreed, none of them the asking key's, none too old.
+_KNOWN = (
+    "job_id = ? AND replica = 0 AND verdict = ? AND answered_by IS NOT ? AND NOT EXISTS (SELECT 1 FROM answers a"
+    " WHERE a.item_id = items.id AND (a.peer_id = ? OR a.at < ?))"
+)
 
 
 def plant(
@@ -54,32 +60,50 @@ def plant(
     again gets new ones: its earlier holder's are dropped."""
     conn.execute("DELETE FROM plants WHERE unit_id = ?", (unit_id,))
     facts = jobs.job(db, conn, job_id)
+    job_id = facts.recheck_of or job_id  # a re-check job's units carry its job's known answers
     if (
         not db.settings.rechecks
-        or facts.recheck_of is not None
         or facts.vantage is not None
         or not jobs.checker(db, conn, job_id).model.checked
         or jobs.checker(db, conn, job_id).model.input != "urls"
     ):
         return items
     wanted = reputation.known_answers(peers.record_of(conn, peer_id))
+    known = (job_id, verdicts.State.CONFIRMED.value, peer_id, peer_id, now - KNOWN_FRESH)
+    problems = jobs.checker(db, conn, job_id).model.problems
     candidates = conn.execute(
-        "SELECT id, url, crawl FROM items WHERE unit_key = ? AND job_id = ? AND replica = 0 AND verdict = ?"
-        " AND answered_by IS NOT ? AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id = items.id"
-        " AND (a.peer_id = ? OR a.at < ?)) ORDER BY id DESC LIMIT ?",
-        (key, job_id, verdicts.State.CONFIRMED.value, peer_id, peer_id, now - KNOWN_FRESH, _CANDIDATES),
+        f"SELECT id, url, crawl, result FROM items WHERE unit_key = ? AND {_KNOWN} ORDER BY id DESC LIMIT ?",
+        (key, *known, _CANDIDATES),
     ).fetchall()
-    chosen = random.sample(candidates, min(wanted, len(candidates)))
+    chosen = _mixed(candidates, wanted, problems)
     if not chosen:
         return items
     conn.executemany(
         "INSERT INTO plants (unit_id, peer_id, url, item_id) VALUES (?, ?, ?, ?)",
-        [(unit_id, peer_id, url, item_id) for item_id, url, _ in chosen],
+        [(unit_id, peer_id, url, item_id) for item_id, url, _, _ in chosen],
     )
     mixed = list(items)
-    for _, url, crawl in chosen:
+    for _, url, crawl, _ in chosen:
         mixed.insert(random.randint(0, len(mixed)), (url, bool(crawl)))
     return mixed
+
+
+def _mixed(
+    candidates: list[tuple[int, str, int, str]], wanted: int, problems: Sequence[str]
+) -> list[tuple[int, str, int, str]]:
+    """Up to `wanted` of the candidates (id, url, crawl, result), problems and the rest taken
+    in turn: one who says "ok" of everything is wrong on a known problem, one who says
+    "broken" on a known "ok"."""
+    bad = [c for c in candidates if c[3] in problems]
+    good = [c for c in candidates if c[3] not in problems]
+    random.shuffle(bad)
+    random.shuffle(good)
+    chosen: list[tuple[int, str, int, str]] = []
+    while len(chosen) < wanted and (bad or good):
+        for pool in (bad, good) if random.random() < 0.5 else (good, bad):
+            if pool and len(chosen) < wanted:
+                chosen.append(pool.pop())
+    return chosen
 
 
 def plants_of(conn: sqlite3.Connection, peer_id: str, unit_ids: Sequence[int]) -> dict[int, dict[str, int | None]]:

@@ -12,8 +12,10 @@ problem, and a share of the rest drawn by the answering key's record
   `recheck_of` names the job, made with its first re-check, ended with it): an item of the
   same URL (its replica says which answer it asks for), in its website's queue like any other
   item, so it keeps the website's pace and its one live lease. It is leased as its item was
-  (a crawl when it was one), so a peer cannot tell a re-check from first work; the links a
-  re-check finds add nothing.
+  (a crawl when it was one), so a peer cannot tell a re-check from first work, and the links
+  a re-check finds join its job like any page's: a liar that withheld them stops no crawl.
+  Links are not compared (pages differ by network and by visit; a false problem would be
+  worse than a link seen twice).
 - **Who answers** (`allowed`, which leasing asks): never a peer that answered the item, and
   one of a network no answer came from while there is one about, for
   `verdicts.PREFER_OTHER_NETWORK` seconds (`verdicts.may_recheck`). A re-check job's units go
@@ -24,7 +26,8 @@ problem, and a share of the rest drawn by the answering key's record
   job, and each key's record learns whether it was confirmed or outvoted
   (`reputation.after_check`).
 - **Nobody comes.** A re-check without a live lease is given up (`overdue`) once every
-  peer about answered it already (the others left, or paused) or once it waited
+  peer about answered it already (the others left, paused, or stepped aside from its
+  website: their bundle would not run) or once it waited
   `verdicts.RECHECK_WAIT`: the item takes what its answers say (`verdicts.given_up`,
   "unconfirmed" after one answer), and nobody is blamed.
 
@@ -247,8 +250,14 @@ def _final(
     ).rowcount:
         return  # answered again meanwhile (its first answer's key was quarantined)
     closed[job_id] = closed.get(job_id, 0) + 1
-    if settled.state in (verdicts.State.CONFIRMED, verdicts.State.OUTVOTED, verdicts.State.REGION_DEPENDENT):
+    if settled.state in (verdicts.State.CONFIRMED, verdicts.State.OUTVOTED):
         _judged(conn, settled.agreed if len(settled.agreed) > 1 else (), settled.outvoted)
+    elif settled.state is verdicts.State.REGION_DEPENDENT:
+        # Nobody lied, but a key that cannot reach what others reach is checked more (a key
+        # that says "timeout" of everything would otherwise cost every answer three fetches
+        # and never be doubted): it counts as outvoted, which makes it suspect, never quarantined.
+        unreached = [a.peer for a, _ in stored if a.peer in settled.unreached and not a.reached]
+        _judged(conn, settled.agreed if len(settled.agreed) > 1 else (), unreached)
 
 
 def _judged(conn: sqlite3.Connection, agreed: Iterable[str], outvoted: Iterable[str]) -> None:
@@ -334,9 +343,16 @@ def overdue(db: Database, conn: sqlite3.Connection, now: float) -> None:
             "SELECT id, workloads FROM peers WHERE last_seen >= ? AND quarantined IS NULL", (now - PEER_QUIET_SECONDS,)
         )
     }
+    aside: dict[str, set[str]] = {}  # a peer that stepped aside from a website takes none of it
+    for key, peer_id in conn.execute("SELECT unit_key, peer_id FROM stepped_aside WHERE until > ?", (now,)):
+        aside.setdefault(key, set()).add(peer_id)
     given_up: dict[tuple[int, str], list[tuple[int, str, int]]] = {}
     for item_id, child, key, url, asked_at, job_id, workload in rows:
-        takers = {peer for peer, names in about.items() if host_planning.runs_all(names, (workload,))}
+        takers = {
+            peer
+            for peer, names in about.items()
+            if host_planning.runs_all(names, (workload,)) and peer not in aside.get(key, ())
+        }
         if asked_at > now - verdicts.RECHECK_WAIT and len(takers) > verdicts.MAX_ANSWERS + 1:
             continue  # more peers about than an item ever has answers: one of them will come
         if asked_at > now - verdicts.RECHECK_WAIT:

@@ -312,16 +312,17 @@ def finish_records(
 ) -> None:
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
-    recheck = jobs.job(db, conn, unit.job_id).recheck_of is not None  # its links are its item's, added then
-    compared = db.settings.rechecks or recheck
+    # A re-check's links join the job it checks (`rechecks`).
+    links_to = jobs.job(db, conn, unit.job_id).recheck_of or unit.job_id
+    compared = db.settings.rechecks or links_to != unit.job_id
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
         counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
         reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
         if compared:
             reported.answered.append(rechecks.Answered(unit.job_id, item_id, r.url, r.values, counted_as, unit.network))
-        if crawl and r.links and not recheck:
-            _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
+        if crawl and r.links:
+            _add_links(db, conn, links_to, r, depth, jobs.job_input(db, conn, links_to), now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
