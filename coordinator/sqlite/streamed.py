@@ -66,4 +66,5 @@ def report_items(
             return False, 0, reason
         reports.finish_records(db, conn, unit, records, reported, now)
         reports.write_reported(conn, reported, now)
+    db.saw_work(peer_id, len(records), now)
     return True, len(records), ""
