@@ -133,6 +133,7 @@ async def serve(
     host_min_delay: float = DEFAULT_MIN_DELAY,
     epsilon: float = DEFAULT_EPSILON,
     vantage: VantageRules | None = None,
+    rechecks: bool = True,
     ready: Callable[[int], None] | None = None,
     dht: DhtNode | None = None,
     network: str = "public",
@@ -160,7 +161,8 @@ async def serve(
     (`overlay.origin`) or, without `own_origin`, by libtorrent.
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
     far above its capacity-weighted share a peer's load may go (`assignment`); `vantage`: what
-    makes peers different vantage points and how long a probe job waits for them. The dashboard
+    makes peers different vantage points and how long a probe job waits for them; `rechecks`:
+    whether answers are checked again by other peers (`coordinator.sqlite.rechecks`). The dashboard
     needs the token kept beside the database unless `public_dashboard`. The built-in bundles (link
     checker, probe) are published at every start, signed by the coordinator's key: the operator
     installed this osaas, so its versions become the stable ones at once.
@@ -177,6 +179,7 @@ async def serve(
         epsilon=epsilon,
         settle=host_planning.SETTLE_SECONDS,
         vantage=vantage,
+        rechecks=rechecks,
         own_process=True,
     )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose

@@ -140,21 +140,24 @@ def form_unit(
     waiting: Sequence[WaitingItem],
     job_unit_size: Callable[[int], int],
     may_serve: Callable[[int, int], bool] = lambda job_id, replica: True,
+    may_take: Callable[[WaitingItem], bool] = lambda item: True,
 ) -> FormedUnit | None:
     """A new unit of a host's waiting items: those of its oldest job whose next item's vantage
-    point the asking peer may be (`may_serve(job_id, replica)`), from that item on while they
-    are of the same vantage point, up to the job's unit size (`job_unit_size`); None when
-    nothing waits that it may take. `waiting` is ordered by job, then item. A job's items are
-    taken in id order only (its queue's cursor), so a job is passed over, never skipped into."""
+    point the asking peer may be (`may_serve(job_id, replica)`) and that it may take
+    (`may_take`: a re-check, say, that it did not answer first), from that item on while they
+    are of the same vantage point and it may take them, up to the job's unit size
+    (`job_unit_size`); None when nothing waits that it may take. `waiting` is ordered by job,
+    then item. A job's items are taken in id order only (its queue's cursor), so a job is
+    passed over, never skipped into."""
     for job_id in dict.fromkeys(item.job_id for item in waiting):
         of_job = [item for item in waiting if item.job_id == job_id]
         replica = of_job[0].replica
-        if not may_serve(job_id, replica):
+        if not may_serve(job_id, replica) or not may_take(of_job[0]):
             continue
         size = job_unit_size(job_id)
         picked: list[WaitingItem] = []
         for item in of_job:
-            if item.replica != replica or len(picked) == size:
+            if item.replica != replica or len(picked) == size or not may_take(item):
                 break
             picked.append(item)
         return FormedUnit(

@@ -24,9 +24,19 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from workloads.bundle import JobModel
+
+PENDING = "pending"  # an item's verdict while another answer is asked for
+# Seconds a re-check waits for a peer of a network no answer came from, while there is one;
+# then any peer that did not answer the item may take it: a re-check never waits for one.
+PREFER_OTHER_NETWORK = 60.0
+# Seconds a re-check waits for any peer to take it (every other peer left, say); then the
+# answers it has are final, "unconfirmed" when they were one.
+RECHECK_WAIT = 600.0
 MAX_ANSWERS = 3  # answers an item gets before a majority settles it: re-checks are bounded
 # ... and one more when those are split three ways, one of them unable to reach the website.
 
@@ -37,6 +47,7 @@ class State(enum.StrEnum):
     REGION_DEPENDENT = "region-dependent"  # unreachable from some networks only
     OUTVOTED = "outvoted"  # the majority settled it against a contradicting answer
     DISPUTED = "disputed"  # no majority
+    UNCONFIRMED = "unconfirmed"  # asked for a second look that no other peer came to give
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,40 @@ class Settled:
     agreed: tuple[str, ...]  # peers whose answer is the final one
     outvoted: tuple[str, ...]  # peers that reached the website and answered otherwise
     unreached: tuple[str, ...]  # peers that answered otherwise without reaching it (not blamed)
+
+
+def answer_of(model: JobModel, values: Sequence[Any], counted_as: str | None, peer: str, network: str) -> Answer:
+    """A record's answer as these rules compare it: its model's `agree` fields (`values` in
+    `JobModel.stored` order; lists as tuples, so they compare and count)."""
+    by_name = dict(zip((f.name for f in model.stored), values, strict=True))
+    agreed = tuple(tuple(v) if isinstance(v, list) else v for v in (by_name[name] for name in model.agree))
+    return Answer(peer, network, agreed, counted_as in model.problems, counted_as not in model.unreached)
+
+
+def may_recheck(peer: str, network: str, answers: Sequence[Answer], waited: float, about: Collection[str]) -> bool:
+    """May this peer give an item another answer, `waited` seconds after it was asked for?
+    Never one that answered it. One of a network an answer came from only when no peer about
+    is of another (`about`: the networks of the peers about), or once the question waited
+    PREFER_OTHER_NETWORK."""
+    if any(a.peer == peer for a in answers):
+        return False
+    answered = {a.network for a in answers}
+    if network not in answered:
+        return True
+    return waited >= PREFER_OTHER_NETWORK or all(n in answered for n in about)
+
+
+def given_up(answers: Sequence[Answer]) -> Settled:
+    """The final answer of an item whose re-check no peer came to give (RECHECK_WAIT): the
+    majority of its answers so far, else the worst; unconfirmed when it had only one. Nobody
+    is blamed."""
+    if len(answers) == 1:
+        return Settled(answers[0].value, State.UNCONFIRMED, (answers[0].peer,), (), ())
+    (top, votes), *_ = Counter(a.value for a in answers).most_common()
+    if votes * 2 <= len(answers):
+        top = next((a.value for a in answers if a.problem), answers[0].value)
+    state = State.CONFIRMED if votes == len(answers) else State.DISPUTED
+    return _split(answers, top, state, blame=False)
 
 
 def needs_second_look(answer: Answer, share: float, draw: float) -> bool:

@@ -135,6 +135,9 @@ async def embedded_coordinator(workdir: Path) -> AsyncIterator[EmbeddedNetwork]:
                 # Its peers are this machine running one check, like one link checker: the
                 # per-host connection limit and robots crawl delay pace them, not pauses between units.
                 host_min_delay=0.0,
+                # One machine is one vantage point: its peers checking each other's answers
+                # would only fetch every problem twice.
+                rechecks=False,
                 dht=dht,
                 identity=identity,
                 admission=admission,

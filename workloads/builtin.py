@@ -38,7 +38,8 @@ class Builtin:
         return ("__init__.py", "process_api.py", f"{self.package}/*.py")
 
 
-# Its job model (docs/workload-api.md): seed URLs crawled by website, one record per URL.
+# Its job model (docs/workload-api.md): seed URLs crawled by website, one record per URL; two
+# answers of a URL agree when their results do, and a problem is checked again by another peer.
 # Generous limits: a unit waits for robots.txt, crawl delays and slow hosts; the CPU limit is
 # what stops a runaway.
 _LINKCHECK = Builtin(
@@ -53,6 +54,9 @@ crawl = true
 count = "result"
 links_at = "final_url"
 max_links = {MAX_LINKS_PER_PAGE}
+agree = ["result"]
+problems = ["broken", "timeout", "error"]
+unreached = ["timeout", "error"]
 
 [results.fields]
 url = "str"

@@ -10,6 +10,7 @@ with the event loop.
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ class Settings:
     epsilon: float = assignment.DEFAULT_EPSILON  # a peer's load stays within (1 + ε) x its share
     settle: float = 0.0  # seconds the first plan waits after the first peer (host_planning.settled)
     vantage: VantageRules = VantageRules()  # what a network is, how long vantage jobs wait for one
+    rechecks: bool = False  # answers of jobs whose model compares them are checked by other peers
 
     def __post_init__(self) -> None:
         if self.unit_size < 1 or self.max_attempts < 1:
@@ -62,6 +64,7 @@ class JobFacts:
     unit_size: int  # the most items in one of its units
     owner_key: str | None  # who submitted it; None: the operator, or before roles
     vantage: int | None  # vantage points per URL (`coordinator.vantage`); None: the job has none
+    recheck_of: int | None = None  # a job of re-checks: whose (`coordinator.sqlite.rechecks`)
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class Database:
     planned_once: bool = False
     forgot_at: float = -math.inf  # when quiet peers were last looked for (`peers.forget_quiet`)
     monotonic: Callable[[], float] = time.monotonic  # times plans (PLAN_SHARE)
+    draw: Callable[[], float] = random.random  # which answers are checked again (`verdicts.needs_second_look`)
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
     jobs: dict[int, JobFacts] = field(default_factory=dict)
     checkers: dict[int, Checker] = field(default_factory=dict)  # jobs' record checks (their models)

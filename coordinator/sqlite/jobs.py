@@ -214,7 +214,8 @@ def job(db: Database, conn: sqlite3.Connection, job_id: int) -> JobFacts:
     job = db.jobs.get(job_id)
     if job is None:
         row = conn.execute(
-            "SELECT workload, bundle_version, unit_size, owner_key, vantage FROM jobs WHERE id = ?", (job_id,)
+            "SELECT workload, bundle_version, unit_size, owner_key, vantage, recheck_of FROM jobs WHERE id = ?",
+            (job_id,),
         ).fetchone()
         job = JobFacts(*row)
         if len(db.jobs) >= _JOBS_KEPT:
@@ -228,7 +229,9 @@ def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
     nobody (a holder's renewal, release or late report is refused as stale, so it stops and
     drops the unit's report; nothing of it is taken), no item is lost."""
     with db.transaction() as conn:
-        row = conn.execute("SELECT state, cancelled_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = conn.execute(
+            "SELECT state, cancelled_at FROM jobs WHERE id = ? AND recheck_of IS NULL", (job_id,)
+        ).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         if row[0] != "running":
@@ -242,6 +245,7 @@ def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
             (job_id,),
         )
         conn.execute("UPDATE job_progress SET open_items = 0 WHERE job_id = ?", (job_id,))
+        _end_rechecks(conn, job_id, now, cancelled=True)
         access.audit(conn, now, actor, "cancel", f"job {job_id}")
     db.replan = True  # its hosts may have no work left
     log.info("job %d cancelled by %s", job_id, actor[:16])
@@ -254,14 +258,35 @@ def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) 
     (left,) = conn.execute(
         "UPDATE job_progress SET open_items = open_items - ? WHERE job_id = ? RETURNING open_items", (count, job_id)
     ).fetchone()
+    # A job of re-checks ends with its job (whose items wait for them), not when it runs dry.
     if (
         left <= 0
         and conn.execute(
-            "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running'", (now, job_id)
+            "UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ? AND state = 'running' AND recheck_of IS NULL",
+            (now, job_id),
         ).rowcount
     ):
         conn.execute("DELETE FROM queues WHERE job_id = ?", (job_id,))  # nothing waits in them
+        _end_rechecks(conn, job_id, now, cancelled=False)
         log.info("job %d done", job_id)
+
+
+def _end_rechecks(conn: sqlite3.Connection, job_id: int, now: float, cancelled: bool) -> None:
+    """A job's re-checks end with it: done, nothing waiting, no unit open (after a cancel,
+    a holder's report is refused as stale)."""
+    for (child,) in conn.execute(
+        "SELECT id FROM jobs WHERE recheck_of = ? AND state = 'running'", (job_id,)
+    ).fetchall():
+        conn.execute(
+            "UPDATE jobs SET state = 'done', finished_at = ?, cancelled_at = ? WHERE id = ?",
+            (now, now if cancelled else None, child),
+        )
+        conn.execute("DELETE FROM queues WHERE job_id = ?", (child,))
+        conn.execute(
+            "UPDATE units SET state = 'done', peer_id = NULL, expires_at = NULL WHERE job_id = ? AND state != 'done'",
+            (child,),
+        )
+        conn.execute("UPDATE job_progress SET open_items = 0 WHERE job_id = ?", (child,))
 
 
 def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
@@ -271,12 +296,16 @@ def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
     # No index on who answered (every finished item would pay for it): the running jobs' items
     # are read, once per quarantine.
     rows = conn.execute(
-        "SELECT items.id, items.job_id, items.unit_key, items.replica FROM jobs CROSS JOIN items"
-        " ON items.job_id = jobs.id WHERE jobs.state = 'running' AND items.answered_by = ? AND items.done = 1",
+        "SELECT items.id, items.job_id, items.unit_key, items.replica, items.verdict IS 'pending' FROM jobs"
+        " CROSS JOIN items ON items.job_id = jobs.id"
+        " WHERE jobs.state = 'running' AND items.answered_by = ? AND items.done = 1",
         (peer_id,),
     ).fetchall()
+    # An item waiting for a re-check counts as open already; its answer, asked again, is
+    # checked again as any first answer is (`rechecks`).
     conn.executemany(
-        "UPDATE items SET done = 0, result = NULL, record = NULL, network = NULL, answered_by = NULL WHERE id = ?",
+        "UPDATE items SET done = 0, result = NULL, record = NULL, network = NULL, answered_by = NULL,"
+        " verdict = NULL WHERE id = ?",
         [(item_id,) for item_id, *_ in rows],
     )
     # An item inside the range of a unit still open (what a partial report left out) is that
@@ -287,12 +316,12 @@ def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
         " AND state != 'done' AND first_item <= ? AND last_item >= ?)",
         [
             (key, job_id, item_id, item_id, replica, key, job_id, item_id, item_id)
-            for item_id, job_id, key, replica in rows
+            for item_id, job_id, key, replica, _ in rows
         ],
     )
     reopened: dict[int, int] = {}
-    for _, job_id, _, _ in rows:
-        reopened[job_id] = reopened.get(job_id, 0) + 1
+    for _, job_id, _, _, pending in rows:
+        reopened[job_id] = reopened.get(job_id, 0) + (not pending)
     conn.executemany(
         "UPDATE job_progress SET open_items = open_items + ? WHERE job_id = ?",
         [(count, job_id) for job_id, count in reopened.items()],

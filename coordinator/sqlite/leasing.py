@@ -3,8 +3,10 @@
 `lease` walks the asking peer's hosts, longest-rested first; each gives at most one unit,
 chosen by `coordinator.host_leasing` (reclaimed, straggling or new) and granted by
 `coordinator.leases`. A host's units hold ranges of its queue's items (`schema.UNIT_ITEMS`).
-Then the hosts with work of vantage jobs that the plan gave to other peers: such a job's units
-go to any peer of a network its website has not had yet (`coordinator.vantage`).
+Then the hosts with work of vantage jobs and of re-check jobs that the plan gave to other
+peers: such a job's units go to any peer that may take them, a vantage job's to a network its
+website has not had yet (`coordinator.vantage`), a re-check job's to a peer that did not answer
+its items, preferably of another network (`coordinator.sqlite.rechecks`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from coordinator import (
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
-from coordinator.sqlite import bundles, jobs, peers, planning, schema
+from coordinator.sqlite import bundles, jobs, known_answers, peers, planning, rechecks, schema
 from coordinator.sqlite.database import Database, JobFacts, placeholders
 from coordinator.store import PEER_QUIET_SECONDS, NotFound, StaleLease
 from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage, decode
@@ -66,6 +68,12 @@ class Asking:
     names: tuple[str, ...] | None  # the bundle names the peer runs; None: any
     network: str  # where its request came from (`vantage.network_of`)
     bundles: dict[tuple[str, str | None], BundleRef | None] = field(default_factory=dict)
+    about: set[str] | None = None  # the networks of the peers about, once a re-check asked
+
+    def networks_about(self, conn: sqlite3.Connection) -> set[str]:
+        if self.about is None:
+            self.about = rechecks.networks_about(conn, self.now)
+        return self.about
 
     def runs(self, job: JobFacts) -> bool:
         return self.names is None or job.workload in self.names
@@ -206,6 +214,10 @@ def lease(
             None if ANY_WORKLOAD in workloads else tuple(workloads),
             vantage.network_of(address, db.settings.vantage),
         )
+        # Re-checks prefer a network no answer came from: where each peer is, as seen here.
+        conn.execute(
+            "UPDATE peers SET network = ? WHERE id = ? AND network IS NOT ?", (ask.network, peer_id, ask.network)
+        )
         # Only hosts with something to lease: waiting items or a unit not done. A host keeps
         # its peer until the next plan after its work ran out; asking for its items on
         # every lease until then cost a statement per host.
@@ -238,7 +250,7 @@ def lease(
                 granted.append(one)
                 records_bytes += sum(map(len, one.records or ()))
         if len(granted) < max_units:
-            granted += _lease_vantage(db, conn, ask, max_units - len(granted))
+            granted += _lease_open(db, conn, ask, max_units - len(granted))
     return granted
 
 
@@ -248,15 +260,19 @@ _OPEN_UNIT_COLUMNS = (
 )
 
 
-def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: int) -> list[Granted]:
-    """Units of vantage jobs on hosts the plan gave to other peers (or to none), for a peer
-    whose network their websites have not had yet (`vantage.may_serve`, checked per unit)."""
-    jobs_with_vantage = [
-        job_id for (job_id,) in conn.execute("SELECT id FROM jobs WHERE state = 'running' AND vantage IS NOT NULL")
+def _lease_open(db: Database, conn: sqlite3.Connection, ask: Asking, room: int) -> list[Granted]:
+    """Units of vantage and re-check jobs on hosts the plan gave to other peers (or to none),
+    for a peer that may take them (`vantage.may_serve`, `rechecks.allowed`)."""
+    open_jobs = [
+        job_id
+        for (job_id,) in conn.execute(
+            "SELECT id FROM jobs WHERE state = 'running' AND vantage IS NOT NULL"
+            " UNION ALL SELECT id FROM jobs WHERE state = 'running' AND recheck_of IS NOT NULL"
+        )
     ]
-    if not jobs_with_vantage:
+    if not open_jobs:
         return []
-    marks = placeholders(jobs_with_vantage)
+    marks = placeholders(open_jobs)
     hosts = conn.execute(
         "SELECT key, next_allowed_at, crawl_delay, backoff FROM hosts"
         " WHERE (peer_id IS NULL OR peer_id != ?) AND next_allowed_at <= ?"
@@ -267,7 +283,7 @@ def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: in
         " AND NOT EXISTS (SELECT 1 FROM stepped_aside s WHERE s.unit_key = hosts.key AND s.peer_id = ?"
         " AND s.until > ?)"
         " ORDER BY next_allowed_at, rowid",
-        (ask.peer_id, ask.now, *jobs_with_vantage, *jobs_with_vantage, ask.peer_id, ask.now),
+        (ask.peer_id, ask.now, *open_jobs, *open_jobs, ask.peer_id, ask.now),
     ).fetchall()
     granted: list[Granted] = []
     for key, *pace in hosts:
@@ -276,7 +292,7 @@ def _lease_vantage(db: Database, conn: sqlite3.Connection, ask: Asking, room: in
         rows = conn.execute(
             f"SELECT {_OPEN_UNIT_COLUMNS} FROM units WHERE unit_key = ? AND state != 'done' ORDER BY id", (key,)
         ).fetchall()
-        one = _lease_host(db, conn, key, HostPace(*pace), ask, rows, frozenset(jobs_with_vantage))
+        one = _lease_host(db, conn, key, HostPace(*pace), ask, rows, frozenset(open_jobs))
         if one is not None:
             granted.append(one)
     return granted
@@ -322,7 +338,7 @@ def _lease_host(
         if only_jobs is not None and job_id not in only_jobs:
             return False
         if jobs.job(db, conn, job_id).vantage is None:
-            return True
+            return True  # a re-check job's items are looked at one by one (`_rechecks_allowed`)
         if job_id not in used:
             used[job_id] = _networks_used(conn, job_id, key)
         return vantage.may_serve(ask.network, replica, used[job_id]) and vantage.may_serve(
@@ -347,6 +363,8 @@ def _lease_host(
         span = spans[unit.unit_id]
         if not ask.runs(jobs.job(db, conn, span.job_id)) or not may_serve(span.job_id, replicas[unit.unit_id]):
             continue
+        if jobs.job(db, conn, span.job_id).recheck_of is not None and not _may_recheck_unit(db, conn, ask, span):
+            continue
         granted = leases.grant(unit.lease, ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
         save_unit(conn, unit.unit_id, granted)
         if granted.state is UnitState.DONE:
@@ -369,8 +387,22 @@ def _lease_host(
 
 
 def _network_kept(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> str | None:
-    """The network a unit keeps of the peer it is granted to: a vantage job's only."""
-    return None if jobs.job(db, conn, job_id).vantage is None else ask.network
+    """The network a unit keeps of the peer it is granted to: its items' answers come from
+    there (a vantage point; where a re-checked answer came from)."""
+    return ask.network
+
+
+def _may_recheck_unit(db: Database, conn: sqlite3.Connection, ask: Asking, span: Span) -> bool:
+    """May the asking peer take a re-check job's unit granted before? Only if it may answer
+    every item the unit holds open."""
+    waiting = [
+        rechecks.Waiting(item_id, span.job_id, url, asked_at)
+        for item_id, url, asked_at in conn.execute(
+            f"SELECT id, url, asked_at FROM items WHERE {schema.UNIT_ITEMS}", span
+        )
+    ]
+    allowed = rechecks.allowed(db, conn, ask.peer_id, ask.network, waiting, ask.networks_about(conn), ask.now)
+    return len(allowed) == len(waiting)
 
 
 def _form_unit(
@@ -391,7 +423,13 @@ def _form_unit(
             (key, *(ask.names or ()), unit_sizing.unit_size(ask.throughput)),
         )
     ]
-    formed = host_leasing.form_unit(waiting, lambda job_id: jobs.job(db, conn, job_id).unit_size, may_serve)
+    checks = _rechecks_allowed(db, conn, ask, waiting)
+    formed = host_leasing.form_unit(
+        waiting,
+        lambda job_id: jobs.job(db, conn, job_id).unit_size,
+        may_serve,
+        lambda item: checks is None or jobs.job(db, conn, item.job_id).recheck_of is None or item.item_id in checks,
+    )
     if formed is None:
         return None
     unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
@@ -422,6 +460,30 @@ def _form_unit(
     return _lease_of(db, conn, ask, span, unit_id, unit, formed.items)
 
 
+def _rechecks_allowed(
+    db: Database, conn: sqlite3.Connection, ask: Asking, waiting: list[WaitingItem]
+) -> set[int] | None:
+    """Which waiting items of re-check jobs the asking peer may answer; None without any."""
+    of_rechecks = [item for item in waiting if jobs.job(db, conn, item.job_id).recheck_of is not None]
+    if not of_rechecks:
+        return None
+    asked_at = dict(
+        conn.execute(
+            f"SELECT id, asked_at FROM items WHERE id IN ({placeholders(of_rechecks)})",
+            [item.item_id for item in of_rechecks],
+        ).fetchall()
+    )
+    return rechecks.allowed(
+        db,
+        conn,
+        ask.peer_id,
+        ask.network,
+        [rechecks.Waiting(item.item_id, item.job_id, item.url, asked_at.get(item.item_id)) for item in of_rechecks],
+        ask.networks_about(conn),
+        ask.now,
+    )
+
+
 def _lease_of(
     db: Database,
     conn: sqlite3.Connection,
@@ -439,6 +501,8 @@ def _lease_of(
     bundle = _bundle_of(db, conn, ask, job_id)
     host = key if url_jobs.is_website(key) else None
     kind = jobs.checker(db, conn, job_id).model.input
+    if kind == "urls":
+        items = known_answers.plant(db, conn, ask.peer_id, unit_id, job_id, key, items, ask.now)
     records = None
     if kind == "records":
         records = [

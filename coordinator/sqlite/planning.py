@@ -16,7 +16,7 @@ import sqlite3
 from coordinator import host_planning, reputation
 from coordinator.host_planning import ActivePeer
 from coordinator.reputation import Observed, PeerRecord
-from coordinator.sqlite import jobs, peers, schema
+from coordinator.sqlite import jobs, peers, rechecks, schema
 from coordinator.sqlite.database import Database
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import decode
@@ -52,6 +52,7 @@ def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
         db.planned_once = True
     started = db.monotonic()
     jobs.stop_waiting_for_networks(db, conn, now)
+    rechecks.overdue(db, conn, now)
     running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
     db.observed = seen_lately(db.observed, now)
     active = {

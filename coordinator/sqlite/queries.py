@@ -4,10 +4,11 @@ hosts for the dashboard."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from coordinator import unit_sizing
-from coordinator.sqlite import jobs, schema
+from coordinator.sqlite import jobs, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import HostOverview, NotFound, PeerOverview
 from overlay.wire import JobStatus, UnitLog, decode
@@ -21,7 +22,7 @@ def job_status(db: Database, job_id: int) -> JobStatus:
 def list_jobs(db: Database, owner_key: str | None = None) -> list[JobStatus]:
     with db.transaction(write=False) as conn:
         if owner_key is None:
-            ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]
+            ids = [job_id for (job_id,) in conn.execute("SELECT id FROM jobs WHERE recheck_of IS NULL ORDER BY id")]
         else:
             ids = [
                 job_id
@@ -64,7 +65,7 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
     if 0 <= job_id <= schema.MAX_ID:
         row = conn.execute(
             "SELECT workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited"
-            " FROM jobs WHERE id = ?",
+            " FROM jobs WHERE id = ? AND recheck_of IS NULL",  # a job's re-checks are its own business
             (job_id,),
         ).fetchone()
     if row is None:
@@ -124,7 +125,7 @@ def job_results(
         model = jobs.checker(db, conn, job_id).model
         where = f" AND done = 1 AND result IN ({placeholders(list(counted_as))})" if counted_as else ""
         rows = conn.execute(
-            "SELECT id, url, done, record, failed, depth, network"
+            "SELECT id, url, done, record, failed, depth, network, verdict"
             f" FROM items WHERE job_id = ?{where} ORDER BY id LIMIT ? OFFSET ?",
             (job_id, *counted_as, limit, offset),
         ).fetchall()
@@ -133,11 +134,14 @@ def job_results(
         referrers: dict[int, list[str]] = {}
         if model.crawl:
             referrers = _referrers(conn, job_id, [row[0] for row in rows], few=bool(counted_as))
+        answers: Mapping[int, list[str]] = {}
+        if model.checked:
+            answers = rechecks.answers_by_item(conn, [row[0] for row in rows if row[7] is not None])
     stored = [f.name for f in model.stored]
     nothing = dict.fromkeys(stored)
     key = model.key  # `url`, or `item` for items and records
     results = []
-    for item_id, url, done, record, failed, depth, network in rows:
+    for item_id, url, done, record, failed, depth, network, verdict in rows:
         row: dict[str, Any] = {key: url}
         if model.vantage:
             row["network"] = network  # the coordinator's, never the peer's word
@@ -146,6 +150,10 @@ def job_results(
             row["depth"] = depth
             row["referrers"] = referrers.get(item_id, [])
         row["failed"] = failed
+        if model.checked:
+            # How sure the answer is: None when one answer was enough (`rechecks`).
+            row["verdict"] = verdict
+            row["answers"] = answers.get(item_id, [])
         row["done"] = bool(done)
         results.append(row)
     return results

@@ -32,7 +32,7 @@ from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, u
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
-from coordinator.sqlite import bundles, jobs, leasing, peers, schema
+from coordinator.sqlite import bundles, jobs, known_answers, leasing, peers, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
 from coordinator.url_jobs import JobInput
@@ -93,6 +93,7 @@ class ReportedUnit:
     network: str | None = None  # a vantage job's: the network of the peer it was granted to
     version: str | None = None  # the bundle version it was granted with (None: before schema 13)
     items: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # open: url -> (id, depth, crawl)
+    planted: dict[str, int | None] = field(default_factory=dict)  # known answers in its lease (`known_answers`)
 
 
 @dataclass(slots=True)
@@ -118,6 +119,9 @@ class Reported:
     rollouts: dict[str, Rollout | None] = field(default_factory=dict)  # as they were when the call began
     misreports: int = 0  # reports refused as the peer's doing (a version it was not leased)
     stepped_aside: list[str] = field(default_factory=list)  # hosts the peer leaves to others a while
+    answered: list[rechecks.Answered] = field(default_factory=list)  # items finished, for re-checks
+    known: list[tuple[int, int, int, Record]] = field(default_factory=list)  # (unit, job, known item, record)
+    lease_ended: list[int] = field(default_factory=list)  # units whose plants go
 
     def __post_init__(self) -> None:
         self.throughput = self.throughput_before
@@ -134,7 +138,7 @@ def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportRe
         peers.touch(conn, peer_id, now)
         reported = load_reported(conn, peer_id, [report.unit_id])
         response = _take_report(db, conn, report, now, reported)
-        write_reported(conn, reported, now)
+        write_reported(db, conn, reported, now)
     db.saw_work(peer_id, len(reported.finished), now)
     return response
 
@@ -155,7 +159,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
                 verdicts.append(
                     (report.unit_id, response.accepted, response.reason, "" if response.accepted else REFUSED)
                 )
-        write_reported(conn, reported, now)
+        write_reported(db, conn, reported, now)
     db.saw_work(peer_id, len(reported.finished), now)
     return verdicts
 
@@ -183,6 +187,8 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, unit_ids: list[int]) -
                         f"SELECT id, url, depth, crawl FROM items WHERE {schema.UNIT_ITEMS}", (key, job_id, first, last)
                     )
                 }
+    for unit_id, planted in known_answers.plants_of(conn, peer_id, list(reported.units)).items():
+        reported.units[unit_id].planted = planted
     keys = sorted({unit.key for unit in reported.units.values() if url_jobs.is_website(unit.key)})
     for some_keys in chunks(keys):
         for key, *pace in conn.execute(
@@ -222,17 +228,21 @@ def _take_report(
     records: list[Record] = []
     streamed: list[Record] = []
     refused = None
+    known: list[tuple[int, Record]] = []
     try:
         if report.items:
-            streamed = streamed_records(db, conn, unit, report.items)
+            streamed, known = streamed_records(db, conn, unit, report.items)
         if report.exit_code in (0, 1):
             checker = jobs.checker(db, conn, unit.job_id)
-            records = checker.records(report.payload)
+            records, more_known = known_answers.set_aside(checker.records(report.payload), unit.planted)
+            known += more_known
             records = _not_streamed(conn, unit, records, {r.url for r in streamed})
             check_unit_items(records, unit.items, checker.model.key)
     except SchemaError as exc:
         refused = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
-        records, streamed = [], []
+        records, streamed, known = [], [], []
+    reported.known += [(report.unit_id, unit.job_id, item_id, r) for item_id, r in known]
+    reported.lease_ended.append(report.unit_id)
     done_here = len(records) + len(streamed) + report.streamed  # items this lease finished
     if refused is not None:
         after = leases.after_refused_report(unit.lease, refused, db.settings.max_attempts)
@@ -304,23 +314,29 @@ def finish_records(
 ) -> None:
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
+    recheck = jobs.job(db, conn, unit.job_id).recheck_of is not None  # its links are its item's, added then
+    compared = db.settings.rechecks or recheck
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
-        reported.finished.append(
-            (UNCOUNTED if r.counted_as is None else r.counted_as, encode(r.values), unit.network, item_id)
-        )
-        if crawl and r.links:
+        counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
+        reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
+        if compared:
+            reported.answered.append(rechecks.Answered(unit.job_id, item_id, r.url, r.values, counted_as, unit.network))
+        if crawl and r.links and not recheck:
             _add_links(db, conn, unit.job_id, r, depth, jobs.job_input(db, conn, unit.job_id), now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
-def streamed_records(db: Database, conn: sqlite3.Connection, unit: ReportedUnit, items: list[Any]) -> list[Record]:
+def streamed_records(
+    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, items: list[Any]
+) -> tuple[list[Record], list[tuple[int, Record]]]:
     """The records a unit's workload streamed (process API version 2), checked against the
     job's model as a final report's are, without those of items finished already (streamed
-    before, sent again): the first record of an item counts. Raise `SchemaError` for a record
-    that breaks the model or names no item of the unit."""
+    before, sent again): the first record of an item counts. Those of known answers planted
+    in its lease come apart, beside their known item (`known_answers.set_aside`). Raise
+    `SchemaError` for a record that breaks the model or names no item of the unit."""
     checker = jobs.checker(db, conn, unit.job_id)
-    records = checker.records({"items": items})
+    records, known = known_answers.set_aside(checker.records({"items": items}), unit.planted)
     fresh: dict[str, Record] = {}
     for r in records:
         if r.url in unit.items:
@@ -331,7 +347,7 @@ def streamed_records(db: Database, conn: sqlite3.Connection, unit: ReportedUnit,
         for i, url in strays:
             if url not in finished:
                 raise SchemaError(f"payload.items[{i}].{checker.model.key} is not an item of this unit")
-    return list(fresh.values())
+    return list(fresh.values()), known
 
 
 def _not_streamed(
@@ -380,7 +396,7 @@ def _on_trial(conn: sqlite3.Connection, name: str, version: str | None, reported
     )
 
 
-def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> None:
+def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, now: float) -> None:
     """Write what the call's reports changed: items, units and host paces; then count the
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
@@ -440,28 +456,52 @@ def write_reported(conn: sqlite3.Connection, reported: Reported, now: float) -> 
         bundles.save_rollout(conn, after)
         if after.state is RolloutState.ROLLED_BACK:
             log.warning("%s", after.message)
+    if reported.answered:
+        rechecks.after_answers(db, conn, reported.peer_id, reported.answered, reported.closed, now)
     for job_id, count in reported.closed.items():
         jobs.items_closed(conn, job_id, count, now)
-    if reported.misreports:
+    judged = _known_answers(db, conn, reported)
+    if reported.misreports or judged.right or judged.wrong:
         was = peers.record_of(conn, reported.peer_id)
         record = was
         for _ in range(reported.misreports):
             record = reputation.after_misreport(record)
+        for right in [True] * judged.right + [False] * judged.wrong:
+            record = reputation.after_known_answer(record, right)
         peers.save_record(conn, reported.peer_id, record)
         if record.quarantined is not None and was.quarantined is None:
             redone = jobs.redo_answers_of(conn, reported.peer_id, now)
+            db.replan = True  # it keeps no website
             log.warning(
                 "peer %s… quarantined: %s; its %d answers in running jobs are done again by others",
                 reported.peer_id[:12],
                 record.quarantined,
                 redone,
             )
+    if reported.misreports:
         leasing.step_aside(conn, reported.stepped_aside, reported.peer_id, now)
         log.warning(
             "peer %s… named a version it was not leased in %d reports", reported.peer_id[:12], reported.misreports
         )
     if reported.throughput != reported.throughput_before:
         conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
+
+
+def _known_answers(db: Database, conn: sqlite3.Connection, reported: Reported) -> known_answers.Judged:
+    """Judge the answers to known answers planted in the call's leases; the plants answered,
+    and those of units whose lease ended (a final report), go."""
+    right = wrong = 0
+    by_job: dict[int, list[tuple[int, Record]]] = {}
+    for _, job_id, item_id, r in reported.known:
+        by_job.setdefault(job_id, []).append((item_id, r))
+    for job_id, answers in by_job.items():
+        judged = known_answers.judge(db, conn, job_id, reported.peer_id, answers)
+        right, wrong = right + judged.right, wrong + judged.wrong
+    for unit_id, _, _, r in reported.known:
+        known_answers.judged(conn, unit_id, [r.url])
+    for unit_id in reported.lease_ended:
+        known_answers.forget(conn, unit_id)
+    return known_answers.Judged(right, wrong)
 
 
 def _add_links(

@@ -38,6 +38,12 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        peers.misreports (reports refused as the peer's doing, not its version's), agreed,
        outvoted, known_right, known_wrong and quarantined (why): its `reputation.PeerRecord`;
        items.answered_by (the peer whose record it holds: a quarantined key's are done again)
+    14 re-checks (`coordinator.sqlite.rechecks`): jobs.recheck_of (a job's re-checks are a job
+       of their own: an item per answer asked again, its replica the how-manieth); answers
+       (each vantage point's answer of an item checked again); items.verdict (NULL when one
+       answer was enough, else "pending" or a `verdicts.State`) and items.asked_at (when a
+       re-check was asked for); peers.network (where its last lease request came from);
+       plants (known answers planted in a unit's lease: `coordinator.sqlite.known_answers`)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -62,7 +68,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -409,6 +415,31 @@ ALTER TABLE peers ADD COLUMN known_right INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN known_wrong INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN quarantined TEXT;
 ALTER TABLE items ADD COLUMN answered_by TEXT;
+"""
+MIGRATIONS[14] = """
+ALTER TABLE jobs ADD COLUMN recheck_of INTEGER REFERENCES jobs(id);
+CREATE INDEX jobs_rechecks ON jobs(recheck_of) WHERE recheck_of IS NOT NULL;
+ALTER TABLE items ADD COLUMN verdict TEXT;
+ALTER TABLE items ADD COLUMN asked_at REAL;
+ALTER TABLE peers ADD COLUMN network TEXT;
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    peer_id TEXT NOT NULL,
+    network TEXT,
+    result TEXT,
+    record BLOB NOT NULL,
+    at REAL NOT NULL,
+    UNIQUE (item_id, peer_id)
+);
+CREATE TABLE plants (
+    unit_id INTEGER NOT NULL REFERENCES units(id),
+    peer_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    judged INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (unit_id, url)
+) WITHOUT ROWID;
 """
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its

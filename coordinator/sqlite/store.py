@@ -69,9 +69,12 @@ class SqliteStore:
         epsilon: float = assignment.DEFAULT_EPSILON,
         settle: float = 0.0,
         vantage: VantageRules | None = None,
+        rechecks: bool = False,
         own_process: bool = False,
     ) -> None:
-        self._settings = Settings(unit_size, max_attempts, host_min_delay, epsilon, settle, vantage or VantageRules())
+        self._settings = Settings(
+            unit_size, max_attempts, host_min_delay, epsilon, settle, vantage or VantageRules(), rechecks
+        )
         self._path = str(path)
         # own_process: the calls run in a child process (`process`), else on a thread.
         self._own_process = own_process

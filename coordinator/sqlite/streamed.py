@@ -49,10 +49,10 @@ def report_items(
         if unit.version is not None and bundle_version != unit.version:
             db.replan = True  # the peer leaves the host to others a while
             reason = reports.misreported(unit, unit_id, bundle_version, now, reported, db.settings.min_delay)
-            reports.write_reported(conn, reported, now)
+            reports.write_reported(db, conn, reported, now)
             return False, 0, reason
         try:
-            records = reports.streamed_records(db, conn, unit, items)
+            records, known = reports.streamed_records(db, conn, unit, items)
         except SchemaError as exc:
             reason = f"report refused: {exc}"[: url_jobs.MAX_TEXT]
             after = leases.after_refused_report(unit.lease, reason, db.settings.max_attempts)
@@ -62,9 +62,10 @@ def report_items(
             reported.pace(unit.key, lambda pace: host_pacing.after_abandoned(pace, now, db.settings.min_delay))
             if bundle_version is not None:
                 reported.outcomes.append((jobs.job(db, conn, unit.job_id).workload, bundle_version, False))
-            reports.write_reported(conn, reported, now)
+            reports.write_reported(db, conn, reported, now)
             return False, 0, reason
         reports.finish_records(db, conn, unit, records, reported, now)
-        reports.write_reported(conn, reported, now)
+        reported.known += [(unit_id, unit.job_id, item_id, r) for item_id, r in known]
+        reports.write_reported(db, conn, reported, now)
     db.saw_work(peer_id, len(records), now)
     return True, len(records), ""

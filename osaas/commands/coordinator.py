@@ -78,6 +78,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a probe job with no unit granted this long stops waiting for peers of more networks and says how"
         f" many answered (default {vantage.DEFAULT_WAIT:g})",
     )
+    serve.add_argument(
+        "--rechecks",
+        choices=("on", "off"),
+        default="on",
+        help="check answers again with other peers, preferably of other networks: every problem (a broken"
+        " link, say) and a share of the rest, more for new keys (default on; jobs whose bundle names the"
+        " fields answers must agree on)",
+    )
     serve.add_argument("--key", type=Path, help="the coordinator's identity key (default: beside --db, ending .key)")
     serve.add_argument(
         "--dht-listen", type=_host_port, metavar="HOST:PORT", help="run a DHT node here and announce this coordinator"
@@ -241,6 +249,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     host_min_delay=args.host_min_delay,
                     epsilon=args.epsilon,
                     vantage=vantage.VantageRules(args.vantage_prefix[0], args.vantage_prefix[1], args.vantage_wait),
+                    rechecks=args.rechecks == "on",
                     dht=dht,
                     network=network,
                     admission=admission,

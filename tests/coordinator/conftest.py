@@ -293,6 +293,8 @@ async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
         "depth",
         "referrers",
         "failed",
+        "verdict",
+        "answers",
     ]
     by_url = {r["url"]: as_linkcheck(r) for r in body["items"]}
     assert len(by_url) == len(body["items"]) == body["total"]
@@ -302,6 +304,9 @@ async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
 def as_linkcheck(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     assert isinstance(row.pop("done"), bool)
+    # How sure the answer is (re-checks): None and no answers when one answer was enough.
+    assert row.pop("verdict", None) in (None, "confirmed", "region-dependent", "outvoted", "disputed", "unconfirmed")
+    assert isinstance(row.pop("answers", []), list)
     failed = row.pop("failed")
     if failed is not None:
         row.update(result="error", error=failed)

@@ -173,3 +173,23 @@ def test_csv_and_text_cap_every_field_and_text_shows_no_terminal_escapes():
     assert "\x1b" not in text and "\x07" not in text and "\r" not in text
     assert "all clear" in text
     assert max(len(line) for line in text.splitlines()) < 2 * report.MAX_FIELD
+
+
+def test_how_sure_a_result_is_shows_where_other_peers_checked_it():
+    down_here = {  # reached from two networks of three: ok, and shown
+        **ITEMS[2],
+        "verdict": "region-dependent",
+        "answers": ["timeout from 10.1.0.0/16", "ok from 10.2.0.0/16", "ok from 10.3.0.0/16"],
+    }
+    confirmed = {**ITEMS[1], "verdict": "confirmed", "answers": ["broken from 10.1.0.0/16", "broken from 10.2.0.0/16"]}
+    text = report.to_text([confirmed, down_here])
+    assert "[confirmed by 2 peers]" in text
+    assert "[region-dependent: timeout from 10.1.0.0/16; ok from 10.2.0.0/16; ok from 10.3.0.0/16]" in text
+    assert "region-dependent: timeout from 10.1.0.0/16" in report.problems_table([down_here])
+    assert "ok       200  http://s/b" in text
+    (row,) = csv.DictReader(io.StringIO(report.to_csv([down_here])))
+    assert row["verdict"] == "region-dependent" and row["answers"].count(" from ") == 3
+    (line,) = report.to_json_lines([confirmed]).splitlines()
+    assert json.loads(line)["answers"] == confirmed["answers"]
+    # One answer was enough: nothing more to say.
+    assert "[" not in report.to_text([ITEMS[1]]).splitlines()[-1]

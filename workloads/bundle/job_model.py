@@ -9,6 +9,12 @@ its jobs take, whether its units add items, and the schema of its result records
     count = "result"      # optional: job status counts records by this str field
     links_at = "final_url"  # optional, crawl only: the field naming the page the links are on
     vantage = true        # optional: every URL is done by K peers in different networks
+    agree = ["result"]    # optional: the fields two peers' answers of an item must agree on;
+                          # without it answers are never checked against each other
+    problems = ["broken", "timeout", "error"]  # optional: values of the count field that
+                          # are never final on one answer (another peer checks them again)
+    unreached = ["timeout", "error"]  # optional: values of the count field that say the
+                          # website was not reached (a link down from one network, no lie)
 
     [results.fields]
     url = "str"           # every record names its item
@@ -39,11 +45,15 @@ ITEM_FIELD = "item"  # what a record of an items or records job names its item b
 KINDS = ("str", "int", "float", "bool", "list[str]")
 MAX_FIELDS = 64
 # Names the results rows use for what the platform adds beside a record.
-RESERVED = frozenset({"depth", "referrers", "failed", "network"})
+RESERVED = frozenset({"depth", "referrers", "failed", "network", "verdict", "answers"})
 URL_FIELD = "url"
 LINKS_FIELD = "links"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_JOB_KEYS = frozenset({"input", "partition", "crawl", "count", "links_at", "vantage", "max_links"})
+_JOB_KEYS = frozenset(
+    {"input", "partition", "crawl", "count", "links_at", "vantage", "max_links", "agree", "problems", "unreached"}
+)
+_CHECK_KEYS = ("agree", "problems", "unreached")  # what a model says of comparing answers
+MAX_VALUES = 32  # values a model may list as problems or as unreached
 MAX_LINKS = 10_000  # links a crawled page's record may add, at most; a model may declare fewer
 
 
@@ -84,6 +94,10 @@ class JobModel:
     # A crawl's links per record, at most (None: MAX_LINKS): what a record reports past it is
     # dropped, so a peer that makes links up adds a bounded number of items.
     max_links: int | None = None
+    # Answers are compared by these fields (`coordinator.verdicts`); empty: never compared.
+    agree: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # values of `count` never final on one answer
+    unreached: tuple[str, ...] = ()  # values of `count` that say the website was not reached
 
     def __post_init__(self) -> None:
         _require(self.input in INPUTS, f"job.input must be one of {', '.join(INPUTS)}")
@@ -118,12 +132,36 @@ class JobModel:
                 type(self.max_links) is int and 0 < self.max_links <= MAX_LINKS,
                 f"job.max_links must be a whole number 1..{MAX_LINKS}",
             )
+        self._check_agreement(by_name)
         if self.links_at is not None:
             _require(self.crawl, "job.links_at needs job.crawl = true")
             _require(
                 self.links_at in by_name and by_name[self.links_at].kind == "str",
                 "job.links_at must name a str field",
             )
+
+    def _check_agreement(self, by_name: Mapping[str, Field]) -> None:
+        for name in _CHECK_KEYS:
+            values = getattr(self, name)
+            _require(
+                type(values) is tuple and len(values) <= MAX_VALUES and all(type(v) is str for v in values),
+                f"job.{name} must be a list of at most {MAX_VALUES} names",
+            )
+            _require(len(set(values)) == len(values), f"job.{name} names a value twice")
+        for name in self.agree:
+            _require(
+                name in by_name and name not in (self.key, LINKS_FIELD),
+                f"job.agree: {name!r} is not a field of results.fields (other than {self.key} and links)",
+            )
+        if self.problems or self.unreached:
+            _require(bool(self.agree), "job.problems and job.unreached need job.agree")
+            _require(self.count is not None, "job.problems and job.unreached name values of job.count: set it")
+        _require(not (self.agree and self.vantage), "job.agree and job.vantage cannot both be set")
+
+    @property
+    def checked(self) -> bool:
+        """Are its answers compared (re-checked by other peers)?"""
+        return bool(self.agree)
 
     @property
     def key(self) -> str:
@@ -151,7 +189,8 @@ class JobModel:
         """A results row's keys, in order: the record's, then the platform's."""
         platform = ("depth", "referrers", "failed") if self.crawl else ("failed",)
         where = ("network",) if self.vantage else ()
-        return (self.key, *where, *(f.name for f in self.stored), *platform)
+        checked = ("verdict", "answers") if self.agree else ()
+        return (self.key, *where, *(f.name for f in self.stored), *platform, *checked)
 
     def to_obj(self) -> dict[str, Any]:
         """The model as a map (a signed manifest's, a job's row): fields as [name, type] pairs
@@ -166,7 +205,13 @@ class JobModel:
         if self.input != "urls":  # kinds newer than models of seed URLs: the partition is named
             obj["partition"] = self.split
         obj |= {"vantage": True} if self.vantage else {}
-        return obj | ({"max_links": self.max_links} if self.max_links is not None else {})
+        return obj | self._extras()
+
+    def _extras(self) -> dict[str, Any]:
+        """What models since max_links declare, when they declare it: a map, so a model
+        without them keeps the bytes (and signatures) it had."""
+        extras: dict[str, Any] = {} if self.max_links is None else {"max_links": self.max_links}
+        return extras | {name: list(getattr(self, name)) for name in _CHECK_KEYS if getattr(self, name)}
 
     def signed_part(self) -> list[Any]:
         """The model in the bytes a manifest's signature covers: a list in a fixed order (a
@@ -176,7 +221,8 @@ class JobModel:
         if self.input != "urls":
             return [*part, self.split]
         part += [True] if self.vantage else []
-        return part + ([{"max_links": self.max_links}] if self.max_links is not None else [])
+        extras = self._extras()
+        return part + ([extras] if extras else [])
 
 
 def parse_type(name: str, text: object) -> Field:
@@ -233,7 +279,14 @@ def _model(job: Mapping[str, Any], fields: list[Field]) -> JobModel:
         links_at=job.get("links_at"),
         vantage=job.get("vantage", False),
         max_links=job.get("max_links"),
+        **{name: _names(job.get(name, ()), name) for name in _CHECK_KEYS},
     )
+
+
+def _names(value: object, key: str) -> tuple[str, ...]:
+    _require(isinstance(value, list | tuple), f"job.{key} must be a list of names")
+    assert isinstance(value, list | tuple)
+    return tuple(value)
 
 
 # What a manifest without [job] means: the link checker's records as it reported them before

@@ -69,14 +69,31 @@ def summary(items: Iterable[Item]) -> str:
 
 
 def problems_by_page(items: Iterable[Item]) -> dict[str, list[Item]]:
-    """Problem links grouped by the page that contains them, pages and links sorted."""
+    """Problem links grouped by the page that contains them, pages and links sorted; a link
+    down from some networks only (region-dependent) is one too, whatever the others said."""
     pages: dict[str, list[Item]] = defaultdict(list)
     for item in items:
-        if item["result"] not in PROBLEMS:
+        if item["result"] not in PROBLEMS and item.get("verdict") != "region-dependent":
             continue
         for page in item.get("referrers") or [START_URLS]:
             pages[page].append(item)
     return {page: sorted(pages[page], key=lambda i: i["url"]) for page in sorted(pages)}
+
+
+def sureness(item: Item) -> str:
+    """How sure a result is, when other peers checked it again (the coordinator's `verdict`
+    and each vantage point's answer): "" when one answer was enough."""
+    verdict = item.get("verdict")
+    if not verdict:
+        return ""
+    answers = [str(answer) for answer in item.get("answers") or []]
+    if verdict == "pending":
+        return "re-check pending"
+    if verdict == "confirmed":
+        return f"confirmed by {len(answers)} peers"
+    if verdict == "unconfirmed":
+        return "unconfirmed: no other peer came to check it"
+    return f"{verdict}: {'; '.join(answers)}"
 
 
 def _public(item: Item) -> dict[str, Any]:
@@ -89,6 +106,8 @@ def _public(item: Item) -> dict[str, Any]:
         "error": item.get("error"),
         "redirects": list(item.get("redirects") or []),
         "depth": item.get("depth"),
+        "verdict": item.get("verdict"),
+        "answers": list(item.get("answers") or []),
     }
 
 
@@ -100,7 +119,7 @@ def to_csv(items: Iterable[Item]) -> str:
     out = io.StringIO()
     # RFC 4180 line ends, which also make the writer quote any cell holding a CR or LF.
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["url", "result", "status", "final_url", "error", "referrers", "redirects"])
+    writer.writerow(["url", "result", "status", "final_url", "error", "referrers", "redirects", "verdict", "answers"])
     for item in items:
         row = _public(item)
         cells = [
@@ -111,6 +130,8 @@ def to_csv(items: Iterable[Item]) -> str:
             row["error"] or "",
             " ".join(row["referrers"]),
             " ".join(row["redirects"]),
+            row["verdict"] or "",
+            "; ".join(row["answers"]),
         ]
         writer.writerow([csv_cell(str(cell)) for cell in cells])
     return out.getvalue()
@@ -150,6 +171,8 @@ def _describe(item: Item) -> str:
     detail = item.get("error")
     if detail and detail != f"HTTP {status}":
         line += f"  ({plain(detail)})"
+    if sureness(item):
+        line += f"  [{plain(sureness(item))}]"
     return line
 
 
@@ -181,7 +204,7 @@ def to_html(items: Sequence[Item]) -> str:
                 f'<td class="{esc(link["result"])}">{esc(link["result"])}</td>'
                 f"<td>{'' if status is None else esc(status)}</td>"
                 f"<td>{link_html(link['url'])}</td>"
-                f"<td>{esc(link.get('error') or '')}</td>"
+                f"<td>{esc(_detail(link))}</td>"
                 "</tr>"
             )
     body = "\n".join(rows) or '<tr><td colspan="4">No broken links.</td></tr>'
@@ -204,6 +227,11 @@ tr.page th {{ background: #f3f3f3; padding-top: .75rem; }}
 """
 
 
+def _detail(item: Item) -> str:
+    """A problem's detail cell: its error, and how sure it is."""
+    return " ".join(part for part in (item.get("error") or "", f"[{sureness(item)}]" if sureness(item) else "") if part)
+
+
 def problems_table(items: Sequence[Item]) -> str:
     """The dashboard's table of problem links, page by page (a fragment of its job page)."""
     pages = problems_by_page(items)
@@ -217,7 +245,7 @@ def problems_table(items: Sequence[Item]) -> str:
             rows.append(
                 f'<tr class="problem"><td class="{html.escape(link["result"])}">{html.escape(link["result"])}</td>'
                 f"<td>{'' if status is None else status}</td><td>{html.escape(link['url'])}</td>"
-                f"<td>{html.escape(link.get('error') or '')}</td></tr>"
+                f"<td>{html.escape(capped(_detail(link)))}</td></tr>"
             )
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
