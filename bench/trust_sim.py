@@ -22,8 +22,11 @@ networks, ok elsewhere). A unit is 50 items of one website (10 units a website) 
 known answer (half ok, half broken; peers cannot tell it apart; one the key timed out on is not
 counted, unless `--known-timeouts-wrong`). Virtual time runs in one-minute
 ticks; each tick the coordinator leases one unit per online key, each to a key drawn in
-proportion to `reputation.weight(claimed, record)` (refreshed every tick, and at once when a key
-is quarantined). Each item's first answer goes through `verdicts.needs_second_look` with the
+proportion to `reputation.weight(claimed, record, observed)` (refreshed every tick, and at once
+when a key is quarantined), `observed` being what the key was seen to do: every answer it gave
+(first, second look, known answer) counted as an accepted item at the end of its tick
+(`reputation.observed_after`). At this load a key does about a unit a tick (under 1 item/s),
+far below what any key's real capacity allows, so what it is seen doing is what it was given. Each item's first answer goes through `verdicts.needs_second_look` with the
 key's `recheck_share`; further answers come from a key of `verdicts.next_network` (networks
 offered in a random order weighted by what their keys weigh), drawn by weight in that network,
 until `verdicts.settle` returns; `reputation.after_check` is applied to agreed and outvoted
@@ -61,36 +64,37 @@ items, budgets.
 from __future__ import annotations
 
 import argparse
-import bisect
-import itertools
 import math
 import random
 import statistics
 import sys
 import time
 from array import array
-from dataclasses import dataclass, field
 
+from bench.trust_swarm import (
+    BROKEN,
+    DELAY,
+    FAB_BROKEN,
+    FAB_OK,
+    HONEST,
+    INFLATED,
+    KIND_SHARE,
+    LIARS,
+    LINKS,
+    OK,
+    REGION,
+    TIMEOUT,
+    VALUES,
+    VERSION,
+    Draw,
+    Peer,
+)
 from coordinator import host_pacing, reputation, verdicts
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.reputation import PeerRecord, Standing
 from coordinator.verdicts import Answer
 from workloads.linkcheck.check import MAX_LINKS_PER_PAGE
 
-OK, BROKEN, TIMEOUT = 0, 1, 2  # answer values; a truth of REGION is "ok" but down from some networks
-REGION = 2
-VALUES = ("ok", "broken", "timeout")
-HONEST, FAB_OK, FAB_BROKEN, INFLATED, LINKS, VERSION, DELAY = (
-    "honest",
-    "fabricated ok",
-    "fabricated broken",
-    "inflated capacity",
-    "injected links",
-    "forged version",
-    "huge crawl delay",
-)
-LIARS = (FAB_OK, FAB_BROKEN, INFLATED, LINKS, VERSION, DELAY)
-KIND_SHARE = 0.10  # of the keys, for each kind of liar
 FLAKY = 0.005  # honest timeouts on reachable items
 DOWN_NETWORKS = 3  # networks a region-dependent item is down from
 INJECTED = 10_000  # links an injecting liar adds to each page
@@ -99,47 +103,6 @@ UNIT_SECONDS = 50.0  # a unit's fetching, for host time
 UNITS_PER_HOST = 10
 SYBIL_NETWORKS = 5
 ORDERS = 64  # network orders drawn each tick for second looks
-
-
-@dataclass(slots=True)
-class Peer:
-    id: int
-    kind: str
-    network: int
-    claimed: float
-    real: float
-    joined: int
-    wave: bool = False
-    record: PeerRecord = field(default_factory=PeerRecord)
-    online: bool = True
-    quarantined_at: int | None = None
-    units: int = 0  # units it reported (refused ones too)
-    answers: int = 0  # answers it gave, first and later
-    looks: int = 0  # answers to other keys' items since its last known answer among them
-    items: array[int] = field(default_factory=lambda: array("i"))  # items it answered
-    cache: tuple[Answer, ...] = ()  # its Answer for each value
-
-    def __post_init__(self) -> None:
-        net = f"net-{self.network}"
-        self.cache = tuple(Answer(str(self.id), net, VALUES[v], v != OK, v != TIMEOUT) for v in range(3))
-
-
-@dataclass(slots=True)
-class Draw:
-    """Keys in proportion to a weight: cumulative sums for bisect."""
-
-    peers: list[Peer]
-    cum: list[float]
-
-    @classmethod
-    def of(cls, peers: list[Peer], weights: list[float]) -> Draw:
-        pairs = [(p, w) for p, w in zip(peers, weights, strict=True) if w > 0]
-        return cls([p for p, _ in pairs], list(itertools.accumulate(w for _, w in pairs)))
-
-    def pick(self, rng: random.Random) -> Peer | None:
-        if not self.cum:
-            return None
-        return self.peers[min(bisect.bisect_right(self.cum, rng.random() * self.cum[-1]), len(self.peers) - 1)]
 
 
 class Sim:
@@ -211,7 +174,11 @@ class Sim:
     def _refresh(self) -> None:
         """Weights as the coordinator sees them, by network too; quarantined keys weigh 0."""
         online = [p for p in self.peers if p.online]
-        weights = [reputation.weight(p.claimed, p.record) for p in online]
+        now = self.tick * TICK
+        for peer in online:
+            peer.seen = reputation.observed_after(peer.seen, peer.answers - peer.folded, now)
+            peer.folded = peer.answers
+        weights = [reputation.weight(p.claimed, p.record, reputation.observed_rate(p.seen, now)) for p in online]
         self.draw = Draw.of(online, weights)
         by_net: dict[int, list[tuple[Peer, float]]] = {}
         for peer, w in zip(online, weights, strict=True):

@@ -4,9 +4,11 @@ Pure: a store (SQLite today, PostgreSQL later) reads the active peers, the runni
 bundles, each host's demand and the current assignment, calls `plan_hosts`, and writes what
 it says; `Replanning` and `plan_is_due` say when a lease should plan first.
 
-Weights are capacities in bytes/s (DEFAULT_PEER_CAPACITY for a peer that did not say); demand
-is a host's unfinished items (waiting, queued or leased). The demand floor is the items the
-active peers get through in one planning interval, at BYTES_PER_ITEM. A peer that does not run
+Weights are bytes/s: what a peer claims (DEFAULT_PEER_CAPACITY when it did not say), capped by
+what its key earned with confirmed answers and what it was seen to do (`reputation.weight`);
+a quarantined key weighs nothing and gets no host. Demand is a host's unfinished items
+(waiting, queued or leased). The demand floor is the items the active peers get through in one
+planning interval, at BYTES_PER_ITEM, by their weights. A peer that does not run
 every bundle of the running jobs gets no host: it could be given one whose work it never
 leases, and that host would wait as long as the peer is active.
 """
@@ -17,7 +19,8 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from coordinator import assignment
+from coordinator import assignment, reputation
+from coordinator.reputation import PeerRecord
 from coordinator.store import BYTES_PER_ITEM, DEFAULT_PEER_CAPACITY, REBALANCE_INTERVAL
 from overlay.wire import ANY_WORKLOAD
 
@@ -43,6 +46,8 @@ class ActivePeer:
 
     capacity: float  # bytes/s it said it sustains; 0 or less: it did not say
     workloads: object  # the bundle names it registered, as decoded (anything: a peer said it)
+    record: PeerRecord  # its key's agreement record
+    observed: float  # bytes/s the coordinator saw it do lately (`reputation.observed_rate`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class HostPlan:
     dropped: list[str]  # hosts that had a peer and now have none (no work left)
     moved: int  # of `changed`, hosts taken from one peer to another
     overflow: int  # hosts beyond every peer's cap, placed anyway (`overflow`)
-    eligible: int  # peers that run every running bundle: those given hosts
+    eligible: int  # peers that run every running bundle and weigh something: those given hosts
 
 
 def plan_hosts(
@@ -69,7 +74,8 @@ def plan_hosts(
     `stepped_aside`: host -> peers that could not work on it lately (their bundle would not
     download, say); such a host goes to another peer while one can take it (`step_aside`)."""
     bundles = set(running)
-    peers = {peer_id: weight(peer) for peer_id, peer in active.items() if runs_all(peer.workloads, bundles)}
+    weights = {peer_id: weight(peer) for peer_id, peer in active.items() if runs_all(peer.workloads, bundles)}
+    peers = {peer_id: w for peer_id, w in weights.items() if w > 0}
     floor = math.fsum(peers.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
     plan = assignment.rebalance(previous, peers, demand, epsilon=epsilon, demand_floor=floor)
     placed = overflow(plan, demand, previous)
@@ -132,7 +138,10 @@ def spread(
 
 
 def weight(peer: ActivePeer) -> float:
-    return peer.capacity if peer.capacity > 0 else DEFAULT_PEER_CAPACITY
+    """Its weight in the plan: its claim (DEFAULT_PEER_CAPACITY when it made none) as far as
+    its record and what it was seen to do bear it out (`reputation.weight`)."""
+    claimed = peer.capacity if peer.capacity > 0 else DEFAULT_PEER_CAPACITY
+    return reputation.weight(claimed, peer.record, peer.observed)
 
 
 def runs_all(workloads: object, bundles: Collection[str]) -> bool:

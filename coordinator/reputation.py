@@ -11,9 +11,11 @@ often it named a bundle version it was not leased. From the record follow
 - how much of its "ok" work is checked again (`recheck_share`): adaptive replication, as
   BOINC does it: all of it while on probation (its first `PROBATION` checked answers), then `NEW_SHARE` for a new key, `TRUSTED_SHARE` for a long clean record, every
   answer of a suspect; and how many known answers its units carry (`known_answers`);
-- its **weight** in the assignment of websites (`weight`): the lower of what it claims and
-  what it earned, so that a key claiming 1e15 bytes/s, or a wave of fresh keys, captures
-  little until its work was confirmed.
+- its **weight** in the assignment of websites (`weight`): the lowest of what it claims, what
+  it earned with confirmed answers, and what the coordinator saw it do over its recent work
+  (`Observed`, with headroom to grow), so that a key claiming 1e15 bytes/s, or a wave of fresh
+  keys, captures little until its work was confirmed, and a key that was confirmed still gets
+  no more than it was seen to get through.
 
 Quarantine needs proof, not disagreement: a peer behind a flaky network disagrees sometimes,
 honestly, and is only checked more (suspect). Wrong on known answers (`KNOWN_WRONG_LIMIT`,
@@ -25,7 +27,10 @@ done again by others.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, replace
+
+from coordinator.store import BYTES_PER_ITEM
 
 NEW_SHARE = 0.05  # of a new key's "ok" answers checked again by another peer
 TRUSTED_SHARE = 0.01  # of a trusted key's
@@ -44,6 +49,14 @@ KNOWN_PER_UNIT_TRUSTED = 1  # ... of a trusted key: still some, a key may turn
 # confirmed answer, up to what the key claims.
 NEW_WEIGHT = 100_000.0
 EARNED_PER_ANSWER = 5_000.0
+# ... and up to OBSERVED_HEADROOM times the bytes/s the coordinator saw it do (`Observed`: the
+# items it accepted, each counting less as it ages, OBSERVED_SECONDS its time constant). That
+# cap never goes below OBSERVED_FLOOR, what a key earns by the time it is trusted: when work is
+# scarce every key is seen doing little, and a floor as low as a new key's would flatten trusted
+# keys down to the weight of fresh ones, handing a wave of fresh keys a share by their number.
+OBSERVED_HEADROOM = 2.0
+OBSERVED_SECONDS = 300.0
+OBSERVED_FLOOR = NEW_WEIGHT + EARNED_PER_ANSWER * TRUSTED_AFTER
 
 
 class Standing(enum.StrEnum):
@@ -103,17 +116,59 @@ def known_answers(record: PeerRecord) -> int:
     return KNOWN_PER_UNIT_TRUSTED if standing(record) is Standing.TRUSTED else KNOWN_PER_UNIT_UNPROVEN
 
 
-def weight(claimed: float, record: PeerRecord) -> float:
-    """The key's weight in the assignment of websites: what it claims, capped by what it
-    earned with confirmed answers; none once quarantined, at most a new key's while suspect."""
+def weight(claimed: float, record: PeerRecord, observed: float) -> float:
+    """The key's weight in the assignment of websites, in bytes/s: the lowest of what it
+    claims (`claimed`), what it earned with confirmed answers, and OBSERVED_HEADROOM times what
+    it was seen to do (`observed`, bytes/s: `observed_rate`), the last never below
+    OBSERVED_FLOOR. None once quarantined, at most a new key's while suspect.
+
+    A claim alone moves nothing: a fresh key claiming 1e15 weighs NEW_WEIGHT, and one whose
+    answers were confirmed weighs no more than twice what it got through lately. The headroom
+    is how an honest key grows: given more websites than it needs, it does more, and is given
+    more again. Confirmation is what a liar cannot fake by working fast; the observed cap is
+    what a peer honest in its answers but boastful in its claim cannot talk past."""
     match standing(record):
         case Standing.QUARANTINED:
             return 0.0
         case Standing.SUSPECT:
-            earned = NEW_WEIGHT
+            allowed = NEW_WEIGHT
         case _:
             earned = NEW_WEIGHT + EARNED_PER_ANSWER * record.confirmed
-    return max(0.0, min(claimed, earned))
+            seen = OBSERVED_HEADROOM * observed if math.isfinite(observed) else 0.0
+            allowed = min(earned, max(OBSERVED_FLOOR, seen))
+    return max(0.0, min(claimed, allowed))  # a NaN claim: 0
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the coordinator saw a key do, by its own count and clock: the items it accepted
+    from the key, each weighing e^(-age / OBSERVED_SECONDS), as of `at`. Divided by
+    OBSERVED_SECONDS this is an exponentially weighted moving average of the items per second
+    of wall time (`observed_rate`): a key that does r items/s for long is seen doing r; one
+    that stops fades to nothing within a few time constants. Unlike the per-unit throughput
+    that sizes units (`unit_sizing`), it cannot be raised by reporting early: a key is granted
+    only the units of its websites, one at a time per website, so what it gets through is
+    bounded by what it was given."""
+
+    items: float = 0.0
+    at: float = 0.0
+
+
+def observed_items(seen: Observed, now: float) -> float:
+    """Its decayed count of accepted items at `now` (a clock gone back ages nothing)."""
+    return seen.items * math.exp(-max(0.0, now - seen.at) / OBSERVED_SECONDS)
+
+
+def observed_after(seen: Observed, items: int, now: float) -> Observed:
+    """It had `items` more accepted at `now`; nonsense (none, a non-finite time) changes nothing."""
+    if items <= 0 or not math.isfinite(now):
+        return seen
+    return Observed(observed_items(seen, now) + items, max(now, seen.at))
+
+
+def observed_rate(seen: Observed, now: float) -> float:
+    """The bytes/s it was seen to do at `now`, at BYTES_PER_ITEM (the assignment's unit)."""
+    return observed_items(seen, now) / OBSERVED_SECONDS * BYTES_PER_ITEM
 
 
 def after_check(record: PeerRecord, agreed: bool) -> PeerRecord:

@@ -181,7 +181,7 @@ class PeerOverview:
 
     peer_id: str
     name: str
-    capacity: float  # bytes/s it says it can sustain (its weight in host assignment)
+    capacity: float  # bytes/s it says it can sustain (its weight in host assignment at most)
     used: int | None  # bytes moved in its budget period, as it last said
     cap: int | None  # its transfer cap for the period; None: none
     down_rate: float | None  # bytes/s, as it last said

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from coordinator import assignment
+from coordinator import assignment, reputation
+from coordinator.reputation import PeerRecord
 from coordinator.url_jobs import unit_key
 from overlay.identity import Identity
 from tests.processes import (
@@ -161,15 +162,16 @@ def politeness_breaches(served: list[Served]) -> list[str]:
 
 def peer_keys_each_with_a_host(data_dirs: list[Path], rates: list[int], bases: list[str]) -> None:
     """Identity keys for the peers' data dirs such that every peer is the first rendezvous
-    choice (weighted by its rate) of at least one host, so every peer gets work to be judged
-    on. With keys left to chance the 100 kB/s peer (7% of the weight) is nobody's first choice
-    in about one run of six, and bounded loads rightly leave it without a host."""
+    choice (weighted as the coordinator weighs fresh keys claiming its rate) of at least one
+    host, so every peer gets work to be judged on. With keys left to chance a peer of little
+    weight can be nobody's first choice, and bounded loads rightly leave it without a host."""
     keys = [unit_key(f"{base}/") for base in bases]
+    weights = [reputation.weight(rate, PeerRecord(), 0.0) for rate in rates]
     while True:
         for data_dir in data_dirs:
             (data_dir / "identity.key").unlink(missing_ok=True)
         peers = [Identity.load_or_create(data_dir / "identity.key").public_hex for data_dir in data_dirs]
-        firsts = {max(peers, key=lambda peer: assignment.score(key, peer, rates[peers.index(peer)])) for key in keys}
+        firsts = {max(peers, key=lambda peer: assignment.score(key, peer, weights[peers.index(peer)])) for key in keys}
         if len(firsts) == len(peers):
             return
 

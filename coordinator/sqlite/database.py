@@ -1,5 +1,6 @@
 """What the store's thread (or process) holds: the connection, the operator's settings, the
-caches of what never changes, and the last plan's timing; one transaction per call.
+caches of what never changes, the last plan's timing and what each peer was seen to do lately;
+one transaction per call.
 
 Every function of the concept modules (peers, jobs, planning, leasing, reports, queries,
 bundles) takes a `Database` first and runs on the store's one thread: nothing here is shared
@@ -17,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from coordinator import assignment, host_pacing
+from coordinator import assignment, host_pacing, reputation
 from coordinator.host_planning import MAX_SETTLE, Replanning
+from coordinator.reputation import Observed
 from coordinator.sqlite import schema
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from coordinator.url_jobs import JobInput
@@ -82,6 +84,10 @@ class Database:
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
     jobs: dict[int, JobFacts] = field(default_factory=dict)
     checkers: dict[int, Checker] = field(default_factory=dict)  # jobs' record checks (their models)
+    # What each peer was seen to do lately (`reputation.Observed`), for its weight in plans. In
+    # memory only: after a restart every key is seen anew, and weighs at most OBSERVED_FLOOR
+    # until it has worked a few minutes.
+    observed: dict[str, Observed] = field(default_factory=dict)
 
     def open(self) -> None:
         try:
@@ -124,6 +130,15 @@ class Database:
                 conn.execute("ROLLBACK")
             self.forget_cached()
             raise
+
+    def saw_work(self, peer_id: str, items: int, now: float) -> None:
+        """The store accepted `items` items of the peer's work at `now`: what it was seen to do
+        (`reputation.Observed`), which caps its weight in plans. Called once the call's changes
+        are written, so that a call taken back counts nothing; a group commit that fails after
+        its calls were written counts a batch of work that was not kept, forgotten within
+        minutes like any other."""
+        if items > 0:
+            self.observed[peer_id] = reputation.observed_after(self.observed.get(peer_id, Observed()), items, now)
 
     def forget_cached(self) -> None:
         """After a rollback: what the caches learned inside it may never have been (a job id

@@ -139,6 +139,7 @@ def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportRe
         reported = load_reported(conn, peer_id, [report.unit_id])
         response = _take_report(db, conn, report, now, reported)
         write_reported(db, conn, reported, now)
+    db.saw_work(peer_id, len(reported.finished), now)
     return response
 
 
@@ -159,6 +160,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
                     (report.unit_id, response.accepted, response.reason, "" if response.accepted else REFUSED)
                 )
         write_reported(db, conn, reported, now)
+    db.saw_work(peer_id, len(reported.finished), now)
     return verdicts
 
 

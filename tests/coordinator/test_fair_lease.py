@@ -7,6 +7,7 @@ signed HTTP requests against the real app on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +16,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from coordinator import assignment, host_pacing, unit_sizing
+from coordinator import assignment, host_pacing, reputation, unit_sizing
 from coordinator.peer_routes import RETRY_AFTER
 from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
 from coordinator.sqlite.schema import MIGRATIONS, SCHEMA
 from coordinator.store import (
     BYTES_PER_ITEM,
-    DEFAULT_PEER_CAPACITY,
     PEER_QUIET_SECONDS,
     REBALANCE_INTERVAL,
     StaleLease,
@@ -82,6 +82,14 @@ async def report(store: SqliteStore, peer: str, lease: Lease, now: float, status
     assert answer.accepted and answer.reason == ""
 
 
+def vouch(path: Path, *peers: str) -> None:
+    """Give these keys a long record of confirmed answers, as the store's verdicts do when
+    other vantage points agree with them: their weights are then their claims, up to what
+    they were seen to do (`reputation.weight`)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany("UPDATE peers SET agreed = 1000000 WHERE id = ?", [(peer,) for peer in peers])
+
+
 def host_won_by(winner: str, loser: str, prefix: str) -> str:
     """A host whose rendezvous score is higher for `winner` than for `loser` (equal weights)."""
     for i in range(1000):
@@ -94,9 +102,12 @@ def host_won_by(winner: str, loser: str, prefix: str) -> str:
 # ---- assignment ------------------------------------------------------------------------------
 
 
-async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(store: SqliteStore) -> None:
-    await register(store, "big", capacity=3_000_000)
-    await register(store, "small", capacity=1_000_000)
+async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(tmp_path: Path, store: SqliteStore) -> None:
+    # Keys with a long confirmed record, claiming less than a trusted key weighs unseen
+    # (reputation.OBSERVED_FLOOR): their weights are their claims.
+    await register(store, "big", capacity=900_000)
+    await register(store, "small", capacity=300_000)
+    vouch(tmp_path / "c.sqlite", "big", "small")
     urls = [f"http://h{i}.test/" for i in range(400)]
     await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
     await store.rebalance(T0)
@@ -108,15 +119,16 @@ async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(store:
     big, small = set(got["big"]), set(got["small"])
     assert (len(big), len(small), big & small, big | small) == (300, 100, set(), {unit_key(u) for u in urls})
     # Exactly what the assignment module plans for these weights, demands and demand floor.
-    weights = {"big": 3_000_000.0, "small": 1_000_000.0}
+    weights = {"big": 900_000.0, "small": 300_000.0}
     floor = sum(weights.values()) / BYTES_PER_ITEM * REBALANCE_INTERVAL
     plan = assignment.rebalance({}, weights, {unit_key(u): 1 for u in urls}, demand_floor=floor)
     assert {host: peer for peer, hosts in (("big", big), ("small", small)) for host in hosts} == plan.assignment
 
 
-async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(store: SqliteStore) -> None:
+async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(tmp_path: Path, store: SqliteStore) -> None:
     for peer in ("p1", "p2", "p3"):
         await register(store, peer)
+    vouch(tmp_path / "c.sqlite", "p1", "p2", "p3")  # weights high enough that no cap binds here
     urls = [f"http://h{i}.test/" for i in range(60)]
     await store.create_job("linkcheck", {"urls": urls, "depth": 0}, T0)
     before = {peer: set(hosts_of(await lease_all(store, peer, T0))) for peer in ("p1", "p2")}
@@ -130,7 +142,7 @@ async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(store: SqliteS
     after = {peer: set(hosts_of(await lease_all(store, peer, later))) for peer in ("p1", "p2")}
     # Only p3's hosts moved, each to the better scoring of the peers left (its next choice).
     assert after["p1"] | after["p2"] == of_p3
-    w = DEFAULT_PEER_CAPACITY
+    w = reputation.OBSERVED_FLOOR  # what each weighs: equal weights, whatever they are
     assert after["p1"] == {h for h in of_p3 if assignment.score(h, "p1", w) > assignment.score(h, "p2", w)}
 
 

@@ -7,12 +7,22 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from coordinator import host_planning
+from coordinator import host_planning, reputation
 from coordinator.host_planning import ActivePeer, Replanning
+from coordinator.reputation import PeerRecord
 from coordinator.store import DEFAULT_PEER_CAPACITY
 from overlay.wire import ANY_WORKLOAD
 
-ANY = ActivePeer(1_000_000.0, [ANY_WORKLOAD])
+# A key whose record and observed work bear out any claim made here: its weight is its claim.
+VETERAN = PeerRecord(agreed=10**6)
+BUSY = 1e12  # bytes/s seen
+
+
+def proven(capacity: float, workloads: list[str] | None = None) -> ActivePeer:
+    return ActivePeer(capacity, [ANY_WORKLOAD] if workloads is None else workloads, VETERAN, BUSY)
+
+
+ANY = proven(1_000_000.0)
 
 
 def test_every_host_with_work_gets_a_peer_and_hosts_without_work_are_dropped() -> None:
@@ -25,7 +35,7 @@ def test_every_host_with_work_gets_a_peer_and_hosts_without_work_are_dropped() -
 
 
 def test_a_peer_that_does_not_run_every_running_bundle_gets_no_host() -> None:
-    only_other = ActivePeer(1_000_000.0, ["other"])
+    only_other = proven(1_000_000.0, ["other"])
     plan = host_planning.plan_hosts({}, {"p1": only_other, "p2": ANY}, {"linkcheck"}, {"a.test": 5, "b.test": 5})
     assert set(plan.chosen.values()) == {"p2"}
     assert plan.eligible == 1
@@ -42,9 +52,25 @@ def test_runs_all_reads_what_a_peer_registered_defensively() -> None:
 
 
 def test_a_peer_that_did_not_say_its_capacity_weighs_the_default() -> None:
-    assert host_planning.weight(ActivePeer(0, [])) == DEFAULT_PEER_CAPACITY
-    assert host_planning.weight(ActivePeer(-5, [])) == DEFAULT_PEER_CAPACITY
-    assert host_planning.weight(ActivePeer(123.0, [])) == 123.0
+    assert host_planning.weight(proven(0, [])) == DEFAULT_PEER_CAPACITY
+    assert host_planning.weight(proven(-5, [])) == DEFAULT_PEER_CAPACITY
+    assert host_planning.weight(proven(123.0, [])) == 123.0
+
+
+def test_a_claim_weighs_only_what_the_keys_record_and_work_bear_out() -> None:
+    fresh = ActivePeer(1e15, [ANY_WORKLOAD], PeerRecord(), 0.0)
+    assert host_planning.weight(fresh) == reputation.NEW_WEIGHT
+    assert host_planning.weight(ActivePeer(0, [], PeerRecord(), 0.0)) == reputation.NEW_WEIGHT
+    # Three honest peers and the fresh key claiming 1e15: it gets its NEW_WEIGHT's share, not all.
+    peers = {"p1": ANY, "p2": ANY, "p3": ANY, "boaster": fresh}
+    demand = {f"h{i}.test": 5 for i in range(300)}
+    plan = host_planning.plan_hosts({}, peers, {"linkcheck"}, demand)
+    share = sum(1 for peer in plan.chosen.values() if peer == "boaster") / len(demand)
+    assert share < 2 * reputation.NEW_WEIGHT / (3 * 1_000_000.0 + reputation.NEW_WEIGHT)
+    # A quarantined key weighs nothing: no host, not even one nobody else could take.
+    liar = ActivePeer(1e15, [ANY_WORKLOAD], PeerRecord(misreports=3, quarantined="caught"), BUSY)
+    alone = host_planning.plan_hosts({"h0.test": "liar"}, {"liar": liar}, {"linkcheck"}, demand)
+    assert alone.chosen == {} and alone.eligible == 0
 
 
 def test_a_stable_plan_moves_nothing() -> None:
@@ -66,7 +92,7 @@ def test_work_is_never_stranded_while_an_eligible_peer_is_active(
     peers: dict[str, float], demand: dict[str, int], previous_peer: str
 ) -> None:
     # Even hosts larger than any peer's cap get a peer (the overflow rule): nobody else would take them.
-    active = {peer: ActivePeer(capacity, [ANY_WORKLOAD]) for peer, capacity in peers.items()}
+    active = {peer: proven(capacity) for peer, capacity in peers.items()}
     previous = dict.fromkeys(list(demand)[::2], previous_peer)
     plan = host_planning.plan_hosts(previous, active, {"linkcheck"}, demand)
     assert set(plan.chosen) == set(demand)
@@ -110,7 +136,7 @@ def _not_asked() -> bool:
 
 
 def test_a_host_a_peer_stepped_aside_from_goes_to_another_peer() -> None:
-    peers = {"p1": ANY, "p2": ActivePeer(2_000_000.0, [ANY_WORKLOAD]), "p3": ANY}
+    peers = {"p1": ANY, "p2": proven(2_000_000.0), "p3": ANY}
     first = host_planning.plan_hosts({}, peers, {"linkcheck"}, {"a.test": 5})
     holder = first.chosen["a.test"]
     moved = host_planning.plan_hosts(
@@ -169,7 +195,7 @@ def test_spread_leaves_no_peer_idle_while_another_holds_two(chosen: dict[str, st
 def test_plans_settle_spread_and_bounded_loads_agree(capacities: list[float], demand: list[int]) -> None:
     # spread fills idle peers and the bounded loads cap shares: plan after plan, the two must
     # not move hosts back and forth.
-    peers = {f"p{i}": ActivePeer(c, [ANY_WORKLOAD]) for i, c in enumerate(capacities)}
+    peers = {f"p{i}": proven(c) for i, c in enumerate(capacities)}
     hosts = {f"h{j}.test": d for j, d in enumerate(demand)}
     previous: dict[str, str] = {}
     for _ in range(3):
