@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,30 @@ def given_up(answers: Sequence[Answer]) -> Settled:
         top = next((a.value for a in answers if a.problem), answers[0].value)
     state = State.CONFIRMED if votes == len(answers) else State.DISPUTED
     return _split(answers, top, state, blame=False)
+
+
+def link_outliers(found: Mapping[str, frozenset[str]], answers: int) -> tuple[str, ...] | None:
+    """Of the keys whose answers of a crawled page agreed (`found`: the links each found), those
+    whose links the others' majority did not find: a key that withholds a page's links (to stop
+    a crawl) or makes them up (to grow it) is outvoted on its record, though the page's result
+    stands. None while they differ and `answers` is below MAX_ANSWERS: one more decides.
+    Without a majority (pages differ by visit) nobody is."""
+    if len(set(found.values())) <= 1:
+        return ()
+    if answers < MAX_ANSWERS:
+        return None
+    (top, votes), *_ = Counter(found.values()).most_common()
+    if votes * 2 <= len(found):
+        return ()
+    return tuple(peer for peer, links in found.items() if links != top)
+
+
+def without(settled: Settled, outliers: Sequence[str]) -> Settled:
+    """`settled` with these agreeing keys counted as outvoted (`link_outliers`)."""
+    if not outliers:
+        return settled
+    agreed = tuple(p for p in settled.agreed if p not in outliers)
+    return Settled(settled.value, settled.state, agreed, (*settled.outvoted, *outliers), settled.unreached)
 
 
 def needs_second_look(answer: Answer, share: float, draw: float) -> bool:

@@ -14,8 +14,10 @@ problem, and a share of the rest drawn by the answering key's record
   item, so it keeps the website's pace and its one live lease. It is leased as its item was
   (a crawl when it was one), so a peer cannot tell a re-check from first work, and the links
   a re-check finds join its job like any page's: a liar that withheld them stops no crawl.
-  Links are not compared (pages differ by network and by visit; a false problem would be
-  worse than a link seen twice).
+  The links do not decide a page's result (pages differ by visit, and a false problem would
+  be worse), but answers that agree on it and found other links call for one more answer,
+  and a key whose links the majority did not find is outvoted on its record
+  (`verdicts.link_outliers`).
 - **Who answers** (`allowed`, which leasing asks): never a peer that answered the item, and
   one of a network no answer came from while there is one about, for
   `verdicts.PREFER_OTHER_NETWORK` seconds (`verdicts.may_recheck`). A re-check job's units go
@@ -63,6 +65,7 @@ class Answered(NamedTuple):
     values: list[Any]  # the record's stored fields
     counted_as: str | None
     network: str | None  # the answering peer's, as the coordinator saw it
+    links: list[str] | None = None  # a crawled page's (None: not a crawl)
 
 
 class Waiting(NamedTuple):
@@ -107,9 +110,9 @@ def _first_answers(
     if not asked or not _someone_else(conn, jobs.job(db, conn, job_id).workload, {peer_id}, now):
         return
     conn.executemany(
-        "INSERT INTO answers (item_id, peer_id, network, result, record, at) VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO answers (item_id, peer_id, network, result, record, links, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (item_id, peer_id) DO NOTHING",
-        [(one.item_id, peer_id, one.network, one.counted_as, encode(one.values), now) for one in asked],
+        [(one.item_id, peer_id, one.network, one.counted_as, encode(one.values), _links(one), now) for one in asked],
     )
     conn.executemany("UPDATE items SET verdict = ? WHERE id = ?", [(verdicts.PENDING, one.item_id) for one in asked])
     closed[job_id] = closed.get(job_id, 0) - len(asked)
@@ -176,16 +179,17 @@ def _take_rechecks(
     """A re-check job's answers join their items' answers; those that settle are final."""
     parents = _parents(conn, job_id, [one.url for one in answered])
     conn.executemany(
-        "INSERT INTO answers (item_id, peer_id, network, result, record, at) VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO answers (item_id, peer_id, network, result, record, links, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (item_id, peer_id) DO NOTHING",
         [
-            (parents[one.url], peer_id, one.network, one.counted_as, encode(one.values), now)
+            (parents[one.url], peer_id, one.network, one.counted_as, encode(one.values), _links(one), now)
             for one in answered
             if one.url in parents
         ],
     )
     model = jobs.checker(db, conn, job_id).model
     stored = answers_of(conn, model, [parents[one.url] for one in answered if one.url in parents])
+    links = _links_of(conn, [parents[one.url] for one in answered if one.url in parents])
     again: list[tuple[int, str]] = []
     for one in answered:
         item_id = parents.get(one.url)
@@ -193,14 +197,36 @@ def _take_rechecks(
             continue
         answers = [answer for answer, _ in stored.get(item_id, [])]
         settled = verdicts.settle(answers)
+        outliers: tuple[str, ...] | None = ()
         if settled is not None:
-            _final(db, conn, job_id, item_id, settled, stored[item_id], closed)
-        elif _someone_else(conn, jobs.job(db, conn, job_id).workload, {a.peer for a in answers}, now):
+            found = {p: found for p, found in links.get(item_id, {}).items() if p in settled.agreed}
+            outliers = verdicts.link_outliers(found, len(answers))
+        workload = jobs.job(db, conn, job_id).workload
+        if settled is not None and outliers is not None:
+            _final(db, conn, job_id, item_id, verdicts.without(settled, outliers), stored[item_id], closed)
+        elif _someone_else(conn, workload, {a.peer for a in answers}, now):
             again.append((item_id, one.url))
         else:
-            _final(db, conn, job_id, item_id, verdicts.given_up(answers), stored[item_id], closed)
+            _final(db, conn, job_id, item_id, settled or verdicts.given_up(answers), stored[item_id], closed)
     if again:
         _ask(db, conn, job_id, again, now)
+
+
+def _links_of(conn: sqlite3.Connection, item_ids: list[int]) -> dict[int, dict[str, frozenset[str]]]:
+    """The links each answer of these crawled pages found: item -> key -> links."""
+    found: dict[int, dict[str, frozenset[str]]] = {}
+    for chunk in chunks(sorted(set(item_ids))):
+        for item_id, peer_id, links in conn.execute(
+            f"SELECT item_id, peer_id, links FROM answers WHERE item_id IN ({placeholders(chunk)})"
+            " AND links IS NOT NULL",
+            chunk,
+        ):
+            found.setdefault(item_id, {})[peer_id] = frozenset(decode(links))
+    return found
+
+
+def _links(one: Answered) -> bytes | None:
+    return None if one.links is None else encode(sorted(set(one.links)))
 
 
 def _parents(conn: sqlite3.Connection, job_id: int, urls: list[str]) -> dict[str, int]:

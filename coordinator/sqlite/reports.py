@@ -322,7 +322,11 @@ def finish_records(
         counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
         reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
         if compared:
-            reported.answered.append(rechecks.Answered(unit.job_id, item_id, r.url, r.values, counted_as, unit.network))
+            reported.answered.append(
+                rechecks.Answered(
+                    unit.job_id, item_id, r.url, r.values, counted_as, unit.network, r.links if crawl else None
+                )
+            )
         if crawl and r.links:
             _add_links(db, conn, links_to, r, depth, jobs.job_input(db, conn, links_to), now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)

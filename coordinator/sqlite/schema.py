@@ -429,6 +429,7 @@ CREATE TABLE answers (
     network TEXT,
     result TEXT,
     record BLOB NOT NULL,
+    links BLOB,
     at REAL NOT NULL,
     UNIQUE (item_id, peer_id)
 );
