@@ -19,8 +19,6 @@ from typing import Any, NamedTuple
 
 from coordinator import (
     host_leasing,
-    host_pacing,
-    host_planning,
     item_jobs,
     leases,
     rollout,
@@ -33,7 +31,7 @@ from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
 from coordinator.sqlite import bundles, jobs, known_answers, peers, planning, rechecks, schema
 from coordinator.sqlite.database import Database, JobFacts, placeholders
-from coordinator.store import PEER_QUIET_SECONDS, NotFound, StaleLease
+from coordinator.store import NotFound, StaleLease
 from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage, decode
 
 log = logging.getLogger(__name__)
@@ -567,65 +565,3 @@ def bundle_ref(conn: sqlite3.Connection, name: str, pinned: str | None, peer_id:
         version = rollout.version_for(the_rollout, peer_id)
     row = conn.execute("SELECT info_hash FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone()
     return None if row is None else BundleRef(name, version, row[0])
-
-
-def renew(db: Database, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
-    with db.transaction() as conn:
-        peers.touch(conn, peer_id, now)
-        stored = load_unit(conn, unit_id)
-        unit = stored.lease
-        if not leases.holds(unit, peer_id, token):
-            raise stale_lease(conn, unit_id, token, stored.job_id)
-        unit = leases.renewed(unit, now, lease_seconds)
-        conn.execute("UPDATE units SET expires_at = ?, renewed_at = ? WHERE id = ?", (unit.expires_at, now, unit_id))
-    assert unit.expires_at is not None
-    return unit.expires_at
-
-
-def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, unable: str | None = None) -> None:
-    """Give a lease back (no attempt used). `unable`: the peer could not work on the unit (its
-    bundle would not download here, say): its host goes to other peers for a while."""
-    with db.transaction() as conn:
-        peers.touch(conn, peer_id, now)
-        stored = load_unit(conn, unit_id)
-        if not leases.holds(stored.lease, peer_id, token):
-            raise stale_lease(conn, unit_id, token, stored.job_id)
-        if unable is None:
-            save_unit(conn, unit_id, leases.released(stored.lease))
-        else:
-            step_aside(conn, [stored.unit_key], peer_id, now)
-            log.info("peer %s… stepped aside from %s: %s", peer_id[:12], stored.unit_key, unable)
-            _after_unable(db, conn, unit_id, stored, unable, now)
-            db.replan = True
-        min_delay = db.settings.min_delay
-        pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
-
-
-def step_aside(conn: sqlite3.Connection, keys: list[str], peer_id: str, now: float) -> None:
-    """The peer leaves these hosts to others for `host_planning.STEP_ASIDE_SECONDS`."""
-    conn.executemany(
-        "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
-        " ON CONFLICT (unit_key, peer_id) DO UPDATE SET until = excluded.until",
-        [(key, peer_id, now + host_planning.STEP_ASIDE_SECONDS) for key in keys],
-    )
-
-
-def _after_unable(
-    db: Database, conn: sqlite3.Connection, unit_id: int, stored: StoredUnit, reason: str, now: float
-) -> None:
-    """Queue a unit given back as unable again (`leases.after_unable`); when no peer can run
-    it, that uses an attempt, and the last one finishes its open items with the reason."""
-    (aside,) = conn.execute(
-        "SELECT COUNT(*) FROM stepped_aside WHERE unit_key = ? AND until > ?", (stored.unit_key, now)
-    ).fetchone()
-    (workload,) = conn.execute("SELECT workload FROM jobs WHERE id = ?", (stored.job_id,)).fetchone()
-    able = sum(
-        host_planning.runs_all(decode(names), (workload,))
-        for (names,) in conn.execute("SELECT workloads FROM peers WHERE last_seen >= ?", (now - PEER_QUIET_SECONDS,))
-    )
-    after = leases.after_unable(stored.lease, reason, leases.nobody_can(aside, able), db.settings.max_attempts)
-    save_unit(conn, unit_id, after.lease)
-    if after.give_up is not None:
-        first, last = conn.execute("SELECT first_item, last_item FROM units WHERE id = ?", (unit_id,)).fetchone()
-        log.warning("unit %d of job %d: %s", unit_id, stored.job_id, after.give_up)
-        finish_items_with_error(conn, Span(stored.unit_key, stored.job_id, first, last), after.give_up, now)

@@ -32,7 +32,7 @@ from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, u
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
-from coordinator.sqlite import bundles, jobs, known_answers, leasing, peers, rechecks, schema
+from coordinator.sqlite import bundles, holding, jobs, known_answers, leasing, peers, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
 from coordinator.url_jobs import JobInput
@@ -484,7 +484,7 @@ def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, n
                 redone,
             )
     if reported.misreports:
-        leasing.step_aside(conn, reported.stepped_aside, reported.peer_id, now)
+        holding.step_aside(conn, reported.stepped_aside, reported.peer_id, now)
         log.warning(
             "peer %s… named a version it was not leased in %d reports", reported.peer_id[:12], reported.misreports
         )

@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 from coordinator import assignment, host_pacing
 from coordinator.owner_limits import Limits
 from coordinator.roles import Role
-from coordinator.sqlite import access, bundles, jobs, leasing, peers, planning, queries, reports, streamed
+from coordinator.sqlite import access, bundles, holding, jobs, leasing, peers, planning, queries, reports, streamed
 from coordinator.sqlite.database import Database, Settings
 from coordinator.sqlite.process import Hosted, StoreProcess
 from coordinator.sqlite.thread import StoreThread
@@ -174,10 +174,10 @@ class SqliteStore:
         return [g.lease() for g in granted]
 
     async def renew(self, peer_id: str, unit_id: int, token: int, now: float, lease_seconds: float) -> float:
-        return await self._run(leasing.renew, peer_id, unit_id, token, now, lease_seconds)
+        return await self._run(holding.renew, peer_id, unit_id, token, now, lease_seconds)
 
     async def release(self, peer_id: str, unit_id: int, token: int, now: float, unable: str | None = None) -> None:
-        await self._run(leasing.release, peer_id, unit_id, token, now, unable)
+        await self._run(holding.release, peer_id, unit_id, token, now, unable)
 
     async def report(self, peer_id: str, report: Report, now: float) -> ReportResponse:
         return await self._run(reports.report, peer_id, reports.incoming(report), now)
