@@ -63,7 +63,11 @@ async def start_coordinator(
 ) -> str:
     """`osaas coordinator serve` on 127.0.0.1:`port`, its database and log in `workdir`, with
     more options in `args`; added to `processes` (for `stopped_on_exit`) and serving when this
-    returns. Its URL."""
+    returns. Its URL. Without re-checks unless `args` ask for them: a test of something else
+    would otherwise fetch every answer of its fresh keys twice (tests/test_liars_e2e.py,
+    tests/test_fair_load_e2e.py and the demo run with them)."""
+    if "--rechecks" not in args:
+        args = (*args, "--rechecks", "off")
     url = f"http://127.0.0.1:{port}"
     listen = f"127.0.0.1:{port}"
     operator = operator_key().public_hex

@@ -234,6 +234,7 @@ async def coordinator(db_path: Path, **options: Any) -> AsyncIterator[str]:
     from tests.processes import operator_key
 
     options.setdefault("operator_keys", [operator_key().public_hex])
+    options.setdefault("rechecks", False)  # as `processes.start_coordinator`: a test asks for them
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve_coordinator(

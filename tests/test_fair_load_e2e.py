@@ -183,7 +183,8 @@ async def test_six_budgeted_peers_two_killed_every_url_once_budgets_and_politene
     processes: list[asyncio.subprocess.Process] = []
     sources = {f"127.0.1.{i + 1}": rate for i, rate in enumerate(RATES)}
     async with spread_site(served) as bases, stopped_on_exit(processes):
-        await start_coordinator(processes, tmp_path, port, "--lease-seconds", "6")
+        # Re-checks on: a second look at a website keeps its pace too.
+        await start_coordinator(processes, tmp_path, port, "--lease-seconds", "6", "--rechecks", "on")
         peer_keys_each_with_a_host([tmp_path / f"peer-{i}" for i in range(len(RATES))], RATES, list(bases.values()))
         peers = []
         for i, (source, rate) in enumerate(sources.items()):

@@ -12,6 +12,7 @@ leased; two fetch honestly but claim 1e15 bytes/s, or a robots.txt Crawl-delay o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from coordinator.host_pacing import UNCONFIRMED_CRAWL_DELAY
@@ -29,12 +31,12 @@ from overlay.http import Rejected, Unavailable
 from overlay.identity import Identity
 from peer.client import CoordinatorClient
 from tests.processes import job_results, operator_key, start_peer, stopped_on_exit, wait_until_done
-from tests.sites import RequestLog, coordinator, generated_site_app, generated_site_urls, serve
+from tests.sites import RequestLog, coordinator, serve
 
 pytestmark = pytest.mark.timeout(240)
 
-SITES = 4
-PAGES = 12  # per site: pages 0 and 10 link to a missing page
+SITES = 5
+PAGES = 5  # per site: each page links to the next two and to a missing page
 _HREF = re.compile(r'href="([^"]+)"')
 
 
@@ -101,7 +103,7 @@ async def lie(liar: Liar, url: str, stop: asyncio.Event) -> None:
             for lease in answer.leases:
                 await report(client, session, liar, lease)
             if not answer.leases:
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(answer.retry_after or 1.0)
 
 
 async def report(client: CoordinatorClient, session: aiohttp.ClientSession, liar: Liar, lease: wire.Lease) -> None:
@@ -124,57 +126,98 @@ async def report(client: CoordinatorClient, session: aiohttp.ClientSession, liar
         pass  # refused: the coordinator says why; a liar does not care
 
 
+def broken_links_site(log: RequestLog) -> web.Application:
+    """Pages 0..PAGES-1 from "/", each linking to the next two and to a missing page: a website
+    as many broken links as good ones, where a liar's "ok" is wrong half the time."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        log.requests.append((request.method, request.raw_path))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record])
+
+    async def page(request: web.Request) -> web.Response:
+        n = int(request.match_info.get("n", -1))
+        if n >= PAGES:
+            return web.Response(status=404)
+        links = [f"/p/{m}" for m in (n + 1, n + 2) if m < PAGES] + [f"/gone/{n + 1}"]
+        return web.Response(text=" ".join(f'<a href="{link}">x</a>' for link in links), content_type="text/html")
+
+    app.router.add_get("/", page)
+    app.router.add_get("/p/{n:\\d+}", page)
+    return app
+
+
+def truth_of(site: str) -> dict[str, str]:
+    return (
+        {f"{site}/": "ok"}
+        | {f"{site}/p/{n}": "ok" for n in range(PAGES)}
+        | {f"{site}/gone/{n}": "broken" for n in range(PAGES + 1)}
+    )
+
+
+def quarantined_in(db: Path, peer_id: str) -> bool:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT quarantined FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    conn.close()
+    return row is not None and row[0] is not None
+
+
 async def test_liars_are_caught_and_the_results_equal_the_truth(tmp_path: Path) -> None:
     logs = [RequestLog() for _ in range(SITES)]
     processes: list = []
     stop = asyncio.Event()
     db = tmp_path / "c.sqlite"
-    async with (
-        serve(generated_site_app(logs[0], PAGES)) as site0,
-        serve(generated_site_app(logs[1], PAGES)) as site1,
-        serve(generated_site_app(logs[2], PAGES)) as site2,
-        serve(generated_site_app(logs[3], PAGES)) as site3,
-        coordinator(db, lease_seconds=10.0, host_min_delay=0.05) as url,
-        stopped_on_exit(processes),
-    ):
-        sites = (site0, site1, site2, site3)
-        truth: dict[str, str] = {}
-        for site in sites:
-            good, broken = generated_site_urls(site, PAGES)
-            truth |= dict.fromkeys(good, "ok") | dict.fromkeys(broken, "broken")
+    async with contextlib.AsyncExitStack() as stack:
+        sites = [await stack.enter_async_context(serve(broken_links_site(log))) for log in logs]
+        url = await stack.enter_async_context(coordinator(db, lease_seconds=10.0, host_min_delay=0.05, rechecks=True))
+        await stack.enter_async_context(stopped_on_exit(processes))
+        truth = {url: result for site in sites for url, result in truth_of(site).items()}
         for name in ("honest-1", "honest-2"):
             await start_peer(
                 processes, url, tmp_path / name, "--slots", "2",
                 config=tmp_path / "none.toml", log=tmp_path / f"{name}.log",
             )  # fmt: skip
         liars = [asyncio.create_task(lie(liar, url, stop)) for liar in LIARS]
+        caught = {"fabricates-ok", "fabricates-broken", "forges-version"}
         try:
-            async with aiohttp.ClientSession() as session:
-                job_id = await owner.submit(
-                    session, url, operator_key(), "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None}
-                )
-            status = await wait_until_done(url, job_id, polls=900)
+            # The same websites checked again, as a CI job would, until every lying key was
+            # caught (a small job may end before a liar met enough known answers): each time,
+            # the results equal the truth.
+            for _ in range(4):
+                async with aiohttp.ClientSession() as session:
+                    job_id = await owner.submit(
+                        session, url, operator_key(), "linkcheck", {"urls": [f"{s}/" for s in sites], "depth": None}
+                    )
+                status = await wait_until_done(url, job_id, polls=900)
+                assert status["state"] == "done", status
+                rows = await job_results(url, job_id)
+                wrong = [
+                    (row["url"], row["result"], row["verdict"])
+                    for row in rows
+                    if truth.get(row["url"]) != row["result"]
+                ]
+                assert {row["url"]: row["result"] for row in rows} == truth, wrong
+                if caught <= {liar.name for liar in LIARS if quarantined_in(db, liar.peer_id)}:
+                    break
         finally:
             stop.set()
             await asyncio.gather(*liars, return_exceptions=True)
-        assert status["state"] == "done", status
-        rows = await job_results(url, job_id)
-        results = {row["url"]: row["result"] for row in rows}
-        wrong = [
-            (row["url"], row["result"], row["verdict"], row["answers"])
-            for row in rows
-            if truth.get(row["url"]) != row["result"]
-        ]
-        assert results == truth, (wrong, {liar.name: liar.peer_id[:12] for liar in LIARS})
 
     by_name = {liar.name: liar for liar in LIARS}
     with sqlite3.connect(db) as conn:
         quarantined = dict(conn.execute("SELECT id, quarantined FROM peers").fetchall())
         delays = [delay for (delay,) in conn.execute("SELECT crawl_delay FROM hosts")]
-        # The job's own units (first answers; not its re-checks): who held each last.
-        held = [peer for (peer,) in conn.execute("SELECT peer_id FROM units WHERE job_id = ?", (job_id,))]
+        # The jobs' own units (first answers; not their re-checks): who held each last.
+        held = [
+            peer
+            for (peer,) in conn.execute(
+                "SELECT peer_id FROM units JOIN jobs ON jobs.id = units.job_id WHERE jobs.recheck_of IS NULL"
+            )
+        ]
     conn.close()
-    for name in ("fabricates-ok", "fabricates-broken", "forges-version"):
+    for name in caught:
         assert quarantined[by_name[name].peer_id] is not None, (name, quarantined)
     for name in ("inflates-capacity", "huge-crawl-delay"):
         assert quarantined[by_name[name].peer_id] is None, name  # their answers were true

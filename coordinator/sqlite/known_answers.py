@@ -10,14 +10,16 @@ kept beside the unit (`plants`), and take no part in it: their records are set a
 peer reports (`set_aside`), compared with what is known (`judge`), and never stored as
 results.
 
-What is known: an item of the job whose answers came from at least two peers and all agreed
-(verdict "confirmed"), none of them the asking key's, none older than KNOWN_FRESH (a website
-changes), of the unit's website: fetched within the peer's lease of it, they keep the
-website's pace (one of another website would be a request outside its lease, and a tell). A
-key holding a website from the start meets them once others checked its first answers there
-(every one, while it is on probation: `reputation.recheck_share`). An answer that could not reach the website proves nothing either way; one that
-reached it and says otherwise counts against the key (`reputation.after_known_answer`), whose
-record then quarantines it when it is wrong too often.
+What is known: an item of the job, or of an earlier job of the same bundle and model (a
+website checked again), whose answers came from at least two peers and all agreed (verdict
+"confirmed"), none of them the asking key's, none older than KNOWN_FRESH (a website changes);
+of the unit's website, and none of the unit's own URLs. Fetched within the peer's lease of
+the website, they keep its pace (one of another website would be a request outside its
+lease, and a tell). A key holding a website from the start meets them once others checked
+its first answers there (every one, while it is on probation: `reputation.recheck_share`).
+An answer that could not reach the website proves nothing either way; one that reached it
+and says otherwise counts against the key (`reputation.after_known_answer`), whose record
+then quarantines it when it is wrong too often.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ KNOWN_FRESH = 6 * 3600.0  # seconds an agreed answer stays known: websites chang
 _CANDIDATES = 32  # the latest known items of a website a plant is drawn from
 
 
-# An item of the job (parameters: job, the verdict, the asking key twice, the oldest answer
-# time) whose answers all agreed, none of them the asking key's, none too old.
+# An item of a job of the same bundle and model (parameters: the job) whose answers all
+# agreed (the verdict), none of them the asking key's (twice), none older than the oldest
+# answer time: the job's own, or a job's before it on the same website.
 _KNOWN = (
-    "job_id = ? AND replica = 0 AND verdict = ? AND answered_by IS NOT ? AND NOT EXISTS (SELECT 1 FROM answers a"
-    " WHERE a.item_id = items.id AND (a.peer_id = ? OR a.at < ?))"
+    "job_id IN (SELECT id FROM jobs WHERE recheck_of IS NULL AND workload = (SELECT workload FROM jobs WHERE id = ?1)"
+    " AND model = (SELECT model FROM jobs WHERE id = ?1)) AND replica = 0 AND verdict = ?2 AND answered_by IS NOT ?3"
+    " AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id = items.id AND (a.peer_id = ?3 OR a.at < ?4))"
 )
 
 
@@ -69,13 +73,14 @@ def plant(
     ):
         return items
     wanted = reputation.known_answers(peers.record_of(conn, peer_id))
-    known = (job_id, verdicts.State.CONFIRMED.value, peer_id, peer_id, now - KNOWN_FRESH)
     problems = jobs.checker(db, conn, job_id).model.problems
     candidates = conn.execute(
-        f"SELECT id, url, crawl, result FROM items WHERE unit_key = ? AND {_KNOWN} ORDER BY id DESC LIMIT ?",
-        (key, *known, _CANDIDATES),
+        f"SELECT id, url, crawl, result FROM items WHERE unit_key = ?5 AND {_KNOWN} ORDER BY id DESC LIMIT ?6",
+        (job_id, verdicts.State.CONFIRMED.value, peer_id, now - KNOWN_FRESH, key, _CANDIDATES),
     ).fetchall()
-    chosen = _mixed(candidates, wanted, problems)
+    in_unit = {url for url, _ in items}
+    latest = {c[1]: c for c in reversed(candidates) if c[1] not in in_unit}  # a URL once: its latest
+    chosen = _mixed(list(latest.values()), wanted, problems)
     if not chosen:
         return items
     conn.executemany(
