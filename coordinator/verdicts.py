@@ -104,20 +104,33 @@ def given_up(answers: Sequence[Answer]) -> Settled:
     return _split(answers, top, state, blame=False)
 
 
+LINKS_TOLERATED = 2  # links a page's answer may differ by (dynamic pages) ...
+LINKS_TOLERATED_SHARE = 0.1  # ... or this share of the links followed, whichever is more
+
+
 def link_outliers(found: Mapping[str, frozenset[str]], answers: int) -> tuple[str, ...] | None:
     """Of the keys whose answers of a crawled page agreed (`found`: the links each found), those
-    whose links the others' majority did not find: a key that withholds a page's links (to stop
-    a crawl) or makes them up (to grow it) is outvoted on its record, though the page's result
-    stands. None while they differ and `answers` is below MAX_ANSWERS: one more decides.
-    Without a majority (pages differ by visit) nobody is."""
+    whose links differ from the ones followed (`links_to_follow`) by more than a dynamic page
+    explains: a key that withholds a page's links (to stop a crawl) or makes them up (to grow
+    it) is outvoted on its record, though the page's result stands. None while they differ,
+    fewer than three agreed, and the item has room for another answer (`answers` so far, at
+    most MAX_ANSWERS + 1): one more decides."""
     if len(set(found.values())) <= 1:
         return ()
-    if answers < MAX_ANSWERS:
-        return None
-    (top, votes), *_ = Counter(found.values()).most_common()
-    if votes * 2 <= len(found):
-        return ()
-    return tuple(peer for peer, links in found.items() if links != top)
+    if len(found) < 3:
+        return None if answers <= MAX_ANSWERS else ()
+    follow = links_to_follow(found)
+    tolerated = max(LINKS_TOLERATED, LINKS_TOLERATED_SHARE * len(follow))
+    return tuple(peer for peer, links in found.items() if len(links ^ follow) > tolerated)
+
+
+def links_to_follow(found: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """The links a crawled page's agreeing answers found that its crawl follows: each found by
+    at least half of them. A link one liar made up, or one it withheld, is outvoted once two
+    others answered; between two answers alone, both are followed (a link missed is worse
+    than one checked needlessly)."""
+    counts = Counter(link for links in found.values() for link in links)
+    return frozenset(link for link, count in counts.items() if count * 2 >= len(found))
 
 
 def without(settled: Settled, outliers: Sequence[str]) -> Settled:

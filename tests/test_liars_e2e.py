@@ -6,7 +6,8 @@ does not pin a website.
 The liars are peer software of someone else's: keys of their own, speaking the coordinator's
 API (register, lease, report) from this process, never running the link checker. One says
 "ok" of everything without fetching, one "broken"; one names a bundle version it was not
-leased; two fetch honestly but claim 1e15 bytes/s, or a robots.txt Crawl-delay of 1e300 s.
+leased; three fetch honestly but claim 1e15 bytes/s, report a robots.txt Crawl-delay of
+1e300 s, or add 50 made-up links to every page.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Liar:
     answer: str = "honest"  # "ok", "broken" or "honest" (it fetches)
     forged: bool = False  # its reports name a version it was not leased
     crawl_delay: float | None = None
+    injects: int = 0  # made-up links added to every page it reports
     peer_id: str = ""
 
 
@@ -56,6 +58,7 @@ LIARS = (
     Liar("forges-version", forged=True),
     Liar("inflates-capacity", capacity=1e15),
     Liar("huge-crawl-delay", crawl_delay=1e300),
+    Liar("injects-links", injects=50),
 )
 
 
@@ -115,6 +118,9 @@ async def report(client: CoordinatorClient, session: aiohttp.ClientSession, liar
     else:
         if liar.answer == "honest":
             records = [await fetched(session, u) for u in urls]
+            for record in records:
+                site = str(URL(record["url"]).origin())
+                record["links"] += [f"{site}/made-up/{n}" for n in range(liar.injects)] if record["links"] else []
         else:
             records = [made_up(u, liar.answer) for u in urls]
         made = wire.Report(
@@ -208,6 +214,7 @@ async def test_liars_are_caught_and_the_results_equal_the_truth(tmp_path: Path) 
     by_name = {liar.name: liar for liar in LIARS}
     with sqlite3.connect(db) as conn:
         quarantined = dict(conn.execute("SELECT id, quarantined FROM peers").fetchall())
+        outvoted = dict(conn.execute("SELECT id, outvoted FROM peers").fetchall())
         delays = [delay for (delay,) in conn.execute("SELECT crawl_delay FROM hosts")]
         # The jobs' own units (first answers; not their re-checks): who held each last.
         held = [
@@ -219,8 +226,11 @@ async def test_liars_are_caught_and_the_results_equal_the_truth(tmp_path: Path) 
     conn.close()
     for name in caught:
         assert quarantined[by_name[name].peer_id] is not None, (name, quarantined)
-    for name in ("inflates-capacity", "huge-crawl-delay"):
-        assert quarantined[by_name[name].peer_id] is None, name  # their answers were true
+    for name in ("inflates-capacity", "huge-crawl-delay", "injects-links"):
+        assert quarantined[by_name[name].peer_id] is None, name  # their results were true
+    # The links it made up were outvoted (no made-up page is in the results, above), and it
+    # with them: it is checked more.
+    assert outvoted[by_name["injects-links"].peer_id] > 0
     # Its claim bought it no more than a share of the work (all of it, were claims believed).
     assert held.count(by_name["inflates-capacity"].peer_id) <= len(held) / 2, held
     # One peer's word never slows a website for more than UNCONFIRMED_CRAWL_DELAY.

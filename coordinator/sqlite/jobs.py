@@ -199,6 +199,27 @@ def insert_items(
         )
 
 
+def add_links(
+    db: Database,
+    conn: sqlite3.Connection,
+    job_id: int,
+    page: str,
+    links_at: str | None,
+    links: Sequence[str],
+    depth: int,
+    now: float,
+) -> None:
+    """A crawled page's links become the job's items (within its owner's limits), each with
+    the page as a referrer: the page its model names (`links_at`: the one finally served,
+    after redirects), else the page itself."""
+    found = within_limits(db, conn, job_id, url_jobs.linked_items(list(links), depth, job_input(db, conn, job_id)), now)
+    insert_items(db, conn, job_id, found, now)
+    conn.executemany(
+        "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url) SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
+        [(job_id, links_at or page, job_id, item.url) for item in found],
+    )
+
+
 def job_input(db: Database, conn: sqlite3.Connection, job_id: int) -> JobInput:
     job = db.job_inputs.get(job_id)
     if job is None:

@@ -92,7 +92,9 @@ def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobSta
     (items_total,) = conn.execute("SELECT COUNT(*) FROM items WHERE job_id = ?", (job_id,)).fetchone()
     counts = dict(
         conn.execute(
-            "SELECT result, COUNT(*) FROM items WHERE job_id = ? AND done = 1 GROUP BY result ORDER BY result",
+            # An item waiting for its verdict (a re-check) is not done yet.
+            "SELECT result, COUNT(*) FROM items WHERE job_id = ? AND done = 1 AND verdict IS NOT 'pending'"
+            " GROUP BY result ORDER BY result",
             (job_id,),
         ).fetchall()
     )

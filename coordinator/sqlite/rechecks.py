@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from coordinator import host_planning, reputation, vantage, verdicts
@@ -66,6 +67,54 @@ class Answered(NamedTuple):
     counted_as: str | None
     network: str | None  # the answering peer's, as the coordinator saw it
     links: list[str] | None = None  # a crawled page's (None: not a crawl)
+    asked: bool = False  # a first answer that gets a second look (`Asking.judge`)
+
+
+@dataclass(slots=True)
+class Asking:
+    """What one call's answers of a job get: which first answers are asked again (decided as
+    they are taken, so that their links can wait for the verdict), and whose links wait."""
+
+    model: JobModel
+    share: float  # of the answering key's "ok" answers checked again
+    peer_id: str
+    recheck: bool  # the job is a re-check job: its answers' links wait for their verdict
+    someone: Callable[[], bool]  # is another peer about to ask?
+    draw: Callable[[], float]  # uniform in [0, 1): which "ok" answers are drawn
+    _someone: bool | None = None
+
+    @classmethod
+    def of(cls, db: Database, conn: sqlite3.Connection, job_id: int, peer_id: str, now: float) -> Asking | None:
+        """None for a job whose answers are not compared (re-checks off, a vantage job, a
+        model without `agree`)."""
+        facts = jobs.job(db, conn, job_id)
+        model = jobs.checker(db, conn, job_id).model
+        if facts.recheck_of is None and (not db.settings.rechecks or facts.vantage is not None or not model.checked):
+            return None
+        share = reputation.recheck_share(peers.record_of(conn, peer_id))
+        return cls(
+            model,
+            share,
+            peer_id,
+            facts.recheck_of is not None,
+            lambda: _someone_else(conn, facts.workload, {peer_id}, now),
+            db.draw,
+        )
+
+    def judge(self, one: Answered) -> Answered:
+        """The answer, marked `asked` when it is a first answer that needs a second look
+        (`verdicts.needs_second_look`) and another peer is about to give it."""
+        if self.recheck or not verdicts.needs_second_look(
+            _answer(self.model, one, self.peer_id), self.share, self.draw()
+        ):
+            return one
+        if self._someone is None:
+            self._someone = self.someone()
+        return one._replace(asked=self._someone)
+
+    def defers(self, one: Answered) -> bool:
+        """Do this answer's links wait for its item's verdict?"""
+        return self.recheck or one.asked
 
 
 class Waiting(NamedTuple):
@@ -90,7 +139,7 @@ def after_answers(
         facts = jobs.job(db, conn, job_id)
         if facts.recheck_of is not None:
             _take_rechecks(db, conn, facts.recheck_of, job_id, peer_id, answers, closed, now)
-        elif db.settings.rechecks and facts.vantage is None and jobs.checker(db, conn, job_id).model.checked:
+        else:
             _first_answers(db, conn, job_id, peer_id, answers, closed, now)
 
 
@@ -103,11 +152,9 @@ def _first_answers(
     closed: dict[int, int],
     now: float,
 ) -> None:
-    """Ask again for the answers that need a second look (`verdicts.needs_second_look`)."""
-    model = jobs.checker(db, conn, job_id).model
-    share = reputation.recheck_share(peers.record_of(conn, peer_id))
-    asked = [one for one in answered if verdicts.needs_second_look(_answer(model, one, peer_id), share, db.draw())]
-    if not asked or not _someone_else(conn, jobs.job(db, conn, job_id).workload, {peer_id}, now):
+    """Ask again for the answers that get a second look (`Asking.judge`)."""
+    asked = [one for one in answered if one.asked]
+    if not asked:
         return
     conn.executemany(
         "INSERT INTO answers (item_id, peer_id, network, result, record, links, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -203,11 +250,14 @@ def _take_rechecks(
             outliers = verdicts.link_outliers(found, len(answers))
         workload = jobs.job(db, conn, job_id).workload
         if settled is not None and outliers is not None:
-            _final(db, conn, job_id, item_id, verdicts.without(settled, outliers), stored[item_id], closed)
+            final = verdicts.without(settled, outliers)
         elif _someone_else(conn, workload, {a.peer for a in answers}, now):
             again.append((item_id, one.url))
+            continue
         else:
-            _final(db, conn, job_id, item_id, settled or verdicts.given_up(answers), stored[item_id], closed)
+            final = settled or verdicts.given_up(answers)
+        if _final(db, conn, job_id, item_id, final, stored[item_id], closed):
+            _follow_links(db, conn, job_id, item_id, final, links.get(item_id, {}), now)
     if again:
         _ask(db, conn, job_id, again, now)
 
@@ -266,15 +316,16 @@ def _final(
     settled: Settled,
     stored: list[tuple[Answer, tuple[str | None, bytes]]],
     closed: dict[int, int],
-) -> None:
-    """The item takes its final answer (the first that says it) and state, once; the keys
-    whose answers were compared learn how they did."""
+) -> bool:
+    """The item takes its final answer (the first that says it) and state, once (False: it
+    had been settled, or answered again); the keys whose answers were compared learn how
+    they did."""
     result, record = next(kept for answer, kept in stored if answer.value == settled.value)
     if not conn.execute(
         "UPDATE items SET result = ?, record = ?, verdict = ?, answered_by = ? WHERE id = ? AND verdict = ?",
         (result, record, settled.state.value, settled.agreed[0], item_id, verdicts.PENDING),
     ).rowcount:
-        return  # answered again meanwhile (its first answer's key was quarantined)
+        return False  # answered again meanwhile (its first answer's key was quarantined)
     closed[job_id] = closed.get(job_id, 0) + 1
     if settled.state in (verdicts.State.CONFIRMED, verdicts.State.OUTVOTED):
         _judged(conn, settled.agreed if len(settled.agreed) > 1 else (), settled.outvoted)
@@ -284,6 +335,32 @@ def _final(
         # and never be doubted): it counts as outvoted, which makes it suspect, never quarantined.
         unreached = [a.peer for a, _ in stored if a.peer in settled.unreached and not a.reached]
         _judged(conn, settled.agreed if len(settled.agreed) > 1 else (), unreached)
+    return True
+
+
+def _follow_links(
+    db: Database,
+    conn: sqlite3.Connection,
+    job_id: int,
+    item_id: int,
+    settled: Settled,
+    found: Mapping[str, frozenset[str]],
+    now: float,
+) -> None:
+    """A crawled page's verdict is in: the links its final answers agree on join its job
+    (`verdicts.links_to_follow`)."""
+    follow = verdicts.links_to_follow({peer: links for peer, links in found.items() if peer in settled.agreed})
+    if not follow:
+        return
+    row = conn.execute("SELECT url, depth, record, crawl FROM items WHERE id = ?", (item_id,)).fetchone()
+    if row is None or not row[3]:
+        return
+    url, depth, record, _ = row
+    model = jobs.checker(db, conn, job_id).model
+    links_at = None
+    if model.links_at is not None:
+        links_at = dict(zip((f.name for f in model.stored), decode(record), strict=True)).get(model.links_at)
+    jobs.add_links(db, conn, job_id, url, links_at, sorted(follow), depth, now)
 
 
 def _judged(conn: sqlite3.Connection, agreed: Iterable[str], outvoted: Iterable[str]) -> None:
@@ -416,10 +493,12 @@ def overdue(db: Database, conn: sqlite3.Connection, now: float) -> None:
         job_id = items[0][2]
         parents = _parents(conn, job_id, [url for _, url, _ in items])
         stored = answers_of(conn, jobs.checker(db, conn, job_id).model, list(parents.values()))
+        found = _links_of(conn, list(parents.values()))
         for item_id in parents.values():
             if stored.get(item_id):
-                answers = [answer for answer, _ in stored[item_id]]
-                _final(db, conn, job_id, item_id, verdicts.given_up(answers), stored[item_id], closed)
+                final = verdicts.given_up([answer for answer, _ in stored[item_id]])
+                if _final(db, conn, job_id, item_id, final, stored[item_id], closed):
+                    _follow_links(db, conn, job_id, item_id, final, found.get(item_id, {}), now)
     for job_id, count in closed.items():
         jobs.items_closed(conn, job_id, count, now)
     if gave_up:

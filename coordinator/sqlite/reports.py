@@ -35,7 +35,6 @@ from coordinator.rollout import Rollout, RolloutState
 from coordinator.sqlite import bundles, holding, jobs, known_answers, leasing, peers, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
-from coordinator.url_jobs import JobInput
 from overlay.wire import Report, ReportResponse, encode
 from workloads.records import Record, SchemaError, check_unit_items
 
@@ -314,21 +313,21 @@ def finish_records(
 ) -> None:
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
-    # A re-check's links join the job it checks (`rechecks`).
-    links_to = jobs.job(db, conn, unit.job_id).recheck_of or unit.job_id
-    compared = db.settings.rechecks or links_to != unit.job_id
+    asks = rechecks.Asking.of(db, conn, unit.job_id, reported.peer_id, now)
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
         counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
         reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
-        if compared:
-            reported.answered.append(
-                rechecks.Answered(
-                    unit.job_id, item_id, r.url, r.values, counted_as, unit.network, r.links if crawl else None
-                )
-            )
-        if crawl and r.links:
-            _add_links(db, conn, links_to, r, depth, jobs.job_input(db, conn, links_to), now)
+        answered = rechecks.Answered(
+            unit.job_id, item_id, r.url, r.values, counted_as, unit.network, r.links if crawl else None
+        )
+        if asks is not None:
+            answered = asks.judge(answered)
+            reported.answered.append(answered)
+        # A page's links join its job now, unless its answer waits for a second look: then
+        # the links its answers agree on do, once they settle (`rechecks`).
+        if crawl and r.links and (asks is None or not asks.defers(answered)):
+            jobs.add_links(db, conn, unit.job_id, r.url, r.links_at, r.links, depth, now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
@@ -507,20 +506,6 @@ def _known_answers(db: Database, conn: sqlite3.Connection, reported: Reported) -
     for unit_id in reported.lease_ended:
         known_answers.forget(conn, unit_id)
     return known_answers.Judged(right, wrong)
-
-
-def _add_links(
-    db: Database, conn: sqlite3.Connection, job_id: int, page: Record, depth: int, job: JobInput, now: float
-) -> None:
-    found = jobs.within_limits(db, conn, job_id, url_jobs.linked_items(page.links, depth, job), now)
-    jobs.insert_items(db, conn, job_id, found, now)
-    # The links are on the page its model names (the one finally served, after redirects).
-    containing_page = page.links_at or page.url
-    conn.executemany(
-        "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url)"
-        " SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
-        [(job_id, containing_page, job_id, item.url) for item in found],
-    )
 
 
 def keep_logs(conn: sqlite3.Connection, logs: list[tuple[Any, ...]]) -> None:
