@@ -120,8 +120,12 @@ def link_outliers(found: Mapping[str, frozenset[str]], answers: int) -> tuple[st
     if len(found) < 3:
         return None if answers <= MAX_ANSWERS else ()
     follow = links_to_follow(found)
-    tolerated = max(LINKS_TOLERATED, LINKS_TOLERATED_SHARE * len(follow))
-    return tuple(peer for peer, links in found.items() if len(links ^ follow) > tolerated)
+    return tuple(peer for peer, links in found.items() if links_stray(links, follow))
+
+
+def links_stray(links: frozenset[str], follow: frozenset[str]) -> bool:
+    """Do a page's links differ from the ones followed by more than a dynamic page explains?"""
+    return len(links ^ follow) > max(LINKS_TOLERATED, LINKS_TOLERATED_SHARE * len(follow))
 
 
 def links_to_follow(found: Mapping[str, frozenset[str]]) -> frozenset[str]:

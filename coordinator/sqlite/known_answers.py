@@ -152,27 +152,52 @@ def judge(
     db: Database, conn: sqlite3.Connection, job_id: int, peer_id: str, answers: list[tuple[int, Record]]
 ) -> Judged:
     """How the peer did on known answers: right, wrong (it reached the website and said
-    otherwise); one that could not reach it is neither."""
+    otherwise, or, of a crawled page, found links that stray from those its answers agreed
+    on: `verdicts.links_stray`); one that could not reach it is neither."""
     if not answers:
         return Judged(0, 0)
     model = jobs.checker(db, conn, job_id).model
-    known = {
-        item_id: verdicts.answer_of(model, decode(record), result, "", vantage.UNKNOWN)
-        for chunk in chunks([item_id for item_id, _ in answers])
-        for item_id, result, record in conn.execute(
-            f"SELECT id, result, record FROM items WHERE id IN ({placeholders(chunk)})", chunk
-        )
-    }
+    known = {}
+    crawled = set()
+    for chunk in chunks([item_id for item_id, _ in answers]):
+        for item_id, result, record, crawl in conn.execute(
+            f"SELECT id, result, record, crawl FROM items WHERE id IN ({placeholders(chunk)})", chunk
+        ):
+            known[item_id] = verdicts.answer_of(model, decode(record), result, "", vantage.UNKNOWN)
+            if crawl:
+                crawled.add(item_id)
+    links = _agreed_links(conn, sorted(crawled))
     right = wrong = 0
     for item_id, r in answers:
         said = verdicts.answer_of(model, r.values, r.counted_as, peer_id, vantage.UNKNOWN)
         if item_id not in known or not said.reached:
             continue
-        if said.value == known[item_id].value:
+        follow = links.get(item_id)
+        if said.value == known[item_id].value and (
+            follow is None or not verdicts.links_stray(frozenset(r.links), follow)
+        ):
             right += 1
         else:
             wrong += 1
     return Judged(right, wrong)
+
+
+def _agreed_links(conn: sqlite3.Connection, item_ids: list[int]) -> dict[int, frozenset[str]]:
+    """The links the answers of these crawled pages agreed on: where two found the same, or
+    three or more decide (`verdicts.links_to_follow`); two that differ tell nothing."""
+    found: dict[int, dict[str, frozenset[str]]] = {}
+    for chunk in chunks(item_ids):
+        for item_id, peer_id, links in conn.execute(
+            "SELECT item_id, peer_id, links FROM answers"
+            f" WHERE item_id IN ({placeholders(chunk)}) AND links IS NOT NULL",
+            chunk,
+        ):
+            found.setdefault(item_id, {})[peer_id] = frozenset(decode(links))
+    return {
+        item_id: verdicts.links_to_follow(sets)
+        for item_id, sets in found.items()
+        if len(sets) >= 3 or (len(sets) == 2 and len(set(sets.values())) == 1)
+    }
 
 
 def judged(conn: sqlite3.Connection, unit_id: int, urls: Sequence[str]) -> None:
