@@ -298,3 +298,49 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def start_vantage_network(
+    site_host: Host,
+    coordinator_host: Host,
+    peer_hosts: list[Host],
+    workdir: Path,
+    operator: str,
+    processes: list[subprocess.Popen[bytes]],
+) -> str:
+    """The files of `workdir`/site served on `site_host`:8081, a coordinator on
+    `coordinator_host`:8700 (operator key `operator`) that counts each address as a network of
+    its own (`--vantage-prefix 32`), and a volunteer on each of `peer_hosts`, each started into
+    `processes` (the caller stops them); the coordinator's URL, once it answers."""
+    coordinator = f"http://{coordinator_host.ipv4}:8700"
+    processes.append(
+        site_host.python(
+            "-m", "http.server", "8081", "--bind", site_host.ipv4, "--directory", str(workdir / "site"),
+            log=workdir / "site.log",
+        )
+    )  # fmt: skip
+    processes.append(
+        coordinator_host.python(
+            "-m", "osaas", "coordinator", "serve",
+            "--listen", f"{coordinator_host.ipv4}:8700",
+            "--db", str(workdir / "c.sqlite"),
+            "--operator-key", operator,
+            "--vantage-prefix", "32",
+            "--host-min-delay", "0",
+            log=workdir / "coordinator.log",
+        )
+    )  # fmt: skip
+    listed = lambda: site_host.osaas("job", "list", "--coordinator", coordinator).returncode == 0  # noqa: E731
+    wait_for(listed, f"the coordinator at {coordinator}", 60)
+    for i, host in enumerate(peer_hosts):
+        processes.append(
+            host.python(
+                "-m", "osaas", "peer", "run",
+                "--coordinator", coordinator,
+                "--data-dir", str(workdir / f"peer-{i}"),
+                "--status-port", "off",
+                "--allow-private",
+                log=workdir / f"peer-{i}.log",
+            )
+        )  # fmt: skip
+    return coordinator

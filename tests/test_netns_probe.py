@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import netns
-from tests.netns import Host, stop, wait_for
+from tests.netns import Host, stop
 from tests.processes import operator_key
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.swarm]
@@ -38,37 +39,12 @@ def test_a_url_is_probed_from_three_networks(five: list[Host], tmp_path: Path) -
     site_host, coordinator_host, *peer_hosts = five
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_bytes(PAGE)
-    coordinator = f"http://{coordinator_host.ipv4}:8700"
     url = f"http://{site_host.ipv4}:8081/"
-    processes = [
-        site_host.python(
-            "-m", "http.server", "8081", "--bind", site_host.ipv4, "--directory", str(tmp_path / "site"),
-            log=tmp_path / "site.log",
-        ),
-        coordinator_host.python(
-            "-m", "osaas", "coordinator", "serve",
-            "--listen", f"{coordinator_host.ipv4}:8700",
-            "--db", str(tmp_path / "c.sqlite"),
-            "--operator-key", operator_key().public_hex,
-            "--vantage-prefix", "32",
-            "--host-min-delay", "0",
-            log=tmp_path / "coordinator.log",
-        ),
-    ]  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        listed = lambda: site_host.osaas("job", "list", "--coordinator", coordinator).returncode == 0  # noqa: E731
-        wait_for(listed, f"the coordinator at {coordinator}", 60)
-        for i, host in enumerate(peer_hosts):
-            processes.append(
-                host.python(
-                    "-m", "osaas", "peer", "run",
-                    "--coordinator", coordinator,
-                    "--data-dir", str(tmp_path / f"peer-{i}"),
-                    "--status-port", "off",
-                    "--allow-private",
-                    log=tmp_path / f"peer-{i}.log",
-                )
-            )  # fmt: skip
+        coordinator = netns.start_vantage_network(
+            site_host, coordinator_host, peer_hosts, tmp_path, operator_key().public_hex, processes
+        )
         probed = site_host.osaas(
             "probe", url, "--vantage", str(VANTAGE), "--coordinator", coordinator, "--format", "jsonl",
             "--no-progress", timeout=180,

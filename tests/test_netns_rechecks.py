@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import netns
-from tests.netns import Host, stop, wait_for
+from tests.netns import Host, stop
 from tests.processes import operator_key
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.swarm]
@@ -39,37 +40,12 @@ def test_each_answer_is_checked_again_from_the_other_network(four: list[Host], t
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_bytes(PAGE)
     (tmp_path / "site" / "ok.html").write_bytes(b"<p>fine</p>\n")
-    coordinator = f"http://{coordinator_host.ipv4}:8700"
     site = f"http://{site_host.ipv4}:8081"
-    processes = [
-        site_host.python(
-            "-m", "http.server", "8081", "--bind", site_host.ipv4, "--directory", str(tmp_path / "site"),
-            log=tmp_path / "site.log",
-        ),
-        coordinator_host.python(
-            "-m", "osaas", "coordinator", "serve",
-            "--listen", f"{coordinator_host.ipv4}:8700",
-            "--db", str(tmp_path / "c.sqlite"),
-            "--operator-key", operator_key().public_hex,
-            "--vantage-prefix", "32",
-            "--host-min-delay", "0",
-            log=tmp_path / "coordinator.log",
-        ),
-    ]  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        listed = lambda: site_host.osaas("job", "list", "--coordinator", coordinator).returncode == 0  # noqa: E731
-        wait_for(listed, f"the coordinator at {coordinator}", 60)
-        for i, host in enumerate(peer_hosts):
-            processes.append(
-                host.python(
-                    "-m", "osaas", "peer", "run",
-                    "--coordinator", coordinator,
-                    "--data-dir", str(tmp_path / f"peer-{i}"),
-                    "--status-port", "off",
-                    "--allow-private",
-                    log=tmp_path / f"peer-{i}.log",
-                )
-            )  # fmt: skip
+        coordinator = netns.start_vantage_network(
+            site_host, coordinator_host, peer_hosts, tmp_path, operator_key().public_hex, processes
+        )
         submitted = site_host.osaas("job", "submit", f"{site}/", "--coordinator", coordinator)
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.strip()

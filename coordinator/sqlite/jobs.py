@@ -366,11 +366,7 @@ def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float
         for (key,) in conn.execute(
             "SELECT DISTINCT unit_key FROM items WHERE job_id = ? AND done = 0", (job_id,)
         ).fetchall():
-            live = conn.execute(
-                "SELECT 1 FROM units WHERE job_id = ? AND unit_key = ? AND state = 'leased' AND expires_at > ?",
-                (job_id, key, now),
-            ).fetchone()
-            if live is not None:
+            if live_lease(conn, job_id, key, now):
                 continue
             (answered,) = conn.execute(
                 "SELECT COUNT(DISTINCT network) FROM units WHERE job_id = ? AND unit_key = ? AND network IS NOT NULL",
@@ -390,3 +386,14 @@ def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float
         if closed:
             log.info("job %d: %d vantage items given up, no peer of another network came", job_id, closed)
             items_closed(conn, job_id, closed, now)
+
+
+def live_lease(conn: sqlite3.Connection, job_id: int, key: str, now: float) -> bool:
+    """Is a unit of the job on this host leased now (its holder may still answer)?"""
+    return (
+        conn.execute(
+            "SELECT 1 FROM units WHERE job_id = ? AND unit_key = ? AND state = 'leased' AND expires_at > ?",
+            (job_id, key, now),
+        ).fetchone()
+        is not None
+    )

@@ -470,11 +470,7 @@ def overdue(db: Database, conn: sqlite3.Connection, now: float) -> None:
     closed: dict[int, int] = {}
     gave_up = 0
     for (child, key), items in given_up.items():
-        live = conn.execute(
-            "SELECT 1 FROM units WHERE job_id = ? AND unit_key = ? AND state = 'leased' AND expires_at > ?",
-            (child, key, now),
-        ).fetchone()
-        if live is not None:
+        if jobs.live_lease(conn, child, key, now):
             continue
         gave_up += len(items)
         conn.executemany(
