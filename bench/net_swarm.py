@@ -66,8 +66,8 @@ class Conditions:
     max_down: int | None
     bundle_upload_rate: int | None  # each peer's own seeding limit (None: the peer's default)
     seed_rate: int | None  # the coordinator's own bundle upload limit, bytes/s
-    super_seed: bool = True  # the coordinator's rule (archives from SUPER_SEED_FROM); False: never
-    origin: str = "libtorrent"  # the seeder: "libtorrent" (super_seed says how) or "own" (overlay.origin)
+    super_seed: bool = True  # libtorrent's seeder: the coordinator's old rule (from SUPER_SEED_FROM); False: never
+    origin: str = "own"  # the seeder: "own" (overlay.origin, `coordinator serve`'s default) or "libtorrent"
 
     @property
     def one_download(self) -> float:
@@ -369,14 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-super-seed",
         dest="super_seed",
         action="store_false",
-        help="the seeder never super-seeds (the coordinator super-seeds archives from 4 MiB)",
+        help="seed with libtorrent, never super-seeding (the same as --seeders plain)",
     )
     parser.add_argument(
         "--seeders",
         nargs="+",
         choices=["super", "plain", "own"],
         default=None,
-        help="run each of these seeders in turn, same conditions (own: overlay.origin); overrides --no-super-seed",
+        help="run each of these seeders in turn, same conditions (default: own, overlay.origin, as `coordinator "
+        "serve` seeds; super and plain: libtorrent's seeder with and without super-seeding)",
     )
     parser.add_argument("--no-http", action="store_true", help="leave out the HTTP anchor")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, samples)")
@@ -397,15 +398,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_rate=args.seed_rate,
         super_seed=args.super_seed,
     )
+    kinds = args.seeders or (["own"] if args.super_seed else ["plain"])
     print(
         f"bundle {conditions.size / 1e6:.1f} MB; links {args.rate_mbit:g} Mbit/s both ways; one download "
         f"{conditions.one_download:.1f} s; peer budget up {args.max_up or 'none'} B/s, down "
         f"{args.max_down or 'none'} B/s, seeding limit {args.bundle_upload_rate or DEFAULT_BUNDLE_UPLOAD_RATE} B/s; coordinator upload limit {args.seed_rate or 'none'} B/s, "
-        f"{'super-seeding' if args.super_seed else 'no super-seeding'}"
+        f"seeders {', '.join(kinds)}"
     )
     print(HEADER, flush=True)
     failed = False
-    kinds = args.seeders or [seeder_kind(conditions)]
     for n in args.peers:
         for i, kind in enumerate(kinds):
             these = dataclasses.replace(
