@@ -57,6 +57,7 @@ from coordinator.edge import (
     reply,
 )
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
+from coordinator.metrics import METRICS, METRICS_ACCESS, Metrics, MetricsAccess, count_requests, serve_metrics
 from coordinator.rate_limits import RateLimiter, RateLimits
 from coordinator.replays import SeenNonces
 from coordinator.roles import Role
@@ -81,6 +82,7 @@ from workloads import builtin
 log = logging.getLogger(__name__)
 
 
+HEALTH_TIMEOUT = 2.0  # seconds the store has to answer a health check
 BUILTIN_OWNER = "coordinator"  # the owner name the coordinator's own key is registered under
 
 
@@ -101,7 +103,7 @@ def make_app(
     name an IP address, localhost or one of `allowed_hosts` as their host (`request_checks`).
     Register, lease, report and submit are rate limited per key and per address
     (`rate_limits`, default `RateLimits()`)."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, checked])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[count_requests, errors, checked])
     app[ALLOWED_HOSTS] = frozenset(host.lower() for host in allowed_hosts)
     app[STORE] = store
     app[IDENTITY] = identity or Identity.generate()
@@ -110,6 +112,8 @@ def make_app(
     app[NONCES] = SeenNonces()
     app[LIMITER] = RateLimiter(rate_limits)
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
+    app[METRICS] = metrics = Metrics()
+    store.observe_calls(metrics.store_call)
     app.cleanup_ctx.append(_open_store)
     if bundles is not None:
         app[BUNDLES] = bundles
@@ -118,6 +122,8 @@ def make_app(
     owner_routes.add_routes(app)
     app.router.add_get("/v1/health", _health)
     if dashboard_access is not None:
+        app[METRICS_ACCESS] = MetricsAccess(dashboard_access.operator_token, dashboard_access.public)
+        app.router.add_get("/metrics", serve_metrics)
         app.add_subapp(dashboard.PREFIX, dashboard.dashboard_app(store, dashboard_access, clock))
     return app
 
@@ -318,8 +324,15 @@ async def _keep_hosts_assigned(store: Store, clock: Callable[[], float]) -> None
 
 
 async def _health(request: web.Request) -> web.Response:
-    """Up, and the key signed requests must name as their audience."""
-    return reply({"ok": True, "public_key": request.app[IDENTITY].public_hex})
+    """Up, and the key signed requests must name as their audience; 503 when the store does not
+    answer within HEALTH_TIMEOUT (a load balancer then sends peers to another coordinator)."""
+    public_key = request.app[IDENTITY].public_hex
+    try:
+        await asyncio.wait_for(request.app[STORE].peer_count(), HEALTH_TIMEOUT)
+    except Exception as exc:  # whatever the store's trouble, the answer is the same: not healthy
+        reason = f"it did not answer within {HEALTH_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        return reply({"ok": False, "store": f"unreachable: {reason}", "public_key": public_key}, status=503)
+    return reply({"ok": True, "store": "ok", "public_key": public_key})
 
 
 # ---- bundle endpoints ------------------------------------------------------------------

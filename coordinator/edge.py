@@ -78,11 +78,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AccessLog(AbstractAccessLogger):
-    """One line per request without its query string: a dashboard login carries its token
-    there (`?token=`), and tokens never reach a log."""
+    """One line per request, at DEBUG (a small job's peers make hundreds of requests a minute:
+    /metrics counts them), without its query string: a dashboard login carries its token there
+    (`?token=`), and tokens never reach a log."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
+        self.logger.debug(
             "%s %s %s %d %d %.3fs",
             request.remote,
             request.method,

@@ -18,10 +18,12 @@ from coordinator.edge import (
     reply,
     signed_body,
 )
+from coordinator.metrics import METRICS
 from coordinator.rate_limits import Route
 from coordinator.store import (
     InvalidInput,
     Store,
+    StoreError,
 )
 from overlay.announcements import NONCE_SIZE, hello_message
 from overlay.wire import (
@@ -72,6 +74,7 @@ async def _lease(request: web.Request) -> web.Response:
         message.usage,
         request.remote,
     )
+    request.app[METRICS].leased(len(granted))
     return reply(to_obj(LeaseResponse(leases=granted, retry_after=None if granted else RETRY_AFTER)))
 
 
@@ -104,7 +107,13 @@ async def _release(request: web.Request) -> web.Response:
 async def _report(request: web.Request) -> web.Response:
     peer_id, obj = await signed_body(request, Route.REPORT)
     report = parse(Report, obj)
-    response = await request.app[STORE].report(peer_id, report, request.app[CLOCK]())
+    metrics = request.app[METRICS]
+    try:
+        response = await request.app[STORE].report(peer_id, report, request.app[CLOCK]())
+    except StoreError:
+        metrics.reported(report, None)
+        raise
+    metrics.reported(report, response)
     return reply(to_obj(response))
 
 
@@ -118,6 +127,7 @@ async def _report_batch(request: web.Request) -> web.Response:
         )
     batch = parse(ReportBatch, obj)
     verdicts = await request.app[STORE].report_batch(peer_id, batch.reports, request.app[CLOCK]())
+    request.app[METRICS].reported_batch(batch.reports, verdicts)
     return reply(to_obj(ReportBatchResponse(results=verdicts)))
 
 
@@ -126,6 +136,7 @@ async def _report_items(request: web.Request) -> web.Response:
     peer_id, obj = await signed_body(request, Route.REPORT)
     report = parse(ItemsReport, obj)
     answer = await request.app[STORE].report_items(peer_id, report, request.app[CLOCK]())
+    request.app[METRICS].streamed(answer.taken)
     return reply(to_obj(answer))
 
 

@@ -17,6 +17,7 @@ same `Store` protocol. Errors are drawn here so the API maps them to HTTP once:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -193,6 +194,15 @@ class PeerOverview:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """The work of running jobs, for metrics."""
+
+    items_pending: int  # items of running jobs not done yet
+    units_queued: int  # units made and not leased
+    units_leased: int  # units a peer holds now
+
+
+@dataclass(frozen=True, slots=True)
 class HostOverview:
     """A website's pace, for the dashboard's politeness table."""
 
@@ -313,6 +323,13 @@ class Store(Protocol):
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         """Registered peers last heard from at or after `seen_since`."""
+
+    async def queue_depth(self) -> QueueDepth:
+        """How much work waits and how much is out."""
+
+    def observe_calls(self, observer: Callable[[str, float], None] | None) -> None:
+        """From now on, `observer(call, seconds)` after each call: its name and how long it took
+        (None: no more)."""
 
     async def peers_overview(self, seen_since: float, limit: int) -> list[PeerOverview]:
         """Peers last heard from at or after `seen_since`, most capacity first, at most `limit`."""

@@ -8,12 +8,16 @@ with SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from coordinator.dashboard import operator_token
 from tests.processes import (
     job_results,
     job_results_command,
@@ -138,7 +142,11 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         serve(generated_site_app(RequestLog(), pages=SIGTERM_PAGES, delay=2.0)) as site,
         stopped_on_exit(processes),
     ):
-        await start_coordinator(processes, tmp_path, port, "--unit-size", "10")
+        # As an operator with a log collector runs it: JSON lines into a rotated file.
+        log_file = tmp_path / "coordinator.jsonl"
+        await start_coordinator(
+            processes, tmp_path, port, "--unit-size", "10", "--log-format", "json", "--log-file", str(log_file)
+        )
         first = await start(
             "peer",
             "run",
@@ -175,3 +183,28 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         status = await wait_until_done(url, job_id, polls=600)
         ok, broken = generated_site_urls(site, SIGTERM_PAGES)
         assert status["state"] == "done" and status["items_done"] == len(ok | broken), status
+        await _metrics_and_log_tell_the_same(url, tmp_path / "c.sqlite", log_file)
+
+
+async def _metrics_and_log_tell_the_same(url: str, db: Path, log_file: Path) -> None:
+    """/metrics (with the operator's token) counted the released unit and the ones done; the
+    log is one JSON object a line, with no line per request (those are DEBUG)."""
+    token = operator_token(db)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    done = samples[("osaas_units_reported_total", (("outcome", "done"),))]
+    assert done >= 3 and samples[("osaas_units_leased_total", ())] > done  # unit 3 was leased twice
+    assert samples[("osaas_store_up", ())] == 1
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert any("listening on" in line["message"] for line in lines)
+    assert not any("/v1/leases" in line["message"] for line in lines)

@@ -10,7 +10,7 @@ from typing import Any
 from coordinator import unit_sizing
 from coordinator.sqlite import jobs, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
-from coordinator.store import HostOverview, NotFound, PeerOverview
+from coordinator.store import HostOverview, NotFound, PeerOverview, QueueDepth
 from overlay.wire import JobStatus, UnitLog, decode
 
 
@@ -34,6 +34,16 @@ def list_jobs(db: Database, owner_key: str | None = None) -> list[JobStatus]:
 def peer_count(db: Database, seen_since: float) -> int:
     with db.transaction(write=False) as conn:
         return conn.execute("SELECT COUNT(*) FROM peers WHERE last_seen >= ?", (seen_since,)).fetchone()[0]
+
+
+def queue_depth(db: Database) -> QueueDepth:
+    with db.transaction(write=False) as conn:
+        pending = conn.execute(
+            "SELECT COUNT(*) FROM items JOIN jobs ON jobs.id = items.job_id"
+            " WHERE items.done = 0 AND jobs.state = 'running'"
+        ).fetchone()[0]
+        units = dict(conn.execute("SELECT state, COUNT(*) FROM units WHERE state != 'done' GROUP BY state").fetchall())
+    return QueueDepth(pending, units.get("queued", 0), units.get("leased", 0))
 
 
 def peers_overview(db: Database, seen_since: float, limit: int) -> list[PeerOverview]:

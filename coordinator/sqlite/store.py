@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,7 @@ from coordinator.store import (
     Owner,
     PeerOverview,
     PublishedBundle,
+    QueueDepth,
 )
 from coordinator.vantage import VantageRules
 from overlay.wire import (
@@ -80,6 +82,7 @@ class SqliteStore:
         self._own_process = own_process
         self._runner: StoreThread | StoreProcess | None = None
         self._db: Database | None = None  # the thread's (a child process has its own)
+        self._observer: Callable[[str, float], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -132,9 +135,17 @@ class SqliteStore:
         database (`fn` must then be a module-level function: it crosses by name)."""
         if self._runner is None:
             raise RuntimeError("store is not open")
-        if isinstance(self._runner, StoreProcess):
-            return await self._runner.call(fn, *args, alone=alone)
-        return await self._runner.call(fn, self._db, *args, alone=alone)
+        began = time.perf_counter()
+        try:
+            if isinstance(self._runner, StoreProcess):
+                return await self._runner.call(fn, *args, alone=alone)
+            return await self._runner.call(fn, self._db, *args, alone=alone)
+        finally:
+            if self._observer is not None:
+                self._observer(getattr(fn, "__name__", "call"), time.perf_counter() - began)
+
+    def observe_calls(self, observer: Callable[[str, float], None] | None) -> None:
+        self._observer = observer
 
     # ---- peers and hosts ---------------------------------------------------------------------
 
@@ -213,6 +224,9 @@ class SqliteStore:
 
     async def peer_count(self, seen_since: float = 0.0) -> int:
         return await self._run(queries.peer_count, seen_since)
+
+    async def queue_depth(self) -> QueueDepth:
+        return await self._run(queries.queue_depth)
 
     async def peers_overview(self, seen_since: float, limit: int) -> list[PeerOverview]:
         return await self._run(queries.peers_overview, seen_since, limit)

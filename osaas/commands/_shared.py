@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -244,8 +245,52 @@ def _bundle_spec(text: str) -> tuple[str, str | None]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FILE_BYTES = 10 * 1024 * 1024  # a log file is rotated at this size
+LOG_FILES_KEPT = 5  # rotated files kept beside it: the log never takes more than 60 MB
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """--log-format and --log-file, for the commands that run for a long time."""
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (time, level, logger, message) for log collectors",
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help=f"log to FILE instead of standard error, rotated at {LOG_FILE_BYTES // 2**20} MB with"
+        f" {LOG_FILES_KEPT} old files kept (FILE.1 ... FILE.{LOG_FILES_KEPT}); under systemd, leave it out:"
+        " the journal keeps standard error",
+    )
+
+
+def _setup_logging(level: int, *, json_lines: bool = False, file: Path | None = None) -> None:
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.handlers.RotatingFileHandler(
+                file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILES_KEPT, encoding="utf-8"
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot write the log to {file}: {exc.strerror or exc}") from None
+    if json_lines:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     # kademlia logs every RPC at INFO; its warnings are what an operator needs.
     logging.getLogger("kademlia").setLevel(max(level, logging.WARNING))
     # rpcudp logs every unanswered RPC as an ERROR; overlay.dht reports what they amount to.

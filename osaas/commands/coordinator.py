@@ -30,6 +30,7 @@ from osaas.commands._shared import (
     _rate,
     _run_until_signal,
     _setup_logging,
+    add_logging_arguments,
     log,
 )
 from overlay.certificates import Admission, CertificateError, check_admission
@@ -159,6 +160,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a key that has the operator role (repeatable), besides the coordinator's own (--key);"
         " the operator signs requests with it from elsewhere (`osaas job list --key`)",
     )
+    add_logging_arguments(serve)
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
     board.add_argument(
@@ -215,7 +217,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     from overlay.torrent import TorrentError
     from workloads.bundle import BundleError
 
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, json_lines=args.log_format == "json", file=args.log_file)
     host, port = args.listen
     if args.dht_listen and not args.public_url and host in ("0.0.0.0", "::"):
         # It would announce http://0.0.0.0:PORT: no peer can reach that.

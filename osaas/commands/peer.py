@@ -29,6 +29,7 @@ from osaas.commands._shared import (
     _setup_logging,
     _status_port,
     _with_session,
+    add_logging_arguments,
 )
 from overlay.identity import IdentityError
 from peer.budget import BudgetError, budget_from, default_config_path
@@ -85,6 +86,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="where this peer's DHT node listens (default 0.0.0.0:0)",
     )
     run.add_argument("--data-dir", type=_absolute_path, required=True)
+    add_logging_arguments(run)
     run.add_argument("--name", default=None, help="how the coordinator lists this peer")
     run.add_argument("--slots", type=_positive, default=4, help="units run at once (default 4)")
     run.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
@@ -208,7 +210,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer.egress import EgressConfig
     from peer.trust import TrustError, load_trusted_owners, owner_key
 
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, json_lines=args.log_format == "json", file=args.log_file)
     config_path = args.config or default_config_path()
     try:  # whom the volunteer last chose on the page; flags win
         chosen = work_choice.load(config_path.with_name(work_choice.WORK_FILE))

@@ -28,7 +28,7 @@ from tests.coordinator.conftest import (
 
 
 async def test_health(client: TestClient) -> None:
-    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "store": "ok", "public_key": audience(client)})
 
 
 async def test_register_answers_peer_id_and_lease_seconds(client: TestClient, clock: Clock) -> None:

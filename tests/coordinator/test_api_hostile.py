@@ -119,7 +119,7 @@ async def test_wrong_typed_maps(client: TestClient, peer: Peer, data: st.DataObj
     status, body = await post_signed(client, peer, path, encode(obj))
     if status != 200:  # a random map may by chance be valid; all else must be a clean 4xx
         assert_error(status, body)
-    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "store": "ok", "public_key": audience(client)})
 
 
 @_hostile_settings
@@ -193,7 +193,7 @@ async def test_oversized_body(client: TestClient, peer: Peer) -> None:
             async with client.post(path, data=data, headers=headers) as resp:
                 status, body = resp.status, decode(await resp.read())
             assert (status, body["error"]["code"]) == (413, "body_too_large")
-    assert await get(client, "/v1/health") == (200, {"ok": True, "public_key": audience(client)})
+    assert await get(client, "/v1/health") == (200, {"ok": True, "store": "ok", "public_key": audience(client)})
 
 
 async def test_owner_endpoints_reject_wrong_shapes(client: TestClient) -> None:

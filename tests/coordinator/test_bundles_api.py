@@ -345,7 +345,7 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
     assert coordinator.stored_files() == []
     assert await get(coordinator.client, "/v1/health") == (
         200,
-        {"ok": True, "public_key": audience(coordinator.client)},
+        {"ok": True, "store": "ok", "public_key": audience(coordinator.client)},
     )
 
 
