@@ -46,6 +46,7 @@ class CheckOptions:
     fmt: str = "text"
     output: Path | None = None
     progress: bool = True
+    keep: Path | None = None  # where to leave the embedded network's files (a new directory)
 
 
 def validate_url(text: str) -> str:
@@ -64,7 +65,13 @@ async def run_check(options: CheckOptions, console: Console) -> list[dict[str, A
     seeds = [validate_url(u) for u in options.urls]
     if not 1 <= options.peers <= 64:
         raise CheckError("--peers must be between 1 and 64")
-    with tempfile.TemporaryDirectory(prefix="osaas-check-") as tmp:
+    if options.keep is not None:
+        try:
+            options.keep.mkdir(parents=True)
+        except OSError as exc:
+            raise CheckError(f"cannot keep the files in {options.keep}: {exc.strerror or exc}") from None
+    kept = contextlib.nullcontext(str(options.keep)) if options.keep is not None else None
+    with kept or tempfile.TemporaryDirectory(prefix="osaas-check-") as tmp:
         workdir = Path(tmp)
         async with (
             embedded_coordinator(workdir) as network,

@@ -20,6 +20,7 @@ from coordinator import item_jobs, owner_limits, url_jobs, vantage
 from coordinator.item_jobs import ListInput
 from coordinator.sqlite import access
 from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
+from coordinator.sqlite.schema import MAX_REFERRERS
 from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
 from coordinator.url_jobs import JobInput, NewItem
 from overlay.wire import decode, encode
@@ -203,20 +204,28 @@ def add_links(
     db: Database,
     conn: sqlite3.Connection,
     job_id: int,
-    page: str,
-    links_at: str | None,
+    page_id: int,
     links: Sequence[str],
     depth: int,
     now: float,
 ) -> None:
     """A crawled page's links become the job's items (within its owner's limits), each with
-    the page as a referrer: the page its model names (`links_at`: the one finally served,
-    after redirects), else the page itself."""
+    the page (its item, `page_id`) as a referrer: at most MAX_REFERRERS pages per item are
+    kept, the ones beyond counted in its more_referrers."""
     found = within_limits(db, conn, job_id, url_jobs.linked_items(list(links), depth, job_input(db, conn, job_id)), now)
     insert_items(db, conn, job_id, found, now)
+    pairs = [(page_id, job_id, item.url) for item in found]
     conn.executemany(
-        "INSERT OR IGNORE INTO referrers (job_id, item_id, referrer_url) SELECT ?, id, ? FROM items WHERE job_id = ? AND url = ?",
-        [(job_id, links_at or page, job_id, item.url) for item in found],
+        "INSERT OR IGNORE INTO referrers (item_id, page_id) SELECT id, ? FROM items"
+        " WHERE job_id = ? AND url = ? AND replica = 0 AND more_referrers = 0"
+        f" AND (SELECT COUNT(*) FROM referrers WHERE item_id = items.id) < {MAX_REFERRERS}",
+        pairs,
+    )
+    conn.executemany(
+        "UPDATE items SET more_referrers = more_referrers + 1"
+        " WHERE job_id = ? AND url = ? AND replica = 0"
+        " AND NOT EXISTS (SELECT 1 FROM referrers WHERE item_id = items.id AND page_id = ?)",
+        [(job_id, url, page_id) for page_id, job_id, url in pairs],
     )
 
 
@@ -319,13 +328,13 @@ def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
     rows = conn.execute(
         "SELECT items.id, items.job_id, items.unit_key, items.replica, items.verdict IS 'pending' FROM jobs"
         " CROSS JOIN items ON items.job_id = jobs.id"
-        " WHERE jobs.state = 'running' AND items.answered_by = ? AND items.done = 1",
+        " WHERE jobs.state = 'running' AND items.answerer = (SELECT id FROM keys WHERE key = ?) AND items.done = 1",
         (peer_id,),
     ).fetchall()
     # An item waiting for a re-check counts as open already; its answer, asked again, is
     # checked again as any first answer is (`rechecks`).
     conn.executemany(
-        "UPDATE items SET done = 0, result = NULL, record = NULL, network = NULL, answered_by = NULL,"
+        "UPDATE items SET done = 0, result = NULL, record = NULL, network = NULL, answerer = NULL,"
         " verdict = NULL WHERE id = ?",
         [(item_id,) for item_id, *_ in rows],
     )

@@ -113,3 +113,11 @@ def forget_quiet(db: Database, conn: sqlite3.Connection, now: float) -> int:
         " AND id NOT IN (SELECT peer_id FROM hosts WHERE peer_id IS NOT NULL)",
         (now - FORGET_AFTER,),
     ).rowcount
+
+
+def key_number(conn: sqlite3.Connection, peer_id: str) -> int:
+    """The number a peer key goes by where every row would otherwise repeat its 64 hex digits
+    (who answered an item). Kept for ever: a key forgotten as a peer keeps its number."""
+    conn.execute("INSERT OR IGNORE INTO keys (key) VALUES (?)", (peer_id,))
+    (number,) = conn.execute("SELECT id FROM keys WHERE key = ?", (peer_id,)).fetchone()
+    return int(number)

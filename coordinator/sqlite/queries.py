@@ -12,6 +12,7 @@ from coordinator.sqlite import jobs, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import HostOverview, NotFound, PeerOverview, QueueDepth
 from overlay.wire import JobStatus, UnitLog, decode
+from workloads.bundle import JobModel
 
 
 def job_status(db: Database, job_id: int) -> JobStatus:
@@ -143,9 +144,9 @@ def job_results(
         ).fetchall()
         if not rows:
             return []
-        referrers: dict[int, list[str]] = {}
+        referrers: dict[int, tuple[list[str], int]] = {}
         if model.crawl:
-            referrers = _referrers(conn, job_id, [row[0] for row in rows], few=bool(counted_as))
+            referrers = _referrers(conn, model, [row[0] for row in rows])
         answers: Mapping[int, list[str]] = {}
         if model.checked:
             answers = rechecks.answers_by_item(conn, [row[0] for row in rows if row[7] is not None])
@@ -160,7 +161,7 @@ def job_results(
         row.update(nothing if record is None else zip(stored, decode(record), strict=True))
         if model.crawl:
             row["depth"] = depth
-            row["referrers"] = referrers.get(item_id, [])
+            row["referrers"], row["more_referrers"] = referrers.get(item_id, ([], 0))
         row["failed"] = failed
         if model.checked:
             # How sure the answer is: None when one answer was enough (`rechecks`).
@@ -171,27 +172,28 @@ def job_results(
     return results
 
 
-def _referrers(conn: sqlite3.Connection, job_id: int, ids: list[int], few: bool) -> dict[int, list[str]]:
-    """The pages that link to each item (for crawls), sorted."""
-    found: list[tuple[int, str]] = []
-    if few:  # few items far apart: look them up by id
-        for chunk in chunks(ids):
-            found += conn.execute(
-                f"SELECT item_id, referrer_url FROM referrers WHERE item_id IN ({placeholders(chunk)})"
-                " ORDER BY referrer_url",
-                chunk,
+def _referrers(conn: sqlite3.Connection, model: JobModel, ids: list[int]) -> dict[int, tuple[list[str], int]]:
+    """The pages that link to each item (for crawls), sorted, and how many more link to it
+    than were kept (`schema.MAX_REFERRERS`). A page is named as its model's `links_at` field
+    says (where its redirects ended), else by its URL."""
+    at = [f.name for f in model.stored].index(model.links_at) if model.links_at is not None else None
+    found: dict[int, list[str]] = {}
+    more: dict[int, int] = {}
+    for chunk in chunks(ids):
+        marks = placeholders(chunk)
+        for item_id, url, record in conn.execute(
+            "SELECT referrers.item_id, pages.url, pages.record FROM referrers JOIN items pages"
+            f" ON pages.id = referrers.page_id WHERE referrers.item_id IN ({marks})",
+            chunk,
+        ):
+            landed = decode(record)[at] if at is not None and record is not None else None
+            found.setdefault(item_id, []).append(landed if isinstance(landed, str) else url)
+        more.update(
+            conn.execute(
+                f"SELECT id, more_referrers FROM items WHERE id IN ({marks}) AND more_referrers > 0", chunk
             ).fetchall()
-        found.sort(key=lambda pair: pair[1])
-    else:
-        found = conn.execute(
-            "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? AND item_id BETWEEN ? AND ?"
-            " ORDER BY referrer_url",
-            (job_id, ids[0], ids[-1]),
-        ).fetchall()
-    referrers: dict[int, list[str]] = {}
-    for item_id, url in found:
-        referrers.setdefault(item_id, []).append(url)
-    return referrers
+        )
+    return {item_id: (sorted(found.get(item_id, [])), more.get(item_id, 0)) for item_id in {*found, *more}}
 
 
 def job_columns(db: Database, job_id: int) -> list[str]:

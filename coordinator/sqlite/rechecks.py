@@ -322,8 +322,8 @@ def _final(
     they did."""
     result, record = next(kept for answer, kept in stored if answer.value == settled.value)
     if not conn.execute(
-        "UPDATE items SET result = ?, record = ?, verdict = ?, answered_by = ? WHERE id = ? AND verdict = ?",
-        (result, record, settled.state.value, settled.agreed[0], item_id, verdicts.PENDING),
+        "UPDATE items SET result = ?, record = ?, verdict = ?, answerer = ? WHERE id = ? AND verdict = ?",
+        (result, record, settled.state.value, peers.key_number(conn, settled.agreed[0]), item_id, verdicts.PENDING),
     ).rowcount:
         return False  # answered again meanwhile (its first answer's key was quarantined)
     closed[job_id] = closed.get(job_id, 0) + 1
@@ -352,15 +352,10 @@ def _follow_links(
     follow = verdicts.links_to_follow({peer: links for peer, links in found.items() if peer in settled.agreed})
     if not follow:
         return
-    row = conn.execute("SELECT url, depth, record, crawl FROM items WHERE id = ?", (item_id,)).fetchone()
-    if row is None or not row[3]:
+    row = conn.execute("SELECT depth, crawl FROM items WHERE id = ?", (item_id,)).fetchone()
+    if row is None or not row[1]:
         return
-    url, depth, record, _ = row
-    model = jobs.checker(db, conn, job_id).model
-    links_at = None
-    if model.links_at is not None:
-        links_at = dict(zip((f.name for f in model.stored), decode(record), strict=True)).get(model.links_at)
-    jobs.add_links(db, conn, job_id, url, links_at, sorted(follow), depth, now)
+    jobs.add_links(db, conn, job_id, item_id, sorted(follow), row[0], now)
 
 
 def _judged(conn: sqlite3.Connection, agreed: Iterable[str], outvoted: Iterable[str]) -> None:

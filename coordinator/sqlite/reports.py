@@ -327,7 +327,7 @@ def finish_records(
         # A page's links join its job now, unless its answer waits for a second look: then
         # the links its answers agree on do, once they settle (`rechecks`).
         if crawl and r.links and (asks is None or not asks.defers(answered)):
-            jobs.add_links(db, conn, unit.job_id, r.url, r.links_at, r.links, depth, now)
+            jobs.add_links(db, conn, unit.job_id, item_id, r.links, depth, now)
     reported.closed[unit.job_id] = reported.closed.get(unit.job_id, 0) + len(records)
 
 
@@ -405,9 +405,10 @@ def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, n
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
     peer's new throughput estimate."""
+    answerer = peers.key_number(conn, reported.peer_id) if reported.finished else None
     conn.executemany(
-        "UPDATE items SET result = ?, record = ?, network = ?, answered_by = ?, done = 1 WHERE id = ?",
-        [(count, record, network, reported.peer_id, item_id) for count, record, network, item_id in reported.finished],
+        "UPDATE items SET result = ?, record = ?, network = ?, answerer = ?, done = 1 WHERE id = ?",
+        [(count, record, network, answerer, item_id) for count, record, network, item_id in reported.finished],
     )
     conn.executemany(
         "UPDATE items SET result = 'error', failed = ?, done = 1 WHERE id = ? AND done = 0", reported.failed

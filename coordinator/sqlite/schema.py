@@ -44,6 +44,11 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        answer was enough, else "pending" or a `verdicts.State`) and items.asked_at (when a
        re-check was asked for); peers.network (where its last lease request came from);
        plants (known answers planted in a unit's lease: `coordinator.sqlite.known_answers`)
+    15 a smaller store per checked URL: referrers name the crawled page's item (page_id), not
+       its URL, in a table without rowids (a referrer row cost 110 bytes, two thirds of the
+       store); at most MAX_REFERRERS per item, and items.more_referrers counts the pages
+       beyond them; keys (a number per peer key) and items.answerer (the number of the key
+       whose record it holds) instead of items.answered_by (the key in 64 hex digits)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -58,7 +63,7 @@ from collections.abc import Callable
 
 from coordinator.store import StoreError
 from overlay.wire import decode, encode
-from workloads.bundle import DEFAULT_MODEL
+from workloads.bundle import DEFAULT_MODEL, model_from_obj
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,8 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
+MAX_REFERRERS = 100  # pages kept per item that link to it; more are counted, not kept
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
 # ---- what the schema means, as SQL fragments the store's queries share ------------------------
@@ -403,7 +409,65 @@ def records_for_all(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
 
 
-MIGRATIONS_IN_PYTHON: dict[int, Callable[[sqlite3.Connection], None]] = {12: records_for_all}
+def smaller_items(conn: sqlite3.Connection) -> None:
+    """Schema 15: each referrer URL becomes the item of the page it names, in the same job:
+    the page with that URL, else the page its model's `links_at` field (where a redirect
+    ended) names. One job at a time, so memory holds one job's pages. A URL naming no page of
+    its job (none should) is counted in the item's more_referrers, like those past the cap. And
+    who answered an item is a number of the keys table."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE referrers_15 (
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            page_id INTEGER NOT NULL REFERENCES items(id),
+            PRIMARY KEY (item_id, page_id)
+        ) WITHOUT ROWID;
+        ALTER TABLE items ADD COLUMN more_referrers INTEGER NOT NULL DEFAULT 0;
+        """,
+    )
+    job_ids = [job_id for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM referrers").fetchall()]
+    for job_id in job_ids:
+        (raw,) = conn.execute("SELECT model FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        model = model_from_obj(decode(raw))
+        at = [f.name for f in model.stored].index(model.links_at) if model.links_at is not None else None
+        pages: dict[str, int] = {}
+        landed: dict[str, int] = {}
+        for page_id, url, record in conn.execute(
+            "SELECT id, url, record FROM items WHERE job_id = ? AND crawl = 1 ORDER BY id", (job_id,)
+        ):
+            pages.setdefault(url, page_id)
+            values = decode(record) if at is not None and record is not None else []
+            if at is not None and at < len(values) and isinstance(values[at], str):
+                landed.setdefault(values[at], page_id)
+        kept: dict[int, int] = {}
+        more: dict[int, int] = {}
+        rows = []
+        for item_id, url in conn.execute(
+            "SELECT item_id, referrer_url FROM referrers WHERE job_id = ? ORDER BY item_id, rowid", (job_id,)
+        ):
+            page_id = pages.get(url, landed.get(url))
+            if page_id is None or kept.get(item_id, 0) >= MAX_REFERRERS:
+                more[item_id] = more.get(item_id, 0) + 1
+                continue
+            kept[item_id] = kept.get(item_id, 0) + 1
+            rows.append((item_id, page_id))
+        conn.executemany("INSERT OR IGNORE INTO referrers_15 (item_id, page_id) VALUES (?, ?)", rows)
+        conn.executemany("UPDATE items SET more_referrers = ? WHERE id = ?", [(n, i) for i, n in more.items()])
+    _execute_script(conn, "DROP TABLE referrers;\nALTER TABLE referrers_15 RENAME TO referrers;\n")
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE keys (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+        INSERT INTO keys (key) SELECT DISTINCT answered_by FROM items WHERE answered_by IS NOT NULL;
+        ALTER TABLE items ADD COLUMN answerer INTEGER REFERENCES keys(id);
+        UPDATE items SET answerer = (SELECT id FROM keys WHERE key = items.answered_by) WHERE answered_by IS NOT NULL;
+        ALTER TABLE items DROP COLUMN answered_by;
+        """,
+    )
+
+
+MIGRATIONS_IN_PYTHON: dict[int, Callable[[sqlite3.Connection], None]] = {12: records_for_all, 15: smaller_items}
 MIGRATIONS[13] = """
 ALTER TABLE hosts ADD COLUMN delay_claim REAL NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN claimed_by TEXT;

@@ -35,6 +35,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     check.add_argument("--output", type=Path, help="write the report here instead of standard output")
     check.add_argument("--allow-private", action="store_true", help="allow private, loopback and link-local targets")
     check.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    check.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="leave the embedded coordinator's database and the peers' logs in DIR (a new directory), to look into",
+    )
     check.set_defaults(run=_cmd_check)
 
     demo = commands.add_parser("demo", help="check the sample site shipped with osaas")
@@ -52,6 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fmt=args.fmt,
         output=args.output,
         progress=not args.no_progress,
+        keep=args.keep,
     )
     items = asyncio.run(run_check(options, Console(stderr=True)))
     write_report(items, options.fmt, options.output)

@@ -292,6 +292,7 @@ async def results(client: TestClient, job_id: int) -> dict[str, dict[str, Any]]:
         "error",
         "depth",
         "referrers",
+        "more_referrers",
         "failed",
         "verdict",
         "answers",
@@ -307,6 +308,7 @@ def as_linkcheck(row: dict[str, Any]) -> dict[str, Any]:
     # How sure the answer is (re-checks): None and no answers when one answer was enough.
     assert row.pop("verdict", None) in (None, "confirmed", "region-dependent", "outvoted", "disputed", "unconfirmed")
     assert isinstance(row.pop("answers", []), list)
+    assert row.pop("more_referrers") == 0  # no item of these tests has 100 pages linking to it
     failed = row.pop("failed")
     if failed is not None:
         row.update(result="error", error=failed)

@@ -65,7 +65,7 @@ async def test_a_bundle_without_a_job_model_runs_as_the_link_checker(
     status, page = await get(client, f"/v1/jobs/{job_id}/results")
     assert page["columns"] == [
         *("url", "result", "status", "final_url", "redirects", "error"),
-        *("depth", "referrers", "failed"),
+        *("depth", "referrers", "more_referrers", "failed"),
     ]
     assert page["items"][1] == {
         "url": "http://a.test/b",
@@ -76,6 +76,7 @@ async def test_a_bundle_without_a_job_model_runs_as_the_link_checker(
         "error": "broken for test",
         "depth": 1,
         "referrers": ["http://a.test/"],
+        "more_referrers": 0,
         "failed": None,
         "done": True,
     }

@@ -107,7 +107,7 @@ async def test_a_problem_is_final_once_a_peer_of_another_network_says_the_same(s
         # Answered by both peers: each answered it once.
         assert answered["a"].count(url) == answered["c"].count(url) == 1
     assert await store.job_columns(job_id) == [
-        "url", "result", "status", "final_url", "redirects", "error", "depth", "referrers", "failed", "verdict", "answers"
+        "url", "result", "status", "final_url", "redirects", "error", "depth", "referrers", "more_referrers", "failed", "verdict", "answers"
     ]  # fmt: skip
 
 

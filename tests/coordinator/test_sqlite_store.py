@@ -344,11 +344,16 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             " ALTER TABLE peers DROP COLUMN agreed; ALTER TABLE peers DROP COLUMN outvoted;"
             " ALTER TABLE peers DROP COLUMN known_right; ALTER TABLE peers DROP COLUMN known_wrong;"
             " ALTER TABLE peers DROP COLUMN quarantined;"
-            " ALTER TABLE items DROP COLUMN answered_by;"
             # and without 14's re-checks
             " DROP INDEX jobs_rechecks; ALTER TABLE jobs DROP COLUMN recheck_of; DROP TABLE answers; DROP TABLE plants;"
             " ALTER TABLE items DROP COLUMN verdict; ALTER TABLE items DROP COLUMN asked_at;"
             " ALTER TABLE peers DROP COLUMN network;"
+            # and with the referrers before 15
+            " DROP TABLE referrers; ALTER TABLE items DROP COLUMN more_referrers;"
+            " ALTER TABLE items DROP COLUMN answerer; DROP TABLE keys;"
+            " CREATE TABLE referrers (job_id INTEGER NOT NULL REFERENCES jobs(id),"
+            " item_id INTEGER NOT NULL REFERENCES items(id), referrer_url TEXT NOT NULL,"
+            " UNIQUE (job_id, item_id, referrer_url));"
         )
         conn.execute(
             "INSERT INTO bundles (name, version, owner_key, info_hash, archive_sha256, manifest, published_at)"

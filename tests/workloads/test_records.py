@@ -55,7 +55,7 @@ def test_a_manifest_declares_its_job_model() -> None:
     assert DEFAULT_MODEL.columns == (
         "url",
         *("result", "status", "final_url", "redirects", "error"),
-        *("depth", "referrers", "failed"),
+        *("depth", "referrers", "more_referrers", "failed"),
     )
 
 

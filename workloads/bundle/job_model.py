@@ -45,7 +45,7 @@ ITEM_FIELD = "item"  # what a record of an items or records job names its item b
 KINDS = ("str", "int", "float", "bool", "list[str]")
 MAX_FIELDS = 64
 # Names the results rows use for what the platform adds beside a record.
-RESERVED = frozenset({"depth", "referrers", "failed", "network", "verdict", "answers"})
+RESERVED = frozenset({"depth", "referrers", "more_referrers", "failed", "network", "verdict", "answers"})
 URL_FIELD = "url"
 LINKS_FIELD = "links"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
@@ -187,7 +187,7 @@ class JobModel:
     @property
     def columns(self) -> tuple[str, ...]:
         """A results row's keys, in order: the record's, then the platform's."""
-        platform = ("depth", "referrers", "failed") if self.crawl else ("failed",)
+        platform = ("depth", "referrers", "more_referrers", "failed") if self.crawl else ("failed",)
         where = ("network",) if self.vantage else ()
         checked = ("verdict", "answers") if self.agree else ()
         return (self.key, *where, *(f.name for f in self.stored), *platform, *checked)

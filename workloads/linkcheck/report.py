@@ -103,6 +103,8 @@ def _public(item: Item) -> dict[str, Any]:
         "status": item.get("status"),
         "final_url": item.get("final_url"),
         "referrers": list(item.get("referrers") or []),
+        # Pages beyond the referrers the coordinator keeps (100) that link here too.
+        "more_referrers": item.get("more_referrers") or 0,
         "error": item.get("error"),
         "redirects": list(item.get("redirects") or []),
         "depth": item.get("depth"),
@@ -119,7 +121,20 @@ def to_csv(items: Iterable[Item]) -> str:
     out = io.StringIO()
     # RFC 4180 line ends, which also make the writer quote any cell holding a CR or LF.
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["url", "result", "status", "final_url", "error", "referrers", "redirects", "verdict", "answers"])
+    writer.writerow(
+        [
+            "url",
+            "result",
+            "status",
+            "final_url",
+            "error",
+            "referrers",
+            "more_referrers",
+            "redirects",
+            "verdict",
+            "answers",
+        ]
+    )
     for item in items:
         row = _public(item)
         cells = [
@@ -129,6 +144,7 @@ def to_csv(items: Iterable[Item]) -> str:
             row["final_url"] or "",
             row["error"] or "",
             " ".join(row["referrers"]),
+            str(row["more_referrers"]),
             " ".join(row["redirects"]),
             row["verdict"] or "",
             "; ".join(row["answers"]),
