@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 
 
 HEALTH_TIMEOUT = 2.0  # seconds the store has to answer a health check
+DEFAULT_KEEP_RESULTS = 30 * 86400.0  # seconds a finished job's results are kept (`--keep-results`)
+PURGE_INTERVAL = 60.0  # seconds between looks for results to delete
+KEEP_RESULTS = web.AppKey[float | None]("keep_results")
 BUILTIN_OWNER = "coordinator"  # the owner name the coordinator's own key is registered under
 
 
@@ -96,13 +99,15 @@ def make_app(
     dashboard_access: dashboard.DashboardAccess | None = None,
     allowed_hosts: Collection[str] = (),
     rate_limits: RateLimits | None = None,
+    keep_results: float | None = DEFAULT_KEEP_RESULTS,
 ) -> web.Application:
     """The API over `store`. Without `bundles` the app serves what the store knows of bundles
     but refuses uploads (503), and offers peers no seed address. With `dashboard_access`, the
     operator's dashboard is served under /dashboard/ (coordinator.dashboard). Requests must
     name an IP address, localhost or one of `allowed_hosts` as their host (`request_checks`).
     Register, lease, report and submit are rate limited per key and per address
-    (`rate_limits`, default `RateLimits()`)."""
+    (`rate_limits`, default `RateLimits()`). Finished jobs' results are deleted `keep_results`
+    seconds after they finished (None: kept for ever)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[count_requests, errors, checked])
     app[ALLOWED_HOSTS] = frozenset(host.lower() for host in allowed_hosts)
     app[STORE] = store
@@ -112,6 +117,7 @@ def make_app(
     app[NONCES] = SeenNonces()
     app[LIMITER] = RateLimiter(rate_limits)
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
+    app[KEEP_RESULTS] = keep_results
     app[METRICS] = metrics = Metrics()
     store.observe_calls(metrics.store_call)
     app.cleanup_ctx.append(_open_store)
@@ -154,6 +160,7 @@ async def serve(
     allowed_hosts: Collection[str] = (),
     operator_keys: Collection[str] = (),
     rate_limits: RateLimits | None = None,
+    keep_results: float | None = DEFAULT_KEEP_RESULTS,
 ) -> None:
     """Serve the API on host:port (0 picks a free port) until cancelled; with a DHT node and
     the network's certificate of this coordinator (`admission`), announce it in that network
@@ -215,6 +222,7 @@ async def serve(
                 dashboard_access=access,
                 allowed_hosts={host, *allowed_hosts, *([URL(public_url).host or ""] if public_url else [])},
                 rate_limits=rate_limits,
+                keep_results=keep_results,
             ),
             access_log_class=AccessLog,
         )
@@ -291,13 +299,28 @@ def _read_built(manifest_path: Path, archive_path: Path) -> tuple[bytes, bytes]:
 
 async def _open_store(app: web.Application) -> AsyncIterator[None]:
     async with app[STORE] as store:
-        rebalancing = asyncio.create_task(_keep_hosts_assigned(store, app[CLOCK]))
+        tasks = [
+            asyncio.create_task(_keep_hosts_assigned(store, app[CLOCK])),
+            asyncio.create_task(_delete_old_results(store, app[CLOCK], app[KEEP_RESULTS])),
+        ]
         try:
             yield
         finally:
-            rebalancing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rebalancing
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _delete_old_results(store: Store, clock: Callable[[], float], keep_seconds: float | None) -> None:
+    """Now and then, delete what `retention` says must go (a batch per call, so leases and
+    reports come between them)."""
+    while True:
+        try:
+            while await store.purge(clock(), keep_seconds) > 0:
+                await asyncio.sleep(0)
+        except Exception:  # one failed round must not end the rounds
+            log.exception("deleting old results failed; trying again in %.0f s", PURGE_INTERVAL)
+        await asyncio.sleep(PURGE_INTERVAL)
 
 
 async def _keep_hosts_assigned(store: Store, clock: Callable[[], float]) -> None:

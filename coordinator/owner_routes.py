@@ -81,6 +81,12 @@ async def _cancel_job(request: web.Request) -> web.Response:
     return reply(to_obj(cancelled))
 
 
+async def _delete_job(request: web.Request) -> web.Response:
+    signer, status = await _own_job(request, Action.DELETE_JOB)
+    deleted = await request.app[STORE].delete_job(status.job_id, signer, request.app[CLOCK]())
+    return reply(to_obj(deleted))
+
+
 async def _list_jobs(request: web.Request) -> web.Response:
     signer, role, _ = await owner_request(request, Action.LIST_JOBS)
     jobs = await request.app[STORE].list_jobs(None if roles.sees_everything(role) else signer)
@@ -190,6 +196,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/results", _job_results)
     app.router.add_get(r"/v1/jobs/{job_id:[0-9]{1,19}}/logs", _job_logs)
     app.router.add_post(r"/v1/jobs/{job_id:[0-9]{1,19}}/cancel", _cancel_job)
+    app.router.add_post(r"/v1/jobs/{job_id:[0-9]{1,19}}/delete", _delete_job)
     app.router.add_post("/v1/bundles", _publish_bundle)
     app.router.add_get("/v1/bundles", _list_bundles)
     app.router.add_get("/v1/bundles/{name}", _bundle_status)

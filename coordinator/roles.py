@@ -28,6 +28,7 @@ class Action(enum.StrEnum):
 
     SUBMIT_JOB = "submit jobs"
     CANCEL_JOB = "cancel a job"
+    DELETE_JOB = "delete a job"
     READ_JOB = "read a job"
     LIST_JOBS = "list jobs"
     PUBLISH_BUNDLE = "publish bundles"
@@ -45,6 +46,7 @@ _READERS = frozenset({Role.OPERATOR, Role.VIEWER})
 RULES: dict[Action, Rule] = {
     Action.SUBMIT_JOB: Rule(_WRITERS, _WRITERS),  # a new job is its submitter's own
     Action.CANCEL_JOB: Rule(_WRITERS, frozenset({Role.OPERATOR})),
+    Action.DELETE_JOB: Rule(_WRITERS, frozenset({Role.OPERATOR})),
     Action.READ_JOB: Rule(_ALL, _READERS),
     Action.LIST_JOBS: Rule(_ALL, _READERS),  # an owner's list holds its own jobs only
     Action.PUBLISH_BUNDLE: Rule(_WRITERS, _WRITERS),  # the manifest's signer must be the key

@@ -255,6 +255,14 @@ class Store(Protocol):
         The job belongs to `owner_key` (None: the operator's), within that key's limits
         (`LimitReached`)."""
 
+    async def delete_job(self, job_id: int, actor: str, now: float) -> JobStatus:
+        """Cancel it if it runs, and delete its results and logs (its status stays, "deleted";
+        `purge` removes the rows)."""
+
+    async def purge(self, now: float, keep_seconds: float | None) -> int:
+        """Delete finished jobs' results older than `keep_seconds` (None: never) and the rows
+        of deleted jobs, a batch at a time: rows deleted, 0 when nothing is left to do."""
+
     async def cancel_job(self, job_id: int, actor: str, now: float) -> JobStatus:
         """Stop a running job: nothing more is leased, its holders' reports are taken as
         duplicates; `Conflict` if it already finished."""

@@ -40,6 +40,11 @@ async def cancel(session: aiohttp.ClientSession, coordinator: str, key: Identity
     return _parse(wire.JobStatus, answer)
 
 
+async def delete(session: aiohttp.ClientSession, coordinator: str, key: Identity, job_id: int) -> wire.JobStatus:
+    answer = await http.call(session, "POST", coordinator, f"/v1/jobs/{job_id}/delete", identity=key)
+    return _parse(wire.JobStatus, answer)
+
+
 async def jobs(session: aiohttp.ClientSession, coordinator: str, key: Identity) -> list[wire.JobStatus]:
     """The key's jobs (every job, for an operator or a viewer)."""
     answer = await http.call(session, "GET", coordinator, "/v1/jobs", identity=key)

@@ -488,7 +488,7 @@ class JobCreated:
 class JobStatus:
     job_id: int
     workload: Name
-    state: str  # "running" | "done" | "cancelled"
+    state: str  # "running" | "done" | "cancelled" | "deleted" (its results and logs are gone)
     units_total: int
     units_done: int
     items_total: int

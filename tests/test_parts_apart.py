@@ -184,6 +184,21 @@ async def test_sigterm_releases_leases_and_another_peer_finishes(tmp_path: Path)
         ok, broken = generated_site_urls(site, SIGTERM_PAGES)
         assert status["state"] == "done" and status["items_done"] == len(ok | broken), status
         await _metrics_and_log_tell_the_same(url, tmp_path / "c.sqlite", log_file)
+        await _exported_then_deleted(url, job_id, tmp_path / "export.jsonl", len(ok | broken))
+
+
+async def _exported_then_deleted(url: str, job_id: int, export: Path, items: int) -> None:
+    """The owner keeps a copy of the job, deletes it, and is told plainly that it is gone."""
+    code, _, err = await osaas("job", "export", str(job_id), "--coordinator", url, "--output", str(export))
+    assert code == 0, err
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    assert lines[0]["kind"] == "job" and lines[0]["status"]["state"] == "done"
+    assert sum(line["kind"] == "result" for line in lines) == items
+    code, out, err = await osaas("job", "delete", str(job_id), "--coordinator", url)
+    assert code == 0 and f"job {job_id} " in out and "deleted" in out, (out, err)
+    code, out, err = await osaas("job", "results", str(job_id), "--coordinator", url)
+    assert code == 2 and f"job {job_id}'s results and logs were deleted on" in err, (out, err)
+    assert len(err.strip().splitlines()) == 1
 
 
 async def _metrics_and_log_tell_the_same(url: str, db: Path, log_file: Path) -> None:

@@ -4,6 +4,7 @@ hosts for the dashboard."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,10 +85,39 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
     return row
 
 
+def check_results(conn: sqlite3.Connection, job_id: int) -> None:
+    """NotFound unless the job is there with its results (not deleted: `retention`)."""
+    check_job(conn, job_id)
+    (deleted_at,) = conn.execute("SELECT deleted_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if deleted_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(deleted_at))
+        raise NotFound(f"job {job_id}'s results and logs were deleted on {when}")
+
+
 def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobStatus:
     workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited = check_job(conn, job_id)
     model = jobs.checker(db, conn, job_id).model
-    (vantage,) = conn.execute("SELECT vantage FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    vantage, deleted_at, summary = conn.execute(
+        "SELECT vantage, deleted_at, summary FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if deleted_at is not None and summary is not None:  # its rows are gone: what it said then
+        units_total, units_done, items_total, items_done, counts = decode(summary)
+        return JobStatus(
+            job_id=job_id,
+            workload=workload,
+            state="deleted",
+            units_total=units_total,
+            units_done=units_done,
+            items_total=items_total,
+            items_done=items_done,
+            counts=counts,
+            created_at=created_at,
+            finished_at=finished_at,
+            owner=owner_key,
+            limited=limited,
+            input=model.input,
+            vantage=vantage,
+        )
     units_total, units_done = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
     ).fetchone()
@@ -134,7 +164,7 @@ def job_results(
     row of its model's columns (`JobModel.columns`) and `done`; only items counted as one of
     `counted_as` when it is given (a dashboard's problems)."""
     with db.transaction(write=False) as conn:
-        check_job(conn, job_id)
+        check_results(conn, job_id)
         model = jobs.checker(db, conn, job_id).model
         where = f" AND done = 1 AND result IN ({placeholders(list(counted_as))})" if counted_as else ""
         rows = conn.execute(
@@ -206,7 +236,7 @@ def job_columns(db: Database, job_id: int) -> list[str]:
 def job_logs(db: Database, job_id: int) -> list[UnitLog]:
     """The stderr tails its failed units' peers sent, oldest first (the latest kept)."""
     with db.transaction(write=False) as conn:
-        check_job(conn, job_id)
+        check_results(conn, job_id)
         rows = conn.execute(
             "SELECT unit_id, peer_id, at, exit_code, error, log FROM unit_logs WHERE job_id = ? ORDER BY id",
             (job_id,),

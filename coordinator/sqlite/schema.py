@@ -48,7 +48,9 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        its URL, in a table without rowids (a referrer row cost 110 bytes, two thirds of the
        store); at most MAX_REFERRERS per item, and items.more_referrers counts the pages
        beyond them; keys (a number per peer key) and items.answerer (the number of the key
-       whose record it holds) instead of items.answered_by (the key in 64 hex digits)
+       whose record it holds) instead of items.answered_by (the key in 64 hex digits);
+       retention (`coordinator.sqlite.retention`): jobs.deleted_at (its items, units and logs
+       are deleted, in batches) and jobs.summary (what its status said when they went)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -420,7 +422,8 @@ def smaller_items(conn: sqlite3.Connection) -> None:
         """
         CREATE TABLE referrers_15 (
             item_id INTEGER NOT NULL REFERENCES items(id),
-            page_id INTEGER NOT NULL REFERENCES items(id),
+            page_id INTEGER NOT NULL,  -- an item of the same job; no foreign key, so a job's
+            -- items can be deleted in batches (`retention`) in any order
             PRIMARY KEY (item_id, page_id)
         ) WITHOUT ROWID;
         ALTER TABLE items ADD COLUMN more_referrers INTEGER NOT NULL DEFAULT 0;
@@ -463,6 +466,8 @@ def smaller_items(conn: sqlite3.Connection) -> None:
         ALTER TABLE items ADD COLUMN answerer INTEGER REFERENCES keys(id);
         UPDATE items SET answerer = (SELECT id FROM keys WHERE key = items.answered_by) WHERE answered_by IS NOT NULL;
         ALTER TABLE items DROP COLUMN answered_by;
+        ALTER TABLE jobs ADD COLUMN deleted_at REAL;
+        ALTER TABLE jobs ADD COLUMN summary BLOB;
         """,
     )
 

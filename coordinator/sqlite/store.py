@@ -25,7 +25,19 @@ from typing import Any, Self, TypeVar
 from coordinator import assignment, host_pacing
 from coordinator.owner_limits import Limits
 from coordinator.roles import Role
-from coordinator.sqlite import access, bundles, holding, jobs, leasing, peers, planning, queries, reports, streamed
+from coordinator.sqlite import (
+    access,
+    bundles,
+    holding,
+    jobs,
+    leasing,
+    peers,
+    planning,
+    queries,
+    reports,
+    retention,
+    streamed,
+)
 from coordinator.sqlite.database import Database, Settings
 from coordinator.sqlite.process import Hosted, StoreProcess
 from coordinator.sqlite.thread import StoreThread
@@ -166,6 +178,12 @@ class SqliteStore:
         owner_key: str | None = None,
     ) -> int:
         return await self._run(jobs.create_job, workload, input, now, version, owner_key)
+
+    async def delete_job(self, job_id: int, actor: str, now: float) -> JobStatus:
+        return await self._run(retention.delete_job, job_id, actor, now)
+
+    async def purge(self, now: float, keep_seconds: float | None) -> int:
+        return await self._run(retention.purge, now, keep_seconds)
 
     async def cancel_job(self, job_id: int, actor: str, now: float) -> JobStatus:
         await self._run(jobs.cancel_job, job_id, actor, now)

@@ -160,6 +160,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a key that has the operator role (repeatable), besides the coordinator's own (--key);"
         " the operator signs requests with it from elsewhere (`osaas job list --key`)",
     )
+    serve.add_argument(
+        "--keep-results",
+        type=_keep_days,
+        default=30.0,
+        metavar="DAYS",
+        help="delete a finished job's results and logs this many days after it finished (its status stays;"
+        " owners export first with `osaas job export`); `forever` keeps them (default 30)",
+    )
     add_logging_arguments(serve)
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
@@ -201,6 +209,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
     owner_add.set_defaults(run=access.cmd_grant_add, role="owner")  # `grant add --role owner`
     access.add_commands(coordinator)
+
+
+def _keep_days(text: str) -> float | None:
+    if text == "forever":
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 < days < 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days above 0, or forever")
+    return days
 
 
 def _coordinator_identity(args: argparse.Namespace) -> Identity:
@@ -263,6 +283,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     public_dashboard=args.public_dashboard,
                     allowed_hosts=args.allowed_host,
                     operator_keys=args.operator_key,
+                    keep_results=None if args.keep_results is None else args.keep_results * 86400,
                 )
             )
             await _until_stopped(task, stop)

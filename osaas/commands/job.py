@@ -107,6 +107,28 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_key_argument(cancel)
     cancel.set_defaults(run=_cmd_job_cancel)
 
+    export = job.add_parser(
+        "export",
+        help="everything the coordinator keeps of a job, as JSON Lines: its status, then every results row, then"
+        " its failed units' logs (each line a map with its kind: job, result or log)",
+    )
+    export.add_argument("job_id", type=_positive, metavar="ID")
+    export.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    export.add_argument("--output", type=Path, help="write it here instead of standard output")
+    _add_key_argument(export)
+    export.set_defaults(run=_cmd_job_export)
+
+    delete = job.add_parser(
+        "delete",
+        help="delete a job's results and logs now (a running job is cancelled first); its status stays, as deleted."
+        " Export it first to keep a copy. Coordinators delete finished jobs' results by themselves after a while"
+        " (coordinator serve --keep-results)",
+    )
+    delete.add_argument("job_id", type=_positive, metavar="ID")
+    delete.add_argument("--coordinator", type=_coordinator_url, required=True, metavar="URL")
+    _add_key_argument(delete)
+    delete.set_defaults(run=_cmd_job_delete)
+
 
 def _cmd_job_submit(args: argparse.Namespace) -> int:
     job_input = _job_input(args)
@@ -166,6 +188,43 @@ def _cmd_job_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_job_delete(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+    status = asyncio.run(_with_session(lambda s: owner.delete(s, args.coordinator, key, args.job_id)))
+    print(_describe(status))
+    return EXIT_OK
+
+
+def _cmd_job_export(args: argparse.Namespace) -> int:
+    key = _load_key(args.key)
+
+    async def fetch(session: Any) -> tuple[JobStatus, list[str], list[dict[str, Any]], list[wire.UnitLog]]:
+        status = await owner.status(session, args.coordinator, key, args.job_id)
+        columns, rows = await owner.results_with_columns(session, args.coordinator, key, args.job_id)
+        return status, columns, rows, await owner.logs(session, args.coordinator, key, args.job_id)
+
+    status, columns, rows, logs = asyncio.run(_with_session(fetch))
+    lines = [{"kind": "job", "status": _as_json(status), "columns": columns}]
+    lines += [{"kind": "result", "row": row} for row in rows]
+    lines += [{"kind": "log", "log": {f: getattr(entry, f) for f in entry.__slots__}} for entry in logs]
+    text = "".join(json.dumps(line, ensure_ascii=False, default=_bytes_as_hex) + "\n" for line in lines)
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+def _bytes_as_hex(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _as_json(status: JobStatus) -> dict[str, Any]:
     return {f: getattr(status, f) for f in status.__slots__}
 
@@ -181,6 +240,8 @@ def _describe(status: JobStatus) -> str:
     line += f"; created {_when(status.created_at)}"
     if status.finished_at is not None:
         line += f", {'cancelled' if status.state == 'cancelled' else 'finished'} {_when(status.finished_at)}"
+    if status.state == "deleted":
+        line += "; its results and logs were deleted"
     return line + (f" ({status.limited})" if status.limited else "")
 
 

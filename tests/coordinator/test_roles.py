@@ -145,6 +145,7 @@ ROUTES = {
     ("GET", "/v1/jobs/{job_id}/results"): "role",
     ("GET", "/v1/jobs/{job_id}/logs"): "role",
     ("POST", "/v1/jobs/{job_id}/cancel"): "role",
+    ("POST", "/v1/jobs/{job_id}/delete"): "role",
     ("GET", "/v1/health"): "open",  # up, and the key requests must name
     ("POST", "/v1/hello"): "open",  # proof of the coordinator's key, for peers that found it in the DHT
     ("POST", "/v1/bundles"): "role",
