@@ -27,7 +27,10 @@ async def test_the_operator_watches_a_job_move_and_reads_its_broken_links(tmp_pa
     db = tmp_path / "c.sqlite"
     processes: list[asyncio.subprocess.Process] = []
     async with serve(generated_site_app(RequestLog(), pages=60, delay=0.2)) as site, stopped_on_exit(processes):
-        await start_coordinator(processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1")
+        # At DEBUG, as an operator looking into a problem runs it: a line per request.
+        await start_coordinator(
+            processes, tmp_path, port, "--unit-size", "3", "--host-min-delay", "0.1", "--log-level", "debug"
+        )
         await start_peer(
             processes,
             url,

@@ -64,6 +64,8 @@ async def serve_with_a_stranger(procs: Processes, tmp_path: Path, url: str, db: 
         "127.0.0.1:0",
         "--operator-key",
         operator_key().public_hex,
+        "--log-level",
+        "debug",  # a line per request: the tests count the peer's lease requests
     )
     await wait_until_serving(url, tmp_path / "coordinator.log")
     await publish_hostile(tmp_path, url, db)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from coordinator import reputation, vantage, verdicts
-from coordinator.sqlite import jobs, peers
+from coordinator.sqlite import jobs, kept_records, peers
 from coordinator.sqlite.database import Database, chunks, placeholders
 from overlay.wire import decode
 from workloads.records import Record
@@ -161,10 +161,11 @@ def judge(
     known = {}
     crawled = set()
     for chunk in chunks([item_id for item_id, _ in answers]):
-        for item_id, result, record, crawl in conn.execute(
-            f"SELECT id, result, record, crawl FROM items WHERE id IN ({placeholders(chunk)})", chunk
+        for item_id, url, result, record, crawl in conn.execute(
+            f"SELECT id, url, result, record, crawl FROM items WHERE id IN ({placeholders(chunk)})", chunk
         ):
-            known[item_id] = verdicts.answer_of(model, decode(record), result, "", vantage.UNKNOWN)
+            values = kept_records.unpack(record, url)
+            known[item_id] = verdicts.answer_of(model, values, result, "", vantage.UNKNOWN)
             if crawl:
                 crawled.add(item_id)
     links = _agreed_links(conn, sorted(crawled))

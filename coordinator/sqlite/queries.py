@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from coordinator import unit_sizing
-from coordinator.sqlite import jobs, rechecks, schema
+from coordinator.sqlite import jobs, kept_records, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import HostOverview, NotFound, PeerOverview, QueueDepth
 from overlay.wire import JobStatus, UnitLog, decode
@@ -188,7 +188,7 @@ def job_results(
         row: dict[str, Any] = {key: url}
         if model.vantage:
             row["network"] = network  # the coordinator's, never the peer's word
-        row.update(nothing if record is None else zip(stored, decode(record), strict=True))
+        row.update(nothing if record is None else zip(stored, kept_records.unpack(record, url), strict=True))
         if model.crawl:
             row["depth"] = depth
             row["referrers"], row["more_referrers"] = referrers.get(item_id, ([], 0))
@@ -216,7 +216,7 @@ def _referrers(conn: sqlite3.Connection, model: JobModel, ids: list[int]) -> dic
             f" ON pages.id = referrers.page_id WHERE referrers.item_id IN ({marks})",
             chunk,
         ):
-            landed = decode(record)[at] if at is not None and record is not None else None
+            landed = kept_records.unpack(record, url)[at] if at is not None and record is not None else None
             found.setdefault(item_id, []).append(landed if isinstance(landed, str) else url)
         more.update(
             conn.execute(

@@ -32,10 +32,10 @@ from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, u
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
-from coordinator.sqlite import bundles, holding, jobs, known_answers, leasing, peers, rechecks, schema
+from coordinator.sqlite import bundles, holding, jobs, kept_records, known_answers, leasing, peers, rechecks, schema
 from coordinator.sqlite.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
-from overlay.wire import Report, ReportResponse, encode
+from overlay.wire import Report, ReportResponse
 from workloads.records import Record, SchemaError, check_unit_items
 
 log = logging.getLogger(__name__)
@@ -314,10 +314,13 @@ def finish_records(
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
     asks = rechecks.Asking.of(db, conn, unit.job_id, reported.peer_id, now)
+    vantaged = jobs.checker(db, conn, unit.job_id).model.vantage
     for r in records:
         item_id, depth, crawl = unit.items.pop(r.url)
         counted_as = UNCOUNTED if r.counted_as is None else r.counted_as
-        reported.finished.append((counted_as, encode(r.values), unit.network, item_id))
+        # Which network answered is the job's business only when it asked for vantage points.
+        network = unit.network if vantaged else None
+        reported.finished.append((counted_as, kept_records.pack(r.values, r.url), network, item_id))
         answered = rechecks.Answered(
             unit.job_id, item_id, r.url, r.values, counted_as, unit.network, r.links if crawl else None
         )

@@ -63,6 +63,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
+from coordinator.sqlite import kept_records
 from coordinator.store import StoreError
 from overlay.wire import decode, encode
 from workloads.bundle import DEFAULT_MODEL, model_from_obj
@@ -440,7 +441,7 @@ def smaller_items(conn: sqlite3.Connection) -> None:
             "SELECT id, url, record FROM items WHERE job_id = ? AND crawl = 1 ORDER BY id", (job_id,)
         ):
             pages.setdefault(url, page_id)
-            values = decode(record) if at is not None and record is not None else []
+            values = kept_records.unpack(record, url) if at is not None and record is not None else []
             if at is not None and at < len(values) and isinstance(values[at], str):
                 landed.setdefault(values[at], page_id)
         kept: dict[int, int] = {}

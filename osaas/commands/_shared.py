@@ -251,7 +251,13 @@ LOG_FILES_KEPT = 5  # rotated files kept beside it: the log never takes more tha
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    """--log-format and --log-file, for the commands that run for a long time."""
+    """--log-level, --log-format and --log-file, for the commands that run for a long time."""
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning"),
+        default="info",
+        help="debug adds a line per HTTP request and more (default info)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -266,6 +272,12 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
         f" {LOG_FILES_KEPT} old files kept (FILE.1 ... FILE.{LOG_FILES_KEPT}); under systemd, leave it out:"
         " the journal keeps standard error",
     )
+
+
+def setup_logging_from(args: argparse.Namespace) -> None:
+    """Logging as `add_logging_arguments`' options say."""
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}[args.log_level]
+    _setup_logging(level, json_lines=args.log_format == "json", file=args.log_file)
 
 
 def _setup_logging(level: int, *, json_lines: bool = False, file: Path | None = None) -> None:

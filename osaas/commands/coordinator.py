@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import time
 from pathlib import Path
 
@@ -29,9 +28,9 @@ from osaas.commands._shared import (
     _public_key,
     _rate,
     _run_until_signal,
-    _setup_logging,
     add_logging_arguments,
     log,
+    setup_logging_from,
 )
 from overlay.certificates import Admission, CertificateError, check_admission
 from overlay.identity import Identity, IdentityError
@@ -237,7 +236,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
     from overlay.torrent import TorrentError
     from workloads.bundle import BundleError
 
-    _setup_logging(logging.INFO, json_lines=args.log_format == "json", file=args.log_file)
+    setup_logging_from(args)
     host, port = args.listen
     if args.dht_listen and not args.public_url and host in ("0.0.0.0", "::"):
         # It would announce http://0.0.0.0:PORT: no peer can reach that.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import socket
 from typing import Any
 
@@ -26,10 +25,10 @@ from osaas.commands._shared import (
     _public_address,
     _rate,
     _run_until_signal,
-    _setup_logging,
     _status_port,
     _with_session,
     add_logging_arguments,
+    setup_logging_from,
 )
 from overlay.identity import IdentityError
 from peer.budget import BudgetError, budget_from, default_config_path
@@ -210,7 +209,7 @@ def _cmd_peer_run(args: argparse.Namespace) -> int:
     from peer.egress import EgressConfig
     from peer.trust import TrustError, load_trusted_owners, owner_key
 
-    _setup_logging(logging.INFO, json_lines=args.log_format == "json", file=args.log_file)
+    setup_logging_from(args)
     config_path = args.config or default_config_path()
     try:  # whom the volunteer last chose on the page; flags win
         chosen = work_choice.load(config_path.with_name(work_choice.WORK_FILE))

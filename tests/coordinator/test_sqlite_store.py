@@ -351,6 +351,7 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
             # and with the referrers before 15
             " DROP TABLE referrers; ALTER TABLE items DROP COLUMN more_referrers;"
             " ALTER TABLE items DROP COLUMN answerer; DROP TABLE keys;"
+            " ALTER TABLE jobs DROP COLUMN deleted_at; ALTER TABLE jobs DROP COLUMN summary;"
             " CREATE TABLE referrers (job_id INTEGER NOT NULL REFERENCES jobs(id),"
             " item_id INTEGER NOT NULL REFERENCES items(id), referrer_url TEXT NOT NULL,"
             " UNIQUE (job_id, item_id, referrer_url));"
