@@ -50,7 +50,9 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        beyond them; keys (a number per peer key) and items.answerer (the number of the key
        whose record it holds) instead of items.answered_by (the key in 64 hex digits);
        retention (`coordinator.sqlite.retention`): jobs.deleted_at (its items, units and logs
-       are deleted, in batches) and jobs.summary (what its status said when they went)
+       are deleted, in batches) and jobs.summary (what its status said when they went); items
+       are indexed by host while open only (leasing reads no other), and those checked again
+       by host too (known answers are drawn from them)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -469,6 +471,9 @@ def smaller_items(conn: sqlite3.Connection) -> None:
         ALTER TABLE items DROP COLUMN answered_by;
         ALTER TABLE jobs ADD COLUMN deleted_at REAL;
         ALTER TABLE jobs ADD COLUMN summary BLOB;
+        DROP INDEX items_by_host;
+        CREATE INDEX items_open_by_host ON items(unit_key, job_id, id) WHERE done = 0;
+        CREATE INDEX items_checked_by_host ON items(unit_key, id) WHERE verdict IS NOT NULL;
         """,
     )
 
