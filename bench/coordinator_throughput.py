@@ -43,12 +43,17 @@ from overlay.wire_reports import MAX_REPORT_BATCH
 SEEDS_PER_JOB = 1000
 CAPACITY = 10_000_000.0  # bytes/s each simulated peer says it sustains
 
+# Without rate limits: the bench's peers all come from one address, and what it measures is
+# the coordinator's cost per unit, not how it holds back a crowd (`coordinator.rate_limits`).
 _SERVER = """
 import asyncio, sys
 from pathlib import Path
 from coordinator.api import serve
+from coordinator.rate_limits import Rate, RateLimits, Route
+free = {route: Rate(1e6, 10**6) for route in Route}
 asyncio.run(serve(
-    "127.0.0.1", 0, Path(sys.argv[1]), operator_keys=[sys.argv[2]], ready=lambda port: print(port, flush=True)
+    "127.0.0.1", 0, Path(sys.argv[1]), operator_keys=[sys.argv[2]], ready=lambda port: print(port, flush=True),
+    rate_limits=RateLimits(free, free),
 ))
 """
 

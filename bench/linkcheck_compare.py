@@ -11,9 +11,11 @@ the tools' outputs are then kept in a temp dir, otherwise removed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,7 @@ class Outcome:
     wall: float | None = None
     broken: set[str] | None = None
     failure: str | None = None
+    store_per_url: float | None = None  # bytes of the coordinator's database per checked URL
 
 
 def normalize(url: str) -> str:
@@ -184,6 +187,8 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
         "--output",
         str(output),
         "--allow-private",
+        "--keep",
+        str(workdir / "osaas-network"),
     ]
     try:
         outcome.wall, code = run_timed(command, workdir, "osaas", timeout)
@@ -193,9 +198,19 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
             outcome.broken = osaas_broken(output)
         except ToolFailed as exc:
             raise ToolFailed(f"exit {code}, {exc}: {last_error_line(workdir, 'osaas')}") from exc
+        outcome.store_per_url = store_per_url(workdir / "osaas-network" / "coordinator.sqlite")
     except ToolFailed as exc:
         outcome.failure = f"`python -m osaas check` failed: {exc}"
     return outcome
+
+
+def store_per_url(db: Path) -> float:
+    """The coordinator's database (its write-ahead log too, if one is left) over the URLs it
+    checked: what issue 22 holds at 300 bytes."""
+    size = sum(path.stat().st_size for path in (db, db.with_name(db.name + "-wal")) if path.exists())
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        (items,) = conn.execute("SELECT COUNT(*) FROM items").fetchone()
+    return size / max(items, 1)
 
 
 def print_table(outcomes: list[Outcome], expected: set[str]) -> None:
@@ -220,6 +235,12 @@ def print_differences(outcome: Outcome, expected: set[str], limit: int = 5) -> N
     for label, urls in differences.items():
         for url in sorted(urls)[:limit]:
             print(f"  {outcome.tool} {label}: {url}")
+
+
+def print_store(osaas: Outcome) -> None:
+    if osaas.store_per_url is not None:
+        verdict = "meets" if osaas.store_per_url <= 300 else "misses"
+        print(f"osaas store: {osaas.store_per_url:.0f} bytes per checked URL ({verdict} the <= 300 target)")
 
 
 def print_ratio(osaas: Outcome, linkchecker: Outcome) -> None:
@@ -265,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in (linkchecker, osaas):
         print_differences(outcome, expected)
     print_ratio(osaas, linkchecker)
+    print_store(osaas)
     for outcome in (linkchecker, osaas):
         if outcome.failure:
             print(f"{outcome.tool}: {outcome.failure}", file=sys.stderr)
