@@ -34,6 +34,9 @@ PEER_LABEL_DIGITS = 16
 # Store calls take from a tenth of a millisecond (a read) to seconds (a plan of 20,000 websites).
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("done", "failed", "refused")
+# A method label from this set, else "other": anyone may send any method, and each new label
+# value would be a series kept for ever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,8 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics.requests.labels(route, request.method, str(status)).inc()
+        method = request.method if request.method in METHODS else "other"
+        metrics.requests.labels(route, method, str(status)).inc()
         metrics.request_seconds.labels(route).observe(time.perf_counter() - began)
 
 

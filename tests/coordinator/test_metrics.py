@@ -113,7 +113,12 @@ async def test_metrics_count_leases_reports_store_calls_and_the_queue(watched: T
     # Requests by route pattern, not path: job ids never make a series each.
     assert value(after, "osaas_http_requests_total", route="/v1/reports", method="POST", status="409") == 1
     await get(watched, f"/v1/jobs/{job_id}")
+    for method in ("BREW", "PROPFIND", "X1"):  # anyone may send any method: one series for them all
+        async with watched.request(method, "/v1/health") as response:
+            assert 400 <= response.status < 500
     again = await scrape(watched)
+    methods = {dict(labels).get("method") for (name, labels) in again if name == "osaas_http_requests_total"}
+    assert methods <= {"GET", "POST", "other"} and {"GET", "POST"} <= methods
     routes = {dict(labels).get("route") for (name, labels) in again if name == "osaas_http_requests_total"}
     assert "/v1/jobs/{job_id}" in routes and f"/v1/jobs/{job_id}" not in routes
 
