@@ -156,6 +156,9 @@ def dashboard_app(store: Store, access: DashboardAccess, clock: Callable[[], flo
     async def job(request: web.Request) -> web.Response:
         status = await visible_job(request)
         job_id = status.job_id
+        if status.state == "deleted":  # its status stays; nothing else of it does
+            gone = "<p>Its results and logs were deleted (<code>osaas job delete</code>, or kept no longer).</p>"
+            return _page(200, f"Job {job_id}", _jobs_table([status]) + gone, back=True)
         columns = await store.job_columns(job_id)
         own = renderers.of(status.workload, columns)
         downloads = [("json", "JSON Lines"), ("csv", "CSV")]

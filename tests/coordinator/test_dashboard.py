@@ -104,6 +104,18 @@ async def test_an_owners_dashboard_shows_its_own_jobs_only(board: TestClient, st
     assert status == 200 and f'data-job="{hers}"' in text and f'data-job="{his}"' in text
 
 
+async def test_a_deleted_job_shows_its_status_and_says_its_results_are_gone(
+    board: TestClient, store: SqliteStore, clock: Clock
+) -> None:
+    board.session.cookie_jar.update_cookies({COOKIE: TOKEN})
+    job_id = await submit(board, ["http://a.test/"])
+    await store.delete_job(job_id, "operator", clock())
+    status, text = await page(board, f"/dashboard/jobs/{job_id}")
+    assert status == 200 and "deleted" in text and "Its results and logs were deleted" in text
+    status, _ = await page(board, f"/dashboard/jobs/{job_id}/report.json")
+    assert status == 404
+
+
 async def test_a_public_dashboard_needs_no_token(store: SqliteStore, clock: Clock, linkcheck: Linkcheck) -> None:
     client = await dashboard_client(store, clock, linkcheck, public=True)
     try:
