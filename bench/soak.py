@@ -8,7 +8,8 @@ coordinator serve` (re-checks on, as it runs by default) and `--peers` `osaas pe
 bench keeps `--jobs` link-check jobs of the site running: as one finishes, its results are
 compared with the site's truth (every broken link found, nothing else called broken, every
 page once) and another is submitted. Every `--sample` seconds it reads each process's
-resident memory (/proc, the store's child process too) and the database's size.
+resident memory (/proc, the store's child process too: its heap and, apart, the file pages it
+maps) and the database's size.
 
 At the end, per process: its memory at the start of the measured span (after the first
 WARMUP of the run, a sixth of it for runs under an hour) and at the end, and the growth per
@@ -54,7 +55,8 @@ class Watched:
 
     name: str
     pid: int
-    samples: list[tuple[float, float]] = field(default_factory=list)
+    samples: list[tuple[float, float]] = field(default_factory=list)  # its heap (RssAnon)
+    mapped: list[tuple[float, float]] = field(default_factory=list)  # file pages (RssFile)
 
 
 @dataclass
@@ -65,11 +67,14 @@ class Jobs:
     longest: float = 0.0
 
 
-def resident_mb(pid: int) -> float | None:
+def resident_mb(pid: int, kind: str = "RssAnon") -> float | None:
+    """A process's resident memory of `kind` in MB: RssAnon (its heap: what a leak grows), or
+    RssFile (file pages it maps: the store's SQLite maps its database, up to 256 MB, and those
+    pages grow with the file); None once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{kind}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -201,17 +206,21 @@ async def keep_jobs_running(
             await asyncio.sleep(2.0)
 
 
-async def sample(watched: list[Watched], db: Path, every: float, until: float, began: float) -> list[tuple[float, int]]:
-    """Memory of each process and the database file's size (its write-ahead log left out: it
-    is reused, never more than SQLite's checkpoint size) every `every` seconds."""
-    sizes: list[tuple[float, int]] = []
+async def sample(
+    watched: list[Watched], db: Path, every: float, until: float, began: float
+) -> list[tuple[float, int, int]]:
+    """Memory of each process, and the sizes of the database file and of its write-ahead log
+    (reused, never much more than SQLite's checkpoint size), every `every` seconds."""
+    sizes: list[tuple[float, int, int]] = []
     while time.monotonic() < until:
         now = time.monotonic() - began
         for process in watched:
-            mb = resident_mb(process.pid)
-            if mb is not None:
+            mb, mapped = resident_mb(process.pid), resident_mb(process.pid, "RssFile")
+            if mb is not None and mapped is not None:
                 process.samples.append((now, mb))
-        sizes.append((now, db.stat().st_size if db.exists() else 0))
+                process.mapped.append((now, mapped))
+        wal = db.with_name(db.name + "-wal")
+        sizes.append((now, db.stat().st_size if db.exists() else 0, wal.stat().st_size if wal.exists() else 0))
         await asyncio.sleep(every)
     return sizes
 
@@ -235,7 +244,11 @@ async def soak(args: argparse.Namespace) -> int:
         await keep_jobs_running(url, site_url, operator, args.jobs, until, expected, tally)
         sizes = await sampling
         dead = [w.name for w in watched if resident_mb(w.pid) is None]
-    print(f"{'process':<14} {'MB at ' + format(warmup / 60, '.0f') + ' min':>12} {'MB at end':>10} {'MB/hour':>9}")
+    print("memory: the heap (RssAnon) after the warm-up, at the end, its growth; file pages mapped (RssFile)")
+    print(
+        f"{'process':<14} {'MB at ' + format(warmup / 60, '.0f') + ' min':>12} {'MB at end':>10} {'MB/hour':>9}"
+        f" {'mapped MB at end':>17}"
+    )
     grew = False
     for process in watched:
         span = [mb for t, mb in process.samples if t >= warmup]
@@ -243,9 +256,11 @@ async def soak(args: argparse.Namespace) -> int:
         shown = "-" if slope is None else f"{slope:+.2f}"
         grew |= slope is not None and slope > TARGET_MB_PER_HOUR
         first, last = (f"{span[0]:.1f}", f"{span[-1]:.1f}") if span else ("-", "-")
-        print(f"{process.name:<14} {first:>12} {last:>10} {shown:>9}")
+        mapped = f"{process.mapped[-1][1]:.1f}" if process.mapped else "-"
+        print(f"{process.name:<14} {first:>12} {last:>10} {shown:>9} {mapped:>17}")
     if sizes:
-        print(f"database: {sizes[0][1] / 1e6:.1f} MB at the start, {sizes[-1][1] / 1e6:.1f} MB at the end")
+        _, db_size, wal_size = sizes[-1]
+        print(f"database at the end: {db_size / 1e6:.1f} MB, and its write-ahead log {wal_size / 1e6:.1f} MB")
     print(
         f"jobs: {tally.finished} finished, {tally.exact} exact, the longest {tally.longest:.0f} s;"
         f" target: every job exact, no process growing more than {TARGET_MB_PER_HOUR:g} MB/hour"
