@@ -101,23 +101,31 @@ def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobSta
         "SELECT vantage, deleted_at, summary FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()
     if deleted_at is not None and summary is not None:  # its rows are gone: what it said then
-        units_total, units_done, items_total, items_done, counts = decode(summary)
-        return JobStatus(
-            job_id=job_id,
-            workload=workload,
-            state="deleted",
-            units_total=units_total,
-            units_done=units_done,
-            items_total=items_total,
-            items_done=items_done,
-            counts=counts,
-            created_at=created_at,
-            finished_at=finished_at,
-            owner=owner_key,
-            limited=limited,
-            input=model.input,
-            vantage=vantage,
-        )
+        units_total, units_done, items_total, _, counts = decode(summary)
+        state = "deleted"
+    else:
+        units_total, units_done, items_total, counts = _progress(conn, job_id, state, unit_size)
+        state = "cancelled" if cancelled_at is not None else state
+    return JobStatus(
+        job_id=job_id,
+        workload=workload,
+        state=state,
+        units_total=units_total,
+        units_done=units_done,
+        items_total=items_total,
+        items_done=sum(counts.values()),
+        counts=counts,
+        created_at=created_at,
+        finished_at=finished_at,
+        owner=owner_key,
+        limited=limited,
+        input=model.input,
+        vantage=vantage,
+    )
+
+
+def _progress(conn: sqlite3.Connection, job_id: int, state: str, unit_size: int) -> tuple[int, int, int, dict]:
+    """A job's units (all, done), items and results counted from its rows."""
     units_total, units_done = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
     ).fetchone()
@@ -139,22 +147,7 @@ def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobSta
             (job_id,),
         ).fetchall()
     )
-    return JobStatus(
-        job_id=job_id,
-        workload=workload,
-        state="cancelled" if cancelled_at is not None else state,
-        units_total=units_total,
-        units_done=units_done,
-        items_total=items_total,
-        items_done=sum(counts.values()),
-        counts=counts,
-        created_at=created_at,
-        finished_at=finished_at,
-        owner=owner_key,
-        limited=limited,
-        input=model.input,
-        vantage=vantage,
-    )
+    return units_total, units_done, items_total, counts
 
 
 def job_results(

@@ -208,15 +208,20 @@ def _cmd_job_export(args: argparse.Namespace) -> int:
     lines += [{"kind": "result", "row": row} for row in rows]
     lines += [{"kind": "log", "log": {f: getattr(entry, f) for f in entry.__slots__}} for entry in logs]
     text = "".join(json.dumps(line, ensure_ascii=False, default=_bytes_as_hex) + "\n" for line in lines)
-    if args.output is None:
+    _write_out(text, args.output)
+    return EXIT_OK
+
+
+def _write_out(text: str, output: Path | None) -> None:
+    """`text` to `output`, or to standard output without one."""
+    if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
-        return EXIT_OK
+        return
     try:
-        args.output.write_text(text, encoding="utf-8")
+        output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
-    return EXIT_OK
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 def _bytes_as_hex(value: object) -> str:
@@ -266,14 +271,7 @@ def _cmd_job_results(args: argparse.Namespace) -> int:
         text = renderers.render(status.workload, columns, rows, fmt)
     except renderers.UnknownFormat as exc:
         raise UsageError(str(exc)) from exc
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return EXIT_OK
-    try:
-        args.output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    _write_out(text, args.output)
     return EXIT_OK
 
 
