@@ -139,12 +139,12 @@ def load_unit(conn: sqlite3.Connection, unit_id: int) -> StoredUnit:
 
 
 def stale_lease(conn: sqlite3.Connection, unit_id: int, token: int, job_id: int) -> StaleLease:
-    """The refusal of a renewal or release that names a lease the unit no longer has: saying
+    """The refusal of a renewal, release or report that names a lease the unit no longer has: saying
     so when its job was cancelled (the holder then knows why it stops)."""
     (cancelled,) = conn.execute("SELECT cancelled_at IS NOT NULL FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if cancelled:
         return StaleLease(f"unit {unit_id}: its job {job_id} was cancelled")
-    return StaleLease(f"unit {unit_id} token {token} is not your current lease")
+    return StaleLease(f"unit {unit_id} token {token} is not the current lease")
 
 
 def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, now: float) -> None:

@@ -213,7 +213,7 @@ def _take_report(
         raise NotFound(f"no unit {report.unit_id}")
     verdict = leases.judge_report(unit.lease, reported.peer_id, report.token)
     if verdict is Verdict.STALE:
-        raise StaleLease(f"unit {report.unit_id} token {report.token} is not the current lease")
+        raise leasing.stale_lease(conn, report.unit_id, report.token, unit.job_id)
     if verdict is Verdict.DUPLICATE:
         return ReportResponse(accepted=True, reason="duplicate")
     if unit.version is not None and report.bundle_version != unit.version:

@@ -19,9 +19,9 @@ from typing import Any
 
 from coordinator import host_pacing, leases, url_jobs
 from coordinator.leases import Verdict
-from coordinator.sqlite import jobs, peers, reports
+from coordinator.sqlite import jobs, leasing, peers, reports
 from coordinator.sqlite.database import Database
-from coordinator.store import NotFound, StaleLease
+from coordinator.store import NotFound
 from workloads.records import SchemaError
 
 
@@ -43,7 +43,7 @@ def report_items(
             raise NotFound(f"no unit {unit_id}")
         verdict = leases.judge_report(unit.lease, peer_id, token)
         if verdict is Verdict.STALE:
-            raise StaleLease(f"unit {unit_id} token {token} is not the current lease")
+            raise leasing.stale_lease(conn, unit_id, token, unit.job_id)
         if verdict is Verdict.DUPLICATE:
             return True, 0, "duplicate"  # the lease's final report came first: it holds them
         if unit.version is not None and bundle_version != unit.version:

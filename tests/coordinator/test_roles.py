@@ -116,13 +116,19 @@ async def test_a_cancelled_job_stops_and_keeps_what_it_checked(admitted: TestCli
     status, body = await post(admitted, f"/v1/jobs/{job_id}/cancel", {}, KEYS["alice"])
     assert (status, body["state"]) == (200, "cancelled")
     # The unit a peer held is dropped at its next renewal, release or report; nothing else is leased.
+    # Each says why, so the peer's log does too.
     ref = {"unit_id": held["unit_id"], "token": held["token"]}
+    why = f"unit {held['unit_id']}: its job {job_id} was cancelled"
     for path in ("/v1/leases/renew", "/v1/leases/release"):
         status, body = await peer.post(path, ref)
-        assert (status, body["error"]["message"]) == (409, f"unit {held['unit_id']}: its job {job_id} was cancelled")
+        assert (status, body["error"]["message"]) == (409, why)
     url = held["payload"]["items"][0]["url"]
+    streamed = {**ref, "bundle_version": held["bundle"]["version"], "items": [item(url)]}
+    status, body = await peer.post("/v1/reports/items", streamed)
+    assert (status, body["error"]["message"]) == (409, why)
     found = {"items": [item(url, links=["http://a.test/new"])]}
-    assert (await peer.report(held, 0, found))[0] == 409
+    status, body = await peer.report(held, 0, found)
+    assert (status, body["error"]["message"]) == (409, why)
     assert await peer.lease(max_units=4) == []
     status, body = await post(admitted, f"/v1/jobs/{job_id}/cancel", {}, KEYS["alice"])
     assert (status, body["error"]["code"]) == (409, "conflict")
