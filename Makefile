@@ -19,8 +19,8 @@ demo: $(STAMP) sandbox
 
 # What the tests of the faces need from Debian: a virtual X display, input and idle time
 # (screensaver, --only-when-idle), and a browser for the web pages; and the sandbox every
-# workload runs in (bubblewrap).
-DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap openssl libc6-dev
+# workload runs in (bubblewrap); and PostgreSQL, whose clusters the store's tests start.
+DEBIAN_TEST_PACKAGES := xvfb xdotool libxss1 chromium bubblewrap openssl libc6-dev postgresql
 
 # Four workers on two cores: most tests wait on sockets, subprocesses and browsers, not on CPU.
 # The slowest tests are listed at the end of every run.
@@ -58,7 +58,7 @@ debian-test-packages:
 		echo "installing from Debian: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "note: the X11 and browser tests skip without these Debian packages: $$missing"; \
+		echo "note: the X11, browser and PostgreSQL tests skip without these Debian packages: $$missing"; \
 	fi
 
 bench: $(STAMP) sandbox

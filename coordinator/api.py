@@ -62,7 +62,7 @@ from coordinator.rate_limits import RateLimiter, RateLimits
 from coordinator.replays import SeenNonces
 from coordinator.roles import Role
 from coordinator.seeder import BUILTIN_DIR, BundleSeeder, BundleService
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     OPERATOR,
@@ -137,8 +137,9 @@ def make_app(
 async def serve(
     host: str,
     port: int,
-    db_path: Path,
+    db: Path | str,
     *,
+    files: Path | None = None,
     identity: Identity | None = None,
     lease_seconds: float = 60.0,
     unit_size: int = DEFAULT_UNIT_SIZE,
@@ -168,25 +169,28 @@ async def serve(
     the bundles' swarms of `network`, but the coordinator is not announced: peers find only
     admitted coordinators.
 
-    Bundles are kept in `bundle_dir` (default: beside the database, ending .bundles), seeded from
+    `db` is a SQLite file or a PostgreSQL URI; the coordinator's own files are named after
+    `files` (default: the SQLite file): bundles are kept in `bundle_dir` (default: ending
+    .bundles), seeded from
     `torrent_listen` (default: the HTTP host, any port) at up to `bundle_upload_rate` bytes/s,
     and named to peers at `public_address` when given (behind NAT), by our own origin
     (`overlay.origin`) or, without `own_origin`, by libtorrent.
     `host_min_delay`: the pause, in seconds, every host gets between two units; `epsilon`: how
     far above its capacity-weighted share a peer's load may go (`assignment`); `vantage`: what
     makes peers different vantage points and how long a probe job waits for them; `rechecks`:
-    whether answers are checked again by other peers (`coordinator.sqlite.rechecks`). The dashboard
-    needs the token kept beside the database unless `public_dashboard`. The built-in bundles (link
+    whether answers are checked again by other peers (`coordinator.sql.rechecks`). The dashboard
+    needs the token kept with its files unless `public_dashboard`. The built-in bundles (link
     checker, probe) are published at every start, signed by the coordinator's key: the operator
     installed this osaas, so its versions become the stable ones at once.
     """
     identity = identity or Identity.generate()
     if admission is not None:
         network = admission.network
+    files = files or Path(db)
     # The first plan settles a moment (host_planning.SETTLE_SECONDS): peers started together all
     # get hosts, not the first to register all of them.
-    store = SqliteStore(
-        db_path,
+    store = SqlStore(
+        db,
         unit_size=unit_size,
         host_min_delay=host_min_delay,
         epsilon=epsilon,
@@ -197,12 +201,12 @@ async def serve(
     )
     # Named after the database, like its .key, .dht and .torrent: two coordinators whose
     # databases share a directory must not share (and race on) one bundle dir.
-    bundle_dir = bundle_dir or db_path.with_suffix(".bundles")
+    bundle_dir = bundle_dir or files.with_suffix(".bundles")
     torrent_host, torrent_port = torrent_listen or (host, 0)
     seeder = BundleSeeder(
         (await _ip_of(torrent_host), torrent_port),
         identity=identity,
-        state_dir=db_path.with_suffix(".torrent"),
+        state_dir=files.with_suffix(".torrent"),
         upload_rate=bundle_upload_rate,
         dht=dht,
         network=network,
@@ -212,7 +216,7 @@ async def serve(
     )
     bundles = BundleService(bundle_dir, seeder)
     async with seeder:
-        access = dashboard.DashboardAccess(dashboard.operator_token(db_path), public=public_dashboard)
+        access = dashboard.DashboardAccess(dashboard.operator_token(files), public=public_dashboard)
         runner = web.AppRunner(
             make_app(
                 store,

@@ -63,9 +63,10 @@ class DashboardAccess:
         return hmac.new(self.operator_token.encode(), b"owner:" + owner_key_hex.encode(), hashlib.sha256).hexdigest()
 
 
-def operator_token(db_path: Path) -> str:
-    """The operator's dashboard token, kept beside the database (mode 0600)."""
-    return secret_token(db_path.with_name(db_path.name + TOKEN_SUFFIX))
+def operator_token(files: Path) -> str:
+    """The operator's dashboard token, kept with the coordinator's files (mode 0600): beside a
+    SQLite database, in the state dir with a PostgreSQL one."""
+    return secret_token(files.with_name(files.name + TOKEN_SUFFIX))
 
 
 _EVERYTHING = "*"  # what the operator's token (or a public dashboard) sees: every job

@@ -1,6 +1,6 @@
 """The coordinator's store: one interface, every state change one transaction.
 
-The SQLite store (`coordinator.sqlite`) is the default; a PostgreSQL store must fit the
+The SQLite store (`coordinator.sql`) is the default; a PostgreSQL store must fit the
 same `Store` protocol. Errors are drawn here so the API maps them to HTTP once:
 
     StoreError

@@ -26,7 +26,7 @@ from kademlia.utils import digest
 
 from coordinator.announcer import Announcer
 from coordinator.api import make_app
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay import http, records, wire
 from overlay.announcements import NONCE_SIZE, CoordinatorAnnouncement, coordinators_key, hello_message
 from overlay.certificates import COORDINATOR, DELEGATE, Admission, Certificate, issue
@@ -95,7 +95,7 @@ async def admitted_coordinator(
     tmp_path: Path, name: str, identity: Identity, admission: Admission, bootstrap
 ) -> AsyncIterator[tuple[str, DhtNode]]:
     """A real coordinator app on loopback, announced by the real Announcer from a DHT node of its own."""
-    store = SqliteStore(tmp_path / f"{name}.sqlite")
+    store = SqlStore(tmp_path / f"{name}.sqlite")
     async with serve(make_app(store, identity=identity)) as url, DhtNode(("127.0.0.1", 0), [bootstrap]) as dht:
         assert await Announcer(dht, identity, store, url=url, admission=admission).announce_once() >= 1
         yield url, dht
@@ -186,7 +186,7 @@ async def test_an_admitted_coordinator_at_a_private_address_is_not_contacted(tmp
         seen.append(request.path)
         return await handler(request)
 
-    app = make_app(SqliteStore(tmp_path / "c.sqlite"), identity=coordinator)
+    app = make_app(SqlStore(tmp_path / "c.sqlite"), identity=coordinator)
     app.middlewares.insert(0, count)
     key = coordinators_key(NETWORK, network_key.public_key)
     async with (

@@ -99,7 +99,7 @@ PURE_RULES = [
     "coordinator/rollout.py",
     "coordinator/url_jobs.py",
 ]
-IMPURE = ("sqlite3", "psycopg", "aiohttp", "asyncio", "time", "coordinator.sqlite", "coordinator.api")
+IMPURE = ("sqlite3", "psycopg", "aiohttp", "asyncio", "time", "coordinator.sql", "coordinator.api")
 
 
 def impure_imports(path: Path) -> list[str]:
@@ -118,5 +118,5 @@ def test_the_scheduling_rules_touch_no_database_network_or_clock() -> None:
 
 def test_the_purity_check_catches_a_database_in_the_rules(tmp_path: Path) -> None:
     rule = tmp_path / "rule.py"
-    rule.write_text("import time\nfrom coordinator.sqlite import leasing\nfrom coordinator import leases\n")
-    assert impure_imports(rule) == ["coordinator.sqlite", "coordinator.sqlite.leasing", "time"]
+    rule.write_text("import time\nfrom coordinator.sql import leasing\nfrom coordinator import leases\n")
+    assert impure_imports(rule) == ["coordinator.sql", "coordinator.sql.leasing", "time"]

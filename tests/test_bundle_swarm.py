@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from osaas import owner
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -50,7 +50,7 @@ async def test_peers_fetch_from_the_coordinator_and_from_each_other(tmp_path: Pa
         url = await stack.enter_async_context(
             coordinator(db, dht=coordinator_dht, network="swarm", torrent_listen=(HOST, 0), bundle_upload_rate=300_000)
         )
-        async with SqliteStore(db) as store:
+        async with SqlStore(db) as store:
             await store.add_owner("owner", key.public_hex, time.time())
         session = await stack.enter_async_context(aiohttp.ClientSession())
         status = await owner.publish(session, url, key, built)

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.api import make_app
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from tests.processes import operator_key
 from tests.sites import free_port, serve
 
@@ -130,7 +130,7 @@ def test_dht_commands_without_a_reachable_node() -> None:
 async def test_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
     import asyncio
 
-    store = SqliteStore(tmp_path / "c.sqlite")
+    store = SqlStore(tmp_path / "c.sqlite")
     app: web.Application = make_app(store)
     async with serve(app) as coordinator:
         await store.grant("operator", operator_key().public_hex, "operator", "operator", 0.0)

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from coordinator.api import make_app
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from osaas import owner
 from overlay import certificates, records, wire
 from overlay.announcements import CoordinatorAnnouncement, coordinators_key
@@ -218,8 +218,8 @@ async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_
     network_key = Identity.generate()
     key = coordinators_key("testnet", network_key.public_key)
     async with (
-        serve(make_app(SqliteStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url,
-        serve(make_app(SqliteStore(tmp_path / "i.sqlite"), identity=impostor)) as impostor_url,
+        serve(make_app(SqlStore(tmp_path / "h.sqlite"), identity=honest)) as honest_url,
+        serve(make_app(SqlStore(tmp_path / "i.sqlite"), identity=impostor)) as impostor_url,
     ):
         async with DhtNode(("127.0.0.1", 0)) as first, DhtNode(("127.0.0.1", 0), [first.address]) as second:
             now = time.time()

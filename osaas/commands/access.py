@@ -6,18 +6,16 @@ the audit log, with "operator" as who."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from coordinator.store import OPERATOR, StoreError
-from osaas.commands._shared import EXIT_OK, UsageError, _non_negative, _public_key
+from coordinator.store import OPERATOR
+from osaas.commands._shared import EXIT_OK, _non_negative, _public_key
+from osaas.commands.coordinator_store import add_db_argument, with_store
 
 if TYPE_CHECKING:
-    from coordinator.sqlite import SqliteStore
+    from coordinator.sql import SqlStore
 
 T = TypeVar("T")
 ROLES = ("operator", "owner", "viewer")
@@ -34,14 +32,14 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
         help="the key (64 hex digits, as `osaas bundle keygen` prints)",
     )
     add.add_argument("--role", choices=ROLES, default="owner")
-    _add_db(add)
+    add_db_argument(add)
     add.set_defaults(run=cmd_grant_add)
     remove = grants.add_parser("remove", help="take a key's role away")
     remove.add_argument("public_key", type=_public_key, metavar="PUBKEY")
-    _add_db(remove)
+    add_db_argument(remove)
     remove.set_defaults(run=_cmd_grant_remove)
     listing = grants.add_parser("list", help="every key with a role")
-    _add_db(listing)
+    add_db_argument(listing)
     listing.set_defaults(run=_cmd_grant_list)
 
     limits = coordinator.add_parser("limits", help="what an owner key may ask of the volunteers").add_subparsers(
@@ -56,47 +54,22 @@ def add_commands(coordinator: argparse._SubParsersAction[argparse.ArgumentParser
         ("bundle-bytes", "the largest bundle it may publish"),
     ):
         set_limits.add_argument(f"--{name}", type=_non_negative, metavar="N", help=what)
-    _add_db(set_limits)
+    add_db_argument(set_limits)
     set_limits.set_defaults(run=_cmd_limits_set)
     show = limits.add_parser("show", help="a key's limits")
     show.add_argument("public_key", type=_public_key, metavar="PUBKEY")
-    _add_db(show)
+    add_db_argument(show)
     show.set_defaults(run=_cmd_limits_show)
 
     audit = coordinator.add_parser("audit", help="who changed what, when (newest last)")
     audit.add_argument("--last", type=_non_negative, default=50, metavar="N")
-    _add_db(audit)
+    add_db_argument(audit)
     audit.set_defaults(run=_cmd_audit)
-
-
-def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
-
-
-def _with_store(db: Path, work: Callable[[SqliteStore], Awaitable[T]], *, create: bool = False) -> T:
-    """Run `work` on the database at `db`. `create`: a change that may come before the first
-    `serve` (an operator admits owners first) makes the database when there is none yet."""
-    from coordinator.sqlite import SqliteStore
-
-    if create and not db.exists():
-        if not db.parent.is_dir():
-            raise UsageError(f"cannot create database {db}: directory {db.parent} does not exist")
-    elif not db.is_file():
-        raise UsageError(f"no coordinator database at {db}")
-
-    async def run() -> T:
-        async with SqliteStore(db) as store:
-            return await work(store)
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def cmd_grant_add(args: argparse.Namespace) -> int:
     key = args.public_key
-    changed = _with_store(
+    changed = with_store(
         args.db, lambda store: store.grant(args.name, key, args.role, OPERATOR, time.time()), create=True
     )
     print(f"{args.name} ({key[:16]}…) is {'now' if changed else 'already'} {args.role} on this coordinator")
@@ -105,13 +78,13 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
 
 def _cmd_grant_remove(args: argparse.Namespace) -> int:
     key = args.public_key
-    _with_store(args.db, lambda store: store.revoke(key, OPERATOR, time.time()))
+    with_store(args.db, lambda store: store.revoke(key, OPERATOR, time.time()))
     print(f"{key[:16]}… has no role on this coordinator any more")
     return EXIT_OK
 
 
 def _cmd_grant_list(args: argparse.Namespace) -> int:
-    for grant in _with_store(args.db, lambda store: store.grants()):
+    for grant in with_store(args.db, lambda store: store.grants()):
         print(f"{grant.role:9} {grant.name:24} {grant.public_key}")
     return EXIT_OK
 
@@ -124,17 +97,17 @@ def _cmd_limits_set(args: argparse.Namespace) -> int:
         if (value := getattr(args, field)) is not None
     }
 
-    async def update(store: SqliteStore) -> None:
+    async def update(store: SqlStore) -> None:
         limits = dataclasses.replace(await store.limits_of(key), **given)
         await store.set_limits(key, limits, OPERATOR, time.time())
 
-    _with_store(args.db, update, create=True)
+    with_store(args.db, update, create=True)
     return _cmd_limits_show(args)
 
 
 def _cmd_limits_show(args: argparse.Namespace) -> int:
     key = args.public_key
-    limits = _with_store(args.db, lambda store: store.limits_of(key))
+    limits = with_store(args.db, lambda store: store.limits_of(key))
     print(
         f"{key[:16]}…: {limits.jobs_at_once} jobs at once, {limits.urls_per_job} URLs per job,"
         f" {limits.urls_per_day} URLs per day, bundles up to {limits.bundle_bytes} bytes"
@@ -143,7 +116,7 @@ def _cmd_limits_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    for entry in _with_store(args.db, lambda store: store.audit_log(args.last)):
+    for entry in with_store(args.db, lambda store: store.audit_log(args.last)):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.at))
         actor = entry.actor if entry.actor == OPERATOR else f"{entry.actor[:16]}…"
         print(

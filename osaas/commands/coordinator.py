@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import time
 from pathlib import Path
 
@@ -32,6 +33,15 @@ from osaas.commands._shared import (
     log,
     setup_logging_from,
 )
+from osaas.commands.coordinator_store import (
+    DB_HELP,
+    add_db_argument,
+    add_state_dir_argument,
+    db_location,
+    files_base,
+    named,
+    with_store,
+)
 from overlay.certificates import Admission, CertificateError, check_admission
 from overlay.identity import Identity, IdentityError
 
@@ -40,7 +50,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     coordinator = commands.add_parser("coordinator", help="run a coordinator").add_subparsers(metavar="ACTION")
     serve = coordinator.add_parser("serve", help="serve the coordinator API")
     serve.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
-    serve.add_argument("--db", type=Path, required=True, help="SQLite database file (created if missing)")
+    add_db_argument(serve, f"{DB_HELP}; a SQLite file is created if missing")
+    add_state_dir_argument(serve)
     serve.add_argument("--lease-seconds", type=float, default=60.0)
     serve.add_argument(
         "--unit-size",
@@ -170,9 +181,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_logging_arguments(serve)
     serve.set_defaults(run=_cmd_coordinator_serve)
     board = coordinator.add_parser("dashboard", help="the address of the operator's dashboard, with its token")
-    board.add_argument(
-        "--db", type=Path, required=True, help="the coordinator's SQLite database (the token lies beside it)"
-    )
+    add_db_argument(board)
+    add_state_dir_argument(board)
     board.add_argument(
         "--url",
         type=_coordinator_url,
@@ -189,11 +199,27 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     key = coordinator.add_parser(
         "key", help="print the coordinator's public key (made if missing), for `osaas network admit`"
     )
-    key.add_argument(
-        "--db", type=Path, required=True, help="the coordinator's SQLite database (the key lies beside it)"
-    )
-    key.add_argument("--key", type=Path, help="the coordinator's identity key, if not beside --db")
+    add_db_argument(key)
+    add_state_dir_argument(key)
+    key.add_argument("--key", type=Path, help="the coordinator's identity key, if not in its state dir")
     key.set_defaults(run=_cmd_coordinator_key)
+    migrate = coordinator.add_parser(
+        "migrate",
+        help="move a coordinator's SQLite database into an empty PostgreSQL one (stop the coordinator first)",
+    )
+    migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE", help="the SQLite file")
+    migrate.add_argument(
+        "--to", dest="target", type=_postgres_uri, required=True, metavar="URI", help="postgresql://USER@HOST/DB"
+    )
+    migrate.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where the coordinator's own files (key, dashboard token, DHT state, bundles) are copied, for"
+        " `serve --state-dir`",
+    )
+    migrate.set_defaults(run=_cmd_coordinator_migrate)
     owners = coordinator.add_parser("owner", help="bundle owners this coordinator accepts").add_subparsers(
         metavar="ACTION"
     )
@@ -205,7 +231,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PUBKEY",
         help="the owner's public key (64 hex digits, printed by `osaas bundle keygen`)",
     )
-    owner_add.add_argument("--db", type=Path, required=True, help="the coordinator's SQLite database")
+    add_db_argument(owner_add)
     owner_add.set_defaults(run=access.cmd_grant_add, role="owner")  # `grant add --role owner`
     access.add_commands(coordinator)
 
@@ -223,9 +249,9 @@ def _keep_days(text: str) -> float | None:
 
 
 def _coordinator_identity(args: argparse.Namespace) -> Identity:
-    """The coordinator's key: `--key`, else beside its database (made there if missing)."""
+    """The coordinator's key: `--key`, else in its state dir (made there if missing)."""
     try:
-        return Identity.load_or_create(args.key or args.db.with_suffix(".key"))
+        return Identity.load_or_create(args.key or files_base(args).with_suffix(".key"))
     except (IdentityError, OSError) as exc:
         raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
 
@@ -244,8 +270,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
             f"listening on every address ({host}), the coordinator cannot tell which one reaches it:"
             " give --public-url (the address peers should use) to announce it in the DHT"
         )
-    if not args.db.parent.is_dir():
-        raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
+    files = files_base(args)
     identity = _coordinator_identity(args)
 
     admission = _admission(args, identity)
@@ -256,7 +281,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
             dht = None
             if args.dht_listen:
                 dht = await stack.enter_async_context(
-                    DhtNode(args.dht_listen, args.bootstrap, state_path=args.db.with_suffix(".dht"))
+                    DhtNode(args.dht_listen, args.bootstrap, state_path=files.with_suffix(".dht"))
                 )
                 log.info("DHT node listening on %s:%d", *dht.address)
             task = asyncio.create_task(
@@ -264,6 +289,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
                     host,
                     port,
                     args.db,
+                    files=files,
                     identity=identity,
                     lease_seconds=args.lease_seconds,
                     unit_size=args.unit_size,
@@ -330,9 +356,47 @@ async def _until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         await task
 
 
+def _postgres_uri(text: str) -> str:
+    if not isinstance(db_location(text), str):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PostgreSQL URI (postgresql://USER@HOST/DB)")
+    return text
+
+
+def _cmd_coordinator_migrate(args: argparse.Namespace) -> int:
+    from coordinator.sql.moving import move
+
+    if not args.source.is_file():
+        raise UsageError(f"no coordinator database at {args.source}")
+    target = files_base(argparse.Namespace(state_dir=args.state_dir, db=args.target))
+    files = _files_beside(args.source, target)
+    if taken := [str(there) for there in files.values() if there.exists()]:
+        raise UsageError(f"{', '.join(taken)} already there: give an empty --state-dir")
+    try:
+        moved = move(str(args.source), args.target)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    for here, there in files.items():
+        if here.is_dir():
+            shutil.copytree(here, there, symlinks=True)
+        elif here.exists():
+            shutil.copy2(here, there)
+    print(f"moved {moved.summary()} from {args.source} to {named(args.target)}")
+    print(f"copied {len([h for h in files if h.exists()])} of its own files to {args.state_dir}")
+    print(f"serve it with: osaas coordinator serve --db URI --state-dir {args.state_dir} ...")
+    return EXIT_OK
+
+
+def _files_beside(db: Path, target: Path) -> dict[Path, Path]:
+    """A SQLite coordinator's own files (named after its database) and where they go when its
+    files are named after `target` instead."""
+    from coordinator.dashboard import TOKEN_SUFFIX
+
+    pairs = {db.with_suffix(suffix): target.with_suffix(suffix) for suffix in (".key", ".bundles", ".dht", ".torrent")}
+    pairs[db.with_name(db.name + TOKEN_SUFFIX)] = target.with_name(target.name + TOKEN_SUFFIX)
+    return pairs
+
+
 def _cmd_coordinator_key(args: argparse.Namespace) -> int:
-    if not args.db.parent.is_dir():
-        raise UsageError(f"directory {args.db.parent} does not exist")
     identity = _coordinator_identity(args)
     print(identity.public_hex)
     return EXIT_OK
@@ -340,27 +404,21 @@ def _cmd_coordinator_key(args: argparse.Namespace) -> int:
 
 def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
     from coordinator.dashboard import PREFIX, DashboardAccess, operator_token
-    from coordinator.sqlite import SqliteStore
 
-    if not args.db.exists():
+    if isinstance(args.db, Path) and not args.db.exists():
         raise UsageError(f"{args.db} does not exist (give the --db of `osaas coordinator serve`)")
+    files = files_base(args)
     try:
-        access = DashboardAccess(operator_token(args.db))
+        access = DashboardAccess(operator_token(files))
     except OSError as exc:
-        raise UsageError(f"cannot read the dashboard token beside {args.db}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot read the dashboard token in {files.parent}: {exc.strerror or exc}") from exc
     token = access.operator_token
     if args.owner is not None:
-
-        async def grants() -> list:
-            async with SqliteStore(args.db) as store:
-                return await store.grants()
-
-        try:
-            found = [g for g in asyncio.run(grants()) if g.name == args.owner]
-        except StoreError as exc:
-            raise UsageError(str(exc)) from exc
+        found = [g for g in with_store(args.db, lambda store: store.grants()) if g.name == args.owner]
         if not found:
-            raise UsageError(f"no key named {args.owner!r} in {args.db}; add one with `osaas coordinator grant add`")
+            raise UsageError(
+                f"no key named {args.owner!r} in {named(args.db)}; add one with `osaas coordinator grant add`"
+            )
         token = access.owner_token(found[0].public_key)
     print(f"{args.url.rstrip('/')}{PREFIX}/?token={token}")
     return EXIT_OK

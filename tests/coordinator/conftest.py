@@ -1,9 +1,10 @@
-"""Shared parts for coordinator tests: an injected clock, a real SQLite store, a real server,
+"""Shared parts for coordinator tests: an injected clock, a real store (SQLite, and PostgreSQL
+for the API suite), a real server,
 a peer that signs its requests, and the real link-check bundle (built once per session)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ from coordinator.api import make_app
 from coordinator.edge import CLOCK, IDENTITY
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.rate_limits import Rate, RateLimits, Route
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import PublishedBundle, Store
 from overlay.identity import Identity
 from overlay.wire import CONTENT_TYPE, Lease, decode, encode, sign_request
+from tests import postgres
 from workloads import bundle
 from workloads.builtin import build_linkcheck
 from workloads.bundle import BuiltBundle
@@ -248,14 +250,29 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "coordinator.sqlite"
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """One PostgreSQL cluster per test process, shared by its tests (a database each)."""
+    reason = postgres.why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres.cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the test's store keeps its data: a SQLite file, or an empty PostgreSQL database
+    (the API suite runs against both stores)."""
+    if request.param == "sqlite":
+        return tmp_path / "coordinator.sqlite"
+    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+    return cluster.database()
 
 
 @pytest.fixture
-async def client(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
-    store = SqliteStore(db_path, unit_size=3, max_attempts=3)
+async def client(db_path: Path | str, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
+    store = SqlStore(db_path, unit_size=3, max_attempts=3)
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, rate_limits=UNLIMITED)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         await add_linkcheck(store, linkcheck, clock())

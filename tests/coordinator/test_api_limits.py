@@ -24,7 +24,7 @@ from coordinator.api import make_app
 from coordinator.edge import LIMITER, NONCES, STORE
 from coordinator.owner_limits import Limits
 from coordinator.rate_limits import DEFAULT_PER_ADDRESS, DEFAULT_PER_KEY, Rate, RateLimiter, RateLimits, Route
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay import http
 from overlay.identity import Identity
 from overlay.wire import KEY_HEADER, MAX_NAME, MAX_PEER_NAME, MAX_TEXT, decode, encode, sign_request
@@ -60,7 +60,7 @@ async def serve(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncItera
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(rate_limits: RateLimits | None = None, app_clock: Callable[[], float] = clock) -> TestClient:
-            store = SqliteStore(db_path, unit_size=3, max_attempts=3)
+            store = SqlStore(db_path, unit_size=3, max_attempts=3)
             app = make_app(store, lease_seconds=LEASE_SECONDS, clock=app_clock, rate_limits=rate_limits)
             client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
             await add_linkcheck(store, linkcheck, app_clock())

@@ -20,8 +20,8 @@ from coordinator.api import make_app
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
 from coordinator.owner_routes import MAX_BUNDLE_UPLOAD
 from coordinator.seeder import BundleService
-from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
-from coordinator.sqlite.schema import SCHEMA
+from coordinator.sql import SCHEMA_VERSION, SqlStore
+from coordinator.sql.schema import SCHEMA
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.identity import Identity
 from overlay.wire import BundleRef, RegisterRequest, decode, encode, sign_request
@@ -99,7 +99,7 @@ class Owner:
 @dataclass
 class Coordinator:
     client: TestClient
-    store: SqliteStore
+    store: SqlStore
     bundle_dir: Path
     clock: Clock
 
@@ -112,7 +112,7 @@ class Coordinator:
 
 @pytest.fixture
 async def coordinator(tmp_path: Path, clock: Clock) -> AsyncIterator[Coordinator]:
-    store = SqliteStore(tmp_path / "c.sqlite", unit_size=1, max_attempts=3)
+    store = SqlStore(tmp_path / "c.sqlite", unit_size=1, max_attempts=3)
     bundle_dir = tmp_path / "bundles"
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, bundles=BundleService(bundle_dir))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -350,7 +350,7 @@ async def test_oversized_upload_is_refused_while_reading(coordinator: Coordinato
 
 
 async def test_publishing_needs_a_bundle_service(tmp_path: Path, clock: Clock, linkcheck: Linkcheck) -> None:
-    store = SqliteStore(tmp_path / "c.sqlite")
+    store = SqlStore(tmp_path / "c.sqlite")
     app = make_app(store, clock=clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         await as_operator(store, clock())
@@ -450,7 +450,7 @@ async def test_rollout_to_half_then_roll_back_on_failures(
         (unit,) = await lease(inside, ["demo"])
         assert unit["bundle"]["version"] == "2.0"
         tried.append(unit["unit_id"])
-        with caplog.at_level(logging.WARNING, logger="coordinator.sqlite"):
+        with caplog.at_level(logging.WARNING, logger="coordinator.sql"):
             status, _ = await inside.post(
                 "/v1/reports", {**ref(unit), "exit_code": 2, "error": "boom", "bundle_version": "2.0"}
             )
@@ -638,7 +638,7 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
             " VALUES (1, 'http://a.test/', 'http://a.test', 0, 1, 1)"
         )
     conn.close()
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         status = await store.job_status(1)
         assert (status.workload, status.state, status.units_total, status.items_total) == ("linkcheck", "running", 1, 1)
         await add_linkcheck(store, linkcheck)
@@ -650,7 +650,7 @@ async def test_a_schema_1_database_is_migrated(tmp_path: Path, linkcheck: Linkch
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT bundle_version FROM jobs").fetchall() == [(None,)]
     conn.close()
-    async with SqliteStore(path) as store:  # opening again migrates nothing and keeps everything
+    async with SqlStore(path) as store:  # opening again migrates nothing and keeps everything
         assert [b.name for b in await store.list_bundles()] == ["linkcheck"]
 
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import make_app
 from coordinator.dashboard import COOKIE, DashboardAccess, operator_token
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay.identity import Identity
 from tests.coordinator.conftest import (
     LEASE_SECONDS,
@@ -33,11 +33,11 @@ TOKEN = "operator-" + "x" * 40
 
 
 @pytest.fixture
-async def store(db_path: Path) -> SqliteStore:
-    return SqliteStore(db_path, unit_size=3, max_attempts=3)
+async def store(db_path: Path) -> SqlStore:
+    return SqlStore(db_path, unit_size=3, max_attempts=3)
 
 
-async def dashboard_client(store: SqliteStore, clock: Clock, linkcheck: Linkcheck, public: bool = False) -> TestClient:
+async def dashboard_client(store: SqlStore, clock: Clock, linkcheck: Linkcheck, public: bool = False) -> TestClient:
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, dashboard_access=DashboardAccess(TOKEN, public))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -47,7 +47,7 @@ async def dashboard_client(store: SqliteStore, clock: Clock, linkcheck: Linkchec
 
 
 @pytest.fixture
-async def board(store: SqliteStore, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
+async def board(store: SqlStore, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
     client = await dashboard_client(store, clock, linkcheck)
     try:
         yield client
@@ -60,7 +60,7 @@ async def page(client: TestClient, path: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_looking_needs_a_token_that_then_stays_in_a_strict_cookie(board: TestClient, store: SqliteStore) -> None:
+async def test_looking_needs_a_token_that_then_stays_in_a_strict_cookie(board: TestClient, store: SqlStore) -> None:
     status, text = await page(board, "/dashboard/")
     assert status == 401 and "osaas coordinator dashboard" in text
     status, _ = await page(board, "/dashboard/?token=guess")
@@ -82,7 +82,7 @@ async def test_looking_needs_a_token_that_then_stays_in_a_strict_cookie(board: T
     assert (await page(board, f"/dashboard/?token={access.owner_token(Identity.generate().public_hex)}"))[0] == 403
 
 
-async def test_an_owners_dashboard_shows_its_own_jobs_only(board: TestClient, store: SqliteStore) -> None:
+async def test_an_owners_dashboard_shows_its_own_jobs_only(board: TestClient, store: SqlStore) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     await store.add_owner("alice", alice.public_hex, 1.0)
     await store.add_owner("bob", bob.public_hex, 1.0)
@@ -105,7 +105,7 @@ async def test_an_owners_dashboard_shows_its_own_jobs_only(board: TestClient, st
 
 
 async def test_a_deleted_job_shows_its_status_and_says_its_results_are_gone(
-    board: TestClient, store: SqliteStore, clock: Clock
+    board: TestClient, store: SqlStore, clock: Clock
 ) -> None:
     board.session.cookie_jar.update_cookies({COOKIE: TOKEN})
     job_id = await submit(board, ["http://a.test/"])
@@ -116,7 +116,7 @@ async def test_a_deleted_job_shows_its_status_and_says_its_results_are_gone(
     assert status == 404
 
 
-async def test_a_public_dashboard_needs_no_token(store: SqliteStore, clock: Clock, linkcheck: Linkcheck) -> None:
+async def test_a_public_dashboard_needs_no_token(store: SqlStore, clock: Clock, linkcheck: Linkcheck) -> None:
     client = await dashboard_client(store, clock, linkcheck, public=True)
     try:
         assert (await page(client, "/dashboard/"))[0] == 200
@@ -172,7 +172,7 @@ async def test_the_pages_show_jobs_peers_shares_hosts_and_broken_links(board: Te
 
 
 async def test_a_workload_without_renderers_offers_its_records_as_json_lines_and_csv(
-    board: TestClient, store: SqliteStore, clock: Clock, tmp_path: Path
+    board: TestClient, store: SqlStore, clock: Clock, tmp_path: Path
 ) -> None:
     board.session.cookie_jar.update_cookies({COOKIE: TOKEN})
     await publish_fingerprint(store, tmp_path)

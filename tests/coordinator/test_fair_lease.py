@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient
 
 from coordinator import assignment, host_pacing, reputation, unit_sizing
 from coordinator.peer_routes import RETRY_AFTER
-from coordinator.sqlite import SCHEMA_VERSION, SqliteStore
-from coordinator.sqlite.schema import MIGRATIONS, SCHEMA
+from coordinator.sql import SCHEMA_VERSION, SqlStore
+from coordinator.sql.schema import MIGRATIONS, SCHEMA
 from coordinator.store import (
     BYTES_PER_ITEM,
     PEER_QUIET_SECONDS,
@@ -37,17 +37,17 @@ REST = host_pacing.DEFAULT_MIN_DELAY
 
 
 @pytest.fixture
-async def store(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "c.sqlite") as opened:
+async def store(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[SqlStore]:
+    async with SqlStore(tmp_path / "c.sqlite") as opened:
         await add_linkcheck(opened, linkcheck)
         yield opened
 
 
-async def register(store: SqliteStore, peer: str, now: float = T0, capacity: float = 0.0) -> None:
+async def register(store: SqlStore, peer: str, now: float = T0, capacity: float = 0.0) -> None:
     await store.register_peer(peer, RegisterRequest(peer, 4, ["linkcheck"], capacity=capacity), now)
 
 
-async def lease_all(store: SqliteStore, peer: str, now: float, lease_seconds: float = LEASE) -> list[Lease]:
+async def lease_all(store: SqlStore, peer: str, now: float, lease_seconds: float = LEASE) -> list[Lease]:
     return await store.lease(peer, 256, ["linkcheck"], now, lease_seconds)
 
 
@@ -70,7 +70,7 @@ def done(lease: Lease, status: int = 200) -> dict[str, Any]:
     }
 
 
-async def report(store: SqliteStore, peer: str, lease: Lease, now: float, status: int = 200) -> None:
+async def report(store: SqlStore, peer: str, lease: Lease, now: float, status: int = 200) -> None:
     throttled = 1 if status in (429, 503) else 0  # as the peer counts its fetches' answers
     answer = await store.report(
         peer,
@@ -102,7 +102,7 @@ def host_won_by(winner: str, loser: str, prefix: str) -> str:
 # ---- assignment ------------------------------------------------------------------------------
 
 
-async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(tmp_path: Path, store: SqliteStore) -> None:
+async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(tmp_path: Path, store: SqlStore) -> None:
     # Keys with a long confirmed record, claiming less than a trusted key weighs unseen
     # (reputation.OBSERVED_FLOOR): their weights are their claims.
     await register(store, "big", capacity=900_000)
@@ -125,7 +125,7 @@ async def test_peers_get_disjoint_hosts_in_proportion_to_their_capacities(tmp_pa
     assert {host: peer for peer, hosts in (("big", big), ("small", small)) for host in hosts} == plan.assignment
 
 
-async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(tmp_path: Path, store: SqliteStore) -> None:
+async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(tmp_path: Path, store: SqlStore) -> None:
     for peer in ("p1", "p2", "p3"):
         await register(store, peer)
     vouch(tmp_path / "c.sqlite", "p1", "p2", "p3")  # weights high enough that no cap binds here
@@ -146,7 +146,7 @@ async def test_a_quiet_peer_loses_its_hosts_to_their_next_choices(tmp_path: Path
     assert after["p1"] == {h for h in of_p3 if assignment.score(h, "p1", w) > assignment.score(h, "p2", w)}
 
 
-async def test_a_peer_that_does_not_run_the_jobs_bundle_gets_no_host(store: SqliteStore) -> None:
+async def test_a_peer_that_does_not_run_the_jobs_bundle_gets_no_host(store: SqlStore) -> None:
     # "picky" is every host's first choice by name and score here, but runs another bundle only:
     # given a host, it would never lease its work, and the host would wait.
     await store.register_peer("picky", RegisterRequest("picky", 4, ["other"]), T0)
@@ -158,7 +158,7 @@ async def test_a_peer_that_does_not_run_the_jobs_bundle_gets_no_host(store: Sqli
     assert sorted(hosts_of(await lease_all(store, "able", T0))) == sorted(set(hosts))
 
 
-async def test_a_peer_without_hosts_gets_nothing(store: SqliteStore) -> None:
+async def test_a_peer_without_hosts_gets_nothing(store: SqlStore) -> None:
     await register(store, "p1")
     await register(store, "p2")
     host = host_won_by("p1", "p2", "only")
@@ -171,7 +171,7 @@ async def test_a_host_beyond_every_cap_stays_with_the_peer_that_has_it(tmp_path:
     # Small capacities keep the demand floor low, so one host of ten URLs is larger than either
     # peer's cap: it is placed outside the bound. "zed" had it alone; when "amy" joins, moving
     # it would only cost a handover, though "amy" is both its rendezvous choice and first by name.
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=2) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=2) as store:
         await add_linkcheck(store, linkcheck)
         host = host_won_by("amy", "zed", "big")
         await register(store, "zed", capacity=25_000)
@@ -200,7 +200,7 @@ async def test_the_operator_sets_how_far_a_peer_may_go_beyond_its_share(
         for e in (assignment.DEFAULT_EPSILON, 1.0)
     }
     assert plans[assignment.DEFAULT_EPSILON] != plans[1.0]  # the bound decides here
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=10, epsilon=epsilon) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=10, epsilon=epsilon) as store:
         await add_linkcheck(store, linkcheck)
         for peer, capacity in weights.items():
             await register(store, peer, capacity=capacity)
@@ -214,14 +214,14 @@ async def test_the_operator_sets_how_far_a_peer_may_go_beyond_its_share(
 def test_epsilon_is_checked() -> None:
     for epsilon in (0.0, -1.0, assignment.MAX_EPSILON * 2, float("nan")):
         with pytest.raises(ValueError, match="epsilon must be above 0 and at most 10"):
-            SqliteStore("unused.sqlite", epsilon=epsilon)
+            SqlStore("unused.sqlite", epsilon=epsilon)
 
 
 # ---- politeness ------------------------------------------------------------------------------
 
 
 async def test_a_host_rests_until_next_allowed_at(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=1) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p")
         await store.create_job("linkcheck", {"urls": ["http://a.test/1", "http://a.test/2"], "depth": 0}, T0)
@@ -234,7 +234,7 @@ async def test_a_host_rests_until_next_allowed_at(tmp_path: Path, linkcheck: Lin
 
 
 async def test_the_operator_sets_the_pause_between_units(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1, host_min_delay=0.0) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=1, host_min_delay=0.0) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p")
         await store.create_job("linkcheck", {"urls": ["http://a.test/1", "http://a.test/2"], "depth": 0}, T0)
@@ -244,11 +244,11 @@ async def test_the_operator_sets_the_pause_between_units(tmp_path: Path, linkche
         assert len(await lease_all(store, "p", T0 + 5)) == 1  # no pause after the report
     for bad in (-0.5, float("nan"), host_pacing.MAX_MIN_DELAY + 1):
         with pytest.raises(ValueError, match="host_min_delay"):
-            SqliteStore(tmp_path / "d.sqlite", host_min_delay=bad)
+            SqlStore(tmp_path / "d.sqlite", host_min_delay=bad)
 
 
 async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=1) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p")
         urls = [f"http://a.test/{i}" for i in range(4)]
@@ -287,7 +287,7 @@ async def test_a_reported_crawl_delay_rests_the_host_between_units(tmp_path: Pat
 
 
 async def test_429_and_503_back_a_host_off(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=1) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=1) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p")
         urls = [f"http://a.test/{i}" for i in range(4)]
@@ -341,7 +341,7 @@ async def test_no_host_has_two_live_leases_when_peers_ask_at_once(client: TestCl
 # ---- unit sizes and stragglers ---------------------------------------------------------------
 
 
-async def test_units_are_sized_by_the_peers_throughput(store: SqliteStore) -> None:
+async def test_units_are_sized_by_the_peers_throughput(store: SqlStore) -> None:
     await register(store, "fast")
     await register(store, "slow")
     fast_host, slow_host = host_won_by("fast", "slow", "f"), host_won_by("slow", "fast", "s")
@@ -359,7 +359,7 @@ async def test_units_are_sized_by_the_peers_throughput(store: SqliteStore) -> No
     assert (len(fast.payload["items"]), len(slow.payload["items"])) == (unit_sizing.MAX_UNIT, 6)
 
 
-async def test_a_silent_straggler_is_granted_again_and_its_old_token_is_stale(store: SqliteStore) -> None:
+async def test_a_silent_straggler_is_granted_again_and_its_old_token_is_stale(store: SqlStore) -> None:
     lease_seconds = 300.0  # peers renew every 100 s; silent for more than 200 s: taken back
     host = host_won_by("p2", "p1", "slow")
     await register(store, "p1")
@@ -412,7 +412,7 @@ async def test_a_schema_2_file_is_migrated_with_its_jobs_and_results(tmp_path: P
         )
         conn.execute("INSERT INTO peers VALUES ('old', 'old', 1, ?, '', 1.0, 1.0)", (encode(["linkcheck"]),))
     conn.close()
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         status = await store.job_status(1)
         assert (status.state, status.units_total, status.units_done, status.items_total, status.counts) == (
             "running",
@@ -469,7 +469,7 @@ async def test_a_schema_3_file_gets_its_units_built_again_with_every_row_and_ref
         )
         units_before = conn.execute("SELECT * FROM units ORDER BY id").fetchall()
     conn.close()
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         assert (await store.job_status(1)).units_done == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
@@ -538,7 +538,7 @@ async def test_a_schema_4_file_keeps_each_units_items_and_what_waits(tmp_path: P
             ("http://b.test/3", b, None, 0),
         ],
     )
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "new")
         first = {lease.unit_id: lease for lease in await lease_all(store, "new", T0)}
@@ -571,7 +571,7 @@ async def test_a_file_whose_open_units_share_items_is_left_as_it_was(tmp_path: P
     with pytest.raises(
         StoreError, match=rf"cannot migrate to schema {SCHEMA_VERSION}: 1 open units share items; finish its jobs"
     ):
-        async with SqliteStore(path):
+        async with SqlStore(path):
             pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)

@@ -15,7 +15,7 @@ from coordinator import item_jobs, url_jobs
 from coordinator.api import make_app
 from coordinator.edge import STORE
 from coordinator.owner_limits import Limits
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import InvalidInput
 from overlay.identity import Identity
 from tests.coordinator.conftest import (
@@ -233,7 +233,7 @@ async def test_a_lease_answer_of_records_stays_within_what_a_peer_reads(
 ) -> None:
     # The cap, scaled down with the records (4 MiB and 60 KB records would do the same).
     monkeypatch.setattr(item_jobs, "LEASE_RECORD_BYTES", 250_000)
-    store = SqliteStore(db_path, unit_size=500, max_attempts=3)
+    store = SqlStore(db_path, unit_size=500, max_attempts=3)
     app = make_app(store, lease_seconds=LEASE_SECONDS, clock=clock, rate_limits=UNLIMITED)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         await add_linkcheck(store, linkcheck, clock())

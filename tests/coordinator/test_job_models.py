@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from coordinator.edge import STORE
 from coordinator.rollout import picks_candidate
-from coordinator.sqlite import reports, schema
+from coordinator.sql import reports, schema
 from overlay.identity import Identity
 from tests.coordinator.conftest import (
     FINGERPRINT_MANIFEST,

@@ -3,7 +3,7 @@ records kept before read the same."""
 
 from __future__ import annotations
 
-from coordinator.sqlite import kept_records
+from coordinator.sql import kept_records
 from overlay.wire import encode
 
 URL = "http://a.test/some/long/path/to/a/page.html"

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.api import make_app
 from coordinator.dashboard import DashboardAccess
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import StoreError
 from overlay.wire import decode
 from tests.coordinator.conftest import (
@@ -36,7 +36,7 @@ TOKEN = "operator-" + "m" * 40
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-async def _client(store: SqliteStore, clock: Clock, linkcheck: Linkcheck, public: bool = False) -> TestClient:
+async def _client(store: SqlStore, clock: Clock, linkcheck: Linkcheck, public: bool = False) -> TestClient:
     app = make_app(
         store,
         lease_seconds=LEASE_SECONDS,
@@ -53,7 +53,7 @@ async def _client(store: SqliteStore, clock: Clock, linkcheck: Linkcheck, public
 
 @pytest.fixture
 async def watched(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[TestClient]:
-    client = await _client(SqliteStore(db_path, unit_size=3, max_attempts=3), clock, linkcheck)
+    client = await _client(SqlStore(db_path, unit_size=3, max_attempts=3), clock, linkcheck)
     try:
         yield client
     finally:
@@ -130,7 +130,7 @@ def _urls(lease: dict[str, object]) -> list[str]:
 
 
 async def test_metrics_need_the_operators_token_unless_the_dashboard_is_public(
-    watched: TestClient, db_path: Path, clock: Clock, linkcheck: Linkcheck
+    watched: TestClient, tmp_path: Path, clock: Clock, linkcheck: Linkcheck
 ) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         async with watched.get("/metrics", headers=headers) as response:
@@ -138,7 +138,7 @@ async def test_metrics_need_the_operators_token_unless_the_dashboard_is_public(
             assert "operator's token" in await response.text()
     assert value(await scrape(watched), "osaas_store_up") == 1
 
-    public = await _client(SqliteStore(db_path.with_name("public.sqlite")), clock, linkcheck, public=True)
+    public = await _client(SqlStore(tmp_path / "public.sqlite"), clock, linkcheck, public=True)
     try:
         assert value(await scrape(public, token=None), "osaas_store_up") == 1
     finally:
@@ -148,7 +148,7 @@ async def test_metrics_need_the_operators_token_unless_the_dashboard_is_public(
 async def test_health_says_503_when_the_store_process_is_gone(
     db_path: Path, clock: Clock, linkcheck: Linkcheck
 ) -> None:
-    store = SqliteStore(db_path, own_process=True)
+    store = SqlStore(db_path, own_process=True)
     client = await _client(store, clock, linkcheck)
     try:
         async with client.get("/v1/health") as response:

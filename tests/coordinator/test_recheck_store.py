@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from coordinator import verdicts
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import NotFound
 from overlay.wire import Lease, RegisterRequest, Report
 from tests.coordinator.conftest import item, publish_source, version_of
@@ -41,18 +41,18 @@ def says_broken(url: str) -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "c.sqlite", host_min_delay=0.0, rechecks=True) as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    async with SqlStore(tmp_path / "c.sqlite", host_min_delay=0.0, rechecks=True) as opened:
         await publish_source(opened, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "dist", T0)
         yield opened
 
 
-async def join(store: SqliteStore, peers: list[str], now: float) -> None:
+async def join(store: SqlStore, peers: list[str], now: float) -> None:
     for peer in peers:
         await store.register_peer(peer, RegisterRequest(peer, 4, ["*"]), now)
 
 
-async def work(store: SqliteStore, peer: str, answering: Answering, now: float) -> list[str]:
+async def work(store: SqlStore, peer: str, answering: Answering, now: float) -> list[str]:
     """The peer leases what it may and reports it; the URLs it answered."""
     answered: list[str] = []
     for granted in await store.lease(peer, 8, ["*"], now, LEASE, address=ADDRESS[peer]):
@@ -61,7 +61,7 @@ async def work(store: SqliteStore, peer: str, answering: Answering, now: float) 
     return answered
 
 
-async def report(store: SqliteStore, peer: str, granted: Lease, answering: Answering, now: float) -> None:
+async def report(store: SqlStore, peer: str, granted: Lease, answering: Answering, now: float) -> None:
     items = [item(i["url"], result=answering(i["url"])) for i in granted.payload["items"]]
     response = await store.report(
         peer, Report(granted.unit_id, granted.token, 0, {"items": items}, bundle_version=version_of(granted)), now
@@ -70,7 +70,7 @@ async def report(store: SqliteStore, peer: str, granted: Lease, answering: Answe
 
 
 async def run(
-    store: SqliteStore, job_id: int, peers: dict[str, Answering], now: float, rounds: int = 30
+    store: SqlStore, job_id: int, peers: dict[str, Answering], now: float, rounds: int = 30
 ) -> tuple[float, dict[str, list[str]]]:
     """Rounds of every peer leasing and reporting until the job is done: the time then, and
     which URLs each peer answered."""
@@ -84,11 +84,11 @@ async def run(
     return now, answered
 
 
-async def rows(store: SqliteStore, job_id: int) -> dict[str, dict[str, object]]:
+async def rows(store: SqlStore, job_id: int) -> dict[str, dict[str, object]]:
     return {row["url"]: row for row in await store.job_results(job_id, 0, 100)}
 
 
-async def test_a_problem_is_final_once_a_peer_of_another_network_says_the_same(store: SqliteStore) -> None:
+async def test_a_problem_is_final_once_a_peer_of_another_network_says_the_same(store: SqlStore) -> None:
     await join(store, ["a", "c"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": sorted(TRUTH), "depth": 0}, T0)
     now, answered = await run(store, job_id, {"a": honest, "c": honest}, T0)
@@ -111,7 +111,7 @@ async def test_a_problem_is_final_once_a_peer_of_another_network_says_the_same(s
     ]  # fmt: skip
 
 
-async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(store: SqliteStore, tmp_path: Path) -> None:
+async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(store: SqlStore, tmp_path: Path) -> None:
     await join(store, ["z"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": ["http://a.test/ok1"], "depth": 0}, T0)
     (granted,) = await store.lease("z", 8, ["*"], T0 + 1, LEASE, address=ADDRESS["z"])
@@ -134,7 +134,7 @@ async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(stor
     assert records == {"z": "0/1", "c": "1/0", "d": "1/0"}
 
 
-async def test_a_peer_never_rechecks_its_own_answer_and_its_network_waits_for_others(store: SqliteStore) -> None:
+async def test_a_peer_never_rechecks_its_own_answer_and_its_network_waits_for_others(store: SqlStore) -> None:
     await join(store, ["a", "b", "c"], T0)
     await store.create_job(LINKCHECK, {"urls": ["http://a.test/gone"], "depth": 0}, T0)
     first = None
@@ -160,7 +160,7 @@ async def test_a_peer_never_rechecks_its_own_answer_and_its_network_waits_for_ot
         assert granted.payload["items"][0]["url"] == "http://a.test/gone"
 
 
-async def test_a_lone_peers_answers_stand(store: SqliteStore) -> None:
+async def test_a_lone_peers_answers_stand(store: SqlStore) -> None:
     await join(store, ["a"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": sorted(TRUTH), "depth": 0}, T0)
     await run(store, job_id, {"a": honest}, T0)
@@ -170,7 +170,7 @@ async def test_a_lone_peers_answers_stand(store: SqliteStore) -> None:
     assert all(row["verdict"] is None and row["answers"] == [] for row in results.values())
 
 
-async def test_a_recheck_nobody_comes_to_give_ends_the_wait(store: SqliteStore) -> None:
+async def test_a_recheck_nobody_comes_to_give_ends_the_wait(store: SqlStore) -> None:
     await join(store, ["a", "c"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": ["http://a.test/gone"], "depth": 0}, T0)
     leased = {p: await store.lease(p, 8, ["*"], T0 + 1, LEASE, address=ADDRESS[p]) for p in ("a", "c")}
@@ -184,7 +184,7 @@ async def test_a_recheck_nobody_comes_to_give_ends_the_wait(store: SqliteStore) 
     assert row["result"] == "broken" and row["verdict"] == "unconfirmed"
 
 
-async def test_a_cancelled_job_takes_its_rechecks_with_it(store: SqliteStore) -> None:
+async def test_a_cancelled_job_takes_its_rechecks_with_it(store: SqlStore) -> None:
     await join(store, ["a", "c"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": ["http://a.test/gone"], "depth": 0}, T0)
     for peer in ("a", "c"):
@@ -208,7 +208,7 @@ async def test_known_answers_in_a_liars_units_quarantine_it_and_its_answers_are_
     def says_ok(url: str) -> str:
         return "ok"
 
-    async with SqliteStore(tmp_path / "k.sqlite", host_min_delay=0.0, unit_size=2, rechecks=True) as store:
+    async with SqlStore(tmp_path / "k.sqlite", host_min_delay=0.0, unit_size=2, rechecks=True) as store:
         await publish_source(store, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "dist", T0)
         await join(store, ["a", "c"], T0)
         job_id = await store.create_job(LINKCHECK, {"urls": sorted(truth), "depth": 0}, T0)

@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from coordinator.sqlite import SqliteStore, schema
-from coordinator.sqlite.schema import MAX_REFERRERS
+from coordinator.sql import SqlStore, schema
+from coordinator.sql.schema import MAX_REFERRERS
 from overlay.wire import Report, encode
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
 from tests.coordinator.test_sqlite_store import LEASE, T0, register
@@ -31,7 +31,7 @@ def _answer(payload: dict[str, Any]) -> dict[str, Any]:
     return {"items": items}
 
 
-async def _crawl(store: SqliteStore, job_id: int, now: float) -> None:
+async def _crawl(store: SqlStore, job_id: int, now: float) -> None:
     """Lease and report until the job is done, each host resting between its units."""
     while (await store.job_status(job_id)).state != "done":
         await store.rebalance(now)
@@ -44,7 +44,7 @@ async def _crawl(store: SqliteStore, job_id: int, now: float) -> None:
 
 
 async def test_an_item_keeps_a_hundred_referrers_and_counts_the_rest(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", unit_size=50) as store:
+    async with SqlStore(tmp_path / "c.sqlite", unit_size=50) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p1")
         job_id = await store.create_job("linkcheck", {"urls": PAGES, "depth": None}, T0)
@@ -93,7 +93,7 @@ async def test_schema_14_referrers_become_pages_and_answering_keys_numbers(tmp_p
         conn.execute("UPDATE items SET answered_by = ? WHERE id IN (9, 10)", ("ab" * 32,))
         conn.execute("PRAGMA user_version = 14")
     conn.close()
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         rows = {row["url"]: row for row in await store.job_results(4, 0, 10)}
     assert (rows["http://a.test/b"]["referrers"], rows["http://a.test/b"]["more_referrers"]) == (
         ["http://a.test/moved/"],

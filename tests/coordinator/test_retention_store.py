@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite import SqliteStore, retention
+from coordinator.sql import SqlStore, retention
 from coordinator.store import NotFound
 from overlay.wire import RegisterRequest, Report
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, version_of
@@ -44,7 +44,7 @@ async def test_finished_jobs_are_deleted_after_the_time_kept_in_batches(
 ) -> None:
     monkeypatch.setattr(retention, "PURGE_BATCH", 2)  # items per call: the job's 6 take several
     path = tmp_path / "c.sqlite"
-    async with SqliteStore(path, unit_size=2) as store:
+    async with SqlStore(path, unit_size=2) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p1")
         old = await store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)
@@ -92,7 +92,7 @@ async def test_an_owner_deletes_a_running_job_at_once_and_again_harmlessly(
     tmp_path: Path, linkcheck: Linkcheck
 ) -> None:
     path = tmp_path / "c.sqlite"
-    async with SqliteStore(path, unit_size=2) as store:
+    async with SqlStore(path, unit_size=2) as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "p1")
         job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": None}, T0)

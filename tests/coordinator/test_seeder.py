@@ -14,7 +14,7 @@ import pytest
 
 from coordinator.api import serve
 from coordinator.seeder import BundleSeeder, BundleService
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay.announcements import BundleAnnouncement, SwarmMember, bundle_key, swarm_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
@@ -65,10 +65,8 @@ origins = pytest.mark.parametrize("own_origin", [False, True], ids=["libtorrent"
 
 
 @contextlib.asynccontextmanager
-async def published_linkcheck(
-    tmp_path: Path, linkcheck: Linkcheck, seeding: BundleSeeder
-) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "c.sqlite") as store:
+async def published_linkcheck(tmp_path: Path, linkcheck: Linkcheck, seeding: BundleSeeder) -> AsyncIterator[SqlStore]:
+    async with SqlStore(tmp_path / "c.sqlite") as store:
         await store.add_owner("owner", linkcheck.owner.public_hex, START)
         await BundleService(tmp_path / "bundles", seeding).publish(store, linkcheck.manifest, linkcheck.archive, START)
         yield store
@@ -90,7 +88,7 @@ async def test_a_published_bundle_is_fetched_from_the_seeder(
     # A restart seeds what the store holds, from the files kept in bundle_dir.
     async with (
         seeder(tmp_path, Identity.generate(), own_origin=own_origin) as seeding,
-        SqliteStore(tmp_path / "c.sqlite") as store,
+        SqlStore(tmp_path / "c.sqlite") as store,
     ):
         await BundleService(tmp_path / "bundles", seeding).start(store)
         assert seeding.is_seeding(linkcheck.info_hash)
@@ -159,7 +157,7 @@ async def test_serve_publishes_and_seeds_the_builtin_bundle(tmp_path: Path) -> N
     ).is_file()
     again, _ = await info_once()  # a restart publishes the same version again: nothing changes
     assert again == status
-    async with SqliteStore(db) as store:
+    async with SqlStore(db) as store:
         grants = [(g.name, g.public_key, g.role) for g in await store.grants()]
         assert grants == [("coordinator", identity.public_hex, "operator")]
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.host_pacing import DEFAULT_MIN_DELAY as REST
-from coordinator.sqlite import SqliteStore, peers
+from coordinator.sql import SqlStore, peers
 from coordinator.store import StaleLease, StoreError, UnknownPeer
 from overlay import http
 from overlay.identity import Identity
@@ -52,11 +52,11 @@ def _finished(row: dict[str, Any]) -> bool:
     return row["result"] is not None or row["failed"] is not None
 
 
-async def register(store: SqliteStore, peer: str) -> None:
+async def register(store: SqlStore, peer: str) -> None:
     await store.register_peer(peer, RegisterRequest(name=peer, slots=4, workloads=["linkcheck"]), T0)
 
 
-async def finish(store: SqliteStore, peer: str, now: float) -> float:
+async def finish(store: SqlStore, peer: str, now: float) -> float:
     """Lease and honestly report until nothing is left, rebalancing as the coordinator's
     background task would and letting each host rest between its units; the time it ends."""
     while True:
@@ -73,7 +73,7 @@ async def finish(store: SqliteStore, peer: str, now: float) -> float:
         now += REST
 
 
-async def assert_site_checked_once(store: SqliteStore, job_id: int) -> None:
+async def assert_site_checked_once(store: SqlStore, job_id: int) -> None:
     rows = await store.job_results(job_id, 0, 5000)
     urls = [r["url"] for r in rows]
     assert sorted(urls) == sorted(SITE)
@@ -85,7 +85,7 @@ async def assert_site_checked_once(store: SqliteStore, job_id: int) -> None:
 
 async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
-    abandoned = SqliteStore(path, unit_size=2)
+    abandoned = SqlStore(path, unit_size=2)
     await abandoned.open()
     await add_linkcheck(abandoned, linkcheck)
     await register(abandoned, "p1")
@@ -98,7 +98,7 @@ async def test_store_abandoned_mid_job_is_picked_up_by_a_fresh_store(tmp_path: P
     assert sorted(len(lease.payload["items"]) for lease in held) == [1, 2]  # b.test/, and a.test/1 + /2
     try:
         # No close: the first store just stops, as a killed process would.
-        fresh = SqliteStore(path, unit_size=2)
+        fresh = SqlStore(path, unit_size=2)
         async with fresh:
             assert (await fresh.job_status(job_id)).items_done == 1
             end = await finish(fresh, "p1", T0 + REST + LEASE + REST)
@@ -170,7 +170,7 @@ async def test_coordinator_killed_mid_job_loses_nothing_acknowledged(tmp_path: P
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     peer = identity.public_hex
-    async with SqliteStore(path, unit_size=2) as store:
+    async with SqlStore(path, unit_size=2) as store:
         status = await store.job_status(job_id)
         assert (status.items_done, status.items_total) == (1, 4)
         await finish(store, peer, time.time() + LEASE)
@@ -193,7 +193,7 @@ async def test_any_schedule_reports_every_url_exactly_once(
     tmp_path_factory: Any, linkcheck: Linkcheck, steps: list[tuple]
 ) -> None:
     path = tmp_path_factory.mktemp("prop") / "c.sqlite"
-    async with SqliteStore(path, unit_size=2, max_attempts=3) as store:
+    async with SqlStore(path, unit_size=2, max_attempts=3) as store:
         await add_linkcheck(store, linkcheck)
         for peer in ("p1", "p2"):
             await register(store, peer)
@@ -238,26 +238,26 @@ async def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"^cannot open database .*garbage\.sqlite: file is not a database$"):
-        await SqliteStore(garbage).open()
+        await SqlStore(garbage).open()
 
     newer = tmp_path / "newer.sqlite"
-    async with SqliteStore(newer):
+    async with SqlStore(newer):
         pass
     with sqlite3.connect(newer) as conn:
         conn.execute("PRAGMA user_version=99")
     with pytest.raises(StoreError, match=r"was written by a newer osaas \(schema 99\); upgrade osaas$"):
-        await SqliteStore(newer).open()
+        await SqlStore(newer).open()
 
 
 async def test_an_empty_or_damaged_file_is_refused_and_left_as_it_was(tmp_path: Path, linkcheck: Linkcheck) -> None:
     empty = tmp_path / "empty.sqlite"
     empty.touch()
     with pytest.raises(StoreError, match=r"empty\.sqlite is empty \(0 bytes\), not an osaas database: restore"):
-        await SqliteStore(empty).open()
+        await SqlStore(empty).open()
     assert empty.stat().st_size == 0  # never replaced by a new database
 
     damaged = tmp_path / "damaged.sqlite"
-    async with SqliteStore(damaged) as store:
+    async with SqlStore(damaged) as store:
         await add_linkcheck(store, linkcheck)
         for _ in range(3):
             await store.create_job("linkcheck", {"urls": [f"http://a.test/{i}" for i in range(1000)]}, T0)
@@ -267,24 +267,24 @@ async def test_an_empty_or_damaged_file_is_refused_and_left_as_it_was(tmp_path: 
         f.write(bytes(range(256)) * 16)
     before = damaged.read_bytes()
     with pytest.raises(StoreError, match=r"damaged\.sqlite is damaged \(.+\): restore it from a backup"):
-        await SqliteStore(damaged).open()
+        await SqlStore(damaged).open()
     assert damaged.read_bytes() == before
 
 
 async def test_reopening_keeps_everything(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         await add_linkcheck(store, linkcheck)
         job_id = await store.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 0}, T0)
         before = await store.job_status(job_id)
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         assert await store.job_status(job_id) == before
         assert [j.job_id for j in await store.list_jobs()] == [job_id]
 
 
 async def test_peers_quiet_for_a_week_are_forgotten_and_may_come_back(tmp_path: Path, linkcheck: Linkcheck) -> None:
     # Keys cost nothing: a table of every key that ever registered would only grow.
-    async with SqliteStore(tmp_path / "c.sqlite") as store:
+    async with SqlStore(tmp_path / "c.sqlite") as store:
         await add_linkcheck(store, linkcheck)
         await register(store, "gone")
         week_later = T0 + peers.FORGET_AFTER + 1
@@ -304,7 +304,7 @@ async def test_peers_started_together_all_get_work_once_the_first_plan_settled(
 ) -> None:
     # Measured across hosts: the first of six peers to register was given every website, leased
     # a unit of each and kept them; three others waited 34-44 s for their first unit.
-    async with SqliteStore(tmp_path / "c.sqlite", settle=settle) as store:
+    async with SqlStore(tmp_path / "c.sqlite", settle=settle) as store:
         await add_linkcheck(store, linkcheck)
         await store.create_job("linkcheck", {"urls": [f"http://site{i}.test/" for i in range(6)]}, T0)
         first: list[int] = []
@@ -324,7 +324,7 @@ async def test_peers_started_together_all_get_work_once_the_first_plan_settled(
 
 async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "seven.sqlite"
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         await add_linkcheck(store, linkcheck)
     version = linkcheck.version
     with sqlite3.connect(path) as conn:  # as schema 7 left a rollout the coordinator rolled back
@@ -369,6 +369,6 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
         )
         conn.execute("PRAGMA user_version=7")
     conn.close()
-    async with SqliteStore(path) as store:
+    async with SqlStore(path) as store:
         status = await store.bundle_status("linkcheck")
     assert {v.version: v.rolled_back for v in status.versions} == {version: True, "x": False}

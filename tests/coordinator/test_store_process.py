@@ -1,4 +1,4 @@
-"""The store in a process of its own (SqliteStore(own_process=True), as `serve` runs it): the
+"""The store in a process of its own (SqlStore(own_process=True), as `serve` runs it): the
 same work and refusals as on a thread, answers only once on disk, and clear failures when
 either side dies."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from coordinator.store import InvalidInput, StaleLease, StoreError
 from overlay.wire import Report
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, version_of
@@ -29,7 +29,7 @@ def _store_processes() -> list[multiprocessing.process.BaseProcess]:
 
 async def test_a_crawl_through_a_store_in_its_own_process(tmp_path: Path, linkcheck: Linkcheck) -> None:
     path = tmp_path / "c.sqlite"
-    async with SqliteStore(path, own_process=True) as store:
+    async with SqlStore(path, own_process=True) as store:
         (child,) = _store_processes()
         assert child.pid != os.getpid() and child.is_alive()
         await add_linkcheck(store, linkcheck)
@@ -42,12 +42,12 @@ async def test_a_crawl_through_a_store_in_its_own_process(tmp_path: Path, linkch
         assert {s.items_done for s in statuses} == {len(SITE)}
     assert not child.is_alive() and child.exitcode == 0
     assert _store_processes() == []
-    async with SqliteStore(path) as again:  # on disk: a store on a thread reads the same
+    async with SqlStore(path) as again:  # on disk: a store on a thread reads the same
         await assert_site_checked_once(again, job_id)
 
 
 async def test_refusals_cross_over_as_the_same_errors(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", own_process=True) as store:
+    async with SqlStore(tmp_path / "c.sqlite", own_process=True) as store:
         await add_linkcheck(store, linkcheck)
         with pytest.raises(InvalidInput, match=r"input.urls\[0\] is not an absolute http\(s\) URL"):
             await store.create_job("linkcheck", {"urls": ["not a url"], "depth": 0}, T0)
@@ -68,7 +68,7 @@ async def test_refusals_cross_over_as_the_same_errors(tmp_path: Path, linkcheck:
 
 
 async def test_a_call_that_cannot_cross_over_fails_alone(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite", own_process=True) as store:
+    async with SqlStore(tmp_path / "c.sqlite", own_process=True) as store:
         await add_linkcheck(store, linkcheck)
         # Sent together: the one whose input cannot be pickled fails, the others go on.
         outcomes = await asyncio.gather(
@@ -84,7 +84,7 @@ async def test_a_call_that_cannot_cross_over_fails_alone(tmp_path: Path, linkche
 
 
 async def test_a_killed_store_process_fails_every_call_clearly(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    store = SqliteStore(tmp_path / "c.sqlite", own_process=True)
+    store = SqlStore(tmp_path / "c.sqlite", own_process=True)
     await store.open()
     await add_linkcheck(store, linkcheck)
     (child,) = _store_processes()
@@ -99,17 +99,17 @@ async def test_a_killed_store_process_fails_every_call_clearly(tmp_path: Path, l
     assert _store_processes() == []
     with pytest.raises(RuntimeError, match="store is not open"):
         await store.list_jobs()
-    async with SqliteStore(tmp_path / "c.sqlite") as again:  # what was committed is there
+    async with SqlStore(tmp_path / "c.sqlite") as again:  # what was committed is there
         assert [o.name for o in await again.owners()] == ["linkcheck-owner"]
 
 
 _OWNER = """
 import asyncio, sys
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 import multiprocessing
 
 async def main():
-    store = SqliteStore(sys.argv[1], own_process=True)
+    store = SqlStore(sys.argv[1], own_process=True)
     await store.open()
     await store.list_jobs()
     (child,) = [p for p in multiprocessing.active_children() if p.name == "sqlite-store"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite import SqliteStore
-from coordinator.sqlite.database import Database
-from coordinator.sqlite.thread import StoreThread
+from coordinator.sql import SqlStore
+from coordinator.sql.database import Database
+from coordinator.sql.thread import StoreThread
 from coordinator.store import InvalidInput
 from tests.coordinator.conftest import Linkcheck, add_linkcheck
 
@@ -75,7 +75,7 @@ async def test_a_failed_group_commit_fails_every_call_of_it(tmp_path: Path) -> N
 
 
 async def test_a_refused_call_in_a_group_takes_back_only_its_own_changes(tmp_path: Path, linkcheck: Linkcheck) -> None:
-    async with SqliteStore(tmp_path / "c.sqlite") as store:
+    async with SqlStore(tmp_path / "c.sqlite") as store:
         await add_linkcheck(store, linkcheck)
         jobs = [{"urls": [f"http://h{i}.test/"], "depth": 0} for i in range(6)]
         jobs[3] = {"urls": ["not a url"], "depth": 0}  # refused
@@ -94,7 +94,7 @@ async def test_a_refused_call_in_a_group_takes_back_only_its_own_changes(tmp_pat
 async def test_the_savepoints_of_a_group_keep_their_undo_journal_in_memory(tmp_path: Path) -> None:
     # Each call of a group is a savepoint; past 64 KiB (a lease touches hundreds of pages) its
     # undo journal would spill to a temporary file unless temporary data stays in memory.
-    async with SqliteStore(tmp_path / "c.sqlite") as store:
+    async with SqlStore(tmp_path / "c.sqlite") as store:
         assert await store._run(_temp_store) == 2  # MEMORY
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sqlite import SqliteStore, schema
+from coordinator.sql import SqlStore, schema
 from coordinator.store import InvalidInput
 from coordinator.vantage import VantageRules
 from overlay.wire import Lease, RegisterRequest, Report
@@ -30,8 +30,8 @@ FIELDS = (
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "c.sqlite", host_min_delay=0.0, vantage=VantageRules(wait=WAIT)) as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    async with SqlStore(tmp_path / "c.sqlite", host_min_delay=0.0, vantage=VantageRules(wait=WAIT)) as opened:
         await publish_source(opened, stage_builtin(PROBE, tmp_path / "probe"), tmp_path / "dist", T0)
         for peer in PEERS:
             await opened.register_peer(peer, RegisterRequest(peer, 4, ["*"]), T0)
@@ -43,11 +43,11 @@ def record(url: str, peer: str) -> dict[str, object]:
     return {"url": url, **dict.fromkeys(FIELDS), "status": 200, "address": peer, "truncated": False}
 
 
-async def lease(store: SqliteStore, peer: str, now: float) -> list[Lease]:
+async def lease(store: SqlStore, peer: str, now: float) -> list[Lease]:
     return await store.lease(peer, 8, ["*"], now, LEASE, address=PEERS[peer])
 
 
-async def report(store: SqliteStore, peer: str, granted: Lease, now: float) -> None:
+async def report(store: SqlStore, peer: str, granted: Lease, now: float) -> None:
     items = [record(item["url"], peer) for item in granted.payload["items"]]
     response = await store.report(
         peer, Report(granted.unit_id, granted.token, 0, {"items": items}, bundle_version=version_of(granted)), now
@@ -55,7 +55,7 @@ async def report(store: SqliteStore, peer: str, granted: Lease, now: float) -> N
     assert response.accepted, response.reason
 
 
-async def test_each_url_is_answered_from_k_networks_one_website_holder_at_a_time(store: SqliteStore) -> None:
+async def test_each_url_is_answered_from_k_networks_one_website_holder_at_a_time(store: SqlStore) -> None:
     urls = ["http://a.test/1", "http://a.test/2", "http://b.test/1"]
     job_id = await store.create_job(PROBE, {"urls": urls, "vantage": 3}, T0)
     now = T0
@@ -91,7 +91,7 @@ async def test_each_url_is_answered_from_k_networks_one_website_holder_at_a_time
         assert len(networks) == 3 and len(set(networks)) == 3  # three vantage points, three networks
 
 
-async def test_fewer_networks_than_asked_for_end_in_rows_that_say_so(store: SqliteStore) -> None:
+async def test_fewer_networks_than_asked_for_end_in_rows_that_say_so(store: SqlStore) -> None:
     job_id = await store.create_job(PROBE, {"urls": ["http://a.test/"], "vantage": 4}, T0)
     now = T0
     for _ in range(10):
@@ -114,7 +114,7 @@ async def test_fewer_networks_than_asked_for_end_in_rows_that_say_so(store: Sqli
     )
 
 
-async def test_a_peer_in_two_networks_is_one_vantage_point(store: SqliteStore) -> None:
+async def test_a_peer_in_two_networks_is_one_vantage_point(store: SqlStore) -> None:
     job_id = await store.create_job(PROBE, {"urls": ["http://a.test/"], "vantage": 2}, T0)
     # Peer a over IPv4, then over IPv6: two networks, one machine.
     (first,) = await store.lease("a", 8, ["*"], T0 + 1, LEASE, address=PEERS["a"])
@@ -126,7 +126,7 @@ async def test_a_peer_in_two_networks_is_one_vantage_point(store: SqliteStore) -
     assert sorted(row["network"] for row in rows) == [NETWORK["a"], NETWORK["c"]]
 
 
-async def test_a_job_without_vantage_points_refuses_a_vantage_count(store: SqliteStore, tmp_path: Path) -> None:
+async def test_a_job_without_vantage_points_refuses_a_vantage_count(store: SqlStore, tmp_path: Path) -> None:
     await publish_source(store, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "lc-dist", T0)
     with pytest.raises(InvalidInput, match="does not ask for vantage points"):
         await store.create_job(LINKCHECK, {"urls": ["http://a.test/"], "vantage": 3}, T0)
@@ -152,7 +152,7 @@ async def test_a_schema_9_file_keeps_its_items_and_their_referrers(tmp_path: Pat
         conn.execute("INSERT INTO referrers (job_id, item_id, referrer_url) VALUES (4, 9, 'http://a.test/')")
         conn.execute("PRAGMA user_version = 9")
     conn.close()
-    async with SqliteStore(path):
+    async with SqlStore(path):
         pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)

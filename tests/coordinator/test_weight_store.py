@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coordinator import assignment, reputation
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay.wire import MAX_CAPACITY, Report
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, version_of
 from tests.coordinator.test_fair_lease import REST, T0, done, lease_all, register, report
@@ -26,8 +26,8 @@ CLAIM = 2_000_000.0  # bytes/s each honest peer claims, and sustains
 
 
 @pytest.fixture
-async def store(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "c.sqlite") as opened:
+async def store(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[SqlStore]:
+    async with SqlStore(tmp_path / "c.sqlite") as opened:
         await add_linkcheck(opened, linkcheck)
         yield opened
 
@@ -44,7 +44,7 @@ def assigned(path: Path) -> dict[str, str]:
         return dict(conn.execute("SELECT key, peer_id FROM hosts WHERE peer_id IS NOT NULL").fetchall())
 
 
-async def share_after_new_job(store: SqliteStore, path: Path, peer: str, name: str, now: float) -> float:
+async def share_after_new_job(store: SqlStore, path: Path, peer: str, name: str, now: float) -> float:
     """The share of the websites with work the next plan gives `peer`, once a new job of 300
     websites is added to them."""
     await store.create_job("linkcheck", {"urls": [f"http://{name}{i}.test/" for i in range(300)], "depth": 0}, now)
@@ -54,7 +54,7 @@ async def share_after_new_job(store: SqliteStore, path: Path, peer: str, name: s
 
 
 async def test_a_fresh_key_claiming_the_world_gets_a_bounded_share_grown_only_by_verified_work(
-    tmp_path: Path, store: SqliteStore
+    tmp_path: Path, store: SqlStore
 ) -> None:
     for peer in HONEST:
         await register(store, peer, capacity=CLAIM)
@@ -82,7 +82,7 @@ async def test_a_fresh_key_claiming_the_world_gets_a_bounded_share_grown_only_by
 
 
 async def test_a_quarantined_key_gets_no_website_whatever_it_claims_earned_or_did(
-    tmp_path: Path, store: SqliteStore
+    tmp_path: Path, store: SqlStore
 ) -> None:
     await register(store, "liar", capacity=MAX_CAPACITY)
     confirm(tmp_path / "c.sqlite", "liar", 10**6)
@@ -104,9 +104,7 @@ async def test_a_quarantined_key_gets_no_website_whatever_it_claims_earned_or_di
     assert "liar" not in assigned(tmp_path / "c.sqlite").values()
 
 
-async def test_a_trusted_key_weighs_what_it_was_seen_to_do_not_what_it_claims(
-    tmp_path: Path, store: SqliteStore
-) -> None:
+async def test_a_trusted_key_weighs_what_it_was_seen_to_do_not_what_it_claims(tmp_path: Path, store: SqlStore) -> None:
     await register(store, "worker", capacity=MAX_CAPACITY)
     confirm(tmp_path / "c.sqlite", "worker", 10**6)
     for i in range(20):

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from coordinator.api import make_app
-from coordinator.sqlite import SqliteStore
+from coordinator.sql import SqlStore
 from overlay import wire
 from overlay.identity import Identity
 from peer import streaming
@@ -30,7 +30,7 @@ URLS = ["http://a.test/", "http://a.test/x", "http://a.test/y"]
 
 @dataclass
 class Leased:
-    store: SqliteStore
+    store: SqlStore
     client: CoordinatorClient
     lease: wire.Lease
     job_id: int
@@ -44,7 +44,7 @@ def linkcheck(tmp_path_factory: pytest.TempPathFactory) -> Linkcheck:
 
 @pytest.fixture
 async def leased(tmp_path: Path, linkcheck: Linkcheck) -> AsyncIterator[Leased]:
-    store = SqliteStore(tmp_path / "coordinator.sqlite")
+    store = SqlStore(tmp_path / "coordinator.sqlite")
     server = TestServer(make_app(store, rate_limits=UNLIMITED), host="127.0.0.1")
     await server.start_server()
     try:

@@ -21,7 +21,8 @@ from typing import TypeVar
 from coordinator import assignment, host_pacing, reputation
 from coordinator.host_planning import MAX_SETTLE, Replanning
 from coordinator.reputation import Observed
-from coordinator.sqlite import schema
+from coordinator.sql import postgres, schema
+from coordinator.sql.connection import Connection
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
 from coordinator.url_jobs import JobInput
 from coordinator.vantage import VantageRules
@@ -64,14 +65,14 @@ class JobFacts:
     unit_size: int  # the most items in one of its units
     owner_key: str | None  # who submitted it; None: the operator, or before roles
     vantage: int | None  # vantage points per URL (`coordinator.vantage`); None: the job has none
-    recheck_of: int | None = None  # a job of re-checks: whose (`coordinator.sqlite.rechecks`)
+    recheck_of: int | None = None  # a job of re-checks: whose (`coordinator.sql.rechecks`)
 
 
 @dataclass(slots=True)
 class Database:
     path: str
     settings: Settings = field(default_factory=Settings)
-    conn: sqlite3.Connection | None = None
+    conn: Connection | None = None
     # A replan is due after a restart, when peers registered, and when hosts without a peer got
     # work; `last_plan` says when the last one was made and what it cost.
     replan: bool = True
@@ -90,10 +91,13 @@ class Database:
     observed: dict[str, Observed] = field(default_factory=dict)
 
     def open(self) -> None:
-        try:
-            self.conn = schema.connect(self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        if postgres.is_postgres(self.path):
+            self.conn = postgres.connect(self.path)
+        else:
+            try:
+                self.conn = schema.connect(self.path)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self.replan = True
         self.last_plan = Replanning()
         self.first_peer_at = None
@@ -105,7 +109,7 @@ class Database:
             self.conn = None
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, write: bool = True) -> Iterator[Connection]:
         conn = self.conn
         assert conn is not None, "store used before open()"
         if conn.in_transaction:

@@ -39,14 +39,14 @@ Re-checks are fetches like any other: their peers' budgets pay for them.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from coordinator import host_planning, reputation, vantage, verdicts
-from coordinator.sqlite import jobs, peers
-from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.sql import jobs, peers
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, chunks, placeholders
 from coordinator.store import PEER_QUIET_SECONDS
 from coordinator.verdicts import Answer, Settled
 from overlay.wire import decode, encode
@@ -84,7 +84,7 @@ class Asking:
     _someone: bool | None = None
 
     @classmethod
-    def of(cls, db: Database, conn: sqlite3.Connection, job_id: int, peer_id: str, now: float) -> Asking | None:
+    def of(cls, db: Database, conn: Connection, job_id: int, peer_id: str, now: float) -> Asking | None:
         """None for a job whose answers are not compared (re-checks off, a vantage job, a
         model without `agree`)."""
         facts = jobs.job(db, conn, job_id)
@@ -127,7 +127,7 @@ class Waiting(NamedTuple):
 
 
 def after_answers(
-    db: Database, conn: sqlite3.Connection, peer_id: str, answered: list[Answered], closed: dict[int, int], now: float
+    db: Database, conn: Connection, peer_id: str, answered: list[Answered], closed: dict[int, int], now: float
 ) -> None:
     """What follows a peer's answers: some are asked again, and re-checks' answers are
     settled. `closed` (items finished per job, about to be counted) is kept true: an item
@@ -145,7 +145,7 @@ def after_answers(
 
 def _first_answers(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     peer_id: str,
     answered: list[Answered],
@@ -166,7 +166,7 @@ def _first_answers(
     _ask(db, conn, job_id, [(one.item_id, one.url) for one in asked], now)
 
 
-def _ask(db: Database, conn: sqlite3.Connection, job_id: int, asked: list[tuple[int, str]], now: float) -> None:
+def _ask(db: Database, conn: Connection, job_id: int, asked: list[tuple[int, str]], now: float) -> None:
     """One more answer of each item (id, url) of the job, asked of its re-check job."""
     child = _recheck_job(conn, job_id, now)
     rows = []
@@ -190,14 +190,16 @@ def _ask(db: Database, conn: sqlite3.Connection, job_id: int, asked: list[tuple[
             )
         }
     )
-    conn.executemany("INSERT OR IGNORE INTO queues (unit_key, job_id) VALUES (?, ?)", [(key, child) for key in keys])
-    conn.executemany("INSERT OR IGNORE INTO hosts (key) VALUES (?)", [(key,) for key in keys])
+    conn.executemany(
+        "INSERT INTO queues (unit_key, job_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [(key, child) for key in keys]
+    )
+    conn.executemany("INSERT INTO hosts (key) VALUES (?) ON CONFLICT DO NOTHING", [(key,) for key in keys])
     db.replan = db.replan or any(
         conn.execute("SELECT 1 FROM hosts WHERE key = ? AND peer_id IS NULL", (key,)).fetchone() for key in keys
     )
 
 
-def _recheck_job(conn: sqlite3.Connection, job_id: int, now: float) -> int:
+def _recheck_job(conn: Connection, job_id: int, now: float) -> int:
     """The job's re-check job, made on its first re-check: the same bundle, version and model;
     no owner of its own (it is no job of theirs to list or count)."""
     row = conn.execute("SELECT id FROM jobs WHERE recheck_of = ?", (job_id,)).fetchone()
@@ -205,9 +207,9 @@ def _recheck_job(conn: sqlite3.Connection, job_id: int, now: float) -> int:
         return int(row[0])
     child = conn.execute(
         "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, max_urls, model, recheck_of)"
-        " SELECT workload, input, 'running', ?, unit_size, bundle_version, max_urls, model, id FROM jobs WHERE id = ?",
+        " SELECT workload, input, 'running', ?, unit_size, bundle_version, max_urls, model, id FROM jobs WHERE id = ? RETURNING id",
         (now, job_id),
-    ).lastrowid
+    ).fetchone()[0]
     assert child is not None
     conn.execute("INSERT INTO job_progress (job_id, open_items) VALUES (?, 0)", (child,))
     return child
@@ -215,7 +217,7 @@ def _recheck_job(conn: sqlite3.Connection, job_id: int, now: float) -> int:
 
 def _take_rechecks(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     child: int,
     peer_id: str,
@@ -262,7 +264,7 @@ def _take_rechecks(
         _ask(db, conn, job_id, again, now)
 
 
-def _links_of(conn: sqlite3.Connection, item_ids: list[int]) -> dict[int, dict[str, frozenset[str]]]:
+def _links_of(conn: Connection, item_ids: list[int]) -> dict[int, dict[str, frozenset[str]]]:
     """The links each answer of these crawled pages found: item -> key -> links."""
     found: dict[int, dict[str, frozenset[str]]] = {}
     for chunk in chunks(sorted(set(item_ids))):
@@ -279,7 +281,7 @@ def _links(one: Answered) -> bytes | None:
     return None if one.links is None else encode(sorted(set(one.links)))
 
 
-def _parents(conn: sqlite3.Connection, job_id: int, urls: list[str]) -> dict[str, int]:
+def _parents(conn: Connection, job_id: int, urls: list[str]) -> dict[str, int]:
     """The items of the job these URLs are (their first answer's), by URL."""
     found: dict[str, int] = {}
     for chunk in chunks(sorted(set(urls))):
@@ -293,7 +295,7 @@ def _parents(conn: sqlite3.Connection, job_id: int, urls: list[str]) -> dict[str
 
 
 def answers_of(
-    conn: sqlite3.Connection, model: JobModel, item_ids: list[int]
+    conn: Connection, model: JobModel, item_ids: list[int]
 ) -> dict[int, list[tuple[Answer, tuple[str | None, bytes]]]]:
     """Each item's answers in the order they came, beside each one's (result, record)."""
     found: dict[int, list[tuple[Answer, tuple[str | None, bytes]]]] = {}
@@ -310,7 +312,7 @@ def answers_of(
 
 def _final(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     item_id: int,
     settled: Settled,
@@ -340,7 +342,7 @@ def _final(
 
 def _follow_links(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     item_id: int,
     settled: Settled,
@@ -358,13 +360,13 @@ def _follow_links(
     jobs.add_links(db, conn, job_id, item_id, sorted(follow), row[0], now)
 
 
-def _judged(conn: sqlite3.Connection, agreed: Iterable[str], outvoted: Iterable[str]) -> None:
+def _judged(conn: Connection, agreed: Iterable[str], outvoted: Iterable[str]) -> None:
     for peer_id, was_agreed in [*((p, True) for p in agreed), *((p, False) for p in outvoted)]:
         record = peers.record_of(conn, peer_id)
         peers.save_record(conn, peer_id, reputation.after_check(record, was_agreed))
 
 
-def _someone_else(conn: sqlite3.Connection, workload: str, answered: Collection[str], now: float) -> bool:
+def _someone_else(conn: Connection, workload: str, answered: Collection[str], now: float) -> bool:
     """Is a peer about, not quarantined, that runs `workload` and is none of `answered`?"""
     return any(
         peer_id not in answered and host_planning.runs_all(decode(names), (workload,))
@@ -381,7 +383,7 @@ def _answer(model: JobModel, one: Answered, peer_id: str) -> Answer:
 # ---- leasing ---------------------------------------------------------------------------------
 
 
-def networks_about(conn: sqlite3.Connection, now: float) -> set[str]:
+def networks_about(conn: Connection, now: float) -> set[str]:
     """The networks of the peers about (not quarantined), as their lease requests came."""
     return {
         network
@@ -394,7 +396,7 @@ def networks_about(conn: sqlite3.Connection, now: float) -> set[str]:
 
 def allowed(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     peer_id: str,
     network: str,
     waiting: list[Waiting],
@@ -422,14 +424,14 @@ def allowed(
 # ---- nobody comes ----------------------------------------------------------------------------
 
 
-def overdue(db: Database, conn: sqlite3.Connection, now: float) -> None:
+def overdue(db: Database, conn: Connection, now: float) -> None:
     """Re-checks nobody is coming to give are given up, on websites without a live lease of
     them: those that waited RECHECK_WAIT, and those that waited PEER_QUIET_SECONDS while every
     peer about (that runs their bundle) answered them already. Their items take what their
     answers say (`verdicts.given_up`)."""
     rows = conn.execute(
         "SELECT items.id, items.job_id, items.unit_key, items.url, items.asked_at, jobs.recheck_of, jobs.workload"
-        " FROM jobs CROSS JOIN items ON items.job_id = jobs.id WHERE jobs.recheck_of IS NOT NULL"
+        " FROM jobs CROSS JOIN items WHERE items.job_id = jobs.id AND jobs.recheck_of IS NOT NULL"
         " AND jobs.state = 'running' AND items.done = 0 AND items.asked_at <= ?",
         (now - PEER_QUIET_SECONDS,),
     ).fetchall()
@@ -496,7 +498,7 @@ def overdue(db: Database, conn: sqlite3.Connection, now: float) -> None:
         log.info("%d re-checks given up: no other peer came to give them", gave_up)
 
 
-def answers_by_item(conn: sqlite3.Connection, item_ids: list[int]) -> Mapping[int, list[str]]:
+def answers_by_item(conn: Connection, item_ids: list[int]) -> Mapping[int, list[str]]:
     """Each re-checked item's answers as its results row shows them, in the order they came:
     what each said and from which network ("broken from 192.0.2.0/24"); never which key (a
     peer's name is its volunteer's)."""

@@ -4,10 +4,9 @@ record (`coordinator.reputation`: a quarantined key gets no more work)."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from coordinator.reputation import PeerRecord
-from coordinator.sqlite.database import Database
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database
 from coordinator.store import UnknownPeer
 from overlay.wire import PeerUsage, RegisterRequest, encode
 
@@ -41,13 +40,13 @@ def heard(db: Database, now: float) -> None:
         db.first_peer_at = now
 
 
-def touch(conn: sqlite3.Connection, peer_id: str, now: float) -> None:
+def touch(conn: Connection, peer_id: str, now: float) -> None:
     """The peer was heard from; it must have registered."""
     if conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id)).rowcount == 0:
         raise UnknownPeer("register first (POST /v1/peers/register)")
 
 
-def record_usage(db: Database, conn: sqlite3.Connection, peer_id: str, usage: PeerUsage, now: float) -> None:
+def record_usage(db: Database, conn: Connection, peer_id: str, usage: PeerUsage, now: float) -> None:
     """Keep what the peer says of its budget; a new capacity is a new weight: replan."""
     (capacity,) = conn.execute("SELECT capacity FROM peers WHERE id = ?", (peer_id,)).fetchone()
     if usage.capacity > 0 and usage.capacity != capacity:
@@ -59,7 +58,7 @@ def record_usage(db: Database, conn: sqlite3.Connection, peer_id: str, usage: Pe
     )
 
 
-def throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
+def throughput(conn: Connection, peer_id: str | None) -> float | None:
     """The peer's items/s estimate; None before its first report."""
     row = conn.execute("SELECT throughput FROM peers WHERE id = ?", (peer_id,)).fetchone()
     return None if row is None else row[0]
@@ -68,12 +67,12 @@ def throughput(conn: sqlite3.Connection, peer_id: str | None) -> float | None:
 _RECORD = "agreed, outvoted, known_right, known_wrong, misreports, quarantined"
 
 
-def record_of(conn: sqlite3.Connection, peer_id: str) -> PeerRecord:
+def record_of(conn: Connection, peer_id: str) -> PeerRecord:
     row = conn.execute(f"SELECT {_RECORD} FROM peers WHERE id = ?", (peer_id,)).fetchone()
     return PeerRecord() if row is None else PeerRecord(*row)
 
 
-def save_record(conn: sqlite3.Connection, peer_id: str, record: PeerRecord) -> None:
+def save_record(conn: Connection, peer_id: str, record: PeerRecord) -> None:
     conn.execute(
         "UPDATE peers SET agreed = ?, outvoted = ?, known_right = ?, known_wrong = ?, misreports = ?,"
         " quarantined = ? WHERE id = ?",
@@ -89,7 +88,7 @@ def save_record(conn: sqlite3.Connection, peer_id: str, record: PeerRecord) -> N
     )
 
 
-def quarantined(conn: sqlite3.Connection, peer_id: str) -> str | None:
+def quarantined(conn: Connection, peer_id: str) -> str | None:
     """Why the peer was quarantined; None while it was not."""
     row = conn.execute("SELECT quarantined FROM peers WHERE id = ?", (peer_id,)).fetchone()
     return None if row is None else row[0]
@@ -100,7 +99,7 @@ FORGET_AFTER = 7 * 86_400.0
 FORGET_EVERY = 3_600.0  # seconds between two looks for such peers
 
 
-def forget_quiet(db: Database, conn: sqlite3.Connection, now: float) -> int:
+def forget_quiet(db: Database, conn: Connection, now: float) -> int:
     """Delete the peers not heard from for FORGET_AFTER that hold no host, at most every
     FORGET_EVERY seconds: keys cost nothing to make, so a table of every key that ever
     registered would only grow. A forgotten peer that comes back registers again. Quarantined
@@ -115,9 +114,9 @@ def forget_quiet(db: Database, conn: sqlite3.Connection, now: float) -> int:
     ).rowcount
 
 
-def key_number(conn: sqlite3.Connection, peer_id: str) -> int:
+def key_number(conn: Connection, peer_id: str) -> int:
     """The number a peer key goes by where every row would otherwise repeat its 64 hex digits
     (who answered an item). Kept for ever: a key forgotten as a peer keeps its number."""
-    conn.execute("INSERT OR IGNORE INTO keys (key) VALUES (?)", (peer_id,))
+    conn.execute("INSERT INTO keys (key) VALUES (?) ON CONFLICT DO NOTHING", (peer_id,))
     (number,) = conn.execute("SELECT id FROM keys WHERE key = ?", (peer_id,)).fetchone()
     return int(number)

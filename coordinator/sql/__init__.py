@@ -1,6 +1,6 @@
 """The coordinator's store on SQLite, one module per concept behind the `Store` protocol.
 
-store       SqliteStore: the protocol's methods, each handed to the store's thread or process
+store       SqlStore: the protocol's methods, each handed to the store's thread or process
 thread      the one thread that owns the connection, with group commit
 process     that thread's work in a process of its own (no GIL shared with the HTTP side)
 database    the connection, settings and caches every call gets; one transaction per call
@@ -14,7 +14,7 @@ queries     status, results and the dashboard's overviews
 bundles     owners, bundles, rollouts (rules: coordinator.rollout)
 """
 
-from coordinator.sqlite.schema import SCHEMA_VERSION
-from coordinator.sqlite.store import SqliteStore
+from coordinator.sql.schema import SCHEMA_VERSION
+from coordinator.sql.store import SqlStore
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["SCHEMA_VERSION", "SqlStore"]

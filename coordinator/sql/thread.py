@@ -18,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
+
+from coordinator.sql.connection import Connection
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_GROUP = 64  # calls per group: bounds how long the first of them waits for the commit
+RETRIES = 5  # runs of a call that keeps meeting other writers' changes (several coordinators)
 
 
 @dataclass(slots=True)
@@ -62,7 +64,7 @@ def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None
 class StoreThread:
     def __init__(
         self,
-        connection: Callable[[], sqlite3.Connection | None],
+        connection: Callable[[], Connection | None],
         *,
         on_rollback: Callable[[], None] = lambda: None,
         name: str = "sqlite-store",
@@ -136,7 +138,7 @@ Outcome = tuple[Any, BaseException | None]
 
 
 def run_group(
-    conn: sqlite3.Connection | None,
+    conn: Connection | None,
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]],
     on_rollback: Callable[[], None],
 ) -> list[Outcome]:
@@ -146,22 +148,38 @@ def run_group(
     assert conn is not None, "group of store calls before the database was opened"
     try:
         conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
+    except Exception as exc:
         return [(None, exc)] * len(calls)
-    outcomes = [_outcome(fn, args) for fn, args in calls]
+    outcomes = [_outcome(fn, args, tries=1) for fn, args in calls]
     try:
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        log.error("group commit of %d store calls failed: %s", len(calls), exc)
+    except Exception as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         on_rollback()
-        return [(None, exc)] * len(calls)
-    return outcomes
+        if not _retryable(exc):
+            log.error("group commit of %d store calls failed: %s", len(calls), exc)
+            return [(None, exc)] * len(calls)
+        outcomes = [(None, exc)] * len(calls)
+    # Calls that met another writer's change run again, each alone in a new transaction.
+    return [
+        _outcome(fn, args) if _retryable(error) else (result, error)
+        for (fn, args), (result, error) in zip(calls, outcomes, strict=True)
+    ]
 
 
-def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
-    try:
-        return fn(*args), None
-    except Exception as exc:
-        return None, exc
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...], tries: int = RETRIES) -> Outcome:
+    for attempt in range(1, tries + 1):
+        try:
+            return fn(*args), None
+        except Exception as exc:
+            if attempt == tries or not _retryable(exc):
+                return None, exc
+            log.debug("store call %s met another writer's change; running it again", getattr(fn, "__name__", fn))
+    raise AssertionError("unreachable")
+
+
+def _retryable(error: BaseException | None) -> bool:
+    """Did the call fail only because another writer changed what it read (a PostgreSQL
+    serialization failure or deadlock; SQLite has one writer and never fails so)?"""
+    return getattr(error, "sqlstate", None) in ("40001", "40P01")

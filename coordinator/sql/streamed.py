@@ -19,8 +19,8 @@ from typing import Any
 
 from coordinator import host_pacing, leases, url_jobs
 from coordinator.leases import Verdict
-from coordinator.sqlite import jobs, leasing, peers, reports
-from coordinator.sqlite.database import Database
+from coordinator.sql import jobs, leasing, peers, reports
+from coordinator.sql.database import Database
 from coordinator.store import NotFound
 from workloads.records import SchemaError
 

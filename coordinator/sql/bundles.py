@@ -7,13 +7,13 @@ changes. The rules of rollouts are `coordinator.rollout`'s; this loads and saves
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from coordinator import rollout
 from coordinator.roles import Role
 from coordinator.rollout import Rollout, RolloutState, Tally
-from coordinator.sqlite import access
-from coordinator.sqlite.database import Database
+from coordinator.sql import access
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database
 from coordinator.store import Conflict, NotFound, NotOwner, PublishedBundle, unknown_owner
 from overlay.wire import BundleStatus, VersionStats
 
@@ -114,7 +114,7 @@ def set_rollout(
     return status
 
 
-def load_rollout(conn: sqlite3.Connection, name: str) -> Rollout | None:
+def load_rollout(conn: Connection, name: str) -> Rollout | None:
     row = conn.execute(
         "SELECT owner_key, stable, candidate, percent, state, message, candidate_ok, candidate_failed"
         " FROM rollouts WHERE name = ?",
@@ -124,14 +124,15 @@ def load_rollout(conn: sqlite3.Connection, name: str) -> Rollout | None:
         return None
     owner_key, stable, candidate, percent, state, message, ok, failed = row
     rolled_back = frozenset(
-        version for (version,) in conn.execute("SELECT version FROM bundles WHERE name = ? AND rolled_back", (name,))
+        version
+        for (version,) in conn.execute("SELECT version FROM bundles WHERE name = ? AND rolled_back = 1", (name,))
     )
     return Rollout(
         name, owner_key, stable, candidate, percent, RolloutState(state), message, Tally(ok, failed), rolled_back
     )
 
 
-def save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
+def save_rollout(conn: Connection, r: Rollout) -> None:
     conn.execute(
         "INSERT INTO rollouts (name, owner_key, stable, candidate, percent, state, message, candidate_ok,"
         " candidate_failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -153,21 +154,21 @@ def save_rollout(conn: sqlite3.Connection, r: Rollout) -> None:
     )
     # Which versions stay marked as rolled back: set where judged, cleared where forced.
     versions = sorted(r.rolled_back)
-    marks = ", ".join("?" * len(versions))
+    marked = f"CASE WHEN version IN ({', '.join('?' * len(versions)) or 'NULL'}) THEN 1 ELSE 0 END"
     conn.execute(
-        f"UPDATE bundles SET rolled_back = (version IN ({marks})) WHERE name = ? AND rolled_back != (version IN ({marks}))",
+        f"UPDATE bundles SET rolled_back = {marked} WHERE name = ? AND rolled_back != {marked}",
         (*versions, r.name, *versions),
     )
 
 
-def tally(conn: sqlite3.Connection, name: str, version: str) -> Tally:
+def tally(conn: Connection, name: str, version: str) -> Tally:
     row = conn.execute(
         "SELECT units_ok, units_failed FROM bundles WHERE name = ? AND version = ?", (name, version)
     ).fetchone()
     return Tally() if row is None else Tally(*row)
 
 
-def status_of_bundle(conn: sqlite3.Connection, name: str) -> BundleStatus:
+def status_of_bundle(conn: Connection, name: str) -> BundleStatus:
     r = load_rollout(conn, name)
     if r is None:
         raise NotFound(f"no bundle named {name!r} is published on this coordinator")

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from coordinator import item_jobs, owner_limits, url_jobs, vantage
 from coordinator.item_jobs import ListInput
-from coordinator.sqlite import access
-from coordinator.sqlite.database import Database, JobFacts, chunks, placeholders
-from coordinator.sqlite.schema import MAX_REFERRERS
+from coordinator.sql import access
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, JobFacts, chunks, placeholders
+from coordinator.sql.schema import MAX_REFERRERS
 from coordinator.store import Conflict, InvalidInput, LimitReached, NotFound
 from coordinator.url_jobs import JobInput, NewItem
 from overlay.wire import decode, encode
@@ -63,7 +63,7 @@ def create_job(
                 raise LimitReached(refused)
         job_id = conn.execute(
             "INSERT INTO jobs (workload, input, state, created_at, unit_size, bundle_version, owner_key, max_urls,"
-            " model, vantage) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            " model, vantage) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 workload,
                 encode(stored),
@@ -75,7 +75,7 @@ def create_job(
                 encode(model.to_obj()),
                 vantage,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         assert job_id is not None
         if listed is not None:
             seeds = item_jobs.seed_items(job_id, listed)
@@ -85,7 +85,7 @@ def create_job(
     return job_id
 
 
-def job_bundle_model(conn: sqlite3.Connection, name: str, version: str | None) -> JobModel:
+def job_bundle_model(conn: Connection, name: str, version: str | None) -> JobModel:
     """The job model a new job of bundle `name` follows: its pinned `version`'s, else its
     stable version's. A version rolled out later with another model has its reports refused,
     which rolls it back (`coordinator.rollout`)."""
@@ -105,7 +105,7 @@ def job_bundle_model(conn: sqlite3.Connection, name: str, version: str | None) -
         raise InvalidInput(f"bundle {name!r}'s manifest cannot be read here ({exc})") from exc
 
 
-def checker(db: Database, conn: sqlite3.Connection, job_id: int) -> Checker:
+def checker(db: Database, conn: Connection, job_id: int) -> Checker:
     """The record check of a job's model."""
     found = db.checkers.get(job_id)
     if found is None:
@@ -117,9 +117,7 @@ def checker(db: Database, conn: sqlite3.Connection, job_id: int) -> Checker:
     return found
 
 
-def within_limits(
-    db: Database, conn: sqlite3.Connection, job_id: int, found: list[NewItem], now: float
-) -> list[NewItem]:
+def within_limits(db: Database, conn: Connection, job_id: int, found: list[NewItem], now: float) -> list[NewItem]:
     """The links a crawled page found that its job may still add: its owner's URL limits
     (per job, per day) hold; a job that reaches one stops adding links and says so."""
     owner_key = job(db, conn, job_id).owner_key
@@ -151,7 +149,7 @@ def within_limits(
 
 def insert_items(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     items: list[NewItem],
     now: float,
@@ -164,13 +162,14 @@ def insert_items(
         return
     if records is None:
         added = conn.executemany(
-            "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, replica) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             [(job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica) for i in items],
         ).rowcount
     else:
         added = conn.executemany(
-            "INSERT OR IGNORE INTO items (job_id, url, unit_key, depth, crawl, replica, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (job_id, url, unit_key, depth, crawl, replica, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (job_id, i.url, i.unit_key, i.depth, i.crawl, i.replica, encode(r))
                 for i, r in zip(items, records, strict=True)
@@ -182,12 +181,14 @@ def insert_items(
         access.count_urls(conn, owner_key, added, now)
     conn.execute(
         "INSERT INTO job_progress (job_id, open_items) VALUES (?, ?)"
-        " ON CONFLICT (job_id) DO UPDATE SET open_items = open_items + excluded.open_items",
+        " ON CONFLICT (job_id) DO UPDATE SET open_items = job_progress.open_items + excluded.open_items",
         (job_id, added),
     )
     keys = sorted({i.unit_key for i in items})
-    conn.executemany("INSERT OR IGNORE INTO hosts (key) VALUES (?)", [(key,) for key in keys])
-    conn.executemany("INSERT OR IGNORE INTO queues (unit_key, job_id) VALUES (?, ?)", [(key, job_id) for key in keys])
+    conn.executemany("INSERT INTO hosts (key) VALUES (?) ON CONFLICT DO NOTHING", [(key,) for key in keys])
+    conn.executemany(
+        "INSERT INTO queues (unit_key, job_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [(key, job_id) for key in keys]
+    )
     for chunk in chunks(keys):
         if db.replan:
             break
@@ -202,7 +203,7 @@ def insert_items(
 
 def add_links(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     page_id: int,
     links: Sequence[str],
@@ -216,9 +217,9 @@ def add_links(
     insert_items(db, conn, job_id, found, now)
     pairs = [(page_id, job_id, item.url) for item in found]
     conn.executemany(
-        "INSERT OR IGNORE INTO referrers (item_id, page_id) SELECT id, ? FROM items"
+        "INSERT INTO referrers (item_id, page_id) SELECT id, ? FROM items"
         " WHERE job_id = ? AND url = ? AND replica = 0 AND more_referrers = 0"
-        f" AND (SELECT COUNT(*) FROM referrers WHERE item_id = items.id) < {MAX_REFERRERS}",
+        f" AND (SELECT COUNT(*) FROM referrers WHERE item_id = items.id) < {MAX_REFERRERS} ON CONFLICT DO NOTHING",
         pairs,
     )
     conn.executemany(
@@ -229,7 +230,7 @@ def add_links(
     )
 
 
-def job_input(db: Database, conn: sqlite3.Connection, job_id: int) -> JobInput:
+def job_input(db: Database, conn: Connection, job_id: int) -> JobInput:
     job = db.job_inputs.get(job_id)
     if job is None:
         (raw,) = conn.execute("SELECT input FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -240,7 +241,7 @@ def job_input(db: Database, conn: sqlite3.Connection, job_id: int) -> JobInput:
     return job
 
 
-def job(db: Database, conn: sqlite3.Connection, job_id: int) -> JobFacts:
+def job(db: Database, conn: Connection, job_id: int) -> JobFacts:
     job = db.jobs.get(job_id)
     if job is None:
         row = conn.execute(
@@ -281,7 +282,7 @@ def cancel_job(db: Database, job_id: int, actor: str, now: float) -> None:
     log.info("job %d cancelled by %s", job_id, actor[:16])
 
 
-def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) -> None:
+def items_closed(conn: Connection, job_id: int, count: int, now: float) -> None:
     """`count` items of the job were just finished; the job is done when none is open."""
     if count <= 0:
         return
@@ -301,7 +302,7 @@ def items_closed(conn: sqlite3.Connection, job_id: int, count: int, now: float) 
         log.info("job %d done", job_id)
 
 
-def _end_rechecks(conn: sqlite3.Connection, job_id: int, now: float, cancelled: bool) -> None:
+def _end_rechecks(conn: Connection, job_id: int, now: float, cancelled: bool) -> None:
     """A job's re-checks end with it: done, nothing waiting, no unit open (after a cancel,
     a holder's report is refused as stale)."""
     for (child,) in conn.execute(
@@ -319,16 +320,16 @@ def _end_rechecks(conn: sqlite3.Connection, job_id: int, now: float, cancelled: 
         conn.execute("UPDATE job_progress SET open_items = 0 WHERE job_id = ?", (child,))
 
 
-def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
+def redo_answers_of(conn: Connection, peer_id: str, now: float) -> int:
     """A quarantined key's answers in running jobs are not believed: their items wait again
     for other peers, each in a queued unit of its own unless an open unit's range holds it
     (so no two open units share an item). How many. The links its answers added stay."""
     # No index on who answered (every finished item would pay for it): the running jobs' items
     # are read, once per quarantine.
     rows = conn.execute(
-        "SELECT items.id, items.job_id, items.unit_key, items.replica, items.verdict IS 'pending' FROM jobs"
-        " CROSS JOIN items ON items.job_id = jobs.id"
-        " WHERE jobs.state = 'running' AND items.answerer = (SELECT id FROM keys WHERE key = ?) AND items.done = 1",
+        "SELECT items.id, items.job_id, items.unit_key, items.replica, items.verdict IS NOT DISTINCT FROM 'pending'"
+        " FROM jobs CROSS JOIN items"
+        " WHERE items.job_id = jobs.id AND jobs.state = 'running' AND items.answerer = (SELECT id FROM keys WHERE key = ?) AND items.done = 1",
         (peer_id,),
     ).fetchall()
     # An item waiting for a re-check counts as open already; its answer, asked again, is
@@ -359,7 +360,7 @@ def redo_answers_of(conn: sqlite3.Connection, peer_id: str, now: float) -> int:
     return len(rows)
 
 
-def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float) -> None:
+def stop_waiting_for_networks(db: Database, conn: Connection, now: float) -> None:
     """Vantage jobs that went `VantageRules.wait` without a unit granted stop waiting for
     peers of new networks (`vantage.stalled`): on each website without a live lease of the
     job, what is not done is finished with why (`vantage.given_up`: how many networks took
@@ -397,7 +398,7 @@ def stop_waiting_for_networks(db: Database, conn: sqlite3.Connection, now: float
             items_closed(conn, job_id, closed, now)
 
 
-def live_lease(conn: sqlite3.Connection, job_id: int, key: str, now: float) -> bool:
+def live_lease(conn: Connection, job_id: int, key: str, now: float) -> bool:
     """Is a unit of the job on this host leased now (its holder may still answer)?"""
     return (
         conn.execute(

@@ -38,18 +38,18 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        peers.misreports (reports refused as the peer's doing, not its version's), agreed,
        outvoted, known_right, known_wrong and quarantined (why): its `reputation.PeerRecord`;
        items.answered_by (the peer whose record it holds: a quarantined key's are done again)
-    14 re-checks (`coordinator.sqlite.rechecks`): jobs.recheck_of (a job's re-checks are a job
+    14 re-checks (`coordinator.sql.rechecks`): jobs.recheck_of (a job's re-checks are a job
        of their own: an item per answer asked again, its replica the how-manieth); answers
        (each vantage point's answer of an item checked again); items.verdict (NULL when one
        answer was enough, else "pending" or a `verdicts.State`) and items.asked_at (when a
        re-check was asked for); peers.network (where its last lease request came from);
-       plants (known answers planted in a unit's lease: `coordinator.sqlite.known_answers`)
+       plants (known answers planted in a unit's lease: `coordinator.sql.known_answers`)
     15 a smaller store per checked URL: referrers name the crawled page's item (page_id), not
        its URL, in a table without rowids (a referrer row cost 110 bytes, two thirds of the
        store); at most MAX_REFERRERS per item, and items.more_referrers counts the pages
        beyond them; keys (a number per peer key) and items.answerer (the number of the key
        whose record it holds) instead of items.answered_by (the key in 64 hex digits);
-       retention (`coordinator.sqlite.retention`): jobs.deleted_at (its items, units and logs
+       retention (`coordinator.sql.retention`): jobs.deleted_at (its items, units and logs
        are deleted, in batches) and jobs.summary (what its status said when they went); items
        are indexed by host while open only (leasing reads no other), and those checked again
        by host too (known answers are drawn from them)
@@ -65,7 +65,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from coordinator.sqlite import kept_records
+from coordinator.sql import kept_records
 from coordinator.store import StoreError
 from overlay.wire import decode, encode
 from workloads.bundle import DEFAULT_MODEL, model_from_obj

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 
 from coordinator import owner_limits
 from coordinator.owner_limits import Limits
 from coordinator.roles import Role
-from coordinator.sqlite.database import Database
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database
 from coordinator.store import AuditEntry, Grant, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def role_of(db: Database, public_key: str) -> str | None:
     return None if found is None else found.value
 
 
-def role(conn: sqlite3.Connection, public_key: str) -> Role | None:
+def role(conn: Connection, public_key: str) -> Role | None:
     row = conn.execute("SELECT role FROM grants WHERE public_key = ?", (public_key,)).fetchone()
     return None if row is None else Role(row[0])
 
@@ -115,7 +115,7 @@ def limits_of(db: Database, public_key: str) -> Limits:
         return limits(conn, public_key)
 
 
-def limits(conn: sqlite3.Connection, public_key: str | None) -> Limits:
+def limits(conn: Connection, public_key: str | None) -> Limits:
     """The key's limits: none for an operator (or a job from before roles), the operator's
     choice if set, else the defaults."""
     if public_key is None or role(conn, public_key) is Role.OPERATOR:
@@ -127,18 +127,18 @@ def limits(conn: sqlite3.Connection, public_key: str | None) -> Limits:
     return owner_limits.DEFAULT if row is None else Limits(*row)
 
 
-def urls_today(conn: sqlite3.Connection, public_key: str, now: float) -> int:
+def urls_today(conn: Connection, public_key: str, now: float) -> int:
     row = conn.execute(
         "SELECT urls FROM daily_urls WHERE public_key = ? AND day = ?", (public_key, owner_limits.day_of(now))
     ).fetchone()
     return 0 if row is None else row[0]
 
 
-def count_urls(conn: sqlite3.Connection, public_key: str, added: int, now: float) -> None:
+def count_urls(conn: Connection, public_key: str, added: int, now: float) -> None:
     if added:
         conn.execute(
             "INSERT INTO daily_urls (public_key, day, urls) VALUES (?, ?, ?)"
-            " ON CONFLICT (public_key, day) DO UPDATE SET urls = urls + excluded.urls",
+            " ON CONFLICT (public_key, day) DO UPDATE SET urls = daily_urls.urls + excluded.urls",
             (public_key, owner_limits.day_of(now), added),
         )
 
@@ -146,7 +146,7 @@ def count_urls(conn: sqlite3.Connection, public_key: str, added: int, now: float
 # ---- the audit log ---------------------------------------------------------------------------
 
 
-def audit(conn: sqlite3.Connection, now: float, actor: str, action: str, subject: str, detail: str = "") -> None:
+def audit(conn: Connection, now: float, actor: str, action: str, subject: str, detail: str = "") -> None:
     conn.execute(
         "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
         (now, actor, action, subject, detail[:_MAX_DETAIL]),

@@ -3,14 +3,14 @@ hosts for the dashboard."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from coordinator import unit_sizing
-from coordinator.sqlite import jobs, kept_records, rechecks, schema
-from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.sql import jobs, kept_records, rechecks, schema
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, chunks, placeholders
 from coordinator.store import HostOverview, NotFound, PeerOverview, QueueDepth
 from overlay.wire import JobStatus, UnitLog, decode
 from workloads.bundle import JobModel
@@ -62,17 +62,17 @@ def peers_overview(db: Database, seen_since: float, limit: int) -> list[PeerOver
 def hosts_overview(db: Database, now: float, limit: int) -> list[HostOverview]:
     with db.transaction(write=False) as conn:
         rows = conn.execute(
-            "SELECT key, peer_id, next_allowed_at, crawl_delay, backoff,"
+            "SELECT * FROM (SELECT key, peer_id, next_allowed_at, crawl_delay, backoff,"
             " EXISTS (SELECT 1 FROM units WHERE units.unit_key = hosts.key AND units.state = 'leased'"
-            "         AND units.expires_at > ?) AS leased"
-            " FROM hosts WHERE next_allowed_at > ? OR backoff > 0 OR leased"
+            "         AND units.expires_at > ?) AS leased FROM hosts) AS h"
+            " WHERE next_allowed_at > ? OR backoff > 0 OR leased"
             " ORDER BY next_allowed_at DESC, key LIMIT ?",
             (now, now, limit),
         ).fetchall()
     return [HostOverview(key, peer, at, delay, backoff, bool(leased)) for key, peer, at, delay, backoff, leased in rows]
 
 
-def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
+def check_job(conn: Connection, job_id: int) -> tuple[Any, ...]:
     row = None
     if 0 <= job_id <= schema.MAX_ID:
         row = conn.execute(
@@ -85,7 +85,7 @@ def check_job(conn: sqlite3.Connection, job_id: int) -> tuple[Any, ...]:
     return row
 
 
-def check_results(conn: sqlite3.Connection, job_id: int) -> None:
+def check_results(conn: Connection, job_id: int) -> None:
     """NotFound unless the job is there with its results (not deleted: `retention`)."""
     check_job(conn, job_id)
     (deleted_at,) = conn.execute("SELECT deleted_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -94,7 +94,7 @@ def check_results(conn: sqlite3.Connection, job_id: int) -> None:
         raise NotFound(f"job {job_id}'s results and logs were deleted on {when}")
 
 
-def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobStatus:
+def job_status_of(db: Database, conn: Connection, job_id: int) -> JobStatus:
     workload, state, created_at, finished_at, unit_size, owner_key, cancelled_at, limited = check_job(conn, job_id)
     model = jobs.checker(db, conn, job_id).model
     vantage, deleted_at, summary = conn.execute(
@@ -124,17 +124,17 @@ def job_status_of(db: Database, conn: sqlite3.Connection, job_id: int) -> JobSta
     )
 
 
-def _progress(conn: sqlite3.Connection, job_id: int, state: str, unit_size: int) -> tuple[int, int, int, dict]:
+def _progress(conn: Connection, job_id: int, state: str, unit_size: int) -> tuple[int, int, int, dict]:
     """A job's units (all, done), items and results counted from its rows."""
     units_total, units_done = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0) FROM units WHERE job_id = ?", (job_id,)
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'done') FROM units WHERE job_id = ?", (job_id,)
     ).fetchone()
     if state == "running":
         # Units of the waiting items are formed when leased; count them at a new peer's size.
         size = min(unit_sizing.DEFAULT_UNIT, unit_size)
         (to_form,) = conn.execute(
             "SELECT COALESCE(SUM((n + ? - 1) / ?), 0)"
-            f" FROM (SELECT COUNT(*) AS n FROM {schema.QUEUED_ITEMS} WHERE q.job_id = ? GROUP BY q.unit_key)",
+            f" FROM (SELECT COUNT(*) AS n FROM {schema.QUEUED_ITEMS} WHERE q.job_id = ? GROUP BY q.unit_key) AS per_host",
             (size, size, job_id),
         ).fetchone()
         units_total += to_form
@@ -142,7 +142,7 @@ def _progress(conn: sqlite3.Connection, job_id: int, state: str, unit_size: int)
     counts = dict(
         conn.execute(
             # An item waiting for its verdict (a re-check) is not done yet.
-            "SELECT result, COUNT(*) FROM items WHERE job_id = ? AND done = 1 AND verdict IS NOT 'pending'"
+            "SELECT result, COUNT(*) FROM items WHERE job_id = ? AND done = 1 AND verdict IS DISTINCT FROM 'pending'"
             " GROUP BY result ORDER BY result",
             (job_id,),
         ).fetchall()
@@ -195,7 +195,7 @@ def job_results(
     return results
 
 
-def _referrers(conn: sqlite3.Connection, model: JobModel, ids: list[int]) -> dict[int, tuple[list[str], int]]:
+def _referrers(conn: Connection, model: JobModel, ids: list[int]) -> dict[int, tuple[list[str], int]]:
     """The pages that link to each item (for crawls), sorted, and how many more link to it
     than were kept (`schema.MAX_REFERRERS`). A page is named as its model's `links_at` field
     says (where its redirects ended), else by its URL."""

@@ -11,13 +11,13 @@ a lease when hosts without a peer got work or the asking peer holds no host.
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from coordinator import host_planning, reputation
 from coordinator.host_planning import ActivePeer
 from coordinator.reputation import Observed, PeerRecord
-from coordinator.sqlite import jobs, peers, rechecks, schema
-from coordinator.sqlite.database import Database
+from coordinator.sql import jobs, peers, rechecks, schema
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database
 from coordinator.store import PEER_QUIET_SECONDS
 from overlay.wire import decode
 
@@ -43,7 +43,7 @@ def rebalance(db: Database, now: float, only_if_needed: bool, paced: bool = Fals
         plan(db, conn, now)
 
 
-def plan(db: Database, conn: sqlite3.Connection, now: float) -> None:
+def plan(db: Database, conn: Connection, now: float) -> None:
     """Assign every host with work to an active peer (`host_planning.plan_hosts`), once the
     first plan has settled (`host_planning.settled`)."""
     if not db.planned_once:
@@ -124,7 +124,7 @@ def seen_lately(observed: dict[str, Observed], now: float) -> dict[str, Observed
     return {peer_id: seen for peer_id, seen in observed.items() if reputation.observed_items(seen, now) >= FORGET_BELOW}
 
 
-def plan_is_due(db: Database, conn: sqlite3.Connection, peer_id: str, now: float) -> bool:
+def plan_is_due(db: Database, conn: Connection, peer_id: str, now: float) -> bool:
     """Should this peer's lease plan first (`host_planning.plan_is_due`)?"""
     return host_planning.plan_is_due(
         db.last_plan,

@@ -25,13 +25,13 @@ then quarantines it when it is wrong too often.
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from coordinator import reputation, vantage, verdicts
-from coordinator.sqlite import jobs, kept_records, peers
-from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.sql import jobs, kept_records, peers
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, chunks, placeholders
 from overlay.wire import decode
 from workloads.records import Record
 
@@ -52,7 +52,7 @@ _KNOWN = (
 
 def plant(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     peer_id: str,
     unit_id: int,
     job_id: int,
@@ -112,7 +112,7 @@ def _mixed(
     return chosen
 
 
-def plants_of(conn: sqlite3.Connection, peer_id: str, unit_ids: Sequence[int]) -> dict[int, dict[str, int | None]]:
+def plants_of(conn: Connection, peer_id: str, unit_ids: Sequence[int]) -> dict[int, dict[str, int | None]]:
     """The known answers planted in these units' leases to this peer: unit -> url -> its known
     item, None once judged (a streamed record of it came already)."""
     found: dict[int, dict[str, int | None]] = {}
@@ -149,9 +149,7 @@ class Judged(NamedTuple):
     wrong: int
 
 
-def judge(
-    db: Database, conn: sqlite3.Connection, job_id: int, peer_id: str, answers: list[tuple[int, Record]]
-) -> Judged:
+def judge(db: Database, conn: Connection, job_id: int, peer_id: str, answers: list[tuple[int, Record]]) -> Judged:
     """How the peer did on known answers: right, wrong (it reached the website and said
     otherwise, or, of a crawled page, found links that stray from those its answers agreed
     on: `verdicts.links_stray`); one that could not reach it is neither."""
@@ -184,7 +182,7 @@ def judge(
     return Judged(right, wrong)
 
 
-def _agreed_links(conn: sqlite3.Connection, item_ids: list[int]) -> dict[int, frozenset[str]]:
+def _agreed_links(conn: Connection, item_ids: list[int]) -> dict[int, frozenset[str]]:
     """The links the answers of these crawled pages agreed on: where two found the same, or
     three or more decide (`verdicts.links_to_follow`); two that differ tell nothing."""
     found: dict[int, dict[str, frozenset[str]]] = {}
@@ -202,12 +200,12 @@ def _agreed_links(conn: sqlite3.Connection, item_ids: list[int]) -> dict[int, fr
     }
 
 
-def judged(conn: sqlite3.Connection, unit_id: int, urls: Sequence[str]) -> None:
+def judged(conn: Connection, unit_id: int, urls: Sequence[str]) -> None:
     """These plants of a unit were answered (and judged): a record sent again is set aside
     without a second judgment."""
     conn.executemany("UPDATE plants SET judged = 1 WHERE unit_id = ? AND url = ?", [(unit_id, url) for url in urls])
 
 
-def forget(conn: sqlite3.Connection, unit_id: int) -> None:
+def forget(conn: Connection, unit_id: int) -> None:
     """A unit's lease ended (its final report): its plants go."""
     conn.execute("DELETE FROM plants WHERE unit_id = ?", (unit_id,))

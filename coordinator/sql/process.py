@@ -5,7 +5,7 @@ aiohttp) and the store's Python (rules, rows) take turns, and the store, which e
 report waits for, waits for the HTTP side's turn. In a process of its own the store has a core
 to itself.
 
-The parent keeps the store's interface: `SqliteStore` hands every call to `call` as it hands
+The parent keeps the store's interface: `SqlStore` hands every call to `call` as it hands
 it to a `StoreThread`, and the call runs here as the same function (a module-level function
 crosses by its name) on the child's own database. The child groups the calls that queued up and commits them together
 exactly as the thread does (`thread.take_group`, `run_group`), and answers each group
@@ -29,14 +29,14 @@ import logging
 import multiprocessing
 import pickle
 import queue
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection as Pipe
 from typing import Any, NamedTuple, TypeVar
 
-from coordinator.sqlite.thread import Outcome, run_group, settle, take_group
+from coordinator.sql.connection import Connection
+from coordinator.sql.thread import Outcome, run_group, settle, take_group
 from coordinator.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Hosted(NamedTuple):
     """What the child needs of the store it hosts."""
 
     target: Any  # what every call's function is called with first (the child's database)
-    connection: Callable[[], sqlite3.Connection | None]  # for group commits
+    connection: Callable[[], Connection | None]  # for group commits
     on_rollback: Callable[[], None]  # a group's commit failed (`StoreThread`'s on_rollback)
     close: Callable[[], None]  # the coordinator is gone: close the database
 
@@ -214,7 +214,7 @@ def _formatter(root: logging.Logger) -> logging.Formatter | None:
 # ---- the child -----------------------------------------------------------------------------
 
 
-def _serve(pipe: Connection, host: Callable[[], Hosted], level: int, formatter: logging.Formatter | None) -> None:
+def _serve(pipe: Pipe, host: Callable[[], Hosted], level: int, formatter: logging.Formatter | None) -> None:
     """The child: run the calls that arrive, a group at a time, until told to stop. It logs
     as the coordinator does: at its level, in its format, to the stderr they share."""
     handler = logging.StreamHandler(sys.stderr)

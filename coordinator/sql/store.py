@@ -25,7 +25,7 @@ from typing import Any, Self, TypeVar
 from coordinator import assignment, host_pacing
 from coordinator.owner_limits import Limits
 from coordinator.roles import Role
-from coordinator.sqlite import (
+from coordinator.sql import (
     access,
     bundles,
     holding,
@@ -33,14 +33,15 @@ from coordinator.sqlite import (
     leasing,
     peers,
     planning,
+    postgres,
     queries,
     reports,
     retention,
     streamed,
 )
-from coordinator.sqlite.database import Database, Settings
-from coordinator.sqlite.process import Hosted, StoreProcess
-from coordinator.sqlite.thread import StoreThread
+from coordinator.sql.database import Database, Settings
+from coordinator.sql.process import Hosted, StoreProcess
+from coordinator.sql.thread import StoreThread
 from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     OPERATOR,
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SqliteStore:
+class SqlStore:
     """`coordinator.store.Store` on one SQLite file."""
 
     def __init__(
@@ -112,7 +113,7 @@ class SqliteStore:
             self._runner.stop()
             self._runner = None
             raise
-        log.info("store opened at %s", self._path)
+        log.info("store opened at %s", postgres.shown(self._path))
 
     async def close(self) -> None:
         if self._runner is None:
@@ -308,6 +309,6 @@ class SqliteStore:
 
 
 def _hosted(path: str, settings: Settings) -> Hosted:
-    """The database a `StoreProcess` child runs the calls on (see SqliteStore's own_process)."""
+    """The database a `StoreProcess` child runs the calls on (see SqlStore's own_process)."""
     db = Database(path, settings)
     return Hosted(target=db, connection=lambda: db.conn, on_rollback=db.forget_cached, close=db.close)

@@ -4,12 +4,12 @@ then its host goes to other peers a while, and a unit no peer can run uses an at
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from coordinator import host_pacing, host_planning, leases
-from coordinator.sqlite import peers
-from coordinator.sqlite.database import Database
-from coordinator.sqlite.leasing import (
+from coordinator.sql import peers
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database
+from coordinator.sql.leasing import (
     Span,
     StoredUnit,
     finish_items_with_error,
@@ -56,7 +56,7 @@ def release(db: Database, peer_id: str, unit_id: int, token: int, now: float, un
         pace_host(conn, stored.unit_key, lambda pace: host_pacing.after_abandoned(pace, now, min_delay))
 
 
-def step_aside(conn: sqlite3.Connection, keys: list[str], peer_id: str, now: float) -> None:
+def step_aside(conn: Connection, keys: list[str], peer_id: str, now: float) -> None:
     """The peer leaves these hosts to others for `host_planning.STEP_ASIDE_SECONDS`."""
     conn.executemany(
         "INSERT INTO stepped_aside (unit_key, peer_id, until) VALUES (?, ?, ?)"
@@ -65,9 +65,7 @@ def step_aside(conn: sqlite3.Connection, keys: list[str], peer_id: str, now: flo
     )
 
 
-def _after_unable(
-    db: Database, conn: sqlite3.Connection, unit_id: int, stored: StoredUnit, reason: str, now: float
-) -> None:
+def _after_unable(db: Database, conn: Connection, unit_id: int, stored: StoredUnit, reason: str, now: float) -> None:
     """Queue a unit given back as unable again (`leases.after_unable`); when no peer can run
     it, that uses an attempt, and the last one finishes its open items with the reason."""
     (aside,) = conn.execute(

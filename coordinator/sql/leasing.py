@@ -6,13 +6,12 @@ chosen by `coordinator.host_leasing` (reclaimed, straggling or new) and granted 
 Then the hosts with work of vantage jobs and of re-check jobs that the plan gave to other
 peers: such a job's units go to any peer that may take them, a vantage job's to a network its
 website has not had yet (`coordinator.vantage`), a re-check job's to a peer that did not answer
-its items, preferably of another network (`coordinator.sqlite.rechecks`).
+its items, preferably of another network (`coordinator.sql.rechecks`).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -29,8 +28,9 @@ from coordinator import (
 from coordinator.host_leasing import OpenUnit, TakenBack, WaitingItem
 from coordinator.host_pacing import HostPace
 from coordinator.leases import UnitLease, UnitState
-from coordinator.sqlite import bundles, jobs, known_answers, peers, planning, rechecks, schema
-from coordinator.sqlite.database import Database, JobFacts, placeholders
+from coordinator.sql import bundles, jobs, known_answers, peers, planning, rechecks, schema
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, JobFacts, placeholders
 from coordinator.store import NotFound, StaleLease
 from overlay.wire import ANY_WORKLOAD, BundleRef, Lease, PeerUsage, decode
 
@@ -68,7 +68,7 @@ class Asking:
     bundles: dict[tuple[str, str | None], BundleRef | None] = field(default_factory=dict)
     about: set[str] | None = None  # the networks of the peers about, once a re-check asked
 
-    def networks_about(self, conn: sqlite3.Connection) -> set[str]:
+    def networks_about(self, conn: Connection) -> set[str]:
         if self.about is None:
             self.about = rechecks.networks_about(conn, self.now)
         return self.about
@@ -113,19 +113,19 @@ class Granted(NamedTuple):
 # ---- rows ------------------------------------------------------------------------------------
 
 
-def unit_lease(row: sqlite3.Row | Sequence[Any]) -> UnitLease:
+def unit_lease(row: Sequence[Any]) -> UnitLease:
     state, token, peer_id, expires_at, attempts, last_error = row
     return UnitLease(UnitState(state), token, peer_id, expires_at, attempts, last_error)
 
 
-def save_unit(conn: sqlite3.Connection, unit_id: int, unit: UnitLease) -> None:
+def save_unit(conn: Connection, unit_id: int, unit: UnitLease) -> None:
     conn.execute(
         "UPDATE units SET state = ?, token = ?, peer_id = ?, expires_at = ?, attempts = ?, last_error = ? WHERE id = ?",
         (unit.state.value, unit.token, unit.peer_id, unit.expires_at, unit.attempts, unit.last_error, unit_id),
     )
 
 
-def load_unit(conn: sqlite3.Connection, unit_id: int) -> StoredUnit:
+def load_unit(conn: Connection, unit_id: int) -> StoredUnit:
     row = None
     if 0 <= unit_id <= schema.MAX_ID:
         row = conn.execute(
@@ -138,7 +138,7 @@ def load_unit(conn: sqlite3.Connection, unit_id: int) -> StoredUnit:
     return StoredUnit(row[0], row[1], row[2], unit_lease(row[3:]))
 
 
-def stale_lease(conn: sqlite3.Connection, unit_id: int, token: int, job_id: int) -> StaleLease:
+def stale_lease(conn: Connection, unit_id: int, token: int, job_id: int) -> StaleLease:
     """The refusal of a renewal, release or report that names a lease the unit no longer has: saying
     so when its job was cancelled (the holder then knows why it stops)."""
     (cancelled,) = conn.execute("SELECT cancelled_at IS NOT NULL FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -147,7 +147,7 @@ def stale_lease(conn: sqlite3.Connection, unit_id: int, token: int, job_id: int)
     return StaleLease(f"unit {unit_id} token {token} is not the current lease")
 
 
-def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, now: float) -> None:
+def finish_items_with_error(conn: Connection, span: Span, message: str, now: float) -> None:
     finished = conn.execute(
         f"UPDATE items SET result = 'error', failed = ?, done = 1 WHERE {schema.UNIT_ITEMS}",
         (message[: url_jobs.MAX_TEXT], *span),
@@ -155,12 +155,12 @@ def finish_items_with_error(conn: sqlite3.Connection, span: Span, message: str, 
     jobs.items_closed(conn, span.job_id, finished, now)
 
 
-def load_pace(conn: sqlite3.Connection, key: str) -> HostPace:
+def load_pace(conn: Connection, key: str) -> HostPace:
     row = conn.execute("SELECT next_allowed_at, crawl_delay, backoff FROM hosts WHERE key = ?", (key,)).fetchone()
     return HostPace() if row is None else HostPace(*row)
 
 
-def save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
+def save_pace(conn: Connection, key: str, pace: HostPace) -> None:
     values = (pace.next_allowed_at, pace.crawl_delay, pace.backoff, key)
     if not conn.execute(
         "UPDATE hosts SET next_allowed_at = ?, crawl_delay = ?, backoff = ? WHERE key = ?", values
@@ -168,7 +168,7 @@ def save_pace(conn: sqlite3.Connection, key: str, pace: HostPace) -> None:
         conn.execute("INSERT INTO hosts (next_allowed_at, crawl_delay, backoff, key) VALUES (?, ?, ?, ?)", values)
 
 
-def pace_host(conn: sqlite3.Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
+def pace_host(conn: Connection, key: str, change: Callable[[HostPace], HostPace]) -> None:
     """Apply a pacing rule to a host. A key that is no website (items that are not http(s)
     URLs, a part of an items job) has nothing to pace."""
     if not url_jobs.is_website(key):
@@ -214,7 +214,8 @@ def lease(
         )
         # Re-checks prefer a network no answer came from: where each peer is, as seen here.
         conn.execute(
-            "UPDATE peers SET network = ? WHERE id = ? AND network IS NOT ?", (ask.network, peer_id, ask.network)
+            "UPDATE peers SET network = ? WHERE id = ? AND network IS DISTINCT FROM ?",
+            (ask.network, peer_id, ask.network),
         )
         # Only hosts with something to lease: waiting items or a unit not done. A host keeps
         # its peer until the next plan after its work ran out; asking for its items on
@@ -258,7 +259,7 @@ _OPEN_UNIT_COLUMNS = (
 )
 
 
-def _lease_open(db: Database, conn: sqlite3.Connection, ask: Asking, room: int) -> list[Granted]:
+def _lease_open(db: Database, conn: Connection, ask: Asking, room: int) -> list[Granted]:
     """Units of vantage and re-check jobs on hosts the plan gave to other peers (or to none),
     for a peer that may take them (`vantage.may_serve`, `rechecks.allowed`)."""
     open_jobs = [
@@ -296,7 +297,7 @@ def _lease_open(db: Database, conn: sqlite3.Connection, ask: Asking, room: int) 
     return granted
 
 
-def _networks_used(conn: sqlite3.Connection, job_id: int, key: str) -> dict[int, set[str]]:
+def _networks_used(conn: Connection, job_id: int, key: str) -> dict[int, set[str]]:
     """Which networks and peers (`vantage.peer_label`) took units of each replica of a vantage
     job on one host."""
     used: dict[int, set[str]] = {}
@@ -312,7 +313,7 @@ def _networks_used(conn: sqlite3.Connection, job_id: int, key: str) -> dict[int,
 
 def _lease_host(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     key: str,
     pace: HostPace,
     ask: Asking,
@@ -384,13 +385,13 @@ def _lease_host(
     return _form_unit(db, conn, key, ask, may_serve)
 
 
-def _network_kept(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> str | None:
+def _network_kept(db: Database, conn: Connection, ask: Asking, job_id: int) -> str | None:
     """The network a unit keeps of the peer it is granted to: its items' answers come from
     there (a vantage point; where a re-checked answer came from)."""
     return ask.network
 
 
-def _may_recheck_unit(db: Database, conn: sqlite3.Connection, ask: Asking, span: Span) -> bool:
+def _may_recheck_unit(db: Database, conn: Connection, ask: Asking, span: Span) -> bool:
     """May the asking peer take a re-check job's unit granted before? Only if it may answer
     every item the unit holds open."""
     waiting = [
@@ -404,7 +405,7 @@ def _may_recheck_unit(db: Database, conn: sqlite3.Connection, ask: Asking, span:
 
 
 def _form_unit(
-    db: Database, conn: sqlite3.Connection, key: str, ask: Asking, may_serve: Callable[[int, int], bool]
+    db: Database, conn: Connection, key: str, ask: Asking, may_serve: Callable[[int, int], bool]
 ) -> Granted | None:
     """A new unit of the host's waiting items (`host_leasing.form_unit`), of its oldest job
     the peer runs and may serve, sized for the peer: about unit_sizing.TARGET_SECONDS of its
@@ -433,7 +434,7 @@ def _form_unit(
     unit = leases.grant(UnitLease(UnitState.QUEUED), ask.peer_id, ask.now, ask.lease_seconds, db.settings.max_attempts)
     unit_id = conn.execute(
         "INSERT INTO units (job_id, unit_key, state, token, peer_id, expires_at, leased_at, renewed_at,"
-        " first_item, last_item, replica, network, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " first_item, last_item, replica, network, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             formed.job_id,
             key,
@@ -449,7 +450,7 @@ def _form_unit(
             _network_kept(db, conn, ask, formed.job_id),
             _version_of(db, conn, ask, formed.job_id),
         ),
-    ).lastrowid
+    ).fetchone()[0]
     assert unit_id is not None
     conn.execute(
         "UPDATE queues SET taken_through = ? WHERE unit_key = ? AND job_id = ?", (formed.last_item, key, formed.job_id)
@@ -458,9 +459,7 @@ def _form_unit(
     return _lease_of(db, conn, ask, span, unit_id, unit, formed.items)
 
 
-def _rechecks_allowed(
-    db: Database, conn: sqlite3.Connection, ask: Asking, waiting: list[WaitingItem]
-) -> set[int] | None:
+def _rechecks_allowed(db: Database, conn: Connection, ask: Asking, waiting: list[WaitingItem]) -> set[int] | None:
     """Which waiting items of re-check jobs the asking peer may answer; None without any."""
     of_rechecks = [item for item in waiting if jobs.job(db, conn, item.job_id).recheck_of is not None]
     if not of_rechecks:
@@ -484,7 +483,7 @@ def _rechecks_allowed(
 
 def _lease_of(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     ask: Asking,
     span: Span,
     unit_id: int,
@@ -510,7 +509,7 @@ def _lease_of(
     return granted._replace(kind=kind, records=records) if kind != "urls" else granted
 
 
-def _bundle_of(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> BundleRef | None:
+def _bundle_of(db: Database, conn: Connection, ask: Asking, job_id: int) -> BundleRef | None:
     """The bundle version the asking peer runs a unit of this job with (looked up once a call)."""
     job = jobs.job(db, conn, job_id)
     if (job.workload, job.pinned) not in ask.bundles:
@@ -518,14 +517,14 @@ def _bundle_of(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int)
     return ask.bundles[job.workload, job.pinned]
 
 
-def _version_of(db: Database, conn: sqlite3.Connection, ask: Asking, job_id: int) -> str | None:
+def _version_of(db: Database, conn: Connection, ask: Asking, job_id: int) -> str | None:
     """The version a granted unit keeps: its report must name it, so that a peer cannot charge
     another version's rollout."""
     bundle = _bundle_of(db, conn, ask, job_id)
     return None if bundle is None else bundle.version
 
 
-def _straggler(conn: sqlite3.Connection, unit: OpenUnit, span: Span, ask: Asking) -> TakenBack | None:
+def _straggler(conn: Connection, unit: OpenUnit, span: Span, ask: Asking) -> TakenBack | None:
     """Is this live lease a straggler's, to take back (`host_leasing.taken_back`)? Its items,
     its holder's throughput and its job's waiting work are looked up only once its holder
     went silent."""
@@ -554,7 +553,7 @@ def _straggler(conn: sqlite3.Connection, unit: OpenUnit, span: Span, ask: Asking
     return back
 
 
-def bundle_ref(conn: sqlite3.Connection, name: str, pinned: str | None, peer_id: str) -> BundleRef | None:
+def bundle_ref(conn: Connection, name: str, pinned: str | None, peer_id: str) -> BundleRef | None:
     """The version a peer runs a job's unit with: the job's pin, else the rollout's choice.
     None only for a job stored before bundles existed whose bundle was never published."""
     version = pinned

@@ -14,7 +14,7 @@ report of a batch takes nothing else with it. What a report does to its unit is
 `leases.after_report`'s rule; to its host, `host_pacing.after_unit`'s.
 
 Items a version 2 workload streamed while its unit ran were finished already
-(`coordinator.sqlite.streamed`, `streamed_records`): the final report says how many its lease
+(`coordinator.sql.streamed`, `streamed_records`): the final report says how many its lease
 streamed (`streamed`) and carries those the peer could not hand over yet (`items`), taken
 first; a record of an item already finished is dropped (the first record counts), so nothing
 is counted twice.
@@ -23,7 +23,6 @@ is counted twice.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -32,8 +31,9 @@ from coordinator import host_pacing, leases, reputation, rollout, unit_sizing, u
 from coordinator.host_pacing import HostPace, UnitSummary
 from coordinator.leases import UnitLease, UnitState, Verdict
 from coordinator.rollout import Rollout, RolloutState
-from coordinator.sqlite import bundles, holding, jobs, kept_records, known_answers, leasing, peers, rechecks, schema
-from coordinator.sqlite.database import Database, chunks, placeholders
+from coordinator.sql import bundles, holding, jobs, kept_records, known_answers, leasing, peers, rechecks, schema
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, chunks, placeholders
 from coordinator.store import InvalidInput, NotFound, StaleLease, StoreError
 from overlay.wire import Report, ReportResponse
 from workloads.records import Record, SchemaError, check_unit_items
@@ -163,7 +163,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
     return verdicts
 
 
-def load_reported(conn: sqlite3.Connection, peer_id: str, unit_ids: list[int]) -> Reported:
+def load_reported(conn: Connection, peer_id: str, unit_ids: list[int]) -> Reported:
     """The rows the reports of these units touch: their units (if any), the units' open items
     and their hosts' paces, in a few queries for the whole call."""
     reported = Reported(peer_id, peers.throughput(conn, peer_id))
@@ -200,9 +200,7 @@ def load_reported(conn: sqlite3.Connection, peer_id: str, unit_ids: list[int]) -
     return reported
 
 
-def _take_report(
-    db: Database, conn: sqlite3.Connection, report: Incoming, now: float, reported: Reported
-) -> ReportResponse:
+def _take_report(db: Database, conn: Connection, report: Incoming, now: float, reported: Reported) -> ReportResponse:
     """Judge one report and collect what it changes in `reported`; raise before changing
     anything if it is stale or names no unit. Records that break the job's schema are the
     workload's failure (`leases.after_refused_report`), answered as not accepted. Only the
@@ -293,7 +291,7 @@ def misreported(
 
 def _merge_results(
     db: Database,
-    conn: sqlite3.Connection,
+    conn: Connection,
     unit: ReportedUnit,
     records: list[Record],
     reported: Reported,
@@ -309,7 +307,7 @@ def _merge_results(
 
 
 def finish_records(
-    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, records: list[Record], reported: Reported, now: float
+    db: Database, conn: Connection, unit: ReportedUnit, records: list[Record], reported: Reported, now: float
 ) -> None:
     """Finish the unit's open items these checked records name (each at most once, open: see
     `check_unit_items`), with their records; a crawl's links become new items."""
@@ -335,7 +333,7 @@ def finish_records(
 
 
 def streamed_records(
-    db: Database, conn: sqlite3.Connection, unit: ReportedUnit, items: list[Any]
+    db: Database, conn: Connection, unit: ReportedUnit, items: list[Any]
 ) -> tuple[list[Record], list[tuple[int, Record]]]:
     """The records a unit's workload streamed (process API version 2), checked against the
     job's model as a final report's are, without those of items finished already (streamed
@@ -357,9 +355,7 @@ def streamed_records(
     return list(fresh.values()), known
 
 
-def _not_streamed(
-    conn: sqlite3.Connection, unit: ReportedUnit, records: list[Record], streamed: set[str]
-) -> list[Record]:
+def _not_streamed(conn: Connection, unit: ReportedUnit, records: list[Record], streamed: set[str]) -> list[Record]:
     """A final report's records without those of items its lease streamed (taken already, or
     in this report's `items`): the streamed record counts. The rest are checked as ever."""
     records = [r for r in records if r.url not in streamed]
@@ -370,7 +366,7 @@ def _not_streamed(
     return [r for r in records if r.url not in finished]
 
 
-def _finished_of_unit(conn: sqlite3.Connection, unit: ReportedUnit, urls: list[str]) -> set[str]:
+def _finished_of_unit(conn: Connection, unit: ReportedUnit, urls: list[str]) -> set[str]:
     """Which of `urls` are items of the unit's range already finished."""
     found: set[str] = set()
     for chunk in chunks(urls):
@@ -393,7 +389,7 @@ def finish_with_error(unit: ReportedUnit, message: str, reported: Reported) -> N
     unit.items.clear()
 
 
-def _on_trial(conn: sqlite3.Connection, name: str, version: str | None, reported: Reported) -> bool:
+def _on_trial(conn: Connection, name: str, version: str | None, reported: Reported) -> bool:
     """Was `version` the candidate of a rollout in progress (its unit on trial)?"""
     if name not in reported.rollouts:
         reported.rollouts[name] = bundles.load_rollout(conn, name)
@@ -403,7 +399,7 @@ def _on_trial(conn: sqlite3.Connection, name: str, version: str | None, reported
     )
 
 
-def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, now: float) -> None:
+def write_reported(db: Database, conn: Connection, reported: Reported, now: float) -> None:
     """Write what the call's reports changed: items, units and host paces; then count the
     finished units for the versions that ran them, judge each rollout they touched (rolling
     a failing candidate back) once, close the finished items of each job and keep the
@@ -495,7 +491,7 @@ def write_reported(db: Database, conn: sqlite3.Connection, reported: Reported, n
         conn.execute("UPDATE peers SET throughput = ? WHERE id = ?", (reported.throughput, reported.peer_id))
 
 
-def _known_answers(db: Database, conn: sqlite3.Connection, reported: Reported) -> known_answers.Judged:
+def _known_answers(db: Database, conn: Connection, reported: Reported) -> known_answers.Judged:
     """Judge the answers to known answers planted in the call's leases; the plants answered,
     and those of units whose lease ended (a final report), go."""
     right = wrong = 0
@@ -512,7 +508,7 @@ def _known_answers(db: Database, conn: sqlite3.Connection, reported: Reported) -
     return known_answers.Judged(right, wrong)
 
 
-def keep_logs(conn: sqlite3.Connection, logs: list[tuple[Any, ...]]) -> None:
+def keep_logs(conn: Connection, logs: list[tuple[Any, ...]]) -> None:
     """Keep failed units' stderr tails, the latest MAX_LOGS_PER_JOB of each job."""
     conn.executemany(
         "INSERT INTO unit_logs (job_id, unit_id, peer_id, at, exit_code, error, log) VALUES (?, ?, ?, ?, ?, ?, ?)",

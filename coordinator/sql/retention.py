@@ -13,10 +13,10 @@ still see that the job was there, when it ran and what it found.
 from __future__ import annotations
 
 import logging
-import sqlite3
 
-from coordinator.sqlite import access, jobs, queries
-from coordinator.sqlite.database import Database, placeholders
+from coordinator.sql import access, jobs, queries
+from coordinator.sql.connection import Connection
+from coordinator.sql.database import Database, placeholders
 from overlay.wire import JobStatus, encode
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def delete_job(db: Database, job_id: int, actor: str, now: float) -> JobStatus:
         return queries.job_status_of(db, conn, job_id)
 
 
-def _mark_deleted(conn: sqlite3.Connection, job_id: int, status: JobStatus, now: float) -> None:
+def _mark_deleted(conn: Connection, job_id: int, status: JobStatus, now: float) -> None:
     summary = [status.units_total, status.units_done, status.items_total, status.items_done, status.counts]
     conn.execute("UPDATE jobs SET deleted_at = ?, summary = ? WHERE id = ?", (now, encode(summary), job_id))
     # Its re-checks go with it.
@@ -77,7 +77,7 @@ def purge(db: Database, now: float, keep_seconds: float | None) -> int:
     return removed
 
 
-def _purge_job(conn: sqlite3.Connection, job_id: int, budget: int) -> int:
+def _purge_job(conn: Connection, job_id: int, budget: int) -> int:
     """Delete up to `budget` of the job's items with what hangs on them; its units, logs and
     queues once no item is left."""
     ids = [item_id for (item_id,) in conn.execute("SELECT id FROM items WHERE job_id = ? LIMIT ?", (job_id, budget))]

@@ -1,0 +1,142 @@
+"""The store on a real PostgreSQL: an installation moved from SQLite goes on where it was;
+two coordinators' stores on one database never grant a unit twice; a lost connection is
+made again; a database that is not ours is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from coordinator.sql import SqlStore
+from coordinator.sql.moving import move
+from coordinator.store import OPERATOR, StoreError
+from overlay.wire import Report
+from tests import postgres
+from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
+from tests.coordinator.test_sqlite_store import LEASE, SITE, T0, answer, assert_site_checked_once, finish, register
+
+pytestmark = pytest.mark.xdist_group("postgres")
+
+
+async def _status_and_rows(store: SqlStore, job_ids: list[int]) -> list[object]:
+    return [(await store.job_status(job_id), await store.job_results(job_id, 0, 5000)) for job_id in job_ids]
+
+
+async def test_a_sqlite_installation_moves_and_goes_on_where_it_was(
+    tmp_path: Path, pg_cluster: postgres.Cluster, linkcheck: Linkcheck
+) -> None:
+    source = tmp_path / "c.sqlite"
+    async with SqlStore(source, unit_size=2) as lite:
+        await add_linkcheck(lite, linkcheck, T0)
+        await lite.grant("alice", "a" * 64, "owner", OPERATOR, T0)
+        await register(lite, "p1")
+        done_job = await lite.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 3}, T0)
+        now = await finish(lite, "p1", T0)
+        running_job = await lite.create_job("linkcheck", {"urls": ["http://a.test/"], "depth": 3}, now)
+        await lite.rebalance(now)
+        (held,) = await lite.lease("p1", 1, ["linkcheck"], now, LEASE)  # leased when moved
+        before = await _status_and_rows(lite, [done_job, running_job])
+        grants, audit, bundles = await lite.grants(), await lite.audit_log(100), await lite.list_bundles()
+
+    target = pg_cluster.database()
+    moved = move(str(source), target)
+    assert moved.rows["jobs"] == 2 and moved.rows["items"] > len(SITE)
+    with pytest.raises(StoreError, match="is not empty"):
+        move(str(source), target)
+
+    async with SqlStore(target, unit_size=2) as pg:
+        assert await _status_and_rows(pg, [done_job, running_job]) == before
+        assert (await pg.grants(), await pg.audit_log(100), await pg.list_bundles()) == (grants, audit, bundles)
+        # The lease held when it moved is still that peer's, with its token.
+        first = held.payload["items"]
+        report = Report(held.unit_id, held.token, 0, answer(held.payload), bundle_version=version_of(held))
+        assert (await pg.report("p1", report, now)).accepted, first
+        await finish(pg, "p1", now + 60)
+        await assert_site_checked_once(pg, running_job)
+        # New rows go on after the moved ones' ids.
+        assert await pg.create_job("linkcheck", {"urls": ["http://c.test/"]}, now) == running_job + 1
+
+
+async def test_two_stores_on_one_database_never_grant_a_unit_twice(
+    pg_cluster: postgres.Cluster, linkcheck: Linkcheck
+) -> None:
+    """Two coordinators' stores on one database, and every peer asks both for work at once
+    (as a peer failing over may): no URL and no website is ever in two live leases, every URL
+    is reported once, and the job ends."""
+    target = pg_cluster.database()
+    hosts = [f"http://h{n}.test/" for n in range(30)]
+    expected = sorted(f"{h}{p}" for h in hosts for p in range(4))
+    async with SqlStore(target, unit_size=2, host_min_delay=0) as a, SqlStore(target, host_min_delay=0) as b:
+        await add_linkcheck(a, linkcheck, T0)
+        peers = ["p0", "p1"]
+        for peer in peers:
+            await register(a, peer)
+        job_id = await a.create_job("linkcheck", {"urls": expected}, T0)
+        rng = random.Random(7)
+        now = T0
+        for round in range(200):
+            if round % 3 == 1 and len(peers) < 8:  # newcomers move websites between peers
+                peers.append(f"p{len(peers)}")
+                await register(b, peers[-1])
+            await asyncio.gather(a.rebalance(now), b.rebalance(now))
+            askers = [(peer, store) for peer in peers for store in (a, b)]
+            answers = await asyncio.gather(*(store.lease(peer, 4, ["linkcheck"], now, LEASE) for peer, store in askers))
+            granted = [(peer, lease) for (peer, _), leases in zip(askers, answers, strict=True) for lease in leases]
+            live_urls = [i["url"] for _, lease in granted for i in lease.payload["items"]]
+            assert len(live_urls) == len(set(live_urls)), "a URL in two live leases"
+            live_hosts = [lease.payload["items"][0]["url"].split("/")[2] for _, lease in granted]
+            assert len(live_hosts) == len(set(live_hosts)), "a website in two live leases"
+            await asyncio.gather(
+                *(
+                    rng.choice((a, b)).report(
+                        peer,
+                        Report(
+                            lease.unit_id,
+                            lease.token,
+                            0,
+                            {"items": [item(i["url"]) for i in lease.payload["items"]]},
+                            bundle_version=version_of(lease),
+                        ),
+                        now,
+                    )
+                    for peer, lease in granted
+                )
+            )
+            status = await a.job_status(job_id)
+            if status.state == "done":
+                break
+            now += 1 if granted else 5
+        assert status.state == "done", status
+        rows = await b.job_results(job_id, 0, 1000)
+        assert sorted(row["url"] for row in rows) == expected
+        assert all(row["result"] == "ok" for row in rows)
+
+
+async def test_a_lost_connection_is_made_again(pg_cluster: postgres.Cluster, linkcheck: Linkcheck) -> None:
+    target = pg_cluster.database()
+    async with SqlStore(target) as store:
+        await add_linkcheck(store, linkcheck, T0)
+        with psycopg.connect(pg_cluster.uri(), autocommit=True) as admin:
+            (ended,) = admin.execute(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'osaas-coordinator' AND datname = %s",
+                (target.rsplit("/", 1)[1],),
+            ).fetchone() or (0,)
+        assert ended == 1
+        assert [b.name for b in await store.list_bundles()] == ["linkcheck"]
+
+
+async def test_a_database_of_other_tables_is_refused(pg_cluster: postgres.Cluster) -> None:
+    target = pg_cluster.database()
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    with pytest.raises(StoreError, match=r"holds tables that are not an osaas store \(invoices"):
+        async with SqlStore(target):
+            pass
+    with pytest.raises(StoreError, match="cannot connect to postgresql://osaas:\\*\\*\\*@127.0.0.1:1/"):
+        async with SqlStore("postgresql://osaas:secret@127.0.0.1:1/none"):
+            pass
