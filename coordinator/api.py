@@ -256,7 +256,11 @@ async def serve(
                 log.info("not announced in the DHT: no network certificate (`osaas network admit`, --network-cert)")
             if ready is not None:
                 ready(actual_port)
-            raise StoreError(await store.failure())
+            syncing = asyncio.create_task(bundles.keep_seeding(store))
+            try:
+                raise StoreError(await store.failure())
+            finally:
+                syncing.cancel()
         finally:
             if announcing is not None and announcer is not None:
                 announcing.cancel()
@@ -275,9 +279,18 @@ async def _publish_builtin(store: Store, bundles: BundleService, identity: Ident
     """
     now = time.time()
     # The coordinator's own key is the operator's: it signs the built-in bundles, and the
-    # operator signs requests with it (`--key` the .key beside the database).
-    await store.grant(BUILTIN_OWNER, identity.public_hex, Role.OPERATOR, OPERATOR, now)
+    # operator signs requests with it (`--key` the .key beside the database). Coordinators
+    # sharing one database each have a key of their own, under a name of its own.
+    mine = identity.public_hex
+    taken = {grant.name: grant.public_key for grant in await store.grants()}.get(BUILTIN_OWNER, mine) != mine
+    await store.grant(f"{BUILTIN_OWNER} {mine[:12]}" if taken else BUILTIN_OWNER, mine, Role.OPERATOR, OPERATOR, now)
+    owners = {status.name: status.owner_key for status in await store.list_bundles()}
     for name in builtin.BUILTINS:
+        if owners.get(name, mine) != mine:
+            # Another coordinator of this database publishes it: its versions are seeded here
+            # too (`BundleService.start`), and a second signer may not take the name.
+            log.info("built-in bundle %s is published by coordinator %s… of the same database", name, owners[name][:12])
+            continue
         try:
             built = await asyncio.to_thread(builtin.build_builtin, name, identity, work_dir)
             manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)

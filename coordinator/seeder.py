@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.store import NotOwner, PublishedBundle, Store, unknown_owner
+from coordinator.store import NotOwner, PublishedBundle, Store, StoreError, unknown_owner
 from overlay import records
 from overlay.announcements import BundleAnnouncement, bundle_key
 from overlay.dht import DhtNode
@@ -66,6 +66,7 @@ ORIGIN_UPLOAD_SLOTS = 4
 # size, sending a few extra copies costs the coordinator less than the wait costs everyone.
 SUPER_SEED_FROM = 4 * 1024 * 1024  # bytes of archive
 INCOMING_DIR = "incoming"
+SYNC_SECONDS = 15.0  # how often the versions other coordinators of the store published are looked for
 BUILTIN_DIR = "builtin"
 # Bundle names that would land on the service's own directories, or outside bundle_dir.
 _RESERVED_NAMES = frozenset({".", "..", INCOMING_DIR, BUILTIN_DIR})
@@ -266,14 +267,49 @@ class BundleService:
         return self._dir / name / version
 
     async def start(self, store: Store) -> None:
-        """Seed every version the store holds: what the last run published."""
+        """Seed every version the store holds: what the last run published, and what other
+        coordinators of the same database published (their archives come from the store)."""
         if self._seeder is None:
             return
         for published in await store.published_bundles():
+            if self._seeder.is_seeding(published.info_hash):
+                continue
             try:
+                await self._bring(store, published)
                 await self._seed(published)
-            except (OSError, TorrentError) as exc:
+            except (OSError, TorrentError, BundleError) as exc:
                 log.warning("cannot seed %s %s: %s; publish it again", published.name, published.version, exc)
+
+    async def keep_seeding(self, store: Store, every: float = SYNC_SECONDS) -> None:
+        """Seed, every `every` seconds, the versions published since (at another coordinator
+        of the same database); until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.start(store)
+            except StoreError as exc:
+                log.warning("cannot list the published bundles: %s", exc)
+
+    async def _bring(self, store: Store, published: PublishedBundle) -> None:
+        """Make sure the version's archive is both here and in the store: fetched from the store
+        (and checked as an upload is) when it is not here; kept there when only here (a version
+        published before the store kept archives)."""
+        name, version = published.name, published.version
+        archive_path = self.archive_dir(name, version) / f"{name}-{version}.tar"
+        if archive_path.exists():
+            if await store.bundle_archive(name, version) is None:
+                await store.keep_archive(name, version, await asyncio.to_thread(archive_path.read_bytes))
+            return
+        archive = await store.bundle_archive(name, version)
+        if archive is None:
+            raise BundleError("its archive is neither here nor in the store")
+        signed = bundle.decode(published.manifest)
+        incoming = await asyncio.to_thread(self._receive, signed, archive)
+        try:
+            await asyncio.to_thread(self._keep, incoming, signed, False)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+        log.info("bundle %s %s brought from the store", name, version)
 
     async def _seed(self, published: PublishedBundle) -> None:
         if self._seeder is None or self._seeder.is_seeding(published.info_hash):
@@ -319,6 +355,7 @@ class BundleService:
                 name, version, owner_key, signed.info_hash, signed.archive_sha256, manifest, now
             )
             new = await store.add_bundle(published, stable=stable)
+            await store.keep_archive(name, version, archive)
             await asyncio.to_thread(self._keep, incoming, signed, new)
         finally:
             await asyncio.to_thread(shutil.rmtree, incoming, True)

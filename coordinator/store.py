@@ -382,6 +382,13 @@ class Store(Protocol):
         version of a name binds the name to its owner key and becomes its stable version;
         `stable=True` makes a later version stable at once (the operator's built-in bundles)."""
 
+    async def keep_archive(self, name: str, version: str, archive: bytes) -> None:
+        """Keep a published version's archive (checked against its manifest by the caller), so
+        that every coordinator of the store can seed it; keeping it again changes nothing."""
+
+    async def bundle_archive(self, name: str, version: str) -> bytes | None:
+        """A published version's archive; None when none was kept (published before schema 16)."""
+
     async def bundle_info(self, name: str, version: str) -> PublishedBundle: ...
 
     async def bundle_status(self, name: str) -> BundleStatus: ...

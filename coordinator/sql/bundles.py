@@ -64,6 +64,22 @@ def add_bundle(db: Database, bundle: PublishedBundle, stable: bool) -> bool:
     return row is None
 
 
+def keep_archive(db: Database, name: str, version: str, archive: bytes) -> None:
+    with db.transaction() as conn:
+        if conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone() is None:
+            raise NotFound(f"bundle {name!r} has no version {version!r} on this coordinator")
+        conn.execute(
+            "INSERT INTO archives (name, version, archive) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (name, version, archive),
+        )
+
+
+def bundle_archive(db: Database, name: str, version: str) -> bytes | None:
+    with db.transaction(write=False) as conn:
+        row = conn.execute("SELECT archive FROM archives WHERE name = ? AND version = ?", (name, version)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def bundle_info(db: Database, name: str, version: str) -> PublishedBundle:
     with db.transaction(write=False) as conn:
         row = conn.execute(

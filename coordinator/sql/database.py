@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from coordinator import assignment, host_pacing, reputation
+from coordinator import assignment, host_pacing
 from coordinator.host_planning import MAX_SETTLE, Replanning
-from coordinator.reputation import Observed
 from coordinator.sql import postgres, schema
 from coordinator.sql.connection import Connection
 from coordinator.store import DEFAULT_UNIT_SIZE, StoreError
@@ -85,10 +84,6 @@ class Database:
     job_inputs: dict[int, JobInput] = field(default_factory=dict)  # parsed inputs of recent jobs
     jobs: dict[int, JobFacts] = field(default_factory=dict)
     checkers: dict[int, Checker] = field(default_factory=dict)  # jobs' record checks (their models)
-    # What each peer was seen to do lately (`reputation.Observed`), for its weight in plans. In
-    # memory only: after a restart every key is seen anew, and weighs at most OBSERVED_FLOOR
-    # until it has worked a few minutes.
-    observed: dict[str, Observed] = field(default_factory=dict)
 
     def open(self) -> None:
         if postgres.is_postgres(self.path):
@@ -134,15 +129,6 @@ class Database:
                 conn.execute("ROLLBACK")
             self.forget_cached()
             raise
-
-    def saw_work(self, peer_id: str, items: int, now: float) -> None:
-        """The store accepted `items` items of the peer's work at `now`: what it was seen to do
-        (`reputation.Observed`), which caps its weight in plans. Called once the call's changes
-        are written, so that a call taken back counts nothing; a group commit that fails after
-        its calls were written counts a batch of work that was not kept, forgotten within
-        minutes like any other."""
-        if items > 0:
-            self.observed[peer_id] = reputation.observed_after(self.observed.get(peer_id, Observed()), items, now)
 
     def forget_cached(self) -> None:
         """After a rollback: what the caches learned inside it may never have been (a job id

@@ -29,6 +29,7 @@ TABLES = (
     "jobs",
     "peers",
     "bundles",
+    "archives",
     "rollouts",
     "hosts",
     "job_progress",

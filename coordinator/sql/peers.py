@@ -4,7 +4,8 @@ record (`coordinator.reputation`: a quarantined key gets no more work)."""
 
 from __future__ import annotations
 
-from coordinator.reputation import PeerRecord
+from coordinator import reputation
+from coordinator.reputation import Observed, PeerRecord
 from coordinator.sql.connection import Connection
 from coordinator.sql.database import Database
 from coordinator.store import UnknownPeer
@@ -44,6 +45,20 @@ def touch(conn: Connection, peer_id: str, now: float) -> None:
     """The peer was heard from; it must have registered."""
     if conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id)).rowcount == 0:
         raise UnknownPeer("register first (POST /v1/peers/register)")
+
+
+def saw_work(conn: Connection, peer_id: str, items: int, now: float) -> None:
+    """The store accepted `items` items of the peer's work at `now`: what it was seen to do
+    (`reputation.Observed`), which caps its weight in plans. Kept in its row, in the call's
+    transaction: a call taken back counts nothing, and every coordinator of a database plans
+    with what any of them saw."""
+    if items <= 0:
+        return
+    row = conn.execute("SELECT observed_items, observed_at FROM peers WHERE id = ?", (peer_id,)).fetchone()
+    if row is None:
+        return
+    seen = reputation.observed_after(Observed(*row), items, now)
+    conn.execute("UPDATE peers SET observed_items = ?, observed_at = ? WHERE id = ?", (seen.items, seen.at, peer_id))
 
 
 def record_usage(db: Database, conn: Connection, peer_id: str, usage: PeerUsage, now: float) -> None:

@@ -1,8 +1,9 @@
 """Which peer works on which host, as the SQLite store keeps it: the rules are
 `coordinator.host_planning`'s; this reads what they need and writes what they decide into
 `hosts`, so the assignment survives restarts. A peer's weight is its claim as far as its
-agreement record (`peers`) and what the store saw it do (`Database.observed`, fed by the
-reports it accepted) bear it out (`reputation.weight`).
+agreement record and what the store saw it do (`peers.observed_items`, fed by the reports
+it accepted) bear it out (`reputation.weight`). Both are in the store, so every coordinator
+of one database makes the same plan from the same rows.
 
 A plan runs every few seconds (the API's background task), when peers registered, and inside
 a lease when hosts without a peer got work or the asking peer holds no host.
@@ -25,11 +26,6 @@ log = logging.getLogger(__name__)
 
 # A peer's agreement record, as `peers.record_of` reads it: what its weight is allowed.
 _RECORD = "agreed, outvoted, known_right, known_wrong, misreports, quarantined"
-NOT_SEEN = Observed()
-# A peer seen doing less than this many items, decayed (`reputation.observed_items`), is
-# forgotten: its weight is then what a peer never seen gets, and the map holds only the
-# peers that worked lately, not every key that ever reported.
-FORGET_BELOW = 0.01
 
 
 def rebalance(db: Database, now: float, only_if_needed: bool, paced: bool = False) -> None:
@@ -54,17 +50,16 @@ def plan(db: Database, conn: Connection, now: float) -> None:
     jobs.stop_waiting_for_networks(db, conn, now)
     rechecks.overdue(db, conn, now)
     running = {name for (name,) in conn.execute("SELECT DISTINCT workload FROM jobs WHERE state = 'running'")}
-    db.observed = seen_lately(db.observed, now)
     active = {
         peer_id: ActivePeer(
             capacity,
             decode(workloads),
             PeerRecord(*record),
-            reputation.observed_rate(db.observed.get(peer_id, NOT_SEEN), now),
+            reputation.observed_rate(Observed(observed_items, observed_at), now),
         )
-        for peer_id, capacity, workloads, *record in conn.execute(
+        for peer_id, capacity, workloads, observed_items, observed_at, *record in conn.execute(
             # A quarantined key gets no website (`coordinator.reputation`).
-            f"SELECT id, capacity, workloads, {_RECORD} FROM peers WHERE quarantined IS NULL AND (last_seen >= ?"
+            f"SELECT id, capacity, workloads, observed_items, observed_at, {_RECORD} FROM peers WHERE quarantined IS NULL AND (last_seen >= ?"
             " OR id IN (SELECT peer_id FROM units WHERE state != 'done' AND state = 'leased' AND expires_at > ?))",
             (now - PEER_QUIET_SECONDS, now),
         )
@@ -117,11 +112,6 @@ def plan(db: Database, conn: Connection, now: float) -> None:
             len(decided.dropped),
             decided.overflow,
         )
-
-
-def seen_lately(observed: dict[str, Observed], now: float) -> dict[str, Observed]:
-    """`observed` without the peers whose work there has faded out (FORGET_BELOW)."""
-    return {peer_id: seen for peer_id, seen in observed.items() if reputation.observed_items(seen, now) >= FORGET_BELOW}
 
 
 def plan_is_due(db: Database, conn: Connection, peer_id: str, now: float) -> bool:

@@ -1,8 +1,8 @@
-"""The store's schema on PostgreSQL: the tables of SQLite's schema 15 (`schema`), in
+"""The store's schema on PostgreSQL: the tables of SQLite's schema (`schema`), in
 PostgreSQL's types, and how a database gets them.
 
-PostgreSQL's history starts at SQLite's schema 15: a database is created at the current
-version, and a later version adds its step to MIGRATIONS, as on SQLite. The version is kept
+PostgreSQL's history starts at SQLite's schema 15 (SCHEMA): a new database gets it and every
+step since (MIGRATIONS), as an older one gets the steps it lacks. The version is kept
 in `osaas_schema`. Several coordinators may start on one database at once: the first to take
 the advisory lock creates or lifts it, the others then find it done.
 
@@ -239,8 +239,20 @@ CREATE TABLE referrers (
 );
 """
 
-# Steps after FIRST_VERSION: version -> its SQL.
-MIGRATIONS: dict[int, str] = {}
+# Steps after FIRST_VERSION: version -> its SQL (what `schema.MIGRATIONS` does on SQLite).
+MIGRATIONS: dict[int, str] = {
+    16: """
+ALTER TABLE peers ADD COLUMN observed_items DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN observed_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+CREATE TABLE archives (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    archive BYTEA NOT NULL,
+    PRIMARY KEY (name, version),
+    FOREIGN KEY (name, version) REFERENCES bundles(name, version)
+);
+""",
+}
 
 
 def install(conn: PgConnection, shown: str) -> None:

@@ -138,7 +138,7 @@ def report(db: Database, peer_id: str, report: Incoming, now: float) -> ReportRe
         reported = load_reported(conn, peer_id, [report.unit_id])
         response = _take_report(db, conn, report, now, reported)
         write_reported(db, conn, reported, now)
-    db.saw_work(peer_id, len(reported.finished), now)
+        peers.saw_work(conn, peer_id, len(reported.finished), now)
     return response
 
 
@@ -159,7 +159,7 @@ def report_batch(db: Database, peer_id: str, reports: list[Incoming], now: float
                     (report.unit_id, response.accepted, response.reason, "" if response.accepted else REFUSED)
                 )
         write_reported(db, conn, reported, now)
-    db.saw_work(peer_id, len(reported.finished), now)
+        peers.saw_work(conn, peer_id, len(reported.finished), now)
     return verdicts
 
 

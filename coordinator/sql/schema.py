@@ -53,6 +53,10 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
        are deleted, in batches) and jobs.summary (what its status said when they went); items
        are indexed by host while open only (leasing reads no other), and those checked again
        by host too (known answers are drawn from them)
+    16 several coordinators on one database (PostgreSQL): what each peer was seen to do
+       (peers.observed_items, observed_at: its `reputation.Observed`, which weighs it in
+       plans) is kept, not held by one coordinator; archives (each published version's
+       archive, so every coordinator can seed every version)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
@@ -78,7 +82,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(type(None), lambda value: value)
 sqlite3.register_adapter(bytes, bytes)
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 MAX_REFERRERS = 100  # pages kept per item that link to it; more are counted, not kept
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; msgpack can carry larger numbers
 
@@ -516,6 +520,17 @@ CREATE TABLE plants (
     judged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (unit_id, url)
 ) WITHOUT ROWID;
+"""
+MIGRATIONS[16] = """
+ALTER TABLE peers ADD COLUMN observed_items REAL NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN observed_at REAL NOT NULL DEFAULT 0;
+CREATE TABLE archives (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    archive BLOB NOT NULL,
+    PRIMARY KEY (name, version),
+    FOREIGN KEY (name, version) REFERENCES bundles(name, version)
+);
 """
 
 # After migration 5, the ranges must hold what unit_id said: no open unit reaches above its

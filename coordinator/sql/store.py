@@ -290,6 +290,12 @@ class SqlStore:
     async def add_bundle(self, bundle: PublishedBundle, *, stable: bool = False) -> bool:
         return await self._run(bundles.add_bundle, bundle, stable)
 
+    async def keep_archive(self, name: str, version: str, archive: bytes) -> None:
+        await self._run(bundles.keep_archive, name, version, archive)
+
+    async def bundle_archive(self, name: str, version: str) -> bytes | None:
+        return await self._run(bundles.bundle_archive, name, version)
+
     async def bundle_info(self, name: str, version: str) -> PublishedBundle:
         return await self._run(bundles.bundle_info, name, version)
 

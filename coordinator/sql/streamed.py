@@ -67,5 +67,5 @@ def report_items(
         reports.finish_records(db, conn, unit, records, reported, now)
         reported.known += [(unit_id, unit.job_id, item_id, r) for item_id, r in known]
         reports.write_reported(db, conn, reported, now)
-    db.saw_work(peer_id, len(records), now)
+        peers.saw_work(conn, peer_id, len(records), now)
     return True, len(records), ""

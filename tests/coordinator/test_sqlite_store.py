@@ -331,7 +331,8 @@ async def test_schema_7_keeps_the_version_its_last_rollback_named(tmp_path: Path
         conn.execute("ALTER TABLE bundles DROP COLUMN rolled_back")
         conn.executescript(  # and without schema 9's job models and unit logs, nor 10's vantage points
             # (15's indexes first: they name columns of 14)
-            "DROP INDEX items_open_by_host; DROP INDEX items_checked_by_host;"
+            "ALTER TABLE peers DROP COLUMN observed_items; ALTER TABLE peers DROP COLUMN observed_at; DROP TABLE archives;"
+            " DROP INDEX items_open_by_host; DROP INDEX items_checked_by_host;"
             " CREATE INDEX items_by_host ON items(unit_key, job_id, id);"
             " DROP TABLE unit_logs; ALTER TABLE jobs DROP COLUMN model;"
             " ALTER TABLE items DROP COLUMN record; ALTER TABLE items DROP COLUMN failed;"
