@@ -67,6 +67,8 @@ from coordinator.store import (
     DEFAULT_UNIT_SIZE,
     OPERATOR,
     REBALANCE_INTERVAL,
+    InvalidInput,
+    NotOwner,
     Store,
     StoreError,
 )
@@ -282,21 +284,23 @@ async def _publish_builtin(store: Store, bundles: BundleService, identity: Ident
     # operator signs requests with it (`--key` the .key beside the database). Coordinators
     # sharing one database each have a key of their own, under a name of its own.
     mine = identity.public_hex
-    taken = {grant.name: grant.public_key for grant in await store.grants()}.get(BUILTIN_OWNER, mine) != mine
-    await store.grant(f"{BUILTIN_OWNER} {mine[:12]}" if taken else BUILTIN_OWNER, mine, Role.OPERATOR, OPERATOR, now)
-    owners = {status.name: status.owner_key for status in await store.list_bundles()}
+    try:
+        await store.grant(BUILTIN_OWNER, mine, Role.OPERATOR, OPERATOR, now)
+    except InvalidInput:  # the name is a sibling coordinator's
+        await store.grant(f"{BUILTIN_OWNER} {mine[:12]}", mine, Role.OPERATOR, OPERATOR, now)
     for name in builtin.BUILTINS:
-        if owners.get(name, mine) != mine:
-            # Another coordinator of this database publishes it: its versions are seeded here
-            # too (`BundleService.start`), and a second signer may not take the name.
-            log.info("built-in bundle %s is published by coordinator %s… of the same database", name, owners[name][:12])
-            continue
         try:
             built = await asyncio.to_thread(builtin.build_builtin, name, identity, work_dir)
             manifest, archive = await asyncio.to_thread(_read_built, built.manifest_path, built.archive_path)
         finally:
             await asyncio.to_thread(shutil.rmtree, work_dir, True)
-        status = await bundles.publish(store, manifest, archive, now, stable=True)
+        try:
+            status = await bundles.publish(store, manifest, archive, now, stable=True)
+        except NotOwner:
+            # Another coordinator of this database publishes it: its versions are seeded here
+            # too (`BundleService.start`), and a second signer may not take the name.
+            log.info("built-in bundle %s is published by another coordinator of the same database", name)
+            continue
         log.info("built-in bundle %s %s is the stable version", status.name, status.stable)
 
 

@@ -10,10 +10,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from overlay.identity import Identity
+from tests import postgres
 
 _CONFIG = Path(tempfile.mkdtemp(prefix="osaas-test-config-"))
 os.environ["XDG_CONFIG_HOME"] = str(_CONFIG)
 Identity.load_or_create(_CONFIG / "osaas" / "owner.key")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """One PostgreSQL cluster per test process, shared by its tests (a database each)."""
+    reason = postgres.why_not()
+    if reason is not None:
+        if os.environ.get("CI"):
+            raise AssertionError(f"make test installs PostgreSQL: {reason}")
+        pytest.skip(reason)
+    with postgres.cluster() as cluster:
+        yield cluster

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -177,17 +177,21 @@ async def job_results_command(url: str, job_id: int) -> list[dict]:
     return [json.loads(line) for line in linkcheck_report.to_json_lines(linkcheck_report.items(rows)).splitlines()]
 
 
-async def admitted_network(workdir: Path, name: str, *dbs: str) -> tuple[Path, dict[str, Path]]:
+async def admitted_network(
+    workdir: Path, name: str, *dbs: str, where: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Path, dict[str, Path]]:
     """A network of the test's own, made with the commands an operator runs: `osaas network
     keygen NAME`, then for each coordinator database in `dbs` (in `workdir`) `osaas coordinator
     key` and `osaas network admit`. The network file (for peers' --network-file and `dht
-    lookup`) and each database's certificate (for its `serve --network-cert`)."""
+    lookup`) and each database's certificate (for its `serve --network-cert`). `where`: a
+    coordinator's --db and --state-dir arguments, when not its file in `workdir`."""
     network_file, key_file = workdir / f"{name}.network", workdir / f"{name}.key"
     code, _, err = await osaas("network", "keygen", name, "--key", str(key_file), "--out", str(network_file))
     assert code == 0, err
     certificates = {}
     for db in dbs:
-        code, out, err = await osaas("coordinator", "key", "--db", str(workdir / db))
+        located = (where or {}).get(db) or ("--db", str(workdir / db))
+        code, out, err = await osaas("coordinator", "key", *located)
         assert code == 0, err
         cert = workdir / f"{Path(db).stem}.cert"
         code, _, err = await osaas(

@@ -1,8 +1,9 @@
 """Peers that know only DHT bootstrap addresses: they find coordinators, prove their keys,
 and move to another coordinator when theirs dies. Real processes, real UDP and HTTP on loopback.
 
-Jobs live in one coordinator's store: when coordinator A dies mid-job, this test resubmits the
-job to coordinator B (see docs/operators.md), and B's report has every URL exactly once.
+With a store each, jobs live in one coordinator's store: when coordinator A dies mid-job, the
+test resubmits the job to coordinator B (see docs/operators.md). With one PostgreSQL database
+for both, B finishes A's job. Either way B's report has every URL exactly once.
 """
 
 from __future__ import annotations
@@ -87,15 +88,28 @@ async def osaas_output(*args: str) -> tuple[int, str, str]:
 SITE_PAGES = 60
 
 
-async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stores", ["a store each", "one database"])
+async def test_peers_find_coordinators_and_fail_over(
+    tmp_path: Path, stores: str, request: pytest.FixtureRequest
+) -> None:
+    """With a store each, a job lives in one coordinator's: when A dies mid-job, the job is
+    submitted again to B. With one PostgreSQL database for both, B serves A's job: it ends
+    without being submitted again, and B seeds the built-in bundles A published."""
     bootstrap = f"127.0.0.1:{free_udp_port()}"
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("a", "b")}
+    shared = stores == "one database"
+    where: dict[str, tuple[str, ...]] = {}
+    if shared:
+        database = request.getfixturevalue("pg_cluster").database()
+        for name in urls:
+            (tmp_path / f"{name}-state").mkdir()
+            where[f"{name}.sqlite"] = ("--db", database, "--state-dir", str(tmp_path / f"{name}-state"))
     async with (
         processes(tmp_path) as procs,
         serve(generated_site_app(RequestLog(), pages=SITE_PAGES, delay=0.05)) as site,
     ):
         await procs.start("dht", "dht", "serve", "--listen", bootstrap)
-        network_file, certs = await admitted_network(tmp_path, "testnet", "a.sqlite", "b.sqlite")
+        network_file, certs = await admitted_network(tmp_path, "testnet", "a.sqlite", "b.sqlite", where=where)
         coordinators = {}
         for name, url in urls.items():
             coordinators[name] = await procs.start(
@@ -106,8 +120,7 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
                 operator_key().public_hex,
                 "--listen",
                 url.removeprefix("http://"),
-                "--db",
-                str(tmp_path / f"{name}.sqlite"),
+                *(where.get(f"{name}.sqlite") or ("--db", str(tmp_path / f"{name}.sqlite"))),
                 "--unit-size",
                 "5",
                 "--host-min-delay",  # pacing is not under test here
@@ -181,9 +194,16 @@ async def test_peers_find_coordinators_and_fail_over(tmp_path: Path) -> None:
             coordinators["a"].send_signal(signal.SIGKILL)
             await coordinators["a"].wait()
 
-            job_b = await owner.submit(
-                session, urls["b"], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
-            )
+            if shared:  # B serves A's job, as it served every job
+                job_b = job_a
+                logs = procs.log("coordinator-a") + procs.log("coordinator-b")
+                for name in ("linkcheck", "probe"):
+                    assert logs.count(f"bundle {name} ") and f"built-in bundle {name} is published by" in logs
+                assert "brought from the store" in logs
+            else:
+                job_b = await owner.submit(
+                    session, urls["b"], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
+                )
 
             async def b_done() -> bool:
                 return (await owner.status(session, urls["b"], operator_key(), job_b)).state == "done"

@@ -45,7 +45,7 @@ _CANDIDATES = 32  # the latest known items of a website a plant is drawn from
 _KNOWN = (
     "job_id IN (SELECT id FROM jobs WHERE recheck_of IS NULL AND workload = (SELECT workload FROM jobs WHERE id = ?1)"
     " AND model = (SELECT model FROM jobs WHERE id = ?1)) AND replica = 0 AND verdict = ?2"
-    " AND answerer IS NOT (SELECT id FROM keys WHERE key = ?3)"
+    " AND answerer IS DISTINCT FROM (SELECT id FROM keys WHERE key = ?3)"
     " AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id = items.id AND (a.peer_id = ?3 OR a.at < ?4))"
 )
 

@@ -79,14 +79,34 @@ class _TextWithoutNul(StrDumperUnknown):
         return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
 
 
+_NUMBERED = re.compile(r"\?(\d+)")
+
+
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> str:
-    """A statement in the shared SQL, as psycopg takes it."""
+    """A statement in the shared SQL, as psycopg takes it: `?` as `%s`, a numbered `?N` (which
+    SQLite lets a statement use more than once) as `%(pN)s` (see `_parameters`)."""
     if sql == "BEGIN IMMEDIATE":
         return _WRITE
     if sql == "BEGIN":
         return _READ
-    return sql.replace("%", "%%").replace("?", "%s")
+    escaped = sql.replace("%", "%%")
+    if _numbered(sql):
+        return _NUMBERED.sub(r"%(p\1)s", escaped)
+    return escaped.replace("?", "%s")
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbered(sql: str) -> bool:
+    return _NUMBERED.search(sql) is not None
+
+
+def _parameters(sql: str, params: Sequence[Any]) -> Sequence[Any] | dict[str, Any] | None:
+    if not params:
+        return None
+    if _numbered(sql):
+        return {f"p{number}": value for number, value in enumerate(params, 1)}
+    return params
 
 
 class PgConnection:
@@ -99,7 +119,7 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not sql.startswith("BEGIN"):
-            return self.raw.execute(translate(sql), params or None)
+            return self.raw.execute(translate(sql), _parameters(sql, params))
         # A transaction begins: the place to find out that the server went away meanwhile (a
         # restart, a failover) and connect again, nothing of the call done yet.
         try:
@@ -112,7 +132,7 @@ class PgConnection:
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.raw.cursor()
-        cursor.executemany(translate(sql), list(params))
+        cursor.executemany(translate(sql), [_parameters(sql, one) or () for one in params])
         return cursor
 
     @property

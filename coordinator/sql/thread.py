@@ -180,6 +180,8 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...], tries: int = RETRIES
 
 
 def _retryable(error: BaseException | None) -> bool:
-    """Did the call fail only because another writer changed what it read (a PostgreSQL
-    serialization failure or deadlock; SQLite has one writer and never fails so)?"""
-    return getattr(error, "sqlstate", None) in ("40001", "40P01")
+    """Did the call fail only because another writer changed what it read: a PostgreSQL
+    serialization failure or deadlock, or a row it looked for and did not find, then could not
+    insert because another writer just did (a unique violation; run again, the call sees that
+    row)? SQLite has one writer and never fails so."""
+    return getattr(error, "sqlstate", None) in ("40001", "40P01", "23505")

@@ -4,10 +4,13 @@ a peer that signs its requests, and the real link-check bundle (built once per s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -250,14 +253,13 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[postgres.Cluster]:
-    """One PostgreSQL cluster per test process, shared by its tests (a database each)."""
-    reason = postgres.why_not()
-    if reason is not None:
-        pytest.skip(reason)
-    with postgres.cluster() as cluster:
-        yield cluster
+def query(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on a store's database, whichever engine keeps it."""
+    if isinstance(db, str):
+        with psycopg.connect(db) as pg:
+            return pg.execute(sql.encode()).fetchall()
+    with contextlib.closing(sqlite3.connect(db)) as lite:
+        return lite.execute(sql).fetchall()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

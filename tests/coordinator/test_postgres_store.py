@@ -19,8 +19,6 @@ from tests import postgres
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
 from tests.coordinator.test_sqlite_store import LEASE, SITE, T0, answer, assert_site_checked_once, finish, register
 
-pytestmark = pytest.mark.xdist_group("postgres")
-
 
 async def _status_and_rows(store: SqlStore, job_ids: list[int]) -> list[object]:
     return [(await store.job_status(job_id), await store.job_results(job_id, 0, 5000)) for job_id in job_ids]

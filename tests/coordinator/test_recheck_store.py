@@ -5,7 +5,6 @@ re-check nobody comes to give ends the wait rather than the job never ending."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from coordinator import verdicts
 from coordinator.sql import SqlStore
 from coordinator.store import NotFound
 from overlay.wire import Lease, RegisterRequest, Report
-from tests.coordinator.conftest import item, publish_source, version_of
+from tests.coordinator.conftest import item, publish_source, query, version_of
 from workloads.builtin import LINKCHECK, stage_builtin
 
 T0 = 1000.0
@@ -41,8 +40,8 @@ def says_broken(url: str) -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with SqlStore(tmp_path / "c.sqlite", host_min_delay=0.0, rechecks=True) as opened:
+async def store(tmp_path: Path, db_path: Path | str) -> AsyncIterator[SqlStore]:
+    async with SqlStore(db_path, host_min_delay=0.0, rechecks=True) as opened:
         await publish_source(opened, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "dist", T0)
         yield opened
 
@@ -111,7 +110,9 @@ async def test_a_problem_is_final_once_a_peer_of_another_network_says_the_same(s
     ]  # fmt: skip
 
 
-async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(store: SqlStore, tmp_path: Path) -> None:
+async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(
+    store: SqlStore, db_path: Path | str
+) -> None:
     await join(store, ["z"], T0)
     job_id = await store.create_job(LINKCHECK, {"urls": ["http://a.test/ok1"], "depth": 0}, T0)
     (granted,) = await store.lease("z", 8, ["*"], T0 + 1, LEASE, address=ADDRESS["z"])
@@ -128,9 +129,7 @@ async def test_a_disagreement_asks_a_third_network_and_the_liar_is_outvoted(stor
         row["answers"] == [f"broken from {NETWORK['z']}", f"ok from {NETWORK['d']}", f"ok from {NETWORK['c']}"]
     )
     assert answered["z"] == []  # the liar never answered its own item again
-    with sqlite3.connect(tmp_path / "c.sqlite") as conn:
-        records = dict(conn.execute("SELECT id, agreed || '/' || outvoted FROM peers").fetchall())
-    conn.close()
+    records = dict(query(db_path, "SELECT id, agreed || '/' || outvoted FROM peers"))
     assert records == {"z": "0/1", "c": "1/0", "d": "1/0"}
 
 
@@ -199,7 +198,9 @@ async def test_a_cancelled_job_takes_its_rechecks_with_it(store: SqlStore) -> No
         await store.job_status(job_id + 1)
 
 
-async def test_known_answers_in_a_liars_units_quarantine_it_and_its_answers_are_redone(tmp_path: Path) -> None:
+async def test_known_answers_in_a_liars_units_quarantine_it_and_its_answers_are_redone(
+    tmp_path: Path, db_path: Path | str
+) -> None:
     truth = {f"http://a.test/{n}": "broken" if n % 2 else "ok" for n in range(16)}
 
     def truthful(url: str) -> str:
@@ -208,7 +209,7 @@ async def test_known_answers_in_a_liars_units_quarantine_it_and_its_answers_are_
     def says_ok(url: str) -> str:
         return "ok"
 
-    async with SqlStore(tmp_path / "k.sqlite", host_min_delay=0.0, unit_size=2, rechecks=True) as store:
+    async with SqlStore(db_path, host_min_delay=0.0, unit_size=2, rechecks=True) as store:
         await publish_source(store, stage_builtin(LINKCHECK, tmp_path / "lc"), tmp_path / "dist", T0)
         await join(store, ["a", "c"], T0)
         job_id = await store.create_job(LINKCHECK, {"urls": sorted(truth), "depth": 0}, T0)

@@ -30,8 +30,8 @@ FIELDS = (
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with SqlStore(tmp_path / "c.sqlite", host_min_delay=0.0, vantage=VantageRules(wait=WAIT)) as opened:
+async def store(tmp_path: Path, db_path: Path | str) -> AsyncIterator[SqlStore]:
+    async with SqlStore(db_path, host_min_delay=0.0, vantage=VantageRules(wait=WAIT)) as opened:
         await publish_source(opened, stage_builtin(PROBE, tmp_path / "probe"), tmp_path / "dist", T0)
         for peer in PEERS:
             await opened.register_peer(peer, RegisterRequest(peer, 4, ["*"]), T0)
