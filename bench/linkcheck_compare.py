@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from bench.site import build_site
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +62,7 @@ class Outcome:
     broken: set[str] | None = None
     failure: str | None = None
     store_per_url: float | None = None  # bytes of the coordinator's database per checked URL
+    postgres_per_url: float | None = None  # the same rows moved into PostgreSQL
 
 
 def normalize(url: str) -> str:
@@ -199,6 +202,7 @@ def run_osaas(base_url: str, workdir: Path, peers: int, timeout: float) -> Outco
         except ToolFailed as exc:
             raise ToolFailed(f"exit {code}, {exc}: {last_error_line(workdir, 'osaas')}") from exc
         outcome.store_per_url = store_per_url(workdir / "osaas-network" / "coordinator.sqlite")
+        outcome.postgres_per_url = postgres_per_url(workdir / "osaas-network" / "coordinator.sqlite")
     except ToolFailed as exc:
         outcome.failure = f"`python -m osaas check` failed: {exc}"
     return outcome
@@ -211,6 +215,26 @@ def store_per_url(db: Path) -> float:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         (items,) = conn.execute("SELECT COUNT(*) FROM items").fetchone()
     return size / max(items, 1)
+
+
+def postgres_per_url(db: Path) -> float | None:
+    """The same store moved into a PostgreSQL database of a cluster of the bench's own
+    (`osaas coordinator migrate`'s copy): its tables, indexes and TOAST over the URLs checked.
+    None when no cluster can start here."""
+    from coordinator.sql.moving import move
+    from tests import postgres
+
+    if postgres.why_not() is not None:
+        return None
+    with postgres.cluster() as cluster:
+        target = cluster.database()
+        moved = move(str(db), target)
+        with psycopg.connect(target) as conn:
+            row = conn.execute(
+                "SELECT SUM(pg_total_relation_size(quote_ident(table_name)))"
+                " FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchone()
+    return float(row[0] if row else 0) / max(moved.rows["items"], 1)
 
 
 def print_table(outcomes: list[Outcome], expected: set[str]) -> None:
@@ -241,6 +265,9 @@ def print_store(osaas: Outcome) -> None:
     if osaas.store_per_url is not None:
         verdict = "meets" if osaas.store_per_url <= 300 else "misses"
         print(f"osaas store: {osaas.store_per_url:.0f} bytes per checked URL ({verdict} the <= 300 target)")
+    if osaas.postgres_per_url is not None:
+        verdict = "meets" if osaas.postgres_per_url <= 300 else "misses"
+        print(f"the same rows in PostgreSQL: {osaas.postgres_per_url:.0f} bytes per checked URL ({verdict} the target)")
 
 
 def print_ratio(osaas: Outcome, linkchecker: Outcome) -> None:

@@ -68,6 +68,10 @@ async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
                 await p.wait()
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def wait_for(predicate, what: str, timeout_steps: int = 600) -> None:
     for _ in range(timeout_steps):
         if await predicate():
@@ -167,10 +171,19 @@ async def test_peers_find_coordinators_and_fail_over(
                     str(status_port) if i == 0 else "off",
                 )
 
-            async def all_work_for_a() -> bool:
-                return all(f"working for {urls['a']}" in procs.log(p) for p in peers)
+            def working_for(peer: str) -> list[str]:
+                return [name for name, url in urls.items() if f"working for {url}" in procs.log(peer)]
 
-            await wait_for(all_work_for_a, "every peer to find coordinator A (the one with work)")
+            if shared:  # both have the work: peers choose either, and the one peer-0 chose dies
+                await wait_for(lambda: _true(all(working_for(p) for p in peers)), "every peer to find a coordinator")
+                (victim,) = working_for("peer-0")[:1]
+            else:
+                await wait_for(
+                    lambda: _true(all("a" in working_for(p) for p in peers)),
+                    "every peer to find coordinator A (the one with work)",
+                )
+                victim = "a"
+            survivor = "b" if victim == "a" else "a"
 
             # Its status (what the screensaver draws) shows its DHT neighbours (kademlia may have
             # dropped the bootstrap node from them by now) and whom it works for.
@@ -191,8 +204,9 @@ async def test_peers_find_coordinators_and_fail_over(
 
             await wait_for(a_made_progress, "progress on coordinator A")
             assert (await owner.status(session, urls["a"], operator_key(), job_a)).state == "running"
-            coordinators["a"].send_signal(signal.SIGKILL)
-            await coordinators["a"].wait()
+            moved = [p for p in peers if victim in working_for(p)]  # its peers, when it died
+            coordinators[victim].send_signal(signal.SIGKILL)
+            await coordinators[victim].wait()
 
             if shared:  # B serves A's job, as it served every job
                 job_b = job_a
@@ -202,35 +216,36 @@ async def test_peers_find_coordinators_and_fail_over(
                 assert "brought from the store" in logs
             else:
                 job_b = await owner.submit(
-                    session, urls["b"], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
+                    session, urls[survivor], operator_key(), "linkcheck", {"urls": [f"{site}/"], "depth": None}
                 )
 
             async def b_done() -> bool:
-                return (await owner.status(session, urls["b"], operator_key(), job_b)).state == "done"
+                return (await owner.status(session, urls[survivor], operator_key(), job_b)).state == "done"
 
-            await wait_for(b_done, "the job to complete on coordinator B", 1200)
-            items = await owner.results(session, urls["b"], operator_key(), job_b)
+            await wait_for(b_done, "the job to complete on the coordinator left", 1200)
+            items = await owner.results(session, urls[survivor], operator_key(), job_b)
             if "workloads.linkcheck: unit" in procs.log("peer-0"):  # it ran units: it seeds their bundle
                 assert {b["name"] for b in (await peer_0_status())["bundles"]} == {"linkcheck"}
 
         # A clean shutdown withdraws B's announcement; killed A's stays until it expires.
-        coordinators["b"].send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(coordinators["b"].wait(), timeout=30) == 0
+        coordinators[survivor].send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(coordinators[survivor].wait(), timeout=30) == 0
         code, out, err = await osaas_output(
             "dht", "lookup", "coordinators", "--network-file", str(network_file), "--bootstrap", bootstrap, "--json"
         )
         assert code == 0, err
         announced = [json.loads(line) for line in out.splitlines()]
-        assert [a["url"] for a in announced] == [urls["a"]]
+        assert [a["url"] for a in announced] == [urls[victim]]
         assert announced[0]["workloads"] == ["linkcheck", "probe"]  # the bundles it has a stable version of
 
     ok, broken = generated_site_urls(site, SITE_PAGES)
     assert sorted(i["url"] for i in items) == sorted(ok | broken)  # every URL, exactly once
     assert {i["url"] for i in items if i["result"] == "broken"} == broken
-    for name in peers:
+    assert moved
+    for name in moved:
         log = procs.log(name)
-        assert log.index(f"working for {urls['b']}") > log.index(f"working for {urls['a']}"), name
-        assert f"coordinator {urls['a']} is not answering" in log or f"coordinator {urls['a']}" in log
+        assert log.rindex(f"working for {urls[survivor]}") > log.index(f"working for {urls[victim]}"), name
+        assert f"coordinator {urls[victim]} is not answering" in log or f"coordinator {urls[victim]}" in log
 
 
 async def test_an_announcement_whose_server_holds_another_key_is_never_used(tmp_path: Path) -> None:

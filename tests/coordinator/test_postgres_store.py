@@ -18,6 +18,7 @@ from overlay.wire import Report
 from tests import postgres
 from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
 from tests.coordinator.test_sqlite_store import LEASE, SITE, T0, answer, assert_site_checked_once, finish, register
+from tests.processes import osaas
 
 
 async def _status_and_rows(store: SqlStore, job_ids: list[int]) -> list[object]:
@@ -138,3 +139,42 @@ async def test_a_database_of_other_tables_is_refused(pg_cluster: postgres.Cluste
     with pytest.raises(StoreError, match="cannot connect to postgresql://osaas:\\*\\*\\*@127.0.0.1:1/"):
         async with SqlStore("postgresql://osaas:secret@127.0.0.1:1/none"):
             pass
+
+
+async def test_the_migrate_command_moves_the_rows_and_the_coordinators_own_files(
+    tmp_path: Path, pg_cluster: postgres.Cluster
+) -> None:
+    source, state = tmp_path / "c.sqlite", tmp_path / "state"
+    owner = "b" * 64
+    for args in (
+        ("coordinator", "key", "--db", str(source)),
+        ("coordinator", "owner", "add", "bob", owner, "--db", str(source)),
+    ):
+        code, _, err = await osaas(*args)
+        assert code == 0, err
+    (_, key, _) = await osaas("coordinator", "key", "--db", str(source))
+    target = pg_cluster.database()
+    code, _, err = await osaas(
+        "coordinator", "migrate", "--from", str(source), "--to", target, "--state-dir", str(state)
+    )
+    assert (code, err) == (2, f"osaas: error: --state-dir {state} is not a directory\n")
+    state.mkdir()
+    code, out, err = await osaas(
+        "coordinator", "migrate", "--from", str(source), "--to", target, "--state-dir", str(state)
+    )
+    assert code == 0, err
+    assert f"from {source} to {target}" in out and "serve it with: osaas coordinator serve --db URI" in out
+    # The same coordinator: its key and its grants, now read from PostgreSQL and the state dir.
+    assert await osaas("coordinator", "key", "--db", target, "--state-dir", str(state)) == (0, key, "")
+    code, out, err = await osaas("coordinator", "grant", "list", "--db", target)
+    assert code == 0 and "bob" in out and owner in out, (out, err)
+    code, _, err = await osaas(
+        "coordinator", "migrate", "--from", str(source), "--to", target, "--state-dir", str(state)
+    )
+    assert code == 2 and "already there: give an empty --state-dir" in err, err
+    code, _, err = await osaas("coordinator", "key", "--db", target)
+    assert code == 2 and "give --state-dir DIR" in err, err
+    code, _, err = await osaas(
+        "coordinator", "migrate", "--from", str(source), "--to", str(tmp_path / "x.sqlite"), "--state-dir", str(state)
+    )
+    assert code == 2 and "is not a PostgreSQL URI" in err, err
