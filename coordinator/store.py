@@ -384,10 +384,11 @@ class Store(Protocol):
 
     async def keep_archive(self, name: str, version: str, archive: bytes) -> None:
         """Keep a published version's archive (checked against its manifest by the caller), so
-        that every coordinator of the store can seed it; keeping it again changes nothing."""
+        that every coordinator of a shared store can seed it; keeping it again changes nothing.
+        A store only one coordinator uses keeps none."""
 
     async def bundle_archive(self, name: str, version: str) -> bytes | None:
-        """A published version's archive; None when none was kept (published before schema 16)."""
+        """A published version's archive; None when none was kept."""
 
     async def bundle_info(self, name: str, version: str) -> PublishedBundle: ...
 

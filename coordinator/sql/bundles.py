@@ -65,6 +65,10 @@ def add_bundle(db: Database, bundle: PublishedBundle, stable: bool) -> bool:
 
 
 def keep_archive(db: Database, name: str, version: str, archive: bytes) -> None:
+    """Kept by a store several coordinators may share (PostgreSQL), for those that lack it; a
+    SQLite file has one coordinator, whose bundle dir holds every archive already."""
+    if not db.shared:
+        return
     with db.transaction() as conn:
         if conn.execute("SELECT 1 FROM bundles WHERE name = ? AND version = ?", (name, version)).fetchone() is None:
             raise NotFound(f"bundle {name!r} has no version {version!r} on this coordinator")

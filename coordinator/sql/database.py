@@ -85,6 +85,11 @@ class Database:
     jobs: dict[int, JobFacts] = field(default_factory=dict)
     checkers: dict[int, Checker] = field(default_factory=dict)  # jobs' record checks (their models)
 
+    @property
+    def shared(self) -> bool:
+        """May other coordinators use this store at the same time (PostgreSQL)?"""
+        return postgres.is_postgres(self.path)
+
     def open(self) -> None:
         if postgres.is_postgres(self.path):
             self.conn = postgres.connect(self.path)

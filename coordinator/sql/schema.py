@@ -56,7 +56,8 @@ Schema history (PRAGMA user_version); an older file is migrated in one transacti
     16 several coordinators on one database (PostgreSQL): what each peer was seen to do
        (peers.observed_items, observed_at: its `reputation.Observed`, which weighs it in
        plans) is kept, not held by one coordinator; archives (each published version's
-       archive, so every coordinator can seed every version)
+       archive, so every coordinator can seed every version: kept in PostgreSQL only, as a
+       file's one coordinator has them in its bundle dir)
 
 A job's items wait per host (their unit key: the origin) in id order, in a queue per host and
 job whose cursor says up to which item they were taken into units.
