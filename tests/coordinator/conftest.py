@@ -5,6 +5,7 @@ a peer that signs its requests, and the real link-check bundle (built once per s
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from coordinator import host_planning
 from coordinator.api import make_app
 from coordinator.edge import CLOCK, IDENTITY
 from coordinator.host_pacing import DEFAULT_MIN_DELAY
@@ -251,6 +253,15 @@ async def publish_fingerprint(
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture(autouse=True)
+def _plans_never_held_back(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store under test plans whenever a plan is due: on a loaded machine a plan may take
+    longer than CHEAP_PLAN of real time, and the store would then rest (host_planning.rested)
+    while the test's clock stands still. Pacing is tested on its own (test_host_planning)."""
+    if "db_path" in request.fixturenames:
+        monkeypatch.setattr(host_planning, "CHEAP_PLAN", math.inf)
 
 
 def query(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
