@@ -124,6 +124,15 @@ class Conflict(StoreError):
     code = "conflict"
 
 
+class StoreUnavailable(StoreError):
+    """The store's database does not answer (a PostgreSQL server restarting, a network down):
+    nothing of the call was done; ask again later."""
+
+    http_status = 503
+    code = "store_unavailable"
+    retry_after = 5.0
+
+
 def unknown_owner(public_key: str) -> UnknownOwner:
     """The refusal of a bundle signed by an unregistered key, the same wherever it is noticed."""
     return UnknownOwner(

@@ -12,8 +12,9 @@ line at the command line (osaas/cli.py, one `except`).
     │                SchemaError (a reported record that breaks its job's schema: the report
     │                is refused), UnknownFormat (a format a workload has no renderer for)
     ├── coordinator  StoreError: InvalidInput (400), UnknownPeer (403), UnknownOwner (403),
-    │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409);
-    │                Busy (429), RateLimited (429 with Retry-After)
+    │                NotOwner (403), NotFound (404), StaleLease (409), Conflict (409),
+    │                StoreUnavailable (503 with Retry-After); Busy (429), RateLimited (429
+    │                with Retry-After)
     ├── peer         BudgetError, WorkChoiceError, TrustError, SandboxError, IdleError;
     │                the peer's own trouble with one unit, which gives it back (unable):
     │                FetchFailed (a BundleError), Untrusted, SandboxFailed

@@ -18,10 +18,11 @@ The schema is in `postgres_schema`; `connect` opens a database and creates or li
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.types.string import StrDumperUnknown
 
 from coordinator.sql import postgres_schema
-from coordinator.store import StoreError
+from coordinator.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not sql.startswith("BEGIN"):
-            return self.raw.execute(translate(sql), _parameters(sql, params))
+            with self._lost():
+                return self.raw.execute(translate(sql), _parameters(sql, params))
         # A transaction begins: the place to find out that the server went away meanwhile (a
         # restart, a failover) and connect again, nothing of the call done yet.
         try:
@@ -128,16 +130,30 @@ class PgConnection:
             if not (self.raw.broken or self.raw.closed):
                 raise
         self._reconnect()
-        return self.raw.execute(translate(sql))
+        with self._lost():
+            return self.raw.execute(translate(sql))
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.raw.cursor()
-        cursor.executemany(translate(sql), [_parameters(sql, one) or () for one in params])
+        with self._lost():
+            cursor.executemany(translate(sql), [_parameters(sql, one) or () for one in params])
         return cursor
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        # UNKNOWN: the connection is gone, and its transaction with it.
+        return self.raw.info.transaction_status not in (pq.TransactionStatus.IDLE, pq.TransactionStatus.UNKNOWN)
+
+    @contextlib.contextmanager
+    def _lost(self) -> Iterator[None]:
+        """A statement that lost the connection fails its call as unavailable (503: ask again),
+        not as a bug; the next transaction connects again."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            if self.raw.broken or self.raw.closed:
+                raise StoreUnavailable(f"lost the connection to {shown(self._location)}: {_first_line(exc)}") from exc
+            raise
 
     def close(self) -> None:
         self.raw.close()
@@ -162,6 +178,8 @@ def connect(location: str) -> PgConnection:
 def _open(location: str) -> psycopg.Connection[Any]:
     try:
         raw = psycopg.connect(location, autocommit=True, application_name="osaas-coordinator", connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"cannot connect to {shown(location)}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {shown(location)}: {_first_line(exc)}") from exc
     raw.adapters.register_loader("numeric", _NumericLoader)

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from psycopg import sql
 
+from coordinator.api import make_app
 from coordinator.sql import SqlStore
 from coordinator.sql.moving import move
 from coordinator.store import OPERATOR, StoreError
-from overlay.wire import Report
+from overlay.wire import Report, decode
 from tests import postgres
-from tests.coordinator.conftest import Linkcheck, add_linkcheck, item, version_of
+from tests.coordinator.conftest import UNLIMITED, Clock, Linkcheck, Peer, add_linkcheck, item, version_of
 from tests.coordinator.test_sqlite_store import LEASE, SITE, T0, answer, assert_site_checked_once, finish, register
 from tests.processes import osaas
 
@@ -178,3 +181,31 @@ async def test_the_migrate_command_moves_the_rows_and_the_coordinators_own_files
         "coordinator", "migrate", "--from", str(source), "--to", str(tmp_path / "x.sqlite"), "--state-dir", str(state)
     )
     assert code == 2 and "is not a PostgreSQL URI" in err, err
+
+
+async def test_a_database_gone_away_answers_503_until_it_is_back(
+    pg_cluster: postgres.Cluster, linkcheck: Linkcheck, clock: Clock
+) -> None:
+    target = pg_cluster.database()
+    name = target.rsplit("/", 1)[1]
+    store = SqlStore(target)
+    app = make_app(store, lease_seconds=LEASE, clock=clock, rate_limits=UNLIMITED)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await add_linkcheck(store, linkcheck, clock())
+        peer = Peer(client, clock, "alice")
+
+        async def health() -> tuple[int, str]:
+            async with client.get("/v1/health") as response:
+                return response.status, decode(await response.read())["store"]
+
+        assert await health() == (200, "ok")
+        with psycopg.connect(pg_cluster.uri(), autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            status, said = await health()
+            assert status == 503 and said.startswith(f"unreachable: cannot connect to {target}: "), said
+            status, body = await peer.post("/v1/peers/register", {"name": "alice", "slots": 1, "workloads": ["*"]})
+            assert (status, body["error"]["code"]) == (503, "store_unavailable"), body
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+        assert await health() == (200, "ok")
+        await peer.register()
