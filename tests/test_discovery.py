@@ -29,6 +29,7 @@ from overlay.announcements import CoordinatorAnnouncement, coordinators_key
 from overlay.dht import DhtNode
 from overlay.identity import Identity
 from peer.discovery import find_coordinators
+from tests import postgres
 from tests.processes import admitted_network, operator_key
 from tests.sites import RequestLog, free_port, generated_site_app, generated_site_urls, serve
 
@@ -92,16 +93,14 @@ async def osaas_output(*args: str) -> tuple[int, str, str]:
 SITE_PAGES = 60
 
 
-@pytest.mark.parametrize("stores", ["a store each", "one database"])
-async def test_peers_find_coordinators_and_fail_over(
-    tmp_path: Path, stores: str, request: pytest.FixtureRequest
-) -> None:
-    """With a store each, a job lives in one coordinator's: when A dies mid-job, the job is
-    submitted again to B. With one PostgreSQL database for both, B serves A's job: it ends
-    without being submitted again, and B seeds the built-in bundles A published."""
+async def test_peers_find_coordinators_and_fail_over(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """With one PostgreSQL database for both coordinators, the survivor serves the dead one's
+    job: it ends without being submitted again, and each seeds the built-in bundles the other
+    published. Where no PostgreSQL can start (make test installs it), each has a SQLite file
+    of its own: a job lives in one coordinator's, and is submitted again to the other."""
     bootstrap = f"127.0.0.1:{free_udp_port()}"
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("a", "b")}
-    shared = stores == "one database"
+    shared = postgres.why_not() is None
     where: dict[str, tuple[str, ...]] = {}
     if shared:
         database = request.getfixturevalue("pg_cluster").database()
