@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_GROUP = 64  # calls per group: bounds how long the first of them waits for the commit
-RETRIES = 5  # runs of a call that keeps meeting other writers' changes (several coordinators)
+RETRIES = 10  # runs of a call that keeps meeting other writers' changes (several coordinators)
+RETRY_PAUSE = 0.005  # seconds, times the attempt: the most a retry waits, drawn at random
 
 
 @dataclass(slots=True)
@@ -176,6 +179,8 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...], tries: int = RETRIES
             if attempt == tries or not _retryable(exc):
                 return None, exc
             log.debug("store call %s met another writer's change; running it again", getattr(fn, "__name__", fn))
+            # Apart from the writer it met, which may be running the same call right now.
+            time.sleep(random.uniform(0, RETRY_PAUSE * attempt))
     raise AssertionError("unreachable")
 
 
