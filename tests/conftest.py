@@ -33,3 +33,10 @@ def pg_cluster() -> Iterator[postgres.Cluster]:
         pytest.skip(reason)
     with postgres.cluster() as cluster:
         yield cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whole-system tests (tests/test_*.py: real processes, tens of seconds each) first, the
+    rest after them in their order: each worker starts on a long one, and the many short ones
+    fill the time the long ones spend waiting, instead of the long ones running last, alone."""
+    items.sort(key=lambda item: item.path.parent.name != "tests")

@@ -55,8 +55,10 @@ def limits(
 
 
 @pytest.fixture
-async def serve(db_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[Serve]:
-    """Start a coordinator with the rate limits a test asks for (one per test)."""
+async def serve(tmp_path: Path, clock: Clock, linkcheck: Linkcheck) -> AsyncIterator[Serve]:
+    """Start a coordinator with the rate limits a test asks for (one per test). On SQLite only:
+    the limits are the door's, before any store is asked."""
+    db_path = tmp_path / "coordinator.sqlite"
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(rate_limits: RateLimits | None = None, app_clock: Callable[[], float] = clock) -> TestClient:
