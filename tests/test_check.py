@@ -110,8 +110,9 @@ async def test_hard_cases_are_classified_exactly(tmp_path: Path) -> None:
 async def test_every_page_of_a_site_reported_once_in_every_format(tmp_path: Path) -> None:
     log = RequestLog()
     async with serve(generated_site_app(log, pages=60)) as base:
-        outputs = {}
-        for fmt in ("json", "csv", "html", "text"):
+        formats = ("json", "csv", "html", "text")
+
+        async def check(fmt: str) -> str:
             out = tmp_path / f"report.{fmt}"
             code, _, err = await osaas(
                 "check",
@@ -126,7 +127,10 @@ async def test_every_page_of_a_site_reported_once_in_every_format(tmp_path: Path
                 "--no-progress",
             )
             assert code == 1, err
-            outputs[fmt] = out.read_text()
+            return out.read_text()
+
+        # Four checks at once, each its own network: most of a check's time is waiting.
+        outputs = dict(zip(formats, await asyncio.gather(*(check(fmt) for fmt in formats)), strict=True))
     ok, broken = generated_site_urls(base, 60)
     items = {json.loads(line)["url"]: json.loads(line) for line in outputs["json"].splitlines()}
     assert len(outputs["json"].splitlines()) == len(ok | broken)
@@ -194,13 +198,15 @@ async def test_bad_check_input_is_one_line_and_exit_2(args: list[str], message: 
 
 async def test_unreachable_or_private_seed_exits_2() -> None:
     closed = free_port()
-    code, _, err = await osaas("check", f"http://127.0.0.1:{closed}/", "--allow-private", "--no-progress")
+    async with serve(generated_site_app(RequestLog(), pages=3)) as base:
+        (code, _, err), (private_code, _, private_err) = await asyncio.gather(
+            osaas("check", f"http://127.0.0.1:{closed}/", "--allow-private", "--no-progress"),
+            osaas("check", f"{base}/", "--no-progress"),
+        )
     assert code == 2
     assert f"cannot check http://127.0.0.1:{closed}/" in err and "refused" in err
-    async with serve(generated_site_app(RequestLog(), pages=3)) as base:
-        code, _, err = await osaas("check", f"{base}/", "--no-progress")
-    assert code == 2
-    assert "loopback" in err and "--allow-private" in err
+    assert private_code == 2
+    assert "loopback" in private_err and "--allow-private" in private_err
 
 
 async def test_demo_runs_and_shows_the_sample_sites_broken_links() -> None:
