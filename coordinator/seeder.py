@@ -291,14 +291,10 @@ class BundleService:
                 log.warning("cannot list the published bundles: %s", exc)
 
     async def _bring(self, store: Store, published: PublishedBundle) -> None:
-        """Make sure the version's archive is both here and in the store: fetched from the store
-        (and checked as an upload is) when it is not here; kept there when only here (a version
-        published before the store kept archives)."""
+        """Fetch the version's archive from the store when it is not here (another coordinator
+        of the same database published it), checked as an upload is."""
         name, version = published.name, published.version
-        archive_path = self.archive_dir(name, version) / f"{name}-{version}.tar"
-        if archive_path.exists():
-            if await store.bundle_archive(name, version) is None:
-                await store.keep_archive(name, version, await asyncio.to_thread(archive_path.read_bytes))
+        if self._archive_path(name, version).exists():
             return
         archive = await store.bundle_archive(name, version)
         if archive is None:
@@ -310,6 +306,21 @@ class BundleService:
         finally:
             await asyncio.to_thread(shutil.rmtree, incoming, True)
         log.info("bundle %s %s brought from the store", name, version)
+
+    async def share_archives(self, store: Store) -> int:
+        """Keep every published version's archive found here in the store, for the other
+        coordinators of a shared database (`osaas coordinator migrate`: a SQLite file kept none).
+        How many were there."""
+        shared = 0
+        for published in await store.published_bundles():
+            path = self._archive_path(published.name, published.version)
+            if path.exists():
+                await store.keep_archive(published.name, published.version, await asyncio.to_thread(path.read_bytes))
+                shared += 1
+        return shared
+
+    def _archive_path(self, name: str, version: str) -> Path:
+        return self.archive_dir(name, version) / f"{name}-{version}.tar"
 
     async def _seed(self, published: PublishedBundle) -> None:
         if self._seeder is None or self._seeder.is_seeding(published.info_hash):

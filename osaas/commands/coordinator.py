@@ -251,7 +251,7 @@ def _keep_days(text: str) -> float | None:
 def _coordinator_identity(args: argparse.Namespace) -> Identity:
     """The coordinator's key: `--key`, else in its state dir (made there if missing)."""
     try:
-        return Identity.load_or_create(args.key or files_base(args).with_suffix(".key"))
+        return Identity.load_or_create(args.key or files_base(args.db, args.state_dir).with_suffix(".key"))
     except (IdentityError, OSError) as exc:
         raise UsageError(f"cannot use the coordinator's key: {exc}") from exc
 
@@ -270,7 +270,7 @@ def _cmd_coordinator_serve(args: argparse.Namespace) -> int:
             f"listening on every address ({host}), the coordinator cannot tell which one reaches it:"
             " give --public-url (the address peers should use) to announce it in the DHT"
         )
-    files = files_base(args)
+    files = files_base(args.db, args.state_dir)
     identity = _coordinator_identity(args)
 
     admission = _admission(args, identity)
@@ -363,11 +363,12 @@ def _postgres_uri(text: str) -> str:
 
 
 def _cmd_coordinator_migrate(args: argparse.Namespace) -> int:
+    from coordinator.seeder import BundleService
     from coordinator.sql.moving import move
 
     if not args.source.is_file():
         raise UsageError(f"no coordinator database at {args.source}")
-    target = files_base(argparse.Namespace(state_dir=args.state_dir, db=args.target))
+    target = files_base(args.target, args.state_dir)
     files = _files_beside(args.source, target)
     if taken := [str(there) for there in files.values() if there.exists()]:
         raise UsageError(f"{', '.join(taken)} already there: give an empty --state-dir")
@@ -380,8 +381,13 @@ def _cmd_coordinator_migrate(args: argparse.Namespace) -> int:
             shutil.copytree(here, there, symlinks=True)
         elif here.exists():
             shutil.copy2(here, there)
+    # A file kept no archives (its one coordinator had them on disk): the database keeps them
+    # for every coordinator that will share it.
+    archives = with_store(args.target, BundleService(target.with_suffix(".bundles")).share_archives)
     print(f"moved {moved.summary()} from {args.source} to {named(args.target)}")
-    print(f"copied {len([h for h in files if h.exists()])} of its own files to {args.state_dir}")
+    print(
+        f"copied {len([h for h in files if h.exists()])} of its own files to {args.state_dir}, {archives} bundle archives"
+    )
     print(f"serve it with: osaas coordinator serve --db URI --state-dir {args.state_dir} ...")
     return EXIT_OK
 
@@ -407,7 +413,7 @@ def _cmd_coordinator_dashboard(args: argparse.Namespace) -> int:
 
     if isinstance(args.db, Path) and not args.db.exists():
         raise UsageError(f"{args.db} does not exist (give the --db of `osaas coordinator serve`)")
-    files = files_base(args)
+    files = files_base(args.db, args.state_dir)
     try:
         access = DashboardAccess(operator_token(files))
     except OSError as exc:

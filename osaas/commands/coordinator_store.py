@@ -40,21 +40,21 @@ def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def files_base(args: argparse.Namespace) -> Path:
+def files_base(db: Path | str, state_dir: Path | None) -> Path:
     """The path the coordinator's own files are named after (its .key, .dht, .torrent,
     .bundles and dashboard token), its directory there."""
-    if args.state_dir is not None:
-        if not args.state_dir.is_dir():
-            raise UsageError(f"--state-dir {args.state_dir} is not a directory")
-        return Path(args.state_dir) / STATE_NAME
-    if isinstance(args.db, str):
+    if state_dir is not None:
+        if not state_dir.is_dir():
+            raise UsageError(f"--state-dir {state_dir} is not a directory")
+        return state_dir / STATE_NAME
+    if isinstance(db, str):
         raise UsageError(
             "with a PostgreSQL --db, give --state-dir DIR: where this coordinator keeps its key,"
             " dashboard token, DHT state and bundles"
         )
-    if not args.db.parent.is_dir():
-        raise UsageError(f"cannot open database {args.db}: directory {args.db.parent} does not exist")
-    return Path(args.db)
+    if not db.parent.is_dir():
+        raise UsageError(f"cannot open database {db}: directory {db.parent} does not exist")
+    return db
 
 
 def with_store(db: Path | str, work: Callable[..., Awaitable[T]], *, create: bool = False) -> T:

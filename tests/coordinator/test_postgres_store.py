@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from psycopg import sql
 
 from coordinator.api import make_app
+from coordinator.seeder import BundleService
 from coordinator.sql import SqlStore
 from coordinator.sql.moving import move
 from coordinator.store import OPERATOR, StoreError
@@ -59,6 +60,16 @@ async def test_a_sqlite_installation_moves_and_goes_on_where_it_was(
         assert (await pg.report("p1", report, now)).accepted, first
         await finish(pg, "p1", now + 60)
         await assert_site_checked_once(pg, running_job)
+        # The archives the file's coordinator kept on disk go into the database (the migrate
+        # command does this), for the coordinators that will share it.
+        here = BundleService(tmp_path / "c.bundles")
+        assert await pg.bundle_archive("linkcheck", linkcheck.version) is None
+        here.archive_dir("linkcheck", linkcheck.version).mkdir(parents=True)
+        (here.archive_dir("linkcheck", linkcheck.version) / f"linkcheck-{linkcheck.version}.tar").write_bytes(
+            linkcheck.archive
+        )
+        assert await here.share_archives(pg) == 1
+        assert await pg.bundle_archive("linkcheck", linkcheck.version) == linkcheck.archive
         # New rows go on after the moved ones' ids.
         assert await pg.create_job("linkcheck", {"urls": ["http://c.test/"]}, now) == running_job + 1
 
